@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podvm/podvm/runtime/config"
+)
+
+func newInstallCommand() *cobra.Command {
+	var prefix, imageDir string
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Install the shim, the guest image and a default configuration under a prefix",
+		Long: `Copies containerd-shim-podvm-v2, podvm and podvm-agent (taken from beside this
+binary) into PREFIX/bin, the guest image into PREFIX/share/podvm, writes
+PREFIX/share/podvm/config.toml (the defaults, pointing at that image), and prints
+the containerd configuration that adds the 'podvm' runtime handler.
+
+It never edits containerd's configuration itself.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return install(prefix, imageDir, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&prefix, "prefix", "/opt/podvm", "installation prefix")
+	cmd.Flags().StringVar(&imageDir, "image-dir", defaultImageDir, "directory holding vmlinux and initramfs.cpio (from `podvm image build --out`)")
+	return cmd
+}
+
+func install(prefix, imageDir string, out io.Writer) error {
+	prefix, err := filepath.Abs(prefix)
+	if err != nil {
+		return err
+	}
+	binDir := filepath.Join(prefix, "bin")
+	shareDir := filepath.Join(prefix, "share", "podvm")
+	for _, d := range []string{binDir, shareDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	for _, name := range []string{"containerd-shim-podvm-v2", "podvm", "podvm-agent"} {
+		src := besideSelf(name)
+		if err := copyFile(src, filepath.Join(binDir, name), 0o755); err != nil {
+			return fmt.Errorf("install %s: %w (build it with `make build`)", name, err)
+		}
+	}
+	for _, name := range []string{"vmlinux", "initramfs.cpio", "kernel.release"} {
+		src := filepath.Join(imageDir, name)
+		if err := copyFile(src, filepath.Join(shareDir, name), 0o644); err != nil {
+			return fmt.Errorf("install guest image file %s: %w (run `podvm image build --out %s` first)", name, err, imageDir)
+		}
+	}
+	cfgPath := filepath.Join(shareDir, "config.toml")
+	cfgText := strings.ReplaceAll(string(config.DefaultTOML()), `"/opt/podvm/share/podvm/`, `"`+shareDir+`/`)
+	if _, err := config.Parse([]byte(cfgText), cfgPath); err != nil {
+		return fmt.Errorf("generated configuration is invalid: %w", err)
+	}
+	if err := writeAtomic(cfgPath, []byte(cfgText), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, `podvm installed under %s
+
+Add the podvm runtime handler to containerd's configuration (containerd 2.x,
+config version 3 or 4), then restart containerd:
+
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm]
+    runtime_type = "io.containerd.podvm.v2"
+    runtime_path = "%s"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm.options]
+      ConfigPath = "%s"
+
+With ctr: ctr run --runtime %s --runtime-config-path %s IMAGE ID CMD...
+`, prefix, filepath.Join(binDir, "containerd-shim-podvm-v2"), cfgPath, filepath.Join(binDir, "containerd-shim-podvm-v2"), cfgPath)
+	return nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := out.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	// Rename, so a running shim binary is replaced rather than overwritten.
+	return os.Rename(tmp, dst)
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

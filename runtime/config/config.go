@@ -1,0 +1,179 @@
+// Package config loads podvm's runtime configuration (a TOML file, like
+// Kata's configuration.toml). default.toml, embedded here, is both the
+// documentation of every key and the source of the defaults, so the two can
+// never disagree.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// DefaultPath is where the shim looks when containerd names no config file.
+const DefaultPath = "/etc/podvm/config.toml"
+
+// EnvPath overrides DefaultPath in the shim's environment.
+const EnvPath = "PODVM_CONFIG"
+
+//go:embed default.toml
+var defaultTOML []byte
+
+// DefaultTOML is the commented default configuration, as installed.
+func DefaultTOML() []byte { return append([]byte(nil), defaultTOML...) }
+
+// Config is the whole file.
+type Config struct {
+	Hypervisor Hypervisor `toml:"hypervisor"`
+	Runtime    Runtime    `toml:"runtime"`
+}
+
+// Hypervisor selects and sizes the VMM.
+type Hypervisor struct {
+	Driver           string   `toml:"driver"`
+	Kernel           string   `toml:"kernel"`
+	Initrd           string   `toml:"initrd"`
+	KernelParams     []string `toml:"kernel_params"`
+	Accelerator      string   `toml:"accelerator"`
+	DefaultVCPUs     uint32   `toml:"default_vcpus"`
+	DefaultMemoryMiB uint32   `toml:"default_memory_mib"`
+	SharedFS         string   `toml:"shared_fs"`
+	AgentTransport   string   `toml:"agent_transport"`
+	Debug            bool     `toml:"debug"`
+	QEMU             QEMU     `toml:"qemu"`
+}
+
+// QEMU holds the qemu driver's own settings.
+type QEMU struct {
+	Path          string `toml:"path"`
+	VirtiofsdPath string `toml:"virtiofsd_path"`
+	TCGTBSizeMiB  uint32 `toml:"tcg_tb_size_mib"`
+}
+
+// Runtime holds host-side settings of the shim.
+type Runtime struct {
+	StateDir     string   `toml:"state_dir"`
+	AgentTimeout Duration `toml:"agent_timeout"`
+}
+
+// Duration is a time.Duration written as "30s" in TOML.
+type Duration time.Duration
+
+// UnmarshalText parses Go duration syntax.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like \"30s\": %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes Go duration syntax.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Default returns the configuration that default.toml describes.
+func Default() *Config {
+	c, err := parse(defaultTOML, "default.toml", nil)
+	if err != nil {
+		panic("podvm: embedded default.toml is invalid: " + err.Error())
+	}
+	return c
+}
+
+// Load reads path on top of the defaults. A missing file at DefaultPath is
+// not an error (the defaults apply); a missing file anywhere else is, since
+// someone asked for it by name.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		path = DefaultPath
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && path == DefaultPath {
+		return Default(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read podvm config: %w", err)
+	}
+	return parse(data, path, Default())
+}
+
+// Parse decodes data (named name in errors) on top of the defaults.
+func Parse(data []byte, name string) (*Config, error) {
+	return parse(data, name, Default())
+}
+
+func parse(data []byte, name string, base *Config) (*Config, error) {
+	c := &Config{}
+	if base != nil {
+		*c = *base
+		c.Hypervisor.KernelParams = append([]string(nil), base.Hypervisor.KernelParams...)
+	}
+	dec := toml.NewDecoder(strings.NewReader(string(data))).DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return nil, describeDecodeError(name, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("podvm config %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// describeDecodeError turns go-toml's errors into "file:line:col: what; fix".
+func describeDecodeError(name string, err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		var lines []string
+		for _, e := range strict.Errors {
+			row, col := e.Position()
+			lines = append(lines, fmt.Sprintf("%s:%d:%d: unknown key %q (see `podvm config default` for every valid key)",
+				name, row, col, strings.Join(e.Key(), ".")))
+		}
+		return errors.New(strings.Join(lines, "\n"))
+	}
+	var derr *toml.DecodeError
+	if errors.As(err, &derr) {
+		row, col := derr.Position()
+		return fmt.Errorf("%s:%d:%d: TOML syntax error: %s", name, row, col, derr.Error())
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
+
+// Validate checks values that TOML types cannot.
+func (c *Config) Validate() error {
+	h := c.Hypervisor
+	var errs []error
+	oneOf := func(key, v string, allowed ...string) {
+		for _, a := range allowed {
+			if v == a {
+				return
+			}
+		}
+		errs = append(errs, fmt.Errorf("hypervisor.%s = %q: must be one of %s", key, v, strings.Join(allowed, ", ")))
+	}
+	oneOf("driver", h.Driver, "qemu")
+	oneOf("accelerator", h.Accelerator, "auto", "kvm", "tcg")
+	oneOf("shared_fs", h.SharedFS, "virtiofs", "9p")
+	oneOf("agent_transport", h.AgentTransport, "auto", "vsock", "serial")
+	if h.DefaultVCPUs < 1 || h.DefaultVCPUs > 255 {
+		errs = append(errs, fmt.Errorf("hypervisor.default_vcpus = %d: must be 1..255", h.DefaultVCPUs))
+	}
+	if h.DefaultMemoryMiB < 64 {
+		errs = append(errs, fmt.Errorf("hypervisor.default_memory_mib = %d: a guest needs at least 64", h.DefaultMemoryMiB))
+	}
+	if h.Kernel == "" || h.Initrd == "" {
+		errs = append(errs, errors.New("hypervisor.kernel and hypervisor.initrd must be set"))
+	}
+	if c.Runtime.StateDir == "" {
+		errs = append(errs, errors.New("runtime.state_dir must be set"))
+	}
+	if c.Runtime.AgentTimeout <= 0 {
+		errs = append(errs, errors.New("runtime.agent_timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}

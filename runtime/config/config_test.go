@@ -1,0 +1,91 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultMatchesDocumentedFile(t *testing.T) {
+	c := Default()
+	if c.Hypervisor.Driver != "qemu" || c.Hypervisor.DefaultMemoryMiB != 256 || c.Hypervisor.DefaultVCPUs != 1 {
+		t.Fatalf("unexpected defaults: %+v", c.Hypervisor)
+	}
+	if time.Duration(c.Runtime.AgentTimeout) != 30*time.Second {
+		t.Fatalf("agent_timeout default = %v", time.Duration(c.Runtime.AgentTimeout))
+	}
+}
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		name    string
+		input   string
+		wantErr []string // substrings of the error; none means success
+		check   func(*testing.T, *Config)
+	}{
+		{name: "empty file keeps defaults", input: "", check: func(t *testing.T, c *Config) {
+			if c.Hypervisor.SharedFS != "virtiofs" {
+				t.Errorf("shared_fs = %q", c.Hypervisor.SharedFS)
+			}
+		}},
+		{name: "override one key", input: "[hypervisor]\ndefault_memory_mib = 512\n", check: func(t *testing.T, c *Config) {
+			if c.Hypervisor.DefaultMemoryMiB != 512 || c.Hypervisor.DefaultVCPUs != 1 {
+				t.Errorf("got %+v", c.Hypervisor)
+			}
+		}},
+		{name: "nested table", input: "[hypervisor.qemu]\ntcg_tb_size_mib = 32\n", check: func(t *testing.T, c *Config) {
+			if c.Hypervisor.QEMU.TCGTBSizeMiB != 32 || c.Hypervisor.QEMU.Path == "" {
+				t.Errorf("got %+v", c.Hypervisor.QEMU)
+			}
+		}},
+		{name: "syntax error names file and line", input: "[hypervisor]\ndriver = \"qemu\"\nkernel = \n",
+			wantErr: []string{"test.toml:3:", "syntax error"}},
+		{name: "unknown key named with position", input: "[hypervisor]\n\nkernal = \"/x\"\n",
+			wantErr: []string{"test.toml:3:1", `unknown key "hypervisor.kernal"`}},
+		{name: "unknown table", input: "[hypervisr]\ndriver = \"qemu\"\n",
+			wantErr: []string{"unknown key", "hypervisr"}},
+		{name: "bad enum", input: "[hypervisor]\naccelerator = \"fast\"\n",
+			wantErr: []string{`accelerator = "fast"`, "auto, kvm, tcg"}},
+		{name: "bad duration", input: "[runtime]\nagent_timeout = \"soon\"\n",
+			wantErr: []string{"not a duration"}},
+		{name: "too little memory", input: "[hypervisor]\ndefault_memory_mib = 8\n",
+			wantErr: []string{"default_memory_mib = 8"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.input), "test.toml")
+			if len(tc.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("want error containing %q, got nil", tc.wantErr)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not contain %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(filepath.Join(dir, "missing.toml")); err == nil || !strings.Contains(err.Error(), "missing.toml") {
+		t.Fatalf("a named missing file must be an error naming it, got %v", err)
+	}
+	p := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(p, []byte("[hypervisor]\ndebug = true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil || !c.Hypervisor.Debug {
+		t.Fatalf("Load = %+v, %v", c, err)
+	}
+}

@@ -1,0 +1,99 @@
+package guestspec
+
+import (
+	"reflect"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func baseSpec() *specs.Spec {
+	return &specs.Spec{
+		Root:    &specs.Root{Path: "/run/containerd/io.containerd.runtime.v2.task/default/c1/rootfs", Readonly: true},
+		Process: &specs.Process{Args: []string{"sh"}, ApparmorProfile: "cri-default", SelinuxLabel: "x"},
+		Hooks:   &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/usr/bin/nvidia-hook"}}},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs"},
+			{Destination: "/etc/hosts", Type: "bind", Source: "/var/lib/containerd/hosts", Options: []string{"rbind", "ro"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"},
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: "/default/c1",
+			MountLabel:  "label",
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1234"},
+			},
+			Devices: []specs.LinuxDevice{{Path: "/dev/kvm", Type: "c", Major: 10, Minor: 232}},
+			Resources: &specs.LinuxResources{
+				Memory:         &specs.LinuxMemory{Limit: ptr(int64(64 << 20))},
+				HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 1}},
+			},
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestRewrite(t *testing.T) {
+	in := baseSpec()
+	orig := baseSpec()
+	g, d, err := Rewrite(in, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, orig) {
+		t.Fatal("Rewrite modified its input")
+	}
+	checks := []struct {
+		name string
+		ok   bool
+	}{
+		{"root moved under the guest share", g.Root.Path == "/run/podvm/shared/c1/rootfs" && g.Root.Readonly},
+		{"LSM labels dropped", g.Process.ApparmorProfile == "" && g.Process.SelinuxLabel == "" && g.Linux.MountLabel == ""},
+		{"hooks dropped", g.Hooks == nil && d.Hooks},
+		{"host bind mount dropped", len(g.Mounts) == 3 && reflect.DeepEqual(d.Mounts, []string{"/etc/hosts"})},
+		{"namespace paths cleared, types kept", len(g.Linux.Namespaces) == 2 && g.Linux.Namespaces[1].Path == "" && g.Linux.Namespaces[1].Type == specs.NetworkNamespace},
+		{"host devices dropped", g.Linux.Devices == nil && reflect.DeepEqual(d.Devices, []string{"/dev/kvm"})},
+		{"memory limit kept for the guest cgroup", *g.Linux.Resources.Memory.Limit == 64<<20},
+		{"hugepages dropped", g.Linux.Resources.HugepageLimits == nil},
+		{"cgroupfs path kept", g.Linux.CgroupsPath == "/default/c1"},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("%s: got %+v", c.name, g)
+		}
+	}
+}
+
+func TestGuestCgroupsPath(t *testing.T) {
+	cases := map[string]string{
+		"":                             "/podvm/c1",
+		"/kubepods/besteffort/pod1/c1": "/kubepods/besteffort/pod1/c1",
+		"kubepods-besteffort.slice:cri-containerd:c1": "/podvm/c1",
+	}
+	for in, want := range cases {
+		if got := guestCgroupsPath(in, "c1"); got != want {
+			t.Errorf("guestCgroupsPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRewriteRejects(t *testing.T) {
+	cases := []struct {
+		name string
+		spec *specs.Spec
+		id   string
+	}{
+		{"no root", &specs.Spec{Process: &specs.Process{}}, "c1"},
+		{"no process", &specs.Spec{Root: &specs.Root{}}, "c1"},
+		{"id escapes the share", baseSpec(), "../etc"},
+		{"dot id", baseSpec(), ".."},
+	}
+	for _, c := range cases {
+		if _, _, err := Rewrite(c.spec, c.id); err == nil {
+			t.Errorf("%s: want error", c.name)
+		}
+	}
+}

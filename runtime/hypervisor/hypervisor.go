@@ -1,0 +1,144 @@
+// Package hypervisor is the seam between a pod's sandbox and the VMM that runs
+// it. A Driver (qemu, cloudhypervisor) turns a Config into a VM; the sandbox
+// only ever talks to the VM interface, so every driver behaves the same way to
+// the rest of the runtime: same lifecycle, same errors, same death reporting.
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+)
+
+// ErrNotSupported is returned by optional operations a driver does not offer.
+var ErrNotSupported = errors.New("not supported by this hypervisor driver")
+
+// Accelerator is how guest instructions are executed.
+type Accelerator string
+
+const (
+	// AccelKVM is hardware virtualization through /dev/kvm (VMX or SVM).
+	AccelKVM Accelerator = "kvm"
+	// AccelTCG is QEMU's software emulation: slow, but runs anywhere.
+	AccelTCG Accelerator = "tcg"
+)
+
+// AgentTransport is how the shim reaches podvm-agent inside the guest.
+type AgentTransport string
+
+const (
+	// TransportVsock is AF_VSOCK (vhost-vsock with QEMU, hybrid vsock with
+	// Cloud Hypervisor). The default wherever the host supports it.
+	TransportVsock AgentTransport = "vsock"
+	// TransportSerial is a named virtio-serial port backed by a host unix
+	// socket: the fallback for hosts without /dev/vhost-vsock.
+	TransportSerial AgentTransport = "serial"
+)
+
+// AgentVsockPort is the guest vsock port podvm-agent listens on.
+const AgentVsockPort = 1024
+
+// AgentSerialPortName is the virtio-serial port name podvm-agent opens.
+const AgentSerialPortName = "podvm.agent"
+
+// AgentSerialReadyLine is what podvm-agent writes on the virtio-serial port
+// each time a host side connects, before it serves ttrpc there. The guest
+// kernel discards bytes the host sends while the guest has not opened the
+// port, so the host must send nothing until it has read this line; the
+// driver's DialAgent reads it, and the connection it returns starts clean.
+const AgentSerialReadyLine = "podvm-agent ready\n"
+
+// SharedFSTag is the virtio-fs / 9p tag of the per-sandbox shared directory.
+const SharedFSTag = "podvm"
+
+// Config is everything a driver needs to boot one pod VM.
+type Config struct {
+	// ID names the sandbox; it appears in process names and logs.
+	ID string
+	// StateDir is a private per-sandbox directory for sockets, pid files and
+	// logs. The driver creates files only inside it.
+	StateDir string
+
+	KernelPath   string
+	InitrdPath   string
+	KernelParams []string
+
+	VCPUs     uint32
+	MemoryMiB uint32
+
+	// SharedDir is exported to the guest with tag SharedFSTag.
+	SharedDir string
+	// SharedFS is "virtiofs" (default) or "9p".
+	SharedFS string
+
+	// Transport selects the agent channel; empty means the driver's default.
+	Transport AgentTransport
+
+	// Accelerator forces kvm or tcg; empty means probe and choose.
+	Accelerator Accelerator
+
+	// Debug sends the guest console to StateDir/console.log at full verbosity.
+	Debug bool
+}
+
+// Driver creates VMs of one kind of VMM.
+type Driver interface {
+	// Name is the driver's config name: "qemu", "cloud-hypervisor".
+	Name() string
+	// Check reports whether this host can run the driver, with a fix for
+	// each missing piece. It does not start a VM.
+	Check(ctx context.Context) []CheckResult
+	// Create validates cfg and prepares a VM without starting anything.
+	Create(ctx context.Context, cfg Config) (VM, error)
+}
+
+// CheckResult is one line of `podvm check`.
+type CheckResult struct {
+	Name   string
+	OK     bool
+	Detail string
+	// Fix tells the operator what to do when !OK.
+	Fix string
+	// Optional marks a check whose failure has a working fallback (no
+	// vhost-vsock: virtio-serial; no hardware KVM: TCG), so it is reported
+	// but does not make `podvm check` fail.
+	Optional bool
+}
+
+// VM is one running (or startable) pod VM.
+type VM interface {
+	// Start launches the VMM and its helpers (virtiofsd) and boots the guest.
+	// It returns once the VMM is running; the agent may not be ready yet.
+	// On error everything Start launched has been stopped again.
+	Start(ctx context.Context) error
+	// DialAgent opens a new connection to the agent's channel. It fails fast
+	// when the guest is not listening yet; callers retry.
+	DialAgent(ctx context.Context) (net.Conn, error)
+	// Stop stops the VMM and every helper and removes their sockets. It is
+	// idempotent and safe to call after the VMM died.
+	Stop(ctx context.Context) error
+	// Done is closed when the VMM or an essential helper exits for any reason.
+	Done() <-chan struct{}
+	// ExitError says why Done was closed (nil after a requested Stop).
+	ExitError() error
+	// Pids lists the host processes of this VM (VMM first, then helpers).
+	Pids() []int
+	// Info reports what was actually chosen at start.
+	Info() Info
+	// Resize changes vCPUs and memory of a running VM.
+	Resize(ctx context.Context, vcpus uint32, memoryMiB uint32) error
+}
+
+// Info describes a started VM.
+type Info struct {
+	Driver      string
+	Accelerator Accelerator
+	Transport   AgentTransport
+	VCPUs       uint32
+	MemoryMiB   uint32
+	// StartedAt is when the VMM process was spawned.
+	StartedAt time.Time
+	// ConsolePath is the guest console log, for error messages.
+	ConsolePath string
+}

@@ -1,0 +1,203 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/podvm/podvm/runtime/integration/testenv"
+)
+
+// ctrRunTimeout bounds one container run: boot under TCG is about a second,
+// so a minute means something is stuck, not slow.
+const ctrRunTimeout = time.Minute
+
+type podvmCtr struct {
+	c     *testenv.Containerd
+	env   *testenv.Env
+	image string
+}
+
+func newPodvmCtr(t *testing.T) *podvmCtr {
+	env := testenv.Require(t)
+	c := testenv.StartContainerd(t, env, "")
+	return &podvmCtr{c: c, env: env, image: c.ImportBusybox(t)}
+}
+
+// run is `ctr run --rm` with the podvm runtime and config cfgPath.
+func (p *podvmCtr) run(t *testing.T, cfgPath string, stdin []byte, id string, args ...string) testenv.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ctrRunTimeout)
+	defer cancel()
+	full := append([]string{"run", "--rm", "--runtime", p.env.ShimBinary, "--runtime-config-path", cfgPath, p.image, id}, args...)
+	return p.c.Ctr(ctx, stdin, full...)
+}
+
+func assertNoLeaks(t *testing.T, id string) {
+	t.Helper()
+	// The shim exits right after the task is deleted; give it a moment.
+	var leaks []string
+	for i := 0; i < 50; i++ {
+		if leaks = testenv.Leaks(id); len(leaks) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("left behind for %s:\n  %s", id, strings.Join(leaks, "\n  "))
+}
+
+func TestCtrRunIntegration(t *testing.T) {
+	p := newPodvmCtr(t)
+	cfg := p.env.ConfigPath
+
+	t.Run("guest kernel differs from host", func(t *testing.T) {
+		r := p.run(t, cfg, nil, "podvm-uname", "uname", "-r")
+		if r.ExitCode != 0 {
+			t.Fatalf("exit %d, stderr: %s", r.ExitCode, r.Stderr)
+		}
+		var u unix.Utsname
+		unix.Uname(&u)
+		host := unix.ByteSliceToString(u.Release[:])
+		guest := strings.TrimSpace(r.Stdout)
+		want, _ := os.ReadFile(filepath.Join(p.env.Prefix, "share", "podvm", "kernel.release"))
+		if guest == "" || guest == host {
+			t.Fatalf("guest kernel release %q must differ from the host's %q", guest, host)
+		}
+		if w := strings.TrimSpace(string(want)); w != "" && guest != w {
+			t.Errorf("guest runs kernel %q, want the installed podvm kernel %q", guest, w)
+		}
+		t.Logf("host %s, guest %s, ctr run took %s", host, guest, r.Duration)
+		assertNoLeaks(t, "podvm-uname")
+	})
+
+	t.Run("exit code and separate streams", func(t *testing.T) {
+		r := p.run(t, cfg, nil, "podvm-streams", "sh", "-c", "echo out; echo err >&2; exit 7")
+		if r.ExitCode != 7 {
+			t.Errorf("exit code %d, want 7 (stderr %q)", r.ExitCode, r.Stderr)
+		}
+		if r.Stdout != "out\n" {
+			t.Errorf("stdout %q, want %q", r.Stdout, "out\n")
+		}
+		if r.Stderr != "err\n" {
+			t.Errorf("stderr %q, want %q", r.Stderr, "err\n")
+		}
+		assertNoLeaks(t, "podvm-streams")
+	})
+
+	t.Run("stdin reaches the container", func(t *testing.T) {
+		in := "hello from the host\nsecond line\n"
+		r := p.run(t, cfg, []byte(in), "podvm-stdin", "cat")
+		if r.ExitCode != 0 || r.Stdout != in {
+			t.Errorf("cat: exit %d, stdout %q, want %q (stderr %q)", r.ExitCode, r.Stdout, in, r.Stderr)
+		}
+		assertNoLeaks(t, "podvm-stdin")
+	})
+
+	t.Run("large output is complete", func(t *testing.T) {
+		// 4 MiB through the relay: nothing may be lost at exit.
+		r := p.run(t, cfg, nil, "podvm-flood", "sh", "-c", "dd if=/dev/zero bs=4096 count=1024 2>/dev/null | wc -c")
+		if strings.TrimSpace(r.Stdout) != "4194304" {
+			t.Errorf("wc -c in guest printed %q, want 4194304", r.Stdout)
+		}
+		r = p.run(t, cfg, nil, "podvm-flood2", "dd", "if=/dev/zero", "bs=65536", "count=64")
+		if len(r.Stdout) != 64*65536 {
+			t.Errorf("received %d bytes of stdout, want %d", len(r.Stdout), 64*65536)
+		}
+		assertNoLeaks(t, "podvm-flood")
+	})
+
+	t.Run("kill ends a sleep", func(t *testing.T) {
+		id := "podvm-kill"
+		ctx, cancel := context.WithTimeout(context.Background(), ctrRunTimeout)
+		defer cancel()
+		r := p.c.Ctr(ctx, nil, "run", "-d", "--runtime", p.env.ShimBinary, "--runtime-config-path", cfg, p.image, id, "sleep", "1000")
+		if r.ExitCode != 0 {
+			t.Fatalf("ctr run -d: exit %d, %s", r.ExitCode, r.Stderr)
+		}
+		if out := p.c.MustCtr(t, "task", "ls"); !strings.Contains(out, id) || !strings.Contains(out, "RUNNING") {
+			t.Fatalf("task not running:\n%s", out)
+		}
+		p.c.MustCtr(t, "task", "kill", "--signal", "SIGKILL", id)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out := p.c.MustCtr(t, "task", "ls")
+			if strings.Contains(out, "STOPPED") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("task still not stopped 20s after SIGKILL:\n%s", out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		p.c.MustCtr(t, "task", "delete", id)
+		p.c.MustCtr(t, "container", "rm", id)
+		assertNoLeaks(t, id)
+	})
+}
+
+func TestCtrBadInputIntegration(t *testing.T) {
+	p := newPodvmCtr(t)
+	dir := t.TempDir()
+	good, err := os.ReadFile(p.env.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeCfg := func(name, text string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	withKey := func(key, value string) string {
+		var out []string
+		for _, l := range strings.Split(string(good), "\n") {
+			if strings.HasPrefix(l, key+" = ") {
+				l = key + " = " + value
+			}
+			out = append(out, l)
+		}
+		return strings.Join(out, "\n")
+	}
+	cases := []struct {
+		name string
+		cfg  string
+		want []string
+	}{
+		{"missing kernel", writeCfg("nokernel.toml", withKey("kernel", `"/nonexistent/vmlinux"`)),
+			[]string{"/nonexistent/vmlinux", "podvm image build"}},
+		{"missing initramfs", writeCfg("noinitrd.toml", withKey("initrd", `"/nonexistent/initramfs.cpio"`)),
+			[]string{"/nonexistent/initramfs.cpio", "podvm image build"}},
+		{"missing qemu", writeCfg("noqemu.toml", withKey("path", `"/nonexistent/qemu-system-x86_64"`)),
+			[]string{"/nonexistent/qemu-system-x86_64", "qemu-system-x86"}},
+		{"syntax error", writeCfg("syntax.toml", "[hypervisor]\ndriver = \"qemu\"\ndefault_vcpus = = 2\n"),
+			[]string{"syntax.toml:3:", "syntax error"}},
+		{"unknown key", writeCfg("unknown.toml", "[hypervisor]\nkernal = \"/x\"\n"),
+			[]string{"unknown.toml:2:", `unknown key "hypervisor.kernal"`}},
+		{"config file missing", filepath.Join(dir, "absent.toml"),
+			[]string{"absent.toml"}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprintf("podvm-bad-%d", i)
+			r := p.run(t, tc.cfg, nil, id, "true")
+			if r.ExitCode == 0 {
+				t.Fatalf("ctr run succeeded with a broken setup")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.Stderr, w) {
+					t.Errorf("error does not mention %q:\n%s", w, r.Stderr)
+				}
+			}
+			t.Logf("ctr said: %s", strings.TrimSpace(r.Stderr))
+			p.c.Ctr(context.Background(), nil, "container", "rm", id)
+			assertNoLeaks(t, id)
+		})
+	}
+}

@@ -1,0 +1,181 @@
+// Package manager starts and stops containerd-shim-podvm-v2 processes: the
+// `start` action that spawns (or reuses) the long-running shim of a pod, and
+// the `delete` action that cleans up after a shim that is gone. It mirrors
+// containerd's runc shim manager, grouping a pod's containers into one shim
+// (and therefore one VM) by the CRI sandbox-id annotation.
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/v2/defaults"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/log"
+
+	"github.com/podvm/podvm/runtime/sandbox"
+	"github.com/podvm/podvm/version"
+)
+
+// groupAnnotations name the group a container's shim is shared by, in order
+// of preference: an explicit podvm group, then the CRI pod.
+var groupAnnotations = []string{
+	"io.containerd.podvm.v2.group",
+	"io.kubernetes.cri.sandbox-id",
+}
+
+// New returns the shim manager for runtime name (io.containerd.podvm.v2).
+func New(name string) shim.Shim { return manager{name: name} }
+
+type manager struct{ name string }
+
+func (m manager) Name() string { return m.name }
+
+// groupOf reads the bundle's spec annotations to find the container's group.
+func groupOf(id string) (string, error) {
+	b, err := os.ReadFile("config.json")
+	if err != nil {
+		return "", fmt.Errorf("read OCI spec of %s: %w", id, err)
+	}
+	var s struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return "", fmt.Errorf("parse OCI spec of %s: %w", id, err)
+	}
+	for _, a := range groupAnnotations {
+		if g := s.Annotations[a]; g != "" {
+			return g, nil
+		}
+	}
+	return id, nil
+}
+
+// Start spawns the shim daemon of the container's group, or returns the
+// address of the one already serving the group.
+func (m manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
+	id := params.GetInstanceID()
+	group, err := groupOf(id)
+	if err != nil {
+		return nil, err
+	}
+	socketDir := params.GetSocketDir()
+	if socketDir == "" {
+		socketDir = filepath.Join(defaults.DefaultStateDir, "s")
+	}
+	address, err := shim.CreateSocketAddress(ctx, socketDir, params.GetContainerdGrpcAddress(), group, false)
+	if err != nil {
+		return nil, err
+	}
+	result := &bootapi.BootstrapResult{Version: 3, Protocol: "ttrpc", Address: address}
+
+	socket, err := shim.NewSocket(address)
+	if err != nil {
+		if !shim.SocketEaddrinuse(err) {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+		if shim.CanConnect(address) {
+			return result, nil // the pod's shim is running: join it
+		}
+		if err := shim.RemoveSocket(address); err != nil {
+			return nil, fmt.Errorf("remove stale shim socket: %w", err)
+		}
+		if socket, err = shim.NewSocket(address); err != nil {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+	}
+	defer func() {
+		if retErr != nil {
+			socket.Close()
+			shim.RemoveSocket(address)
+		}
+	}()
+	f, err := socket.File()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+
+	cmd, err := daemonCommand(ctx, id, params)
+	if err != nil {
+		return nil, err
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start shim daemon: %w", err)
+	}
+	go cmd.Wait()
+	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("adjust OOM score of shim: %w", err)
+	}
+	return result, nil
+}
+
+func daemonCommand(ctx context.Context, id string, params *bootapi.BootstrapParams) (*exec.Cmd, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-namespace", ns, "-id", id, "-address", params.GetContainerdGrpcAddress()}
+	if params.GetLogLevel() <= bootapi.LogLevel_LOG_LEVEL_DEBUG {
+		args = append(args, "-debug")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Dir = cwd
+	cmd.Env = os.Environ()
+	// Its own process group: a signal to containerd's group must not reach
+	// the shim, which would take the pod's VM down with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd, nil
+}
+
+// Stop runs as `shim delete` after the shim is gone (or never started): it
+// undoes what the bundle's sandbox record names.
+func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return shim.StopStatus{}, err
+	}
+	bundle := filepath.Join(filepath.Dir(cwd), id)
+	rec, ok, err := sandbox.ReadRecord(bundle)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("read podvm sandbox record")
+	}
+	if ok {
+		if err := sandbox.CleanupAfterCrash(rec); err != nil {
+			log.G(ctx).WithError(err).WithField("container", id).Warn("clean up after podvm shim")
+		}
+		sandbox.RemoveRecord(bundle)
+	}
+	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+}
+
+// Info describes the runtime to containerd.
+func (m manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
+	if _, err := io.Copy(io.Discard, optionsR); err != nil {
+		return nil, err
+	}
+	return &types.RuntimeInfo{
+		Name:    m.name,
+		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
+	}, nil
+}

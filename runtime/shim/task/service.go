@@ -1,0 +1,530 @@
+// Package task is podvm's implementation of containerd's shim task API
+// (runtime/task/v3). It is thin: it keeps the state containerd asks about
+// (processes, exit statuses, stdio) and delegates the VM and the guest to
+// the sandbox package. All containers handled by one shim share one VM.
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/runtime/config"
+	"github.com/podvm/podvm/runtime/guestspec"
+	"github.com/podvm/podvm/runtime/sandbox"
+	"github.com/podvm/podvm/runtime/stdio"
+)
+
+var _ taskAPI.TTRPCTaskService = (*Service)(nil)
+
+// CRI annotations that group a pod's containers into one sandbox.
+const (
+	annotationContainerType = "io.kubernetes.cri.container-type"
+	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
+	annotationHostname      = "io.kubernetes.cri.sandbox-name"
+)
+
+// exitStatusVMDied is reported for every process of a VM that died under it,
+// like a process killed with no exit code of its own.
+const exitStatusVMDied = 255
+
+// outputDrainTimeout bounds how long an exit waits for the guest to flush
+// the process's output, so a stuck relay can never hide an exit.
+const outputDrainTimeout = 5 * time.Second
+
+// Service is the shim's TaskService.
+type Service struct {
+	ctx       context.Context
+	publisher shim.Publisher
+	shutdown  shutdown.Service
+	events    chan any
+
+	mu         sync.Mutex
+	cfg        *config.Config
+	sb         *sandbox.Sandbox
+	containers map[string]*container
+}
+
+type container struct {
+	id     string
+	bundle string
+	owner  bool // the container whose Create booted the VM
+	init   *process
+}
+
+// NewService starts the service; shutdown's callbacks stop the VM.
+func NewService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (*Service, error) {
+	s := &Service{ctx: ctx, publisher: publisher, shutdown: sd, events: make(chan any, 128), containers: map[string]*container{}}
+	go s.forwardEvents()
+	sd.RegisterCallback(func(ctx context.Context) error {
+		s.mu.Lock()
+		sb := s.sb
+		s.mu.Unlock()
+		if sb != nil {
+			return sb.Destroy(ctx)
+		}
+		return nil
+	})
+	return s, nil
+}
+
+// RegisterTTRPC registers the task API.
+func (s *Service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+func (s *Service) getContainer(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "container %s", id)
+	}
+	return c, nil
+}
+
+func (s *Service) getProcess(id, execID string) (*container, *process, error) {
+	c, err := s.getContainer(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if execID != "" {
+		return nil, nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in container %s (exec is not supported by podvm yet)", execID, id)
+	}
+	return c, c.init, nil
+}
+
+func readSpec(bundle string) (*specs.Spec, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read OCI spec: %w", err)
+	}
+	var sp specs.Spec
+	if err := json.Unmarshal(b, &sp); err != nil {
+		return nil, fmt.Errorf("parse OCI spec %s/config.json: %w", bundle, err)
+	}
+	return &sp, nil
+}
+
+// Create boots the VM on the pod's first container and creates the
+// container in the guest.
+func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	if r.Checkpoint != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "checkpoint/restore is not supported by podvm")
+	}
+	streams := stdio.Streams{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
+	if err := stdio.Validate(streams); err != nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "%v", err)
+	}
+	spec, err := readSpec(r.Bundle)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	guest, dropped, err := guestspec.Rewrite(spec, r.ID)
+	if err != nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
+	if len(dropped.Mounts)+len(dropped.Devices) > 0 || dropped.Hooks {
+		log.G(ctx).WithFields(log.Fields{"container": r.ID, "mounts": dropped.Mounts, "devices": dropped.Devices, "hooks": dropped.Hooks}).
+			Warn("host-only parts of the OCI spec are not passed into the pod VM")
+	}
+
+	sb, owner, err := s.ensureSandbox(ctx, r, spec)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	defer func() {
+		if retErr != nil && owner {
+			s.mu.Lock()
+			s.sb = nil
+			s.mu.Unlock()
+			sb.Destroy(context.WithoutCancel(ctx))
+		}
+	}()
+
+	var mounts []mount.Mount
+	for _, m := range r.Rootfs {
+		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	if len(mounts) == 0 {
+		// No snapshot mounts: the bundle's rootfs directory is the root.
+		mounts = []mount.Mount{{Type: "bind", Source: filepath.Join(r.Bundle, "rootfs"), Options: []string{"rbind", "rw"}}}
+	}
+	if err := sb.MountRootfs(ctx, r.ID, mounts); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	defer func() {
+		if retErr != nil {
+			sb.UnmountRootfs(r.ID)
+		}
+	}()
+
+	specJSON, err := json.Marshal(guest)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("encode guest spec: %w", err))
+	}
+	resp, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
+		ContainerId: r.ID, OciSpec: specJSON,
+		Stdin: r.Stdin != "", Stdout: r.Stdout != "", Stderr: r.Stderr != "", Terminal: r.Terminal,
+	})
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("create container %s in the guest: %w", r.ID, err))
+	}
+	p := newProcess(r.ID, "", streams)
+	p.guestPid = resp.Pid
+	p.relay, err = stdio.Start(ctx, sb.Agent, r.ID, "", streams)
+	if err != nil {
+		sb.Agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: r.ID})
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if err := sandbox.WriteRecord(r.Bundle, sandbox.Record{SandboxID: sb.ID, StateDir: sb.StateDir, ContainerID: r.ID, Owner: owner}); err != nil {
+		p.relay.Close()
+		sb.Agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: r.ID})
+		return nil, errgrpc.ToGRPC(err)
+	}
+
+	s.mu.Lock()
+	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, owner: owner, init: p}
+	s.mu.Unlock()
+
+	s.send(&eventstypes.TaskCreate{
+		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
+		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Pid: s.hostPid(),
+	})
+	return &taskAPI.CreateTaskResponse{Pid: s.hostPid()}, nil
+}
+
+// hostPid is the pid podvm reports for every task. Guest pids mean nothing
+// on the host, and signals go through the shim anyway (Kata does the same).
+func (s *Service) hostPid() uint32 { return uint32(os.Getpid()) }
+
+// ensureSandbox returns the shim's sandbox, booting it on first use.
+func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (*sandbox.Sandbox, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sb != nil {
+		select {
+		case <-s.sb.Done():
+			return nil, false, fmt.Errorf("the pod VM of sandbox %s is gone: %v", s.sb.ID, s.sb.ExitError())
+		default:
+		}
+		return s.sb, false, nil
+	}
+	if spec.Annotations[annotationContainerType] == "container" {
+		return nil, false, fmt.Errorf("container %s belongs to sandbox %s, which this shim does not run (was the sandbox created with another runtime?)",
+			r.ID, spec.Annotations[annotationSandboxID])
+	}
+	cfg, path, err := loadConfig(r.Options)
+	if err != nil {
+		return nil, false, errdefs.ErrInvalidArgument.WithMessage(err.Error())
+	}
+	driver, err := sandbox.NewDriver(cfg)
+	if err != nil {
+		return nil, false, fmt.Errorf("podvm config %s: %w", path, err)
+	}
+	sandboxID := r.ID
+	if id := spec.Annotations[annotationSandboxID]; id != "" {
+		sandboxID = id
+	}
+	hostname := spec.Hostname
+	if hostname == "" {
+		hostname = spec.Annotations[annotationHostname]
+	}
+	sb, err := sandbox.Create(ctx, sandbox.Options{
+		ID: sandboxID, Hostname: hostname, Config: cfg, Driver: driver,
+		Size: sandbox.SizeFor(spec, cfg.Hypervisor.DefaultVCPUs, cfg.Hypervisor.DefaultMemoryMiB),
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	d := sb.Agent.Details
+	log.G(ctx).WithFields(log.Fields{
+		"sandbox": sb.ID, "guest_kernel": d.KernelRelease, "agent": d.AgentVersion, "transport": d.Transport,
+		"boot_to_agent": sb.Timings.AgentReady.Sub(sb.Timings.Begin).String(),
+	}).Info("pod VM ready")
+	s.cfg, s.sb = cfg, sb
+	go s.watchVM(sb)
+	return sb, true, nil
+}
+
+// watchVM marks every process exited when the VM dies under them.
+func (s *Service) watchVM(sb *sandbox.Sandbox) {
+	<-sb.Done()
+	err := sb.ExitError()
+	if err == nil {
+		return // stopped on purpose
+	}
+	log.G(s.ctx).WithError(err).WithField("sandbox", sb.ID).Error("pod VM died; reporting its containers as exited")
+	s.mu.Lock()
+	var all []*container
+	for _, c := range s.containers {
+		all = append(all, c)
+	}
+	s.mu.Unlock()
+	now := time.Now()
+	for _, c := range all {
+		c.init.relay.Close()
+		if c.init.setExited(exitStatusVMDied, now) {
+			s.sendExit(c.init)
+		}
+	}
+}
+
+// Start starts a created container and watches for its exit.
+func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	_, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	sb := s.sb
+	s.mu.Unlock()
+	if !p.setRunning() {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s is not in the created state", r.ID)
+	}
+	go s.waitExit(sb, p)
+	if _, err := sb.Agent.StartContainer(ctx, &api.StartContainerRequest{ContainerId: r.ID}); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("start container %s in the guest: %w", r.ID, err))
+	}
+	s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: s.hostPid()})
+	return &taskAPI.StartResponse{Pid: s.hostPid()}, nil
+}
+
+// waitExit asks the agent for the exit, lets the output drain, then records
+// and publishes it.
+func (s *Service) waitExit(sb *sandbox.Sandbox, p *process) {
+	resp, err := sb.Agent.WaitProcess(s.ctx, &api.WaitProcessRequest{ContainerId: p.containerID, ExecId: p.execID})
+	if err != nil {
+		// The VM's death is reported by watchVM; anything else is logged.
+		select {
+		case <-sb.Done():
+		default:
+			log.G(s.ctx).WithError(err).WithField("container", p.containerID).Error("wait for guest process")
+		}
+		return
+	}
+	dctx, cancel := context.WithTimeout(s.ctx, outputDrainTimeout)
+	if err := p.relay.WaitOutput(dctx); err != nil {
+		log.G(s.ctx).WithField("container", p.containerID).Warn("guest output not drained in time after exit")
+	}
+	cancel()
+	at := time.Now()
+	if resp.ExitedAtNs > 0 {
+		at = time.Unix(0, resp.ExitedAtNs)
+	}
+	if p.setExited(resp.ExitStatus, at) {
+		s.sendExit(p)
+	}
+}
+
+func (s *Service) sendExit(p *process) {
+	_, status, at := p.state()
+	s.send(&eventstypes.TaskExit{
+		ContainerID: p.containerID, ID: p.containerID, Pid: s.hostPid(),
+		ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
+	})
+}
+
+// Delete removes a stopped (or never started) container; deleting the
+// container that booted the VM stops the VM.
+func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	c, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if status, _, _ := p.state(); status == task.Status_RUNNING {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s is still running; kill it first", r.ID)
+	}
+	s.mu.Lock()
+	sb := s.sb
+	s.mu.Unlock()
+	p.relay.Close()
+	select {
+	case <-sb.Done():
+	default:
+		if _, err := sb.Agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: r.ID}); err != nil {
+			log.G(ctx).WithError(err).WithField("container", r.ID).Warn("remove container in the guest")
+		}
+	}
+	if err := sb.UnmountRootfs(r.ID); err != nil {
+		log.G(ctx).WithError(err).WithField("container", r.ID).Warn("unmount container rootfs")
+	}
+	if p.setExited(exitStatusVMDied, time.Now()) {
+		// Deleted before it ever ran: still report a (synthetic) exit.
+		s.sendExit(p)
+	}
+	s.mu.Lock()
+	delete(s.containers, r.ID)
+	s.mu.Unlock()
+	if c.owner {
+		if err := sb.Destroy(ctx); err != nil {
+			log.G(ctx).WithError(err).Warn("destroy pod VM")
+		}
+	}
+	sandbox.RemoveRecord(c.bundle)
+
+	_, status, at := p.state()
+	s.send(&eventstypes.TaskDelete{ContainerID: r.ID, Pid: s.hostPid(), ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)})
+	return &taskAPI.DeleteResponse{Pid: s.hostPid(), ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
+}
+
+// Kill signals the container's init (or all its processes).
+func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	_, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if status, _, _ := p.state(); status == task.Status_STOPPED {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
+	}
+	s.mu.Lock()
+	sb := s.sb
+	s.mu.Unlock()
+	if _, err := sb.Agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All}); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("signal %d to container %s: %w", r.Signal, r.ID, err))
+	}
+	return &ptypes.Empty{}, nil
+}
+
+// Wait blocks until the process exits.
+func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	_, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.wait(ctx); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	_, status, at := p.state()
+	return &taskAPI.WaitResponse{ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
+}
+
+// State reports a process's status.
+func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	c, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	status, exit, at := p.state()
+	return &taskAPI.StateResponse{
+		ID: r.ID, Bundle: c.bundle, Pid: s.hostPid(), Status: status,
+		Stdin: p.streams.Stdin, Stdout: p.streams.Stdout, Stderr: p.streams.Stderr, Terminal: p.streams.Terminal,
+		ExitStatus: exit, ExitedAt: protobuf.ToTimestamp(at), ExecID: r.ExecID,
+	}, nil
+}
+
+// Pids lists the task's processes as host pids (see hostPid).
+func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	if _, err := s.getContainer(r.ID); err != nil {
+		return nil, err
+	}
+	return &taskAPI.PidsResponse{Processes: []*task.ProcessInfo{{Pid: s.hostPid()}}}, nil
+}
+
+// CloseIO closes the process's stdin.
+func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
+	_, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Stdin {
+		p.relay.CloseStdin()
+	}
+	return &ptypes.Empty{}, nil
+}
+
+// Connect reports the shim's pid.
+func (s *Service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: s.hostPid()}, nil
+}
+
+// Shutdown ends the shim once it serves no container.
+func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	n := len(s.containers)
+	s.mu.Unlock()
+	if n > 0 {
+		return &ptypes.Empty{}, nil
+	}
+	s.shutdown.Shutdown()
+	return &ptypes.Empty{}, nil
+}
+
+func notYet(what string) error {
+	return errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "%s is not supported by podvm yet", what)
+}
+
+// Exec is not implemented yet (pod-semantics issue).
+func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
+	return nil, notYet("exec")
+}
+
+// ResizePty is not implemented yet: no TTY support.
+func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
+	return nil, notYet("TTY resize")
+}
+
+// Pause is not supported.
+func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
+	return nil, notYet("pause")
+}
+
+// Resume is not supported.
+func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes.Empty, error) {
+	return nil, notYet("resume")
+}
+
+// Checkpoint is not supported.
+func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*ptypes.Empty, error) {
+	return nil, notYet("checkpoint")
+}
+
+// Update is not implemented yet (pod-semantics issue).
+func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
+	return nil, notYet("resource update")
+}
+
+// Stats is not implemented yet (pod-semantics issue).
+func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	return nil, notYet("stats")
+}
+
+func (s *Service) send(evt any) {
+	select {
+	case s.events <- evt:
+	case <-s.ctx.Done():
+	}
+}
+
+// forwardEvents publishes in order, like the runc shim.
+func (s *Service) forwardEvents() {
+	for e := range s.events {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		if err := s.publisher.Publish(ctx, runtime.GetTopic(e), e); err != nil {
+			log.G(ctx).WithError(err).Error("publish event")
+		}
+		cancel()
+	}
+}
