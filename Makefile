@@ -55,8 +55,10 @@ unit-test:
 integration-test: install-dev
 	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 go test $(GO_TEST_FLAGS) -timeout 30m -v -run Integration ./... 2>&1 | tee $(OUT)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 
+# PODVM_TEST_KERNEL_BUILD=1 runs the kernel build and boot tests: after
+# install-dev they are a cache hit plus one short boot.
 test: deps lint install-dev
-	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 go test $(GO_TEST_FLAGS) -timeout 40m ./... 2>&1 | tee $(OUT)/test.log; exit $${PIPESTATUS[0]}
+	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_TEST_KERNEL_BUILD=1 go test $(GO_TEST_FLAGS) -timeout 40m ./... 2>&1 | tee $(OUT)/test.log; exit $${PIPESTATUS[0]}
 
 generate:
 	@bash ci/install-packages.sh

@@ -25,4 +25,5 @@ run_logged() {
 		tail -n 40 "$log" >&2
 		die "command failed: $* (full log: $log)"
 	fi
+	printf '    done in %ds\n' $((SECONDS - start)) >&2
 }

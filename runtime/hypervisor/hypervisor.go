@@ -134,9 +134,15 @@ type VM interface {
 type Info struct {
 	Driver      string
 	Accelerator Accelerator
+	// AccelReason says why Accelerator was chosen, for the log:
+	// "/dev/kvm is kvm_pvm (software), no vmx/svm".
+	AccelReason string
 	Transport   AgentTransport
-	VCPUs       uint32
-	MemoryMiB   uint32
+	// TransportReason says why Transport was chosen, for the log:
+	// "no usable /dev/vhost-vsock (...): using virtio-serial".
+	TransportReason string
+	VCPUs           uint32
+	MemoryMiB       uint32
 	// StartedAt is when the VMM process was spawned.
 	StartedAt time.Time
 	// ConsolePath is the guest console log, for error messages.

@@ -105,8 +105,9 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	s.Timings.VMMStarted = time.Now()
 	info := vm.Info()
 	log.G(ctx).WithFields(log.Fields{
-		"sandbox": o.ID, "driver": info.Driver, "accelerator": info.Accelerator,
-		"transport": info.Transport, "vcpus": info.VCPUs, "memory_mib": info.MemoryMiB,
+		"sandbox": o.ID, "driver": info.Driver, "vcpus": info.VCPUs, "memory_mib": info.MemoryMiB,
+		"accelerator": info.Accelerator, "accelerator_reason": info.AccelReason,
+		"transport": info.Transport, "transport_reason": info.TransportReason,
 	}).Info("pod VM started")
 	if err := s.writePids(); err != nil {
 		return nil, err

@@ -128,7 +128,7 @@ func (c *Containerd) Ctr(ctx context.Context, stdin []byte, args ...string) Resu
 	}
 	start := time.Now()
 	err := cmd.Run()
-	r := Result{Stdout: out.String(), Stderr: errb.String(), Duration: time.Since(start)}
+	r := Result{Stdout: out.String(), Stderr: withoutCtrWarnings(errb.String()), Duration: time.Since(start)}
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.ExitCode = ee.ExitCode()
 	} else if err != nil {
@@ -148,6 +148,20 @@ func (c *Containerd) MustCtr(t testing.TB, args ...string) string {
 		t.Fatalf("ctr %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.ExitCode, r.Stdout, r.Stderr)
 	}
 	return r.Stdout
+}
+
+// withoutCtrWarnings drops ctr's own log lines about the host (on a cgroup
+// v1 host every ctr call warns that v1 is deprecated), which would otherwise
+// be mistaken for the container's stderr.
+func withoutCtrWarnings(s string) string {
+	var keep []string
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if strings.HasPrefix(l, "time=\"") && strings.Contains(l, "level=warning") && strings.Contains(l, "DEPRECATION") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "")
 }
 
 func tail(path string, n int) string {

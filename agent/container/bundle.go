@@ -1,0 +1,103 @@
+package container
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// validID is what runc accepts as a container ID, with a length cap that
+// keeps paths derived from it well inside PATH_MAX and sun_path limits.
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
+
+func checkID(id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("container id %q: want 1-128 of [A-Za-z0-9_.+-], not starting with a symbol: %w", id, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// writeBundle makes the container's bundle directory with the spec as its
+// config.json, adjusted for the guest. The shim already rewrote the spec for
+// the guest; the agent only fills in what must be decided here.
+func writeBundle(dir, id string, raw []byte, terminal bool) (*specs.Spec, error) {
+	spec, err := guestSpec(id, raw, terminal)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRoot(dir, id, spec.Root.Path); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode spec of container %s: %w", id, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create bundle of container %s: %w", id, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("write spec of container %s: %w", id, err)
+	}
+	return spec, nil
+}
+
+// guestSpec decodes the spec and sets what the agent owns:
+//   - the cgroup path: runc drives the guest's cgroup v2 with its cgroupfs
+//     manager (there is no systemd in the guest), so an empty or
+//     systemd-style "slice:prefix:name" path becomes /podvm/<id>;
+//   - process.terminal, from the request, so runc and the agent agree on
+//     whether a console socket is needed.
+func guestSpec(id string, raw []byte, terminal bool) (*specs.Spec, error) {
+	var spec specs.Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return nil, fmt.Errorf("decode spec of container %s: %v: %w", id, err, errdefs.ErrInvalidArgument)
+	}
+	if spec.Process == nil {
+		return nil, fmt.Errorf("spec of container %s has no process: %w", id, errdefs.ErrInvalidArgument)
+	}
+	if spec.Root == nil || spec.Root.Path == "" {
+		return nil, fmt.Errorf("spec of container %s has no root.path: %w", id, errdefs.ErrInvalidArgument)
+	}
+	if spec.Linux == nil {
+		spec.Linux = &specs.Linux{}
+	}
+	if p := spec.Linux.CgroupsPath; p == "" || isSystemdPath(p) {
+		spec.Linux.CgroupsPath = path.Join("/podvm", id)
+	}
+	spec.Process.Terminal = terminal
+	return &spec, nil
+}
+
+// isSystemdPath reports whether p is a systemd cgroup path, which runc's
+// cgroupfs driver would misread as a directory name.
+func isSystemdPath(p string) bool {
+	return !strings.HasPrefix(p, "/") && strings.Count(p, ":") == 2
+}
+
+// checkRoot fails clearly when the container's root filesystem is missing,
+// typically because the shared filesystem is not mounted or the shim put
+// the rootfs somewhere else; runc's own error would name neither.
+func checkRoot(bundle, id, root string) error {
+	if !filepath.IsAbs(root) {
+		root = filepath.Join(bundle, root) // as runc resolves it
+	}
+	fi, err := os.Stat(root)
+	if os.IsNotExist(err) {
+		return fmt.Errorf("root filesystem %s of container %s does not exist (is the shared filesystem mounted?): %w", root, id, errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return fmt.Errorf("root filesystem of container %s: %w", id, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("root filesystem %s of container %s is not a directory: %w", root, id, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
+)
+
+// State is where a container is in its lifecycle.
+type State string
+
+const (
+	Created State = "created" // runc create done; init waits for start
+	Running State = "running" // runc start done; init not yet exited
+	Stopped State = "stopped" // init exited; runc state and bundle remain
+	Removed State = "removed" // runc delete done; the agent forgot it
+)
+
+// exitTimeout bounds the wait for an init that runc delete killed.
+const exitTimeout = 10 * time.Second
+
+// Container is one runc container and its init process.
+type Container struct {
+	id     string
+	bundle string
+	runc   *runc.Runc
+	init   *Process
+
+	// mu serialises the lifecycle calls (start, signal, remove), so that
+	// none acts on a container another is removing.
+	mu      sync.Mutex
+	started bool
+	removed bool
+}
+
+func newContainer(m *Manager, id, bundle string) *Container {
+	return &Container{
+		id:     id,
+		bundle: bundle,
+		runc: &runc.Runc{
+			Command:   m.cfg.Runc,
+			Root:      m.cfg.StateDir,
+			Log:       filepath.Join(bundle, "log.json"),
+			LogFormat: runc.JSON,
+		},
+	}
+}
+
+// ID returns the container's ID.
+func (c *Container) ID() string { return c.id }
+
+// Pid returns the init's pid in the guest's root pid namespace.
+func (c *Container) Pid() int { return c.init.pid }
+
+func (c *Container) logPath() string { return c.runc.Log }
+
+// State returns the container's lifecycle state.
+func (c *Container) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.removed:
+		return Removed
+	case c.init.exited():
+		return Stopped
+	case c.started:
+		return Running
+	}
+	return Created
+}
+
+// Process returns the init process for an empty execID. The protocol has
+// no call that starts exec processes yet, so any other ID is unknown.
+func (c *Container) Process(execID string) (*Process, error) {
+	if execID != "" {
+		return nil, fmt.Errorf("exec %s in container %s (this agent runs no exec processes): %w", execID, c.id, errdefs.ErrNotFound)
+	}
+	return c.init, nil
+}
+
+// Start runs the user's process in a created container.
+func (c *Container) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.removed:
+		return fmt.Errorf("container %s: %w", c.id, errdefs.ErrNotFound)
+	case c.started:
+		return fmt.Errorf("container %s is already started: %w", c.id, errdefs.ErrFailedPrecondition)
+	case c.init.exited():
+		return fmt.Errorf("container %s exited before it was started: %w", c.id, errdefs.ErrFailedPrecondition)
+	}
+	if err := c.runc.Start(context.WithoutCancel(ctx), c.id); err != nil {
+		return runcError(fmt.Errorf("start container %s: %w", c.id, err), c.logPath())
+	}
+	c.started = true
+	return nil
+}
+
+// remove runs runc delete and removes the bundle. A running container is
+// refused unless force, which kills it first (DestroySandbox).
+func (c *Container) remove(ctx context.Context, force bool) error {
+	ctx = context.WithoutCancel(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.removed {
+		return fmt.Errorf("container %s: %w", c.id, errdefs.ErrNotFound)
+	}
+	if c.started && !c.init.exited() && !force {
+		return fmt.Errorf("container %s is running; signal it and wait for it before removing: %w", c.id, errdefs.ErrFailedPrecondition)
+	}
+	// --force also kills an init that is still there: a created one, or
+	// a running one on DestroySandbox.
+	if err := c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil {
+		return runcError(fmt.Errorf("delete container %s: %w", c.id, err), c.logPath())
+	}
+	select {
+	case <-c.init.done:
+	case <-time.After(exitTimeout):
+		return fmt.Errorf("delete container %s: init %d still not reaped after %v", c.id, c.init.pid, exitTimeout)
+	}
+	c.init.stdio.close()
+	if err := os.RemoveAll(c.bundle); err != nil {
+		return fmt.Errorf("remove bundle of container %s: %w", c.id, err)
+	}
+	c.removed = true
+	return nil
+}

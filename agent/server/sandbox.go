@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/runtime/hypervisor"
+)
+
+// DefaultSharedMount is where the share is mounted when the request does
+// not say.
+const DefaultSharedMount = "/run/podvm/shared"
+
+// ninePOptions: 9p2000.L over virtio; cache=mmap so that containers can
+// mmap files shared (plain cache=none cannot); msize 512000, the most the
+// virtio transport takes, instead of the small default cuts round trips
+// for reads of binaries and layers.
+const ninePOptions = "trans=virtio,version=9p2000.L,cache=mmap,msize=512000"
+
+// sandbox is what CreateSandbox set up.
+type sandbox struct {
+	id         string
+	mountPoint string // "" when no share is mounted
+}
+
+// CreateSandbox sets the hostname and mounts the shared filesystem. Calling
+// it again for the same sandbox is harmless.
+func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxRequest) (*api.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sandbox.id != "" && s.sandbox.id != req.SandboxId {
+		return nil, fmt.Errorf("create sandbox %s: this guest already runs sandbox %s: %w", req.SandboxId, s.sandbox.id, errdefs.ErrFailedPrecondition)
+	}
+	if req.Hostname != "" {
+		if s.cfg.Guest {
+			if err := unix.Sethostname([]byte(req.Hostname)); err != nil {
+				return nil, fmt.Errorf("create sandbox %s: set hostname %q: %w", req.SandboxId, req.Hostname, err)
+			}
+		} else {
+			log.G(ctx).Debugf("not PID 1: leaving the hostname, not setting %q", req.Hostname)
+		}
+	}
+	if fs := req.SharedFs; fs != nil && s.sandbox.mountPoint == "" {
+		mp, err := mountShare(fs)
+		if err != nil {
+			return nil, fmt.Errorf("create sandbox %s: %w", req.SandboxId, err)
+		}
+		s.sandbox.mountPoint = mp
+		log.G(ctx).Infof("mounted %s share %q on %s", fs.Type, fs.Tag, mp)
+	}
+	s.sandbox.id = req.SandboxId
+	return &api.Empty{}, nil
+}
+
+// mountShare mounts the virtio-fs or 9p share and returns where.
+func mountShare(fs *api.SharedFilesystem) (string, error) {
+	tag := fs.Tag
+	if tag == "" {
+		tag = hypervisor.SharedFSTag
+	}
+	mp := fs.MountPoint
+	if mp == "" {
+		mp = DefaultSharedMount
+	}
+	if !filepath.IsAbs(mp) {
+		return "", fmt.Errorf("shared filesystem mount point %q is not absolute: %w", mp, errdefs.ErrInvalidArgument)
+	}
+	var fstype, data string
+	switch fs.Type {
+	case "virtiofs", "":
+		fstype = "virtiofs"
+	case "9p":
+		fstype, data = "9p", ninePOptions
+	default:
+		return "", fmt.Errorf("shared filesystem type %q (want virtiofs or 9p): %w", fs.Type, errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		return "", fmt.Errorf("create mount point: %w", err)
+	}
+	if err := unix.Mount(tag, mp, fstype, unix.MS_NOSUID|unix.MS_NODEV, data); err != nil {
+		return "", fmt.Errorf("mount %s tag %q on %s: %w", fstype, tag, mp, err)
+	}
+	return mp, nil
+}
+
+// DestroySandbox kills and removes every container and unmounts the share.
+func (s *Service) DestroySandbox(ctx context.Context, req *api.DestroySandboxRequest) (*api.Empty, error) {
+	var errs []error
+	if err := s.cfg.Containers.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if mp := s.sandbox.mountPoint; mp != "" {
+		if err := unix.Unmount(mp, 0); err != nil {
+			// Something still holds a file open; let it go lazily
+			// rather than fail the teardown.
+			log.G(ctx).WithError(err).Warnf("unmount %s; detaching", mp)
+			if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+			}
+		}
+		s.sandbox.mountPoint = ""
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("destroy sandbox %s: %w", req.SandboxId, err)
+	}
+	s.sandbox = sandbox{}
+	return &api.Empty{}, nil
+}

@@ -1,0 +1,93 @@
+// Package server implements AgentService, the ttrpc API the shim drives the
+// guest with. It is a thin layer: it checks requests, calls the container
+// manager and the sandbox setup, and turns errors into ttrpc status codes.
+package server
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/container"
+)
+
+// Version is the agent's version, set with
+// -ldflags "-X github.com/podvm/podvm/agent/server.Version=...".
+var Version = "dev"
+
+// Config is what the service needs from main.
+type Config struct {
+	Containers *container.Manager
+	// Guest is true when the agent is the VM's PID 1. Only then does
+	// CreateSandbox change the hostname, which on a host would be the
+	// host's.
+	Guest bool
+	// StartedNs is CLOCK_BOOTTIME when the agent's main began.
+	StartedNs int64
+}
+
+// Service implements api.AgentServiceService.
+type Service struct {
+	cfg Config
+
+	mu        sync.Mutex
+	readyNs   int64
+	transport string
+	sandbox   sandbox
+}
+
+var _ api.AgentServiceService = (*Service)(nil)
+
+// New returns the service.
+func New(cfg Config) *Service {
+	return &Service{cfg: cfg}
+}
+
+// SetReady records that the agent serves on transport from readyNs
+// (CLOCK_BOOTTIME) on; GuestDetails reports both. The first ready time is
+// kept: it is a boot phase, and a later re-listen is not.
+func (s *Service) SetReady(transport string, readyNs int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.transport = transport
+	if s.readyNs == 0 {
+		s.readyNs = readyNs
+	}
+}
+
+// NewServer returns a ttrpc server with the service registered and every
+// error mapped to a status code.
+func NewServer(svc *Service) (*ttrpc.Server, error) {
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(intercept))
+	if err != nil {
+		return nil, fmt.Errorf("ttrpc server: %w", err)
+	}
+	api.RegisterAgentServiceService(srv, svc)
+	return srv, nil
+}
+
+// intercept maps errdefs errors to ttrpc status codes (NotFound,
+// FailedPrecondition, ...) and turns a panic in a handler into an Internal
+// error: a panic must not reach the runtime, which would end PID 1 and
+// panic the guest kernel.
+func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.G(ctx).Errorf("panic in %s: %v\n%s", info.FullMethod, r, debug.Stack())
+			resp, err = nil, status.Errorf(codes.Internal, "%s: agent panic: %v", info.FullMethod, r)
+		}
+	}()
+	resp, err = method(ctx, unmarshal)
+	if err != nil {
+		err = errgrpc.ToGRPC(err)
+	}
+	return resp, err
+}

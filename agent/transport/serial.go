@@ -1,0 +1,249 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/podvm/podvm/runtime/hypervisor"
+)
+
+// A virtio-serial port is one byte stream with no notion of connections, so
+// SerialListener makes one: it hands out a single net.Conn on the port, and
+// when the host side goes away (the guest then reads EOF) it closes that
+// conn, waits for a host to be connected again, and hands out a fresh conn
+// on the reopened port. A shim that restarts or reconnects thus finds the
+// agent serving again.
+//
+// Framing caveat: ttrpc frames are not resynchronised. If the host drops in
+// the middle of a message the guest sees EOF, discards the conn and the
+// partial frame with it, and the next host starts clean. But the guest only
+// learns of a hangup by reading; a host that disconnects and reconnects
+// before the guest has read the hangup gets the old conn's stream,
+// including the tail of any frame that was in flight, and ttrpc on either
+// side will fail on the garbled header. A host client must therefore treat
+// a framing error after reconnecting as fatal for that connection, close it
+// and dial again (the guest then sees the hangup and resets too).
+
+// sysVirtioPorts is where the kernel lists virtio-serial ports with their
+// names; there is no udev in the guest to make /dev/virtio-ports links.
+const sysVirtioPorts = "/sys/class/virtio-ports"
+
+// hostPollInterval is how often a hung-up port is checked for a new host.
+const hostPollInterval = 50 * time.Millisecond
+
+// ListenSerial returns a SerialListener on the virtio-serial port named
+// name (the VMM's "name=" property of the virtserialport).
+func ListenSerial(name string) (*SerialListener, error) {
+	path, err := FindSerialPort(sysVirtioPorts, "/dev", name)
+	if err != nil {
+		return nil, err
+	}
+	open := func() (*os.File, error) {
+		// O_NOCTTY: a port must never become the agent's terminal.
+		return os.OpenFile(path, os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	}
+	return NewSerialListener(path, open), nil
+}
+
+// FindSerialPort returns the device node (in devDir) of the virtio-serial
+// port whose sysDir/<port>/name is name.
+func FindSerialPort(sysDir, devDir, name string) (string, error) {
+	entries, err := os.ReadDir(sysDir)
+	if err != nil {
+		return "", fmt.Errorf("serial: list ports: %w", err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(sysDir, e.Name(), "name"))
+		if err != nil {
+			continue // a port without a name is not ours
+		}
+		if strings.TrimSpace(string(data)) == name {
+			return filepath.Join(devDir, e.Name()), nil
+		}
+	}
+	return "", fmt.Errorf("serial: no virtio-serial port named %q in %s", name, sysDir)
+}
+
+// SerialListener is a net.Listener over one reopenable byte stream. It
+// yields one conn at a time; Accept blocks while a conn is out.
+type SerialListener struct {
+	path string
+	open func() (*os.File, error)
+
+	free      chan struct{} // holds a token while no conn is out
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+// NewSerialListener returns a listener that calls open for each conn. path
+// only names the listener's address. The file open returns must be
+// pollable (Go puts device and socket files in non-blocking mode itself).
+func NewSerialListener(path string, open func() (*os.File, error)) *SerialListener {
+	l := &SerialListener{
+		path:   path,
+		open:   open,
+		free:   make(chan struct{}, 1),
+		closed: make(chan struct{}),
+	}
+	l.free <- struct{}{}
+	return l
+}
+
+// Accept waits until the previous conn is closed and a host is connected to
+// the port, then returns a conn on a freshly opened port.
+func (l *SerialListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.free:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	for logged := false; ; {
+		f, err := l.open()
+		if err == nil {
+			if err = l.waitHost(f); err == nil {
+				err = announce(f)
+			}
+			if err == nil {
+				return &serialConn{f: f, l: l}, nil
+			}
+			f.Close()
+		}
+		if errors.Is(err, net.ErrClosed) {
+			l.release()
+			return nil, err
+		}
+		// The port may be busy for a moment while the old fd closes.
+		if !logged {
+			log.L.WithError(err).Warnf("serial port %s not usable yet; retrying", l.path)
+			logged = true
+		}
+		select {
+		case <-l.closed:
+			l.release()
+			return nil, net.ErrClosed
+		case <-time.After(hostPollInterval):
+		}
+	}
+}
+
+// waitHost returns once the port is not hung up, i.e. a host is connected.
+// virtio-serial reports POLLHUP while no host is connected and reads then
+// return EOF at once, which ttrpc would take for a closed conn. The port
+// gives no event when the host arrives, hence the polling.
+func (l *SerialListener) waitHost(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		var (
+			hup  bool
+			perr error
+			cerr error
+			fds  = []unix.PollFd{{Events: unix.POLLIN}}
+		)
+		cerr = rc.Control(func(fd uintptr) {
+			fds[0].Fd = int32(fd)
+			_, perr = unix.Poll(fds, 0)
+			hup = fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+		})
+		if cerr != nil {
+			return cerr
+		}
+		if perr != nil && !errors.Is(perr, unix.EINTR) {
+			return fmt.Errorf("poll %s: %w", l.path, perr)
+		}
+		if !hup && perr == nil {
+			return nil
+		}
+		select {
+		case <-l.closed:
+			return net.ErrClosed
+		case <-time.After(hostPollInterval):
+		}
+	}
+}
+
+// announce tells the host that this side is reading now. The guest kernel
+// discards what a host sends while the port is not open in the guest, so
+// the host waits for this line before its first request.
+func announce(f *os.File) error {
+	if _, err := f.Write([]byte(hypervisor.AgentSerialReadyLine)); err != nil {
+		return fmt.Errorf("write ready line: %w", err)
+	}
+	return nil
+}
+
+// release lets Accept open the port again.
+func (l *SerialListener) release() {
+	select {
+	case l.free <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops Accept. A conn that is out stays usable until it is closed.
+func (l *SerialListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+// Addr names the port.
+func (l *SerialListener) Addr() net.Addr { return serialAddr(l.path) }
+
+// serialConn is the single conn on an open port. The first read or write
+// error retires it: the port is closed at once, which also aborts a write
+// blocked on a host that went away (virtio-serial blocks writes while no
+// host is connected, and would deliver them to the next host).
+type serialConn struct {
+	f    *os.File
+	l    *SerialListener
+	once sync.Once
+}
+
+func (c *serialConn) Read(b []byte) (int, error) {
+	n, err := c.f.Read(b)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		c.Close()
+	}
+	return n, err
+}
+
+func (c *serialConn) Write(b []byte) (int, error) {
+	n, err := c.f.Write(b)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		c.Close()
+	}
+	return n, err
+}
+
+// Close closes the port and lets the listener open it again.
+func (c *serialConn) Close() error {
+	err := net.ErrClosed
+	c.once.Do(func() {
+		err = c.f.Close()
+		c.l.release()
+	})
+	return err
+}
+
+func (c *serialConn) LocalAddr() net.Addr                { return serialAddr(c.l.path) }
+func (c *serialConn) RemoteAddr() net.Addr               { return serialAddr("host") }
+func (c *serialConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }
+func (c *serialConn) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }
+func (c *serialConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
+
+// serialAddr is the net.Addr of a serial port: its device path.
+type serialAddr string
+
+func (a serialAddr) Network() string { return "virtio-serial" }
+func (a serialAddr) String() string  { return string(a) }

@@ -1,0 +1,249 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
+
+	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/runtime/hypervisor"
+)
+
+// fakePorts stands in for a virtio-serial port: every open makes a fresh
+// socketpair, keeps the guest end and hands the host end to the test.
+type fakePorts struct {
+	opens atomic.Int32
+	hosts chan net.Conn
+}
+
+func newFakePorts() *fakePorts {
+	return &fakePorts{hosts: make(chan net.Conn, 4)}
+}
+
+func (p *fakePorts) open() (*os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, fd := range fds {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return nil, err
+		}
+	}
+	hostFile := os.NewFile(uintptr(fds[1]), "host")
+	host, err := net.FileConn(hostFile)
+	hostFile.Close()
+	if err != nil {
+		return nil, err
+	}
+	p.opens.Add(1)
+	p.hosts <- host
+	return os.NewFile(uintptr(fds[0]), "guest"), nil
+}
+
+// nextHost returns the host end of the next opened port, after reading the
+// ready line the agent must send before anything else.
+func (p *fakePorts) nextHost(t *testing.T) net.Conn {
+	t.Helper()
+	select {
+	case c := <-p.hosts:
+		line := make([]byte, len(hypervisor.AgentSerialReadyLine))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, line); err != nil || string(line) != hypervisor.AgentSerialReadyLine {
+			t.Fatalf("host read %q (%v), want the ready line %q", line, err, hypervisor.AgentSerialReadyLine)
+		}
+		c.SetReadDeadline(time.Time{})
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("the listener did not open the port")
+		return nil
+	}
+}
+
+// details is an agent that only answers GuestDetails.
+type details struct {
+	api.AgentServiceService
+}
+
+func (details) GuestDetails(context.Context, *api.GuestDetailsRequest) (*api.GuestDetailsResponse, error) {
+	return &api.GuestDetailsResponse{Transport: "serial"}, nil
+}
+
+func callDetails(t *testing.T, client api.AgentServiceService) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := client.GuestDetails(ctx, &api.GuestDetailsRequest{})
+	if err != nil {
+		t.Fatalf("GuestDetails: %v", err)
+	}
+	if resp.Transport != "serial" {
+		t.Fatalf("transport = %q", resp.Transport)
+	}
+}
+
+// TestSerialListenerReconnect serves ttrpc on the listener, drops the host
+// side and checks that a new host is served on the reopened port.
+func TestSerialListenerReconnect(t *testing.T) {
+	ports := newFakePorts()
+	l := NewSerialListener("fake", ports.open)
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.RegisterAgentServiceService(srv, details{})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), l) }()
+
+	host := ttrpc.NewClient(ports.nextHost(t))
+	callDetails(t, api.NewAgentServiceClient(host))
+	callDetails(t, api.NewAgentServiceClient(host)) // the same conn keeps serving
+
+	// Only one conn is out at a time: no second open while the first lives.
+	time.Sleep(3 * hostPollInterval)
+	if n := ports.opens.Load(); n != 1 {
+		t.Fatalf("port opened %d times while the first host was connected", n)
+	}
+
+	host.Close()
+	second := ttrpc.NewClient(ports.nextHost(t))
+	defer second.Close()
+	callDetails(t, api.NewAgentServiceClient(second))
+
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-served:
+		if !errors.Is(err, ttrpc.ErrServerClosed) {
+			t.Fatalf("Serve returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+}
+
+// TestSerialListenerWaitsForHost checks that a hung-up port (no host
+// connected) is not handed out, and that Close ends the wait.
+func TestSerialListenerWaitsForHost(t *testing.T) {
+	ports := newFakePorts()
+	hungUp := func() (*os.File, error) {
+		f, err := ports.open()
+		if err == nil {
+			(<-ports.hosts).Close()
+		}
+		return f, err
+	}
+	l := NewSerialListener("fake", hungUp)
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	select {
+	case err := <-accepted:
+		t.Fatalf("Accept returned (%v) with no host connected", err)
+	case <-time.After(5 * hostPollInterval):
+	}
+	l.Close()
+	select {
+	case err := <-accepted:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept after Close = %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end Accept")
+	}
+}
+
+func TestSerialListenerRetriesOpen(t *testing.T) {
+	ports := newFakePorts()
+	var fails atomic.Int32
+	busyTwice := func() (*os.File, error) {
+		if fails.Add(1) <= 2 {
+			return nil, unix.EBUSY
+		}
+		return ports.open()
+	}
+	l := NewSerialListener("fake", busyTwice)
+	defer l.Close()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if n := fails.Load(); n != 3 {
+		t.Fatalf("open called %d times, want 3", n)
+	}
+}
+
+func TestFindSerialPort(t *testing.T) {
+	sys := t.TempDir()
+	for port, name := range map[string]string{
+		"vport0p0": "org.qemu.guest_agent.0\n",
+		"vport1p1": "podvm.agent\n",
+		"vport1p2": "",
+	} {
+		if err := os.MkdirAll(filepath.Join(sys, port), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if name != "" {
+			if err := os.WriteFile(filepath.Join(sys, port, "name"), []byte(name), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name    string
+		want    string
+		wantErr bool
+	}{
+		{"podvm.agent", "/dev/vport1p1", false},
+		{"org.qemu.guest_agent.0", "/dev/vport0p0", false},
+		{"podvm.other", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := FindSerialPort(sys, "/dev", tt.name)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("FindSerialPort(%q) = %q, %v; want %q (error %v)", tt.name, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+	if _, err := FindSerialPort(filepath.Join(sys, "missing"), "/dev", "podvm.agent"); err == nil {
+		t.Fatal("want an error without the sysfs class directory")
+	}
+}
+
+func TestListenUnknownAddress(t *testing.T) {
+	if _, _, err := Listen(context.Background(), "tcp:1234"); err == nil {
+		t.Fatal("want an error for an unknown address")
+	}
+}
+
+func TestListenUnixReplacesStaleSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.sock")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, kind, err := Listen(context.Background(), "unix:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if kind != Unix {
+		t.Fatalf("kind = %q", kind)
+	}
+}

@@ -1,0 +1,160 @@
+// Command podvm-agent is PID 1 of a podvm guest: it prepares the VM, then
+// serves AgentService to the host's shim over vsock or virtio-serial and
+// runs the pod's containers with runc. See docs/agent.md.
+//
+// Off the guest (tests), -listen unix:PATH serves on a unix socket and the
+// PID-1-only setup is skipped.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/podvm/podvm/agent/container"
+	"github.com/podvm/podvm/agent/guestinit"
+	"github.com/podvm/podvm/agent/reaper"
+	"github.com/podvm/podvm/agent/server"
+	"github.com/podvm/podvm/agent/transport"
+)
+
+type options struct {
+	listen   string
+	cfg      container.Config
+	logLevel string
+}
+
+// parseFlags never exits: as PID 1 the kernel hands init any boot
+// parameter it does not know, and exiting over one would panic the guest.
+// A bad argument is reported and skipped, and parsing goes on after it.
+// Unknown key=value parameters arrive as environment variables instead,
+// which is how podvm_agent_log=debug on the kernel command line works.
+func parseFlags(args []string) (options, []error) {
+	o := options{cfg: container.GuestConfig, logLevel: os.Getenv("podvm_agent_log")}
+	if o.logLevel == "" {
+		o.logLevel = "info"
+	}
+	fs := flag.NewFlagSet("podvm-agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.listen, "listen", "", `"vsock", "serial", or "unix:PATH"; empty picks vsock if the guest has a device, else serial`)
+	fs.StringVar(&o.cfg.Runc, "runc", o.cfg.Runc, "runc binary")
+	fs.StringVar(&o.cfg.StateDir, "state-dir", o.cfg.StateDir, "runc --root directory")
+	fs.StringVar(&o.cfg.BundleDir, "bundle-dir", o.cfg.BundleDir, "directory of container bundles")
+	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn, error")
+	var errs []error
+	// flag consumes the offending argument before it fails, so Args()
+	// is what comes after it.
+	for err := fs.Parse(args); err != nil; err = fs.Parse(fs.Args()) {
+		errs = append(errs, err)
+	}
+	return o, errs
+}
+
+func main() {
+	started := guestinit.BootTime()
+	ctx := context.Background()
+	pid1 := guestinit.IsPID1()
+	opts, flagErrs := parseFlags(os.Args[1:])
+	setupLogging(opts.logLevel)
+	for _, err := range flagErrs {
+		log.G(ctx).WithError(err).Warn("ignoring bad argument")
+	}
+	if pid1 {
+		guestinit.Setup(ctx)
+	}
+	log.G(ctx).Infof("podvm-agent %s starting (pid %d)", server.Version, os.Getpid())
+	if err := run(ctx, opts, started, pid1); err != nil {
+		log.G(ctx).WithError(err).Error("podvm-agent stopped")
+		os.Exit(1)
+	}
+}
+
+// run serves AgentService. As PID 1 it never returns: when serving fails it
+// logs, waits and listens again, because PID 1 exiting panics the kernel
+// and the containers' state lives in this process. Off the guest it returns
+// on the first failure, or after SIGINT or SIGTERM once it has removed its
+// containers.
+func run(ctx context.Context, opts options, started int64, pid1 bool) error {
+	if err := reaper.Start(); err != nil {
+		return err
+	}
+	containers := container.NewManager(opts.cfg, reaper.Subscribe())
+	svc := server.New(server.Config{Containers: containers, Guest: pid1, StartedNs: started})
+	srv, err := server.NewServer(svc)
+	if err != nil {
+		return err
+	}
+	if !pid1 {
+		go stopOnSignal(ctx, srv)
+	}
+	for {
+		err := serve(ctx, srv, svc, opts.listen, started)
+		if errors.Is(err, ttrpc.ErrServerClosed) {
+			// Stopped by a signal: leave no containers behind.
+			return containers.Shutdown(ctx)
+		}
+		if !pid1 {
+			return err
+		}
+		log.G(ctx).WithError(err).Error("serving stopped; listening again in 1s")
+		time.Sleep(time.Second)
+	}
+}
+
+// serve opens the agent's channel and serves on it until the listener fails.
+func serve(ctx context.Context, srv *ttrpc.Server, svc *server.Service, addr string, started int64) error {
+	l, kind, err := transport.Listen(ctx, addr)
+	if err != nil {
+		return err
+	}
+	ready := guestinit.BootTime()
+	svc.SetReady(kind, ready)
+	log.G(ctx).Infof("serving AgentService on %s %s; ready %.3fs after boot, %.3fs after start",
+		kind, l.Addr(), float64(ready)/1e9, float64(ready-started)/1e9)
+	return srv.Serve(ctx, l)
+}
+
+// stopOnSignal shuts the server down on SIGINT or SIGTERM.
+func stopOnSignal(ctx context.Context, srv interface{ Shutdown(context.Context) error }) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
+	sig := <-sigs
+	log.G(ctx).Infof("%v: shutting down", sig)
+	shutdownCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+}
+
+// setupLogging sends the log to stderr, which guestinit makes the VM's
+// console, prefixed so agent lines stand out among the kernel's.
+func setupLogging(level string) {
+	l := log.L.Logger
+	l.SetOutput(os.Stderr)
+	l.SetFormatter(consoleFormatter{&logrus.TextFormatter{DisableTimestamp: true, DisableColors: true}})
+	if err := log.SetLevel(level); err != nil {
+		_ = log.SetLevel("info")
+	}
+}
+
+// consoleFormatter prefixes each line with the agent's name and the
+// seconds since the guest booted, like the kernel's own console lines.
+type consoleFormatter struct{ inner logrus.Formatter }
+
+func (f consoleFormatter) Format(e *logrus.Entry) ([]byte, error) {
+	line, err := f.inner.Format(e)
+	if err != nil {
+		return nil, err
+	}
+	prefix := fmt.Sprintf("podvm-agent [%12.6f] ", float64(guestinit.BootTime())/1e9)
+	return append([]byte(prefix), line...), nil
+}

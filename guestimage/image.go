@@ -1,0 +1,104 @@
+package guestimage
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+)
+
+// Options configures Build. Zero values select the defaults.
+type Options struct {
+	CacheDir    string    // default DefaultCacheDir()
+	AgentBinary string    // static podvm-agent; becomes /init
+	RuncBinary  string    // static runc; becomes /usr/bin/runc
+	Progress    io.Writer // one line per step; default io.Discard
+	Jobs        int       // make -j; default runtime.NumCPU()
+
+	// KernelSource is the linux-source tarball; default DefaultKernelSource.
+	KernelSource string
+}
+
+// Image is a built guest image: files in the cache, ready to boot.
+type Image struct {
+	KernelPath    string // uncompressed PVH-bootable vmlinux
+	InitrdPath    string // uncompressed newc cpio
+	KernelRelease string // uname -r in the guest, e.g. 6.1.192-podvm
+}
+
+// Installed file names inside an Install directory.
+const (
+	InstalledKernel  = "vmlinux"
+	InstalledInitrd  = "initramfs.cpio"
+	InstalledRelease = "kernel.release"
+)
+
+// Build returns the guest kernel and initramfs for o, building whatever the
+// cache does not already hold. With a warm cache it only hashes its inputs.
+func Build(ctx context.Context, o Options) (Image, error) {
+	if o.CacheDir == "" {
+		o.CacheDir = DefaultCacheDir()
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = runtime.NumCPU()
+	}
+	if o.KernelSource == "" {
+		o.KernelSource = DefaultKernelSource
+	}
+	// Check the small inputs first, so a missing binary fails in
+	// milliseconds rather than after a five-minute kernel build.
+	if o.AgentBinary == "" {
+		return Image{}, fmt.Errorf("guest image: no agent binary given; %s", agentFix)
+	}
+	if o.RuncBinary == "" {
+		return Image{}, fmt.Errorf("guest image: no runc binary given; %s", runcFix)
+	}
+	if err := checkStaticELF(o.AgentBinary, "agent binary", agentFix); err != nil {
+		return Image{}, fmt.Errorf("guest image: %w", err)
+	}
+	if err := checkStaticELF(o.RuncBinary, "runc binary", runcFix); err != nil {
+		return Image{}, fmt.Errorf("guest image: %w", err)
+	}
+
+	k, err := buildKernel(ctx, o.CacheDir, o.KernelSource, o.Jobs, o.Progress)
+	if err != nil {
+		return Image{}, fmt.Errorf("guest image: %w", err)
+	}
+	initrd, err := buildInitramfs(o.CacheDir, o.AgentBinary, o.RuncBinary, o.Progress)
+	if err != nil {
+		return Image{}, fmt.Errorf("guest image: %w", err)
+	}
+	return Image{KernelPath: k.vmlinux(), InitrdPath: initrd, KernelRelease: k.Release}, nil
+}
+
+const (
+	agentFix = "build it with `CGO_ENABLED=0 go build -o <path> ./cmd/podvm-agent` (static: the guest has no libc)"
+	runcFix  = "build a static runc with `ci/install-tools.sh runc` (it writes $PODVM_CACHE/tools/runc-v1.5.2/bin/runc-static)"
+)
+
+// Install copies img into dir as vmlinux, initramfs.cpio and kernel.release.
+// Each file is replaced atomically by rename; kernel.release is written last,
+// so a reader that sees the new release also sees the new kernel and initrd.
+func Install(img Image, dir string) error {
+	if img.KernelPath == "" || img.InitrdPath == "" || img.KernelRelease == "" {
+		return fmt.Errorf("install guest image: incomplete image %+v (use the result of Build)", img)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("install guest image: %w", err)
+	}
+	if err := copyFileAtomic(img.KernelPath, filepath.Join(dir, InstalledKernel), 0o644); err != nil {
+		return fmt.Errorf("install guest image: kernel: %w", err)
+	}
+	if err := copyFileAtomic(img.InitrdPath, filepath.Join(dir, InstalledInitrd), 0o644); err != nil {
+		return fmt.Errorf("install guest image: initramfs: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, InstalledRelease), []byte(img.KernelRelease+"\n"), 0o644); err != nil {
+		return fmt.Errorf("install guest image: kernel.release: %w", err)
+	}
+	return nil
+}

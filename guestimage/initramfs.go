@@ -1,0 +1,201 @@
+package guestimage
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// initramfsLayoutVersion is part of the initramfs cache key: bump it whenever
+// initramfsEntries or the cpio encoding changes.
+const initramfsLayoutVersion = "podvm-initramfs-1"
+
+// initramfsDirs are the directories the agent mounts on or writes to before it
+// has mounted anything. /sys/fs/cgroup is not listed: it appears inside sysfs.
+// There is no /etc/passwd or /etc/group: runc resolves users and groups in the
+// container's rootfs, never in the guest's.
+var initramfsDirs = []struct {
+	name string
+	perm uint32
+}{
+	{"dev", 0o755},
+	{"etc", 0o755},
+	{"proc", 0o555},
+	{"run", 0o755},
+	{"sys", 0o555},
+	{"tmp", 0o1777},
+	{"usr", 0o755},
+	{"usr/bin", 0o755},
+}
+
+// initramfsFile is a regular file copied from the host into the archive.
+type initramfsFile struct {
+	name string // path in the archive
+	src  string // path on the host
+	perm uint32
+}
+
+// initramfsFiles is the archive's file list for the given agent and runc.
+func initramfsFiles(agent, runc string) []initramfsFile {
+	return []initramfsFile{
+		{name: "init", src: agent, perm: 0o755},
+		{name: "usr/bin/runc", src: runc, perm: 0o755},
+	}
+}
+
+// buildInitramfs writes the archive for agent and runc into cacheDir, unless
+// an archive with the same key is already there, and returns its path.
+func buildInitramfs(cacheDir, agent, runc string, progress io.Writer) (string, error) {
+	files := initramfsFiles(agent, runc)
+	key, err := initramfsKey(files)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(cacheDir, "guestimage")
+	out := filepath.Join(dir, "initramfs-"+key[:12]+".cpio")
+	if st, err := os.Stat(out); err == nil && st.Mode().IsRegular() {
+		fmt.Fprintf(progress, "initramfs: cached %s\n", out)
+		return out, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("initramfs: create cache dir: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".initramfs-*.tmp")
+	if err != nil {
+		return "", fmt.Errorf("initramfs: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	if err := writeInitramfs(bw, files); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("initramfs: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("initramfs: write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("initramfs: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("initramfs: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return "", fmt.Errorf("initramfs: publish %s: %w", out, err)
+	}
+	st, _ := os.Stat(out)
+	fmt.Fprintf(progress, "initramfs: wrote %s (%s)\n", out, humanSize(st.Size()))
+	return out, nil
+}
+
+// initramfsKey hashes the layout version and every input file's content.
+// Paths and host timestamps are left out: only what ends up in the archive
+// matters.
+func initramfsKey(files []initramfsFile) (string, error) {
+	h := sha256.New()
+	writeField(h, "layout", []byte(initramfsLayoutVersion))
+	for _, f := range files {
+		fh, err := os.Open(f.src)
+		if err != nil {
+			return "", fmt.Errorf("initramfs: %w", err)
+		}
+		sum := sha256.New()
+		_, err = io.Copy(sum, fh)
+		fh.Close()
+		if err != nil {
+			return "", fmt.Errorf("initramfs: read %s: %w", f.src, err)
+		}
+		writeField(h, f.name, sum.Sum(nil))
+		writeField(h, f.name+".perm", []byte(fmt.Sprintf("%o", f.perm)))
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// writeInitramfs writes the whole archive: directories, /dev/console and the
+// files, in sorted path order.
+func writeInitramfs(w io.Writer, files []initramfsFile) error {
+	type item struct {
+		entry cpioEntry
+		src   string
+	}
+	var items []item
+	for _, d := range initramfsDirs {
+		items = append(items, item{entry: cpioEntry{Name: d.name, Mode: modeDir | d.perm}})
+	}
+	// The kernel opens /dev/console for PID 1's stdio before anything has
+	// mounted devtmpfs; without this node /init starts with no stdio.
+	items = append(items, item{entry: cpioEntry{Name: "dev/console", Mode: modeChar | 0o600, RdevMajor: 5, RdevMinor: 1}})
+	for _, f := range files {
+		st, err := os.Stat(f.src)
+		if err != nil {
+			return err
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", f.src)
+		}
+		items = append(items, item{entry: cpioEntry{Name: f.name, Mode: modeFile | f.perm, Size: st.Size()}, src: f.src})
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].entry.Name < items[j].entry.Name })
+	// The kernel's unpacker does not create missing parents.
+	seen := map[string]bool{}
+	for _, it := range items {
+		if p := filepath.Dir(it.entry.Name); p != "." && !seen[p] {
+			return fmt.Errorf("layout: %s has no parent directory entry %s", it.entry.Name, p)
+		}
+		seen[it.entry.Name] = true
+	}
+
+	cw := newCpioWriter(w)
+	for _, it := range items {
+		if it.src == "" {
+			if err := cw.WriteEntry(it.entry); err != nil {
+				return err
+			}
+			continue
+		}
+		fh, err := os.Open(it.src)
+		if err != nil {
+			return err
+		}
+		it.entry.Body = fh
+		err = cw.WriteEntry(it.entry)
+		fh.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return cw.Close()
+}
+
+// checkStaticELF fails unless path is an x86-64 ELF executable without an
+// interpreter: the guest has no dynamic loader and no libc, and a dynamic
+// /init only shows up as "No working init found" at boot.
+func checkStaticELF(path, what, fix string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return fmt.Errorf("%s %s does not exist; %s", what, path, fix)
+		}
+		return fmt.Errorf("%s %s is not an ELF executable (%v); %s", what, path, err, fix)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 {
+		return fmt.Errorf("%s %s is built for %s, the guest is x86-64; %s", what, path, f.Machine, fix)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			interp, _ := io.ReadAll(p.Open())
+			return fmt.Errorf("%s %s is dynamically linked (interpreter %s) but the guest has no libc; %s",
+				what, path, strings.TrimRight(string(interp), "\x00"), fix)
+		}
+	}
+	return nil
+}

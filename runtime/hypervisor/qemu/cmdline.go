@@ -1,0 +1,161 @@
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/podvm/podvm/runtime/hypervisor"
+)
+
+// Files in the VM's state dir.
+const (
+	qmpSocketName       = "qmp.sock"
+	agentSocketName     = "agent.sock"
+	virtiofsdSocketName = "virtiofsd.sock"
+	consoleLogName      = "console.log"
+	qemuLogName         = "qemu.log"
+	qemuPidName         = "qemu.pid"
+	virtiofsdPidName    = "virtiofsd.pid"
+)
+
+// QEMU object ids that the driver refers to again (QMP, tests).
+const (
+	agentChardevID = "agent"
+	memBackendID   = "mem"
+)
+
+// launch is everything the QEMU command line depends on, decided before
+// anything starts. Keeping it a plain value makes the command line a pure
+// function that tests can pin down.
+type launch struct {
+	ID        string
+	StateDir  string
+	Kernel    string
+	Initrd    string
+	Cmdline   string
+	VCPUs     uint32
+	MemoryMiB uint32
+	Accel     hypervisor.Accelerator
+	TBSizeMiB uint32
+	Seccomp   bool
+	Transport hypervisor.AgentTransport
+	// VsockCID is the guest's context id; VsockFD, if not 0, is the child's
+	// fd number of a /dev/vhost-vsock handle that already holds that CID.
+	VsockCID  uint32
+	VsockFD   int
+	SharedFS  string
+	SharedDir string
+}
+
+func (l launch) path(name string) string { return filepath.Join(l.StateDir, name) }
+
+// qemuArgs builds the QEMU command line (without argv[0]).
+func qemuArgs(l launch) []string {
+	// The CMOS RTC is the guest's wall clock under TCG. Without it Linux
+	// waits a full second for the missing chip's update-in-progress bit
+	// ("Unable to read current time from RTC") and starts in 1970. Under
+	// KVM, kvm-clock gives the wall clock and the RTC is not touched.
+	rtc := "on"
+	if l.Accel == hypervisor.AccelKVM {
+		rtc = "off"
+	}
+	a := []string{
+		"-name", "podvm-" + l.ID + ",debug-threads=on",
+		// microvm: no PCI, no firmware tables beyond ACPI, no legacy
+		// devices but the serial port used as console (and the RTC, see
+		// above). Option ROMs are only needed for bzImage boot; our
+		// kernel is a PVH ELF.
+		"-machine", "microvm,x-option-roms=off,pit=off,pic=off,rtc=" + rtc + ",isa-serial=on,memory-backend=" + memBackendID,
+		// virtio 1.0 over mmio: modern virtqueues, as with virtio-pci.
+		"-global", "virtio-mmio.force-legacy=false",
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-msg", "timestamp=on",
+	}
+	if l.Seccomp {
+		// QEMU's own syscall filter: no exec, no privilege changes, no
+		// obsolete or scheduler-tuning syscalls from the emulator.
+		a = append(a, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+	}
+	switch l.Accel {
+	case hypervisor.AccelKVM:
+		a = append(a, "-accel", "kvm", "-cpu", "host")
+	default:
+		// Never -cpu host here: it is KVM-only, and on kvm_pvm it aborts.
+		a = append(a, "-accel", "tcg,tb-size="+strconv.FormatUint(uint64(l.TBSizeMiB), 10), "-cpu", "max")
+	}
+	mem := strconv.FormatUint(uint64(l.MemoryMiB), 10) + "M"
+	a = append(a,
+		"-smp", strconv.FormatUint(uint64(l.VCPUs), 10),
+		"-m", mem,
+		// Guest RAM as a shared memfd: vhost-user (virtiofsd) maps it.
+		"-object", "memory-backend-memfd,id="+memBackendID+",size="+mem+",share=on",
+		"-kernel", l.Kernel,
+		"-initrd", l.Initrd,
+		"-append", l.Cmdline,
+		"-chardev", "file,id=console,path="+l.path(consoleLogName),
+		"-serial", "chardev:console",
+		"-qmp", "unix:"+l.path(qmpSocketName)+",server=on,wait=off",
+	)
+	switch l.Transport {
+	case hypervisor.TransportVsock:
+		dev := fmt.Sprintf("vhost-vsock-device,guest-cid=%d", l.VsockCID)
+		if l.VsockFD != 0 {
+			dev += fmt.Sprintf(",vhostfd=%d", l.VsockFD)
+		}
+		a = append(a, "-device", dev)
+	default:
+		a = append(a,
+			"-device", "virtio-serial-device,max_ports=2",
+			"-chardev", "socket,id="+agentChardevID+",path="+l.path(agentSocketName)+",server=on,wait=off",
+			"-device", "virtserialport,chardev="+agentChardevID+",name="+hypervisor.AgentSerialPortName,
+		)
+	}
+	switch l.SharedFS {
+	case SharedFS9p:
+		a = append(a,
+			// multidevs=remap: the share holds bind mounts of several host
+			// filesystems; without it their inode numbers can collide.
+			"-fsdev", "local,id=fs9p,path="+l.SharedDir+",security_model=none,multidevs=remap",
+			"-device", "virtio-9p-device,fsdev=fs9p,mount_tag="+hypervisor.SharedFSTag,
+		)
+	default:
+		a = append(a,
+			"-chardev", "socket,id=fs,path="+l.path(virtiofsdSocketName),
+			"-device", "vhost-user-fs-device,chardev=fs,tag="+hypervisor.SharedFSTag,
+		)
+	}
+	return a
+}
+
+// maxKernelCmdline is x86's COMMAND_LINE_SIZE less the terminating NUL.
+const maxKernelCmdline = 2047
+
+// kernelCmdline builds the guest kernel command line. The driver's part comes
+// first so that the configured KernelParams can override it.
+func kernelCmdline(acc hypervisor.Accelerator, debug bool, tscKHz uint64, extra []string) (string, error) {
+	p := []string{
+		"console=ttyS0",
+		"reboot=t", // reboot by triple fault: fastest, and -no-reboot turns it into exit
+		"panic=-1", // reboot (so QEMU exits) at once on panic
+	}
+	if debug {
+		p = append(p, "loglevel=8")
+	} else {
+		// Every console byte is an emulated UART write: print errors and
+		// worse only (loglevel=4 is what quiet means, said explicitly).
+		p = append(p, "quiet", "loglevel=4")
+	}
+	if acc != hypervisor.AccelKVM && tscKHz > 0 {
+		// Under TCG the guest TSC runs at the host's rate. Telling the guest
+		// skips calibration, which can hang on a loaded host without a PIT.
+		p = append(p, "tsc_early_khz="+strconv.FormatUint(tscKHz, 10), "tsc=reliable", "no_timer_check")
+	}
+	p = append(p, extra...)
+	s := strings.Join(p, " ")
+	if len(s) > maxKernelCmdline {
+		return "", fmt.Errorf("kernel command line is %d bytes, the limit is %d", len(s), maxKernelCmdline)
+	}
+	return s, nil
+}

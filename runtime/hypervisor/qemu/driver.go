@@ -1,0 +1,223 @@
+// Package qemu is the QEMU driver: a microvm machine booting the guest kernel
+// (PVH vmlinux) straight into the initramfs, virtio-mmio devices only, QMP
+// for control.
+//
+// Files, one job each: driver.go (options, Create and its validation),
+// cmdline.go (QEMU and kernel command lines, pure functions), vm.go
+// (lifecycle: start, supervision, stop), agent.go (DialAgent), vsock.go
+// (CIDs and AF_VSOCK), qmp.go (QMP client), tsc.go (host TSC rate for TCG
+// guests), check.go (`podvm check`).
+//
+// Decisions:
+//   - The accelerator is probed (package accel), never assumed from
+//     /dev/kvm existing: kvm_pvm hosts get TCG with -cpu max.
+//   - virtiofsd and QEMU start side by side: the vhost-user socket is bound
+//     by us before either runs (package virtiofsd).
+//   - QEMU and virtiofsd are children of the shim and die with it (see VM).
+//   - Start returns when QMP answers query-status with "running"; the guest
+//     is booting then, and DialAgent tells when its agent is reachable.
+//   - Resize is not supported: VMs are sized statically at creation.
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+
+	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/hypervisor/accel"
+	"github.com/podvm/podvm/runtime/virtiofsd"
+)
+
+// Options are the driver's host-wide settings (from the podvm config file).
+// Zero values mean the documented defaults.
+type Options struct {
+	// QEMUPath is the qemu-system-x86_64 binary; default: found on PATH.
+	QEMUPath string
+	// VirtiofsdPath is the virtiofsd binary; default: virtiofsd.DefaultPaths.
+	VirtiofsdPath string
+	// VirtiofsCache is virtiofsd's cache mode: auto (default), always, none.
+	VirtiofsCache string
+	// VirtiofsdExtraArgs are appended to virtiofsd's command line, e.g.
+	// ["-o", "xattr"] for file capabilities in container images.
+	VirtiofsdExtraArgs []string
+	// TBSizeMiB is TCG's translation cache per VM, default 64. Smaller saves
+	// host memory, larger re-translates less.
+	TBSizeMiB uint32
+	// NoSeccomp turns off QEMU's seccomp filter (-sandbox on,...), for
+	// QEMU builds without seccomp or for debugging.
+	NoSeccomp bool
+	// Accelerator is the default mode (auto, kvm, tcg) for VMs whose Config
+	// does not force one.
+	Accelerator string
+}
+
+// Defaults.
+const (
+	DefaultTBSizeMiB = 64
+	qemuBinaryName   = "qemu-system-x86_64"
+)
+
+// Limits checked by Create. microvm has no hotplug, so these are the VM's
+// whole size; the memory floor is what our kernel and initramfs need.
+const (
+	minMemoryMiB = 64
+	maxMemoryMiB = 1 << 20 // 1 TiB
+	maxVCPUs     = 255     // microvm's x2APIC-less limit
+)
+
+// Driver creates QEMU microvm VMs.
+type Driver struct {
+	opts Options
+
+	// The accelerator probe creates a KVM VM; once per driver is enough.
+	probeOnce sync.Once
+	facts     accel.Facts
+}
+
+// decideAccel applies mode to this host's (cached) probe.
+func (d *Driver) decideAccel(m accel.Mode) (accel.Decision, error) {
+	if m == accel.ModeTCG {
+		return accel.Decide(m, accel.Facts{})
+	}
+	d.probeOnce.Do(func() { d.facts = accel.Probe() })
+	return accel.Decide(m, d.facts)
+}
+
+// New returns a driver with opts (zero fields defaulted).
+func New(opts Options) *Driver {
+	if opts.TBSizeMiB == 0 {
+		opts.TBSizeMiB = DefaultTBSizeMiB
+	}
+	return &Driver{opts: opts}
+}
+
+// Name is the driver's config name.
+func (d *Driver) Name() string { return "qemu" }
+
+var _ hypervisor.Driver = (*Driver)(nil)
+
+// Create validates cfg and prepares a VM; nothing is started and no host
+// resource is taken, so an unused VM needs no Stop (calling it is harmless).
+func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.VM, error) {
+	if err := validate(cfg); err != nil {
+		return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
+	}
+	qemuPath, err := d.qemuBinary()
+	if err != nil {
+		return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
+	}
+	if cfg.SharedFS == "" {
+		cfg.SharedFS = SharedFSVirtiofs
+	}
+	mode := accel.Mode(cfg.Accelerator)
+	if mode == "" {
+		if mode, err = accel.ParseMode(d.opts.Accelerator); err != nil {
+			return nil, fmt.Errorf("qemu: %w", err)
+		}
+	}
+	if cfg.Transport == hypervisor.TransportVsock {
+		if ok, why := vhostVsockUsable(); !ok {
+			return nil, fmt.Errorf("qemu: sandbox %s: agent transport vsock is configured but %s: load vhost_vsock or use transport serial", cfg.ID, why)
+		}
+	}
+	return newVM(d, qemuPath, cfg, mode), nil
+}
+
+// Shared filesystem kinds of Config.SharedFS.
+const (
+	SharedFSVirtiofs = "virtiofs"
+	SharedFS9p       = "9p"
+)
+
+// qemuBinary resolves Options.QEMUPath or finds QEMU on PATH.
+func (d *Driver) qemuBinary() (string, error) {
+	const fix = "install qemu-system-x86 (apt-get install qemu-system-x86) or set [hypervisor.qemu] path in the podvm config"
+	if p := d.opts.QEMUPath; p != "" {
+		st, err := os.Stat(p)
+		if err != nil {
+			return "", fmt.Errorf("qemu binary: %w; %s", err, fix)
+		}
+		if st.IsDir() || st.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("qemu binary %s is not an executable file; %s", p, fix)
+		}
+		return p, nil
+	}
+	p, err := exec.LookPath(qemuBinaryName)
+	if err != nil {
+		return "", fmt.Errorf("%s not found on PATH; %s", qemuBinaryName, fix)
+	}
+	return p, nil
+}
+
+// validate checks what can be checked before anything starts, with errors
+// that say what to do.
+func validate(cfg hypervisor.Config) error {
+	if cfg.ID == "" {
+		return errors.New("empty sandbox ID")
+	}
+	if cfg.StateDir == "" || !filepath.IsAbs(cfg.StateDir) {
+		return fmt.Errorf("state dir %q must be an absolute path", cfg.StateDir)
+	}
+	// QEMU and virtiofsd bind these paths; sun_path holds 107 bytes.
+	longest := filepath.Join(cfg.StateDir, virtiofsdSocketName)
+	if len(longest) > 107 {
+		return fmt.Errorf("state dir %s is too long for unix sockets (%s is %d bytes, the limit is 107): use a shorter state dir",
+			cfg.StateDir, longest, len(longest))
+	}
+	for what, p := range map[string]string{"kernel": cfg.KernelPath, "initramfs": cfg.InitrdPath} {
+		if p == "" {
+			return fmt.Errorf("no guest %s configured: run `podvm image build` and set its path in the podvm config", what)
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("guest %s %s: %w: run `podvm image build`", what, p, err)
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("guest %s %s is not a regular file: run `podvm image build`", what, p)
+		}
+	}
+	if cfg.VCPUs < 1 || cfg.VCPUs > maxVCPUs {
+		return fmt.Errorf("vcpus %d: want 1 to %d", cfg.VCPUs, maxVCPUs)
+	}
+	if cfg.MemoryMiB < minMemoryMiB || cfg.MemoryMiB > maxMemoryMiB {
+		return fmt.Errorf("memory %d MiB: want %d to %d MiB", cfg.MemoryMiB, minMemoryMiB, maxMemoryMiB)
+	}
+	switch cfg.SharedFS {
+	case "", SharedFSVirtiofs, SharedFS9p:
+	default:
+		return fmt.Errorf("shared_fs %q: want virtiofs or 9p", cfg.SharedFS)
+	}
+	if cfg.SharedDir == "" {
+		return errors.New("no shared directory")
+	}
+	if st, err := os.Stat(cfg.SharedDir); err != nil || !st.IsDir() {
+		return fmt.Errorf("shared directory %s: not a directory (%v)", cfg.SharedDir, err)
+	}
+	switch cfg.Transport {
+	case "", hypervisor.TransportVsock, hypervisor.TransportSerial:
+	default:
+		return fmt.Errorf("agent transport %q: want vsock or serial", cfg.Transport)
+	}
+	if _, err := accel.ParseMode(string(cfg.Accelerator)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// virtiofsdConfig maps driver options onto the virtiofsd package.
+func (o Options) virtiofsdConfig(cfg hypervisor.Config, dir string) virtiofsd.Config {
+	return virtiofsd.Config{
+		Name:       "virtiofsd for sandbox " + cfg.ID,
+		Binary:     o.VirtiofsdPath,
+		SocketPath: filepath.Join(dir, virtiofsdSocketName),
+		SharedDir:  cfg.SharedDir,
+		Cache:      o.VirtiofsCache,
+		ExtraArgs:  o.VirtiofsdExtraArgs,
+		LogPath:    filepath.Join(dir, "virtiofsd.log"),
+	}
+}

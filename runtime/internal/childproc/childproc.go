@@ -1,0 +1,178 @@
+// Package childproc runs the long-lived helper processes of a pod VM (the VMM,
+// virtiofsd): each with its own log file, in its own process group, killed by
+// the kernel if the shim dies, and reaped by a goroutine that reports its
+// death at once.
+package childproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Spec describes one process to start.
+type Spec struct {
+	// Name is used in errors, e.g. "qemu for sandbox abc".
+	Name string
+	Path string
+	Args []string
+	// LogPath receives stdout and stderr; it is truncated at start.
+	LogPath string
+	// ExtraFiles become fds 3, 4, ... in the child, as in exec.Cmd.
+	ExtraFiles []*os.File
+}
+
+// Process is a started child.
+type Process struct {
+	name    string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error // set before done is closed
+}
+
+// Start launches the process. The child gets SIGKILL from the kernel if the
+// shim process dies (see spawn.go for why that is reliable in Go), and runs
+// in its own process group so a terminal's ^C reaches only the shim, which
+// then stops its VMs in order.
+func Start(spec Spec) (*Process, error) {
+	logFile, err := os.OpenFile(spec.LogPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open log for %s: %w", spec.Name, err)
+	}
+	// The child holds its own copy of the log fd; ours is not needed after
+	// the fork.
+	defer logFile.Close()
+	// The command line heads the log: the first thing wanted when a VM
+	// misbehaves.
+	fmt.Fprintf(logFile, "+ %s\n", shellQuote(append([]string{spec.Path}, spec.Args...)))
+
+	cmd := exec.Command(spec.Path, spec.Args...)
+	cmd.Stdin = nil // /dev/null
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.ExtraFiles = spec.ExtraFiles
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:   true,
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if err := startOnSpawnThread(cmd); err != nil {
+		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, spec.Path, err)
+	}
+	p := &Process{name: spec.Name, logPath: spec.LogPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Pid is the child's process id (also its process group id).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Name is the name given in the Spec.
+func (p *Process) Name() string { return p.name }
+
+// LogPath is where the child's output goes.
+func (p *Process) LogPath() string { return p.logPath }
+
+// Done is closed once the child has exited and been reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exited reports whether Done is closed.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// WaitStatus describes how the child ended, e.g. "signal: killed" or "exit
+// status 1". Valid only after Done is closed.
+func (p *Process) WaitStatus() string {
+	if p.waitErr == nil {
+		return "exit status 0"
+	}
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) {
+		return ee.ProcessState.String()
+	}
+	return p.waitErr.Error()
+}
+
+// Signal sends sig to the child's whole process group, so that any helper
+// it forked goes too. Signalling an exited child is not an error.
+func (p *Process) Signal(sig syscall.Signal) error {
+	if p.Exited() {
+		return nil
+	}
+	err := syscall.Kill(-p.Pid(), sig)
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal %s to %s (pid %d): %w", sig, p.name, p.Pid(), err)
+	}
+	return nil
+}
+
+// Kill sends SIGKILL to the group and waits until the child is reaped.
+func (p *Process) Kill() {
+	_ = p.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+var errNotExited = errors.New("process has not exited")
+
+// ExitReason builds the message for an unexpected death: "<name> exited
+// unexpectedly: signal: killed (<notes>); last lines of <log>: ...".
+func (p *Process) ExitReason(tailLines int, notes ...string) error {
+	if !p.Exited() {
+		return errNotExited
+	}
+	msg := fmt.Sprintf("%s exited unexpectedly: %s", p.name, p.WaitStatus())
+	if len(notes) > 0 {
+		msg += " (" + strings.Join(notes, "; ") + ")"
+	}
+	if tail := TailLines(p.logPath, tailLines); tail != "" {
+		msg += fmt.Sprintf("; last lines of %s: %s", p.logPath, tail)
+	}
+	return errors.New(msg)
+}
+
+// Terminate asks the child to exit with SIGTERM and kills it if it has not
+// gone within grace (or when ctx ends first). It returns once the child is
+// reaped.
+func (p *Process) Terminate(ctx context.Context, grace time.Duration) {
+	if p.Exited() {
+		return
+	}
+	_ = p.Signal(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		p.Kill()
+	case <-ctx.Done():
+		p.Kill()
+	}
+}
+
+// shellQuote renders argv so that it can be pasted into a shell.
+func shellQuote(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=+,./:@") == "" {
+			q[i] = a
+		} else {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
+}

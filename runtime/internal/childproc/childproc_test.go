@@ -1,0 +1,105 @@
+package childproc
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestExitReasonHasStatusAndLogTail(t *testing.T) {
+	dir := t.TempDir()
+	p, err := Start(Spec{Name: "helper for sandbox t", Path: "/bin/sh",
+		Args: []string{"-c", "echo first; echo second >&2; exit 3"}, LogPath: filepath.Join(dir, "h.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("child did not exit")
+	}
+	got := p.ExitReason(5).Error()
+	for _, want := range []string{"helper for sandbox t exited unexpectedly", "exit status 3", "first | second"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("ExitReason = %q, want it to contain %q", got, want)
+		}
+	}
+}
+
+func TestKillReportsSignal(t *testing.T) {
+	p, err := Start(Spec{Name: "sleeper", Path: "/bin/sleep", Args: []string{"100"}, LogPath: filepath.Join(t.TempDir(), "s.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Exited() {
+		t.Fatal("exited too early")
+	}
+	p.Kill()
+	if got := p.WaitStatus(); got != "signal: killed" {
+		t.Errorf("WaitStatus = %q", got)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Errorf("signal after exit: %v", err)
+	}
+}
+
+func TestTerminateKillsAfterGrace(t *testing.T) {
+	// The shell ignores SIGTERM, so only the SIGKILL after the grace ends it.
+	p, err := Start(Spec{Name: "stubborn", Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; sleep 100 & wait"},
+		LogPath: filepath.Join(t.TempDir(), "s.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the trap be installed
+	start := time.Now()
+	p.Terminate(context.Background(), 200*time.Millisecond)
+	if d := time.Since(start); d < 150*time.Millisecond || d > 5*time.Second {
+		t.Errorf("Terminate took %v", d)
+	}
+}
+
+// Keep the main goroutine on the main thread, so the goroutine below cannot
+// land there: Go never terminates the main thread, which would hide the bug.
+func init() { runtime.LockOSThread() }
+
+// A child forked while its caller sits on a locked thread that then exits must
+// survive: Pdeathsig is tied to the forking thread, and spawn.go forks on a
+// thread that never exits.
+func TestChildSurvivesExitOfLockedCallerThread(t *testing.T) {
+	started := make(chan *Process)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		p, err := Start(Spec{Name: "sleeper", Path: "/bin/sleep", Args: []string{"100"}, LogPath: filepath.Join(t.TempDir(), "s.log")})
+		if err != nil {
+			t.Error(err)
+		}
+		started <- p
+	}()
+	p := <-started
+	if p == nil {
+		return
+	}
+	defer p.Kill()
+	time.Sleep(300 * time.Millisecond)
+	if p.Exited() {
+		t.Fatalf("child died with its caller's thread: %s", p.WaitStatus())
+	}
+}
+
+func TestTailLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	if err := os.WriteFile(path, []byte("a\n\nb\nc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := TailLines(path, 2); got != "b | c" {
+		t.Errorf("TailLines = %q", got)
+	}
+	if got := TailLines(filepath.Join(t.TempDir(), "none"), 2); got != "" {
+		t.Errorf("missing file: %q", got)
+	}
+}

@@ -1,0 +1,25 @@
+package sandbox
+
+import (
+	"fmt"
+
+	"github.com/podvm/podvm/runtime/config"
+	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/hypervisor/qemu"
+)
+
+// NewDriver returns the hypervisor driver the configuration selects.
+func NewDriver(cfg *config.Config) (hypervisor.Driver, error) {
+	h := cfg.Hypervisor
+	switch h.Driver {
+	case "qemu":
+		return qemu.New(qemu.Options{
+			QEMUPath:      h.QEMU.Path,
+			VirtiofsdPath: h.QEMU.VirtiofsdPath,
+			TBSizeMiB:     h.QEMU.TCGTBSizeMiB,
+			Accelerator:   h.Accelerator,
+		}), nil
+	default:
+		return nil, fmt.Errorf("hypervisor.driver = %q: unknown driver (known: qemu)", h.Driver)
+	}
+}
