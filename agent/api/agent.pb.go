@@ -614,7 +614,12 @@ type WaitProcessResponse struct {
 	// Exit status as containerd reports it: the exit code, or 128+signal.
 	ExitStatus uint32 `protobuf:"varint,1,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
 	// Unix nanoseconds, guest clock.
-	ExitedAtNs    int64 `protobuf:"varint,2,opt,name=exited_at_ns,json=exitedAtNs,proto3" json:"exited_at_ns,omitempty"`
+	ExitedAtNs int64 `protobuf:"varint,2,opt,name=exited_at_ns,json=exitedAtNs,proto3" json:"exited_at_ns,omitempty"`
+	// The process died because its container's cgroup hit its memory limit
+	// (the cgroup's oom_kill count rose). The shim publishes TaskOOM before
+	// TaskExit from this, since containerd's CRI only reports OOMKilled when
+	// the OOM event comes first.
+	OomKilled     bool `protobuf:"varint,3,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -661,6 +666,13 @@ func (x *WaitProcessResponse) GetExitedAtNs() int64 {
 		return x.ExitedAtNs
 	}
 	return 0
+}
+
+func (x *WaitProcessResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
 }
 
 type SignalProcessRequest struct {
@@ -1001,6 +1013,779 @@ func (x *ReadStreamResponse) GetEof() bool {
 	return false
 }
 
+type ExecProcessRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	// The OCI runtime-spec Process (JSON), as containerd gives it to the shim.
+	Process       []byte `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
+	Stdin         bool   `protobuf:"varint,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout        bool   `protobuf:"varint,5,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr        bool   `protobuf:"varint,6,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Terminal      bool   `protobuf:"varint,7,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecProcessRequest) Reset() {
+	*x = ExecProcessRequest{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecProcessRequest) ProtoMessage() {}
+
+func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
+func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ExecProcessRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ExecProcessRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ExecProcessRequest) GetProcess() []byte {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *ExecProcessRequest) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *ExecProcessRequest) GetStdout() bool {
+	if x != nil {
+		return x.Stdout
+	}
+	return false
+}
+
+func (x *ExecProcessRequest) GetStderr() bool {
+	if x != nil {
+		return x.Stderr
+	}
+	return false
+}
+
+func (x *ExecProcessRequest) GetTerminal() bool {
+	if x != nil {
+		return x.Terminal
+	}
+	return false
+}
+
+type RemoveProcessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveProcessRequest) Reset() {
+	*x = RemoveProcessRequest{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveProcessRequest) ProtoMessage() {}
+
+func (x *RemoveProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveProcessRequest.ProtoReflect.Descriptor instead.
+func (*RemoveProcessRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RemoveProcessRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *RemoveProcessRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+type ResizeTTYRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Width         uint32                 `protobuf:"varint,3,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32                 `protobuf:"varint,4,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeTTYRequest) Reset() {
+	*x = ResizeTTYRequest{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeTTYRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeTTYRequest) ProtoMessage() {}
+
+func (x *ResizeTTYRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeTTYRequest.ProtoReflect.Descriptor instead.
+func (*ResizeTTYRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ResizeTTYRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ResizeTTYRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizeTTYRequest) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *ResizeTTYRequest) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+type ListProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesRequest) Reset() {
+	*x = ListProcessesRequest{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesRequest) ProtoMessage() {}
+
+func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListProcessesRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type ListProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pids          []uint32               `protobuf:"varint,1,rep,packed,name=pids,proto3" json:"pids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesResponse) Reset() {
+	*x = ListProcessesResponse{}
+	mi := &file_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesResponse) ProtoMessage() {}
+
+func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListProcessesResponse) GetPids() []uint32 {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
+type StatsContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsContainerRequest) Reset() {
+	*x = StatsContainerRequest{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsContainerRequest) ProtoMessage() {}
+
+func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
+func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *StatsContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type StatsContainerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// io.containerd.cgroups.v2.Metrics (github.com/containerd/cgroups/v3/
+	// cgroup2/stats), protobuf-encoded: what containerd's task Stats returns
+	// for a cgroup v2 container, so the shim passes it through unchanged.
+	CgroupV2Metrics []byte `protobuf:"bytes,1,opt,name=cgroup_v2_metrics,json=cgroupV2Metrics,proto3" json:"cgroup_v2_metrics,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *StatsContainerResponse) Reset() {
+	*x = StatsContainerResponse{}
+	mi := &file_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsContainerResponse) ProtoMessage() {}
+
+func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
+func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *StatsContainerResponse) GetCgroupV2Metrics() []byte {
+	if x != nil {
+		return x.CgroupV2Metrics
+	}
+	return nil
+}
+
+type UpdateContainerRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// OCI runtime-spec LinuxResources (JSON).
+	Resources     []byte `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateContainerRequest) Reset() {
+	*x = UpdateContainerRequest{}
+	mi := &file_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateContainerRequest) ProtoMessage() {}
+
+func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
+func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UpdateContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateContainerRequest) GetResources() []byte {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type GetOOMEventRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOOMEventRequest) Reset() {
+	*x = GetOOMEventRequest{}
+	mi := &file_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOOMEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOOMEventRequest) ProtoMessage() {}
+
+func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOOMEventRequest.ProtoReflect.Descriptor instead.
+func (*GetOOMEventRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{25}
+}
+
+type OOMEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OOMEvent) Reset() {
+	*x = OOMEvent{}
+	mi := &file_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OOMEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OOMEvent) ProtoMessage() {}
+
+func (x *OOMEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
+func (*OOMEvent) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *OOMEvent) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type IPAddress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "10.88.0.5" or "fd00::5".
+	Address       string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	PrefixLen     uint32 `protobuf:"varint,2,opt,name=prefix_len,json=prefixLen,proto3" json:"prefix_len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IPAddress) Reset() {
+	*x = IPAddress{}
+	mi := &file_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IPAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IPAddress) ProtoMessage() {}
+
+func (x *IPAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IPAddress.ProtoReflect.Descriptor instead.
+func (*IPAddress) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *IPAddress) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *IPAddress) GetPrefixLen() uint32 {
+	if x != nil {
+		return x.PrefixLen
+	}
+	return 0
+}
+
+type Interface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// MAC address that identifies the guest device (the VMM gives the
+	// virtio-net device the MAC of the pod's host interface).
+	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
+	// Name to give it in the guest (the pod's interface name, e.g. eth0).
+	Name          string       `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Addresses     []*IPAddress `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Mtu           uint32       `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interface) Reset() {
+	*x = Interface{}
+	mi := &file_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interface) ProtoMessage() {}
+
+func (x *Interface) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interface.ProtoReflect.Descriptor instead.
+func (*Interface) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Interface) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *Interface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Interface) GetAddresses() []*IPAddress {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *Interface) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Destination in CIDR notation; empty for the default route.
+	Destination string `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Gateway address; empty for a directly connected route.
+	Gateway string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Interface name in the guest.
+	Device string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	// Preferred source address, if any.
+	Source        string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Route) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Route) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Route) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Route) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type ConfigureNetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interfaces    []*Interface           `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Routes        []*Route               `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureNetworkRequest) Reset() {
+	*x = ConfigureNetworkRequest{}
+	mi := &file_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureNetworkRequest) ProtoMessage() {}
+
+func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
+func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ConfigureNetworkRequest) GetInterfaces() []*Interface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *ConfigureNetworkRequest) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
 // Empty is the reply of calls that return nothing but success.
 type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1010,7 +1795,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1807,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1820,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -1082,12 +1867,14 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"P\n" +
 	"\x12WaitProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"X\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"w\n" +
 	"\x13WaitProcessResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\rR\n" +
 	"exitStatus\x12 \n" +
 	"\fexited_at_ns\x18\x02 \x01(\x03R\n" +
-	"exitedAtNs\"|\n" +
+	"exitedAtNs\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\x03 \x01(\bR\toomKilled\"|\n" +
 	"\x14SignalProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
@@ -1108,8 +1895,57 @@ const file_agent_proto_rawDesc = "" +
 	"\x03len\x18\x03 \x01(\rR\x03len\":\n" +
 	"\x12ReadStreamResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x02 \x01(\bR\x03eof\"\a\n" +
-	"\x05Empty2\xfc\a\n" +
+	"\x03eof\x18\x02 \x01(\bR\x03eof\"\xcc\x01\n" +
+	"\x12ExecProcessRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x18\n" +
+	"\aprocess\x18\x03 \x01(\fR\aprocess\x12\x14\n" +
+	"\x05stdin\x18\x04 \x01(\bR\x05stdin\x12\x16\n" +
+	"\x06stdout\x18\x05 \x01(\bR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x06 \x01(\bR\x06stderr\x12\x1a\n" +
+	"\bterminal\x18\a \x01(\bR\bterminal\"R\n" +
+	"\x14RemoveProcessRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"|\n" +
+	"\x10ResizeTTYRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
+	"\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x04 \x01(\rR\x06height\"9\n" +
+	"\x14ListProcessesRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"+\n" +
+	"\x15ListProcessesResponse\x12\x12\n" +
+	"\x04pids\x18\x01 \x03(\rR\x04pids\":\n" +
+	"\x15StatsContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"D\n" +
+	"\x16StatsContainerResponse\x12*\n" +
+	"\x11cgroup_v2_metrics\x18\x01 \x01(\fR\x0fcgroupV2Metrics\"Y\n" +
+	"\x16UpdateContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\"\x14\n" +
+	"\x12GetOOMEventRequest\"-\n" +
+	"\bOOMEvent\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"D\n" +
+	"\tIPAddress\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"prefix_len\x18\x02 \x01(\rR\tprefixLen\"|\n" +
+	"\tInterface\x12\x10\n" +
+	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
+	"\taddresses\x18\x03 \x03(\v2\x19.podvm.agent.v1.IPAddressR\taddresses\x12\x10\n" +
+	"\x03mtu\x18\x04 \x01(\rR\x03mtu\"s\n" +
+	"\x05Route\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\"\x83\x01\n" +
+	"\x17ConfigureNetworkRequest\x129\n" +
+	"\n" +
+	"interfaces\x18\x01 \x03(\v2\x19.podvm.agent.v1.InterfaceR\n" +
+	"interfaces\x12-\n" +
+	"\x06routes\x18\x02 \x03(\v2\x15.podvm.agent.v1.RouteR\x06routes\"\a\n" +
+	"\x05Empty2\x8c\r\n" +
 	"\fAgentService\x12Y\n" +
 	"\fGuestDetails\x12#.podvm.agent.v1.GuestDetailsRequest\x1a$.podvm.agent.v1.GuestDetailsResponse\x12L\n" +
 	"\rCreateSandbox\x12$.podvm.agent.v1.CreateSandboxRequest\x1a\x15.podvm.agent.v1.Empty\x12N\n" +
@@ -1126,7 +1962,15 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"ReadStdout\x12!.podvm.agent.v1.ReadStreamRequest\x1a\".podvm.agent.v1.ReadStreamResponse\x12S\n" +
 	"\n" +
-	"ReadStderr\x12!.podvm.agent.v1.ReadStreamRequest\x1a\".podvm.agent.v1.ReadStreamResponseB&Z$github.com/podvm/podvm/agent/api;apib\x06proto3"
+	"ReadStderr\x12!.podvm.agent.v1.ReadStreamRequest\x1a\".podvm.agent.v1.ReadStreamResponse\x12H\n" +
+	"\vExecProcess\x12\".podvm.agent.v1.ExecProcessRequest\x1a\x15.podvm.agent.v1.Empty\x12L\n" +
+	"\rRemoveProcess\x12$.podvm.agent.v1.RemoveProcessRequest\x1a\x15.podvm.agent.v1.Empty\x12D\n" +
+	"\tResizeTTY\x12 .podvm.agent.v1.ResizeTTYRequest\x1a\x15.podvm.agent.v1.Empty\x12\\\n" +
+	"\rListProcesses\x12$.podvm.agent.v1.ListProcessesRequest\x1a%.podvm.agent.v1.ListProcessesResponse\x12_\n" +
+	"\x0eStatsContainer\x12%.podvm.agent.v1.StatsContainerRequest\x1a&.podvm.agent.v1.StatsContainerResponse\x12P\n" +
+	"\x0fUpdateContainer\x12&.podvm.agent.v1.UpdateContainerRequest\x1a\x15.podvm.agent.v1.Empty\x12K\n" +
+	"\vGetOOMEvent\x12\".podvm.agent.v1.GetOOMEventRequest\x1a\x18.podvm.agent.v1.OOMEvent\x12R\n" +
+	"\x10ConfigureNetwork\x12'.podvm.agent.v1.ConfigureNetworkRequest\x1a\x15.podvm.agent.v1.EmptyB&Z$github.com/podvm/podvm/agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1140,7 +1984,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_agent_proto_goTypes = []any{
 	(*GuestDetailsRequest)(nil),     // 0: podvm.agent.v1.GuestDetailsRequest
 	(*GuestDetailsResponse)(nil),    // 1: podvm.agent.v1.GuestDetailsResponse
@@ -1159,39 +2003,72 @@ var file_agent_proto_goTypes = []any{
 	(*CloseStdinRequest)(nil),       // 14: podvm.agent.v1.CloseStdinRequest
 	(*ReadStreamRequest)(nil),       // 15: podvm.agent.v1.ReadStreamRequest
 	(*ReadStreamResponse)(nil),      // 16: podvm.agent.v1.ReadStreamResponse
-	(*Empty)(nil),                   // 17: podvm.agent.v1.Empty
+	(*ExecProcessRequest)(nil),      // 17: podvm.agent.v1.ExecProcessRequest
+	(*RemoveProcessRequest)(nil),    // 18: podvm.agent.v1.RemoveProcessRequest
+	(*ResizeTTYRequest)(nil),        // 19: podvm.agent.v1.ResizeTTYRequest
+	(*ListProcessesRequest)(nil),    // 20: podvm.agent.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),   // 21: podvm.agent.v1.ListProcessesResponse
+	(*StatsContainerRequest)(nil),   // 22: podvm.agent.v1.StatsContainerRequest
+	(*StatsContainerResponse)(nil),  // 23: podvm.agent.v1.StatsContainerResponse
+	(*UpdateContainerRequest)(nil),  // 24: podvm.agent.v1.UpdateContainerRequest
+	(*GetOOMEventRequest)(nil),      // 25: podvm.agent.v1.GetOOMEventRequest
+	(*OOMEvent)(nil),                // 26: podvm.agent.v1.OOMEvent
+	(*IPAddress)(nil),               // 27: podvm.agent.v1.IPAddress
+	(*Interface)(nil),               // 28: podvm.agent.v1.Interface
+	(*Route)(nil),                   // 29: podvm.agent.v1.Route
+	(*ConfigureNetworkRequest)(nil), // 30: podvm.agent.v1.ConfigureNetworkRequest
+	(*Empty)(nil),                   // 31: podvm.agent.v1.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: podvm.agent.v1.CreateSandboxRequest.shared_fs:type_name -> podvm.agent.v1.SharedFilesystem
-	0,  // 1: podvm.agent.v1.AgentService.GuestDetails:input_type -> podvm.agent.v1.GuestDetailsRequest
-	3,  // 2: podvm.agent.v1.AgentService.CreateSandbox:input_type -> podvm.agent.v1.CreateSandboxRequest
-	4,  // 3: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
-	5,  // 4: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
-	7,  // 5: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
-	8,  // 6: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
-	9,  // 7: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
-	11, // 8: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
-	12, // 9: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
-	14, // 10: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
-	15, // 11: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
-	15, // 12: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
-	1,  // 13: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
-	17, // 14: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
-	17, // 15: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
-	6,  // 16: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
-	17, // 17: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.Empty
-	17, // 18: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
-	10, // 19: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
-	17, // 20: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
-	13, // 21: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
-	17, // 22: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
-	16, // 23: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
-	16, // 24: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
-	13, // [13:25] is the sub-list for method output_type
-	1,  // [1:13] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	27, // 1: podvm.agent.v1.Interface.addresses:type_name -> podvm.agent.v1.IPAddress
+	28, // 2: podvm.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> podvm.agent.v1.Interface
+	29, // 3: podvm.agent.v1.ConfigureNetworkRequest.routes:type_name -> podvm.agent.v1.Route
+	0,  // 4: podvm.agent.v1.AgentService.GuestDetails:input_type -> podvm.agent.v1.GuestDetailsRequest
+	3,  // 5: podvm.agent.v1.AgentService.CreateSandbox:input_type -> podvm.agent.v1.CreateSandboxRequest
+	4,  // 6: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
+	5,  // 7: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
+	7,  // 8: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
+	8,  // 9: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
+	9,  // 10: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
+	11, // 11: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
+	12, // 12: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
+	14, // 13: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
+	15, // 14: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
+	15, // 15: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
+	17, // 16: podvm.agent.v1.AgentService.ExecProcess:input_type -> podvm.agent.v1.ExecProcessRequest
+	18, // 17: podvm.agent.v1.AgentService.RemoveProcess:input_type -> podvm.agent.v1.RemoveProcessRequest
+	19, // 18: podvm.agent.v1.AgentService.ResizeTTY:input_type -> podvm.agent.v1.ResizeTTYRequest
+	20, // 19: podvm.agent.v1.AgentService.ListProcesses:input_type -> podvm.agent.v1.ListProcessesRequest
+	22, // 20: podvm.agent.v1.AgentService.StatsContainer:input_type -> podvm.agent.v1.StatsContainerRequest
+	24, // 21: podvm.agent.v1.AgentService.UpdateContainer:input_type -> podvm.agent.v1.UpdateContainerRequest
+	25, // 22: podvm.agent.v1.AgentService.GetOOMEvent:input_type -> podvm.agent.v1.GetOOMEventRequest
+	30, // 23: podvm.agent.v1.AgentService.ConfigureNetwork:input_type -> podvm.agent.v1.ConfigureNetworkRequest
+	1,  // 24: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
+	31, // 25: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
+	31, // 26: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
+	6,  // 27: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
+	31, // 28: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.Empty
+	31, // 29: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
+	10, // 30: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
+	31, // 31: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
+	13, // 32: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
+	31, // 33: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
+	16, // 34: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
+	16, // 35: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
+	31, // 36: podvm.agent.v1.AgentService.ExecProcess:output_type -> podvm.agent.v1.Empty
+	31, // 37: podvm.agent.v1.AgentService.RemoveProcess:output_type -> podvm.agent.v1.Empty
+	31, // 38: podvm.agent.v1.AgentService.ResizeTTY:output_type -> podvm.agent.v1.Empty
+	21, // 39: podvm.agent.v1.AgentService.ListProcesses:output_type -> podvm.agent.v1.ListProcessesResponse
+	23, // 40: podvm.agent.v1.AgentService.StatsContainer:output_type -> podvm.agent.v1.StatsContainerResponse
+	31, // 41: podvm.agent.v1.AgentService.UpdateContainer:output_type -> podvm.agent.v1.Empty
+	26, // 42: podvm.agent.v1.AgentService.GetOOMEvent:output_type -> podvm.agent.v1.OOMEvent
+	31, // 43: podvm.agent.v1.AgentService.ConfigureNetwork:output_type -> podvm.agent.v1.Empty
+	24, // [24:44] is the sub-list for method output_type
+	4,  // [4:24] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1205,7 +2082,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,14 @@ type AgentServiceService interface {
 	CloseStdin(context.Context, *CloseStdinRequest) (*Empty, error)
 	ReadStdout(context.Context, *ReadStreamRequest) (*ReadStreamResponse, error)
 	ReadStderr(context.Context, *ReadStreamRequest) (*ReadStreamResponse, error)
+	ExecProcess(context.Context, *ExecProcessRequest) (*Empty, error)
+	RemoveProcess(context.Context, *RemoveProcessRequest) (*Empty, error)
+	ResizeTTY(context.Context, *ResizeTTYRequest) (*Empty, error)
+	ListProcesses(context.Context, *ListProcessesRequest) (*ListProcessesResponse, error)
+	StatsContainer(context.Context, *StatsContainerRequest) (*StatsContainerResponse, error)
+	UpdateContainer(context.Context, *UpdateContainerRequest) (*Empty, error)
+	GetOOMEvent(context.Context, *GetOOMEventRequest) (*OOMEvent, error)
+	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*Empty, error)
 }
 
 func RegisterAgentServiceService(srv *ttrpc.Server, svc AgentServiceService) {
@@ -108,6 +116,62 @@ func RegisterAgentServiceService(srv *ttrpc.Server, svc AgentServiceService) {
 					return nil, err
 				}
 				return svc.ReadStderr(ctx, &req)
+			},
+			"ExecProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ExecProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ExecProcess(ctx, &req)
+			},
+			"RemoveProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req RemoveProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.RemoveProcess(ctx, &req)
+			},
+			"ResizeTTY": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResizeTTYRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResizeTTY(ctx, &req)
+			},
+			"ListProcesses": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ListProcessesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ListProcesses(ctx, &req)
+			},
+			"StatsContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req StatsContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.StatsContainer(ctx, &req)
+			},
+			"UpdateContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateContainer(ctx, &req)
+			},
+			"GetOOMEvent": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req GetOOMEventRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.GetOOMEvent(ctx, &req)
+			},
+			"ConfigureNetwork": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ConfigureNetworkRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ConfigureNetwork(ctx, &req)
 			},
 		},
 	})
@@ -214,6 +278,70 @@ func (c *agentserviceClient) ReadStdout(ctx context.Context, req *ReadStreamRequ
 func (c *agentserviceClient) ReadStderr(ctx context.Context, req *ReadStreamRequest) (*ReadStreamResponse, error) {
 	var resp ReadStreamResponse
 	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "ReadStderr", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) ExecProcess(ctx context.Context, req *ExecProcessRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "ExecProcess", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) RemoveProcess(ctx context.Context, req *RemoveProcessRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "RemoveProcess", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) ResizeTTY(ctx context.Context, req *ResizeTTYRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "ResizeTTY", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) ListProcesses(ctx context.Context, req *ListProcessesRequest) (*ListProcessesResponse, error) {
+	var resp ListProcessesResponse
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "ListProcesses", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) StatsContainer(ctx context.Context, req *StatsContainerRequest) (*StatsContainerResponse, error) {
+	var resp StatsContainerResponse
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "StatsContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) UpdateContainer(ctx context.Context, req *UpdateContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "UpdateContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) GetOOMEvent(ctx context.Context, req *GetOOMEventRequest) (*OOMEvent, error) {
+	var resp OOMEvent
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "GetOOMEvent", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) ConfigureNetwork(ctx context.Context, req *ConfigureNetworkRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "ConfigureNetwork", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -10,6 +10,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+
+	"github.com/podvm/podvm/agent/cgroup"
 )
 
 // State is where a container is in its lifecycle.
@@ -22,25 +24,34 @@ const (
 	Removed State = "removed" // runc delete done; the agent forgot it
 )
 
-// exitTimeout bounds the wait for an init that runc delete killed.
+// exitTimeout bounds the wait for the processes runc delete killed.
 const exitTimeout = 10 * time.Second
 
-// Container is one runc container and its init process.
+// Container is one runc container and its processes.
 type Container struct {
+	m      *Manager
 	id     string
 	bundle string
 	runc   *runc.Runc
 	init   *Process
+	cgroup cgroup.Cgroup // zero if it could not be found
 
-	// mu serialises the lifecycle calls (start, signal, remove), so that
-	// none acts on a container another is removing.
+	// mu serialises the lifecycle calls (start, exec, signal, update,
+	// remove), so that none acts on a container another is removing.
 	mu      sync.Mutex
 	started bool
 	removed bool
+
+	// execMu guards execs. It is separate from mu because exits, which
+	// must never wait behind a runc call, look processes up.
+	execMu sync.Mutex
+	execs  map[string]*Process
 }
 
 func newContainer(m *Manager, id, bundle string) *Container {
 	return &Container{
+		m:      m,
+		execs:  make(map[string]*Process),
 		id:     id,
 		bundle: bundle,
 		runc: &runc.Runc{
@@ -75,13 +86,30 @@ func (c *Container) State() State {
 	return Created
 }
 
-// Process returns the init process for an empty execID. The protocol has
-// no call that starts exec processes yet, so any other ID is unknown.
+// Process returns the init process for an empty execID, else the exec
+// process of that ID.
 func (c *Container) Process(execID string) (*Process, error) {
-	if execID != "" {
-		return nil, fmt.Errorf("exec %s in container %s (this agent runs no exec processes): %w", execID, c.id, errdefs.ErrNotFound)
+	if execID == "" {
+		return c.init, nil
 	}
-	return c.init, nil
+	c.execMu.Lock()
+	defer c.execMu.Unlock()
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, fmt.Errorf("exec %s of container %s: %w", execID, c.id, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+// execList returns the container's exec processes.
+func (c *Container) execList() []*Process {
+	c.execMu.Lock()
+	defer c.execMu.Unlock()
+	ps := make([]*Process, 0, len(c.execs))
+	for _, p := range c.execs {
+		ps = append(ps, p)
+	}
+	return ps
 }
 
 // Start runs the user's process in a created container.
@@ -120,12 +148,19 @@ func (c *Container) remove(ctx context.Context, force bool) error {
 	if err := c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil {
 		return runcError(fmt.Errorf("delete container %s: %w", c.id, err), c.logPath())
 	}
-	select {
-	case <-c.init.done:
-	case <-time.After(exitTimeout):
-		return fmt.Errorf("delete container %s: init %d still not reaped after %v", c.id, c.init.pid, exitTimeout)
+	// runc killed everything; wait for the exits, so that no waiter of
+	// any of the container's processes is left hanging.
+	deadline := time.After(exitTimeout)
+	for _, p := range append(c.execList(), c.init) {
+		select {
+		case <-p.done:
+		case <-deadline:
+			return fmt.Errorf("delete container %s: %s (pid %d) still not reaped after %v", c.id, p.name(), p.pid, exitTimeout)
+		}
 	}
-	c.init.stdio.close()
+	for _, p := range append(c.execList(), c.init) {
+		p.stdio.close()
+	}
 	if err := os.RemoveAll(c.bundle); err != nil {
 		return fmt.Errorf("remove bundle of container %s: %w", c.id, err)
 	}

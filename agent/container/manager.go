@@ -1,6 +1,7 @@
 // Package container runs the pod's containers in the guest with the runc
-// binary (through go-runc) and keeps, for each, its init process: pid, stdio
-// and exit status.
+// binary (through go-runc) and keeps, for each, its processes (the init and
+// any exec processes): pid, stdio and exit status. It also reads the
+// containers' cgroups for stats, OOM kills and updates.
 //
 // A container moves created → running → stopped → removed; docs/agent.md
 // has the table of which call moves it. Exit statuses come from the agent's
@@ -18,6 +19,10 @@ import (
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+
+	"github.com/podvm/podvm/agent/cgroup"
+	"github.com/podvm/podvm/agent/oom"
 )
 
 // Config says where runc and the containers' files live.
@@ -41,23 +46,24 @@ var GuestConfig = Config{
 type CreateRequest struct {
 	ID string
 	// Spec is the OCI config.json, already rewritten for the guest.
-	Spec                            []byte
-	Stdin, Stdout, Stderr, Terminal bool
+	Spec []byte
+	Stdio
 }
 
 // Manager owns the guest's containers.
 type Manager struct {
 	cfg Config
+	oom *oom.Watcher
 
 	mu         sync.Mutex
 	containers map[string]*Container
 	creating   map[string]struct{}
 	byPid      map[int]*Process
-	// While creates are in flight, exits of pids no container claims yet
-	// are kept: a container's init may die before its create learns its
-	// pid from runc's pid file.
-	creates int
-	early   map[int]runc.Exit
+	// While runc calls that start processes are in flight, exits of pids
+	// no process claims yet are kept: a process may die before the call
+	// that started it has read its pid file.
+	spawns int
+	early  map[int]runc.Exit
 }
 
 // NewManager returns a Manager that learns about exited processes from
@@ -66,6 +72,7 @@ type Manager struct {
 func NewManager(cfg Config, exits <-chan runc.Exit) *Manager {
 	m := &Manager{
 		cfg:        cfg,
+		oom:        oom.NewWatcher(),
 		containers: make(map[string]*Container),
 		creating:   make(map[string]struct{}),
 		byPid:      make(map[int]*Process),
@@ -73,22 +80,6 @@ func NewManager(cfg Config, exits <-chan runc.Exit) *Manager {
 	}
 	go m.watchExits(exits)
 	return m
-}
-
-func (m *Manager) watchExits(exits <-chan runc.Exit) {
-	for e := range exits {
-		m.mu.Lock()
-		p, ok := m.byPid[e.Pid]
-		if ok {
-			delete(m.byPid, e.Pid)
-		} else if m.creates > 0 {
-			m.early[e.Pid] = e
-		}
-		m.mu.Unlock()
-		if ok {
-			p.setExited(e)
-		}
-	}
 }
 
 // Create runs `runc create` for the container: its init exists, stopped
@@ -105,38 +96,31 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (*Container, erro
 		return nil, fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists)
 	}
 	m.creating[r.ID] = struct{}{}
-	m.creates++
+	m.spawns++
 	m.mu.Unlock()
 
 	c, err := m.create(ctx, r)
 
 	m.mu.Lock()
 	delete(m.creating, r.ID)
-	m.creates--
-	var early *runc.Exit
 	if err == nil {
 		m.containers[r.ID] = c
-		if e, ok := m.early[c.init.pid]; ok {
-			early = &e
-		} else {
-			m.byPid[c.init.pid] = c.init
-		}
-	}
-	if m.creates == 0 {
-		clear(m.early)
 	}
 	m.mu.Unlock()
-	if early != nil {
-		c.init.setExited(*early)
+	if err != nil {
+		m.spawned(nil)
+		return nil, err
 	}
-	return c, err
+	m.spawned(c.init)
+	return c, nil
 }
 
 func (m *Manager) create(ctx context.Context, r CreateRequest) (_ *Container, retErr error) {
 	// runc must not be killed half-way because the caller hung up.
 	ctx = context.WithoutCancel(ctx)
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
-	if _, err := writeBundle(bundle, r.ID, r.Spec, r.Terminal); err != nil {
+	spec, err := writeBundle(bundle, r.ID, r.Spec, r.Terminal)
+	if err != nil {
 		return nil, err
 	}
 	c := newContainer(m, r.ID, bundle)
@@ -146,54 +130,46 @@ func (m *Manager) create(ctx context.Context, r CreateRequest) (_ *Container, re
 			_ = os.RemoveAll(bundle)
 		}
 	}()
-
-	opts := &runc.CreateOpts{PidFile: filepath.Join(bundle, "init.pid")}
-	var s *stdio
-	if r.Terminal {
-		socket, err := runc.NewTempConsoleSocket()
-		if err != nil {
-			return nil, fmt.Errorf("console socket for container %s: %w", r.ID, err)
-		}
-		defer socket.Close()
-		opts.ConsoleSocket = socket
-		p, err := newProcIO()
-		if err != nil {
-			return nil, err
-		}
-		defer p.Close()
-		opts.IO = p
-		if err := c.runc.Create(ctx, r.ID, bundle, opts); err != nil {
-			return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
-		}
-		master, err := socket.ReceiveMaster()
-		if err != nil {
-			return nil, fmt.Errorf("receive terminal of container %s: %w", r.ID, err)
-		}
-		if s, err = newTerminalStdio(master, r.Stdin); err != nil {
-			return nil, fmt.Errorf("terminal of container %s: %w", r.ID, err)
-		}
-	} else {
-		var (
-			p   *procIO
-			err error
-		)
-		if s, p, err = newStdio(r.Stdin, r.Stdout, r.Stderr); err != nil {
-			return nil, fmt.Errorf("stdio of container %s: %w", r.ID, err)
-		}
-		defer p.Close()
-		opts.IO = p
-		if err := c.runc.Create(ctx, r.ID, bundle, opts); err != nil {
-			s.close()
-			return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
-		}
-	}
-	pid, err := runc.ReadPidFile(opts.PidFile)
+	pidFile := filepath.Join(bundle, "init.pid")
+	s, pid, err := spawn(r.Stdio, pidFile, func(io runc.IO, console runc.ConsoleSocket) error {
+		return c.runc.Create(ctx, r.ID, bundle, &runc.CreateOpts{PidFile: pidFile, IO: io, ConsoleSocket: console})
+	})
 	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("pid of container %s: %w", r.ID, err)
+		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
 	}
-	c.init = newProcess(c, pid, s)
+	c.init = newProcess(c, "", pid, s)
+	c.cgroup = locateCgroup(r.ID, pid, spec.Linux.CgroupsPath)
+	if c.cgroup.Known() {
+		base, err := m.oom.Add(r.ID, c.cgroup)
+		if err != nil {
+			log.G(ctx).WithError(err).Warnf("container %s: OOM kills in cgroup %s cannot be counted", r.ID, c.cgroup)
+		}
+		c.init.oomBase = base
+	}
 	return c, nil
+}
+
+// locateCgroup finds the container's cgroup from its init, or else from
+// the spec's path. Without it the container runs, but has no stats, no OOM
+// events and no cleanup of its leftover processes.
+func locateCgroup(id string, pid int, specPath string) cgroup.Cgroup {
+	cg, err := cgroup.OfPid(pid)
+	if err == nil {
+		return cg
+	}
+	if cg, err2 := cgroup.FromPath(specPath); err2 == nil {
+		return cg
+	}
+	log.L.WithError(err).Warnf("container %s: cgroup unknown", id)
+	return cgroup.Cgroup{}
+}
+
+// NextOOM blocks until a container's cgroup records an OOM kill, or ctx
+// ends, and returns the container's ID. Events come in the order the kills
+// were seen; each is queued before WaitProcess reports the exit of a
+// process the kill ended.
+func (m *Manager) NextOOM(ctx context.Context) (string, error) {
+	return m.oom.Next(ctx)
 }
 
 // Get returns a created container.
@@ -245,14 +221,17 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// forget drops a removed container from the table.
+// forget drops a removed container from the table and stops watching it.
 func (m *Manager) forget(c *Container) {
+	m.oom.Remove(c.id)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.containers[c.id] == c {
 		delete(m.containers, c.id)
 	}
-	if m.byPid[c.init.pid] == c.init {
-		delete(m.byPid, c.init.pid)
+	for _, p := range append(c.execList(), c.init) {
+		if m.byPid[p.pid] == p {
+			delete(m.byPid, p.pid)
+		}
 	}
 }

@@ -18,30 +18,44 @@ type Exit struct {
 	// containerd reports it.
 	Status int
 	At     time.Time
+	// OOMKilled: the process died of SIGKILL and the container's cgroup
+	// counted an OOM kill during its life.
+	OOMKilled bool
 }
 
-// Process is a container's process with its stdio and, once it ended, its
-// exit.
+// Process is a container's process (its init, or an exec process) with its
+// stdio and, once it ended, its exit.
 type Process struct {
-	c     *Container
-	pid   int
-	stdio *stdio
+	c      *Container
+	execID string // "" for the init
+	pid    int
+	stdio  *stdio
+	// oomBase is the container's OOM-kill count when the process started.
+	oomBase uint64
 
 	done chan struct{} // closed once exit is set
 	once sync.Once
 	exit Exit
 }
 
-func newProcess(c *Container, pid int, s *stdio) *Process {
-	return &Process{c: c, pid: pid, stdio: s, done: make(chan struct{})}
+func newProcess(c *Container, execID string, pid int, s *stdio) *Process {
+	return &Process{c: c, execID: execID, pid: pid, stdio: s, done: make(chan struct{})}
+}
+
+// name says which process this is, for messages.
+func (p *Process) name() string {
+	if p.execID == "" {
+		return "init of container " + p.c.id
+	}
+	return fmt.Sprintf("exec %s of container %s", p.execID, p.c.id)
 }
 
 // Pid returns the process's pid in the guest's root pid namespace.
 func (p *Process) Pid() int { return p.pid }
 
-func (p *Process) setExited(e runc.Exit) {
+func (p *Process) setExited(e runc.Exit, oomKilled bool) {
 	p.once.Do(func() {
-		p.exit = Exit{Status: e.Status, At: e.Timestamp}
+		p.exit = Exit{Status: e.Status, At: e.Timestamp, OOMKilled: oomKilled}
 		close(p.done)
 	})
 }
@@ -66,8 +80,9 @@ func (p *Process) Wait(ctx context.Context) (Exit, error) {
 	}
 }
 
-// Signal sends sig to the process with runc kill; with all, to every
-// process of the container.
+// Signal sends sig to the process. The init is signalled with runc kill;
+// with all, every process of the container is. An exec process is
+// signalled directly, as containerd's runc shim does.
 //
 // runc 1.2 and later treat `kill --all` as obsolete: the signal goes to the
 // init only (SIGKILL to a private pid namespace's init kills the rest
@@ -82,7 +97,17 @@ func (p *Process) Signal(ctx context.Context, sig syscall.Signal, all bool) erro
 		return fmt.Errorf("container %s: %w", c.id, errdefs.ErrNotFound)
 	}
 	if p.exited() {
-		return fmt.Errorf("process %d of container %s already finished: %w", p.pid, c.id, errdefs.ErrNotFound)
+		return fmt.Errorf("%s (pid %d) already finished: %w", p.name(), p.pid, errdefs.ErrNotFound)
+	}
+	if p.execID != "" {
+		// The pid cannot be reused before the agent reaps it.
+		if err := syscall.Kill(p.pid, sig); err != nil {
+			if errors.Is(err, syscall.ESRCH) {
+				return fmt.Errorf("%s (pid %d) already finished: %w", p.name(), p.pid, errdefs.ErrNotFound)
+			}
+			return fmt.Errorf("signal %d to %s: %w", sig, p.name(), err)
+		}
+		return nil
 	}
 	if all && sig != syscall.SIGKILL {
 		if err := p.signalOthers(ctx, sig); err != nil {
@@ -97,7 +122,7 @@ func (p *Process) Signal(ctx context.Context, sig syscall.Signal, all bool) erro
 	// of that exit may be a moment behind.
 	select {
 	case <-p.done:
-		return fmt.Errorf("process %d of container %s already finished: %w", p.pid, c.id, errdefs.ErrNotFound)
+		return fmt.Errorf("%s (pid %d) already finished: %w", p.name(), p.pid, errdefs.ErrNotFound)
 	case <-time.After(100 * time.Millisecond):
 	}
 	return runcError(fmt.Errorf("signal %d to container %s: %w", sig, c.id, err), c.logPath())
@@ -135,7 +160,7 @@ func (p *Process) ReadStderr(ctx context.Context, n int) ([]byte, bool, error) {
 func (p *Process) WriteStdin(ctx context.Context, data []byte) (int, error) {
 	n, err := p.stdio.stdin.write(ctx, data)
 	if err != nil {
-		return n, fmt.Errorf("write stdin of container %s: %w", p.c.id, err)
+		return n, fmt.Errorf("write stdin of %s: %w", p.name(), err)
 	}
 	return n, nil
 }
@@ -143,7 +168,21 @@ func (p *Process) WriteStdin(ctx context.Context, data []byte) (int, error) {
 // CloseStdin closes the process's stdin, so it reads EOF.
 func (p *Process) CloseStdin() error {
 	if err := p.stdio.stdin.close(); err != nil {
-		return fmt.Errorf("close stdin of container %s: %w", p.c.id, err)
+		return fmt.Errorf("close stdin of %s: %w", p.name(), err)
+	}
+	return nil
+}
+
+// ResizeTTY sets the window size of the process's terminal.
+func (p *Process) ResizeTTY(width, height uint16) error {
+	if p.stdio.tty == nil {
+		return fmt.Errorf("resize terminal of %s: it has no terminal: %w", p.name(), errdefs.ErrFailedPrecondition)
+	}
+	if p.exited() {
+		return fmt.Errorf("resize terminal of %s: the process has exited: %w", p.name(), errdefs.ErrFailedPrecondition)
+	}
+	if err := p.stdio.tty.resize(width, height); err != nil {
+		return fmt.Errorf("resize terminal of %s: %w", p.name(), err)
 	}
 	return nil
 }

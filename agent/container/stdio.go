@@ -25,6 +25,7 @@ type stdio struct {
 	stdin  *sink
 	stdout *source
 	stderr *source
+	tty    *tty // nil without a terminal
 }
 
 // newStdio makes the pipes for the requested streams and returns the
@@ -70,8 +71,7 @@ func newStdio(stdin, stdout, stderr bool) (_ *stdio, _ *procIO, retErr error) {
 // stdout reads it, stdin (when asked for) writes it, stderr is empty because
 // a terminal merges it into stdout.
 func newTerminalStdio(master console.Console, stdin bool) (_ *stdio, retErr error) {
-	defer master.Close()
-	s := &stdio{stdin: &sink{}, stdout: &source{pty: true}, stderr: &source{}}
+	s := &stdio{stdin: &sink{}, stdout: &source{pty: true}, stderr: &source{}, tty: &tty{master: master}}
 	defer func() {
 		if retErr != nil {
 			s.close()
@@ -108,6 +108,34 @@ func (s *stdio) close() {
 	s.stdin.close()
 	s.stdout.close()
 	s.stderr.close()
+	if s.tty != nil {
+		s.tty.close()
+	}
+}
+
+// tty keeps the pty master for window size changes. The streams use their
+// own non-blocking duplicates of it.
+type tty struct {
+	mu     sync.Mutex
+	master console.Console // nil once closed
+}
+
+func (t *tty) resize(width, height uint16) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.master == nil {
+		return fmt.Errorf("terminal is closed: %w", errdefs.ErrFailedPrecondition)
+	}
+	return t.master.Resize(console.WinSize{Width: width, Height: height})
+}
+
+func (t *tty) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.master != nil {
+		t.master.Close()
+		t.master = nil
+	}
 }
 
 // source is a readable stream. Reads are serialised so that concurrent

@@ -20,12 +20,9 @@ const (
 
 func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
 	c, err := s.cfg.Containers.Create(ctx, container.CreateRequest{
-		ID:       req.ContainerId,
-		Spec:     req.OciSpec,
-		Stdin:    req.Stdin,
-		Stdout:   req.Stdout,
-		Stderr:   req.Stderr,
-		Terminal: req.Terminal,
+		ID:    req.ContainerId,
+		Spec:  req.OciSpec,
+		Stdio: container.Stdio{Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Terminal: req.Terminal},
 	})
 	if err != nil {
 		return nil, err
@@ -63,7 +60,7 @@ func (s *Service) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) 
 	if err != nil {
 		return nil, fmt.Errorf("wait for container %s: %w", req.ContainerId, err)
 	}
-	return &api.WaitProcessResponse{ExitStatus: uint32(e.Status), ExitedAtNs: e.At.UnixNano()}, nil
+	return &api.WaitProcessResponse{ExitStatus: uint32(e.Status), ExitedAtNs: e.At.UnixNano(), OomKilled: e.OOMKilled}, nil
 }
 
 func (s *Service) SignalProcess(ctx context.Context, req *api.SignalProcessRequest) (*api.Empty, error) {

@@ -36,6 +36,12 @@ type agent struct {
 // removes any container a test left behind.
 func startAgent(t *testing.T, runcPath string) *agent {
 	t.Helper()
+	return startAgentWith(t, runcPath, nil)
+}
+
+// startAgentWith is startAgent with a hook to change the service's config.
+func startAgentWith(t *testing.T, runcPath string, configure func(*Config)) *agent {
+	t.Helper()
 	if err := reaper.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +52,11 @@ func startAgent(t *testing.T, runcPath string) *agent {
 		BundleDir: filepath.Join(dir, "containers"),
 	}
 	exits := reaper.Subscribe()
-	svc := New(Config{Containers: container.NewManager(cfg, exits), StartedNs: 1})
+	svcCfg := Config{Containers: container.NewManager(cfg, exits), StartedNs: 1}
+	if configure != nil {
+		configure(&svcCfg)
+	}
+	svc := New(svcCfg)
 	svc.SetReady("unix", 2)
 	srv, err := NewServer(svc)
 	if err != nil {
@@ -117,7 +127,7 @@ func busyboxRootfs(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, applet := range []string{"sh", "cat", "echo", "sleep", "true", "tty"} {
+	for _, applet := range []string{"sh", "cat", "echo", "sleep", "true", "tty", "dd", "stty", "hostname", "readlink", "head"} {
 		if err := os.Symlink("busybox", filepath.Join(root, "bin", applet)); err != nil {
 			t.Fatal(err)
 		}
@@ -130,6 +140,11 @@ func busyboxRootfs(t *testing.T) string {
 // host's but its cgroup.
 func testSpec(t *testing.T, rootfs string, args ...string) []byte {
 	t.Helper()
+	return marshalSpec(t, baseSpec(rootfs, args...))
+}
+
+// baseSpec is testSpec before encoding, for tests that change it.
+func baseSpec(rootfs string, args ...string) *specs.Spec {
 	caps := []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
 	spec := &specs.Spec{
 		Version:  specs.Version,
@@ -159,6 +174,11 @@ func testSpec(t *testing.T, rootfs string, args ...string) []byte {
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
+	return spec
+}
+
+func marshalSpec(t *testing.T, spec any) []byte {
+	t.Helper()
 	b, err := json.Marshal(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -176,13 +196,19 @@ func ctxTimeout(t *testing.T) context.Context {
 // readAll reads a stream until eof.
 func (a *agent) readAll(t *testing.T, id string, stderr bool) string {
 	t.Helper()
+	return a.readAllExec(t, id, "", stderr)
+}
+
+// readAllExec reads a stream of an exec process until eof.
+func (a *agent) readAllExec(t *testing.T, id, execID string, stderr bool) string {
+	t.Helper()
 	read := a.ReadStdout
 	if stderr {
 		read = a.ReadStderr
 	}
 	var out strings.Builder
 	for {
-		resp, err := read(ctxTimeout(t), &api.ReadStreamRequest{ContainerId: id, Len: 4})
+		resp, err := read(ctxTimeout(t), &api.ReadStreamRequest{ContainerId: id, ExecId: execID, Len: 4})
 		if err != nil {
 			t.Errorf("read %s (stderr %v): %v", id, stderr, err)
 			return out.String()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/podvm/podvm/agent/api"
 	"github.com/podvm/podvm/agent/container"
+	"github.com/podvm/podvm/agent/network"
 )
 
 // Version is the agent's version, set with
@@ -32,6 +33,9 @@ type Config struct {
 	Guest bool
 	// StartedNs is CLOCK_BOOTTIME when the agent's main began.
 	StartedNs int64
+	// Network configures the guest's interfaces; nil refuses
+	// ConfigureNetwork (off the guest it would touch the host's).
+	Network *network.Configurer
 }
 
 // Service implements api.AgentServiceService.

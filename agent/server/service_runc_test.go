@@ -283,8 +283,21 @@ func TestServiceRunc_DestroySandbox(t *testing.T) {
 	rootfs := busyboxRootfs(t)
 	a.run(t, &api.CreateContainerRequest{ContainerId: "running", OciSpec: testSpec(t, rootfs, "sleep", "100")}, true)
 	a.run(t, &api.CreateContainerRequest{ContainerId: "created", OciSpec: testSpec(t, rootfs, "sleep", "100")}, false)
+	// A waiter of an exec still running gets its exit, not a hang.
+	if _, err := a.ExecProcess(ctxTimeout(t), &api.ExecProcessRequest{ContainerId: "running", ExecId: "e", Process: execProcess(t, "sleep", "100")}); err != nil {
+		t.Fatal(err)
+	}
+	execWait := make(chan *api.WaitProcessResponse, 1)
+	go func() {
+		resp, _ := a.WaitProcess(ctxTimeout(t), &api.WaitProcessRequest{ContainerId: "running", ExecId: "e"})
+		execWait <- resp
+	}()
+	time.Sleep(100 * time.Millisecond)
 	if _, err := a.DestroySandbox(ctxTimeout(t), &api.DestroySandboxRequest{SandboxId: "s"}); err != nil {
 		t.Fatal(err)
+	}
+	if resp := <-execWait; resp.GetExitStatus() != 137 {
+		t.Errorf("exec waiter after DestroySandbox got %v, want exit 137", resp)
 	}
 	entries, _ := os.ReadDir(a.cfg.StateDir)
 	if len(entries) != 0 {

@@ -62,6 +62,26 @@ func TestService_UnknownContainer(t *testing.T) {
 			_, err := a.ReadStderr(ctx, &api.ReadStreamRequest{ContainerId: id})
 			return err
 		},
+		"ExecProcess": func(ctx context.Context) error {
+			_, err := a.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: id, ExecId: "e", Process: []byte(`{"args":["true"]}`)})
+			return err
+		},
+		"ResizeTTY": func(ctx context.Context) error {
+			_, err := a.ResizeTTY(ctx, &api.ResizeTTYRequest{ContainerId: id, Width: 80, Height: 24})
+			return err
+		},
+		"ListProcesses": func(ctx context.Context) error {
+			_, err := a.ListProcesses(ctx, &api.ListProcessesRequest{ContainerId: id})
+			return err
+		},
+		"StatsContainer": func(ctx context.Context) error {
+			_, err := a.StatsContainer(ctx, &api.StatsContainerRequest{ContainerId: id})
+			return err
+		},
+		"UpdateContainer": func(ctx context.Context) error {
+			_, err := a.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: id, Resources: []byte("{}")})
+			return err
+		},
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/podvm/podvm/agent/container"
 	"github.com/podvm/podvm/agent/guestinit"
+	"github.com/podvm/podvm/agent/network"
 	"github.com/podvm/podvm/agent/reaper"
 	"github.com/podvm/podvm/agent/server"
 	"github.com/podvm/podvm/agent/transport"
@@ -89,7 +90,16 @@ func run(ctx context.Context, opts options, started int64, pid1 bool) error {
 		return err
 	}
 	containers := container.NewManager(opts.cfg, reaper.Subscribe())
-	svc := server.New(server.Config{Containers: containers, Guest: pid1, StartedNs: started})
+	cfg := server.Config{Containers: containers, Guest: pid1, StartedNs: started}
+	if pid1 {
+		// Only the guest's own devices are ours to configure.
+		nw, err := network.Open()
+		if err != nil {
+			log.G(ctx).WithError(err).Error("ConfigureNetwork will be refused")
+		}
+		cfg.Network = nw
+	}
+	svc := server.New(cfg)
 	srv, err := server.NewServer(svc)
 	if err != nil {
 		return err

@@ -1,14 +1,15 @@
 // Package guestspec rewrites a container's OCI spec, written by containerd
 // for the host, into the spec podvm-agent runs inside the guest: the root
-// filesystem moves to the shared directory's guest path, and everything that
-// names a host object (namespace paths, host devices, hooks, LSM labels, host
-// bind mounts) is dropped, because inside the VM it would mean nothing or,
-// worse, something else.
+// filesystem and every host bind mount move to guest paths of the shared
+// directory, and everything else that names a host object (namespace paths,
+// host devices, hooks, LSM labels) is dropped or remapped, because inside
+// the VM it would mean nothing or, worse, something else.
 package guestspec
 
 import (
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -20,6 +21,33 @@ const GuestSharedDir = "/run/podvm/shared"
 // RootfsDir is the container's root filesystem relative to the shared
 // directory, the same on host and guest.
 func RootfsDir(containerID string) string { return path.Join(containerID, "rootfs") }
+
+// Options say where the container stands in its pod.
+type Options struct {
+	// Pod is set for containers created through CRI (they carry the
+	// container-type annotation). All of a pod's containers share the
+	// guest's root network namespace, where the pod's interfaces are.
+	Pod bool
+	// SandboxGuestPid is the guest pid of the pod's sandbox container; a
+	// container that asks to share the pod's IPC, UTS or PID namespace
+	// joins that process's. Zero for the sandbox container itself.
+	SandboxGuestPid uint32
+}
+
+// SharedMount is a host path the shim must make visible in the guest by
+// bind-mounting it at ShareRel under the sandbox's shared directory.
+type SharedMount struct {
+	HostSource  string
+	ShareRel    string
+	Destination string
+	ReadOnly    bool
+}
+
+// Result says what the rewrite needs from the host and what it left out.
+type Result struct {
+	Shares  []SharedMount
+	Dropped Dropped
+}
 
 // Dropped lists what a rewrite removed, so the shim can log it.
 type Dropped struct {
@@ -35,19 +63,24 @@ var guestMountTypes = map[string]bool{
 	"cgroup": true, "cgroup2": true, "shm": true,
 }
 
+// guestShm replaces the pod's host /dev/shm (a tmpfs on the host) with one
+// made in the guest: shared memory cannot cross the VM boundary anyway.
+var guestShm = specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
+	Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}
+
 // Rewrite returns a copy of s for container id, leaving s unchanged.
-func Rewrite(s *specs.Spec, id string) (*specs.Spec, Dropped, error) {
+func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
+	var res Result
 	if s == nil || s.Root == nil {
-		return nil, Dropped{}, fmt.Errorf("OCI spec of container %s has no root", id)
+		return nil, res, fmt.Errorf("OCI spec of container %s has no root", id)
 	}
 	if s.Process == nil {
-		return nil, Dropped{}, fmt.Errorf("OCI spec of container %s has no process", id)
+		return nil, res, fmt.Errorf("OCI spec of container %s has no process", id)
 	}
 	if strings.Contains(id, "/") || id == "" || id == "." || id == ".." {
-		return nil, Dropped{}, fmt.Errorf("container id %q cannot name a directory", id)
+		return nil, res, fmt.Errorf("container id %q cannot name a directory", id)
 	}
 	g := *s
-	var d Dropped
 
 	root := *s.Root
 	root.Path = path.Join(GuestSharedDir, RootfsDir(id))
@@ -61,16 +94,27 @@ func Rewrite(s *specs.Spec, id string) (*specs.Spec, Dropped, error) {
 	if s.Hooks != nil {
 		// Hooks are host binaries; the guest has none of them.
 		g.Hooks = nil
-		d.Hooks = true
+		res.Dropped.Hooks = true
 	}
 
 	g.Mounts = nil
 	for _, m := range s.Mounts {
-		if guestMountTypes[m.Type] {
+		switch {
+		case guestMountTypes[m.Type]:
 			g.Mounts = append(g.Mounts, m)
-			continue
+		case isBind(m) && m.Destination == "/dev/shm":
+			g.Mounts = append(g.Mounts, guestShm)
+		case isBind(m):
+			rel := path.Join(MountsDir(id), strconv.Itoa(len(res.Shares)))
+			res.Shares = append(res.Shares, SharedMount{HostSource: m.Source, ShareRel: rel,
+				Destination: m.Destination, ReadOnly: hasOption(m.Options, "ro")})
+			gm := m
+			gm.Type = "bind"
+			gm.Source = path.Join(GuestSharedDir, rel)
+			g.Mounts = append(g.Mounts, gm)
+		default:
+			res.Dropped.Mounts = append(res.Dropped.Mounts, m.Destination)
 		}
-		d.Mounts = append(d.Mounts, m.Destination)
 	}
 
 	if s.Linux != nil {
@@ -78,13 +122,21 @@ func Rewrite(s *specs.Spec, id string) (*specs.Spec, Dropped, error) {
 		l.MountLabel = ""
 		l.Namespaces = nil
 		for _, ns := range s.Linux.Namespaces {
-			// A namespace path is a host path (a pod's netns); in the guest a
-			// fresh namespace of the same type gives the same isolation.
+			if o.Pod && ns.Type == specs.NetworkNamespace {
+				continue // the pod's interfaces live in the guest's root netns
+			}
+			// A host path (a pod's netns, the pause process's ns) means
+			// nothing in the guest; a shared pod namespace is the sandbox
+			// container's there.
+			hadPath := ns.Path != ""
 			ns.Path = ""
+			if hadPath && o.SandboxGuestPid != 0 && podShared[ns.Type] {
+				ns.Path = fmt.Sprintf("/proc/%d/ns/%s", o.SandboxGuestPid, nsFile[ns.Type])
+			}
 			l.Namespaces = append(l.Namespaces, ns)
 		}
 		for _, dev := range s.Linux.Devices {
-			d.Devices = append(d.Devices, dev.Path)
+			res.Dropped.Devices = append(res.Dropped.Devices, dev.Path)
 		}
 		l.Devices = nil
 		if s.Linux.Resources != nil {
@@ -98,7 +150,30 @@ func Rewrite(s *specs.Spec, id string) (*specs.Spec, Dropped, error) {
 		l.CgroupsPath = guestCgroupsPath(s.Linux.CgroupsPath, id)
 		g.Linux = &l
 	}
-	return &g, d, nil
+	return &g, res, nil
+}
+
+// podShared are the namespaces a pod's containers may share with the
+// sandbox container, and their names under /proc/<pid>/ns.
+var podShared = map[specs.LinuxNamespaceType]bool{specs.IPCNamespace: true, specs.UTSNamespace: true, specs.PIDNamespace: true}
+
+var nsFile = map[specs.LinuxNamespaceType]string{specs.IPCNamespace: "ipc", specs.UTSNamespace: "uts", specs.PIDNamespace: "pid"}
+
+// MountsDir holds the container's shared bind mounts, relative to the
+// shared directory.
+func MountsDir(containerID string) string { return path.Join(containerID, "mounts") }
+
+func isBind(m specs.Mount) bool {
+	return m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")
+}
+
+func hasOption(opts []string, o string) bool {
+	for _, x := range opts {
+		if x == o {
+			return true
+		}
+	}
+	return false
 }
 
 // guestCgroupsPath keeps a cgroupfs-style path and replaces a systemd-style

@@ -39,7 +39,7 @@ func ptr[T any](v T) *T { return &v }
 func TestRewrite(t *testing.T) {
 	in := baseSpec()
 	orig := baseSpec()
-	g, d, err := Rewrite(in, "c1")
+	g, res, err := Rewrite(in, "c1", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,10 +52,12 @@ func TestRewrite(t *testing.T) {
 	}{
 		{"root moved under the guest share", g.Root.Path == "/run/podvm/shared/c1/rootfs" && g.Root.Readonly},
 		{"LSM labels dropped", g.Process.ApparmorProfile == "" && g.Process.SelinuxLabel == "" && g.Linux.MountLabel == ""},
-		{"hooks dropped", g.Hooks == nil && d.Hooks},
-		{"host bind mount dropped", len(g.Mounts) == 3 && reflect.DeepEqual(d.Mounts, []string{"/etc/hosts"})},
+		{"hooks dropped", g.Hooks == nil && res.Dropped.Hooks},
+		{"host bind mount shared read-only", len(g.Mounts) == 4 && len(res.Shares) == 1 &&
+			res.Shares[0] == SharedMount{HostSource: "/var/lib/containerd/hosts", ShareRel: "c1/mounts/0", Destination: "/etc/hosts", ReadOnly: true} &&
+			g.Mounts[2].Source == "/run/podvm/shared/c1/mounts/0" && g.Mounts[2].Destination == "/etc/hosts"},
 		{"namespace paths cleared, types kept", len(g.Linux.Namespaces) == 2 && g.Linux.Namespaces[1].Path == "" && g.Linux.Namespaces[1].Type == specs.NetworkNamespace},
-		{"host devices dropped", g.Linux.Devices == nil && reflect.DeepEqual(d.Devices, []string{"/dev/kvm"})},
+		{"host devices dropped", g.Linux.Devices == nil && reflect.DeepEqual(res.Dropped.Devices, []string{"/dev/kvm"})},
 		{"memory limit kept for the guest cgroup", *g.Linux.Resources.Memory.Limit == 64<<20},
 		{"hugepages dropped", g.Linux.Resources.HugepageLimits == nil},
 		{"cgroupfs path kept", g.Linux.CgroupsPath == "/default/c1"},
@@ -92,8 +94,53 @@ func TestRewriteRejects(t *testing.T) {
 		{"dot id", baseSpec(), ".."},
 	}
 	for _, c := range cases {
-		if _, _, err := Rewrite(c.spec, c.id); err == nil {
+		if _, _, err := Rewrite(c.spec, c.id, Options{}); err == nil {
 			t.Errorf("%s: want error", c.name)
+		}
+	}
+}
+
+func TestRewritePodContainer(t *testing.T) {
+	in := baseSpec()
+	in.Linux.Namespaces = []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace},
+		{Type: specs.IPCNamespace, Path: "/proc/4242/ns/ipc"},
+		{Type: specs.UTSNamespace, Path: "/proc/4242/ns/uts"},
+		{Type: specs.NetworkNamespace, Path: "/proc/4242/ns/net"},
+		{Type: specs.MountNamespace},
+	}
+	in.Mounts = append(in.Mounts, specs.Mount{Destination: "/dev/shm", Type: "bind", Source: "/run/containerd/sandboxes/x/shm", Options: []string{"rbind", "rw"}})
+	g, res, err := Rewrite(in, "c2", Options{Pod: true, SandboxGuestPid: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace},
+		{Type: specs.IPCNamespace, Path: "/proc/7/ns/ipc"},
+		{Type: specs.UTSNamespace, Path: "/proc/7/ns/uts"},
+		{Type: specs.MountNamespace},
+	}
+	if !reflect.DeepEqual(g.Linux.Namespaces, want) {
+		t.Errorf("namespaces = %+v, want %+v", g.Linux.Namespaces, want)
+	}
+	shm := g.Mounts[len(g.Mounts)-1]
+	if shm.Type != "tmpfs" || shm.Destination != "/dev/shm" {
+		t.Errorf("/dev/shm = %+v, want a guest tmpfs", shm)
+	}
+	for _, sh := range res.Shares {
+		if sh.Destination == "/dev/shm" {
+			t.Error("the host /dev/shm must not be shared into the guest")
+		}
+	}
+
+	// The sandbox container itself: no paths to join, network dropped.
+	g, _, err = Rewrite(in, "sb", Options{Pod: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range g.Linux.Namespaces {
+		if ns.Path != "" || ns.Type == specs.NetworkNamespace {
+			t.Errorf("sandbox namespace %+v: want no path and no network namespace", ns)
 		}
 	}
 }

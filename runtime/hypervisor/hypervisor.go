@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"time"
 )
 
@@ -72,6 +73,9 @@ type Config struct {
 	// SharedFS is "virtiofs" (default) or "9p".
 	SharedFS string
 
+	// Net are the guest's network interfaces, in order.
+	Net []NetDevice
+
 	// Transport selects the agent channel; empty means the driver's default.
 	Transport AgentTransport
 
@@ -80,6 +84,20 @@ type Config struct {
 
 	// Debug sends the guest console to StateDir/console.log at full verbosity.
 	Debug bool
+}
+
+// NetDevice is one guest network interface backed by a host tap device
+// that the runtime created in the pod's network namespace.
+type NetDevice struct {
+	// Tap is the open tap device; the VMM inherits it. The caller keeps
+	// ownership and closes it after the VM stopped.
+	Tap *os.File
+	// VnetHdr says the tap was opened with IFF_VNET_HDR.
+	VnetHdr bool
+	// MAC is the guest interface's address (the pod interface's MAC, so
+	// the guest answers for the address CNI assigned).
+	MAC string
+	MTU uint32
 }
 
 // Driver creates VMs of one kind of VMM.

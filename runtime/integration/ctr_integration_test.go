@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -110,6 +111,59 @@ func TestCtrRunIntegration(t *testing.T) {
 			t.Errorf("received %d bytes of stdout, want %d", len(r.Stdout), 64*65536)
 		}
 		assertNoLeaks(t, "podvm-flood")
+	})
+
+	t.Run("exec, ps and metrics of a running container", func(t *testing.T) {
+		id := "podvm-exec"
+		ctx, cancel := context.WithTimeout(context.Background(), ctrRunTimeout)
+		defer cancel()
+		r := p.c.Ctr(ctx, nil, "run", "-d", "--runtime", p.env.ShimBinary, "--runtime-config-path", cfg, p.image, id,
+			"sh", "-c", "echo state > /tmp/marker; exec sleep 1000")
+		if r.ExitCode != 0 {
+			t.Fatalf("ctr run -d: exit %d, %s", r.ExitCode, r.Stderr)
+		}
+		defer func() {
+			p.c.Ctr(context.Background(), nil, "task", "kill", "--signal", "SIGKILL", id)
+			time.Sleep(time.Second)
+			p.c.Ctr(context.Background(), nil, "task", "delete", "--force", id)
+			p.c.Ctr(context.Background(), nil, "container", "rm", id)
+			assertNoLeaks(t, id)
+		}()
+
+		r = p.c.Ctr(ctx, nil, "task", "exec", "--exec-id", "e1", id, "sh", "-c", "cat /tmp/marker; echo exec-err >&2; exit 3")
+		if r.ExitCode != 3 || r.Stdout != "state\n" || r.Stderr != "exec-err\n" {
+			t.Errorf("exec: exit %d (want 3), stdout %q (want the container's file), stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+		}
+		r = p.c.Ctr(ctx, []byte("through exec stdin\n"), "task", "exec", "--exec-id", "e2", id, "cat")
+		if r.ExitCode != 0 || r.Stdout != "through exec stdin\n" {
+			t.Errorf("exec cat: exit %d, stdout %q", r.ExitCode, r.Stdout)
+		}
+		r = p.c.Ctr(ctx, nil, "task", "exec", "--exec-id", "e1", id, "true")
+		if r.ExitCode != 0 {
+			t.Errorf("an exec id can be reused once its process is gone: exit %d, %s", r.ExitCode, r.Stderr)
+		}
+
+		ps := p.c.MustCtr(t, "task", "ps", id)
+		if lines := strings.Split(strings.TrimSpace(ps), "\n"); len(lines) < 2 {
+			t.Errorf("ctr task ps lists no guest process:\n%s", ps)
+		}
+
+		metrics := p.c.MustCtr(t, "task", "metrics", "--format", "json", id)
+		var m struct {
+			Memory struct {
+				Usage uint64 `json:"usage"`
+			} `json:"memory"`
+			Pids struct {
+				Current uint64 `json:"current"`
+			} `json:"pids"`
+		}
+		if err := json.Unmarshal([]byte(metrics), &m); err != nil {
+			t.Fatalf("ctr task metrics: %v\n%s", err, metrics)
+		}
+		if m.Memory.Usage == 0 || m.Pids.Current == 0 {
+			t.Errorf("guest cgroup metrics look empty: memory usage %d, pids %d\n%s", m.Memory.Usage, m.Pids.Current, metrics)
+		}
+		t.Logf("guest cgroup: memory usage %d bytes, %d pids", m.Memory.Usage, m.Pids.Current)
 	})
 
 	t.Run("kill ends a sleep", func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/runtime/guestspec"
+	"github.com/podvm/podvm/runtime/network"
 )
 
 // recordFile ties a container's bundle to its sandbox, so that cleanup after
@@ -70,6 +71,11 @@ func CleanupAfterCrash(r Record) error {
 	if r.Owner {
 		if err := killRecordedPids(r.StateDir); err != nil {
 			errs = append(errs, err)
+		}
+		if ns, err := os.ReadFile(filepath.Join(r.StateDir, netnsFile)); err == nil && len(ns) > 0 {
+			if err := network.Cleanup(string(ns)); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if err := unmountAndRemove(r.StateDir); err != nil {
 			errs = append(errs, err)

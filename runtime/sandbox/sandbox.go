@@ -24,6 +24,7 @@ import (
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/guestspec"
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/network"
 )
 
 // Options describe the sandbox to create.
@@ -33,6 +34,9 @@ type Options struct {
 	Config   *config.Config
 	Driver   hypervisor.Driver
 	Size     Size
+	// NetNS is the pod's network namespace (from CNI); its interfaces are
+	// mirrored into the VM. Empty for a VM without networking.
+	NetNS string
 }
 
 // Timings are host-clock timestamps of the start phases, for benchmarks.
@@ -52,6 +56,7 @@ type Sandbox struct {
 	Timings   Timings
 
 	vm      hypervisor.VM
+	net     *network.Network
 	destroy sync.Once
 	mu      sync.Mutex
 	rootfs  map[string]string // container id -> host mount point
@@ -60,6 +65,17 @@ type Sandbox struct {
 // StateDir is where sandbox id keeps its files under the configured root.
 func StateDir(cfg *config.Config, id string) string {
 	return filepath.Join(cfg.Runtime.StateDir, "sandboxes", id)
+}
+
+// netnsFile records the pod's network namespace, so that cleanup after a
+// dead shim can remove the taps and tc filters podvm added to it.
+const netnsFile = "netns"
+
+func (s *Sandbox) writeNetNS(path string) error {
+	if err := os.WriteFile(filepath.Join(s.StateDir, netnsFile), []byte(path), 0o600); err != nil {
+		return fmt.Errorf("record network namespace: %w", err)
+	}
+	return nil
 }
 
 // pidsFile records the VM's host processes so that a later `shim delete`
@@ -80,8 +96,24 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		}
 	}()
 
+	if o.NetNS != "" {
+		nw, err := network.Setup(o.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("pod network of sandbox %s: %w", o.ID, err)
+		}
+		s.net = nw
+		if err := s.writeNetNS(o.NetNS); err != nil {
+			return nil, err
+		}
+	}
+	var nets []hypervisor.NetDevice
+	if s.net != nil {
+		nets = s.net.Devices()
+	}
+
 	h := o.Config.Hypervisor
 	vm, err := o.Driver.Create(ctx, hypervisor.Config{
+		Net:          nets,
 		ID:           o.ID,
 		StateDir:     s.StateDir,
 		KernelPath:   h.Kernel,
@@ -127,6 +159,11 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		SharedFs:  &api.SharedFilesystem{Type: fsType, Tag: hypervisor.SharedFSTag, MountPoint: guestspec.GuestSharedDir},
 	}); err != nil {
 		return nil, fmt.Errorf("agent CreateSandbox for %s: %w", o.ID, err)
+	}
+	if s.net != nil {
+		if _, err := agent.ConfigureNetwork(ctx, s.net.Description().AgentRequest()); err != nil {
+			return nil, fmt.Errorf("configure the network of sandbox %s in the guest: %w", o.ID, err)
+		}
 	}
 	s.Timings.Ready = time.Now()
 	return s, nil
@@ -191,13 +228,14 @@ func (s *Sandbox) MountRootfs(ctx context.Context, containerID string, mounts []
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return fmt.Errorf("create rootfs dir for %s: %w", containerID, err)
 	}
-	if err := mount.All(mounts, target); err != nil {
-		os.RemoveAll(filepath.Dir(target))
-		return fmt.Errorf("mount rootfs of %s into the sandbox share: %w", containerID, err)
-	}
+	// Recorded first, so UnmountRootfs also cleans up a partial mount.
 	s.mu.Lock()
 	s.rootfs[containerID] = target
 	s.mu.Unlock()
+	if err := mount.All(mounts, target); err != nil {
+		s.UnmountRootfs(containerID)
+		return fmt.Errorf("mount rootfs of %s into the sandbox share: %w", containerID, err)
+	}
 	return nil
 }
 
@@ -290,6 +328,12 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		if s.vm != nil {
 			if err := s.vm.Stop(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop VM of sandbox %s: %w", s.ID, err))
+			}
+		}
+		// After the VMM: it holds the taps open until it exits.
+		if s.net != nil {
+			if err := s.net.Teardown(); err != nil {
+				errs = append(errs, fmt.Errorf("tear down the network of sandbox %s: %w", s.ID, err))
 			}
 		}
 		if err := unmountAndRemove(s.StateDir); err != nil {

@@ -5,12 +5,12 @@ package stdio
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/fifo"
 	"github.com/containerd/log"
@@ -52,9 +52,6 @@ type Relay struct {
 // Validate rejects stream destinations the relay cannot serve, before a VM
 // is booted for nothing.
 func Validate(s Streams) error {
-	if s.Terminal {
-		return errors.New("terminal (TTY) processes are not supported by podvm yet; run without -t")
-	}
 	for _, p := range []string{s.Stdin, s.Stdout, s.Stderr} {
 		if p == "" {
 			continue
@@ -93,7 +90,8 @@ func Start(ctx context.Context, agent Agent, containerID, execID string, s Strea
 	}
 
 	if s.Stdin == "" {
-		close(r.stdinDone)
+		// Nothing to close in the guest: it gave the process /dev/null.
+		r.closeStdinOne.Do(func() { close(r.stdinDone) })
 	} else {
 		in, err := fifo.OpenFifo(ctx, s.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
@@ -131,7 +129,7 @@ func (r *Relay) copyOut(w io.WriteCloser, read func(context.Context, *api.ReadSt
 }
 
 func (r *Relay) copyIn(in io.Reader) {
-	defer r.CloseStdin()
+	defer r.finishStdin()
 	buf := make([]byte, chunk)
 	for {
 		n, err := in.Read(buf)
@@ -149,27 +147,38 @@ func (r *Relay) copyIn(in io.Reader) {
 	}
 }
 
-// CloseStdin tells the guest process its stdin ended (containerd's CloseIO,
-// or EOF on the fifo). Safe to call more than once.
-func (r *Relay) CloseStdin() {
+// finishStdin closes the guest process's stdin once, after everything read
+// from the fifo was forwarded.
+func (r *Relay) finishStdin() {
 	r.closeStdinOne.Do(func() {
-		if r.stdin != nil {
-			go func() {
-				// Unblock a pending fifo read; CloseIO can come before EOF.
-				r.stdin.Close()
-			}()
-		}
 		if r.ctx.Err() == nil {
 			if _, err := r.agent.CloseStdin(r.ctx, &api.CloseStdinRequest{ContainerId: r.containerID, ExecId: r.execID}); err != nil {
 				log.G(r.ctx).WithError(err).Debug("close stdin in guest")
 			}
 		}
+		close(r.stdinDone)
+	})
+}
+
+// stdinDrainGrace is how long CloseStdin lets bytes already written to the
+// fifo reach the guest. Clients call CloseIO right after writing the last
+// byte (ctr does), so closing the fifo at once would drop that tail.
+const stdinDrainGrace = 2 * time.Second
+
+// CloseStdin tells the guest process its stdin ended (containerd's CloseIO).
+// The relay first forwards what the fifo still holds, until the fifo's EOF
+// or stdinDrainGrace. It does not block.
+func (r *Relay) CloseStdin() {
+	if r.stdin == nil {
+		return
+	}
+	go func() {
 		select {
 		case <-r.stdinDone:
-		default:
-			close(r.stdinDone)
+		case <-time.After(stdinDrainGrace):
+			r.stdin.Close() // the writer kept it open: stop waiting
 		}
-	})
+	}()
 }
 
 // WaitOutput blocks until stdout and stderr are drained (the guest reported

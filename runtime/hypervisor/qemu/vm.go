@@ -118,6 +118,12 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		l.VsockCID, l.VsockFD = cid, 3
 		extra = append(extra, f)
 	}
+	// The taps stay owned by the caller (hypervisor.NetDevice): QEMU gets
+	// its own copies of the fds, ours are not closed here.
+	for i := range l.Net {
+		l.Net[i].FD = 3 + len(extra)
+		extra = append(extra, v.cfg.Net[i].Tap)
+	}
 	if l.SharedFS == SharedFSVirtiofs {
 		fsd, err := virtiofsd.Start(v.driver.opts.virtiofsdConfig(v.cfg, v.cfg.StateDir))
 		if err != nil {
@@ -189,6 +195,10 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	if err != nil {
 		return launch{}, hypervisor.Info{}, err
 	}
+	nics, err := netLaunches(cfg.Net)
+	if err != nil {
+		return launch{}, hypervisor.Info{}, err
+	}
 	l := launch{
 		ID: cfg.ID, StateDir: cfg.StateDir,
 		Kernel: cfg.KernelPath, Initrd: cfg.InitrdPath, Cmdline: cmdline,
@@ -197,6 +207,7 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		Seccomp:   !v.driver.opts.NoSeccomp,
 		Transport: transport,
 		SharedFS:  cfg.SharedFS, SharedDir: cfg.SharedDir,
+		Net: nics,
 	}
 	info := hypervisor.Info{
 		Driver:          v.driver.Name(),

@@ -24,11 +24,23 @@ type Containerd struct {
 	LogPath   string
 	cmd       *exec.Cmd
 	exited    chan struct{}
+	crictl    string // set for a CRI containerd
 }
+
+// noCRIPlugins are disabled in a containerd without CRI: the ctr tests
+// need none of them, and NRI would otherwise open a host-wide socket.
+const noCRIPlugins = `"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"`
 
 // StartContainerd starts containerd with config extra appended to the
 // generated base configuration.
 func StartContainerd(t testing.TB, e *Env, extra string) *Containerd {
+	t.Helper()
+	return startContainerd(t, e, noCRIPlugins, extra)
+}
+
+// startContainerd starts containerd with the plugins in disabled (a TOML
+// list's items) turned off and extra appended to the base configuration.
+func startContainerd(t testing.TB, e *Env, disabled, extra string) *Containerd {
 	t.Helper()
 	// Short paths: unix socket names are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "podvm-ctrd-")
@@ -40,7 +52,7 @@ func StartContainerd(t testing.TB, e *Env, extra string) *Containerd {
 	cfg := fmt.Sprintf(`version = 4
 root = %[1]q
 state = %[2]q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
+disabled_plugins = [%[8]s]
 
 [plugins."io.containerd.server.v1.grpc"]
   address = %[3]q
@@ -52,7 +64,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
   path = %[6]q
 %[7]s
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc",
-		filepath.Join(dir, "debug.sock"), filepath.Join(dir, "opt"), extra)
+		filepath.Join(dir, "debug.sock"), filepath.Join(dir, "opt"), extra, disabled)
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

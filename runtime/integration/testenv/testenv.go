@@ -46,11 +46,7 @@ func lookup() (*Env, string) {
 		return nil, "PODVM_PREFIX pointing at a podvm install (run `make install-dev`, or use `make test`)"
 	}
 	prefix, _ = filepath.Abs(prefix)
-	cache := os.Getenv("PODVM_CACHE")
-	if cache == "" {
-		cache = "/var/cache/podvm"
-	}
-	toolBin := filepath.Join(cache, "tools", "containerd-v2.4.2", "bin")
+	toolBin := filepath.Join(cacheDir(), "tools", "containerd-v2.4.2", "bin")
 	e := &Env{
 		Prefix:      prefix,
 		ShimBinary:  filepath.Join(prefix, "bin", "containerd-shim-podvm-v2"),
@@ -75,4 +71,12 @@ func lookup() (*Env, string) {
 		return nil, "qemu-system-x86_64 (Debian package qemu-system-x86)"
 	}
 	return e, ""
+}
+
+// cacheDir is where ci/install-tools.sh caches the pinned host tools.
+func cacheDir() string {
+	if cache := os.Getenv("PODVM_CACHE"); cache != "" {
+		return cache
+	}
+	return "/var/cache/podvm"
 }

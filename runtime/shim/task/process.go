@@ -23,6 +23,7 @@ type process struct {
 	guestPid    uint32
 	streams     stdio.Streams
 	relay       *stdio.Relay
+	execSpec    []byte // OCI Process JSON of an exec
 
 	mu         sync.Mutex
 	status     task.Status
@@ -71,5 +72,15 @@ func (p *process) wait(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// closeRelay stops the stdio relay, if one was started.
+func (p *process) closeRelay() {
+	p.mu.Lock()
+	r := p.relay
+	p.mu.Unlock()
+	if r != nil {
+		r.Close()
 	}
 }

@@ -17,7 +17,6 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/containerd/v2/pkg/shim"
@@ -63,6 +62,9 @@ type Service struct {
 	cfg        *config.Config
 	sb         *sandbox.Sandbox
 	containers map[string]*container
+	// sandboxGuestPid is the guest pid of the pod's sandbox container,
+	// whose IPC/UTS/PID namespaces the pod's other containers join.
+	sandboxGuestPid uint32
 }
 
 type container struct {
@@ -70,6 +72,7 @@ type container struct {
 	bundle string
 	owner  bool // the container whose Create booted the VM
 	init   *process
+	execs  map[string]*process
 }
 
 // NewService starts the service; shutdown's callbacks stop the VM.
@@ -109,10 +112,23 @@ func (s *Service) getProcess(id, execID string) (*container, *process, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if execID != "" {
-		return nil, nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in container %s (exec is not supported by podvm yet)", execID, id)
+	if execID == "" {
+		return c, c.init, nil
 	}
-	return c, c.init, nil
+	s.mu.Lock()
+	p, ok := c.execs[execID]
+	s.mu.Unlock()
+	if !ok {
+		return nil, nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in container %s", execID, id)
+	}
+	return c, p, nil
+}
+
+// sandbox returns the shim's sandbox; it exists once a Create succeeded.
+func (s *Service) sandbox() *sandbox.Sandbox {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sb
 }
 
 func readSpec(bundle string) (*specs.Spec, error) {
@@ -141,14 +157,6 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	guest, dropped, err := guestspec.Rewrite(spec, r.ID)
-	if err != nil {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
-	}
-	if len(dropped.Mounts)+len(dropped.Devices) > 0 || dropped.Hooks {
-		log.G(ctx).WithFields(log.Fields{"container": r.ID, "mounts": dropped.Mounts, "devices": dropped.Devices, "hooks": dropped.Hooks}).
-			Warn("host-only parts of the OCI spec are not passed into the pod VM")
-	}
 
 	sb, owner, err := s.ensureSandbox(ctx, r, spec)
 	if err != nil {
@@ -162,6 +170,22 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			sb.Destroy(context.WithoutCancel(ctx))
 		}
 	}()
+
+	_, pod := spec.Annotations[annotationContainerType]
+	opts := guestspec.Options{Pod: pod}
+	if spec.Annotations[annotationContainerType] == "container" {
+		s.mu.Lock()
+		opts.SandboxGuestPid = s.sandboxGuestPid
+		s.mu.Unlock()
+	}
+	guest, rewritten, err := guestspec.Rewrite(spec, r.ID, opts)
+	if err != nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
+	if d := rewritten.Dropped; len(d.Mounts)+len(d.Devices) > 0 || d.Hooks {
+		log.G(ctx).WithFields(log.Fields{"container": r.ID, "mounts": d.Mounts, "devices": d.Devices, "hooks": d.Hooks}).
+			Warn("host-only parts of the OCI spec are not passed into the pod VM")
+	}
 
 	var mounts []mount.Mount
 	for _, m := range r.Rootfs {
@@ -179,6 +203,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			sb.UnmountRootfs(r.ID)
 		}
 	}()
+	if err := sb.ShareMounts(ctx, r.ID, rewritten.Shares); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
 
 	specJSON, err := json.Marshal(guest)
 	if err != nil {
@@ -205,7 +232,10 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 
 	s.mu.Lock()
-	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, owner: owner, init: p}
+	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, owner: owner, init: p, execs: map[string]*process{}}
+	if owner {
+		s.sandboxGuestPid = resp.Pid
+	}
 	s.mu.Unlock()
 
 	s.send(&eventstypes.TaskCreate{
@@ -253,7 +283,7 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 		hostname = spec.Annotations[annotationHostname]
 	}
 	sb, err := sandbox.Create(ctx, sandbox.Options{
-		ID: sandboxID, Hostname: hostname, Config: cfg, Driver: driver,
+		ID: sandboxID, Hostname: hostname, Config: cfg, Driver: driver, NetNS: podNetNS(spec),
 		Size: sandbox.SizeFor(spec, cfg.Hypervisor.DefaultVCPUs, cfg.Hypervisor.DefaultMemoryMiB),
 	})
 	if err != nil {
@@ -266,7 +296,23 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	}).Info("pod VM ready")
 	s.cfg, s.sb = cfg, sb
 	go s.watchVM(sb)
+	go s.forwardOOMEvents(sb)
 	return sb, true, nil
+}
+
+// podNetNS is the network namespace CNI configured for a CRI pod, named in
+// its sandbox container's spec; empty when there is none (ctr run, or a
+// host-network pod, whose VM then has no network interface).
+func podNetNS(spec *specs.Spec) string {
+	if spec.Annotations[annotationContainerType] != "sandbox" || spec.Linux == nil {
+		return ""
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path
+		}
+	}
+	return ""
 }
 
 // watchVM marks every process exited when the VM dies under them.
@@ -285,30 +331,56 @@ func (s *Service) watchVM(sb *sandbox.Sandbox) {
 	s.mu.Unlock()
 	now := time.Now()
 	for _, c := range all {
-		c.init.relay.Close()
-		if c.init.setExited(exitStatusVMDied, now) {
-			s.sendExit(c.init)
+		for _, p := range s.processesOf(c) {
+			p.closeRelay()
+			if p.setExited(exitStatusVMDied, now) {
+				s.sendExit(p)
+			}
 		}
 	}
 }
 
-// Start starts a created container and watches for its exit.
+// processesOf lists a container's execs, then its init (whose exit must be
+// published last, as containerd expects).
+func (s *Service) processesOf(c *container) []*process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ps []*process
+	for _, e := range c.execs {
+		ps = append(ps, e)
+	}
+	return append(ps, c.init)
+}
+
+// Start starts a created container, or an exec added by Exec.
 func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	_, p, err := s.getProcess(r.ID, r.ExecID)
+	c, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	sb := s.sb
-	s.mu.Unlock()
+	sb := s.sandbox()
+	if r.ExecID != "" {
+		if status, _, _ := c.init.state(); status != task.Status_RUNNING {
+			return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s is not running", r.ID)
+		}
+	}
 	if !p.setRunning() {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s is not in the created state", r.ID)
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "process %s of container %s is not in the created state", r.ExecID, r.ID)
+	}
+	if r.ExecID == "" {
+		go s.waitExit(sb, p)
+		if _, err := sb.Agent.StartContainer(ctx, &api.StartContainerRequest{ContainerId: r.ID}); err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("start container %s in the guest: %w", r.ID, err))
+		}
+		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: s.hostPid()})
+		return &taskAPI.StartResponse{Pid: s.hostPid()}, nil
+	}
+	if err := s.startExec(ctx, sb, p); err != nil {
+		p.setExited(exitStatusVMDied, time.Now())
+		return nil, errgrpc.ToGRPC(err)
 	}
 	go s.waitExit(sb, p)
-	if _, err := sb.Agent.StartContainer(ctx, &api.StartContainerRequest{ContainerId: r.ID}); err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("start container %s in the guest: %w", r.ID, err))
-	}
-	s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: s.hostPid()})
+	s.send(&eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: s.hostPid()})
 	return &taskAPI.StartResponse{Pid: s.hostPid()}, nil
 }
 
@@ -334,6 +406,10 @@ func (s *Service) waitExit(sb *sandbox.Sandbox, p *process) {
 	if resp.ExitedAtNs > 0 {
 		at = time.Unix(0, resp.ExitedAtNs)
 	}
+	if resp.OomKilled && p.execID == "" {
+		// Before the exit: CRI reports OOMKilled only if TaskOOM came first.
+		s.send(&eventstypes.TaskOOM{ContainerID: p.containerID})
+	}
 	if p.setExited(resp.ExitStatus, at) {
 		s.sendExit(p)
 	}
@@ -341,26 +417,43 @@ func (s *Service) waitExit(sb *sandbox.Sandbox, p *process) {
 
 func (s *Service) sendExit(p *process) {
 	_, status, at := p.state()
+	id := p.containerID
+	if p.execID != "" {
+		id = p.execID
+	}
 	s.send(&eventstypes.TaskExit{
-		ContainerID: p.containerID, ID: p.containerID, Pid: s.hostPid(),
+		ContainerID: p.containerID, ID: id, Pid: s.hostPid(),
 		ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
 	})
 }
 
-// Delete removes a stopped (or never started) container; deleting the
-// container that booted the VM stops the VM.
+// Delete removes a stopped (or never started) process; deleting the init
+// removes the container, and deleting the container that booted the VM
+// stops the VM.
 func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	c, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
 	if status, _, _ := p.state(); status == task.Status_RUNNING {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s is still running; kill it first", r.ID)
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "process %s of container %s is still running; kill it first", r.ExecID, r.ID)
 	}
-	s.mu.Lock()
-	sb := s.sb
-	s.mu.Unlock()
-	p.relay.Close()
+	if r.ExecID != "" {
+		p.closeRelay()
+		p.setExited(exitStatusVMDied, time.Now())
+		if _, err := s.sandbox().Agent.RemoveProcess(ctx, &api.RemoveProcessRequest{ContainerId: r.ID, ExecId: r.ExecID}); err != nil && !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+			log.G(ctx).WithError(err).WithField("exec", r.ExecID).Debug("remove exec in the guest")
+		}
+		s.mu.Lock()
+		delete(c.execs, r.ExecID)
+		s.mu.Unlock()
+		_, status, at := p.state()
+		return &taskAPI.DeleteResponse{Pid: s.hostPid(), ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
+	}
+	sb := s.sandbox()
+	for _, e := range s.processesOf(c) {
+		e.closeRelay()
+	}
 	select {
 	case <-sb.Done():
 	default:
@@ -399,9 +492,7 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	if status, _, _ := p.state(); status == task.Status_STOPPED {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
 	}
-	s.mu.Lock()
-	sb := s.sb
-	s.mu.Unlock()
+	sb := s.sandbox()
 	if _, err := sb.Agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All}); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("signal %d to container %s: %w", r.Signal, r.ID, err))
 	}
@@ -435,26 +526,6 @@ func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	}, nil
 }
 
-// Pids lists the task's processes as host pids (see hostPid).
-func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
-	if _, err := s.getContainer(r.ID); err != nil {
-		return nil, err
-	}
-	return &taskAPI.PidsResponse{Processes: []*task.ProcessInfo{{Pid: s.hostPid()}}}, nil
-}
-
-// CloseIO closes the process's stdin.
-func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
-	_, p, err := s.getProcess(r.ID, r.ExecID)
-	if err != nil {
-		return nil, err
-	}
-	if r.Stdin {
-		p.relay.CloseStdin()
-	}
-	return &ptypes.Empty{}, nil
-}
-
 // Connect reports the shim's pid.
 func (s *Service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: s.hostPid()}, nil
@@ -476,16 +547,6 @@ func notYet(what string) error {
 	return errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "%s is not supported by podvm yet", what)
 }
 
-// Exec is not implemented yet (pod-semantics issue).
-func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
-	return nil, notYet("exec")
-}
-
-// ResizePty is not implemented yet: no TTY support.
-func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
-	return nil, notYet("TTY resize")
-}
-
 // Pause is not supported.
 func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
 	return nil, notYet("pause")
@@ -499,32 +560,4 @@ func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes
 // Checkpoint is not supported.
 func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*ptypes.Empty, error) {
 	return nil, notYet("checkpoint")
-}
-
-// Update is not implemented yet (pod-semantics issue).
-func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
-	return nil, notYet("resource update")
-}
-
-// Stats is not implemented yet (pod-semantics issue).
-func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	return nil, notYet("stats")
-}
-
-func (s *Service) send(evt any) {
-	select {
-	case s.events <- evt:
-	case <-s.ctx.Done():
-	}
-}
-
-// forwardEvents publishes in order, like the runc shim.
-func (s *Service) forwardEvents() {
-	for e := range s.events {
-		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-		if err := s.publisher.Publish(ctx, runtime.GetTopic(e), e); err != nil {
-			log.G(ctx).WithError(err).Error("publish event")
-		}
-		cancel()
-	}
 }

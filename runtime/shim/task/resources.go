@@ -1,0 +1,75 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/task"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/podvm/podvm/agent/api"
+)
+
+// cgroupV2MetricsType is the type URL containerd gives cgroup v2 stats
+// (github.com/containerd/cgroups/v3/cgroup2/stats.Metrics); CRI decodes it.
+const cgroupV2MetricsType = "io.containerd.cgroups.v2.Metrics"
+
+// Stats returns the container's guest cgroup stats.
+func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	if _, err := s.getContainer(r.ID); err != nil {
+		return nil, err
+	}
+	resp, err := s.sandbox().Agent.StatsContainer(ctx, &api.StatsContainerRequest{ContainerId: r.ID})
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("stats of container %s: %w", r.ID, err))
+	}
+	return &taskAPI.StatsResponse{Stats: &anypb.Any{TypeUrl: cgroupV2MetricsType, Value: resp.CgroupV2Metrics}}, nil
+}
+
+// Update changes the container's resources inside the guest. The VM's own
+// size stays as it was booted (no hot-plug).
+func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
+	if _, err := s.getContainer(r.ID); err != nil {
+		return nil, err
+	}
+	v, err := typeurl.UnmarshalAny(r.Resources)
+	if err != nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "decode resources for %s: %v", r.ID, err)
+	}
+	res, ok := v.(*specs.LinuxResources)
+	if !ok {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "resources for %s are %T, want LinuxResources", r.ID, v)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if _, err := s.sandbox().Agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: r.ID, Resources: b}); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("update resources of %s: %w", r.ID, err))
+	}
+	return &ptypes.Empty{}, nil
+}
+
+// Pids lists the container's processes by guest pid: the only pids that
+// name them (none of them is a host process).
+func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	if _, err := s.getContainer(r.ID); err != nil {
+		return nil, err
+	}
+	resp, err := s.sandbox().Agent.ListProcesses(ctx, &api.ListProcessesRequest{ContainerId: r.ID})
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("list processes of %s: %w", r.ID, err))
+	}
+	var ps []*task.ProcessInfo
+	for _, pid := range resp.Pids {
+		ps = append(ps, &task.ProcessInfo{Pid: pid})
+	}
+	return &taskAPI.PidsResponse{Processes: ps}, nil
+}
