@@ -16,7 +16,7 @@ LDFLAGS := -X github.com/podvm/podvm/version.Version=$(VERSION) -X github.com/po
 GO_TEST_FLAGS ?= -count=1
 export PATH := $(PODVM_CACHE)/tools/containerd-v2.4.2/bin:$(PODVM_CACHE)/tools/runc-v1.5.2/bin:$(PODVM_CACHE)/tools/cri-tools-v1.37.0/bin:$(PATH)
 
-.PHONY: all build deps image install-dev test unit-test integration-test lint generate conformance bench clean help
+.PHONY: all build deps image install-dev test unit-test integration-test critest lint generate conformance bench clean help
 
 all: build
 
@@ -59,6 +59,11 @@ integration-test: install-dev
 # install-dev they are a cache hit plus one short boot.
 test: deps lint install-dev
 	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_TEST_KERNEL_BUILD=1 go test $(GO_TEST_FLAGS) -timeout 40m ./... 2>&1 | tee $(OUT)/test.log; exit $${PIPESTATUS[0]}
+
+# critest (cri-tools v1.37.0) against one containerd with the runc and podvm
+# handlers; see docs/critest.md for the known differences it checks against.
+critest: deps install-dev
+	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_CRITEST=1 go test $(GO_TEST_FLAGS) -timeout 2h -v -run TestCritestIntegration ./runtime/integration/ 2>&1 | tee $(OUT)/critest.log | grep -E '^\s*(---|ok|FAIL|PASS)|critest_.*_test.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 
 generate:
 	@bash ci/install-packages.sh

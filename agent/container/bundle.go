@@ -27,10 +27,15 @@ func checkID(id string) error {
 // writeBundle makes the container's bundle directory with the spec as its
 // config.json, adjusted for the guest. The shim already rewrote the spec for
 // the guest; the agent only fills in what must be decided here.
-func writeBundle(dir, id string, raw []byte, terminal bool) (*specs.Spec, error) {
+func writeBundle(dir, id string, raw []byte, terminal, ownsNetwork bool) (*specs.Spec, error) {
 	spec, err := guestSpec(id, raw, terminal)
 	if err != nil {
 		return nil, err
+	}
+	if ownsNetwork && !hasNamespace(spec, specs.NetworkNamespace) {
+		if err := applyNetSysctls(id, spec, "/proc/sys"); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkRoot(dir, id, spec.Root.Path); err != nil {
 		return nil, err
@@ -98,6 +103,34 @@ func checkRoot(bundle, id, root string) error {
 	}
 	if !fi.IsDir() {
 		return fmt.Errorf("root filesystem %s of container %s is not a directory: %w", root, id, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func hasNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == t {
+			return true
+		}
+	}
+	return false
+}
+
+// applyNetSysctls writes the spec's net.* sysctls under procSys and removes
+// them from the spec. A pod's containers share the guest's own network
+// namespace (the VM is the pod's network boundary), so the pod's network
+// sysctls belong to it; runc would refuse them there ("not allowed in host
+// network namespace"), as it should on a real host.
+func applyNetSysctls(id string, spec *specs.Spec, procSys string) error {
+	for key, value := range spec.Linux.Sysctl {
+		if !strings.HasPrefix(key, "net.") {
+			continue
+		}
+		p := filepath.Join(procSys, strings.ReplaceAll(key, ".", "/"))
+		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("container %s: sysctl %s=%q: %w", id, key, value, err)
+		}
+		delete(spec.Linux.Sysctl, key)
 	}
 	return nil
 }

@@ -150,3 +150,27 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+func TestApplyNetSysctls(t *testing.T) {
+	procSys := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(procSys, "net", "ipv4"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := &specs.Spec{Linux: &specs.Linux{Sysctl: map[string]string{
+		"net.ipv4.ip_unprivileged_port_start": "0",
+		"kernel.shm_rmid_forced":              "1",
+	}}}
+	if err := applyNetSysctls("c1", spec, procSys); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(procSys, "net", "ipv4", "ip_unprivileged_port_start"))
+	if err != nil || string(got) != "0" {
+		t.Errorf("net sysctl written as %q (%v), want \"0\"", got, err)
+	}
+	if _, ok := spec.Linux.Sysctl["net.ipv4.ip_unprivileged_port_start"]; ok {
+		t.Error("the applied net sysctl must leave the spec, or runc refuses it")
+	}
+	if spec.Linux.Sysctl["kernel.shm_rmid_forced"] != "1" {
+		t.Error("non-network sysctls stay in the spec for runc (it applies them in the container's IPC namespace)")
+	}
+}

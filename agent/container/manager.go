@@ -33,6 +33,11 @@ type Config struct {
 	StateDir string
 	// BundleDir holds one bundle directory per container.
 	BundleDir string
+	// OwnsNetwork is set when the agent's network namespace is the pod's
+	// (the agent is the VM's PID 1): then net.* sysctls of a container that
+	// shares it are applied to it here, because runc refuses them for a
+	// container without a network namespace of its own.
+	OwnsNetwork bool
 }
 
 // GuestConfig is the layout inside the pod VM.
@@ -119,7 +124,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest) (_ *Container, re
 	// runc must not be killed half-way because the caller hung up.
 	ctx = context.WithoutCancel(ctx)
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
-	spec, err := writeBundle(bundle, r.ID, r.Spec, r.Terminal)
+	spec, err := writeBundle(bundle, r.ID, r.Spec, r.Terminal, m.cfg.OwnsNetwork)
 	if err != nil {
 		return nil, err
 	}

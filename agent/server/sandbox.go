@@ -85,7 +85,9 @@ func mountShare(fs *api.SharedFilesystem) (string, error) {
 	if err := os.MkdirAll(mp, 0o755); err != nil {
 		return "", fmt.Errorf("create mount point: %w", err)
 	}
-	if err := unix.Mount(tag, mp, fstype, unix.MS_NOSUID|unix.MS_NODEV, data); err != nil {
+	// No nosuid: container images may carry setuid binaries, which work
+	// under runc; inside the VM they elevate within the VM only.
+	if err := unix.Mount(tag, mp, fstype, unix.MS_NODEV, data); err != nil {
 		return "", fmt.Errorf("mount %s tag %q on %s: %w", fstype, tag, mp, err)
 	}
 	return mp, nil

@@ -23,7 +23,7 @@ import (
 // noV2Reason is why cgroup v2 metrics cannot be tested here.
 const noV2Reason = "/sys/fs/cgroup is not cgroup v2 (this host is v1/hybrid, so runc puts containers in v1 hierarchies, " +
 	"which have no cgroup v2 metrics and no memory.events to follow); the v2 parsing is unit-tested in agent/cgroup, " +
-	"and this test runs for real inside a guest VM (docs/agent.md, Testing)"
+	"and the same calls run in a real guest in runtime/integration TestCtrRunIntegration (ctr task metrics, the OOM kill)"
 
 // cgroupFile reads a control file of container id's cgroup (the agent puts
 // it at /podvm/<id>), from the v2 group, or the given v1 controller's.

@@ -41,6 +41,9 @@ type SharedMount struct {
 	ShareRel    string
 	Destination string
 	ReadOnly    bool
+	// ReceiveHostMounts is set for rslave/rshared volumes: mounts made on
+	// the host under HostSource later must reach the guest.
+	ReceiveHostMounts bool
 }
 
 // Result says what the rewrite needs from the host and what it left out.
@@ -107,7 +110,8 @@ func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 		case isBind(m):
 			rel := path.Join(MountsDir(id), strconv.Itoa(len(res.Shares)))
 			res.Shares = append(res.Shares, SharedMount{HostSource: m.Source, ShareRel: rel,
-				Destination: m.Destination, ReadOnly: hasOption(m.Options, "ro")})
+				Destination: m.Destination, ReadOnly: hasOption(m.Options, "ro"),
+				ReceiveHostMounts: hasOption(m.Options, "rslave") || hasOption(m.Options, "rshared")})
 			gm := m
 			gm.Type = "bind"
 			gm.Source = path.Join(GuestSharedDir, rel)

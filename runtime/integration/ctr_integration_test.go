@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -164,6 +165,44 @@ func TestCtrRunIntegration(t *testing.T) {
 			t.Errorf("guest cgroup metrics look empty: memory usage %d, pids %d\n%s", m.Memory.Usage, m.Pids.Current, metrics)
 		}
 		t.Logf("guest cgroup: memory usage %d bytes, %d pids", m.Memory.Usage, m.Pids.Current)
+	})
+
+	t.Run("memory limit: OOM kill reported, not the VM's death", func(t *testing.T) {
+		id := "podvm-oom"
+		ctx, cancel := context.WithTimeout(context.Background(), ctrRunTimeout)
+		defer cancel()
+		events := exec.CommandContext(ctx, p.env.Ctr, "--address", p.c.Address, "events")
+		var evOut strings.Builder
+		events.Stdout = &evOut
+		if err := events.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { events.Process.Kill(); events.Wait() }()
+		time.Sleep(200 * time.Millisecond) // subscribed before the run
+
+		// 32 MiB limit; dd's 128 MiB buffer cannot fit, so the guest
+		// kernel kills it inside the container's cgroup.
+		r := p.c.Ctr(ctx, nil, "run", "--rm", "--memory-limit", "33554432", "--runtime", p.env.ShimBinary,
+			"--runtime-config-path", cfg, p.image, id, "sh", "-c", "echo before; exec dd if=/dev/zero of=/dev/null bs=128M count=1")
+		if r.ExitCode != 137 {
+			t.Errorf("exit code %d, want 137 (SIGKILL by the OOM killer); stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+		}
+		if r.Stdout != "before\n" {
+			t.Errorf("stdout %q, want the output written before the OOM kill", r.Stdout)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(evOut.String(), "/tasks/oom") && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		ev := evOut.String()
+		oom, exit := strings.Index(ev, "/tasks/oom"), strings.Index(ev, "/tasks/exit")
+		if oom < 0 {
+			t.Fatalf("no /tasks/oom event for %s; events:\n%s", id, ev)
+		}
+		if exit >= 0 && exit < oom {
+			t.Errorf("/tasks/exit came before /tasks/oom (CRI would not report OOMKilled):\n%s", ev)
+		}
+		assertNoLeaks(t, id)
 	})
 
 	t.Run("kill ends a sleep", func(t *testing.T) {

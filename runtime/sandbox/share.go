@@ -19,14 +19,14 @@ import (
 func (s *Sandbox) ShareMounts(ctx context.Context, containerID string, shares []guestspec.SharedMount) error {
 	for _, sh := range shares {
 		target := filepath.Join(s.SharedDir, sh.ShareRel)
-		if err := shareOne(sh.HostSource, target, sh.ReadOnly); err != nil {
+		if err := shareOne(sh.HostSource, target, sh.ReadOnly, sh.ReceiveHostMounts); err != nil {
 			return fmt.Errorf("share %s into the pod VM (for %s of container %s): %w", sh.HostSource, sh.Destination, containerID, err)
 		}
 	}
 	return nil
 }
 
-func shareOne(source, target string, readOnly bool) error {
+func shareOne(source, target string, readOnly, receiveHostMounts bool) error {
 	st, err := os.Stat(source)
 	if err != nil {
 		return err
@@ -50,9 +50,15 @@ func shareOne(source, target string, readOnly bool) error {
 	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind mount: %w", err)
 	}
-	// Private: a mount event under the source must not leak into the share.
-	if err := unix.Mount("", target, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("make private: %w", err)
+	// Private, unless the volume asked for host mounts to propagate to it
+	// (rslave/rshared): then a slave, which receives them and sends none.
+	// The guest never sends mounts back: the VM boundary stops that.
+	propagation := uintptr(unix.MS_PRIVATE)
+	if receiveHostMounts {
+		propagation = unix.MS_SLAVE
+	}
+	if err := unix.Mount("", target, "", propagation|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("set propagation: %w", err)
 	}
 	if readOnly {
 		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {

@@ -1,8 +1,10 @@
 // Package testenv gives podvm's integration tests a private containerd, a
-// locally built busybox image and a leak check. Tests that need what it
-// provides call Require, which skips with the precise reason when the host
-// lacks something, or fails instead when PODVM_REQUIRE_INTEGRATION=1 (set by
-// `make test`, which installs everything, so a skip there would hide a bug).
+// locally built busybox image and a leak check; for CRI tests, a containerd
+// with CRI on (runc and podvm handlers) and a pod network of its own.
+// Tests that need what it provides call Require (and RequireCRI), which
+// skips with the precise reason when the host lacks something, or fails
+// instead when PODVM_REQUIRE_INTEGRATION=1 (set by `make test`, which
+// installs everything, so a skip there would hide a bug).
 package testenv
 
 import (

@@ -50,6 +50,17 @@ func (s *Service) forwardOOMEvents(sb *sandbox.Sandbox) {
 			}
 			continue
 		}
-		s.send(&eventstypes.TaskOOM{ContainerID: ev.ContainerId})
+		s.sendOOM(ev.ContainerId)
+	}
+}
+
+// sendOOM publishes TaskOOM for a container once.
+func (s *Service) sendOOM(containerID string) {
+	s.mu.Lock()
+	dup := s.oomReported[containerID]
+	s.oomReported[containerID] = true
+	s.mu.Unlock()
+	if !dup {
+		s.send(&eventstypes.TaskOOM{ContainerID: containerID})
 	}
 }

@@ -40,7 +40,6 @@ var _ taskAPI.TTRPCTaskService = (*Service)(nil)
 const (
 	annotationContainerType = "io.kubernetes.cri.container-type"
 	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
-	annotationHostname      = "io.kubernetes.cri.sandbox-name"
 )
 
 // exitStatusVMDied is reported for every process of a VM that died under it,
@@ -62,6 +61,10 @@ type Service struct {
 	cfg        *config.Config
 	sb         *sandbox.Sandbox
 	containers map[string]*container
+	// oomReported names containers a TaskOOM was published for: the guest
+	// reports an init's OOM kill both with its exit and on GetOOMEvent, and
+	// CRI needs it once, before the exit.
+	oomReported map[string]bool
 	// sandboxGuestPid is the guest pid of the pod's sandbox container,
 	// whose IPC/UTS/PID namespaces the pod's other containers join.
 	sandboxGuestPid uint32
@@ -77,7 +80,7 @@ type container struct {
 
 // NewService starts the service; shutdown's callbacks stop the VM.
 func NewService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (*Service, error) {
-	s := &Service{ctx: ctx, publisher: publisher, shutdown: sd, events: make(chan any, 128), containers: map[string]*container{}}
+	s := &Service{ctx: ctx, publisher: publisher, shutdown: sd, events: make(chan any, 128), containers: map[string]*container{}, oomReported: map[string]bool{}}
 	go s.forwardEvents()
 	sd.RegisterCallback(func(ctx context.Context) error {
 		s.mu.Lock()
@@ -278,10 +281,10 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	if id := spec.Annotations[annotationSandboxID]; id != "" {
 		sandboxID = id
 	}
+	// The guest's own hostname; containers with a UTS namespace set theirs
+	// from their spec. Only the spec's hostname is used: a pod name may be
+	// longer than the kernel's 64-byte limit.
 	hostname := spec.Hostname
-	if hostname == "" {
-		hostname = spec.Annotations[annotationHostname]
-	}
 	sb, err := sandbox.Create(ctx, sandbox.Options{
 		ID: sandboxID, Hostname: hostname, Config: cfg, Driver: driver, NetNS: podNetNS(spec),
 		Size: sandbox.SizeFor(spec, cfg.Hypervisor.DefaultVCPUs, cfg.Hypervisor.DefaultMemoryMiB),
@@ -408,7 +411,7 @@ func (s *Service) waitExit(sb *sandbox.Sandbox, p *process) {
 	}
 	if resp.OomKilled && p.execID == "" {
 		// Before the exit: CRI reports OOMKilled only if TaskOOM came first.
-		s.send(&eventstypes.TaskOOM{ContainerID: p.containerID})
+		s.sendOOM(p.containerID)
 	}
 	if p.setExited(resp.ExitStatus, at) {
 		s.sendExit(p)
@@ -470,6 +473,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	s.mu.Lock()
 	delete(s.containers, r.ID)
+	delete(s.oomReported, r.ID)
 	s.mu.Unlock()
 	if c.owner {
 		if err := sb.Destroy(ctx); err != nil {
