@@ -219,7 +219,7 @@ func runCritest(t *testing.T, c *testenv.Containerd, tools *testenv.CRITools, ha
 	r := &critestRun{Handler: handler, Duration: time.Since(start), Dir: out}
 	r.Specs, r.Failures, err = readCritestReport(filepath.Join(out, "report.json"))
 	if err != nil {
-		t.Fatalf("critest %s: %v; no report (%v). Log %s ends:\n%s", handler, runErr, err, logPath, tailFile(logPath, 30))
+		t.Fatalf("critest %s: %v; no report (%v). Log %s ends:\n%s", handler, runErr, err, logPath, testenv.TailLines(logPath, 30))
 	}
 	if ctx.Err() != nil {
 		t.Errorf("critest %s stopped at the test's deadline after %s", handler, r.Duration.Round(time.Second))
@@ -278,16 +278,4 @@ func waitForLeaks(c *testenv.Containerd, n *testenv.BridgeNetwork, podvmMatch st
 		time.Sleep(200 * time.Millisecond)
 	}
 	return leaks
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

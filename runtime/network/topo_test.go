@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/podvm/podvm/runtime/internal/vmtest"
 )
 
 // requireRoot skips (fails under PODVM_REQUIRE_INTEGRATION=1) without root.
@@ -29,10 +31,7 @@ func requireRoot(t *testing.T) {
 
 func missing(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("PODVM_REQUIRE_INTEGRATION") == "1" {
-		t.Fatalf("integration prerequisite missing: "+format, args...)
-	}
-	t.Skipf(format, args...)
+	vmtest.Missing(t, format, args...)
 }
 
 // topo is one pod network: names and addresses of what newTopo made.

@@ -26,31 +26,10 @@ import (
 
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/qemu"
+	"github.com/podvm/podvm/runtime/internal/vmtest"
 )
 
-const devTestKernel = "/var/cache/podvm/dev/vmlinux"
-
-func testKernel(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("PODVM_TEST_KERNEL"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			missing(t, "PODVM_TEST_KERNEL: %v", err)
-		}
-		return p
-	}
-	var tried []string
-	if prefix := os.Getenv("PODVM_PREFIX"); prefix != "" {
-		tried = append(tried, filepath.Join(prefix, "share/podvm/vmlinux"))
-	}
-	tried = append(tried, devTestKernel)
-	for _, p := range tried {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	missing(t, "no guest kernel at %s: run `make install-dev` or set PODVM_TEST_KERNEL", strings.Join(tried, " or "))
-	return ""
-}
+func testKernel(t *testing.T) string { return vmtest.Kernel(t) }
 
 // Guest TCP services: echo, a sink that answers with the byte count, and a
 // source of bulkBytes zero bytes.
@@ -91,39 +70,11 @@ var vmApplets = []string{"sh", "mount", "ip", "cat", "echo", "sleep", "nc", "wc"
 
 // buildInitramfs writes a newc cpio with static busybox and the scripts.
 func buildInitramfs(t *testing.T, init string) string {
-	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		missing(t, "busybox not found: apt-get install busybox-static")
-	}
-	if out, _ := exec.Command("file", "-L", bb).Output(); len(out) > 0 && !strings.Contains(string(out), "statically linked") {
-		missing(t, "%s is not static: apt-get install busybox-static", bb)
-	}
-	root := filepath.Join(t.TempDir(), "root")
-	for _, d := range []string{"bin", "proc", "sys", "dev"} {
-		must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
-	}
-	data, err := os.ReadFile(bb)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755))
-	for _, a := range vmApplets {
-		must(t, os.Symlink("busybox", filepath.Join(root, "bin", a)))
-	}
-	files := map[string]string{
+	return vmtest.BusyboxInitramfs(t, vmApplets, map[string]string{
 		"init":       init,
 		"bin/sink":   "#!/bin/sh\nexec wc -c\n",
 		"bin/source": fmt.Sprintf("#!/bin/sh\nexec dd if=/dev/zero bs=65536 count=%d 2>/dev/null\n", bulkBytes/65536),
-	}
-	for name, content := range files {
-		must(t, os.WriteFile(filepath.Join(root, name), []byte(content), 0o755))
-	}
-	out := filepath.Join(filepath.Dir(root), "initramfs.cpio")
-	cmd := exec.Command("sh", "-c", "find . | busybox cpio -o -H newc > "+out)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("cpio: %v: %s", err, b)
-	}
-	return out
+	})
 }
 
 func TestPodNetworkVMIntegration(t *testing.T) {
@@ -318,13 +269,7 @@ func waitConsole(t *testing.T, vm hypervisor.VM, path, line string, within time.
 	}
 }
 
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 3000 {
-		b = b[len(b)-3000:]
-	}
-	return string(b)
-}
+func tail(path string) string { return vmtest.Tail(path, 3000) }
 
 // tapTSO asks the kernel (SIOCETHTOOL, ETHTOOL_GTSO) whether the tap takes
 // TSO frames, which is true only once QEMU has enabled offloads on it, and

@@ -23,41 +23,16 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/internal/vmtest"
 	"golang.org/x/sys/unix"
 )
 
-const devTestKernel = "/var/cache/podvm/dev/vmlinux"
-
-// missing skips, or fails when the environment promises everything is there.
 func missing(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("PODVM_REQUIRE_INTEGRATION") == "1" {
-		t.Fatalf("integration prerequisite missing: "+format, args...)
-	}
-	t.Skipf(format, args...)
+	vmtest.Missing(t, format, args...)
 }
 
-func testKernel(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("PODVM_TEST_KERNEL"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			missing(t, "PODVM_TEST_KERNEL: %v", err)
-		}
-		return p
-	}
-	var tried []string
-	if prefix := os.Getenv("PODVM_PREFIX"); prefix != "" {
-		tried = append(tried, filepath.Join(prefix, "share/podvm/vmlinux"))
-	}
-	tried = append(tried, devTestKernel)
-	for _, p := range tried {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	missing(t, "no guest kernel at %s: run `make install-dev` or set PODVM_TEST_KERNEL", strings.Join(tried, " or "))
-	return ""
-}
+func testKernel(t *testing.T) string { return vmtest.Kernel(t) }
 
 func needRootAndQEMU(t *testing.T) {
 	t.Helper()
@@ -113,37 +88,7 @@ func buildInitramfs(t *testing.T, sharedFS string) string {
 
 // buildInitramfsWith writes a newc cpio archive with busybox and init.
 func buildInitramfsWith(t *testing.T, init string) string {
-	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		missing(t, "busybox not found: apt-get install busybox-static")
-	}
-	if out, _ := exec.Command("file", "-L", bb).Output(); len(out) > 0 && !strings.Contains(string(out), "statically linked") {
-		missing(t, "%s is not static: apt-get install busybox-static", bb)
-	}
-	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	for _, d := range []string{"bin", "proc", "sys", "dev", "mnt"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755))
-	for _, a := range guestApplets {
-		must(t, os.Symlink("busybox", filepath.Join(root, "bin", a)))
-	}
-	must(t, os.WriteFile(filepath.Join(root, "init"), []byte(init), 0o755))
-	out := filepath.Join(dir, "initramfs.cpio")
-	cmd := exec.Command("sh", "-c", "find . | busybox cpio -o -H newc > "+out)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("cpio: %v: %s", err, b)
-	}
-	return out
+	return vmtest.BusyboxInitramfs(t, guestApplets, map[string]string{"init": init})
 }
 
 func must(t *testing.T, err error) {
@@ -202,13 +147,7 @@ func dialAgent(t *testing.T, vm hypervisor.VM, within time.Duration) net.Conn {
 	}
 }
 
-func tailFile(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
-}
+func tailFile(path string) string { return vmtest.Tail(path, 2000) }
 
 // readUntil reads lines until one equals last, returning all of them.
 func readUntil(t *testing.T, r *bufio.Reader, c net.Conn, last string, within time.Duration) []string {

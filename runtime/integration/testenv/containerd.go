@@ -91,11 +91,11 @@ disabled_plugins = [%[8]s]
 		}
 		select {
 		case <-c.exited:
-			t.Fatalf("containerd exited at start; log %s:\n%s", c.LogPath, tail(c.LogPath, 30))
+			t.Fatalf("containerd exited at start; log %s:\n%s", c.LogPath, TailLines(c.LogPath, 30))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not listen on %s within 30s; log:\n%s", c.Address, tail(c.LogPath, 30))
+			t.Fatalf("containerd did not listen on %s within 30s; log:\n%s", c.Address, TailLines(c.LogPath, 30))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -111,7 +111,7 @@ func (c *Containerd) stop(t testing.TB) {
 		<-c.exited
 	}
 	if t.Failed() {
-		t.Logf("containerd log (%s), last lines:\n%s", c.LogPath, tail(c.LogPath, 60))
+		t.Logf("containerd log (%s), last lines:\n%s", c.LogPath, TailLines(c.LogPath, 60))
 	}
 	// Snapshots are overlay mounts under root: never leave one behind.
 	for _, mp := range mountsUnder(c.Dir) {
@@ -176,7 +176,8 @@ func withoutCtrWarnings(s string) string {
 	return strings.Join(keep, "")
 }
 
-func tail(path string, n int) string {
+// TailLines returns the last n lines of a log file, for failure messages.
+func TailLines(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
