@@ -479,6 +479,22 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		if err := sb.Destroy(ctx); err != nil {
 			log.G(ctx).WithError(err).Warn("destroy pod VM")
 		}
+		// CRI deletes the sandbox container last; anything still here lost
+		// its VM just now and must not stay "running" forever.
+		s.mu.Lock()
+		var orphans []*container
+		for _, other := range s.containers {
+			orphans = append(orphans, other)
+		}
+		s.mu.Unlock()
+		for _, o := range orphans {
+			for _, op := range s.processesOf(o) {
+				op.closeRelay()
+				if op.setExited(exitStatusVMDied, time.Now()) {
+					s.sendExit(op)
+				}
+			}
+		}
 	}
 	sandbox.RemoveRecord(c.bundle)
 
