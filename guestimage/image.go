@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 )
@@ -26,13 +27,18 @@ type Image struct {
 	KernelPath    string // uncompressed PVH-bootable vmlinux
 	InitrdPath    string // uncompressed newc cpio
 	KernelRelease string // uname -r in the guest, e.g. 6.1.192-podvm
+	// RuncFeatures is `runc features` of the guest's runc (JSON, OCI
+	// runtime-spec features). The shim reports it to containerd, which
+	// decides from it what the runtime can do (e.g. recursive read-only).
+	RuncFeatures []byte
 }
 
 // Installed file names inside an Install directory.
 const (
-	InstalledKernel  = "vmlinux"
-	InstalledInitrd  = "initramfs.cpio"
-	InstalledRelease = "kernel.release"
+	InstalledKernel   = "vmlinux"
+	InstalledInitrd   = "initramfs.cpio"
+	InstalledRelease  = "kernel.release"
+	InstalledFeatures = "runc-features.json"
 )
 
 // Build returns the guest kernel and initramfs for o, building whatever the
@@ -73,7 +79,14 @@ func Build(ctx context.Context, o Options) (Image, error) {
 	if err != nil {
 		return Image{}, fmt.Errorf("guest image: %w", err)
 	}
-	return Image{KernelPath: k.vmlinux(), InitrdPath: initrd, KernelRelease: k.Release}, nil
+	// The guest's runc is static, so it runs here too and describes itself.
+	// Optional: without it containerd assumes the least (no rro, no userns).
+	features, err := exec.CommandContext(ctx, o.RuncBinary, "features").Output()
+	if err != nil {
+		fmt.Fprintf(o.Progress, "runc features: %s cannot describe itself (%v); the shim will report no runtime features\n", o.RuncBinary, err)
+		features = nil
+	}
+	return Image{KernelPath: k.vmlinux(), InitrdPath: initrd, KernelRelease: k.Release, RuncFeatures: features}, nil
 }
 
 const (
@@ -96,6 +109,11 @@ func Install(img Image, dir string) error {
 	}
 	if err := copyFileAtomic(img.InitrdPath, filepath.Join(dir, InstalledInitrd), 0o644); err != nil {
 		return fmt.Errorf("install guest image: initramfs: %w", err)
+	}
+	if len(img.RuncFeatures) > 0 {
+		if err := writeFileAtomic(filepath.Join(dir, InstalledFeatures), img.RuncFeatures, 0o644); err != nil {
+			return fmt.Errorf("install guest image: runc features: %w", err)
+		}
 	}
 	if err := writeFileAtomic(filepath.Join(dir, InstalledRelease), []byte(img.KernelRelease+"\n"), 0o644); err != nil {
 		return fmt.Errorf("install guest image: kernel.release: %w", err)

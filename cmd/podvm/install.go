@@ -51,8 +51,11 @@ func install(prefix, imageDir string, out io.Writer) error {
 			return fmt.Errorf("install %s: %w (build it with `make build`)", name, err)
 		}
 	}
-	for _, name := range []string{"vmlinux", "initramfs.cpio", "kernel.release"} {
+	for _, name := range []string{"vmlinux", "initramfs.cpio", "kernel.release", "runc-features.json"} {
 		src := filepath.Join(imageDir, name)
+		if _, err := os.Stat(src); os.IsNotExist(err) && name == "runc-features.json" {
+			continue // optional: the guest runc could not describe itself
+		}
 		if err := copyFile(src, filepath.Join(shareDir, name), 0o644); err != nil {
 			return fmt.Errorf("install guest image file %s: %w (run `podvm image build --out %s` first)", name, err, imageDir)
 		}

@@ -38,6 +38,7 @@ type Hypervisor struct {
 	Driver           string   `toml:"driver"`
 	Kernel           string   `toml:"kernel"`
 	Initrd           string   `toml:"initrd"`
+	RuncFeatures     string   `toml:"runc_features"`
 	KernelParams     []string `toml:"kernel_params"`
 	Accelerator      string   `toml:"accelerator"`
 	DefaultVCPUs     uint32   `toml:"default_vcpus"`
@@ -84,6 +85,18 @@ func Default() *Config {
 		panic("podvm: embedded default.toml is invalid: " + err.Error())
 	}
 	return c
+}
+
+// Resolve names the file to load: path if set (containerd's ConfigPath
+// runtime option), else $PODVM_CONFIG, else DefaultPath.
+func Resolve(path string) string {
+	if path == "" {
+		path = os.Getenv(EnvPath)
+	}
+	if path == "" {
+		path = DefaultPath
+	}
+	return path
 }
 
 // Load reads path on top of the defaults. A missing file at DefaultPath is

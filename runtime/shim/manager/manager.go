@@ -8,6 +8,7 @@ package manager
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,11 +19,16 @@ import (
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/api/types"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
 
+	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/sandbox"
 	"github.com/podvm/podvm/version"
 )
@@ -169,13 +175,56 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
 }
 
-// Info describes the runtime to containerd.
+// Info describes the runtime to containerd, including what the guest's
+// runc can do, from which CRI decides on recursive read-only mounts and
+// user namespaces.
 func (m manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
-	if _, err := io.Copy(io.Discard, optionsR); err != nil {
-		return nil, err
-	}
-	return &types.RuntimeInfo{
+	info := &types.RuntimeInfo{
 		Name:    m.name,
 		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
-	}, nil
+	}
+	path := ""
+	opts, err := shim.ReadRuntimeOptions[*runtimeoptions.Options](optionsR)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("read runtime options: %w", err)
+	}
+	if opts != nil {
+		path = opts.ConfigPath
+	}
+	cfg, err := config.Load(config.Resolve(path))
+	if err != nil {
+		return nil, err
+	}
+	f, err := guestFeatures(cfg.Hypervisor.RuncFeatures)
+	if err != nil {
+		return nil, err
+	}
+	if f != nil {
+		if info.Features, err = typeurl.MarshalAnyToProto(f); err != nil {
+			return nil, fmt.Errorf("encode runtime features: %w", err)
+		}
+	}
+	return info, nil
+}
+
+// guestFeatures reads the guest runc's features; nil when none were recorded.
+// Idmapped mounts are switched off: the guest's 6.1 kernel cannot idmap a
+// virtio-fs mount, where every container filesystem lives.
+func guestFeatures(path string) (*features.Features, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read guest runtime features: %w", err)
+	}
+	var f features.Features
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("parse guest runtime features %s: %w", path, err)
+	}
+	if f.Linux != nil && f.Linux.MountExtensions != nil && f.Linux.MountExtensions.IDMap != nil {
+		off := false
+		f.Linux.MountExtensions.IDMap.Enabled = &off
+	}
+	return &f, nil
 }

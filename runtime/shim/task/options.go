@@ -2,7 +2,6 @@ package task
 
 import (
 	"fmt"
-	"os"
 
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/typeurl/v2"
@@ -25,12 +24,7 @@ func loadConfig(opts *anypb.Any) (*config.Config, string, error) {
 			path = o.ConfigPath
 		}
 	}
-	if path == "" {
-		path = os.Getenv(config.EnvPath)
-	}
-	if path == "" {
-		path = config.DefaultPath
-	}
+	path = config.Resolve(path)
 	c, err := config.Load(path)
 	return c, path, err
 }
