@@ -1,7 +1,8 @@
 # podvm: VM-isolated pods for Kubernetes.
 #
 #   make test          install what is missing, build, run every test
-#   make conformance   the isolation specs on a real cluster (not built yet)
+#   make conformance   a local Kubernetes cluster, the isolation specs with runc
+#                      and podvm, upstream RuntimeClass e2e and critest: a report
 #
 # Heavy builds (containerd, runc, cri-tools, the guest kernel) are cached in
 # $(PODVM_CACHE), keyed by version or content: a second run takes seconds.
@@ -16,16 +17,18 @@ LDFLAGS := -X github.com/podvm/podvm/version.Version=$(VERSION) -X github.com/po
 GO_TEST_FLAGS ?= -count=1
 export PATH := $(PODVM_CACHE)/tools/containerd-v2.4.2/bin:$(PODVM_CACHE)/tools/runc-v1.5.2/bin:$(PODVM_CACHE)/tools/cri-tools-v1.37.0/bin:$(PATH)
 
-.PHONY: all build deps image install-dev test unit-test integration-test critest lint generate conformance bench clean help
+.PHONY: all build deps image install-dev test unit-test integration-test critest lint generate spec-binary conformance bench clean help
 
 all: build
 
 help:
 	@sed -n 's/^#  \{0,1\}//p' Makefile | sed -n '1,6p'
 
+# Kubernetes, etcd and agnhost are for the local cluster (make conformance,
+# and the cluster provider's own test in make test).
 deps:
 	@bash ci/install-packages.sh
-	@bash ci/install-tools.sh
+	@bash ci/install-tools.sh containerd runc cri-tools kubernetes agnhost etcd
 
 build:
 	@mkdir -p $(BIN)
@@ -46,6 +49,7 @@ install-dev: image
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	go vet ./...
+	cd spec && go vet ./...
 
 unit-test:
 	go test $(GO_TEST_FLAGS) ./...
@@ -57,8 +61,10 @@ integration-test: install-dev
 
 # PODVM_TEST_KERNEL_BUILD=1 runs the kernel build and boot tests: after
 # install-dev they are a cache hit plus one short boot.
+# The spec module's own unit tests need no cluster (its suite skips, saying so).
 test: deps lint install-dev
-	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_TEST_KERNEL_BUILD=1 go test $(GO_TEST_FLAGS) -timeout 40m ./... 2>&1 | tee $(OUT)/test.log; exit $${PIPESTATUS[0]}
+	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_TEST_KERNEL_BUILD=1 go test $(GO_TEST_FLAGS) -timeout 40m ./... 2>&1 | tee $(OUT)/test.log; rc=$${PIPESTATUS[0]}; \
+	(cd spec && go test $(GO_TEST_FLAGS) ./... 2>&1) | tee -a $(OUT)/test.log; [ $${PIPESTATUS[0]} -eq 0 ] && exit $$rc; exit 1
 
 # critest (cri-tools v1.37.0) against one containerd with the runc and podvm
 # handlers; see docs/critest.md for the known differences it checks against.
@@ -71,10 +77,23 @@ generate:
 	GOBIN=$(PODVM_CACHE)/tools/protoc-plugins/bin go install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10
 	PATH=$(PODVM_CACHE)/tools/protoc-plugins/bin:$$PATH go generate ./agent/api
 
-conformance:
-	@echo "make conformance: not built yet. The cluster providers and isolation specs (issue: Conformance) come next;"
-	@echo "today 'make test' runs the foundation: a container in its own VM through containerd."
-	@exit 2
+# The spec suite is its own module (spec/go.mod: client-go, Ginkgo).
+spec-binary:
+	@mkdir -p $(BIN)
+	cd spec && go test -c -o $(BIN)/podvm-spec.test .
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/podvm-testbin ./runtime/integration/testregistry/testbin
+
+# A local single-node Kubernetes v1.37.2 (host processes) with podvm
+# installed, the isolation specs with runc and podvm, the upstream
+# RuntimeClass e2e specs and critest; report in _output/conformance.
+CONFORMANCE_FLAGS ?=
+conformance: deps install-dev spec-binary
+	@bash ci/install-tools.sh kubernetes agnhost etcd
+	@$(BIN)/podvm install --prefix $(OUT)/cluster-podvm --image-dir $(OUT)/share/podvm >/dev/null
+	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_CRITEST=1 $(BIN)/podvm conformance run \
+		--podvm-prefix $(OUT)/cluster-podvm --testbin $(BIN)/podvm-testbin --out $(OUT)/conformance \
+		--critest-command "go test -count=1 -timeout 2h -run TestCritestIntegration ./runtime/integration/" \
+		$(CONFORMANCE_FLAGS)
 
 bench:
 	@echo "make bench: not built yet (issue: Benchmarks)."

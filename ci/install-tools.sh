@@ -3,12 +3,15 @@
 # $PODVM_CACHE/tools/<name>-<version>/bin. A tool whose cache directory holds a
 # complete build is not rebuilt. Prints the bin directories to put on PATH.
 #
-# Usage: ci/install-tools.sh [containerd|runc|cri-tools]...   (default: all)
+# Usage: ci/install-tools.sh [containerd|runc|cri-tools|kubernetes|agnhost|etcd]...
+# (default: containerd runc cri-tools; the others are for make conformance)
 source "$(dirname "$0")/lib.sh"
 
 CONTAINERD_VERSION=v2.4.2
 RUNC_VERSION=v1.5.2
 CRI_TOOLS_VERSION=v1.37.0
+KUBERNETES_VERSION=v1.37.2
+ETCD_VERSION=v3.7.3
 
 tools_dir="$PODVM_CACHE/tools"
 
@@ -68,6 +71,83 @@ install_cri_tools() {
 	rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
 
+# Kubernetes is not meant to be a dependency: its go.mod points every staging
+# module (k8s.io/api, ...) at ./staging. kubernetes_module DIR makes DIR a
+# throwaway module that requires it and replaces each staging module with its
+# published v0.X.Y twin.
+kubernetes_module() {
+	local mod=$1 staging=${KUBERNETES_VERSION/v1./v0.}
+	mkdir -p "$mod"
+	(cd "$mod" && rm -f go.mod go.sum && go mod init podvm.local/kubernetes-build >/dev/null 2>&1)
+	local src
+	src=$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+	[ -f "$src/go.mod" ] || die "k8s.io/kubernetes@$KUBERNETES_VERSION not found in the module cache"
+	{
+		echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+		echo "replace ("
+		sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\t\1 => \1 '"$staging"'#p' "$src/go.mod"
+		echo ")"
+	} >>"$mod/go.mod"
+	(cd "$mod" && GOFLAGS=-mod=mod run_logged "$PODVM_CACHE/logs/kubernetes-mod.log" go get "k8s.io/kubernetes@$KUBERNETES_VERSION")
+}
+
+# kubernetes_ldflags stamps the version, as the release build does: the
+# apiserver, kubelet and e2e suite compare versions.
+kubernetes_ldflags() {
+	local pkg=k8s.io/component-base/version
+	echo "-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2) -X $pkg.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
+}
+
+install_kubernetes() {
+	local dir="$tools_dir/kubernetes-$KUBERNETES_VERSION"
+	local bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl e2e.test)
+	if cached kubernetes "$KUBERNETES_VERSION" "${bins[@]}"; then
+		step "kubernetes $KUBERNETES_VERSION: cached"; return
+	fi
+	step "kubernetes $KUBERNETES_VERSION: building ${bins[*]} (about 20 min cold on 2 cores)"
+	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/bin"
+	kubernetes_module "$dir.tmp/mod"
+	local ldflags; ldflags=$(kubernetes_ldflags)
+	(cd "$dir.tmp/mod" && CGO_ENABLED=0 GOFLAGS=-mod=mod run_logged "$PODVM_CACHE/logs/kubernetes.log" \
+		go build -trimpath -ldflags "$ldflags" -o "$dir.tmp/bin/" \
+		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+		k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubectl)
+	# The upstream e2e suite (RuntimeClass conformance, [Feature:RuntimeHandler]).
+	(cd "$dir.tmp/mod" && CGO_ENABLED=0 GOFLAGS=-mod=mod run_logged "$PODVM_CACHE/logs/kubernetes-e2e.log" \
+		go test -c -trimpath -ldflags "$ldflags" -o "$dir.tmp/bin/e2e.test" k8s.io/kubernetes/test/e2e)
+	rm -rf "$dir"; mv "$dir.tmp" "$dir"
+}
+
+# agnhost is the utility image of the upstream e2e suite (its node-exec pods
+# run it); the local cluster's registry serves it on a busybox base.
+install_agnhost() {
+	local dir="$tools_dir/agnhost-$KUBERNETES_VERSION"
+	if cached agnhost "$KUBERNETES_VERSION" agnhost; then
+		step "agnhost ($KUBERNETES_VERSION): cached"; return
+	fi
+	step "agnhost ($KUBERNETES_VERSION): building"
+	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/bin"
+	kubernetes_module "$dir.tmp/mod"
+	(cd "$dir.tmp/mod" && CGO_ENABLED=0 GOFLAGS=-mod=mod run_logged "$PODVM_CACHE/logs/agnhost.log" \
+		go build -trimpath -ldflags "-s -w" -o "$dir.tmp/bin/agnhost" k8s.io/kubernetes/test/images/agnhost)
+	rm -rf "$dir"; mv "$dir.tmp" "$dir"
+}
+
+install_etcd() {
+	local dir="$tools_dir/etcd-$ETCD_VERSION"
+	if cached etcd "$ETCD_VERSION" etcd; then
+		step "etcd $ETCD_VERSION: cached"; return
+	fi
+	step "etcd $ETCD_VERSION: building (about 2 min cold)"
+	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/bin" "$dir.tmp/mod"
+	(cd "$dir.tmp/mod" && go mod init podvm.local/etcd-build >/dev/null 2>&1 &&
+		GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1) ||
+		die "cannot fetch go.etcd.io/etcd/server/v3@$ETCD_VERSION from the Go module proxy"
+	(cd "$dir.tmp/mod" && CGO_ENABLED=0 GOFLAGS=-mod=mod run_logged "$PODVM_CACHE/logs/etcd.log" \
+		go build -trimpath -ldflags "-s -w" -o "$dir.tmp/bin/etcd" go.etcd.io/etcd/server/v3)
+	rm -rf "$dir"; mv "$dir.tmp" "$dir"
+}
+
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=(containerd runc cri-tools)
 for t in "${want[@]}"; do
@@ -75,6 +155,9 @@ for t in "${want[@]}"; do
 	containerd) install_containerd ;;
 	runc) install_runc ;;
 	cri-tools) install_cri_tools ;;
-	*) die "unknown tool $t (known: containerd runc cri-tools)" ;;
+	kubernetes) install_kubernetes ;;
+	agnhost) install_agnhost ;;
+	etcd) install_etcd ;;
+	*) die "unknown tool $t (known: containerd runc cri-tools kubernetes agnhost etcd)" ;;
 	esac
 done

@@ -233,10 +233,18 @@ func (x *SharedFilesystem) GetMountPoint() string {
 }
 
 type CreateSandboxRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
-	Hostname      string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	SharedFs      *SharedFilesystem      `protobuf:"bytes,3,opt,name=shared_fs,json=sharedFs,proto3" json:"shared_fs,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Hostname  string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	SharedFs  *SharedFilesystem      `protobuf:"bytes,3,opt,name=shared_fs,json=sharedFs,proto3" json:"shared_fs,omitempty"`
+	// The guest cgroup (a path below the cgroup v2 root) that every
+	// container of the pod is created under: the shim puts each
+	// container's cgroupsPath below it. Empty for a lone container.
+	PodCgroup string `protobuf:"bytes,4,opt,name=pod_cgroup,json=podCgroup,proto3" json:"pod_cgroup,omitempty"`
+	// pids.max for pod_cgroup, which the agent then creates: the pod's
+	// podPidsLimit, read by the shim from the pod's host cgroup, so that it
+	// holds for the pod's processes in the guest too. Unset: no limit.
+	PidsLimit     *int64 `protobuf:"varint,5,opt,name=pids_limit,json=pidsLimit,proto3,oneof" json:"pids_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -290,6 +298,20 @@ func (x *CreateSandboxRequest) GetSharedFs() *SharedFilesystem {
 		return x.SharedFs
 	}
 	return nil
+}
+
+func (x *CreateSandboxRequest) GetPodCgroup() string {
+	if x != nil {
+		return x.PodCgroup
+	}
+	return ""
+}
+
+func (x *CreateSandboxRequest) GetPidsLimit() int64 {
+	if x != nil && x.PidsLimit != nil {
+		return *x.PidsLimit
+	}
+	return 0
 }
 
 type DestroySandboxRequest struct {
@@ -1843,12 +1865,17 @@ const file_agent_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x1f\n" +
 	"\vmount_point\x18\x03 \x01(\tR\n" +
-	"mountPoint\"\x90\x01\n" +
+	"mountPoint\"\xe2\x01\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12=\n" +
-	"\tshared_fs\x18\x03 \x01(\v2 .podvm.agent.v1.SharedFilesystemR\bsharedFs\"6\n" +
+	"\tshared_fs\x18\x03 \x01(\v2 .podvm.agent.v1.SharedFilesystemR\bsharedFs\x12\x1d\n" +
+	"\n" +
+	"pod_cgroup\x18\x04 \x01(\tR\tpodCgroup\x12\"\n" +
+	"\n" +
+	"pids_limit\x18\x05 \x01(\x03H\x00R\tpidsLimit\x88\x01\x01B\r\n" +
+	"\v_pids_limit\"6\n" +
 	"\x15DestroySandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\xb8\x01\n" +
@@ -2076,6 +2103,7 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
+	file_agent_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -241,3 +241,32 @@ func (c Cgroup) Stat() (*stats.Metrics, error) {
 	}
 	return st, nil
 }
+
+// CreatePod creates the cgroup v2 p below root (with its parents), with the
+// pids controller enabled on the way down, and sets its pids.max: a limit
+// on all the processes of the pod's containers together, which the guest's
+// runc creates below p. Creating it again only rewrites the limit.
+func CreatePod(root, p string, pidsMax int64) error {
+	clean := path.Clean(p)
+	if !path.IsAbs(clean) || clean == "/" {
+		return fmt.Errorf("pod cgroup %q: want an absolute path below the root: %w", p, errdefs.ErrInvalidArgument)
+	}
+	if pidsMax < 0 {
+		return fmt.Errorf("pod cgroup %s: pids limit %d: %w", clean, pidsMax, errdefs.ErrInvalidArgument)
+	}
+	dir := root
+	for part := range strings.SplitSeq(strings.TrimPrefix(clean, "/"), "/") {
+		// A child has a controller's files only if its parent enables it.
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+pids"), 0o644); err != nil {
+			return fmt.Errorf("pod cgroup %s: enable the pids controller in %s: %w", clean, dir, err)
+		}
+		dir = filepath.Join(dir, part)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("pod cgroup %s: %w", clean, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pids.max"), []byte(strconv.FormatInt(pidsMax, 10)), 0o644); err != nil {
+		return fmt.Errorf("pod cgroup %s: set pids.max: %w", clean, err)
+	}
+	return nil
+}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/cgroup"
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
@@ -39,6 +40,10 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 	if s.sandbox.id != "" && s.sandbox.id != req.SandboxId {
 		return nil, fmt.Errorf("create sandbox %s: this guest already runs sandbox %s: %w", req.SandboxId, s.sandbox.id, errdefs.ErrFailedPrecondition)
 	}
+	if req.PidsLimit != nil && (req.PodCgroup == "" || *req.PidsLimit < 0) {
+		return nil, fmt.Errorf("create sandbox %s: pids limit %d for pod cgroup %q: want a pod cgroup and a limit of 0 or more: %w",
+			req.SandboxId, *req.PidsLimit, req.PodCgroup, errdefs.ErrInvalidArgument)
+	}
 	if req.Hostname != "" {
 		if s.cfg.Guest {
 			if err := unix.Sethostname([]byte(req.Hostname)); err != nil {
@@ -56,8 +61,32 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 		s.sandbox.mountPoint = mp
 		log.G(ctx).Infof("mounted %s share %q on %s", fs.Type, fs.Tag, mp)
 	}
+	if req.PidsLimit != nil {
+		if err := s.limitPodPids(ctx, req.PodCgroup, *req.PidsLimit); err != nil {
+			return nil, fmt.Errorf("create sandbox %s: %w", req.SandboxId, err)
+		}
+	}
 	s.sandbox.id = req.SandboxId
 	return &api.Empty{}, nil
+}
+
+// limitPodPids creates the pod's guest cgroup with its pids limit; every
+// container's cgroup is created below it, so the limit holds for the pod's
+// processes together, as the kubelet's podPidsLimit does for a runc pod.
+func (s *Service) limitPodPids(ctx context.Context, podCgroup string, limit int64) error {
+	if !s.cfg.Guest {
+		// Off the guest the cgroup tree is the host's.
+		log.G(ctx).Debugf("not PID 1: not creating pod cgroup %s with pids.max %d", podCgroup, limit)
+		return nil
+	}
+	if !cgroup.Unified() {
+		return fmt.Errorf("pod cgroup %s: %s is not cgroup v2", podCgroup, cgroup.Mountpoint)
+	}
+	if err := cgroup.CreatePod(cgroup.Mountpoint, podCgroup, limit); err != nil {
+		return err
+	}
+	log.G(ctx).Infof("pod cgroup %s: pids.max %d", podCgroup, limit)
+	return nil
 }
 
 // mountShare mounts the virtio-fs or 9p share and returns where.

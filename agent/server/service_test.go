@@ -133,6 +133,20 @@ func TestService_CreateSandboxOnHost(t *testing.T) {
 		_, err := a.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "s1", SharedFs: fs})
 		wantCode(t, err, codes.InvalidArgument, "s1")
 	}
+
+	// A pids limit needs the pod cgroup it applies to; off the guest it is
+	// accepted and the host's cgroups are left alone.
+	limit, negative := int64(40), int64(-1)
+	_, err = a.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "s1", PidsLimit: &limit})
+	wantCode(t, err, codes.InvalidArgument, "pod cgroup")
+	_, err = a.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "s1", PodCgroup: "/podvm-test-pod", PidsLimit: &negative})
+	wantCode(t, err, codes.InvalidArgument, "pids limit -1")
+	if _, err := a.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "s1", PodCgroup: "/podvm-test-pod", PidsLimit: &limit}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/podvm-test-pod"); !os.IsNotExist(err) {
+		t.Errorf("the agent off the guest touched the host's cgroups (%v)", err)
+	}
 }
 
 func TestService_ExecIDUnknown(t *testing.T) {

@@ -32,6 +32,11 @@ type Options struct {
 	// container that asks to share the pod's IPC, UTS or PID namespace
 	// joins that process's. Zero for the sandbox container itself.
 	SandboxGuestPid uint32
+	// PodCgroup is the pod's guest cgroup (see PodCgroup); a container
+	// whose guest cgroup would not be below it is put at PodCgroup/<id>,
+	// so that pod-wide limits set on it (pids) hold for every container.
+	// Empty for a lone container.
+	PodCgroup string
 }
 
 // SharedMount is a host path the shim must make visible in the guest by
@@ -152,6 +157,9 @@ func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 			l.Resources = &r
 		}
 		l.CgroupsPath = guestCgroupsPath(s.Linux.CgroupsPath, id)
+		if o.PodCgroup != "" && !strings.HasPrefix(l.CgroupsPath, strings.TrimSuffix(o.PodCgroup, "/")+"/") {
+			l.CgroupsPath = path.Join(o.PodCgroup, id)
+		}
 		g.Linux = &l
 	}
 	return &g, res, nil
@@ -178,6 +186,14 @@ func hasOption(opts []string, o string) bool {
 		}
 	}
 	return false
+}
+
+// PodCgroup is the guest cgroup a pod's containers are created below: the
+// parent of its sandbox container's guest cgroup, which for the kubelet's
+// cgroupfs driver is the pod cgroup's own path (/kubepods/<qos>/pod<uid>),
+// and /podvm otherwise.
+func PodCgroup(sandboxCgroupsPath, sandboxID string) string {
+	return path.Dir(path.Clean(guestCgroupsPath(sandboxCgroupsPath, sandboxID)))
 }
 
 // guestCgroupsPath keeps a cgroupfs-style path and replaces a systemd-style

@@ -82,6 +82,42 @@ func TestGuestCgroupsPath(t *testing.T) {
 	}
 }
 
+func TestPodCgroup(t *testing.T) {
+	cases := map[string]string{
+		"":                                       "/podvm",
+		"/kubepods/besteffort/pod1/sb1":          "/kubepods/besteffort/pod1",
+		"/kubepods/besteffort/pod1/sb1/":         "/kubepods/besteffort/pod1",
+		"kubepods-pod1.slice:cri-containerd:sb1": "/podvm",
+	}
+	for in, want := range cases {
+		if got := PodCgroup(in, "sb1"); got != want {
+			t.Errorf("PodCgroup(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Every container of a pod lands below the pod's guest cgroup, where the
+// pod-wide pids limit is set, whatever path its own spec names.
+func TestRewriteKeepsContainersBelowPodCgroup(t *testing.T) {
+	cases := map[string]string{
+		"/kubepods/besteffort/pod1/c1":  "/kubepods/besteffort/pod1/c1",
+		"/kubepods/besteffort/pod10/c1": "/kubepods/besteffort/pod1/c1",
+		"/elsewhere/c1":                 "/kubepods/besteffort/pod1/c1",
+		"":                              "/kubepods/besteffort/pod1/c1",
+	}
+	for in, want := range cases {
+		s := baseSpec()
+		s.Linux.CgroupsPath = in
+		g, _, err := Rewrite(s, "c1", Options{Pod: true, PodCgroup: "/kubepods/besteffort/pod1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Linux.CgroupsPath != want {
+			t.Errorf("cgroupsPath %q became %q, want %q", in, g.Linux.CgroupsPath, want)
+		}
+	}
+}
+
 func TestRewriteRejects(t *testing.T) {
 	cases := []struct {
 		name string

@@ -84,6 +84,18 @@ type Config struct {
 
 	// Debug sends the guest console to StateDir/console.log at full verbosity.
 	Debug bool
+
+	// Cgroup, when set, receives the VMM and every helper process right
+	// after each is spawned: the pod's host cgroup, so that the VM's host
+	// memory and CPU are charged to the pod. nil leaves them in the
+	// shim's cgroup.
+	Cgroup Cgroup
+}
+
+// Cgroup is a host cgroup the driver moves the VM's processes into.
+type Cgroup interface {
+	// Add moves process pid, with its threads, into the cgroup.
+	Add(pid int) error
 }
 
 // NetDevice is one guest network interface backed by a host tap device

@@ -1,113 +1,47 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/podvm/podvm/runtime/integration/testenv"
-	"github.com/podvm/podvm/runtime/integration/testregistry"
 )
-
-// criBusybox is a busybox image the test registry serves under the name
-// critest uses.
-const criBusybox = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 
 // TestCRIPodOOMAndStatsIntegration runs a podvm pod through CRI with two
 // containers: one allocates past its 32 MiB limit and must be reported
 // OOMKilled (exit 137) while the other keeps running in the same VM, and
 // `crictl stats` of the survivor must carry the guest cgroup's figures.
 func TestCRIPodOOMAndStatsIntegration(t *testing.T) {
-	env := testenv.Require(t)
-	tools := testenv.RequireCRI(t)
-	dir := t.TempDir()
-	certsDir := startCritestRegistry(t, env, dir)
-	network := testenv.StartBridgeNetwork(t, filepath.Join(dir, "cni"), tools.CNIBinDir)
-	c := testenv.StartCRIContainerd(t, env, testenv.CRIConfig{
-		Tools: tools, RegistryConfigPath: certsDir, SandboxImage: testregistry.SandboxImage, Network: network,
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	crictl := func(args ...string) string {
-		t.Helper()
-		r := c.Crictl(ctx, args...)
-		if r.ExitCode != 0 {
-			t.Fatalf("crictl %s: exit %d\n%s%s", strings.Join(args, " "), r.ExitCode, r.Stdout, r.Stderr)
-		}
-		return strings.TrimSpace(r.Stdout)
-	}
-	writeJSON := func(name string, v any) string {
-		b, _ := json.Marshal(v)
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-
-	podCfg := writeJSON("pod.json", map[string]any{
-		"metadata":      map[string]string{"name": "oom-pod", "namespace": "podvm-test", "uid": "oom-pod-uid"},
-		"log_directory": filepath.Join(dir, "logs"),
-		"linux":         map[string]any{},
-	})
+	h := startCRIHarness(t)
+	crictl := h.crictl
+	podCfg := h.podConfig("oom-pod", nil)
 	container := func(name string, limit int64, cmd ...string) string {
-		c := map[string]any{
-			"metadata": map[string]string{"name": name},
-			"image":    map[string]string{"image": criBusybox},
-			"command":  cmd,
-			"log_path": name + ".log",
-			"linux":    map[string]any{},
-		}
+		var linux map[string]any
 		if limit > 0 {
-			c["linux"] = map[string]any{"resources": map[string]any{"memory_limit_in_bytes": limit}}
+			linux = map[string]any{"resources": map[string]any{"memory_limit_in_bytes": limit}}
 		}
-		return writeJSON(name+".json", c)
+		return h.containerConfig(name, linux, cmd...)
 	}
 	steadyCfg := container("steady", 0, "sh", "-c", "head -c 8m /dev/zero > /dev/shm/ballast; exec sleep 1000")
 	hogCfg := container("hog", 32<<20, "sh", "-c", "sleep 2; exec dd if=/dev/zero of=/dev/null bs=128M count=1")
 
-	crictl("pull", criBusybox)
-	pod := crictl("runp", "--runtime", "podvm", podCfg)
-	t.Cleanup(func() {
-		c.Crictl(context.Background(), "stopp", pod)
-		c.Crictl(context.Background(), "rmp", "-f", pod)
-		assertNoLeaks(t, pod)
-	})
-	steady := crictl("create", pod, steadyCfg, podCfg)
-	crictl("start", steady)
-	hog := crictl("create", pod, hogCfg, podCfg)
-	crictl("start", hog)
+	pod := h.runPod(podCfg)
+	steady := h.startContainer(pod, podCfg, steadyCfg)
+	hog := h.startContainer(pod, podCfg, hogCfg)
 
-	type status struct {
-		Status struct {
-			State    string `json:"state"`
-			Reason   string `json:"reason"`
-			ExitCode int    `json:"exitCode"`
-		} `json:"status"`
-	}
-	inspect := func(id string) status {
-		var s status
-		if err := json.Unmarshal([]byte(crictl("inspect", "-o", "json", id)), &s); err != nil {
-			t.Fatalf("crictl inspect %s: %v", id, err)
-		}
-		return s
-	}
+	inspect := h.inspect
 	deadline := time.Now().Add(90 * time.Second)
-	var h status
-	for h = inspect(hog); h.Status.State != "CONTAINER_EXITED"; h = inspect(hog) {
+	var hs criContainerStatus
+	for hs = inspect(hog); hs.Status.State != "CONTAINER_EXITED"; hs = inspect(hog) {
 		if time.Now().After(deadline) {
-			t.Fatalf("hog still %s after 90s", h.Status.State)
+			t.Fatalf("hog still %s after 90s", hs.Status.State)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if h.Status.Reason != "OOMKilled" || h.Status.ExitCode != 137 {
-		t.Errorf("hog ended with reason %q, exit %d; want OOMKilled, 137", h.Status.Reason, h.Status.ExitCode)
+	if hs.Status.Reason != "OOMKilled" || hs.Status.ExitCode != 137 {
+		t.Errorf("hog ended with reason %q, exit %d; want OOMKilled, 137", hs.Status.Reason, hs.Status.ExitCode)
 	}
 	if s := inspect(steady); s.Status.State != "CONTAINER_RUNNING" {
 		t.Errorf("the pod's other container is %s after the OOM kill, want CONTAINER_RUNNING", s.Status.State)

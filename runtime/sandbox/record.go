@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/runtime/guestspec"
+	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/network"
 )
 
@@ -56,10 +57,11 @@ func ReadRecord(bundle string) (r Record, ok bool, err error) {
 func RemoveRecord(bundle string) { os.Remove(filepath.Join(bundle, recordFile)) }
 
 // CleanupAfterCrash undoes what a shim that died left of the container r
-// names: its rootfs mount in the share and, for the owner, the VM processes
-// and the whole state directory. It never signals a process that is not
-// this sandbox's (the pid must still name the state directory in its
-// command line, so a recycled pid is left alone).
+// names: its rootfs mount in the share and, for the owner, the VM
+// processes, the host cgroup they ran in and the whole state directory. It
+// never signals a process that is not this sandbox's (the pid must still
+// name the state directory in its command line, so a recycled pid is left
+// alone).
 func CleanupAfterCrash(r Record) error {
 	if r.StateDir == "" || r.ContainerID == "" {
 		return errors.New("incomplete sandbox record")
@@ -74,6 +76,12 @@ func CleanupAfterCrash(r Record) error {
 		}
 		if ns, err := os.ReadFile(filepath.Join(r.StateDir, netnsFile)); err == nil && len(ns) > 0 {
 			if err := network.Cleanup(string(ns)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		// After the processes: the kernel keeps a cgroup that holds one.
+		if cg, err := os.ReadFile(filepath.Join(r.StateDir, cgroupFile)); err == nil && len(cg) > 0 {
+			if err := hostcgroup.Remove(string(cg)); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/podvm/podvm/runtime/agentclient"
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/guestspec"
+	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/network"
 )
@@ -37,6 +38,15 @@ type Options struct {
 	// NetNS is the pod's network namespace (from CNI); its interfaces are
 	// mirrored into the VM. Empty for a VM without networking.
 	NetNS string
+	// HostCgroup is the sandbox's cgroup on the host (a hostcgroup.ParsePath
+	// result: the kubelet's pod cgroup plus the sandbox id). It is created
+	// and receives the VMM and virtiofsd; its parent's pids.max becomes the
+	// pod's pids limit in the guest. Empty: the VM stays in the shim's
+	// cgroup.
+	HostCgroup string
+	// GuestPodCgroup is the guest cgroup the pod's containers are created
+	// below (guestspec.PodCgroup), where a pids limit is set.
+	GuestPodCgroup string
 }
 
 // Timings are host-clock timestamps of the start phases, for benchmarks.
@@ -57,6 +67,7 @@ type Sandbox struct {
 
 	vm      hypervisor.VM
 	net     *network.Network
+	cgroup  *hostcgroup.Cgroup
 	destroy sync.Once
 	mu      sync.Mutex
 	rootfs  map[string]string // container id -> host mount point
@@ -76,6 +87,36 @@ func (s *Sandbox) writeNetNS(path string) error {
 		return fmt.Errorf("record network namespace: %w", err)
 	}
 	return nil
+}
+
+// cgroupFile records the host cgroup the shim created, so that cleanup
+// after a dead shim can remove it.
+const cgroupFile = "host-cgroup"
+
+// setUpCgroup creates the sandbox's host cgroup and reads the pod's pids
+// limit from its parent (0, false when there is none).
+func (s *Sandbox) setUpCgroup(ctx context.Context, path string) (pidsLimit int64, limited bool, err error) {
+	// Recorded before it exists, so that a crash in between leaves no
+	// cgroup unrecorded.
+	if err := os.WriteFile(filepath.Join(s.StateDir, cgroupFile), []byte(path), 0o600); err != nil {
+		return 0, false, fmt.Errorf("record host cgroup: %w", err)
+	}
+	cg, err := hostcgroup.Create(path)
+	if err != nil {
+		return 0, false, err
+	}
+	s.cgroup = cg
+	pod := hostcgroup.Parent(path)
+	pidsLimit, limited, err = hostcgroup.PidsMax(pod)
+	if err != nil {
+		return 0, false, fmt.Errorf("pids limit of pod cgroup %s: %w", pod, err)
+	}
+	fields := log.Fields{"sandbox": s.ID, "host_cgroup": path}
+	if limited {
+		fields["pod_pids_limit"] = pidsLimit
+	}
+	log.G(ctx).WithFields(fields).Info("pod VM processes go into the pod's host cgroup")
+	return pidsLimit, limited, nil
 }
 
 // pidsFile records the VM's host processes so that a later `shim delete`
@@ -110,6 +151,18 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if s.net != nil {
 		nets = s.net.Devices()
 	}
+	var pidsLimit *int64
+	var vmCgroup hypervisor.Cgroup // a nil *hostcgroup.Cgroup would not be a nil interface
+	if o.HostCgroup != "" {
+		n, limited, err := s.setUpCgroup(ctx, o.HostCgroup)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", o.ID, err)
+		}
+		if limited {
+			pidsLimit = &n
+		}
+		vmCgroup = s.cgroup
+	}
 
 	h := o.Config.Hypervisor
 	vm, err := o.Driver.Create(ctx, hypervisor.Config{
@@ -126,6 +179,7 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		Transport:    transport(h.AgentTransport),
 		Accelerator:  accelerator(h.Accelerator),
 		Debug:        h.Debug,
+		Cgroup:       vmCgroup,
 	})
 	if err != nil {
 		return nil, err
@@ -157,6 +211,8 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		SandboxId: o.ID,
 		Hostname:  o.Hostname,
 		SharedFs:  &api.SharedFilesystem{Type: fsType, Tag: hypervisor.SharedFSTag, MountPoint: guestspec.GuestSharedDir},
+		PodCgroup: o.GuestPodCgroup,
+		PidsLimit: pidsLimit,
 	}); err != nil {
 		return nil, fmt.Errorf("agent CreateSandbox for %s: %w", o.ID, err)
 	}
@@ -334,6 +390,13 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		if s.net != nil {
 			if err := s.net.Teardown(); err != nil {
 				errs = append(errs, fmt.Errorf("tear down the network of sandbox %s: %w", s.ID, err))
+			}
+		}
+		// After the VMM and virtiofsd have been reaped: the kernel removes
+		// no cgroup that still holds a process.
+		if s.cgroup != nil {
+			if err := s.cgroup.Delete(); err != nil {
+				errs = append(errs, fmt.Errorf("sandbox %s: %w", s.ID, err))
 			}
 		}
 		if err := unmountAndRemove(s.StateDir); err != nil {

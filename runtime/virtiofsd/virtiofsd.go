@@ -37,6 +37,9 @@ type Config struct {
 	LogPath string
 	// ExtraArgs are appended verbatim.
 	ExtraArgs []string
+	// Cgroup, when set, receives the daemon right after it is spawned (the
+	// pod's host cgroup).
+	Cgroup childproc.Cgroup
 }
 
 // Daemon is a running virtiofsd.
@@ -84,6 +87,7 @@ func Start(cfg Config) (*Daemon, error) {
 		Args:       args,
 		LogPath:    cfg.LogPath,
 		ExtraFiles: []*os.File{lf},
+		Cgroup:     cfg.Cgroup,
 	})
 	if err != nil {
 		os.Remove(cfg.SocketPath)

@@ -219,5 +219,6 @@ func (o Options) virtiofsdConfig(cfg hypervisor.Config, dir string) virtiofsd.Co
 		Cache:      o.VirtiofsCache,
 		ExtraArgs:  o.VirtiofsdExtraArgs,
 		LogPath:    filepath.Join(dir, "virtiofsd.log"),
+		Cgroup:     cfg.Cgroup,
 	}
 }

@@ -141,6 +141,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		Args:       qemuArgs(l),
 		LogPath:    l.path(qemuLogName),
 		ExtraFiles: extra,
+		Cgroup:     v.cfg.Cgroup,
 	})
 	if err != nil {
 		return err

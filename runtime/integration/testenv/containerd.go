@@ -188,3 +188,10 @@ func TailLines(path string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// LogLines returns containerd's log so far, shim lines included, line by
+// line.
+func (c *Containerd) LogLines() []string {
+	b, _ := os.ReadFile(c.LogPath)
+	return strings.Split(string(b), "\n")
+}

@@ -25,6 +25,15 @@ type Spec struct {
 	LogPath string
 	// ExtraFiles become fds 3, 4, ... in the child, as in exec.Cmd.
 	ExtraFiles []*os.File
+	// Cgroup, when set, receives the child right after it is spawned,
+	// before it can have allocated much: the pod's host cgroup.
+	Cgroup Cgroup
+}
+
+// Cgroup is a host cgroup a child is moved into.
+type Cgroup interface {
+	// Add moves process pid, with its threads, into the cgroup.
+	Add(pid int) error
 }
 
 // Process is a started child.
@@ -64,6 +73,16 @@ func Start(spec Spec) (*Process, error) {
 	}
 	if err := startOnSpawnThread(cmd); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, spec.Path, err)
+	}
+	// exec has happened when Start returns: the child is in its dynamic
+	// loader, with its memory still to be allocated. (cgroup v1 cannot
+	// spawn a child straight into a cgroup; moving it at once is as close.)
+	if spec.Cgroup != nil {
+		if err := spec.Cgroup.Add(cmd.Process.Pid); err != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+			return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+		}
 	}
 	p := &Process{name: spec.Name, logPath: spec.LogPath, cmd: cmd, done: make(chan struct{})}
 	go func() {

@@ -103,3 +103,39 @@ func TestTailLines(t *testing.T) {
 		t.Errorf("missing file: %q", got)
 	}
 }
+
+type fakeCgroup struct {
+	pids []int
+	err  error
+}
+
+func (f *fakeCgroup) Add(pid int) error {
+	f.pids = append(f.pids, pid)
+	return f.err
+}
+
+func TestCgroupGetsTheChild(t *testing.T) {
+	cg := &fakeCgroup{}
+	p, err := Start(Spec{Name: "sleeper", Path: "/bin/sleep", Args: []string{"100"}, LogPath: filepath.Join(t.TempDir(), "s.log"), Cgroup: cg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill()
+	if len(cg.pids) != 1 || cg.pids[0] != p.Pid() {
+		t.Errorf("cgroup got pids %v, want [%d]", cg.pids, p.Pid())
+	}
+}
+
+func TestCgroupFailureKillsTheChild(t *testing.T) {
+	cg := &fakeCgroup{err: syscall.EACCES}
+	_, err := Start(Spec{Name: "sleeper", Path: "/bin/sleep", Args: []string{"100"}, LogPath: filepath.Join(t.TempDir(), "s.log"), Cgroup: cg})
+	if err == nil || !strings.Contains(err.Error(), "start sleeper") {
+		t.Fatalf("Start with a failing cgroup: %v", err)
+	}
+	if len(cg.pids) != 1 {
+		t.Fatalf("cgroup got pids %v", cg.pids)
+	}
+	if err := syscall.Kill(cg.pids[0], 0); err == nil {
+		t.Errorf("child %d still exists after a failed placement", cg.pids[0])
+	}
+}

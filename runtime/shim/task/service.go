@@ -30,6 +30,7 @@ import (
 	"github.com/podvm/podvm/agent/api"
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/guestspec"
+	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/sandbox"
 	"github.com/podvm/podvm/runtime/stdio"
 )
@@ -68,6 +69,15 @@ type Service struct {
 	// sandboxGuestPid is the guest pid of the pod's sandbox container,
 	// whose IPC/UTS/PID namespaces the pod's other containers join.
 	sandboxGuestPid uint32
+	// guestPodCgroup is the guest cgroup every container of a CRI pod is
+	// created below (guestspec.PodCgroup); "" for a lone container.
+	guestPodCgroup string
+	// deleting counts container Deletes in progress. Shutdown waits for
+	// them: containerd may delete a pod's containers concurrently (it does
+	// when the VM died and every task exited at once), and calls Shutdown
+	// after each; ending the shim while the owner's Delete still destroys
+	// the VM would lose that Delete's answer ("ttrpc: closed").
+	deleting int
 }
 
 type container struct {
@@ -176,11 +186,12 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 
 	_, pod := spec.Annotations[annotationContainerType]
 	opts := guestspec.Options{Pod: pod}
+	s.mu.Lock()
+	opts.PodCgroup = s.guestPodCgroup
 	if spec.Annotations[annotationContainerType] == "container" {
-		s.mu.Lock()
 		opts.SandboxGuestPid = s.sandboxGuestPid
-		s.mu.Unlock()
 	}
+	s.mu.Unlock()
 	guest, rewritten, err := guestspec.Rewrite(spec, r.ID, opts)
 	if err != nil {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
@@ -285,9 +296,14 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	// from their spec. Only the spec's hostname is used: a pod name may be
 	// longer than the kernel's 64-byte limit.
 	hostname := spec.Hostname
+	hostCgroup, guestPodCgroup, err := podCgroups(spec, sandboxID)
+	if err != nil {
+		return nil, false, errdefs.ErrInvalidArgument.WithMessage(err.Error())
+	}
 	sb, err := sandbox.Create(ctx, sandbox.Options{
 		ID: sandboxID, Hostname: hostname, Config: cfg, Driver: driver, NetNS: podNetNS(spec),
-		Size: sandbox.SizeFor(spec, cfg.Hypervisor.DefaultVCPUs, cfg.Hypervisor.DefaultMemoryMiB),
+		Size:       sandbox.SizeFor(spec, cfg.Hypervisor.DefaultVCPUs, cfg.Hypervisor.DefaultMemoryMiB),
+		HostCgroup: hostCgroup, GuestPodCgroup: guestPodCgroup,
 	})
 	if err != nil {
 		return nil, false, err
@@ -297,10 +313,25 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 		"sandbox": sb.ID, "guest_kernel": d.KernelRelease, "agent": d.AgentVersion, "transport": d.Transport,
 		"boot_to_agent": sb.Timings.AgentReady.Sub(sb.Timings.Begin).String(),
 	}).Info("pod VM ready")
-	s.cfg, s.sb = cfg, sb
+	s.cfg, s.sb, s.guestPodCgroup = cfg, sb, guestPodCgroup
 	go s.watchVM(sb)
 	go s.forwardOOMEvents(sb)
 	return sb, true, nil
+}
+
+// podCgroups says where a CRI pod's VM runs on the host (the sandbox
+// container's cgroupsPath, in every hierarchy) and below which guest cgroup
+// its containers go. Both are empty for a lone container (ctr run) and for
+// a pod whose spec names no cgroup: its VM stays in the shim's cgroup.
+func podCgroups(spec *specs.Spec, sandboxID string) (host, guest string, err error) {
+	if spec.Annotations[annotationContainerType] != "sandbox" || spec.Linux == nil || spec.Linux.CgroupsPath == "" {
+		return "", "", nil
+	}
+	host, err = hostcgroup.ParsePath(spec.Linux.CgroupsPath)
+	if err != nil {
+		return "", "", fmt.Errorf("sandbox %s: %w", sandboxID, err)
+	}
+	return host, guestspec.PodCgroup(spec.Linux.CgroupsPath, sandboxID), nil
 }
 
 // podNetNS is the network namespace CNI configured for a CRI pod, named in
@@ -453,6 +484,14 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		_, status, at := p.state()
 		return &taskAPI.DeleteResponse{Pid: s.hostPid(), ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
 	}
+	s.mu.Lock()
+	s.deleting++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.deleting--
+		s.mu.Unlock()
+	}()
 	sb := s.sandbox()
 	for _, e := range s.processesOf(c) {
 		e.closeRelay()
@@ -551,10 +590,11 @@ func (s *Service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: s.hostPid()}, nil
 }
 
-// Shutdown ends the shim once it serves no container.
+// Shutdown ends the shim once it serves no container and deletes none:
+// containerd calls it again after each Delete it is still waiting for.
 func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
-	n := len(s.containers)
+	n := len(s.containers) + s.deleting
 	s.mu.Unlock()
 	if n > 0 {
 		return &ptypes.Empty{}, nil

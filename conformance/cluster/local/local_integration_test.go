@@ -1,0 +1,175 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/runtime/integration/testregistry"
+)
+
+// testOptions is a second cluster beside any `podvm cluster up` one: its
+// own dir, ports, bridge, node name and cgroup root.
+func testOptions(t *testing.T) Options {
+	o := DefaultOptions()
+	dir, err := os.MkdirTemp("", "podvm-lc-") // short: unix socket paths
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	o.Dir = dir
+	o.NodeName = "podvm-itest-node"
+	o.Bridge = "podvm-k8st0"
+	o.CgroupRoot = "/podvm-itest"
+	o.APIServerPort, o.EtcdPort, o.KubeletPort = 16443, 12379, 11250
+	o.PodvmPrefix = os.Getenv("PODVM_PREFIX")
+	return o
+}
+
+// requireLocal skips (fails under make test) unless this host can run the
+// local cluster: root and every binary preflight checks.
+func requireLocal(t *testing.T, o *Options) {
+	t.Helper()
+	bin := t.TempDir()
+	missing := ""
+	if o.PodvmPrefix == "" {
+		missing = "PODVM_PREFIX pointing at a podvm install (make install-dev)"
+	} else if tb, err := testregistry.BuildTestbin(bin); err != nil {
+		missing = "testbin: " + err.Error()
+	} else {
+		o.Testbin = tb
+		o.Podvm = filepath.Join(bin, "podvm")
+		if out, err := exec.Command("go", "build", "-o", o.Podvm, "github.com/podvm/podvm/cmd/podvm").CombinedOutput(); err != nil {
+			missing = fmt.Sprintf("podvm binary: %v: %s", err, out)
+		} else if err := New(*o).preflight(); err != nil {
+			missing = err.Error()
+		}
+	}
+	if missing == "" {
+		return
+	}
+	if os.Getenv("PODVM_REQUIRE_INTEGRATION") == "1" {
+		t.Fatalf("integration prerequisite missing: %s", missing)
+	}
+	t.Skipf("local cluster test needs: %s", missing)
+}
+
+// TestLocalClusterIntegration brings the local cluster up, runs a runc pod
+// and a podvm pod on it, takes it down and checks the host is as before.
+func TestLocalClusterIntegration(t *testing.T) {
+	o := testOptions(t)
+	requireLocal(t, &o)
+	p := New(o)
+	leaksBefore := testenv.Leaks("")
+	hostsBefore, _ := os.ReadFile(hostsFile)
+	chainsBefore := iptablesChains()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	c, err := p.Up(ctx, &out)
+	downDone := false
+	t.Cleanup(func() {
+		if !downDone {
+			p.Down(context.Background(), &out)
+		}
+	})
+	if err != nil {
+		t.Fatalf("up: %v\n%s", err, out.String())
+	}
+	st, err := p.Status(ctx)
+	if err != nil || !st.Healthy() {
+		t.Fatalf("status after up: %v\n%s", err, st)
+	}
+
+	kubectl := func(stdin string, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, o.kube("kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	const pods = `
+apiVersion: v1
+kind: Pod
+metadata: {name: on-runc}
+spec:
+  runtimeClassName: runc
+  containers: [{name: c, image: docker.io/library/busybox:1.37, command: [sh, -c, "uname -r; sleep 600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-podvm}
+spec:
+  runtimeClassName: podvm
+  containers: [{name: c, image: docker.io/library/busybox:1.37, command: [sh, -c, "uname -r; sleep 600"]}]
+`
+	kubectl(pods, "apply", "-f", "-")
+	kubectl("", "wait", "--for=condition=Ready", "--timeout=3m", "pod/on-runc", "pod/on-podvm")
+	hostKernel := strings.TrimSpace(run(t, "uname", "-r"))
+	if got := kubectl("", "logs", "on-runc"); got != hostKernel {
+		t.Errorf("runc pod kernel %q, want the host's %q", got, hostKernel)
+	}
+	if got := kubectl("", "logs", "on-podvm"); got == hostKernel || !strings.Contains(got, "podvm") {
+		t.Errorf("podvm pod kernel %q, want the guest kernel (host is %q)", got, hostKernel)
+	}
+	if got := kubectl("", "exec", "on-podvm", "--", "cat", "/proc/self/cgroup"); got == "" {
+		t.Errorf("exec into the podvm pod printed nothing")
+	}
+
+	// Down with the pods still running: it must remove them.
+	downDone = true
+	if err := p.Down(context.Background(), &out); err != nil {
+		t.Fatalf("down: %v\n%s", err, out.String())
+	}
+	var left []string
+	for _, l := range testenv.Leaks("") {
+		if !slices.Contains(leaksBefore, l) {
+			left = append(left, l)
+		}
+	}
+	if m := mountsUnder(o.Dir); len(m) > 0 {
+		left = append(left, "mounts: "+strings.Join(m, ", "))
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", o.CgroupRoot)); err == nil {
+		left = append(left, "cgroup root "+o.CgroupRoot)
+	}
+	if b, _ := os.ReadFile(hostsFile); !bytes.Equal(b, hostsBefore) {
+		left = append(left, "/etc/hosts differs from before")
+	}
+	if _, err := exec.Command("ip", "link", "show", o.Bridge).CombinedOutput(); err == nil {
+		left = append(left, "bridge "+o.Bridge)
+	}
+	for ch := range iptablesChains() {
+		if !chainsBefore[ch] {
+			left = append(left, "iptables chain "+ch)
+		}
+	}
+	for _, comp := range components {
+		if pid, _ := daemonPID(p.l, comp); pid != 0 {
+			left = append(left, fmt.Sprintf("%s pid %d", comp, pid))
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("left on the host after down:\n  %s\n%s", strings.Join(left, "\n  "), out.String())
+	}
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	b, err := exec.Command(name, args...).Output()
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return string(b)
+}
