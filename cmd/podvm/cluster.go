@@ -31,6 +31,9 @@ come from 'make conformance' (or ci/install-tools.sh kubernetes etcd).`,
 	}
 	f := cmd.PersistentFlags()
 	f.StringVar(&opts.Dir, "dir", opts.Dir, "state directory of the cluster")
+	f.StringVar(&opts.NodeName, "node-name", opts.NodeName, "node name (added to /etc/hosts)")
+	f.StringVar(&opts.Bridge, "bridge", opts.Bridge, "bridge of the pod network (a second cluster needs its own)")
+	f.StringVar(&opts.CgroupRoot, "cgroup-root", opts.CgroupRoot, "kubelet cgroupRoot (a second cluster needs its own, e.g. /podvm-2)")
 	f.StringVar(&opts.KubeBinDir, "kube-bin-dir", opts.KubeBinDir, "directory with kube-apiserver, kubelet, kubectl, ...")
 	f.StringVar(&opts.Etcd, "etcd", opts.Etcd, "etcd binary")
 	f.StringVar(&opts.ContainerdDir, "containerd-dir", opts.ContainerdDir, "directory with containerd and containerd-shim-runc-v2")

@@ -60,27 +60,43 @@ func install(prefix, imageDir string, out io.Writer) error {
 			return fmt.Errorf("install guest image file %s: %w (run `podvm image build --out %s` first)", name, err, imageDir)
 		}
 	}
-	cfgPath := filepath.Join(shareDir, "config.toml")
+	// One configuration per runtime handler: podvm (qemu, KVM or TCG) and
+	// podvm-clh (cloud-hypervisor, hardware KVM only).
 	cfgText := strings.ReplaceAll(string(config.DefaultTOML()), `"/opt/podvm/share/podvm/`, `"`+shareDir+`/`)
-	if _, err := config.Parse([]byte(cfgText), cfgPath); err != nil {
-		return fmt.Errorf("generated configuration is invalid: %w", err)
+	clhText := strings.Replace(cfgText, "\ndriver = \"qemu\"\n", "\ndriver = \"cloud-hypervisor\"\n", 1)
+	cfgPath := filepath.Join(shareDir, "config.toml")
+	clhPath := filepath.Join(shareDir, "config-clh.toml")
+	for path, text := range map[string]string{cfgPath: cfgText, clhPath: clhText} {
+		if _, err := config.Parse([]byte(text), path); err != nil {
+			return fmt.Errorf("generated configuration is invalid: %w", err)
+		}
+		if err := writeAtomic(path, []byte(text), 0o644); err != nil {
+			return err
+		}
 	}
-	if err := writeAtomic(cfgPath, []byte(cfgText), 0o644); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, `podvm installed under %s
+	shim := filepath.Join(binDir, "containerd-shim-podvm-v2")
+	fmt.Fprintf(out, `podvm installed under %[1]s
 
-Add the podvm runtime handler to containerd's configuration (containerd 2.x,
+Add the podvm runtime handlers to containerd's configuration (containerd 2.x,
 config version 3 or 4), then restart containerd:
 
+  # QEMU: hardware KVM when usable, else TCG software emulation.
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm]
     runtime_type = "io.containerd.podvm.v2"
-    runtime_path = "%s"
+    runtime_path = "%[2]s"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm.options]
-      ConfigPath = "%s"
+      ConfigPath = "%[3]s"
 
-With ctr: ctr run --runtime %s --runtime-config-path %s IMAGE ID CMD...
-`, prefix, filepath.Join(binDir, "containerd-shim-podvm-v2"), cfgPath, filepath.Join(binDir, "containerd-shim-podvm-v2"), cfgPath)
+  # Cloud Hypervisor (needs hardware KVM and cloud-hypervisor on PATH;
+  # 'podvm check --config %[4]s' tells whether this host can run it).
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm-clh]
+    runtime_type = "io.containerd.podvm.v2"
+    runtime_path = "%[2]s"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm-clh.options]
+      ConfigPath = "%[4]s"
+
+With ctr: ctr run --runtime %[2]s --runtime-config-path %[3]s IMAGE ID CMD...
+`, prefix, shim, cfgPath, clhPath)
 	return nil
 }
 

@@ -47,6 +47,16 @@ type Hypervisor struct {
 	AgentTransport   string   `toml:"agent_transport"`
 	Debug            bool     `toml:"debug"`
 	QEMU             QEMU     `toml:"qemu"`
+	// CloudHypervisor holds the cloud-hypervisor driver's own settings.
+	CloudHypervisor CloudHypervisor `toml:"cloud_hypervisor"`
+}
+
+// CloudHypervisor holds the cloud-hypervisor driver's own settings.
+type CloudHypervisor struct {
+	Path             string `toml:"path"`               // "" looks cloud-hypervisor up on PATH
+	VirtiofsdPath    string `toml:"virtiofsd_path"`     // "" tries the usual locations
+	MaxVCPUs         uint32 `toml:"max_vcpus"`          // 0: no CPU hot-plug
+	MemoryHotplugMiB uint32 `toml:"memory_hotplug_mib"` // 0: no memory hot-plug
 }
 
 // QEMU holds the qemu driver's own settings.
@@ -169,7 +179,20 @@ func (c *Config) Validate() error {
 		}
 		errs = append(errs, fmt.Errorf("hypervisor.%s = %q: must be one of %s", key, v, strings.Join(allowed, ", ")))
 	}
-	oneOf("driver", h.Driver, "qemu")
+	oneOf("driver", h.Driver, "qemu", "cloud-hypervisor")
+	if h.Driver == "cloud-hypervisor" {
+		// Cloud Hypervisor has no software emulation, no 9p and no
+		// virtio-serial agent channel: say so here, not at the first pod.
+		if h.Accelerator == "tcg" {
+			errs = append(errs, errors.New(`hypervisor.accelerator = "tcg": cloud-hypervisor needs hardware KVM (use driver "qemu" for TCG)`))
+		}
+		if h.SharedFS == "9p" {
+			errs = append(errs, errors.New(`hypervisor.shared_fs = "9p": cloud-hypervisor shares files only with virtiofs`))
+		}
+		if h.AgentTransport == "serial" {
+			errs = append(errs, errors.New(`hypervisor.agent_transport = "serial": cloud-hypervisor reaches the agent over (hybrid) vsock only`))
+		}
+	}
 	oneOf("accelerator", h.Accelerator, "auto", "kvm", "tcg")
 	oneOf("shared_fs", h.SharedFS, "virtiofs", "9p")
 	oneOf("agent_transport", h.AgentTransport, "auto", "vsock", "serial")

@@ -50,6 +50,16 @@ func TestParse(t *testing.T) {
 			wantErr: []string{`accelerator = "fast"`, "auto, kvm, tcg"}},
 		{name: "bad duration", input: "[runtime]\nagent_timeout = \"soon\"\n",
 			wantErr: []string{"not a duration"}},
+		{name: "cloud-hypervisor driver with its settings", input: "[hypervisor]\ndriver = \"cloud-hypervisor\"\n[hypervisor.cloud_hypervisor]\npath = \"/usr/local/bin/cloud-hypervisor\"\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Hypervisor.Driver != "cloud-hypervisor" || c.Hypervisor.CloudHypervisor.Path != "/usr/local/bin/cloud-hypervisor" {
+					t.Errorf("got %+v", c.Hypervisor)
+				}
+			}},
+		{name: "cloud-hypervisor refuses tcg, 9p and serial", input: "[hypervisor]\ndriver = \"cloud-hypervisor\"\naccelerator = \"tcg\"\nshared_fs = \"9p\"\nagent_transport = \"serial\"\n",
+			wantErr: []string{"needs hardware KVM", "only with virtiofs", "(hybrid) vsock only"}},
+		{name: "unknown driver", input: "[hypervisor]\ndriver = \"firecracker\"\n",
+			wantErr: []string{`hypervisor.driver = "firecracker"`, "qemu, cloud-hypervisor"}},
 		{name: "too little memory", input: "[hypervisor]\ndefault_memory_mib = 8\n",
 			wantErr: []string{"default_memory_mib = 8"}},
 	}

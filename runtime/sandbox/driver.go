@@ -5,6 +5,7 @@ import (
 
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/hypervisor/cloudhypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/qemu"
 )
 
@@ -19,7 +20,16 @@ func NewDriver(cfg *config.Config) (hypervisor.Driver, error) {
 			TBSizeMiB:     h.QEMU.TCGTBSizeMiB,
 			Accelerator:   h.Accelerator,
 		}), nil
+	case cloudhypervisor.Name:
+		c := h.CloudHypervisor
+		return cloudhypervisor.New(cloudhypervisor.Options{
+			Path:             c.Path,
+			VirtiofsdPath:    c.VirtiofsdPath,
+			MaxVCPUs:         c.MaxVCPUs,
+			MemoryHotplugMiB: c.MemoryHotplugMiB,
+			Accelerator:      h.Accelerator,
+		}), nil
 	default:
-		return nil, fmt.Errorf("hypervisor.driver = %q: unknown driver (known: qemu)", h.Driver)
+		return nil, fmt.Errorf("hypervisor.driver = %q: unknown driver (known: qemu, %s)", h.Driver, cloudhypervisor.Name)
 	}
 }

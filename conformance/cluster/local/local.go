@@ -96,6 +96,7 @@ func DefaultOptions() Options {
 		PodvmPrefix:    "/opt/podvm",
 		Podvm:          self,
 		Busybox:        "/bin/busybox",
+		Testbin:        filepath.Join(filepath.Dir(self), "podvm-testbin"),
 		Agnhost:        filepath.Join(tool("agnhost", KubernetesVersion), "agnhost"),
 		APIServerPort:  6443,
 		EtcdPort:       2379,
@@ -159,7 +160,7 @@ func (p *Provider) preflight() error {
 		{o.shim(), "podvm install --prefix " + o.PodvmPrefix + " (make install-dev for _output)"},
 		{o.podvmConfig(), "podvm install --prefix " + o.PodvmPrefix},
 		{o.Busybox, "apt-get install busybox-static"},
-		{o.Testbin, "make conformance builds it (go build ./runtime/integration/testregistry/testbin)"},
+		{o.Testbin, "make spec-binary builds it (CGO_ENABLED=0 go build -o _output/bin/podvm-testbin ./runtime/integration/testregistry/testbin)"},
 		{o.Podvm, "make build"},
 	}
 	var missing []string
