@@ -17,7 +17,7 @@ LDFLAGS := -X github.com/podvm/podvm/version.Version=$(VERSION) -X github.com/po
 GO_TEST_FLAGS ?= -count=1
 export PATH := $(PODVM_CACHE)/tools/containerd-v2.4.2/bin:$(PODVM_CACHE)/tools/runc-v1.5.2/bin:$(PODVM_CACHE)/tools/cri-tools-v1.37.0/bin:$(PATH)
 
-.PHONY: all build deps image install-dev test unit-test integration-test critest lint generate spec-binary conformance bench clean help
+.PHONY: all build deps image install-dev test unit-test integration-test critest lint generate spec-binary conformance bench fuzz soak clean help
 
 all: build
 
@@ -71,6 +71,24 @@ test: deps lint install-dev
 critest: deps install-dev
 	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_CRITEST=1 go test $(GO_TEST_FLAGS) -timeout 2h -v -run TestCritestIntegration ./runtime/integration/ 2>&1 | tee $(OUT)/critest.log | grep -E '^\s*(---|ok|FAIL|PASS)|critest_.*_test.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 
+# Fuzz targets: their seed corpora run in make test; this runs each for
+# FUZZTIME on demand.
+FUZZ_TARGETS := ./runtime/guestspec:FuzzRewrite ./runtime/config:FuzzParse ./runtime/config:FuzzWithAnnotations \
+	./runtime/sandbox:FuzzSizeFor ./runtime/agentclient:FuzzGuestReplies ./agent/server:FuzzAgentRequests ./agent/server:FuzzAgentFrames
+FUZZTIME ?= 2m
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do echo "== $${t#*:} ($${t%%:*}), $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; done
+
+# A longer soak than the 60 s one in make test: create/exec/delete cycles
+# with SOAK_PODS pods at once, then the leak check.
+SOAK_DURATION ?= 20m
+SOAK_PODS ?= 3
+soak: install-dev
+	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_SOAK_DURATION=$(SOAK_DURATION) PODVM_SOAK_PODS=$(SOAK_PODS) \
+		go test -count=1 -timeout 0 -v -run '^TestSoakIntegration$$' ./runtime/integration/ 2>&1 | tee $(OUT)/soak.log \
+		| grep -E '^(=== RUN|--- |PASS|FAIL|ok)|soak_integration_test.go'; exit $${PIPESTATUS[0]}
+
 generate:
 	@bash ci/install-packages.sh
 	GOBIN=$(PODVM_CACHE)/tools/protoc-plugins/bin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -90,7 +108,7 @@ CONFORMANCE_FLAGS ?=
 conformance: deps install-dev spec-binary
 	@bash ci/install-tools.sh kubernetes agnhost etcd
 	@$(BIN)/podvm install --prefix $(OUT)/cluster-podvm --image-dir $(OUT)/share/podvm >/dev/null
-	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_CRITEST=1 $(BIN)/podvm conformance run \
+	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_CRITEST=1 $(BIN)/podvm conformance \
 		--podvm-prefix $(OUT)/cluster-podvm --testbin $(BIN)/podvm-testbin --out $(OUT)/conformance \
 		--critest-command "go test -count=1 -timeout 2h -run TestCritestIntegration ./runtime/integration/" \
 		$(CONFORMANCE_FLAGS)

@@ -3,8 +3,9 @@
 # $PODVM_CACHE/tools/<name>-<version>/bin. A tool whose cache directory holds a
 # complete build is not rebuilt. Prints the bin directories to put on PATH.
 #
-# Usage: ci/install-tools.sh [containerd|runc|cri-tools|kubernetes|agnhost|etcd]...
-# (default: containerd runc cri-tools; the others are for make conformance)
+# Usage: ci/install-tools.sh [containerd|runc|cri-tools|kubernetes|agnhost|etcd|gvisor]...
+# (default: containerd runc cri-tools; kubernetes, agnhost and etcd are for
+# make conformance, gvisor for make bench)
 source "$(dirname "$0")/lib.sh"
 
 CONTAINERD_VERSION=v2.4.2
@@ -12,6 +13,9 @@ RUNC_VERSION=v1.5.2
 CRI_TOOLS_VERSION=v1.37.0
 KUBERNETES_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
+# gVisor tags no Go module version: a pseudo-version of gvisor.dev/gvisor that
+# builds with the go command (bench/hostenv looks for the same one).
+GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
 
 tools_dir="$PODVM_CACHE/tools"
 
@@ -148,6 +152,21 @@ install_etcd() {
 	rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
 
+# gVisor's runsc, for the benchmarks (make bench runs it beside runc and
+# podvm as the OCI runtime of containerd's runc shim). CGO_ENABLED=0: a cgo
+# runsc cannot start inside its own chroot, which has no dynamic loader.
+install_gvisor() {
+	local dir="$tools_dir/gvisor-$GVISOR_VERSION"
+	if cached gvisor "$GVISOR_VERSION" runsc; then
+		step "gVisor runsc $GVISOR_VERSION: cached"; return
+	fi
+	step "gVisor runsc $GVISOR_VERSION: building (about a minute cold on 2 cores)"
+	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/bin"
+	GOBIN="$dir.tmp/bin" CGO_ENABLED=0 run_logged "$PODVM_CACHE/logs/gvisor.log" \
+		go install "gvisor.dev/gvisor/runsc@$GVISOR_VERSION"
+	rm -rf "$dir"; mv "$dir.tmp" "$dir"
+}
+
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=(containerd runc cri-tools)
 for t in "${want[@]}"; do
@@ -158,6 +177,7 @@ for t in "${want[@]}"; do
 	kubernetes) install_kubernetes ;;
 	agnhost) install_agnhost ;;
 	etcd) install_etcd ;;
-	*) die "unknown tool $t (known: containerd runc cri-tools kubernetes agnhost etcd)" ;;
+	gvisor) install_gvisor ;;
+	*) die "unknown tool $t (known: containerd runc cri-tools kubernetes agnhost etcd gvisor)" ;;
 	esac
 done

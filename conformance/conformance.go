@@ -171,7 +171,22 @@ func runE2E(ctx context.Context, o Options) report.Run {
 	err := runLogged(ctx, dir, run.Log, nil, o.E2EBinary, args...)
 	run.Duration = time.Since(start)
 	run.Cases, run.Err = readCases(junit, err, run.Log)
+	run.Cases = withoutUnselected(run.Cases)
 	return run
+}
+
+// withoutUnselected drops the specs Ginkgo did not select: its JUnit lists
+// every spec of the suite, the ones outside the focus as skipped with the
+// bare message "skipped". A spec that ran and skipped itself says why.
+func withoutUnselected(cases []report.Case) []report.Case {
+	var out []report.Case
+	for _, c := range cases {
+		if c.Outcome == report.Skipped && (c.Message == "" || c.Message == "skipped") {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // runCritest runs the critest command once; its exit status is the check

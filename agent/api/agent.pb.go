@@ -79,8 +79,12 @@ type GuestDetailsResponse struct {
 	Transport        string `protobuf:"bytes,6,opt,name=transport,proto3" json:"transport,omitempty"`
 	OnlineCpus       uint32 `protobuf:"varint,7,opt,name=online_cpus,json=onlineCpus,proto3" json:"online_cpus,omitempty"`
 	MemoryTotalBytes uint64 `protobuf:"varint,8,opt,name=memory_total_bytes,json=memoryTotalBytes,proto3" json:"memory_total_bytes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// CLOCK_BOOTTIME when this answer was made. With the host's clock at
+	// its arrival it places the guest's boot phases (kernel entry is 0) on
+	// the host's timeline, off by no more than the answer's transit time.
+	NowNs         int64 `protobuf:"varint,9,opt,name=now_ns,json=nowNs,proto3" json:"now_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GuestDetailsResponse) Reset() {
@@ -165,6 +169,13 @@ func (x *GuestDetailsResponse) GetOnlineCpus() uint32 {
 func (x *GuestDetailsResponse) GetMemoryTotalBytes() uint64 {
 	if x != nil {
 		return x.MemoryTotalBytes
+	}
+	return 0
+}
+
+func (x *GuestDetailsResponse) GetNowNs() int64 {
+	if x != nil {
+		return x.NowNs
 	}
 	return 0
 }
@@ -1850,7 +1861,7 @@ var File_agent_proto protoreflect.FileDescriptor
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\x0epodvm.agent.v1\"\x15\n" +
-	"\x13GuestDetailsRequest\"\xb8\x02\n" +
+	"\x13GuestDetailsRequest\"\xcf\x02\n" +
 	"\x14GuestDetailsResponse\x12%\n" +
 	"\x0ekernel_release\x18\x01 \x01(\tR\rkernelRelease\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12\x17\n" +
@@ -1860,7 +1871,8 @@ const file_agent_proto_rawDesc = "" +
 	"\ttransport\x18\x06 \x01(\tR\ttransport\x12\x1f\n" +
 	"\vonline_cpus\x18\a \x01(\rR\n" +
 	"onlineCpus\x12,\n" +
-	"\x12memory_total_bytes\x18\b \x01(\x04R\x10memoryTotalBytes\"Y\n" +
+	"\x12memory_total_bytes\x18\b \x01(\x04R\x10memoryTotalBytes\x12\x15\n" +
+	"\x06now_ns\x18\t \x01(\x03R\x05nowNs\"Y\n" +
 	"\x10SharedFilesystem\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x1f\n" +

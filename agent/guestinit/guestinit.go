@@ -11,6 +11,8 @@ package guestinit
 import (
 	"context"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/containerd/log"
 )
@@ -40,6 +42,7 @@ func Setup(ctx context.Context) {
 		{"enable cgroup controllers", func() error { return enableControllers(cgroupRoot) }},
 		{"bring up lo", func() error { return linkUp("lo") }},
 		{"set PATH", func() error { return os.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin") }},
+		{"ignore termination signals", ignoreTermination},
 	}
 	for _, s := range steps {
 		start := BootTime()
@@ -48,4 +51,23 @@ func Setup(ctx context.Context) {
 		}
 		log.G(ctx).Debugf("guest setup: %s took %.1fms", s.name, float64(BootTime()-start)/1e6)
 	}
+}
+
+// ignoreTermination makes the agent deaf to SIGTERM, SIGINT and SIGHUP, as
+// an init is: Go's default for them is to exit, and PID 1 exiting panics
+// the guest kernel, so a privileged container in the guest's pid namespace
+// sending one (kill -TERM 1) would take the whole pod VM down. They are
+// caught and dropped rather than ignored: an ignored disposition would be
+// inherited through exec by runc and every container process, which must
+// see SIGTERM as usual. SIGQUIT and SIGABRT still crash the agent with its
+// goroutines on the console: they are how one asks for that dump.
+func ignoreTermination() error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	go func() {
+		for sig := range sigs {
+			log.L.Warnf("PID 1 ignores %v", sig)
+		}
+	}()
+	return nil
 }

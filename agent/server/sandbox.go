@@ -54,12 +54,20 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 		}
 	}
 	if fs := req.SharedFs; fs != nil && s.sandbox.mountPoint == "" {
-		mp, err := mountShare(fs)
-		if err != nil {
+		if err := checkShare(fs); err != nil {
 			return nil, fmt.Errorf("create sandbox %s: %w", req.SandboxId, err)
 		}
-		s.sandbox.mountPoint = mp
-		log.G(ctx).Infof("mounted %s share %q on %s", fs.Type, fs.Tag, mp)
+		if s.cfg.Guest {
+			mp, err := mountShare(fs)
+			if err != nil {
+				return nil, fmt.Errorf("create sandbox %s: %w", req.SandboxId, err)
+			}
+			s.sandbox.mountPoint = mp
+			log.G(ctx).Infof("mounted %s share %q on %s", fs.Type, fs.Tag, mp)
+		} else {
+			// Off the guest the mount point would be a host directory.
+			log.G(ctx).Debugf("not PID 1: not mounting the %s share on %s", fs.Type, fs.MountPoint)
+		}
 	}
 	if req.PidsLimit != nil {
 		if err := s.limitPodPids(ctx, req.PodCgroup, *req.PidsLimit); err != nil {
@@ -87,6 +95,18 @@ func (s *Service) limitPodPids(ctx context.Context, podCgroup string, limit int6
 	}
 	log.G(ctx).Infof("pod cgroup %s: pids.max %d", podCgroup, limit)
 	return nil
+}
+
+// checkShare refuses a share request mountShare could not honour.
+func checkShare(fs *api.SharedFilesystem) error {
+	if fs.MountPoint != "" && !filepath.IsAbs(fs.MountPoint) {
+		return fmt.Errorf("shared filesystem mount point %q is not absolute: %w", fs.MountPoint, errdefs.ErrInvalidArgument)
+	}
+	switch fs.Type {
+	case "virtiofs", "", "9p":
+		return nil
+	}
+	return fmt.Errorf("shared filesystem type %q (want virtiofs or 9p): %w", fs.Type, errdefs.ErrInvalidArgument)
 }
 
 // mountShare mounts the virtio-fs or 9p share and returns where.

@@ -19,6 +19,11 @@ func TestService_GuestDetails(t *testing.T) {
 	if d.AgentVersion != Version || d.Transport != "unix" || d.AgentStartedNs != 1 || d.AgentReadyNs != 2 {
 		t.Errorf("version %q transport %q phases %d/%d", d.AgentVersion, d.Transport, d.AgentStartedNs, d.AgentReadyNs)
 	}
+	// NowNs is this machine's CLOCK_BOOTTIME here: after the phases the
+	// harness set (1 and 2 ns) and never 0.
+	if d.NowNs <= d.AgentReadyNs {
+		t.Errorf("now %d ns is not after ready %d ns", d.NowNs, d.AgentReadyNs)
+	}
 	if d.KernelRelease == "" || len(d.BootId) != 36 || d.OnlineCpus == 0 || d.MemoryTotalBytes == 0 {
 		t.Errorf("kernel %q boot id %q cpus %d memory %d", d.KernelRelease, d.BootId, d.OnlineCpus, d.MemoryTotalBytes)
 	}

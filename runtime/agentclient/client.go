@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -26,6 +29,36 @@ type Client struct {
 	Details *api.GuestDetailsResponse
 	// ReadyAt is when the first GuestDetails call succeeded (host clock).
 	ReadyAt time.Time
+
+	closing  atomic.Bool
+	lost     chan struct{}
+	lostOnce sync.Once
+}
+
+// CallTimeout bounds every call that answers at once in a healthy guest
+// (all but the ones that wait for a process, its output or an OOM kill),
+// unless the caller's context ends earlier: a hung or hostile guest must
+// not hang the shim, and with it containerd's calls. It is generous
+// because runc runs under TCG on a loaded host. (A variable for tests.)
+var CallTimeout = time.Minute
+
+// waitingMethods are the calls that legitimately block until something
+// happens in the guest; they end with their context or the connection.
+var waitingMethods = map[string]bool{
+	"WaitProcess": true, "ReadStdout": true, "ReadStderr": true, "GetOOMEvent": true,
+	// A full pipe blocks a write until the process reads: back-pressure.
+	"WriteStdin": true,
+}
+
+// boundCalls applies CallTimeout to every call but the waiting ones.
+func boundCalls(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, info *ttrpc.UnaryClientInfo, invoker ttrpc.Invoker) error {
+	method := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
+	if _, ok := ctx.Deadline(); !ok && !waitingMethods[method] {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, CallTimeout)
+		defer cancel()
+	}
+	return invoker(ctx, req, resp)
 }
 
 // retryInterval is short because the guest boots in about a second under TCG
@@ -70,15 +103,30 @@ func connectOnce(ctx context.Context, dial Dialer) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial agent: %w", err)
 	}
-	tc := ttrpc.NewClient(conn)
-	svc := api.NewAgentServiceClient(tc)
-	details, err := svc.GuestDetails(ctx, &api.GuestDetailsRequest{})
+	c := &Client{lost: make(chan struct{})}
+	// ttrpc calls this when the connection ends, whoever ended it.
+	onClose := func() {
+		if !c.closing.Load() {
+			c.lostOnce.Do(func() { close(c.lost) })
+		}
+	}
+	c.ttrpc = ttrpc.NewClient(conn, ttrpc.WithOnClose(onClose), ttrpc.WithUnaryClientInterceptor(boundCalls))
+	c.AgentServiceService = api.NewAgentServiceClient(c.ttrpc)
+	details, err := c.GuestDetails(ctx, &api.GuestDetailsRequest{})
 	if err != nil {
-		tc.Close()
+		c.Close()
 		return nil, fmt.Errorf("agent GuestDetails: %w", err)
 	}
-	return &Client{AgentServiceService: svc, ttrpc: tc, Details: details, ReadyAt: time.Now()}, nil
+	c.Details, c.ReadyAt = details, time.Now()
+	return c, nil
 }
 
-// Close drops the connection; calls in flight fail.
-func (c *Client) Close() error { return c.ttrpc.Close() }
+// Close drops the connection; calls in flight fail. Lost stays open.
+func (c *Client) Close() error {
+	c.closing.Store(true)
+	return c.ttrpc.Close()
+}
+
+// Lost is closed when the connection ended without Close: the guest end
+// went away, or sent what ttrpc cannot frame. Every call then fails.
+func (c *Client) Lost() <-chan struct{} { return c.lost }

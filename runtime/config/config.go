@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -70,6 +71,12 @@ type QEMU struct {
 type Runtime struct {
 	StateDir     string   `toml:"state_dir"`
 	AgentTimeout Duration `toml:"agent_timeout"`
+	// EnableAnnotations lists the keys (AnnotationKeys) a pod may
+	// override with an io.podvm.config.<key> annotation.
+	EnableAnnotations []string `toml:"enable_annotations"`
+	// ValidAnnotationPaths are the globs a path given by an annotation
+	// must match.
+	ValidAnnotationPaths []string `toml:"valid_annotation_paths"`
 }
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -136,6 +143,8 @@ func parse(data []byte, name string, base *Config) (*Config, error) {
 	if base != nil {
 		*c = *base
 		c.Hypervisor.KernelParams = append([]string(nil), base.Hypervisor.KernelParams...)
+		c.Runtime.EnableAnnotations = append([]string(nil), base.Runtime.EnableAnnotations...)
+		c.Runtime.ValidAnnotationPaths = append([]string(nil), base.Runtime.ValidAnnotationPaths...)
 	}
 	dec := toml.NewDecoder(strings.NewReader(string(data))).DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
@@ -210,6 +219,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Runtime.AgentTimeout <= 0 {
 		errs = append(errs, errors.New("runtime.agent_timeout must be positive"))
+	}
+	for _, k := range c.Runtime.EnableAnnotations {
+		if _, ok := annotationKeys[k]; !ok {
+			errs = append(errs, fmt.Errorf("runtime.enable_annotations: %q is not a key annotations can set (known: %s)", k, strings.Join(AnnotationKeys(), ", ")))
+		}
+	}
+	for _, g := range c.Runtime.ValidAnnotationPaths {
+		if _, err := filepath.Match(g, "/"); err != nil || !filepath.IsAbs(g) {
+			errs = append(errs, fmt.Errorf("runtime.valid_annotation_paths: %q is not an absolute path glob", g))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -86,7 +86,8 @@ type vmDeath struct {
 // checks what the kubelet relies on to restart the pod: the container is
 // reported exited with a non-zero code and a reason, the sandbox NOTREADY,
 // stopp and rmp return promptly, nothing is left on the host (processes,
-// mounts, sockets, taps, network namespace, the pod's host cgroup), and
+// mounts, sockets, state directory, taps, network namespace, the pod's
+// host cgroup, the shim's socket), and
 // the same pod config runs again. While the shim lives, its log must give
 // the cause and containerd must handle the sandbox's exit at the first
 // attempt.
@@ -124,10 +125,7 @@ func checkVMDeath(t *testing.T, d vmDeath) {
 	if stopp > 10*time.Second || rmp > 10*time.Second {
 		t.Errorf("stopp took %s, rmp %s: want each within 10s", stopp, rmp)
 	}
-	assertNoLeaks(t, pod)
-	if leaks := append(testenv.CgroupLeaks(parent+"/"+pod), h.c.CRILeaks(h.network)...); len(leaks) > 0 {
-		t.Errorf("left behind after the VM died and the pod was removed:\n  %s", strings.Join(leaks, "\n  "))
-	}
+	h.checkNothingLeft(pod, parent)
 	if !d.shimDies {
 		checkDeathLogged(t, h, pod, d.causes)
 	}
@@ -159,7 +157,9 @@ func checkDeathLogged(t *testing.T, h *criHarness, pod string, causes []string) 
 			}
 		}
 		for _, bad := range []string{"failed to handle sandbox exit", "failed to handle container TaskExit", "failed to delete task"} {
-			if strings.Contains(l, bad) {
+			// This pod's: another pod of the same containerd may have
+			// been hit on purpose while it was being created.
+			if strings.Contains(l, bad) && strings.Contains(l, pod) {
 				t.Errorf("containerd: %s", l)
 			}
 		}

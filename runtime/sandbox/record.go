@@ -10,10 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/podvm/podvm/runtime/guestspec"
-	"github.com/podvm/podvm/runtime/hostcgroup"
-	"github.com/podvm/podvm/runtime/network"
 )
 
 // recordFile ties a container's bundle to its sandbox, so that cleanup after
@@ -57,56 +53,61 @@ func ReadRecord(bundle string) (r Record, ok bool, err error) {
 func RemoveRecord(bundle string) { os.Remove(filepath.Join(bundle, recordFile)) }
 
 // CleanupAfterCrash undoes what a shim that died left of the container r
-// names: its rootfs mount in the share and, for the owner, the VM
-// processes, the host cgroup they ran in and the whole state directory. It
-// never signals a process that is not this sandbox's (the pid must still
-// name the state directory in its command line, so a recycled pid is left
-// alone).
+// names: its rootfs and volume mounts in the share and, for the owner, the
+// whole sandbox (see cleanupStateDir). A sandbox whose lock a live shim
+// still holds is left to that shim.
 func CleanupAfterCrash(r Record) error {
 	if r.StateDir == "" || r.ContainerID == "" {
 		return errors.New("incomplete sandbox record")
 	}
+	if strings.Contains(r.ContainerID, "/") || r.ContainerID == ".." || r.ContainerID == "." {
+		return fmt.Errorf("sandbox record names container %q, which cannot name a directory", r.ContainerID)
+	}
 	var errs []error
-	if err := unmountAndRemove(filepath.Join(r.StateDir, "shared", filepath.Dir(guestspec.RootfsDir(r.ContainerID)))); err != nil {
+	if err := unmountContainer(r.StateDir, r.ContainerID); err != nil {
 		errs = append(errs, err)
 	}
 	if r.Owner {
-		if err := killRecordedPids(r.StateDir); err != nil {
-			errs = append(errs, err)
-		}
-		if ns, err := os.ReadFile(filepath.Join(r.StateDir, netnsFile)); err == nil && len(ns) > 0 {
-			if err := network.Cleanup(string(ns)); err != nil {
+		f, err := tryLock(r.StateDir, false)
+		switch {
+		case errors.Is(err, errLocked):
+			errs = append(errs, fmt.Errorf("sandbox state directory %s: %w; left to that shim", r.StateDir, err))
+		case err == nil || errors.Is(err, os.ErrNotExist):
+			if err := cleanupStateDir(r.StateDir); err != nil {
 				errs = append(errs, err)
 			}
-		}
-		// After the processes: the kernel keeps a cgroup that holds one.
-		if cg, err := os.ReadFile(filepath.Join(r.StateDir, cgroupFile)); err == nil && len(cg) > 0 {
-			if err := hostcgroup.Remove(string(cg)); err != nil {
-				errs = append(errs, err)
+			if f != nil {
+				f.Close()
 			}
-		}
-		if err := unmountAndRemove(r.StateDir); err != nil {
+		default:
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// killRecordedPids kills the VM processes of a dead shim's sandbox: those
+// recorded in pids.json and any other that names the state directory on
+// its command line (a VMM started after the last record). A recorded pid
+// is killed only if it still names the directory, so a recycled pid is
+// left alone.
 func killRecordedPids(stateDir string) error {
+	var pids []int
 	b, err := os.ReadFile(filepath.Join(stateDir, pidsFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
 		return err
+	default:
+		var rec recordedPids
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return fmt.Errorf("parse %s: %w", pidsFile, err)
+		}
+		pids = rec.Pids
 	}
-	var rec recordedPids
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return fmt.Errorf("parse %s: %w", pidsFile, err)
-	}
-	for _, pid := range rec.Pids {
-		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if err != nil || !strings.Contains(string(cmdline), stateDir) {
+	pids = append(pids, processesNaming(stateDir)...)
+	for _, pid := range pids {
+		if !namesDir(pid, stateDir) {
 			continue
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
@@ -118,4 +119,36 @@ func killRecordedPids(stateDir string) error {
 		}
 	}
 	return nil
+}
+
+// namesDir reports whether process pid has dir, or a path below it, on its
+// command line.
+func namesDir(pid int, dir string) bool {
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	for _, arg := range strings.Split(string(cmdline), "\x00") {
+		if strings.Contains(arg, dir+"/") || strings.HasSuffix(arg, dir) {
+			return true
+		}
+	}
+	return false
+}
+
+// processesNaming lists the processes (other than this one) whose command
+// line names dir or a path below it.
+func processesNaming(dir string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if namesDir(pid, dir) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

@@ -17,7 +17,6 @@ import (
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/log"
-	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/agent/api"
 	"github.com/podvm/podvm/runtime/agentclient"
@@ -59,19 +58,35 @@ type Timings struct {
 
 // Sandbox is a running pod VM.
 type Sandbox struct {
-	ID        string
-	StateDir  string
+	ID       string
+	StateDir string
+	// SharedDir is exported to the guest: a read-only view of HostDir
+	// (see layout.go).
 	SharedDir string
-	Agent     *agentclient.Client
-	Timings   Timings
+	// HostDir is where the shim mounts containers' root filesystems and
+	// volumes; each mount appears in SharedDir.
+	HostDir string
+	Agent   *agentclient.Client
+	Timings Timings
 
 	vm      hypervisor.VM
 	net     *network.Network
 	cgroup  *hostcgroup.Cgroup
+	lock    *os.File // flock held while the sandbox exists (stale.go)
 	destroy sync.Once
 	mu      sync.Mutex
-	rootfs  map[string]string // container id -> host mount point
+	rootfs  map[string]bool // containers with mounts in the share
+
+	// done closes when the VM is gone: it died, the agent's channel was
+	// lost (then the VM is stopped), or Destroy stopped it. exitErr says
+	// why, nil after Destroy.
+	done       chan struct{}
+	doneClose  sync.Once
+	exitErr    error
+	destroying bool
 }
+
+func (s *Sandbox) doneOnce() { s.doneClose.Do(func() { close(s.done) }) }
 
 // StateDir is where sandbox id keeps its files under the configured root.
 func StateDir(cfg *config.Config, id string) string {
@@ -124,18 +139,41 @@ func (s *Sandbox) setUpCgroup(ctx context.Context, path string) (pidsLimit int64
 const pidsFile = "pids.json"
 
 // Create boots the VM and waits for its agent. On error nothing is left.
+// First it sweeps away the state directories that crashed shims left on
+// this host (SweepStale).
 func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
-	s := &Sandbox{ID: o.ID, StateDir: StateDir(o.Config, o.ID), rootfs: map[string]string{}}
+	if strings.Contains(o.ID, "/") || o.ID == "" || o.ID == "." || o.ID == ".." {
+		return nil, fmt.Errorf("sandbox id %q cannot name a directory", o.ID)
+	}
+	s := &Sandbox{ID: o.ID, StateDir: StateDir(o.Config, o.ID), rootfs: map[string]bool{}, done: make(chan struct{})}
 	s.Timings.Begin = time.Now()
-	s.SharedDir = filepath.Join(s.StateDir, "shared")
-	if err := os.MkdirAll(s.SharedDir, 0o700); err != nil {
+	s.HostDir = filepath.Join(s.StateDir, mountsDirName)
+	s.SharedDir = filepath.Join(s.StateDir, sharedDirName)
+	root := filepath.Dir(s.StateDir)
+	SweepStale(ctx, root)
+	if err := claimStateDir(ctx, s.StateDir); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", o.ID, err)
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("create sandbox state dir: %w", err)
 	}
+	if err := os.Mkdir(s.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create sandbox state dir: %w", err)
+	}
+	lock, err := lockNew(s.StateDir)
+	if err != nil {
+		os.RemoveAll(s.StateDir)
+		return nil, fmt.Errorf("sandbox %s: %w", o.ID, err)
+	}
+	s.lock = lock
 	defer func() {
 		if retErr != nil {
 			s.Destroy(context.WithoutCancel(ctx))
 		}
 	}()
+	if err := setUpShare(s.HostDir, s.SharedDir); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", o.ID, err)
+	}
 
 	if o.NetNS != "" {
 		nw, err := network.Setup(o.NetNS)
@@ -204,6 +242,7 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		return nil, fmt.Errorf("sandbox %s: %w%s", o.ID, err, s.vmFailureDetail())
 	}
 	s.Agent = agent
+	go s.watch(log.G(ctx))
 	s.Timings.AgentReady = agent.ReadyAt
 
 	fsType := h.SharedFS
@@ -255,11 +294,58 @@ func (s *Sandbox) vmFailureDetail() string {
 // Info describes the VM.
 func (s *Sandbox) Info() hypervisor.Info { return s.vm.Info() }
 
-// Done is closed when the VM stops for any reason.
-func (s *Sandbox) Done() <-chan struct{} { return s.vm.Done() }
+// Done is closed when the VM stops for any reason: it died, the agent's
+// channel was lost, or Destroy stopped it.
+func (s *Sandbox) Done() <-chan struct{} { return s.done }
 
 // ExitError says why the VM stopped (nil after Destroy).
-func (s *Sandbox) ExitError() error { return s.vm.ExitError() }
+func (s *Sandbox) ExitError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exitErr
+}
+
+// agentLostGrace is how long a lost agent channel waits for the VMM's own
+// death to be seen: when QEMU dies its end of the channel closes first,
+// and its exit status says more than the lost channel.
+const agentLostGrace = 500 * time.Millisecond
+
+// watch closes Done when the VM dies, or stops the VM when the agent's
+// channel is lost while the VM runs: a VM whose agent cannot be reached
+// can run nothing more, and its containers must be reported exited rather
+// than wait for an answer that will never come.
+func (s *Sandbox) watch(logger *log.Entry) {
+	var why error
+	select {
+	case <-s.vm.Done():
+		why = s.vm.ExitError()
+	case <-s.Agent.Lost():
+		select {
+		case <-s.vm.Done():
+			why = s.vm.ExitError()
+		case <-time.After(agentLostGrace):
+			s.mu.Lock()
+			requested := s.destroying
+			s.mu.Unlock()
+			if !requested {
+				why = fmt.Errorf("the agent's channel to sandbox %s closed while its VM ran (the guest agent crashed, hung up or sent garbage); the VM is stopped", s.ID)
+				logger.WithError(why).Error("lost the pod VM's agent")
+				if err := s.vm.Stop(context.Background()); err != nil {
+					logger.WithError(err).Warn("stop the VM of a lost agent")
+				}
+			} else {
+				<-s.vm.Done()
+				why = s.vm.ExitError()
+			}
+		}
+	}
+	s.mu.Lock()
+	if why != nil && !s.destroying {
+		s.exitErr = why
+	}
+	s.mu.Unlock()
+	s.doneOnce()
+}
 
 // Pids lists the host processes of the VM.
 func (s *Sandbox) Pids() []int { return s.vm.Pids() }
@@ -280,88 +366,40 @@ func (s *Sandbox) writePids() error {
 // MountRootfs mounts a container's root filesystem (as containerd's
 // snapshotter prepared it) into the shared directory, where the guest sees it.
 func (s *Sandbox) MountRootfs(ctx context.Context, containerID string, mounts []mount.Mount) error {
-	target := filepath.Join(s.SharedDir, guestspec.RootfsDir(containerID))
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return fmt.Errorf("create rootfs dir for %s: %w", containerID, err)
+	if strings.Contains(containerID, "/") || containerID == "" || containerID == "." || containerID == ".." {
+		return fmt.Errorf("container id %q cannot name a directory", containerID)
 	}
+	target := filepath.Join(s.HostDir, guestspec.RootfsDir(containerID))
 	// Recorded first, so UnmountRootfs also cleans up a partial mount.
 	s.mu.Lock()
-	s.rootfs[containerID] = target
+	s.rootfs[containerID] = true
 	s.mu.Unlock()
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		s.UnmountRootfs(containerID)
+		return fmt.Errorf("create rootfs dir for %s: %w", containerID, err)
+	}
 	if err := mount.All(mounts, target); err != nil {
 		s.UnmountRootfs(containerID)
 		return fmt.Errorf("mount rootfs of %s into the sandbox share: %w", containerID, err)
 	}
+	if err := mirrorReadOnly(s.HostDir, s.SharedDir, containerID); err != nil {
+		s.UnmountRootfs(containerID)
+		return err
+	}
 	return nil
 }
 
-// UnmountRootfs undoes MountRootfs; unknown ids are ignored.
+// UnmountRootfs undoes MountRootfs and ShareMounts; unknown ids are
+// ignored.
 func (s *Sandbox) UnmountRootfs(containerID string) error {
 	s.mu.Lock()
-	target, ok := s.rootfs[containerID]
+	ok := s.rootfs[containerID]
 	delete(s.rootfs, containerID)
 	s.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	return unmountAndRemove(filepath.Dir(target))
-}
-
-// unmountAndRemove detaches every mount at or below dir, then removes dir.
-func unmountAndRemove(dir string) error {
-	var errs []error
-	for _, mp := range mountsUnder(dir) {
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
-		}
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMountPath(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
-	return out
-}
-
-// unescapeMountPath decodes mountinfo's octal escapes (\040 for space).
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return unmountContainer(s.StateDir, containerID)
 }
 
 // Destroy tells the agent to stop everything, stops the VM, unmounts every
@@ -369,6 +407,9 @@ func unescapeMountPath(s string) string {
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	var errs []error
 	s.destroy.Do(func() {
+		s.mu.Lock()
+		s.destroying = true
+		s.mu.Unlock()
 		if s.Agent != nil {
 			select {
 			case <-s.vm.Done():
@@ -401,6 +442,13 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		}
 		if err := unmountAndRemove(s.StateDir); err != nil {
 			errs = append(errs, fmt.Errorf("clean up sandbox %s: %w", s.ID, err))
+		}
+		if s.lock != nil {
+			s.lock.Close() // after the directory is gone: a sweep finds nothing
+		}
+		if s.Agent == nil {
+			// watch never ran: the VM did not get as far as its agent.
+			s.doneOnce()
 		}
 	})
 	return errors.Join(errs...)

@@ -18,12 +18,12 @@ import (
 // Undone with the container's rootfs by UnmountRootfs.
 func (s *Sandbox) ShareMounts(ctx context.Context, containerID string, shares []guestspec.SharedMount) error {
 	for _, sh := range shares {
-		target := filepath.Join(s.SharedDir, sh.ShareRel)
+		target := filepath.Join(s.HostDir, sh.ShareRel)
 		if err := shareOne(sh.HostSource, target, sh.ReadOnly, sh.ReceiveHostMounts); err != nil {
 			return fmt.Errorf("share %s into the pod VM (for %s of container %s): %w", sh.HostSource, sh.Destination, containerID, err)
 		}
 	}
-	return nil
+	return mirrorReadOnly(s.HostDir, s.SharedDir, containerID)
 }
 
 func shareOne(source, target string, readOnly, receiveHostMounts bool) error {

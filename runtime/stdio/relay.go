@@ -125,8 +125,21 @@ func (r *Relay) copyOut(w io.WriteCloser, read func(context.Context, *api.ReadSt
 		if resp.Eof {
 			return
 		}
+		if len(resp.Data) == 0 {
+			// The agent answers a read only when there is data or EOF; an
+			// empty answer is a guest misbehaving, and must not make the
+			// shim spin on it.
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(emptyReadBackoff):
+			}
+		}
 	}
 }
+
+// emptyReadBackoff paces reads after an empty, not-EOF answer.
+const emptyReadBackoff = 50 * time.Millisecond
 
 func (r *Relay) copyIn(in io.Reader) {
 	defer r.finishStdin()

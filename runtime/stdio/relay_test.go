@@ -134,3 +134,42 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// emptyGuest answers every read at once with nothing and no EOF: a guest
+// that misbehaves (the agent blocks until it has data or EOF).
+type emptyGuest struct {
+	fakeAgent
+	mu sync.Mutex
+	n  int
+}
+
+func (g *emptyGuest) ReadStdout(context.Context, *api.ReadStreamRequest) (*api.ReadStreamResponse, error) {
+	g.mu.Lock()
+	g.n++
+	g.mu.Unlock()
+	return &api.ReadStreamResponse{}, nil
+}
+
+// TestRelayPacesEmptyReads: the relay does not spin on a guest that
+// answers reads with nothing.
+func TestRelayPacesEmptyReads(t *testing.T) {
+	dir := t.TempDir()
+	out := mkfifo(t, dir, "out")
+	outR, err := fifo.OpenFifo(context.Background(), out, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	g := &emptyGuest{}
+	r, err := Start(context.Background(), g, "c1", "", Streams{Stdout: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	r.Close()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n > 20 {
+		t.Errorf("%d reads in 0.5s of a guest that answers with nothing; want them paced", g.n)
+	}
+}

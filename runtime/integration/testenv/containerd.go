@@ -25,6 +25,7 @@ type Containerd struct {
 	cmd       *exec.Cmd
 	exited    chan struct{}
 	crictl    string // set for a CRI containerd
+	cfgPath   string
 }
 
 // noCRIPlugins are disabled in a containerd without CRI: the ctr tests
@@ -65,23 +66,33 @@ disabled_plugins = [%[8]s]
 %[7]s
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc",
 		filepath.Join(dir, "debug.sock"), filepath.Join(dir, "opt"), extra, disabled)
-	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	c.cfgPath = filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(c.LogPath)
+	t.Cleanup(func() { c.stop(t) })
+	c.start(t)
+	return c
+}
+
+// start runs containerd (its log appended to) and waits until it serves.
+func (c *Containerd) start(t testing.TB) {
+	t.Helper()
+	logf, err := os.OpenFile(c.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.cmd = exec.Command(e.Containerd, "--config", cfgPath, "--log-level", "debug")
+	c.exited = make(chan struct{})
+	c.cmd = exec.Command(c.env.Containerd, "--config", c.cfgPath, "--log-level", "debug")
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(e.Containerd)+":"+filepath.Join(e.Prefix, "bin")+":"+os.Getenv("PATH"))
+	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(c.env.Containerd)+":"+filepath.Join(c.env.Prefix, "bin")+":"+os.Getenv("PATH"))
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
+		logf.Close()
 		t.Fatalf("start containerd: %v", err)
 	}
-	go func() { c.cmd.Wait(); logf.Close(); close(c.exited) }()
-	t.Cleanup(func() { c.stop(t) })
+	cmd, exited := c.cmd, c.exited
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -90,7 +101,7 @@ disabled_plugins = [%[8]s]
 			break
 		}
 		select {
-		case <-c.exited:
+		case <-exited:
 			t.Fatalf("containerd exited at start; log %s:\n%s", c.LogPath, TailLines(c.LogPath, 30))
 		default:
 		}
@@ -99,10 +110,27 @@ disabled_plugins = [%[8]s]
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return c
 }
 
+// Kill ends containerd with SIGKILL, as a crash or an OOM kill would;
+// shims and their VMs keep running.
+func (c *Containerd) Kill() {
+	c.cmd.Process.Kill()
+	<-c.exited
+}
+
+// Start runs containerd again after Kill, on the same configuration,
+// root and state: it reconnects to the shims still running and cleans up
+// after those that are gone.
+func (c *Containerd) Start(t testing.TB) { c.start(t) }
+
+// Pid is containerd's process id.
+func (c *Containerd) Pid() int { return c.cmd.Process.Pid }
+
 func (c *Containerd) stop(t testing.TB) {
+	if c.cmd == nil {
+		return
+	}
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:

@@ -12,6 +12,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
+// ProbeImage is busybox with testbin as /usr/local/bin/probe (see
+// testbin's probe), for podvm's boundary tests.
+const ProbeImage = "registry.k8s.io/e2e-test-images/podvm-probe:1"
+
 // SandboxImage is the pause image the CRI containerd runs pod sandboxes
 // from: containerd 2.4's default, so a config without pinned_images works
 // too.
@@ -91,6 +95,10 @@ func CritestImages(busybox, testbin string) ([]Image, error) {
 	// Setuid root: prints "Effective uid: 0" unless no_new_privs is set.
 	add("nonewprivs:1.3", []string{e2eImages + "nonewprivs:1.3"},
 		v1.Config{Entrypoint: []string{"/usr/local/bin/nnp"}}, progAt("usr/local/bin/nnp", 0o4755))
+
+	// podvm's own tests: busybox with testbin as /usr/local/bin/probe,
+	// which tries to connect to host sockets from inside the pod.
+	add("podvm-probe", []string{ProbeImage}, shell, progAt("usr/local/bin/probe", 0o755))
 
 	// Image-management specs: distinct images, and one image under three tags.
 	for _, n := range []string{"test-image-1:latest", "test-image-2:latest", "test-image-3:latest",

@@ -172,7 +172,28 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		}
 		sandbox.RemoveRecord(bundle)
 	}
+	removeStaleSocket(ctx, bundle)
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+}
+
+// removeStaleSocket removes the shim socket the bundle's bootstrap.json
+// names if nothing listens on it any more: a shim killed with SIGKILL
+// cannot remove its own. A socket that still answers is a live shim's
+// (the pod's other containers share it) and stays.
+func removeStaleSocket(ctx context.Context, bundle string) {
+	b, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json"))
+	if err != nil {
+		return
+	}
+	var params struct {
+		Address string `json:"address"`
+	}
+	if json.Unmarshal(b, &params) != nil || params.Address == "" || shim.CanConnect(params.Address) {
+		return
+	}
+	if err := shim.RemoveSocket(params.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.G(ctx).WithError(err).Warn("remove the socket of a dead podvm shim")
+	}
 }
 
 // Info describes the runtime to containerd, including what the guest's

@@ -1,6 +1,8 @@
 package manager
 
 import (
+	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -32,5 +34,44 @@ func TestGuestFeatures(t *testing.T) {
 	}
 	if _, err := guestFeatures(p); err == nil {
 		t.Error("a corrupt features file must be an error naming it")
+	}
+}
+
+// TestRemoveStaleSocket: `shim delete` removes the socket of a shim that
+// was killed (nothing listens on it), and leaves a live one's.
+func TestRemoveStaleSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "pvsock") // short: sun_path
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bundle := t.TempDir()
+	write := func(sock string) {
+		os.WriteFile(filepath.Join(bundle, "bootstrap.json"), []byte(`{"version":3,"address":"unix://`+sock+`","protocol":"ttrpc"}`), 0o644)
+	}
+
+	stale := filepath.Join(dir, "stale")
+	l, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close() // a socket file nobody listens on: its shim was killed
+	write(stale)
+	removeStaleSocket(context.Background(), bundle)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the dead shim's socket is still there: %v", err)
+	}
+
+	live := filepath.Join(dir, "live")
+	l, err = net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	write(live)
+	removeStaleSocket(context.Background(), bundle)
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a live shim's socket was removed: %v", err)
 	}
 }

@@ -51,6 +51,10 @@ const exitStatusVMDied = 255
 // the process's output, so a stuck relay can never hide an exit.
 const outputDrainTimeout = 5 * time.Second
 
+// removeTimeout bounds the guest's part of a Delete (runc delete and the
+// wait for the container's processes).
+const removeTimeout = 15 * time.Second
+
 // Service is the shim's TaskService.
 type Service struct {
 	ctx       context.Context
@@ -181,6 +185,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			s.sb = nil
 			s.mu.Unlock()
 			sb.Destroy(context.WithoutCancel(ctx))
+			sandbox.RemoveRecord(r.Bundle)
 		}
 	}()
 
@@ -201,13 +206,30 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			Warn("host-only parts of the OCI spec are not passed into the pod VM")
 	}
 
+	if !owner {
+		// The owner's record was written before its VM booted.
+		if err := sandbox.WriteRecord(r.Bundle, sandbox.Record{SandboxID: sb.ID, StateDir: sb.StateDir, ContainerID: r.ID}); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		defer func() {
+			if retErr != nil {
+				sandbox.RemoveRecord(r.Bundle)
+			}
+		}()
+	}
+
 	var mounts []mount.Mount
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
 	if len(mounts) == 0 {
-		// No snapshot mounts: the bundle's rootfs directory is the root.
-		mounts = []mount.Mount{{Type: "bind", Source: filepath.Join(r.Bundle, "rootfs"), Options: []string{"rbind", "rw"}}}
+		// No snapshot mounts (ctr run --rootfs, or --config): the spec's
+		// root, relative to the bundle as runc reads it.
+		root := spec.Root.Path
+		if !filepath.IsAbs(root) {
+			root = filepath.Join(r.Bundle, root)
+		}
+		mounts = []mount.Mount{{Type: "bind", Source: root, Options: []string{"rbind", "rw"}}}
 	}
 	if err := sb.MountRootfs(ctx, r.ID, mounts); err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -239,12 +261,6 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		sb.Agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: r.ID})
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if err := sandbox.WriteRecord(r.Bundle, sandbox.Record{SandboxID: sb.ID, StateDir: sb.StateDir, ContainerID: r.ID, Owner: owner}); err != nil {
-		p.relay.Close()
-		sb.Agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: r.ID})
-		return nil, errgrpc.ToGRPC(err)
-	}
-
 	s.mu.Lock()
 	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, owner: owner, init: p, execs: map[string]*process{}}
 	if owner {
@@ -274,6 +290,11 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 			return nil, false, fmt.Errorf("the pod VM of sandbox %s is gone: %v", s.sb.ID, s.sb.ExitError())
 		default:
 		}
+		// The pod's VM is booted; its annotations must still be allowed
+		// (CRI copies the pod's annotations to every container).
+		if _, _, err := s.cfg.WithAnnotations(spec.Annotations); err != nil {
+			return nil, false, errdefs.ErrInvalidArgument.WithMessage(err.Error())
+		}
 		return s.sb, false, nil
 	}
 	if spec.Annotations[annotationContainerType] == "container" {
@@ -283,6 +304,13 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	cfg, path, err := loadConfig(r.Options)
 	if err != nil {
 		return nil, false, errdefs.ErrInvalidArgument.WithMessage(err.Error())
+	}
+	cfg, applied, err := cfg.WithAnnotations(spec.Annotations)
+	if err != nil {
+		return nil, false, errdefs.ErrInvalidArgument.WithMessage(err.Error())
+	}
+	if len(applied) > 0 {
+		log.G(ctx).WithField("keys", applied).Info("podvm config keys set by the pod's annotations")
 	}
 	driver, err := sandbox.NewDriver(cfg)
 	if err != nil {
@@ -300,19 +328,29 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	if err != nil {
 		return nil, false, errdefs.ErrInvalidArgument.WithMessage(err.Error())
 	}
+	size, err := vmSize(ctx, spec, cfg)
+	if err != nil {
+		return nil, false, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("sandbox %s: %v", sandboxID, err))
+	}
+	// Recorded before anything exists, so that containerd's `shim delete`
+	// can clean up after a shim that dies while the VM boots.
+	rec := sandbox.Record{SandboxID: sandboxID, StateDir: sandbox.StateDir(cfg, sandboxID), ContainerID: r.ID, Owner: true}
+	if err := sandbox.WriteRecord(r.Bundle, rec); err != nil {
+		return nil, false, err
+	}
 	sb, err := sandbox.Create(ctx, sandbox.Options{
 		ID: sandboxID, Hostname: hostname, Config: cfg, Driver: driver, NetNS: podNetNS(spec),
-		Size:       sandbox.SizeFor(spec, cfg.Hypervisor.DefaultVCPUs, cfg.Hypervisor.DefaultMemoryMiB),
-		HostCgroup: hostCgroup, GuestPodCgroup: guestPodCgroup,
+		Size: size, HostCgroup: hostCgroup, GuestPodCgroup: guestPodCgroup,
 	})
 	if err != nil {
+		sandbox.RemoveRecord(r.Bundle)
 		return nil, false, err
 	}
 	d := sb.Agent.Details
 	log.G(ctx).WithFields(log.Fields{
 		"sandbox": sb.ID, "guest_kernel": d.KernelRelease, "agent": d.AgentVersion, "transport": d.Transport,
 		"boot_to_agent": sb.Timings.AgentReady.Sub(sb.Timings.Begin).String(),
-	}).Info("pod VM ready")
+	}).WithFields(startPhaseFields(sb)).Info("pod VM ready")
 	s.cfg, s.sb, s.guestPodCgroup = cfg, sb, guestPodCgroup
 	go s.watchVM(sb)
 	go s.forwardOOMEvents(sb)
@@ -406,6 +444,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		if _, err := sb.Agent.StartContainer(ctx, &api.StartContainerRequest{ContainerId: r.ID}); err != nil {
 			return nil, errgrpc.ToGRPC(fmt.Errorf("start container %s in the guest: %w", r.ID, err))
 		}
+		log.G(ctx).WithFields(log.Fields{"container": r.ID, "host_started_ns": time.Now().UnixNano()}).Info("container started in the pod VM")
 		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: s.hostPid()})
 		return &taskAPI.StartResponse{Pid: s.hostPid()}, nil
 	}
@@ -499,9 +538,13 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	select {
 	case <-sb.Done():
 	default:
-		if _, err := sb.Agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: r.ID}); err != nil {
+		// Bounded: a hung guest must not hang the delete, which goes on
+		// to unmount the rootfs (and destroy the VM if it owns it).
+		rctx, cancel := context.WithTimeout(ctx, removeTimeout)
+		if _, err := sb.Agent.RemoveContainer(rctx, &api.RemoveContainerRequest{ContainerId: r.ID}); err != nil {
 			log.G(ctx).WithError(err).WithField("container", r.ID).Warn("remove container in the guest")
 		}
+		cancel()
 	}
 	if err := sb.UnmountRootfs(r.ID); err != nil {
 		log.G(ctx).WithError(err).WithField("container", r.ID).Warn("unmount container rootfs")

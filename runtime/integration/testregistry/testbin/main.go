@@ -6,6 +6,9 @@
 //	nginx  stands in for nginx: an HTTP server that looks like nginx to ps
 //	httpd  stands in for Apache httpd: an HTTP server that logs "httpd"
 //	nnp    prints its effective uid (installed setuid root, for no_new_privs)
+//	probe  tries to connect to a socket: probe unix PATH | tcp HOST:PORT |
+//	       vsock CID PORT; prints "connected" (exit 0) or "failed: <why>"
+//	       (exit 2), for podvm's tests of what a pod VM can reach
 //
 // critest inspects these images only through those behaviours, so a few
 // lines of Go replace images that no registry here can serve.
@@ -34,8 +37,10 @@ func main() {
 		err = httpd(os.Args[1:])
 	case "nnp":
 		fmt.Printf("Effective uid: %d\n", os.Geteuid())
+	case "probe":
+		os.Exit(probe(os.Args[1:]))
 	default:
-		err = fmt.Errorf("unknown name %q (want pause, nginx, httpd or nnp)", name)
+		err = fmt.Errorf("unknown name %q (want pause, nginx, httpd, nnp or probe)", name)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)

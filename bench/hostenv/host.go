@@ -1,0 +1,375 @@
+package hostenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/podvm/podvm/bench/procmem"
+	"github.com/podvm/podvm/bench/shimlog"
+	"github.com/podvm/podvm/runtime/config"
+	"github.com/podvm/podvm/runtime/integration/testregistry"
+)
+
+// StateDir is the podvm state directory of the benchmark's pod VMs, apart
+// from the installed configuration's (a cluster or test may use that one
+// meanwhile). Short: QEMU's sockets live below it, and a unix socket's
+// path has at most 107 bytes.
+const StateDir = "/run/podvm-bench"
+
+// CtrNamespace is where `ctr run` containers of the benchmark live.
+const CtrNamespace = "podvm-bench"
+
+// Options configure Start.
+type Options struct {
+	Tools *Tools
+	// Debug runs containerd (and so the shims) at debug log level.
+	Debug bool
+	// Progress receives one line per step.
+	Progress io.Writer
+	// Keep leaves the work directory (logs, configs) in place.
+	Keep bool
+}
+
+// Host is a started bench host. Close it.
+type Host struct {
+	Tools *Tools
+	// Dir is the work directory: containerd's root, state, sockets and
+	// log, the pod logs, the CNI configuration.
+	Dir string
+	// PodvmConfig is the podvm configuration the handler uses (the
+	// installed one with StateDir), and Config its parsed form.
+	PodvmConfig string
+	Config      *config.Config
+	// Handlers are the CRI runtime handlers: runc and podvm (gVisor runs
+	// through ctr only: see containerdConfig).
+	Handlers []string
+
+	opts        Options
+	cgroupRoot  string
+	certsDir    string
+	registry    *testregistry.Registry
+	registryLog *os.File
+	network     *network
+	containerd  *containerd
+	cri         *cri
+	tapsBefore  map[string]bool
+
+	mu  sync.Mutex
+	ids []string // every pod and container id created, for the leak check
+}
+
+// Start brings the host up: registry, network, containerd, images. On
+// error everything started is stopped again.
+func Start(ctx context.Context, o Options) (_ *Host, retErr error) {
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if leftovers := stateLeftovers(); len(leftovers) > 0 {
+		return nil, fmt.Errorf("%s holds sandboxes of an earlier run (%s): remove them (and their processes and mounts) first",
+			StateDir, strings.Join(leftovers, ", "))
+	}
+	// Short: containerd's sockets live here.
+	dir, err := os.MkdirTemp("", "podvm-bench-")
+	if err != nil {
+		return nil, err
+	}
+	// Pods with a user namespace would need to traverse to their rootfs.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
+	h := &Host{Tools: o.Tools, Dir: dir, opts: o, Handlers: []string{"runc", "podvm"},
+		cgroupRoot: fmt.Sprintf("/podvm-bench-%d", os.Getpid()), tapsBefore: hostTaps()}
+	defer func() {
+		if retErr != nil {
+			if leaks := h.Close(context.WithoutCancel(ctx)); len(leaks) > 0 {
+				retErr = fmt.Errorf("%w; left behind: %s", retErr, strings.Join(leaks, "; "))
+			}
+		}
+	}()
+	h.step("work directory %s", dir)
+
+	installed, err := os.ReadFile(o.Tools.PodvmConfig)
+	if err != nil {
+		return nil, err
+	}
+	cfgText, err := podvmConfig(installed, StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.Tools.PodvmConfig, err)
+	}
+	h.PodvmConfig = filepath.Join(dir, "podvm.toml")
+	if err := os.WriteFile(h.PodvmConfig, cfgText, 0o644); err != nil {
+		return nil, err
+	}
+	if h.Config, err = config.Load(h.PodvmConfig); err != nil {
+		return nil, err
+	}
+
+	if err := h.startRegistry(); err != nil {
+		return nil, err
+	}
+	if h.network, err = startNetwork(filepath.Join(dir, "cni")); err != nil {
+		return nil, err
+	}
+	h.step("pod network %s on bridge %s", h.network.subnet, h.network.bridge)
+	cfg := containerdConfig(dir, o.Tools, h.PodvmConfig, h.certsDir, testregistry.SandboxImage, h.network)
+	if h.containerd, err = startContainerd(dir, o.Tools, cfg, o.Debug); err != nil {
+		return nil, err
+	}
+	h.step("containerd %s with CRI handlers %s (log %s)", ContainerdVersion, strings.Join(h.Handlers, ", "), h.containerd.logPath)
+	if h.cri, err = dialCRI(filepath.Join(dir, "c.sock")); err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for _, ref := range []string{BusyboxImage, testregistry.SandboxImage} {
+		if err := h.cri.pull(pctx, ref); err != nil {
+			return nil, err
+		}
+	}
+	if out, err := h.Ctr(pctx, "images", "pull", "--hosts-dir", h.certsDir, BusyboxImage).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ctr images pull %s: %w: %s", BusyboxImage, err, out)
+	}
+	h.step("images pulled from the local registry")
+	return h, nil
+}
+
+func (h *Host) step(format string, args ...any) {
+	fmt.Fprintf(h.opts.Progress, "==> "+format+"\n", args...)
+}
+
+// startRegistry serves the test images (busybox, the pause image) on
+// 127.0.0.1 and writes the certs.d that sends every pull there.
+func (h *Host) startRegistry() error {
+	testbin := h.Tools.Testbin
+	if testbin == "" {
+		var err error
+		if testbin, err = testregistry.BuildTestbin(h.Dir); err != nil {
+			return err
+		}
+	}
+	images, err := testregistry.CritestImages(h.Tools.Busybox, testbin)
+	if err != nil {
+		return err
+	}
+	if h.registryLog, err = os.Create(filepath.Join(h.Dir, "registry.log")); err != nil {
+		return err
+	}
+	if h.registry, err = testregistry.Start(h.registryLog); err != nil {
+		return err
+	}
+	if err := h.registry.PushAll(images); err != nil {
+		return err
+	}
+	hosts, err := testregistry.Hosts(testregistry.Refs(images))
+	if err != nil {
+		return err
+	}
+	h.certsDir = filepath.Join(h.Dir, "certs.d")
+	if err := h.registry.WriteHostsDir(h.certsDir, hosts); err != nil {
+		return err
+	}
+	h.step("image registry on %s", h.registry.Addr)
+	return nil
+}
+
+// Ctr is a ctr command on the host's containerd, in CtrNamespace.
+func (h *Host) Ctr(ctx context.Context, args ...string) *exec.Cmd {
+	full := append([]string{"--address", filepath.Join(h.Dir, "c.sock"), "--namespace", CtrNamespace}, args...)
+	return exec.CommandContext(ctx, h.Tools.Ctr, full...)
+}
+
+// LogPath is containerd's log, which carries the shims' log lines.
+func (h *Host) LogPath() string { return h.containerd.logPath }
+
+// track remembers an id the leak check looks for in process lists.
+func (h *Host) track(id string) {
+	h.mu.Lock()
+	h.ids = append(h.ids, id)
+	h.mu.Unlock()
+}
+
+// Track remembers the id of a container made outside CRI (`ctr run`) for
+// the leak check.
+func (h *Host) Track(id string) { h.track(id) }
+
+// Close removes every pod, stops everything Start started and returns
+// what was left behind (empty when the host is as it was). It is safe on
+// a partly started host.
+func (h *Host) Close(ctx context.Context) (leaks []string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if h.cri != nil {
+		if err := h.removeAllPods(ctx); err != nil {
+			leaks = append(leaks, err.Error())
+		}
+		leaks = append(leaks, h.criLeaks(ctx)...)
+		h.cri.conn.Close()
+	}
+	if h.containerd != nil {
+		h.containerd.stop()
+	}
+	// What a shim would have removed: give exiting processes a moment.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(h.processLeaks()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	procs := h.processLeaks()
+	for _, p := range procs {
+		leaks = append(leaks, fmt.Sprintf("process %d: %s", p.Pid, truncate(p.Cmdline(), 160)))
+		// Started by this host's containerd: ended here, by pid.
+		syscall.Kill(p.Pid, syscall.SIGKILL)
+	}
+	for _, mp := range mountsUnder(h.Dir, StateDir) {
+		// runsc keeps an empty network namespace for sandboxes without
+		// networking bind-mounted in its root, for every later sandbox:
+		// the bench's own runc root is removed with it, not a leak.
+		if !strings.HasPrefix(mp, RuncRoot(h.Dir)+"/") || filepath.Base(mp) != "null-netns" {
+			leaks = append(leaks, "mount: "+mp)
+		}
+		syscall.Unmount(mp, syscall.MNT_DETACH)
+	}
+	leaks = append(leaks, stateLeftovers()...)
+	for tap := range hostTaps() {
+		if !h.tapsBefore[tap] {
+			leaks = append(leaks, "podvm tap in the host network namespace: "+tap)
+		}
+	}
+	if h.network != nil {
+		leaks = append(leaks, h.network.leaks()...)
+		if err := h.network.stop(); err != nil {
+			leaks = append(leaks, err.Error())
+		}
+	}
+	if err := removeCgroupTree(h.cgroupRoot); err != nil {
+		leaks = append(leaks, err.Error())
+	}
+	if h.registry != nil {
+		h.registry.Close()
+		h.registryLog.Close()
+	}
+	if !h.opts.Keep && len(leaks) == 0 {
+		os.RemoveAll(h.Dir)
+	} else {
+		h.step("work directory kept: %s", h.Dir)
+	}
+	return leaks
+}
+
+// processLeaks lists live processes that belong to this host: by its
+// directories on their command line (shims, QEMU, virtiofsd, runsc) or by
+// a pod or container id.
+func (h *Host) processLeaks() []procmem.Process {
+	h.mu.Lock()
+	marks := append([]string{h.Dir, StateDir}, h.ids...)
+	h.mu.Unlock()
+	var out []procmem.Process
+	for _, p := range procmem.List() {
+		if p.Pid == os.Getpid() || h.containerd != nil && p.Pid == h.containerd.cmd.Process.Pid {
+			continue
+		}
+		cmd := p.Cmdline()
+		for _, m := range marks {
+			if m != "" && strings.Contains(cmd, m) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// stateLeftovers lists sandboxes in StateDir.
+func stateLeftovers() []string {
+	ents, _ := os.ReadDir(filepath.Join(StateDir, "sandboxes"))
+	var out []string
+	for _, e := range ents {
+		out = append(out, "sandbox state directory: "+filepath.Join(StateDir, "sandboxes", e.Name()))
+	}
+	return out
+}
+
+// hostTaps names podvm's taps in the host network namespace (they belong
+// in pod namespaces).
+func hostTaps() map[string]bool {
+	taps, _ := filepath.Glob("/sys/class/net/*_podvm")
+	out := map[string]bool{}
+	for _, t := range taps {
+		out[filepath.Base(t)] = true
+	}
+	return out
+}
+
+// mountsUnder lists mount points at or below any of dirs, deepest first.
+func mountsUnder(dirs ...string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		for _, d := range dirs {
+			if mp := f[4]; mp == d || strings.HasPrefix(mp, strings.TrimSuffix(d, "/")+"/") {
+				out = append(out, mp)
+				break
+			}
+		}
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// ShimLog reads the podvm shims' start lines from containerd's log.
+func (h *Host) ShimLog() (*shimlog.Log, error) {
+	f, err := os.Open(h.LogPath())
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return shimlog.Read(f)
+}
+
+// VMAccelerator is the accelerator every pod VM so far ran with ("kvm" or
+// "tcg"), "mixed" if they differed, "" if there was none.
+func (h *Host) VMAccelerator() string {
+	l, err := h.ShimLog()
+	if err != nil {
+		return ""
+	}
+	one := ""
+	for _, v := range l.VMs {
+		if one != "" && v.Accelerator != one {
+			return "mixed"
+		}
+		one = v.Accelerator
+	}
+	return one
+}
+
+// RuntimeName says what a handler runs.
+func RuntimeName(handler string) string {
+	if handler == "runsc" {
+		return "runsc (gVisor)"
+	}
+	return handler
+}

@@ -1,0 +1,47 @@
+package result
+
+import "github.com/podvm/podvm/bench/stats"
+
+// Startup is `podvm bench startup`: a pod sandbox and one container through
+// CRI (RunPodSandbox, CreateContainer, StartContainer) until the
+// container's first line of output is in its CRI log, for each handler in
+// the same run: one pod at a time, then N at once.
+type Startup struct {
+	Serial   []HandlerStartup  `json:"serial"`
+	Parallel []HandlerParallel `json:"parallel"`
+}
+
+// HandlerStartup is one handler's serial runs.
+type HandlerStartup struct {
+	Handler     string `json:"handler"`
+	Runtime     string `json:"runtime"`
+	Accelerator string `json:"accelerator,omitempty"`
+	Runs        int    `json:"runs"`
+	// ToFirstOutput is the whole: RunPodSandbox called to output seen.
+	ToFirstOutput   stats.Summary `json:"to_first_output_ms"`
+	RunPodSandbox   stats.Summary `json:"run_pod_sandbox_ms"`
+	CreateContainer stats.Summary `json:"create_container_ms"`
+	StartContainer  stats.Summary `json:"start_container_ms"`
+	// Output is from StartContainer's return to the output seen.
+	Output            stats.Summary `json:"output_ms"`
+	MedianRatioToRunc float64       `json:"median_ratio_to_runc"`
+	SamplesMs         []float64     `json:"samples_ms"`
+	Failures          []string      `json:"failures"`
+}
+
+// HandlerParallel is one handler's pods started all at once.
+type HandlerParallel struct {
+	Handler     string `json:"handler"`
+	Runtime     string `json:"runtime"`
+	Accelerator string `json:"accelerator,omitempty"`
+	Pods        int    `json:"pods"`
+	// WallMs is from the first RunPodSandbox to the last pod's output.
+	WallMs float64 `json:"wall_ms"`
+	// ToFirstOutput summarizes each pod's own time.
+	ToFirstOutput stats.Summary `json:"to_first_output_ms"`
+	// WallRatioToRunc and MedianRatioToRunc compare with runc's batch.
+	WallRatioToRunc   float64   `json:"wall_ratio_to_runc"`
+	MedianRatioToRunc float64   `json:"median_ratio_to_runc"`
+	SamplesMs         []float64 `json:"samples_ms"`
+	Failures          []string  `json:"failures"`
+}

@@ -1,0 +1,66 @@
+package shimlog
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseLogfmt(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want map[string]string
+	}{
+		{`time="2026-01-02T03:04:05.123Z" level=info msg="pod VM ready" sandbox=abc n=12`,
+			map[string]string{"time": "2026-01-02T03:04:05.123Z", "level": "info", "msg": "pod VM ready", "sandbox": "abc", "n": "12"}},
+		{`msg="say \"hi\" \\ there" k=`, map[string]string{"msg": `say "hi" \ there`, "k": ""}},
+		{`garbage words msg=x`, map[string]string{"msg": "x"}},
+		{`k="unterminated`, map[string]string{"k": "unterminate"}},
+		{``, map[string]string{}},
+	} {
+		if got := ParseLogfmt(tc.line); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseLogfmt(%q) = %q, want %q", tc.line, got, tc.want)
+		}
+	}
+}
+
+// logSample is containerd's log around one podvm `ctr run`, as the shim
+// writes it (abridged).
+const logSample = `time="2026-11-25T22:00:00.000000000Z" level=info msg="loading plugin" id=io.containerd.grpc.v1.cri
+time="2026-11-25T22:00:01.000000000Z" level=info msg="pod VM ready" accelerator=tcg agent=dev boot_to_agent=712ms guest_agent_ready_ns=430000000 guest_agent_started_ns=400000000 guest_clock_ns=450000000 guest_kernel=6.1.192-podvm host_agent_ready_ns=1764108001000000000 host_sandbox_begin_ns=1764108000200000000 host_sandbox_ready_ns=1764108001050000000 host_shim_started_ns=1764108000100000000 host_vmm_running_ns=1764108000400000000 host_vmm_spawned_ns=1764108000300000000 namespace=podvm-bench sandbox=boot-1 transport=serial
+time="2026-11-25T22:00:01.100000000Z" level=info msg="container started in the pod VM" container=boot-1 host_started_ns=1764108001100000000 namespace=podvm-bench
+time="2026-11-25T22:00:02.000000000Z" level=info msg="pod VM ready" boot_to_agent=1s sandbox=old-shim
+`
+
+func TestRead(t *testing.T) {
+	l, err := Read(strings.NewReader(logSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.VMs) != 1 {
+		t.Fatalf("VMs %v: want only boot-1 (old-shim's line has no phases)", l.VMs)
+	}
+	v := l.VMs["boot-1"]
+	base := time.Unix(0, 1764108000000000000)
+	ms := func(n int) time.Time { return base.Add(time.Duration(n) * time.Millisecond) }
+	if v.Accelerator != "tcg" || v.Transport != "serial" || v.GuestKernel != "6.1.192-podvm" {
+		t.Errorf("identity %+v", v)
+	}
+	for name, got := range map[string]time.Time{
+		"shim": v.ShimStarted, "begin": v.SandboxBegin, "spawn": v.VMMSpawned, "running": v.VMMRunning,
+		"agent": v.AgentReady, "ready": v.SandboxReady,
+	} {
+		want := map[string]time.Time{"shim": ms(100), "begin": ms(200), "spawn": ms(300), "running": ms(400), "agent": ms(1000), "ready": ms(1050)}[name]
+		if !got.Equal(want) {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	// The answer said 450 ms of guest time and arrived at 1000 ms.
+	if !v.KernelEntry().Equal(ms(550)) || !v.Guest(v.GuestAgentReady).Equal(ms(980)) {
+		t.Errorf("kernel entry %v, agent ready %v", v.KernelEntry(), v.Guest(v.GuestAgentReady))
+	}
+	if got := l.ContainerStarted["boot-1"]; !got.Equal(ms(1100)) {
+		t.Errorf("container started %v", got)
+	}
+}

@@ -1,0 +1,52 @@
+package startup
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/podvm/podvm/bench/hostenv"
+	"github.com/podvm/podvm/bench/result"
+	"github.com/podvm/podvm/bench/stats"
+)
+
+func TestSerialRuns(t *testing.T) {
+	var s serialRuns
+	s.add(hostenv.PodTimes{RunPodSandbox: 100 * time.Millisecond, CreateContainer: 10 * time.Millisecond,
+		StartContainer: 50 * time.Millisecond, Output: 5 * time.Millisecond, Total: 165 * time.Millisecond}, nil)
+	s.add(hostenv.PodTimes{Total: 300 * time.Millisecond}, nil)
+	s.add(hostenv.PodTimes{}, errors.New("RunPodSandbox: boom"))
+	r := s.result("podvm")
+	if r.Runs != 3 || r.ToFirstOutput.N != 2 || r.ToFirstOutput.Median != 232.5 || len(r.Failures) != 1 {
+		t.Errorf("result %+v", r)
+	}
+	if r.RunPodSandbox.Max != 100 || r.Output.Max != 5 || r.Runtime != "podvm" {
+		t.Errorf("phases %+v %+v", r.RunPodSandbox, r.Output)
+	}
+}
+
+func TestSetRatios(t *testing.T) {
+	s := &result.Startup{
+		Serial: []result.HandlerStartup{
+			{Handler: "runc", ToFirstOutput: stats.Summary{Median: 100}},
+			{Handler: "podvm", ToFirstOutput: stats.Summary{Median: 1500}},
+		},
+		Parallel: []result.HandlerParallel{
+			{Handler: "runc", WallMs: 200, ToFirstOutput: stats.Summary{Median: 150}},
+			{Handler: "podvm", WallMs: 5000, ToFirstOutput: stats.Summary{Median: 3000}},
+		},
+	}
+	setRatios(s)
+	if s.Serial[0].MedianRatioToRunc != 1 || s.Serial[1].MedianRatioToRunc != 15 {
+		t.Errorf("serial ratios %v %v", s.Serial[0].MedianRatioToRunc, s.Serial[1].MedianRatioToRunc)
+	}
+	if p := s.Parallel[1]; p.WallRatioToRunc != 25 || p.MedianRatioToRunc != 20 {
+		t.Errorf("parallel ratios %+v", p)
+	}
+	// Without runc there is nothing to compare with.
+	alone := &result.Startup{Serial: []result.HandlerStartup{{Handler: "podvm", ToFirstOutput: stats.Summary{Median: 1500}}}}
+	setRatios(alone)
+	if alone.Serial[0].MedianRatioToRunc != 0 {
+		t.Errorf("ratio without runc %v", alone.Serial[0].MedianRatioToRunc)
+	}
+}

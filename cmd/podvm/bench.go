@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podvm/podvm/bench/boot"
+	"github.com/podvm/podvm/bench/density"
+	"github.com/podvm/podvm/bench/hostenv"
+	"github.com/podvm/podvm/bench/report"
+	"github.com/podvm/podvm/bench/result"
+	"github.com/podvm/podvm/bench/startup"
+	"github.com/podvm/podvm/bench/suite"
+)
+
+// benchFlags are the options every benchmark command shares.
+type benchFlags struct {
+	prefix, cache, out, runsc, testbin string
+	debug, keep                        bool
+
+	bootRuns, ratioRuns  int
+	serialRuns, parallel int
+	densityPods          int
+	densitySettle        time.Duration
+	densityHandlersPodvm bool
+}
+
+func newBenchCommand() *cobra.Command {
+	f := &benchFlags{}
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure pod VM boot, pod startup and density, side by side with runc (and gVisor)",
+		Long: `Runs podvm's benchmarks on a private containerd (CRI with the runc, podvm and,
+when installed, runsc handlers), its own pod network and a local image
+registry, then removes everything it started and checks that nothing was left.
+
+  boot     the phases of one pod VM's start (shim, VMM spawn, guest kernel entry,
+           agent ready, container started, first output), and 'ctr run --rm true'
+           for every handler
+  startup  pod sandbox + container through CRI to first output, one at a time
+           and N at once, per handler, as times and as ratios to runc
+  density  idle pods until N (or the first failure), with each pod's host memory
+  all      the three in one run
+
+Writes results.json (schema: docs/benchmarks.md), PNG plots and summary.md to
+--out. Needs root. Targets are reported, never asserted.`,
+	}
+	pf := cmd.PersistentFlags()
+	prefix := os.Getenv("PODVM_PREFIX")
+	if prefix == "" {
+		prefix = "/opt/podvm"
+	}
+	cache := os.Getenv("PODVM_CACHE")
+	if cache == "" {
+		cache = "/var/cache/podvm"
+	}
+	pf.StringVar(&f.prefix, "prefix", prefix, "podvm install to measure (bin/containerd-shim-podvm-v2, share/podvm/config.toml); $PODVM_PREFIX")
+	pf.StringVar(&f.cache, "cache", cache, "tool cache of ci/install-tools.sh (containerd, runc, gVisor); $PODVM_CACHE")
+	pf.StringVar(&f.out, "out", "bench-results", "directory for results.json, the plots and summary.md")
+	pf.StringVar(&f.runsc, "runsc", "", `gVisor's runsc: "" uses the cached build if there is one, "none" skips gVisor`)
+	pf.StringVar(&f.testbin, "testbin", "", "the test images' program (make spec-binary builds it); empty: built with go")
+	pf.BoolVar(&f.debug, "debug", false, "run containerd and the shims at debug log level")
+	pf.BoolVar(&f.keep, "keep", false, "keep the work directory (containerd's log, configs, pod logs)")
+	pf.IntVar(&f.bootRuns, "boot-runs", 10, "boot: pod VMs booted for the phases")
+	pf.IntVar(&f.ratioRuns, "ratio-runs", 10, "boot: 'ctr run --rm true' runs per handler")
+	pf.IntVar(&f.serialRuns, "serial-runs", 10, "startup: pods per handler, one at a time")
+	pf.IntVar(&f.parallel, "parallel", 10, "startup: pods per handler started at once (0: none)")
+	pf.IntVar(&f.densityPods, "pods", 25, "density: idle pods per handler")
+	pf.DurationVar(&f.densitySettle, "settle", 10*time.Second, "density: idle time before the last measurement")
+	pf.BoolVar(&f.densityHandlersPodvm, "density-podvm-only", false, "density: measure podvm only (not runc and runsc)")
+
+	run := func(boot, startup, density bool) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error { return f.run(cmd, boot, startup, density) }
+	}
+	cmd.AddCommand(
+		&cobra.Command{Use: "all", Short: "Run boot, startup and density in one run", Args: cobra.NoArgs, RunE: run(true, true, true)},
+		&cobra.Command{Use: "boot", Short: "Pod VM start phases, and ctr run true per handler", Args: cobra.NoArgs, RunE: run(true, false, false)},
+		&cobra.Command{Use: "startup", Short: "Pod + container through CRI to first output, serial and parallel", Args: cobra.NoArgs, RunE: run(false, true, false)},
+		&cobra.Command{Use: "density", Short: "Idle pods until N or failure, with host memory per pod", Args: cobra.NoArgs, RunE: run(false, false, true)},
+		newBenchReportCommand(),
+	)
+	return cmd
+}
+
+func (f *benchFlags) run(cmd *cobra.Command, doBoot, doStartup, doDensity bool) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tools, err := hostenv.FindTools(f.prefix, f.cache, f.runsc, f.testbin)
+	if err != nil {
+		return err
+	}
+	o := suite.Options{
+		Host:   hostenv.Options{Tools: tools, Debug: f.debug, Keep: f.keep, Progress: cmd.ErrOrStderr()},
+		OutDir: f.out,
+	}
+	if doBoot {
+		o.Boot = &boot.Options{Runs: f.bootRuns, RatioRuns: f.ratioRuns}
+	}
+	if doStartup {
+		o.Startup = &startup.Options{SerialRuns: f.serialRuns, Parallel: f.parallel}
+	}
+	if doDensity {
+		o.Density = &density.Options{Pods: f.densityPods, Settle: f.densitySettle}
+		if f.densityHandlersPodvm {
+			o.Density.Handlers = []string{"podvm"}
+		}
+	}
+	res, err := suite.Run(ctx, o)
+	if res != nil {
+		fmt.Fprintf(cmd.OutOrStdout(), "results: %s\n", filepath.Join(f.out, "results.json"))
+		fmt.Fprintf(cmd.OutOrStdout(), "summary: %s\n", filepath.Join(f.out, "summary.md"))
+		for _, t := range res.Targets {
+			fmt.Fprintf(cmd.OutOrStdout(), "  %-12s %s: %s\n", t.Status, t.Name, t.Measured)
+		}
+	}
+	return err
+}
+
+func newBenchReportCommand() *cobra.Command {
+	var in, out string
+	cmd := &cobra.Command{
+		Use:   "report",
+		Short: "Write the plots and summary.md again from a results.json",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := result.Read(in)
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = filepath.Dir(in)
+			}
+			res.Targets = report.Targets(res)
+			return report.Write(out, res)
+		},
+	}
+	cmd.Flags().StringVar(&in, "in", "bench-results/results.json", "results to report on")
+	cmd.Flags().StringVar(&out, "out", "", "directory to write to (default: the one --in is in)")
+	return cmd
+}
