@@ -113,9 +113,14 @@ conformance: deps install-dev spec-binary
 		--critest-command "go test -count=1 -timeout 2h -run TestCritestIntegration ./runtime/integration/" \
 		$(CONFORMANCE_FLAGS)
 
-bench:
-	@echo "make bench: not built yet (issue: Benchmarks)."
-	@exit 2
+# Boot, pod startup and density, podvm beside runc (and runsc) in the same
+# run: results.json, PNG plots and summary.md in _output/bench
+# (docs/benchmarks.md). BENCH_FLAGS sizes it, e.g. "--pods 30".
+BENCH_FLAGS ?=
+bench: install-dev
+	@bash ci/install-tools.sh containerd runc gvisor
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/podvm-testbin ./runtime/integration/testregistry/testbin
+	PODVM_PREFIX=$(OUT) $(BIN)/podvm bench all --testbin $(BIN)/podvm-testbin --out $(OUT)/bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(OUT)
