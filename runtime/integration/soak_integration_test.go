@@ -72,7 +72,9 @@ func TestSoakIntegration(t *testing.T) {
 				execs += n
 				mu.Unlock()
 				if err != nil {
-					h.c.RemoveAllPods() // start the next cycle clean
+					// Start the next cycle clean, removing this worker's
+					// pod only: the other workers' pods are mid-cycle.
+					removePodsNamed(h, name)
 				}
 			}
 		}()
@@ -112,6 +114,14 @@ func TestSoakIntegration(t *testing.T) {
 	}
 	if len(leaks) > 0 {
 		t.Errorf("left behind after the soak:\n  %s", strings.Join(leaks, "\n  "))
+	}
+}
+
+// removePodsNamed force-removes the pods whose metadata name is name.
+func removePodsNamed(h *criHarness, name string) {
+	r := h.c.Crictl(h.ctx, "pods", "--quiet", "--name", "^"+name+"$")
+	for _, id := range strings.Fields(r.Stdout) {
+		h.c.Crictl(h.ctx, "rmp", "--force", id)
 	}
 }
 

@@ -52,10 +52,17 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 
 func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn, error) {
 	v.mu.Lock()
-	busy := v.agentConn != nil
+	busy, closedAt := v.agentConn != nil, v.serialClosedAt
 	v.mu.Unlock()
 	if busy {
 		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: the virtio-serial channel carries one connection at a time and one is open", v.cfg.ID)
+	}
+	if wait := serialHangupGrace - time.Since(closedAt); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, ctx.Err())
+		case <-time.After(wait):
+		}
 	}
 	if qmp != nil {
 		qctx, cancel := context.WithTimeout(ctx, frontendCheckTimeout)
@@ -75,6 +82,9 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 	}
 	if err := awaitReadyLine(ctx, c); err != nil {
 		c.Close()
+		v.mu.Lock()
+		v.serialClosedAt = time.Now()
+		v.mu.Unlock()
 		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}
 	sc := &serialConn{Conn: c, vm: v}
@@ -89,8 +99,18 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 }
 
 // readyLineTimeout bounds the wait for the agent's ready line once the
-// guest has the port open: the agent writes it as soon as it sees the host.
-const readyLineTimeout = 2 * time.Second
+// guest has the port open: the agent writes it as soon as it sees the host,
+// which it polls for every 50 ms. It is long because giving up is costly:
+// under TCG with several VMs on two cores the agent's thread may not run
+// for seconds, and each hang-up starts the grace period below.
+const readyLineTimeout = 10 * time.Second
+
+// serialHangupGrace is how long the host end stays closed before the next
+// dial. The guest learns of a hang-up only if its reader runs while no host
+// is connected (virtio-serial signals no reconnect): with a 10 ms gap a
+// starved guest missed it, stayed in the old session and never announced
+// again, and every later dial timed out. 500 ms is ten guest poll periods.
+const serialHangupGrace = 500 * time.Millisecond
 
 // awaitReadyLine reads hypervisor.AgentSerialReadyLine, which the agent
 // writes each time a host connects; anything else means the stream is not
@@ -126,6 +146,7 @@ func (c *serialConn) Close() error {
 		if c.vm.agentConn == c {
 			c.vm.agentConn = nil
 		}
+		c.vm.serialClosedAt = time.Now()
 		c.vm.mu.Unlock()
 	})
 	return err

@@ -49,10 +49,19 @@ func dialQMP(ctx context.Context, path string) (*qmpClient, error) {
 	c := &qmpClient{conn: conn, dec: json.NewDecoder(conn)}
 	stop := c.watch(ctx)
 	defer stop()
-	greeting, err := c.read()
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("qmp greeting: %w", err)
+	// An event may come before the greeting: a client that connects while
+	// QEMU starts the guest can get RESUME first (seen under load, QEMU
+	// 7.2), so events are skipped here as everywhere else.
+	var greeting qmpMessage
+	for {
+		greeting, err = c.read()
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("qmp greeting: %w", err)
+		}
+		if greeting.Event == "" {
+			break
+		}
 	}
 	if greeting.QMP == nil {
 		conn.Close()

@@ -171,3 +171,36 @@ func TestQMPBadGreeting(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// QEMU can send an event ahead of the greeting to a client that connects
+// while the guest starts (seen under load): the client must skip it.
+func TestQMPEventBeforeGreeting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qmp.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte(`{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "RESUME"}` + "\n"))
+		c.Write([]byte(`{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}` + "\n"))
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			var req struct {
+				ID any `json:"id"`
+			}
+			json.Unmarshal(sc.Bytes(), &req)
+			c.Write([]byte(reply(req.ID, "{}") + "\n"))
+		}
+	}()
+	c, err := dialQMP(context.Background(), path)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	c.conn.Close()
+}

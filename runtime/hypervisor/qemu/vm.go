@@ -60,6 +60,9 @@ type VM struct {
 	fsd       *virtiofsd.Daemon
 	qmp       *qmpClient
 	agentConn *serialConn
+	// serialClosedAt is when the host last closed its end of the agent
+	// port; the next dial waits serialHangupGrace after it.
+	serialClosedAt time.Time
 
 	done     chan struct{}
 	doneOnce sync.Once
