@@ -129,5 +129,17 @@ bench: install-dev
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/podvm-testbin ./runtime/integration/testregistry/testbin
 	PODVM_PREFIX=$(OUT) $(BIN)/podvm bench all --testbin $(BIN)/podvm-testbin --out $(OUT)/bench $(BENCH_FLAGS)
 
+# The installer image of podvm deploy (docs/deploy.md): static binaries and
+# the guest image, no base image. Written to _output/deploy/podvm-installer.tar
+# (tagged podvm/installer:VERSION); DEPLOY_IMAGE=REF also pushes it there.
+DEPLOY_IMAGE ?=
+.PHONY: deploy-image
+deploy-image: image
+	@mkdir -p $(OUT)/deploy/bin
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(OUT)/deploy/bin/ ./cmd/containerd-shim-podvm-v2 ./cmd/podvm
+	cp $(BIN)/podvm-agent $(OUT)/deploy/bin/
+	$(OUT)/deploy/bin/podvm deploy image --bin-dir $(OUT)/deploy/bin --image-dir $(OUT)/share/podvm \
+		--tar $(OUT)/deploy/podvm-installer.tar $(if $(DEPLOY_IMAGE),--push $(DEPLOY_IMAGE))
+
 clean:
 	rm -rf $(OUT)

@@ -1,8 +1,10 @@
 package transport
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -109,11 +111,12 @@ func (l *SerialListener) Accept() (net.Conn, error) {
 	for logged := false; ; {
 		f, err := l.open()
 		if err == nil {
+			var hello string
 			if err = l.waitHost(f); err == nil {
-				err = announce(f)
+				hello, err = handshake(f)
 			}
 			if err == nil {
-				return &serialConn{f: f, l: l}, nil
+				return &serialConn{f: f, l: l, skip: hello}, nil
 			}
 			f.Close()
 		}
@@ -173,14 +176,62 @@ func (l *SerialListener) waitHost(f *os.File) error {
 	}
 }
 
-// announce tells the host that this side is reading now. The guest kernel
-// discards what a host sends while the port is not open in the guest, so
-// the host waits for this line before its first request.
-func announce(f *os.File) error {
+// helloTimeout bounds the wait for the host's hello after the ready line:
+// the host answers at once, so a host that sends none has gone (or is a
+// stale session's), and the port is reopened for the next one.
+const helloTimeout = 10 * time.Second
+
+// handshake is the agent's side of the handshake described at
+// hypervisor.AgentSerialReadyLine: announce, skip stale bytes up to the
+// host's hello, echo its nonce. It returns the hello line, which the conn
+// drops if the host sent it more than once.
+func handshake(f *os.File) (string, error) {
 	if _, err := f.Write([]byte(hypervisor.AgentSerialReadyLine)); err != nil {
-		return fmt.Errorf("write ready line: %w", err)
+		return "", fmt.Errorf("write ready line: %w", err)
 	}
-	return nil
+	f.SetReadDeadline(time.Now().Add(helloTimeout))
+	defer f.SetReadDeadline(time.Time{})
+	var line []byte
+	b := make([]byte, 1)
+	for {
+		if _, err := io.ReadFull(f, b); err != nil {
+			return "", fmt.Errorf("wait for the host's hello: %w", err)
+		}
+		if b[0] != '\n' {
+			if len(line) < hypervisor.AgentSerialMaxLine {
+				line = append(line, b[0])
+			} else {
+				line = line[:0]
+			}
+			continue
+		}
+		i := bytes.LastIndex(line, []byte(hypervisor.AgentSerialHelloPrefix))
+		nonce := ""
+		if i >= 0 {
+			nonce = string(line[i+len(hypervisor.AgentSerialHelloPrefix):])
+		}
+		if !validNonce(nonce) {
+			line = line[:0] // stale bytes of an earlier session
+			continue
+		}
+		if _, err := io.WriteString(f, hypervisor.AgentSerialOKPrefix+nonce+"\n"); err != nil {
+			return "", fmt.Errorf("answer the host's hello: %w", err)
+		}
+		return hypervisor.AgentSerialHelloPrefix + nonce + "\n", nil
+	}
+}
+
+// validNonce accepts what hosts send: 1 to 64 lower-case hex digits.
+func validNonce(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // release lets Accept open the port again.
@@ -208,9 +259,26 @@ type serialConn struct {
 	f    *os.File
 	l    *SerialListener
 	once sync.Once
+
+	// skip is the host's hello line while the session has not begun: a
+	// host sends one per ready line, so it may have sent it twice.
+	skip string
+	// pending holds bytes read while checking for skip, for ttrpc.
+	pending []byte
 }
 
 func (c *serialConn) Read(b []byte) (int, error) {
+	if c.skip != "" {
+		if err := c.dropRepeatedHellos(); err != nil {
+			c.Close()
+			return 0, err
+		}
+	}
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
 	n, err := c.f.Read(b)
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		c.Close()
@@ -224,6 +292,30 @@ func (c *serialConn) Write(b []byte) (int, error) {
 		c.Close()
 	}
 	return n, err
+}
+
+// dropRepeatedHellos reads the session's first bytes: hello lines equal to
+// skip are dropped; the first other bytes end the check and stay pending.
+// A ttrpc frame cannot be mistaken for a hello: its first byte, the top
+// byte of a length under 4 MiB, is zero.
+func (c *serialConn) dropRepeatedHellos() error {
+	for {
+		head := make([]byte, len(c.skip))
+		if _, err := io.ReadFull(c.f, head[:1]); err != nil {
+			return err
+		}
+		if head[0] != c.skip[0] {
+			c.pending, c.skip = head[:1], ""
+			return nil
+		}
+		if _, err := io.ReadFull(c.f, head[1:]); err != nil {
+			return err
+		}
+		if string(head) != c.skip {
+			c.pending, c.skip = head, ""
+			return nil
+		}
+	}
 }
 
 // Close closes the port and lets the listener open it again.

@@ -50,22 +50,43 @@ func (p *fakePorts) open() (*os.File, error) {
 	return os.NewFile(uintptr(fds[0]), "guest"), nil
 }
 
-// nextHost returns the host end of the next opened port, after reading the
-// ready line the agent must send before anything else.
+// nextHost returns the host end of the next opened port, after the host's
+// side of the handshake: the ready line the agent must send before
+// anything else, a hello, and its echo.
 func (p *fakePorts) nextHost(t *testing.T) net.Conn {
 	t.Helper()
 	select {
 	case c := <-p.hosts:
-		line := make([]byte, len(hypervisor.AgentSerialReadyLine))
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(c, line); err != nil || string(line) != hypervisor.AgentSerialReadyLine {
-			t.Fatalf("host read %q (%v), want the ready line %q", line, err, hypervisor.AgentSerialReadyLine)
-		}
-		c.SetReadDeadline(time.Time{})
+		hostHandshake(t, c, "", 1)
 		return c
 	case <-time.After(5 * time.Second):
 		t.Fatal("the listener did not open the port")
 		return nil
+	}
+}
+
+// hostHandshake plays the host: it reads the ready line, sends stale bytes
+// and then the hello hellos times, and reads the echo.
+func hostHandshake(t *testing.T, c net.Conn, stale string, hellos int) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	line := make([]byte, len(hypervisor.AgentSerialReadyLine))
+	if _, err := io.ReadFull(c, line); err != nil || string(line) != hypervisor.AgentSerialReadyLine {
+		t.Fatalf("host read %q (%v), want the ready line %q", line, err, hypervisor.AgentSerialReadyLine)
+	}
+	hello := hypervisor.AgentSerialHelloPrefix + "0123abcd\n"
+	msg := stale
+	for range hellos {
+		msg += hello
+	}
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	want := hypervisor.AgentSerialOKPrefix + "0123abcd\n"
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("host read %q (%v), want the echo %q", got, err, want)
 	}
 }
 
@@ -132,6 +153,70 @@ func TestSerialListenerReconnect(t *testing.T) {
 	}
 }
 
+// TestSerialHandshakeSkipsStaleBytes: bytes of an earlier session before
+// the hello, and the hello sent twice (once per ready line the host read),
+// must not reach ttrpc.
+func TestSerialHandshakeSkipsStaleBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stale  string
+		hellos int
+	}{
+		{"clean", "", 1},
+		{"stale bytes", "\x00\x00\x00\x10garbage of an old frame\npodvm-hello zz\n", 1},
+		{"stale run without newline", "abc", 1},
+		{"hello twice", "", 2},
+		{"hello three times after stale bytes", "\x01\x02\n", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ports := newFakePorts()
+			l := NewSerialListener("fake", ports.open)
+			srv, err := ttrpc.NewServer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			api.RegisterAgentServiceService(srv, details{})
+			go srv.Serve(context.Background(), l)
+			c := <-ports.hosts
+			hostHandshake(t, c, tc.stale, tc.hellos)
+			host := ttrpc.NewClient(c)
+			defer host.Close()
+			callDetails(t, api.NewAgentServiceClient(host))
+			callDetails(t, api.NewAgentServiceClient(host))
+		})
+	}
+}
+
+// TestSerialHandshakeHostGone: a host that sends no hello is given up on
+// and the port reopened for the next host.
+func TestSerialHandshakeHostGone(t *testing.T) {
+	ports := newFakePorts()
+	l := NewSerialListener("fake", ports.open)
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	first := <-ports.hosts
+	line := make([]byte, len(hypervisor.AgentSerialReadyLine))
+	if _, err := io.ReadFull(first, line); err != nil {
+		t.Fatal(err)
+	}
+	first.Close() // gone without a hello: the agent reads EOF
+	second := ports.nextHost(t)
+	defer second.Close()
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept did not return after the second host's handshake")
+	}
+}
+
 // TestSerialListenerWaitsForHost checks that a hung-up port (no host
 // connected) is not handed out, and that Close ends the wait.
 func TestSerialListenerWaitsForHost(t *testing.T) {
@@ -179,11 +264,18 @@ func TestSerialListenerRetriesOpen(t *testing.T) {
 	}
 	l := NewSerialListener("fake", busyTwice)
 	defer l.Close()
-	c, err := l.Accept()
-	if err != nil {
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	ports.nextHost(t).Close()
+	if err := <-accepted; err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
 	if n := fails.Load(); n != 3 {
 		t.Fatalf("open called %d times, want 3", n)
 	}

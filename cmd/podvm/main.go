@@ -24,7 +24,7 @@ the guest kernel and initramfs, and 'podvm install' to put everything in place.`
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCheckCommand(), newImageCommand(), newInstallCommand(), newConfigCommand(), newClusterCommand(), newConformanceCommand(), newBenchCommand())
+	root.AddCommand(newCheckCommand(), newImageCommand(), newInstallCommand(), newConfigCommand(), newClusterCommand(), newConformanceCommand(), newBenchCommand(), newDeployCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "podvm:", err)
 		os.Exit(1)

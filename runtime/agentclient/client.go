@@ -53,12 +53,21 @@ var waitingMethods = map[string]bool{
 // boundCalls applies CallTimeout to every call but the waiting ones.
 func boundCalls(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, info *ttrpc.UnaryClientInfo, invoker ttrpc.Invoker) error {
 	method := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
-	if _, ok := ctx.Deadline(); !ok && !waitingMethods[method] {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, CallTimeout)
-		defer cancel()
+	if waitingMethods[method] {
+		return invoker(ctx, req, resp)
 	}
-	return invoker(ctx, req, resp)
+	// Also under a caller's later deadline (containerd passes the CRI
+	// client's, minutes away): the bound is what turns a guest that never
+	// answers into an error naming the call.
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
+	if err := invoker(ctx, req, resp); err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("agent %s: no answer within %s or the caller's deadline: %w", method, CallTimeout, err)
+		}
+		return err
+	}
+	return nil
 }
 
 // retryInterval is short because the guest boots in about a second under TCG

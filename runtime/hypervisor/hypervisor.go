@@ -43,12 +43,34 @@ const AgentVsockPort = 1024
 // AgentSerialPortName is the virtio-serial port name podvm-agent opens.
 const AgentSerialPortName = "podvm.agent"
 
-// AgentSerialReadyLine is what podvm-agent writes on the virtio-serial port
-// each time a host side connects, before it serves ttrpc there. The guest
-// kernel discards bytes the host sends while the guest has not opened the
-// port, so the host must send nothing until it has read this line; the
-// driver's DialAgent reads it, and the connection it returns starts clean.
-const AgentSerialReadyLine = "podvm-agent ready\n"
+// The virtio-serial handshake. A port is one byte stream without
+// connections: the guest kernel drops what the host sends while the guest
+// has the port closed, and holds what the guest writes while no host is
+// connected for whichever host connects next. So a new host connection can
+// begin with stale bytes of an earlier session (a ready line, the tail of
+// a reply), and a guest can miss a short hang-up and go on with the old
+// session. The handshake puts both ends at the start of one session:
+//
+//  1. the agent opens the port and, once a host is connected, writes
+//     AgentSerialReadyLine;
+//  2. the host skips everything up to a ready line, then writes
+//     AgentSerialHelloPrefix + a nonce of its own + "\n" (one per ready
+//     line it reads, so a resent hello always answers a fresh ready line);
+//  3. the agent skips everything up to a hello line and answers
+//     AgentSerialOKPrefix + the same nonce + "\n"; it then drops any
+//     further hello with that nonce before serving ttrpc;
+//  4. the host skips everything up to the answer with its nonce; the next
+//     byte is the session's first. Stale bytes precede the answer, since
+//     the stream keeps its order.
+const (
+	AgentSerialReadyLine   = "podvm-agent ready\n"
+	AgentSerialHelloPrefix = "podvm-hello "
+	AgentSerialOKPrefix    = "podvm-ok "
+)
+
+// AgentSerialMaxLine bounds a handshake line; longer runs without a
+// newline are skipped as stale bytes.
+const AgentSerialMaxLine = 128
 
 // SharedFSTag is the virtio-fs / 9p tag of the per-sandbox shared directory.
 const SharedFSTag = "podvm"

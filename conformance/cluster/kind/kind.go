@@ -6,7 +6,9 @@
 // It cannot run on podvm's development machines (no Docker engine, no
 // image can be pulled, and /dev/kvm there is a software hypervisor), so
 // its tests check the generated configuration and the exact commands,
-// and Up refuses early, saying why, where it cannot work.
+// and Up refuses early, saying why, where it cannot work. Installing podvm
+// on a kind cluster with the installer DaemonSet instead (podvm deploy) is
+// described in docs/deploy.md.
 package kind
 
 import (

@@ -25,10 +25,20 @@ type daemon struct {
 	path string
 	args []string
 	env  []string // added to the environment
+	// environ, when set, is the whole environment instead of ours plus
+	// env; dir is the working directory; appendLog keeps the log's
+	// earlier lines (a restart).
+	environ   []string
+	dir       string
+	appendLog bool
 }
 
 func startDaemon(l layout, d daemon) (int, error) {
-	logf, err := os.OpenFile(l.log(d.name), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	mode := os.O_TRUNC
+	if d.appendLog {
+		mode = os.O_APPEND
+	}
+	logf, err := os.OpenFile(l.log(d.name), os.O_CREATE|os.O_WRONLY|mode, 0o644)
 	if err != nil {
 		return 0, fmt.Errorf("open log of %s: %w", d.name, err)
 	}
@@ -36,6 +46,10 @@ func startDaemon(l layout, d daemon) (int, error) {
 	cmd := exec.Command(d.path, d.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), d.env...)
+	if d.environ != nil {
+		cmd.Env = d.environ
+	}
+	cmd.Dir = d.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start %s (%s): %w", d.name, d.path, err)

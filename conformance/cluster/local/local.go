@@ -69,6 +69,10 @@ type Options struct {
 	EtcdPort      int
 	KubeletPort   int
 	PodPidsLimit  int
+	// WithoutPodvmHandler leaves the podvm handler out of containerd and
+	// the podvm RuntimeClass out of the cluster: a node as podvm deploy
+	// finds it (PodvmPrefix is then not needed).
+	WithoutPodvmHandler bool
 	// RuntimeClass podvm's overhead.podFixed.
 	OverheadMemory string
 	OverheadCPU    string
@@ -135,9 +139,13 @@ var components = []string{"registry", "etcd", "containerd", "kube-apiserver", "k
 
 // Cluster describes the cluster this provider runs (whether or not it is up).
 func (p *Provider) Cluster() *cluster.Cluster {
+	classes := map[string]string{"runc": "runc", "podvm": "podvm"}
+	if p.opts.WithoutPodvmHandler {
+		delete(classes, "podvm")
+	}
 	return &cluster.Cluster{
 		Kubeconfig:     p.l.kubeconfig("admin"),
-		RuntimeClasses: map[string]string{"runc": "runc", "podvm": "podvm"},
+		RuntimeClasses: classes,
 		CRIEndpoint:    p.l.criEndpoint(),
 		LogDir:         filepath.Join(p.opts.Dir, "logs"),
 	}
@@ -157,11 +165,13 @@ func (p *Provider) preflight() error {
 		{o.Runc, "bash ci/install-tools.sh runc"}, {o.Crictl, "bash ci/install-tools.sh cri-tools"},
 		{filepath.Join(o.CNIBinDir, "bridge"), "apt-get install containernetworking-plugins"},
 		{filepath.Join(o.CNIBinDir, "portmap"), "apt-get install containernetworking-plugins"},
-		{o.shim(), "podvm install --prefix " + o.PodvmPrefix + " (make install-dev for _output)"},
-		{o.podvmConfig(), "podvm install --prefix " + o.PodvmPrefix},
 		{o.Busybox, "apt-get install busybox-static"},
 		{o.Testbin, "make spec-binary builds it (CGO_ENABLED=0 go build -o _output/bin/podvm-testbin ./runtime/integration/testregistry/testbin)"},
 		{o.Podvm, "make build"},
+	}
+	if !o.WithoutPodvmHandler {
+		needs = append(needs, need{o.shim(), "podvm install --prefix " + o.PodvmPrefix + " (make install-dev for _output)"},
+			need{o.podvmConfig(), "podvm install --prefix " + o.PodvmPrefix})
 	}
 	var missing []string
 	for _, n := range needs {
@@ -315,7 +325,11 @@ func (p *Provider) up(ctx context.Context, out io.Writer) (*cluster.Cluster, err
 		return nil, err
 	}
 
-	step("containerd %s with handlers runc, podvm, test-handler", ContainerdVersion)
+	handlers := "runc, podvm, test-handler"
+	if o.WithoutPodvmHandler {
+		handlers = "runc, test-handler (no podvm: podvm deploy adds it)"
+	}
+	step("containerd %s with handlers %s", ContainerdVersion, handlers)
 	if err := os.WriteFile(l.containerdConfig(), []byte(containerdConfig(l, o)), 0o644); err != nil {
 		return nil, err
 	}
@@ -403,7 +417,11 @@ func (p *Provider) up(ctx context.Context, out io.Writer) (*cluster.Cluster, err
 		}
 	}
 
-	step("RuntimeClasses runc and podvm (overhead %s memory, %s cpu)", o.OverheadMemory, o.OverheadCPU)
+	if o.WithoutPodvmHandler {
+		step("RuntimeClass runc")
+	} else {
+		step("RuntimeClasses runc and podvm (overhead %s memory, %s cpu)", o.OverheadMemory, o.OverheadCPU)
+	}
 	if err := os.WriteFile(l.runtimeClasses(), []byte(runtimeClassesManifest(o)), 0o644); err != nil {
 		return nil, err
 	}

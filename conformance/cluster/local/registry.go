@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/podvm/podvm/runtime/integration/testregistry"
 )
@@ -32,10 +33,30 @@ func ServeRegistry(ctx context.Context, addrFile, hostsDir, busybox, testbin, ag
 	if err := reg.WriteHostsDir(hostsDir, hosts); err != nil {
 		return err
 	}
+	if err := writeOwnHost(hostsDir, reg.Addr); err != nil {
+		return err
+	}
 	if err := os.WriteFile(addrFile, []byte(reg.Addr+"\n"), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "serving %d images on %s for %v\n", len(images), reg.Addr, hosts)
 	<-ctx.Done()
 	return nil
+}
+
+// writeOwnHost lets the cluster pull images pushed to the registry under
+// its own address (127.0.0.1:PORT/...), such as podvm deploy's installer
+// image: plain HTTP, no other host to fall back to.
+func writeOwnHost(hostsDir, addr string) error {
+	dir := filepath.Join(hostsDir, addr)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	text := fmt.Sprintf(`# Written by podvm cluster serve-registry: images pushed to this registry by its own address.
+server = "http://%[1]s"
+
+[host."http://%[1]s"]
+  capabilities = ["pull", "resolve"]
+`, addr)
+	return os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(text), 0o644)
 }

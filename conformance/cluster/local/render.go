@@ -86,8 +86,20 @@ func (s state) serviceIP() netip.Addr { return s.ServiceCIDR.Addr().Next() }
 // [Feature:RuntimeHandler] e2e specs expect to exist).
 func containerdConfig(l layout, o Options) string {
 	rt := `plugins."io.containerd.cri.v1.runtime"`
+	podvm := fmt.Sprintf(`    [%[1]s.containerd.runtimes.podvm]
+      runtime_type = "io.containerd.podvm.v2"
+      runtime_path = %[2]q
+      [%[1]s.containerd.runtimes.podvm.options]
+        ConfigPath = %[3]q
+`, rt, o.shim(), o.podvmConfig())
+	if o.WithoutPodvmHandler {
+		podvm = ""
+	}
 	return fmt.Sprintf(`# Written by podvm cluster up; removed by podvm cluster down.
 version = 4
+# Drop-in files, as containerd 2.x's default configuration has them (podvm
+# deploy adds its handler there).
+imports = [%[13]q]
 root = %[2]q
 state = %[3]q
 
@@ -132,15 +144,10 @@ state = %[3]q
       [%[1]s.containerd.runtimes.test-handler.options]
         BinaryName = %[12]q
         SystemdCgroup = false
-    [%[1]s.containerd.runtimes.podvm]
-      runtime_type = "io.containerd.podvm.v2"
-      runtime_path = %[13]q
-      [%[1]s.containerd.runtimes.podvm.options]
-        ConfigPath = %[14]q
-`, rt, filepath.Join(l.containerdDir(), "root"), filepath.Join(l.containerdDir(), "state"),
+%[14]s`, rt, filepath.Join(l.containerdDir(), "root"), filepath.Join(l.containerdDir(), "state"),
 		l.containerdSocket(), l.containerdSocket()+".ttrpc", filepath.Join(l.containerdDir(), "debug.sock"),
 		filepath.Join(l.containerdDir(), "opt"), SandboxImage, l.certsDir(), o.CNIBinDir, l.cniConfDir(),
-		o.Runc, o.shim(), o.podvmConfig())
+		o.Runc, filepath.Join(l.containerdDropInDir(), "*.toml"), podvm)
 }
 
 // cniConfig is the pod network: Debian's bridge, host-local and portmap
@@ -254,6 +261,9 @@ metadata:
   name: runc
 handler: runc
 `)
+	if o.WithoutPodvmHandler {
+		return b.String()
+	}
 	fmt.Fprintf(&b, `---
 apiVersion: node.k8s.io/v1
 kind: RuntimeClass

@@ -2,9 +2,12 @@ package qemu
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,10 +83,14 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 	if err != nil {
 		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}
-	if err := awaitReadyLine(ctx, c); err != nil {
+	v.mu.Lock()
+	timeout := min(handshakeTimeout*time.Duration(1+v.serialFailures), maxHandshakeTimeout)
+	v.mu.Unlock()
+	if err := handshake(ctx, c, timeout); err != nil {
 		c.Close()
 		v.mu.Lock()
 		v.serialClosedAt = time.Now()
+		v.serialFailures++
 		v.mu.Unlock()
 		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}
@@ -95,41 +102,95 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: the virtio-serial channel carries one connection at a time and one is open", v.cfg.ID)
 	}
 	v.agentConn = sc
+	v.serialFailures = 0
 	return sc, nil
 }
 
-// readyLineTimeout bounds the wait for the agent's ready line once the
-// guest has the port open: the agent writes it as soon as it sees the host,
-// which it polls for every 50 ms. It is long because giving up is costly:
-// under TCG with several VMs on two cores the agent's thread may not run
-// for seconds, and each hang-up starts the grace period below.
-const readyLineTimeout = 10 * time.Second
+// handshakeTimeout bounds one handshake (hypervisor.AgentSerialReadyLine):
+// the agent writes its ready line as soon as it sees the host, which it
+// polls for every 50 ms. Each failed handshake on a VM adds as much again,
+// up to maxHandshakeTimeout: under TCG with several VMs on two cores the
+// agent's thread may not run for seconds.
+const (
+	handshakeTimeout    = 2 * time.Second
+	maxHandshakeTimeout = 10 * time.Second
+)
 
 // serialHangupGrace is how long the host end stays closed before the next
 // dial. The guest learns of a hang-up only if its reader runs while no host
 // is connected (virtio-serial signals no reconnect): with a 10 ms gap a
-// starved guest missed it, stayed in the old session and never announced
-// again, and every later dial timed out. 500 ms is ten guest poll periods.
+// starved guest missed it and stayed in the old session. 500 ms is ten
+// guest poll periods.
 const serialHangupGrace = 500 * time.Millisecond
 
-// awaitReadyLine reads hypervisor.AgentSerialReadyLine, which the agent
-// writes each time a host connects; anything else means the stream is not
-// at the start of a fresh agent connection.
-func awaitReadyLine(ctx context.Context, c net.Conn) error {
-	deadline := time.Now().Add(readyLineTimeout)
+// handshake brings a fresh connection to the start of an agent session
+// (see hypervisor.AgentSerialReadyLine): it skips stale bytes up to a ready
+// line, sends a hello with a nonce of its own for each ready line, and
+// returns once the agent has echoed that nonce.
+func handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	c.SetReadDeadline(deadline)
-	defer c.SetReadDeadline(time.Time{})
-	line := make([]byte, len(hypervisor.AgentSerialReadyLine))
-	if _, err := io.ReadFull(c, line); err != nil {
-		return fmt.Errorf("wait for the agent's ready line: %w", err)
+	c.SetDeadline(deadline)
+	defer c.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+
+	var n [8]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		return fmt.Errorf("agent handshake: nonce: %w", err)
 	}
-	if string(line) != hypervisor.AgentSerialReadyLine {
-		return fmt.Errorf("agent channel sent %q instead of its ready line", line)
+	nonce := hex.EncodeToString(n[:])
+	hello := hypervisor.AgentSerialHelloPrefix + nonce + "\n"
+	ok := hypervisor.AgentSerialOKPrefix + nonce
+	sentHello := false
+	err := readLines(c, func(line string) (bool, error) {
+		// Suffixes: a stale run without a newline may precede a line.
+		switch {
+		case strings.HasSuffix(line, strings.TrimSuffix(hypervisor.AgentSerialReadyLine, "\n")):
+			sentHello = true
+			_, err := io.WriteString(c, hello)
+			return false, err
+		case strings.HasSuffix(line, ok):
+			return true, nil
+		}
+		return false, nil // stale bytes of an earlier session
+	})
+	if err != nil {
+		if !sentHello {
+			return fmt.Errorf("wait for the agent's ready line: %w", err)
+		}
+		return fmt.Errorf("wait for the agent's answer to hello %s: %w", nonce, err)
 	}
 	return nil
+}
+
+// readLines reads c a byte at a time (nothing past the line that ends the
+// handshake may be consumed) and calls line for each line, without its
+// newline, until it returns done or an error. Runs longer than
+// hypervisor.AgentSerialMaxLine without a newline are dropped.
+func readLines(c io.Reader, line func(string) (bool, error)) error {
+	var buf []byte
+	b := make([]byte, 1)
+	for {
+		if _, err := io.ReadFull(c, b); err != nil {
+			return err
+		}
+		if b[0] != '\n' {
+			if len(buf) < hypervisor.AgentSerialMaxLine {
+				buf = append(buf, b[0])
+			} else {
+				buf = buf[:0]
+			}
+			continue
+		}
+		done, err := line(string(buf))
+		if done || err != nil {
+			return err
+		}
+		buf = buf[:0]
+	}
 }
 
 // serialConn frees the channel for the next DialAgent when closed.

@@ -45,7 +45,8 @@ func needRootAndQEMU(t *testing.T) {
 }
 
 // guestInit is the test guest's /init: it finds the agent port, mounts the
-// share, announces itself with the agent's ready line and a hello, waits for a line from the host (sent after
+// share, does the agent's side of the handshake (ready line, hello, its
+// echo), says hello-from-guest, waits for a line from the host (sent after
 // the host bind-mounted "late" into the share) and answers with a listing of
 // the share, on the port and on the console.
 const guestInit = `#!/bin/sh
@@ -62,6 +63,8 @@ mkdir -p /mnt
 mount -t %s podvm /mnt || echo MOUNT-FAILED
 exec 3<>$port
 printf 'podvm-agent ready\n' >&3
+read -r hello <&3
+printf 'podvm-ok %%s\n' "${hello#podvm-hello }" >&3
 echo hello-from-guest >&3
 read -r cmd <&3
 { echo LISTING-BEGIN; ls /mnt /mnt/late; cat /mnt/early.txt /mnt/late/inside.txt; echo LISTING-END; } >/listing 2>&1
@@ -71,6 +74,8 @@ cat /listing >&3
 read -r cmd <&3
 sleep 1
 printf 'podvm-agent ready\n' >&3
+read -r hello <&3
+printf 'podvm-ok %%s\n' "${hello#podvm-hello }" >&3
 while true; do sleep 3600; done
 `
 

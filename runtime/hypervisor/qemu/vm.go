@@ -63,6 +63,9 @@ type VM struct {
 	// serialClosedAt is when the host last closed its end of the agent
 	// port; the next dial waits serialHangupGrace after it.
 	serialClosedAt time.Time
+	// serialFailures counts handshakes failed in a row; each lengthens
+	// the next one's timeout.
+	serialFailures int
 
 	done     chan struct{}
 	doneOnce sync.Once

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podvm/podvm/conformance/cluster/local"
+	"github.com/podvm/podvm/deploy"
+	"github.com/podvm/podvm/deploy/node"
+	"github.com/podvm/podvm/version"
+)
+
+func newDeployCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "deploy",
+		Short: "Install podvm on a Kubernetes cluster's nodes (installer DaemonSet, RuntimeClass)",
+		Long: `Puts podvm on the nodes of a real cluster, as kata-deploy does for Kata:
+an installer DaemonSet copies podvm onto every selected node, adds the podvm
+handler to containerd through a drop-in file, restarts containerd, checks the
+node and labels it podvm.io/runtime=ready; the RuntimeClass podvm schedules
+pods only onto labelled nodes. See docs/deploy.md.
+
+  podvm deploy image --push REGISTRY/podvm/installer:TAG   # build and push the installer image
+  podvm deploy install --kubeconfig K --image REGISTRY/podvm/installer:TAG
+  podvm deploy uninstall --kubeconfig K --image REGISTRY/podvm/installer:TAG
+  podvm deploy render --image ... | kubectl apply -f -     # the manifests alone`,
+	}
+	cmd.AddCommand(newDeployRenderCommand(), newDeployInstallCommand(false), newDeployInstallCommand(true),
+		newDeployImageCommand(), newDeployNodeCommand(), newRestartLocalContainerdCommand())
+	return cmd
+}
+
+// manifestFlags adds the flags that shape the manifests.
+func manifestFlags(cmd *cobra.Command, o *deploy.Options, nodeSelector *string) {
+	f := cmd.Flags()
+	f.StringVar(&o.Image, "image", "", "installer image reference, as the nodes pull it (required; see 'podvm deploy image')")
+	f.StringVar(&o.ImagePullPolicy, "image-pull-policy", o.ImagePullPolicy, "imagePullPolicy of the installer pods")
+	f.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the installer")
+	f.StringVar(&o.HostPrefix, "host-prefix", o.HostPrefix, "directory podvm is installed into on each node")
+	f.StringVar(&o.ContainerdConfig, "containerd-config", o.ContainerdConfig, "containerd's main configuration on the nodes (must import the drop-in directory; never edited)")
+	f.StringVar(&o.DropInDir, "containerd-dropin-dir", o.DropInDir, "directory of containerd drop-in files on the nodes")
+	f.StringVar(&o.ContainerdSocket, "containerd-socket", o.ContainerdSocket, "containerd's CRI socket on the nodes")
+	f.StringVar(&o.RestartCommand, "restart-command", "", "command that restarts containerd on a node, run chrooted into the node's / (split on spaces, no shell); default: systemctl restart containerd")
+	f.StringVar(&o.APIServer, "api-server", "", "API server URL the installers label nodes through (default: the in-cluster service)")
+	f.StringVar(nodeSelector, "node-selector", "kubernetes.io/os=linux", "nodes to install on: comma-separated key=value labels")
+	f.StringVar(&o.OverheadMemory, "overhead-memory", o.OverheadMemory, "RuntimeClass overhead.podFixed.memory (docs/deploy.md, Derivation)")
+	f.StringVar(&o.OverheadCPU, "overhead-cpu", o.OverheadCPU, "RuntimeClass overhead.podFixed.cpu")
+}
+
+func parseSelector(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--node-selector %q: want key=value[,key=value]", s)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newDeployRenderCommand() *cobra.Command {
+	o := deploy.DefaultOptions()
+	var selector string
+	var cleanup bool
+	cmd := &cobra.Command{
+		Use:   "render",
+		Short: "Print the manifests: namespace, RBAC, installer DaemonSet, RuntimeClass (--cleanup: the cleanup DaemonSet)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if o.NodeSelector, err = parseSelector(selector); err != nil {
+				return err
+			}
+			render := deploy.Render
+			if cleanup {
+				render = deploy.RenderCleanup
+			}
+			text, err := render(o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), text)
+			return nil
+		},
+	}
+	manifestFlags(cmd, &o, &selector)
+	cmd.Flags().BoolVar(&cleanup, "cleanup", false, "print the cleanup DaemonSet, which removes podvm from the nodes")
+	return cmd
+}
+
+func newDeployInstallCommand(uninstall bool) *cobra.Command {
+	o := deploy.DefaultOptions()
+	var selector string
+	k := deploy.Kubectl{Path: "kubectl"}
+	timeout := 10 * time.Minute
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Apply the manifests and wait until every selected node is ready for podvm pods",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if o.NodeSelector, err = parseSelector(selector); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if uninstall {
+				return deploy.Uninstall(ctx, k, o, timeout, cmd.OutOrStdout())
+			}
+			nodes, err := deploy.Install(ctx, k, o, timeout, cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			if len(nodes) == 0 {
+				return fmt.Errorf("the installer is ready but no node carries %s=%s", deploy.LabelKey, deploy.LabelValue)
+			}
+			return nil
+		},
+	}
+	if uninstall {
+		cmd.Use = "uninstall"
+		cmd.Short = "Remove podvm from every node (cleanup DaemonSet) and delete everything install created"
+		cmd.Long = `Refuses while pods with runtimeClassName podvm exist. Deletes the RuntimeClass,
+the installer DaemonSet, runs the cleanup DaemonSet (each node: label removed,
+containerd drop-in removed, containerd restarted, files removed), then deletes
+the cleanup DaemonSet, the RBAC objects and the namespace. Pass the same
+--host-prefix, --containerd-* and --restart-command as at install.`
+	}
+	manifestFlags(cmd, &o, &selector)
+	f := cmd.Flags()
+	f.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default: kubectl's own choice)")
+	f.StringVar(&k.Path, "kubectl", k.Path, "kubectl binary")
+	f.DurationVar(&timeout, "timeout", timeout, "how long to wait for the nodes")
+	return cmd
+}
+
+func newDeployImageCommand() *cobra.Command {
+	src := deploy.ImageSources{BinDir: filepath.Dir(besideSelf("podvm")), GuestDir: defaultImageDir, Version: version.Version}
+	var push, tarPath string
+	var insecure bool
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Build the installer image from podvm's static binaries and the guest image; push it or write a tarball",
+		Long: `The image has no base: /podvm/bin holds podvm, containerd-shim-podvm-v2 and
+podvm-agent (each must be statically linked: build with CGO_ENABLED=0, as
+'make deploy-image' does), /podvm/share/podvm the guest kernel, initramfs and
+the default configuration. --tar writes a docker-save tarball for
+'kind load image-archive' or 'ctr images import'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if push == "" && tarPath == "" {
+				return fmt.Errorf("nothing to do: give --push REF and/or --tar FILE")
+			}
+			start := time.Now()
+			img, err := deploy.BuildImage(src)
+			if err != nil {
+				return err
+			}
+			digest, err := img.Digest()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "built installer image %s in %s\n", digest, time.Since(start).Round(100*time.Millisecond))
+			if push != "" {
+				if err := deploy.PushImage(push, img, insecure); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "pushed %s\n", push)
+			}
+			if tarPath != "" {
+				ref := push
+				if ref == "" {
+					ref = "podvm/installer:" + version.Version
+				}
+				if err := deploy.WriteImageTarball(tarPath, ref, img); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "wrote %s (tagged %s)\n", tarPath, ref)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&src.BinDir, "bin-dir", src.BinDir, "directory of the static podvm, containerd-shim-podvm-v2 and podvm-agent")
+	f.StringVar(&src.GuestDir, "image-dir", src.GuestDir, "guest image directory (vmlinux, initramfs.cpio, kernel.release, runc-features.json)")
+	f.StringVar(&push, "push", "", "push the image to this reference (a loopback registry is reached over plain HTTP)")
+	f.BoolVar(&insecure, "insecure", false, "plain HTTP to a registry that is not on a loopback address")
+	f.StringVar(&tarPath, "tar", "", "write the image as a tarball to this file")
+	return cmd
+}
+
+func newDeployNodeCommand() *cobra.Command {
+	o := node.Defaults()
+	o.NodeName = os.Getenv("NODE_NAME")
+	var label, restart, apiServer, doneFile string
+	var exit bool
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "The node installer: runs inside the installer and cleanup DaemonSets' pods",
+		Long: `'podvm deploy node install' and 'uninstall' are what the DaemonSets run on
+each node (privileged, hostPID, the node's / mounted at --host-root). They
+are not meant to be run by hand; see docs/deploy.md.`,
+	}
+	verb := func(use, short string, uninstall bool) *cobra.Command {
+		c := &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				key, value, ok := strings.Cut(label, "=")
+				if !ok || key == "" || value == "" {
+					return fmt.Errorf("--label %q: want key=value", label)
+				}
+				o.LabelKey, o.LabelValue = key, value
+				o.RestartCommand = strings.Fields(restart)
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				log := cmd.OutOrStdout()
+				in := node.New(o, node.ChrootRunner, &node.APILabeler{Server: apiServer}, node.CRIHandlers, log)
+				run := in.Install
+				if uninstall {
+					run = in.Uninstall
+				}
+				if err := run(ctx); err != nil {
+					return err
+				}
+				if doneFile != "" {
+					if err := os.MkdirAll(filepath.Dir(doneFile), 0o755); err != nil {
+						return err
+					}
+					if err := os.WriteFile(doneFile, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+						return err
+					}
+				}
+				if exit {
+					return nil
+				}
+				fmt.Fprintln(log, "done; waiting until the pod is deleted")
+				<-ctx.Done()
+				return nil
+			},
+		}
+		f := c.Flags()
+		f.StringVar(&o.HostRoot, "host-root", o.HostRoot, "where the node's / is mounted")
+		f.StringVar(&o.Payload, "payload", o.Payload, "directory in the image holding bin/ and share/podvm/")
+		f.StringVar(&o.Prefix, "prefix", o.Prefix, "installation directory on the node")
+		f.StringVar(&o.ContainerdConfig, "containerd-config", o.ContainerdConfig, "containerd's main configuration on the node")
+		f.StringVar(&o.DropInDir, "containerd-dropin-dir", o.DropInDir, "drop-in directory containerd's configuration imports")
+		f.StringVar(&o.ContainerdSocket, "containerd-socket", o.ContainerdSocket, "containerd's CRI socket on the node")
+		f.StringVar(&o.ContainerdUnit, "containerd-unit", o.ContainerdUnit, "containerd's systemd unit")
+		f.StringVar(&restart, "restart-command", "", "command restarting containerd, run chrooted into the node's / (default: systemctl restart UNIT)")
+		f.StringVar(&o.Handler, "handler", o.Handler, "runtime handler name")
+		f.StringVar(&o.NodeName, "node-name", o.NodeName, "this node's name (default $NODE_NAME)")
+		f.StringVar(&label, "label", o.LabelKey+"="+o.LabelValue, "label of a node ready for podvm pods")
+		f.StringVar(&apiServer, "api-server", "", "API server URL (default: in-cluster)")
+		f.StringVar(&doneFile, "done-file", "", "file to write when done (the readiness probe's)")
+		f.BoolVar(&exit, "exit", false, "exit when done instead of waiting for the pod's deletion")
+		return c
+	}
+	var probeFile string
+	ready := &cobra.Command{
+		Use:   "ready",
+		Short: "Readiness probe: succeed once install or uninstall is done",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if _, err := os.Stat(probeFile); err != nil {
+				return fmt.Errorf("not done yet: %w", err)
+			}
+			return nil
+		},
+	}
+	ready.Flags().StringVar(&probeFile, "done-file", "", "the file install or uninstall writes when done")
+	cmd.AddCommand(verb("install", "Install podvm on this node, then label it", false),
+		verb("uninstall", "Remove podvm from this node, label first", true), ready)
+	return cmd
+}
+
+// newRestartLocalContainerdCommand is the restart command the installer
+// runs on a node of the local conformance cluster, which has no systemd.
+func newRestartLocalContainerdCommand() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:    "restart-local-containerd",
+		Short:  "Restart the containerd of a local cluster ('podvm cluster up'), e.g. as the installer's --restart-command",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer cancel()
+			return local.RestartContainerd(ctx, dir, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", local.DefaultOptions().Dir, "state directory of the local cluster")
+	return cmd
+}

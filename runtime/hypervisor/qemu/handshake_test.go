@@ -1,0 +1,102 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podvm/podvm/runtime/hypervisor"
+)
+
+// guestSide plays the agent on the far end of c: it writes before, then
+// for each hello it reads answers with the nonce (after writing between
+// the first time), and returns what followed the handshake.
+func guestSide(c net.Conn, before, between string, answer bool) <-chan string {
+	rest := make(chan string, 1)
+	go func() {
+		defer close(rest)
+		io.WriteString(c, before)
+		r := bufio.NewReader(c)
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		nonce := strings.TrimSuffix(strings.TrimPrefix(line, hypervisor.AgentSerialHelloPrefix), "\n")
+		if !strings.HasPrefix(line, hypervisor.AgentSerialHelloPrefix) {
+			rest <- "bad hello " + line
+			return
+		}
+		io.WriteString(c, between)
+		if answer {
+			io.WriteString(c, hypervisor.AgentSerialOKPrefix+nonce+"\n")
+		}
+		b, _ := r.ReadString('\n')
+		rest <- b
+	}()
+	return rest
+}
+
+func TestHandshake(t *testing.T) {
+	ready := hypervisor.AgentSerialReadyLine
+	for _, tc := range []struct {
+		name, before, between string
+		answer                bool
+		wantErr               string
+	}{
+		{name: "clean", before: ready, answer: true},
+		{name: "stale reply tail before the ready line", before: "\x00\x00\x00\x05\x00\x00\x00\x01\x02\x00hello" + ready, answer: true},
+		{name: "stale bytes glued to the ready line", before: "abc" + ready, answer: true},
+		{name: "answer for another nonce first", before: ready, between: hypervisor.AgentSerialOKPrefix + "ffff\n", answer: true},
+		{name: "no ready line", before: "garbage\n", wantErr: "ready line"},
+		{name: "no answer", before: ready, wantErr: "answer to hello"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host, guest := net.Pipe()
+			defer host.Close()
+			defer guest.Close()
+			rest := guestSide(guest, tc.before, tc.between, tc.answer)
+			err := handshake(context.Background(), host, 300*time.Millisecond)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			// The connection starts clean: the first bytes after are ours.
+			io.WriteString(host, "first request\n")
+			if got := <-rest; got != "first request\n" {
+				t.Fatalf("guest read %q after the handshake", got)
+			}
+		})
+	}
+}
+
+// A second ready line (the agent started over) gets a second hello.
+func TestHandshakeHelloPerReadyLine(t *testing.T) {
+	host, guest := net.Pipe()
+	defer host.Close()
+	defer guest.Close()
+	done := make(chan error, 1)
+	go func() { done <- handshake(context.Background(), host, 2*time.Second) }()
+	r := bufio.NewReader(guest)
+	var nonce string
+	for range 2 {
+		io.WriteString(guest, hypervisor.AgentSerialReadyLine)
+		line, err := r.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, hypervisor.AgentSerialHelloPrefix) {
+			t.Fatalf("read %q (%v), want a hello", line, err)
+		}
+		nonce = strings.TrimSpace(strings.TrimPrefix(line, hypervisor.AgentSerialHelloPrefix))
+	}
+	io.WriteString(guest, hypervisor.AgentSerialOKPrefix+nonce+"\n")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
