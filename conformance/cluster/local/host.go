@@ -2,6 +2,7 @@ package local
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // What the cluster changes on the host besides its state directory: a
@@ -120,36 +122,60 @@ const hostsFile = "/etc/hosts"
 // apiserver look the node up by name, and an unknown name would go to the
 // host's DNS server, which must not be contacted.
 func addHostsLine(line string) error {
-	b, err := os.ReadFile(hostsFile)
-	if err != nil {
-		return err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if l == line {
-			return nil
+	return editHosts(func(b []byte) []byte {
+		for _, l := range strings.Split(string(b), "\n") {
+			if l == line {
+				return b
+			}
 		}
-	}
-	if len(b) > 0 && b[len(b)-1] != '\n' {
-		b = append(b, '\n')
-	}
-	return writeInPlace(hostsFile, append(b, line+"\n"...))
+		if len(b) > 0 && b[len(b)-1] != '\n' {
+			b = append(b, '\n')
+		}
+		return append(b, line+"\n"...)
+	})
 }
 
 func removeHostsLine(line string) error {
 	if line == "" {
 		return nil
 	}
+	return editHosts(func(b []byte) []byte {
+		var kept []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if l != line {
+				kept = append(kept, l)
+			}
+		}
+		return []byte(strings.Join(kept, "\n"))
+	})
+}
+
+// hostsLock serialises podvm's edits of /etc/hosts: clusters going up and
+// down at once (tests run them side by side) would otherwise lose each
+// other's lines in their read-modify-write.
+const hostsLock = "/run/lock/podvm-etc-hosts.lock"
+
+func editHosts(edit func([]byte) []byte) error {
+	if err := os.MkdirAll(filepath.Dir(hostsLock), 0o755); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(hostsLock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", hostsFile, err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", hostsFile, err)
+	}
 	b, err := os.ReadFile(hostsFile)
 	if err != nil {
 		return err
 	}
-	var kept []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if l != line {
-			kept = append(kept, l)
-		}
+	out := edit(b)
+	if bytes.Equal(out, b) {
+		return nil
 	}
-	return writeInPlace(hostsFile, []byte(strings.Join(kept, "\n")))
+	return writeInPlace(hostsFile, out)
 }
 
 // writeInPlace rewrites a file without replacing its inode: /etc/hosts is
