@@ -11,11 +11,13 @@ import (
 
 // The RuntimeClass's overhead.podFixed: what a podvm pod costs its node
 // beyond its containers' requests, charged by the scheduler and added to
-// the pod cgroup's limits by the kubelet. Derived from the density
-// benchmark (docs/benchmarks.md, `podvm bench density`); the derivation is
+// the pod cgroup's limits by the kubelet. Memory must hold the VM's base
+// guest RAM (256 MiB, charged to the pod cgroup as the guest touches it)
+// plus QEMU's and virtiofsd's own memory; derived from the density
+// benchmark (docs/benchmarks.md, `podvm bench density`), the derivation is
 // in docs/deploy.md ("Derivation").
 const (
-	OverheadMemory = "160Mi"
+	OverheadMemory = "512Mi"
 	OverheadCPU    = "250m"
 )
 
@@ -111,7 +113,7 @@ func (o Options) Validate() error {
 	}
 	for what, v := range map[string]string{"overhead memory": o.OverheadMemory, "overhead cpu": o.OverheadCPU} {
 		if !quantity.MatchString(v) {
-			errs = append(errs, fmt.Sprintf("%s %q is not a Kubernetes quantity (e.g. 160Mi, 250m)", what, v))
+			errs = append(errs, fmt.Sprintf("%s %q is not a Kubernetes quantity (e.g. 512Mi, 250m)", what, v))
 		}
 	}
 	if !pullPolicys[o.ImagePullPolicy] {

@@ -174,7 +174,7 @@ func TestRender(t *testing.T) {
 			if rc.Scheduling.NodeSelector[LabelKey] != LabelValue || len(rc.Scheduling.NodeSelector) != 1 {
 				t.Errorf("RuntimeClass scheduling.nodeSelector = %v, want only %s=%s", rc.Scheduling.NodeSelector, LabelKey, LabelValue)
 			}
-			if rc.Overhead.PodFixed["memory"] != "160Mi" || rc.Overhead.PodFixed["cpu"] != "250m" {
+			if rc.Overhead.PodFixed["memory"] != "512Mi" || rc.Overhead.PodFixed["cpu"] != "250m" {
 				t.Errorf("RuntimeClass overhead.podFixed = %v", rc.Overhead.PodFixed)
 			}
 
