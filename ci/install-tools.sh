@@ -30,7 +30,7 @@ install_containerd() {
 	if cached containerd "$CONTAINERD_VERSION" containerd ctr containerd-shim-runc-v2; then
 		step "containerd $CONTAINERD_VERSION: cached"; return
 	fi
-	step "containerd $CONTAINERD_VERSION: building (about 4 min cold)"
+	step "containerd $CONTAINERD_VERSION: building (about 2 min cold)"
 	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/bin"
 	GOBIN="$dir.tmp/bin" run_logged "$PODVM_CACHE/logs/containerd.log" \
 		go install "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
@@ -108,7 +108,7 @@ install_kubernetes() {
 	if cached kubernetes "$KUBERNETES_VERSION" "${bins[@]}"; then
 		step "kubernetes $KUBERNETES_VERSION: cached"; return
 	fi
-	step "kubernetes $KUBERNETES_VERSION: building ${bins[*]} (about 20 min cold on 2 cores)"
+	step "kubernetes $KUBERNETES_VERSION: building ${bins[*]} (about 8 min cold on 2 cores)"
 	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/bin"
 	kubernetes_module "$dir.tmp/mod"
 	local ldflags; ldflags=$(kubernetes_ldflags)
@@ -142,7 +142,7 @@ install_etcd() {
 	if cached etcd "$ETCD_VERSION" etcd; then
 		step "etcd $ETCD_VERSION: cached"; return
 	fi
-	step "etcd $ETCD_VERSION: building (about 2 min cold)"
+	step "etcd $ETCD_VERSION: building (about 1 min cold)"
 	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/bin" "$dir.tmp/mod"
 	(cd "$dir.tmp/mod" && go mod init podvm.local/etcd-build >/dev/null 2>&1 &&
 		GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1) ||
