@@ -115,6 +115,7 @@ func requireDeploy(t *testing.T) *deployEnv {
 // lift-and-shift spec, `podvm deploy uninstall`, and the node is as it was.
 func TestDeployIntegration(t *testing.T) {
 	e := requireDeploy(t)
+	testenv.HostLock(t, "kubernetes-cluster") // not beside TestLocalClusterIntegration
 	o := e.opts
 	p := local.New(o)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)

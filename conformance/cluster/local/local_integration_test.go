@@ -66,6 +66,7 @@ func requireLocal(t *testing.T, o *Options) {
 func TestLocalClusterIntegration(t *testing.T) {
 	o := testOptions(t)
 	requireLocal(t, &o)
+	testenv.HostLock(t, "kubernetes-cluster") // not beside TestDeployIntegration
 	p := New(o)
 	chainsBefore := iptablesChains()
 
