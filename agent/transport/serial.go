@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -191,34 +190,26 @@ func handshake(f *os.File) (string, error) {
 	}
 	f.SetReadDeadline(time.Now().Add(helloTimeout))
 	defer f.SetReadDeadline(time.Time{})
-	var line []byte
-	b := make([]byte, 1)
-	for {
-		if _, err := io.ReadFull(f, b); err != nil {
+	var hello string
+	err := hypervisor.ReadHandshakeLines(f, func(line string) (bool, error) {
+		i := strings.LastIndex(line, hypervisor.AgentSerialHelloPrefix)
+		if i < 0 || !validNonce(line[i+len(hypervisor.AgentSerialHelloPrefix):]) {
+			return false, nil // stale bytes of an earlier session
+		}
+		nonce := line[i+len(hypervisor.AgentSerialHelloPrefix):]
+		if _, err := io.WriteString(f, hypervisor.AgentSerialOKPrefix+nonce+"\n"); err != nil {
+			return false, fmt.Errorf("answer the host's hello: %w", err)
+		}
+		hello = hypervisor.AgentSerialHelloPrefix + nonce + "\n"
+		return true, nil
+	})
+	if err != nil {
+		if hello == "" {
 			return "", fmt.Errorf("wait for the host's hello: %w", err)
 		}
-		if b[0] != '\n' {
-			if len(line) < hypervisor.AgentSerialMaxLine {
-				line = append(line, b[0])
-			} else {
-				line = line[:0]
-			}
-			continue
-		}
-		i := bytes.LastIndex(line, []byte(hypervisor.AgentSerialHelloPrefix))
-		nonce := ""
-		if i >= 0 {
-			nonce = string(line[i+len(hypervisor.AgentSerialHelloPrefix):])
-		}
-		if !validNonce(nonce) {
-			line = line[:0] // stale bytes of an earlier session
-			continue
-		}
-		if _, err := io.WriteString(f, hypervisor.AgentSerialOKPrefix+nonce+"\n"); err != nil {
-			return "", fmt.Errorf("answer the host's hello: %w", err)
-		}
-		return hypervisor.AgentSerialHelloPrefix + nonce + "\n", nil
+		return "", err
 	}
+	return hello, nil
 }
 
 // validNonce accepts what hosts send: 1 to 64 lower-case hex digits.

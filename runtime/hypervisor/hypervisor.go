@@ -7,6 +7,7 @@ package hypervisor
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -71,6 +72,34 @@ const (
 // AgentSerialMaxLine bounds a handshake line; longer runs without a
 // newline are skipped as stale bytes.
 const AgentSerialMaxLine = 128
+
+// ReadHandshakeLines reads r a byte at a time (nothing past the line that
+// ends the handshake may be consumed: the session's bytes follow it) and
+// calls line for each line, without its newline, until line returns done
+// or an error. Runs longer than AgentSerialMaxLine without a newline are
+// dropped. Both ends of the handshake read with it.
+func ReadHandshakeLines(r io.Reader, line func(string) (done bool, err error)) error {
+	var buf []byte
+	b := make([]byte, 1)
+	for {
+		if _, err := io.ReadFull(r, b); err != nil {
+			return err
+		}
+		if b[0] != '\n' {
+			if len(buf) < AgentSerialMaxLine {
+				buf = append(buf, b[0])
+			} else {
+				buf = buf[:0]
+			}
+			continue
+		}
+		done, err := line(string(buf))
+		if done || err != nil {
+			return err
+		}
+		buf = buf[:0]
+	}
+}
 
 // SharedFSTag is the virtio-fs / 9p tag of the per-sandbox shared directory.
 const SharedFSTag = "podvm"

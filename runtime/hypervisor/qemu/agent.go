@@ -145,7 +145,7 @@ func handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
 	hello := hypervisor.AgentSerialHelloPrefix + nonce + "\n"
 	ok := hypervisor.AgentSerialOKPrefix + nonce
 	sentHello := false
-	err := readLines(c, func(line string) (bool, error) {
+	err := hypervisor.ReadHandshakeLines(c, func(line string) (bool, error) {
 		// Suffixes: a stale run without a newline may precede a line.
 		switch {
 		case strings.HasSuffix(line, strings.TrimSuffix(hypervisor.AgentSerialReadyLine, "\n")):
@@ -164,33 +164,6 @@ func handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
 		return fmt.Errorf("wait for the agent's answer to hello %s: %w", nonce, err)
 	}
 	return nil
-}
-
-// readLines reads c a byte at a time (nothing past the line that ends the
-// handshake may be consumed) and calls line for each line, without its
-// newline, until it returns done or an error. Runs longer than
-// hypervisor.AgentSerialMaxLine without a newline are dropped.
-func readLines(c io.Reader, line func(string) (bool, error)) error {
-	var buf []byte
-	b := make([]byte, 1)
-	for {
-		if _, err := io.ReadFull(c, b); err != nil {
-			return err
-		}
-		if b[0] != '\n' {
-			if len(buf) < hypervisor.AgentSerialMaxLine {
-				buf = append(buf, b[0])
-			} else {
-				buf = buf[:0]
-			}
-			continue
-		}
-		done, err := line(string(buf))
-		if done || err != nil {
-			return err
-		}
-		buf = buf[:0]
-	}
 }
 
 // serialConn frees the channel for the next DialAgent when closed.
