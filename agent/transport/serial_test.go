@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -337,5 +338,90 @@ func TestListenUnixReplacesStaleSocket(t *testing.T) {
 	defer l.Close()
 	if kind != Unix {
 		t.Fatalf("kind = %q", kind)
+	}
+}
+
+// openPTY returns a pty master whose slave has been closed: like a
+// virtio-serial port with no host, it polls POLLHUP until the slave (the
+// "host") is opened again.
+func openPTY(t *testing.T) (master *os.File, slavePath string) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pty to stand in for a port: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slavePath = "/dev/pts/" + strconv.Itoa(n)
+	// A master reports the hang-up only once a slave has come and gone.
+	s, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	return m, slavePath
+}
+
+// TestSerialWaitHostWakesOnSignal: with the periodic check an hour away,
+// only the host-arrival wake-up (SIGIO on a real port) can end the wait
+// once the host is there.
+func TestSerialWaitHostWakesOnSignal(t *testing.T) {
+	master, slavePath := openPTY(t)
+	arrived := make(chan os.Signal, 1)
+	l := NewSerialListener("pty", nil)
+	l.hostArrived, l.pollEvery = arrived, time.Hour
+	defer l.Close()
+
+	done := make(chan error, 1)
+	go func() { done <- l.waitHost(master) }()
+	select {
+	case err := <-done:
+		t.Fatalf("waitHost returned (%v) with no host", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	host, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	arrived <- unix.SIGIO
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waitHost did not wake on the host-arrival signal")
+	}
+	if fl, err := unix.FcntlInt(master.Fd(), unix.F_GETFL, 0); err != nil || fl&unix.O_ASYNC != 0 {
+		t.Fatalf("O_ASYNC left on after the wait (flags %#x, %v)", fl, err)
+	}
+}
+
+// TestSetAsync checks that the port's owner and O_ASYNC are set for the
+// wait and that O_ASYNC is cleared after it.
+func TestSetAsync(t *testing.T) {
+	master, _ := openPTY(t)
+	if err := setAsync(master, true); err != nil {
+		t.Fatal(err)
+	}
+	fl, err := unix.FcntlInt(master.Fd(), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_ASYNC == 0 {
+		t.Fatalf("O_ASYNC not set (flags %#x, %v)", fl, err)
+	}
+	if owner, err := unix.FcntlInt(master.Fd(), unix.F_GETOWN, 0); err != nil || owner != os.Getpid() {
+		t.Fatalf("owner = %d (%v), want %d", owner, err, os.Getpid())
+	}
+	if err := setAsync(master, false); err != nil {
+		t.Fatal(err)
+	}
+	if fl, err = unix.FcntlInt(master.Fd(), unix.F_GETFL, 0); err != nil || fl&unix.O_ASYNC != 0 {
+		t.Fatalf("O_ASYNC still set (flags %#x, %v)", fl, err)
 	}
 }
