@@ -79,9 +79,10 @@ func NewServer(svc *Service) (*ttrpc.Server, error) {
 }
 
 // intercept maps errdefs errors to ttrpc status codes (NotFound,
-// FailedPrecondition, ...) and turns a panic in a handler into an Internal
-// error: a panic must not reach the runtime, which would end PID 1 and
-// panic the guest kernel.
+// FailedPrecondition, ...), turns a panic in a handler into an Internal
+// error (a panic must not reach the runtime, which would end PID 1 and
+// panic the guest kernel), and reports a call that runs long
+// (watchSlowCall).
 func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -89,6 +90,8 @@ func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.Una
 			resp, err = nil, status.Errorf(codes.Internal, "%s: agent panic: %v", info.FullMethod, r)
 		}
 	}()
+	stop := watchSlowCall(info.FullMethod)
+	defer stop()
 	resp, err = method(ctx, unmarshal)
 	if err != nil {
 		err = errgrpc.ToGRPC(err)

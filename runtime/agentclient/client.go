@@ -33,7 +33,14 @@ type Client struct {
 	closing  atomic.Bool
 	lost     chan struct{}
 	lostOnce sync.Once
+	onHang   atomic.Pointer[func(method string)]
 }
+
+// OnHang sets a function called when a bounded call gets no answer within
+// CallTimeout, before the call fails: the place to save what the guest's
+// console shows (the agent reports its own state there, see
+// agent/server's slow-call report) while the VM still runs.
+func (c *Client) OnHang(hook func(method string)) { c.onHang.Store(&hook) }
 
 // CallTimeout bounds every call that answers at once in a healthy guest
 // (all but the ones that wait for a process, its output or an OOM kill),
@@ -42,18 +49,12 @@ type Client struct {
 // because runc runs under TCG on a loaded host. (A variable for tests.)
 var CallTimeout = time.Minute
 
-// waitingMethods are the calls that legitimately block until something
-// happens in the guest; they end with their context or the connection.
-var waitingMethods = map[string]bool{
-	"WaitProcess": true, "ReadStdout": true, "ReadStderr": true, "GetOOMEvent": true,
-	// A full pipe blocks a write until the process reads: back-pressure.
-	"WriteStdin": true,
-}
-
-// boundCalls applies CallTimeout to every call but the waiting ones.
-func boundCalls(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, info *ttrpc.UnaryClientInfo, invoker ttrpc.Invoker) error {
+// boundCalls applies CallTimeout to every call but the waiting ones
+// (api.Waits). A call that runs out of it is reported to the hang hook
+// first, while the guest is still there to be looked at.
+func (c *Client) boundCalls(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, info *ttrpc.UnaryClientInfo, invoker ttrpc.Invoker) error {
 	method := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
-	if waitingMethods[method] {
+	if api.Waits(method) {
 		return invoker(ctx, req, resp)
 	}
 	// Also under a caller's later deadline (containerd passes the CRI
@@ -63,6 +64,9 @@ func boundCalls(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, i
 	defer cancel()
 	if err := invoker(ctx, req, resp); err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			if hook := c.onHang.Load(); hook != nil {
+				(*hook)(method)
+			}
 			return fmt.Errorf("agent %s: no answer within %s or the caller's deadline: %w", method, CallTimeout, err)
 		}
 		return err
@@ -119,7 +123,7 @@ func connectOnce(ctx context.Context, dial Dialer) (*Client, error) {
 			c.lostOnce.Do(func() { close(c.lost) })
 		}
 	}
-	c.ttrpc = ttrpc.NewClient(conn, ttrpc.WithOnClose(onClose), ttrpc.WithUnaryClientInterceptor(boundCalls))
+	c.ttrpc = ttrpc.NewClient(conn, ttrpc.WithOnClose(onClose), ttrpc.WithUnaryClientInterceptor(c.boundCalls))
 	c.AgentServiceService = api.NewAgentServiceClient(c.ttrpc)
 	details, err := c.GuestDetails(ctx, &api.GuestDetailsRequest{})
 	if err != nil {

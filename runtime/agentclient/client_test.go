@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -94,11 +95,19 @@ func TestCallsAreBounded(t *testing.T) {
 	defer func(d time.Duration) { CallTimeout = d }(CallTimeout)
 	CallTimeout = 200 * time.Millisecond
 	c, _ := serveGuest(t)
+	var hung []string // the hook runs in the caller's goroutine
+	c.OnHang(func(method string) { hung = append(hung, method) })
 
 	start := time.Now()
 	_, err := c.StartContainer(context.Background(), &api.StartContainerRequest{ContainerId: "c"})
 	if took := time.Since(start); err == nil || took > 5*time.Second {
 		t.Errorf("StartContainer of a hung guest: %v after %s; want a timeout after %s", err, took, CallTimeout)
+	}
+	if err != nil && !strings.Contains(err.Error(), "agent StartContainer: no answer within") {
+		t.Errorf("error %q does not name the call", err)
+	}
+	if len(hung) != 1 || hung[0] != "StartContainer" {
+		t.Errorf("hang hook saw %q, want [StartContainer]", hung)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
@@ -107,6 +116,9 @@ func TestCallsAreBounded(t *testing.T) {
 	c.WaitProcess(ctx, &api.WaitProcessRequest{ContainerId: "c"})
 	if took := time.Since(start); took < 700*time.Millisecond {
 		t.Errorf("WaitProcess was cut after %s; it may wait as long as its caller does", took)
+	}
+	if len(hung) != 1 {
+		t.Errorf("hang hook called for a waiting call: %q", hung)
 	}
 }
 

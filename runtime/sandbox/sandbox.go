@@ -242,6 +242,7 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		return nil, fmt.Errorf("sandbox %s: %w%s", o.ID, err, s.vmFailureDetail())
 	}
 	s.Agent = agent
+	agent.OnHang(s.logConsoleTail)
 	go s.watch(log.G(ctx))
 	s.Timings.AgentReady = agent.ReadyAt
 
@@ -289,6 +290,45 @@ func (s *Sandbox) vmFailureDetail() string {
 	default:
 		return fmt.Sprintf("; guest console log: %s", s.vm.Info().ConsolePath)
 	}
+}
+
+// consoleTailBytes is how much of the guest console a hung agent call
+// copies into the shim's log: enough for the agent's slow-call report
+// (goroutines cut at 64 KiB, plus the process list) in most cases.
+const consoleTailBytes = 96 << 10
+
+// logConsoleTail copies the end of the guest console into the shim's log
+// when an agent call got no answer: the console file goes with the
+// sandbox's state directory, and the agent writes what it was doing there
+// (agent/server slowcall.go) before the shim gives up.
+func (s *Sandbox) logConsoleTail(method string) {
+	path := s.vm.Info().ConsolePath
+	tail, err := readTail(path, consoleTailBytes)
+	entry := log.L.WithFields(log.Fields{"sandbox": s.ID, "call": method, "console": path})
+	if err != nil {
+		entry.WithError(err).Error("agent call got no answer; the guest console cannot be read")
+		return
+	}
+	entry.Errorf("agent call got no answer; the guest console ends with:\n%s", tail)
+}
+
+// readTail returns at most n bytes from the end of the file at path.
+func readTail(path string, n int64) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	off := max(st.Size()-n, 0)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return "", err
+	}
+	return string(buf), nil
 }
 
 // Info describes the VM.

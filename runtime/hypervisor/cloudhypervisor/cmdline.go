@@ -213,6 +213,9 @@ func kernelCmdline(debug bool, extra []string) (string, error) {
 		// ends the VM. panic=-1 makes a panic reach that point at once.
 		"reboot=k",
 		"panic=-1",
+		// The agent reports a call it cannot answer through /dev/kmsg (the
+		// console tty may be what is stuck): unthrottled, so it arrives whole.
+		"printk.devkmsg=on",
 	}
 	if debug {
 		p = append(p, "loglevel=8")

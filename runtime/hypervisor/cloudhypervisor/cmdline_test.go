@@ -145,10 +145,10 @@ func TestKernelCmdline(t *testing.T) {
 		want   string
 		errSub string
 	}{
-		{"quiet", false, nil, "console=ttyS0 reboot=k panic=-1 quiet loglevel=4", ""},
-		{"debug", true, nil, "console=ttyS0 reboot=k panic=-1 loglevel=8", ""},
+		{"quiet", false, nil, "console=ttyS0 reboot=k panic=-1 printk.devkmsg=on quiet loglevel=4", ""},
+		{"debug", true, nil, "console=ttyS0 reboot=k panic=-1 printk.devkmsg=on loglevel=8", ""},
 		{"extra params last, so they override", false, []string{"loglevel=7", "podvm.x=1"},
-			"console=ttyS0 reboot=k panic=-1 quiet loglevel=4 loglevel=7 podvm.x=1", ""},
+			"console=ttyS0 reboot=k panic=-1 printk.devkmsg=on quiet loglevel=4 loglevel=7 podvm.x=1", ""},
 		{"too long", false, []string{strings.Repeat("x", 2100)}, "", "the limit is 2047"},
 	}
 	for _, tt := range tests {

@@ -188,6 +188,9 @@ func kernelCmdline(acc hypervisor.Accelerator, debug bool, tscKHz uint64, extra 
 		"console=ttyS0",
 		"reboot=t", // reboot by triple fault: fastest, and -no-reboot turns it into exit
 		"panic=-1", // reboot (so QEMU exits) at once on panic
+		// The agent reports a call it cannot answer through /dev/kmsg (the
+		// console tty may be what is stuck): unthrottled, so it arrives whole.
+		"printk.devkmsg=on",
 	}
 	if debug {
 		p = append(p, "loglevel=8")

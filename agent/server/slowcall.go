@@ -1,0 +1,149 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/podvm/podvm/agent/api"
+)
+
+// A call that should answer at once but does not is the hardest failure to
+// debug from the host: the shim only sees silence. So when such a call has
+// run for slowCallReport, the agent writes its own goroutines and the
+// guest's processes (state and wait channel) to the console, where the
+// host's console log keeps them. The delay is well inside the shim's bound
+// (agentclient.CallTimeout, 1 min), so the report is there when the shim
+// gives up and logs the console's tail.
+//
+// The report goes through the kernel log (/dev/kmsg), not the agent's
+// stderr: a console tty whose output has stalled blocks its writers, and
+// may be the very thing that hangs the call; printk writes the UART by
+// polling. The drivers put printk.devkmsg=on on the kernel command line so
+// the kernel does not rate-limit the report to ten lines.
+var (
+	slowCallReport           = 20 * time.Second
+	slowCallOut    io.Writer = kernelLog{}
+	procRoot                 = "/proc"
+	kmsgPath                 = "/dev/kmsg"
+)
+
+// kernelLog writes each line as a kernel log record at error level, which
+// the console prints even when booted quiet; without /dev/kmsg (the agent
+// run outside a guest) it writes to stderr.
+type kernelLog struct{}
+
+// maxKmsgLine keeps a record under the kernel's 1 KiB line limit.
+const maxKmsgLine = 900
+
+func (kernelLog) Write(p []byte) (int, error) {
+	f, err := os.OpenFile(kmsgPath, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return os.Stderr.Write(p)
+	}
+	defer f.Close()
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if len(line) > maxKmsgLine {
+			line = line[:maxKmsgLine] + "..."
+		}
+		// One write is one record; a failed one (a full log) drops a line only.
+		f.Write([]byte("<3>podvm-agent: " + line + "\n"))
+	}
+	return len(p), nil
+}
+
+// maxStackDump bounds the goroutine part of a report: every byte is an
+// emulated UART write under TCG.
+const maxStackDump = 64 << 10
+
+// watchSlowCall arms the report for one call; stop disarms it.
+func watchSlowCall(method string) (stop func()) {
+	if api.Waits(method) {
+		return func() {}
+	}
+	start := time.Now()
+	t := time.AfterFunc(slowCallReport, func() { reportSlowCall(slowCallOut, method, time.Since(start)) })
+	return func() { t.Stop() }
+}
+
+// reportMu keeps two reports from interleaving on the console.
+var reportMu sync.Mutex
+
+func reportSlowCall(w io.Writer, method string, running time.Duration) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "podvm-agent: %s has run for %s without answering; agent goroutines and guest processes follow\n",
+		method, running.Round(time.Second))
+	stacks := make([]byte, maxStackDump)
+	n := runtime.Stack(stacks, true)
+	b.Write(stacks[:n])
+	if n == len(stacks) {
+		b.WriteString("\n... (goroutines cut at 64 KiB)\n")
+	}
+	b.WriteString("\nguest processes (pid state wchan command):\n")
+	writeProcesses(&b, procRoot)
+	fmt.Fprintf(&b, "podvm-agent: end of the report on %s\n", method)
+	reportMu.Lock()
+	defer reportMu.Unlock()
+	w.Write(b.Bytes())
+}
+
+// writeProcesses lists root's processes: a process stuck in the kernel
+// shows state D and the function it waits in (for example a FUSE request
+// virtiofsd never answered).
+func writeProcesses(w io.Writer, root string) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		fmt.Fprintf(w, "  (%v)\n", err)
+		return
+	}
+	var pids []int
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	sort.Ints(pids)
+	for _, pid := range pids {
+		dir := filepath.Join(root, strconv.Itoa(pid))
+		comm, state := "?", "?"
+		if stat, err := os.ReadFile(filepath.Join(dir, "stat")); err == nil {
+			comm, state = parseStat(string(stat))
+		}
+		wchan := "-"
+		if wc, err := os.ReadFile(filepath.Join(dir, "wchan")); err == nil && len(wc) > 0 && string(wc) != "0" {
+			wchan = string(wc)
+		}
+		cmd := comm
+		if cl, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(cl) > 0 {
+			cmd = strings.TrimSpace(strings.ReplaceAll(string(cl), "\x00", " "))
+			if len(cmd) > 160 {
+				cmd = cmd[:160] + "..."
+			}
+		}
+		fmt.Fprintf(w, "  %d %s %s %s\n", pid, state, wchan, cmd)
+	}
+}
+
+// parseStat returns the command name and state of a /proc/PID/stat line.
+// The name is in parentheses and may itself hold spaces and parentheses,
+// so the state is the field after the last ')'.
+func parseStat(stat string) (comm, state string) {
+	open, end := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
+	if open < 0 || end < open {
+		return "?", "?"
+	}
+	comm = stat[open+1 : end]
+	rest := strings.Fields(stat[end+1:])
+	if len(rest) == 0 {
+		return comm, "?"
+	}
+	return comm, rest[0]
+}
