@@ -188,7 +188,7 @@ func TestDeployIntegration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restart := filepath.Join(e.binDir, "podvm") + " deploy restart-local-containerd --dir " + o.Dir
+	restart := filepath.Join(e.binDir, "podvm") + " cluster restart-containerd --dir " + o.Dir
 	deployFlags := []string{"--kubeconfig", c.Kubeconfig, "--kubectl", kubectlPath, "--image", image,
 		"--host-prefix", e.prefix, "--containerd-config", p.ContainerdConfig(), "--containerd-dropin-dir", p.ContainerdDropInDir(),
 		"--containerd-socket", sock, "--restart-command", restart, "--api-server", apiServer, "--timeout", "4m"}

@@ -135,12 +135,12 @@ func TestRender(t *testing.T) {
 		{name: "local cluster", mod: func(o *Options) {
 			o.HostPrefix = "/tmp/x/opt podvm"
 			o.ContainerdConfig, o.DropInDir = "/tmp/c/config.toml", "/tmp/c/conf.d"
-			o.RestartCommand = "/tmp/bin/podvm deploy restart-local-containerd --dir /tmp/c # not a comment: \"quoted\""
+			o.RestartCommand = "/tmp/bin/podvm cluster restart-containerd --dir /tmp/c # not a comment: \"quoted\""
 			o.APIServer = "https://10.200.0.1:7443"
 			o.NodeSelector = map[string]string{"kubernetes.io/hostname": "n1", "a": "true"}
 		}, checks: func(t *testing.T, ds object, args []string) {
 			for _, want := range []string{"--prefix=/tmp/x/opt podvm", "--containerd-dropin-dir=/tmp/c/conf.d",
-				"--restart-command=/tmp/bin/podvm deploy restart-local-containerd --dir /tmp/c # not a comment: \"quoted\"",
+				"--restart-command=/tmp/bin/podvm cluster restart-containerd --dir /tmp/c # not a comment: \"quoted\"",
 				"--api-server=https://10.200.0.1:7443"} {
 				if !slices.Contains(args, want) {
 					t.Errorf("args %q lack %q", args, want)

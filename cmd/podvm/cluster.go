@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -64,6 +65,7 @@ come from 'make conformance' (or ci/install-tools.sh kubernetes etcd).`,
 		}
 		return local.New(opts)
 	}
+	cmd.AddCommand(newRestartContainerdCommand(&opts.Dir))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "up",
 		Short: "Start the cluster (prints the kubeconfig to use)",
@@ -127,4 +129,26 @@ come from 'make conformance' (or ci/install-tools.sh kubernetes etcd).`,
 	serve.Flags().StringVar(&hostsDir, "hosts-dir", "", "containerd certs.d directory to point at the registry")
 	cmd.AddCommand(serve)
 	return cmd
+}
+
+// newRestartContainerdCommand restarts a local cluster's containerd in
+// place. The local cluster has no systemd, so this is what the podvm
+// installer runs there as its --restart-command, chrooted into the node.
+func newRestartContainerdCommand(dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "restart-containerd",
+		Short: "Restart the local cluster's containerd in its own namespaces and cgroups (the installer's --restart-command there)",
+		Long: `Restarts the containerd of a local cluster ('podvm cluster up') with the same
+command line, environment, namespaces, cgroups and limits, appending to its log and
+updating its pid file, so that 'podvm cluster status' and 'down' follow the new
+process. Running pods keep running: their shims outlive containerd. The podvm
+installer DaemonSet runs it chrooted into the node after writing its containerd
+drop-in (docs/deploy.md).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer cancel()
+			return local.RestartContainerd(ctx, *dir, cmd.OutOrStdout())
+		},
+	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/podvm/podvm/conformance/cluster/local"
 	"github.com/podvm/podvm/deploy"
 	"github.com/podvm/podvm/deploy/node"
 	"github.com/podvm/podvm/version"
@@ -34,7 +32,7 @@ pods only onto labelled nodes. See docs/deploy.md.
   podvm deploy render --image ... | kubectl apply -f -     # the manifests alone`,
 	}
 	cmd.AddCommand(newDeployRenderCommand(), newDeployInstallCommand(false), newDeployInstallCommand(true),
-		newDeployImageCommand(), newDeployNodeCommand(), newRestartLocalContainerdCommand())
+		newDeployImageCommand(), newDeployNodeCommand())
 	return cmd
 }
 
@@ -285,24 +283,5 @@ are not meant to be run by hand; see docs/deploy.md.`,
 	ready.Flags().StringVar(&probeFile, "done-file", "", "the file install or uninstall writes when done")
 	cmd.AddCommand(verb("install", "Install podvm on this node, then label it", false),
 		verb("uninstall", "Remove podvm from this node, label first", true), ready)
-	return cmd
-}
-
-// newRestartLocalContainerdCommand is the restart command the installer
-// runs on a node of the local conformance cluster, which has no systemd.
-func newRestartLocalContainerdCommand() *cobra.Command {
-	var dir string
-	cmd := &cobra.Command{
-		Use:    "restart-local-containerd",
-		Short:  "Restart the containerd of a local cluster ('podvm cluster up'), e.g. as the installer's --restart-command",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
-			defer cancel()
-			return local.RestartContainerd(ctx, dir, cmd.OutOrStdout())
-		},
-	}
-	cmd.Flags().StringVar(&dir, "dir", local.DefaultOptions().Dir, "state directory of the local cluster")
 	return cmd
 }

@@ -20,7 +20,7 @@ import (
 // containerd that reads drop-in files (always: its config imports
 // ContainerdDropInDir), one without the podvm handler
 // (Options.WithoutPodvmHandler), and a way to restart it from inside the
-// installer's pod (RestartContainerd, `podvm deploy restart-local-containerd`).
+// installer's pod (RestartContainerd, `podvm cluster restart-containerd`).
 
 // ContainerdConfig is the main configuration file of the cluster's containerd.
 func (p *Provider) ContainerdConfig() string { return p.l.containerdConfig() }
