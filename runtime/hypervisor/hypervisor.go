@@ -187,6 +187,12 @@ type CheckResult struct {
 	Optional bool
 }
 
+// Diagnoser is a VM that can describe its guest's state from outside,
+// for the report the shim logs when the agent stops answering.
+type Diagnoser interface {
+	Diagnose(ctx context.Context) string
+}
+
 // VM is one running (or startable) pod VM.
 type VM interface {
 	// Start launches the VMM and its helpers (virtiofsd) and boots the guest.

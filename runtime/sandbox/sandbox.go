@@ -310,6 +310,11 @@ func (s *Sandbox) logConsoleTail(method string) {
 		return
 	}
 	entry.Errorf("agent call got no answer; the guest console ends with:\n%s", tail)
+	if d, ok := s.vm.(hypervisor.Diagnoser); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		entry.Errorf("agent call got no answer; the VMM says:\n%s", d.Diagnose(ctx))
+	}
 }
 
 // readTail returns at most n bytes from the end of the file at path.

@@ -254,6 +254,16 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 	if err != nil || st != "running" {
 		t.Errorf("QueryStatus = %q, %v", st, err)
 	}
+	// What the shim logs when the agent stops answering.
+	diag := vm.(hypervisor.Diagnoser).Diagnose(context.Background())
+	for _, want := range []string{"run state: running", "RIP=", "HLT="} {
+		if !strings.Contains(diag, want) {
+			t.Errorf("Diagnose lacks %q:\n%s", want, diag)
+		}
+	}
+	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "guest has the agent port open: true") {
+		t.Errorf("Diagnose does not show the open agent port:\n%s", diag)
+	}
 
 	pids := vm.Pids()
 	stopStart := time.Now()

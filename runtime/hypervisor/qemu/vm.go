@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -470,6 +471,36 @@ func (v *VM) QueryStatus(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("qemu: sandbox %s: %w", v.cfg.ID, err)
 	}
 	return st.Status, nil
+}
+
+// Diagnose describes the guest for a hang report (hypervisor.Diagnoser):
+// the run state, whether the guest has the agent's port open, and the
+// vCPU registers, where HLT=1 says the guest is idle (nothing runnable:
+// the agent waits for input) and a moving RIP says it is busy.
+func (v *VM) Diagnose(ctx context.Context) string {
+	v.mu.Lock()
+	qmp, transport := v.qmp, v.launch.Transport
+	v.mu.Unlock()
+	if qmp == nil {
+		return "QEMU is not running"
+	}
+	var b strings.Builder
+	if st, err := qmp.QueryStatus(ctx); err != nil {
+		fmt.Fprintf(&b, "run state: %v\n", err)
+	} else {
+		fmt.Fprintf(&b, "run state: %s\n", st.Status)
+	}
+	if transport == hypervisor.TransportSerial {
+		open, err := qmp.ChardevFrontendOpen(ctx, agentChardevID)
+		fmt.Fprintf(&b, "guest has the agent port open: %v (err %v)\n", open, err)
+	}
+	var regs string
+	if err := qmp.Execute(ctx, "human-monitor-command", map[string]string{"command-line": "info registers"}, &regs); err != nil {
+		fmt.Fprintf(&b, "info registers: %v\n", err)
+	} else {
+		b.WriteString(regs)
+	}
+	return b.String()
 }
 
 // writePid records a helper's pid so that cleanup after a crashed shim
