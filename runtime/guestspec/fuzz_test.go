@@ -29,7 +29,9 @@ func FuzzRewrite(f *testing.F) {
 			return
 		}
 		before, _ := json.Marshal(&s)
-		g, res, err := Rewrite(&s, id, Options{Pod: pod, SandboxGuestPid: sandboxPid, PodCgroup: podCgroup})
+		// Every recursive bind has one host submount, shared on its own.
+		subs := func(string) ([]Submount, error) { return []Submount{{Rel: "sub", Options: []string{"ro"}}}, nil }
+		g, res, err := Rewrite(&s, id, Options{Pod: pod, SandboxGuestPid: sandboxPid, PodCgroup: podCgroup, Submounts: subs})
 		if after, _ := json.Marshal(&s); string(after) != string(before) {
 			t.Fatalf("Rewrite modified its input")
 		}

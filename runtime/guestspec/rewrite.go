@@ -37,6 +37,21 @@ type Options struct {
 	// so that pod-wide limits set on it (pids) hold for every container.
 	// Empty for a lone container.
 	PodCgroup string
+	// Submounts lists the host mounts below a bind mount's source (see
+	// Submount). When set, each is shared and mounted on its own; when
+	// nil, a volume is shared with everything below it (one recursive
+	// bind on the host, which the guest sees as virtio-fs submounts).
+	Submounts func(hostSource string) ([]Submount, error)
+}
+
+// Submount is a mount on the host below a bind mount's source, as a
+// recursive bind would copy it.
+type Submount struct {
+	// Rel is its mount point relative to the source: clean, relative and
+	// inside it ("tmpfs", "a/b").
+	Rel string
+	// Options are the host mount's own ro, nosuid, nodev and noexec.
+	Options []string
 }
 
 // SharedMount is a host path the shim must make visible in the guest by
@@ -49,6 +64,9 @@ type SharedMount struct {
 	// ReceiveHostMounts is set for rslave/rshared volumes: mounts made on
 	// the host under HostSource later must reach the guest.
 	ReceiveHostMounts bool
+	// Alone: bind HostSource without the mounts below it; those that the
+	// container should see are shares of their own (Options.Submounts).
+	Alone bool
 }
 
 // Result says what the rewrite needs from the host and what it left out.
@@ -113,14 +131,9 @@ func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 		case isBind(m) && m.Destination == "/dev/shm":
 			g.Mounts = append(g.Mounts, guestShm)
 		case isBind(m):
-			rel := path.Join(MountsDir(id), strconv.Itoa(len(res.Shares)))
-			res.Shares = append(res.Shares, SharedMount{HostSource: m.Source, ShareRel: rel,
-				Destination: m.Destination, ReadOnly: hasOption(m.Options, "ro"),
-				ReceiveHostMounts: hasOption(m.Options, "rslave") || hasOption(m.Options, "rshared")})
-			gm := m
-			gm.Type = "bind"
-			gm.Source = path.Join(GuestSharedDir, rel)
-			g.Mounts = append(g.Mounts, gm)
+			if err := shareBind(&g, &res, id, m, o); err != nil {
+				return nil, res, err
+			}
 		default:
 			res.Dropped.Mounts = append(res.Dropped.Mounts, m.Destination)
 		}
@@ -163,6 +176,100 @@ func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 		g.Linux = &l
 	}
 	return &g, res, nil
+}
+
+// shareBind adds the share of one host bind mount to res and its guest
+// mount to g, followed by those of its submounts.
+//
+// A recursive bind's submounts are shared one by one (when o.Submounts
+// says what they are) rather than with one recursive bind on the host,
+// for two reasons. In the guest, virtio-fs would present each as an
+// automount made on first access, after runc set the container's mount
+// flags: it would take the read-only flag of the volume's top mount
+// although a non-recursive "ro" leaves submounts as they are. And on
+// the host, the shim's recursive copy would sit, in the host's mount
+// namespace, on the same directory as the original submount, so that
+// directory could not be removed (EBUSY) while the container runs; with
+// runc the copy is in the container's namespace, which does not block
+// it. As entries of their own, runc mounts them with the flags runc on
+// the host would give them: "rro" for all, else each host mount's own.
+func shareBind(g *specs.Spec, res *Result, id string, m specs.Mount, o Options) error {
+	rro := hasOption(m.Options, "rro")
+	sh := SharedMount{HostSource: m.Source, Destination: m.Destination,
+		ReadOnly:          hasOption(m.Options, "ro") || rro,
+		ReceiveHostMounts: hasOption(m.Options, "rslave") || hasOption(m.Options, "rshared")}
+	var subs []Submount
+	if !sh.ReceiveHostMounts && o.Submounts != nil {
+		// A volume that receives host mounts keeps its recursive bind:
+		// mounts made later on the host reach the guest through it.
+		sh.Alone = true
+		if hasOption(m.Options, "rbind") {
+			var err error
+			if subs, err = o.Submounts(m.Source); err != nil {
+				return fmt.Errorf("mounts below %s (for %s): %w", m.Source, m.Destination, err)
+			}
+		}
+	}
+	gm := m
+	gm.Type = "bind"
+	gm.Source = addShare(res, id, sh)
+	g.Mounts = append(g.Mounts, gm)
+
+	for _, sub := range subs {
+		if sub.Rel == "" || path.IsAbs(sub.Rel) || path.Clean(sub.Rel) != sub.Rel || sub.Rel == ".." || strings.HasPrefix(sub.Rel, "../") {
+			return fmt.Errorf("mount below %s: %q is not a path inside it", m.Source, sub.Rel)
+		}
+		ssh := SharedMount{HostSource: path.Join(m.Source, sub.Rel), Destination: path.Join(m.Destination, sub.Rel),
+			ReadOnly: rro || hasOption(sub.Options, "ro"), Alone: true}
+		g.Mounts = append(g.Mounts, specs.Mount{Destination: ssh.Destination, Type: "bind",
+			Source: addShare(res, id, ssh), Options: SubmountOptions(m.Options, sub.Options)})
+	}
+	return nil
+}
+
+// addShare records sh at the next free place in the container's mounts
+// directory and returns its guest path.
+func addShare(res *Result, id string, sh SharedMount) string {
+	sh.ShareRel = path.Join(MountsDir(id), strconv.Itoa(len(res.Shares)))
+	res.Shares = append(res.Shares, sh)
+	return path.Join(GuestSharedDir, sh.ShareRel)
+}
+
+// recursiveOptions are the options of a bind mount that apply to its
+// submounts too, with runc as on the host: recursive mount attributes
+// and propagation.
+var recursiveOptions = map[string]bool{
+	"rro": true, "rrw": true, "rnosuid": true, "rsuid": true, "rnodev": true, "rdev": true,
+	"rnoexec": true, "rexec": true, "rnodiratime": true, "rdiratime": true, "rrelatime": true,
+	"rnorelatime": true, "rnoatime": true, "ratime": true, "rstrictatime": true,
+	"rnostrictatime": true, "rnosymfollow": true, "rsymfollow": true,
+	"private": true, "rprivate": true, "slave": true, "rslave": true, "shared": true,
+	"rshared": true, "unbindable": true, "runbindable": true,
+}
+
+// SubmountOptions are the guest mount options of a submount of a bind mount
+// with options parent, whose own host options are host: a bind carrying
+// the parent's recursive options ("rro" among them), read-only if the host
+// mount is, and the host mount's nosuid, nodev and noexec.
+func SubmountOptions(parent, host []string) []string {
+	out := []string{"rbind"}
+	for _, o := range parent {
+		if recursiveOptions[o] {
+			out = append(out, o)
+		}
+	}
+	switch {
+	case hasOption(host, "ro"):
+		out = append(out, "ro")
+	case !hasOption(parent, "rro"):
+		out = append(out, "rw")
+	}
+	for _, o := range []string{"nosuid", "nodev", "noexec"} {
+		if hasOption(host, o) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // podShared are the namespaces a pod's containers may share with the

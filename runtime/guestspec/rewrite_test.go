@@ -1,7 +1,9 @@
 package guestspec
 
 import (
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -177,6 +179,120 @@ func TestRewritePodContainer(t *testing.T) {
 	for _, ns := range g.Linux.Namespaces {
 		if ns.Path != "" || ns.Type == specs.NetworkNamespace {
 			t.Errorf("sandbox namespace %+v: want no path and no network namespace", ns)
+		}
+	}
+}
+
+// A recursive bind's host submounts become shares and guest mounts of
+// their own, right after the volume, with the flags runc gives them on a
+// host: "rro" for all, else each host mount's own.
+func TestRewriteSubmounts(t *testing.T) {
+	tmpfs := []Submount{{Rel: "tmpfs"}}
+	cases := []struct {
+		name    string
+		options []string
+		subs    []Submount
+		subErr  error
+		asked   bool // Submounts is called
+		shares  []SharedMount
+		guest   [][]string // options of the guest mounts after /etc/hosts
+		dests   []string
+		wantErr bool
+	}{
+		{name: "ro: the submount keeps its own flags", options: []string{"rbind", "rprivate", "ro"}, subs: tmpfs, asked: true,
+			shares: []SharedMount{
+				{HostSource: "/host/v", ShareRel: "c1/mounts/1", Destination: "/mnt", ReadOnly: true, Alone: true},
+				{HostSource: "/host/v/tmpfs", ShareRel: "c1/mounts/2", Destination: "/mnt/tmpfs", Alone: true},
+			},
+			guest: [][]string{{"rbind", "rprivate", "ro"}, {"rbind", "rprivate", "rw"}}, dests: []string{"/mnt", "/mnt/tmpfs"}},
+		{name: "rro: every submount read-only, on the host too", options: []string{"rbind", "rprivate", "rro"}, subs: tmpfs, asked: true,
+			shares: []SharedMount{
+				{HostSource: "/host/v", ShareRel: "c1/mounts/1", Destination: "/mnt", ReadOnly: true, Alone: true},
+				{HostSource: "/host/v/tmpfs", ShareRel: "c1/mounts/2", Destination: "/mnt/tmpfs", ReadOnly: true, Alone: true},
+			},
+			guest: [][]string{{"rbind", "rprivate", "rro"}, {"rbind", "rprivate", "rro"}}, dests: []string{"/mnt", "/mnt/tmpfs"}},
+		{name: "host flags and nesting", options: []string{"rbind", "rw", "rnoexec"},
+			subs: []Submount{{Rel: "a", Options: []string{"ro", "nosuid"}}, {Rel: "a/b", Options: []string{"nodev"}}}, asked: true,
+			shares: []SharedMount{
+				{HostSource: "/host/v", ShareRel: "c1/mounts/1", Destination: "/mnt", Alone: true},
+				{HostSource: "/host/v/a", ShareRel: "c1/mounts/2", Destination: "/mnt/a", ReadOnly: true, Alone: true},
+				{HostSource: "/host/v/a/b", ShareRel: "c1/mounts/3", Destination: "/mnt/a/b", Alone: true},
+			},
+			guest: [][]string{{"rbind", "rw", "rnoexec"}, {"rbind", "rnoexec", "ro", "nosuid"}, {"rbind", "rnoexec", "rw", "nodev"}},
+			dests: []string{"/mnt", "/mnt/a", "/mnt/a/b"}},
+		{name: "rslave keeps one recursive bind", options: []string{"rbind", "rslave", "ro"}, subs: tmpfs,
+			shares: []SharedMount{{HostSource: "/host/v", ShareRel: "c1/mounts/1", Destination: "/mnt", ReadOnly: true, ReceiveHostMounts: true}},
+			guest:  [][]string{{"rbind", "rslave", "ro"}}, dests: []string{"/mnt"}},
+		{name: "a non-recursive bind has no submounts", options: []string{"bind", "ro"}, subs: tmpfs,
+			shares: []SharedMount{{HostSource: "/host/v", ShareRel: "c1/mounts/1", Destination: "/mnt", ReadOnly: true, Alone: true}},
+			guest:  [][]string{{"bind", "ro"}}, dests: []string{"/mnt"}},
+		{name: "listing fails", options: []string{"rbind", "ro"}, subErr: errors.New("no mountinfo"), asked: true, wantErr: true},
+		{name: "submount outside the source", options: []string{"rbind", "ro"}, subs: []Submount{{Rel: "../etc"}}, asked: true, wantErr: true},
+		{name: "absolute submount", options: []string{"rbind", "ro"}, subs: []Submount{{Rel: "/etc"}}, asked: true, wantErr: true},
+		{name: "unclean submount", options: []string{"rbind", "ro"}, subs: []Submount{{Rel: "a/../b"}}, asked: true, wantErr: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in := baseSpec()
+			in.Mounts = append(in.Mounts, specs.Mount{Destination: "/mnt", Type: "bind", Source: "/host/v", Options: c.options})
+			asked := false
+			opts := Options{Submounts: func(src string) ([]Submount, error) {
+				if src != "/host/v" {
+					return nil, nil // /etc/hosts, a file
+				}
+				asked = true
+				return c.subs, c.subErr
+			}}
+			g, res, err := Rewrite(in, "c1", opts)
+			if c.wantErr {
+				if err == nil {
+					t.Fatal("want an error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if asked != c.asked {
+				t.Errorf("Submounts asked for /host/v: %v, want %v", asked, c.asked)
+			}
+			if !reflect.DeepEqual(res.Shares[1:], c.shares) {
+				t.Errorf("shares:\n got %+v\nwant %+v", res.Shares[1:], c.shares)
+			}
+			var opts2 [][]string
+			var dests []string
+			for _, m := range g.Mounts[4:] {
+				opts2 = append(opts2, m.Options)
+				dests = append(dests, m.Destination)
+				if m.Type != "bind" || !strings.HasPrefix(m.Source, GuestSharedDir+"/c1/mounts/") {
+					t.Errorf("guest mount %+v: want a bind from the share", m)
+				}
+			}
+			if !reflect.DeepEqual(opts2, c.guest) || !reflect.DeepEqual(dests, c.dests) {
+				t.Errorf("guest mounts %v with options %v, want %v with %v", dests, opts2, c.dests, c.guest)
+			}
+			for i, sh := range res.Shares[1:] {
+				if g.Mounts[4+i].Source != GuestSharedDir+"/"+sh.ShareRel {
+					t.Errorf("guest mount %d mounts %s, its share is %s", 4+i, g.Mounts[4+i].Source, sh.ShareRel)
+				}
+			}
+		})
+	}
+}
+
+func TestSubmountOptions(t *testing.T) {
+	cases := []struct {
+		parent, host, want []string
+	}{
+		{[]string{"rbind", "rprivate", "ro"}, nil, []string{"rbind", "rprivate", "rw"}},
+		{[]string{"rbind", "rprivate", "rro"}, nil, []string{"rbind", "rprivate", "rro"}},
+		{[]string{"rbind", "rprivate", "rro"}, []string{"ro", "noexec"}, []string{"rbind", "rprivate", "rro", "ro", "noexec"}},
+		{[]string{"rbind", "rw", "nosuid", "relatime"}, []string{"nodev"}, []string{"rbind", "rw", "nodev"}},
+		{[]string{"rbind", "rshared", "rnosuid", "rnodev"}, []string{"ro"}, []string{"rbind", "rshared", "rnosuid", "rnodev", "ro"}},
+	}
+	for _, c := range cases {
+		if got := SubmountOptions(c.parent, c.host); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("SubmountOptions(%v, %v) = %v, want %v", c.parent, c.host, got, c.want)
 		}
 	}
 }

@@ -207,6 +207,12 @@ func runCritest(t *testing.T, c *testenv.Containerd, tools *testenv.CRITools, ha
 		"-ginkgo.json-report", filepath.Join(out, "report.json"),
 		"-ginkgo.junit-report", filepath.Join(out, "junit.xml"),
 	}
+	if focus := os.Getenv("PODVM_CRITEST_FOCUS"); focus != "" {
+		// Only the specs whose names match (a regular expression); Ginkgo
+		// reports the others skipped, so the comparison stays valid.
+		args = append(args, "-ginkgo.focus", focus)
+		t.Logf("critest focused on %q (PODVM_CRITEST_FOCUS)", focus)
+	}
 	cmd := exec.CommandContext(ctx, tools.Critest, args...)
 	// At the deadline, interrupt: Ginkgo then still writes its reports.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }

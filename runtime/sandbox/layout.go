@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -138,25 +139,53 @@ func mountsUnder(dir string) []string {
 
 // mountInfo is one line of /proc/self/mountinfo.
 type mountInfo struct {
-	point   string
-	options []string // per-mount options: ro or rw, nosuid, nodev, ...
+	id, parent int
+	point      string
+	options    []string // per-mount options: ro or rw, nosuid, nodev, ...
+	unbindable bool     // no bind mount can copy it (rbind skips it)
 }
 
-// mountInfoUnder lists the mounts at or below dir, deepest first.
-func mountInfoUnder(dir string) []mountInfo {
+// readMountInfo parses /proc/self/mountinfo, in its order.
+func readMountInfo() ([]mountInfo, error) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return nil
+		return nil, err
 	}
+	return parseMountInfo(string(data)), nil
+}
+
+func parseMountInfo(data string) []mountInfo {
 	var out []mountInfo
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(data, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 6 {
 			continue
 		}
-		mp := unescapeMountPath(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mountInfo{point: mp, options: strings.Split(f[5], ",")})
+		id, err1 := strconv.Atoi(f[0])
+		parent, err2 := strconv.Atoi(f[1])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		m := mountInfo{id: id, parent: parent, point: unescapeMountPath(f[4]), options: strings.Split(f[5], ",")}
+		// Optional fields (shared:N, master:N, unbindable...) end at "-".
+		for _, o := range f[6:] {
+			if o == "-" {
+				break
+			}
+			m.unbindable = m.unbindable || o == "unbindable"
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// mountInfoUnder lists the mounts at or below dir, deepest first.
+func mountInfoUnder(dir string) []mountInfo {
+	all, _ := readMountInfo()
+	var out []mountInfo
+	for _, m := range all {
+		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
+			out = append(out, m)
 		}
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -19,15 +21,15 @@ import (
 func (s *Sandbox) ShareMounts(ctx context.Context, containerID string, shares []guestspec.SharedMount) error {
 	for _, sh := range shares {
 		target := filepath.Join(s.HostDir, sh.ShareRel)
-		if err := shareOne(sh.HostSource, target, sh.ReadOnly, sh.ReceiveHostMounts); err != nil {
+		if err := shareOne(sh, target); err != nil {
 			return fmt.Errorf("share %s into the pod VM (for %s of container %s): %w", sh.HostSource, sh.Destination, containerID, err)
 		}
 	}
 	return mirrorReadOnly(s.HostDir, s.SharedDir, containerID)
 }
 
-func shareOne(source, target string, readOnly, receiveHostMounts bool) error {
-	st, err := os.Stat(source)
+func shareOne(sh guestspec.SharedMount, target string) error {
+	st, err := os.Stat(sh.HostSource)
 	if err != nil {
 		return err
 	}
@@ -47,23 +49,134 @@ func shareOne(source, target string, readOnly, receiveHostMounts bool) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	// Alone: the mounts below the source are shared on their own, and a
+	// recursive copy here would keep their mount points busy on the host.
+	bind := uintptr(unix.MS_BIND | unix.MS_REC)
+	if sh.Alone {
+		bind = unix.MS_BIND
+	}
+	if err := unix.Mount(sh.HostSource, target, "", bind, ""); err != nil {
 		return fmt.Errorf("bind mount: %w", err)
 	}
 	// Private, unless the volume asked for host mounts to propagate to it
 	// (rslave/rshared): then a slave, which receives them and sends none.
 	// The guest never sends mounts back: the VM boundary stops that.
 	propagation := uintptr(unix.MS_PRIVATE)
-	if receiveHostMounts {
+	if sh.ReceiveHostMounts {
 		propagation = unix.MS_SLAVE
 	}
 	if err := unix.Mount("", target, "", propagation|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("set propagation: %w", err)
 	}
-	if readOnly {
+	if sh.ReadOnly {
 		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("remount read-only: %w", err)
 		}
 	}
 	return nil
+}
+
+// Submounts lists the mounts a recursive bind of source would copy: those
+// below it that a path reaches (not those hidden under another mount), each
+// with its mount point relative to source, parents first. It is
+// guestspec.Options.Submounts for the shim.
+func Submounts(source string) ([]guestspec.Submount, error) {
+	dir, err := filepath.EvalSymlinks(source)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return nil, nil
+	}
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, dir, 0, unix.STATX_MNT_ID, &stx); err != nil {
+		return nil, fmt.Errorf("statx %s: %w", dir, err)
+	}
+	if stx.Mask&unix.STATX_MNT_ID == 0 {
+		return nil, fmt.Errorf("statx %s: the kernel reports no mount id", dir)
+	}
+	mounts, err := readMountInfo()
+	if err != nil {
+		return nil, err
+	}
+	return visibleSubmounts(mounts, int(stx.Mnt_id), dir), nil
+}
+
+// visibleSubmounts walks the mount tree from the mount holding dir (rootID)
+// and lists the mounts strictly below dir that a path lookup reaches: at
+// each mount point the last of the mounts stacked there, and nothing a
+// sibling mounted over a parent directory hides.
+func visibleSubmounts(mounts []mountInfo, rootID int, dir string) []guestspec.Submount {
+	children := map[int][]mountInfo{}
+	for _, m := range mounts {
+		if m.id != m.parent {
+			children[m.parent] = append(children[m.parent], m)
+		}
+	}
+	below := func(p string) (string, bool) {
+		if dir == "/" {
+			return strings.TrimPrefix(p, "/"), p != "/" && strings.HasPrefix(p, "/")
+		}
+		rel, ok := strings.CutPrefix(p, dir+"/")
+		return rel, ok && rel != ""
+	}
+	seen := map[int]bool{}
+	var out []guestspec.Submount
+	var walk func(id int)
+	walk = func(id int) {
+		if seen[id] {
+			return
+		}
+		seen[id] = true
+		// The mounts on this mount, by mount point; a later one at the
+		// same point is the one a lookup finds.
+		at := map[string]mountInfo{}
+		for _, c := range children[id] {
+			if _, ok := below(c.point); ok {
+				at[c.point] = c
+			}
+		}
+		points := make([]string, 0, len(at))
+		for p := range at {
+			points = append(points, p)
+		}
+		sort.Strings(points)
+	next:
+		for _, p := range points {
+			for _, q := range points {
+				if strings.HasPrefix(p, q+"/") {
+					continue next // under a sibling mounted over its directory
+				}
+			}
+			m := at[p]
+			for stacked := true; stacked && !seen[m.id]; {
+				stacked = false
+				for _, c := range children[m.id] {
+					if c.point == m.point {
+						seen[m.id] = true
+						m, stacked = c, true
+					}
+				}
+			}
+			if m.unbindable {
+				continue // rbind leaves it out, and all below it
+			}
+			rel, _ := below(p)
+			var opts []string
+			for _, o := range m.options {
+				switch o {
+				case "ro", "nosuid", "nodev", "noexec":
+					opts = append(opts, o)
+				}
+			}
+			out = append(out, guestspec.Submount{Rel: rel, Options: opts})
+			walk(m.id)
+		}
+	}
+	walk(rootID)
+	return out
 }

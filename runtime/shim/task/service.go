@@ -190,7 +190,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}()
 
 	_, pod := spec.Annotations[annotationContainerType]
-	opts := guestspec.Options{Pod: pod}
+	opts := guestspec.Options{Pod: pod, Submounts: sandbox.Submounts}
 	s.mu.Lock()
 	opts.PodCgroup = s.guestPodCgroup
 	if spec.Annotations[annotationContainerType] == "container" {
