@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/ci/testregistry"
 	"github.com/podvm/podvm/conformance/cluster/local"
 	"github.com/podvm/podvm/deploy"
 	"github.com/podvm/podvm/deploy/node"
 	"github.com/podvm/podvm/runtime/integration/testenv"
-	"github.com/podvm/podvm/runtime/integration/testregistry"
 )
 
 // deployEnv is what the test builds before the cluster comes up.

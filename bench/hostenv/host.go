@@ -14,8 +14,8 @@ import (
 
 	"github.com/podvm/podvm/bench/procmem"
 	"github.com/podvm/podvm/bench/shimlog"
+	"github.com/podvm/podvm/ci/testregistry"
 	"github.com/podvm/podvm/runtime/config"
-	"github.com/podvm/podvm/runtime/integration/testregistry"
 )
 
 // StateDir is the podvm state directory of the benchmark's pod VMs, apart

@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podvm/podvm/ci/testregistry"
 	"github.com/podvm/podvm/runtime/integration/testenv"
-	"github.com/podvm/podvm/runtime/integration/testregistry"
 )
 
 // connectAs dials the unix socket path with the file-system identity of

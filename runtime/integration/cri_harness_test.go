@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/ci/testregistry"
 	"github.com/podvm/podvm/runtime/integration/testenv"
-	"github.com/podvm/podvm/runtime/integration/testregistry"
 )
 
 // criBusybox is a busybox image the test registry serves under the name

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/ci/testregistry"
 	"github.com/podvm/podvm/runtime/integration/testenv"
-	"github.com/podvm/podvm/runtime/integration/testregistry"
 )
 
 // critestSkip are the specs skipped with both handlers, because they

@@ -166,7 +166,7 @@ func (p *Provider) preflight() error {
 		{filepath.Join(o.CNIBinDir, "bridge"), "apt-get install containernetworking-plugins"},
 		{filepath.Join(o.CNIBinDir, "portmap"), "apt-get install containernetworking-plugins"},
 		{o.Busybox, "apt-get install busybox-static"},
-		{o.Testbin, "make spec-binary builds it (CGO_ENABLED=0 go build -o _output/bin/podvm-testbin ./runtime/integration/testregistry/testbin)"},
+		{o.Testbin, "make spec-binary builds it (CGO_ENABLED=0 go build -o _output/bin/podvm-testbin ./ci/testregistry/testbin)"},
 		{o.Podvm, "make build"},
 	}
 	if !o.WithoutPodvmHandler {

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/ci/testregistry"
 	"github.com/podvm/podvm/runtime/integration/testenv"
-	"github.com/podvm/podvm/runtime/integration/testregistry"
 )
 
 // testOptions is a second cluster beside any `podvm cluster up` one: its

@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/podvm/podvm/runtime/integration/testregistry"
+	"github.com/podvm/podvm/ci/testregistry"
 )
 
 // ServeRegistry is the cluster's image registry process (`podvm cluster

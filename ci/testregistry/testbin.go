@@ -9,7 +9,7 @@ import (
 )
 
 // testbinPackage is the multi-call program inside the test images.
-const testbinPackage = "github.com/podvm/podvm/runtime/integration/testregistry/testbin"
+const testbinPackage = "github.com/podvm/podvm/ci/testregistry/testbin"
 
 // BuildTestbin compiles testbin, static (CGO_ENABLED=0: the images have no
 // libc), into dir and returns its path. It needs the Go toolchain, which
