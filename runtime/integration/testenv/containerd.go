@@ -3,8 +3,6 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/podvm/podvm/ci/testbed"
 )
 
 // Containerd is a private containerd instance: its own root, state, sockets
@@ -22,26 +22,22 @@ type Containerd struct {
 	Address   string
 	Namespace string
 	LogPath   string
-	cmd       *exec.Cmd
-	exited    chan struct{}
+	proc      *testbed.Containerd
 	crictl    string // set for a CRI containerd
-	cfgPath   string
 }
-
-// noCRIPlugins are disabled in a containerd without CRI: the ctr tests
-// need none of them, and NRI would otherwise open a host-wide socket.
-const noCRIPlugins = `"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"`
 
 // StartContainerd starts containerd with config extra appended to the
 // generated base configuration.
 func StartContainerd(t testing.TB, e *Env, extra string) *Containerd {
 	t.Helper()
-	return startContainerd(t, e, noCRIPlugins, extra)
+	return startContainerd(t, e, func(dir, address string) testbed.ContainerdConfig {
+		return testbed.ContainerdConfig{Dir: dir, Address: address, DisabledPlugins: testbed.NoCRIPlugins, Extra: extra}
+	})
 }
 
-// startContainerd starts containerd with the plugins in disabled (a TOML
-// list's items) turned off and extra appended to the base configuration.
-func startContainerd(t testing.TB, e *Env, disabled, extra string) *Containerd {
+// startContainerd starts containerd with the configuration cfg gives for
+// its directory and socket.
+func startContainerd(t testing.TB, e *Env, cfg func(dir, address string) testbed.ContainerdConfig) *Containerd {
 	t.Helper()
 	// Short paths: unix socket names are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "podvm-ctrd-")
@@ -49,27 +45,13 @@ func startContainerd(t testing.TB, e *Env, disabled, extra string) *Containerd {
 		t.Fatal(err)
 	}
 	c := &Containerd{env: e, Dir: dir, Address: filepath.Join(dir, "c.sock"), Namespace: "podvm-test",
-		LogPath: filepath.Join(dir, "containerd.log"), exited: make(chan struct{})}
-	cfg := fmt.Sprintf(`version = 4
-root = %[1]q
-state = %[2]q
-disabled_plugins = [%[8]s]
-
-[plugins."io.containerd.server.v1.grpc"]
-  address = %[3]q
-[plugins."io.containerd.server.v1.ttrpc"]
-  address = %[4]q
-[plugins."io.containerd.server.v1.debug"]
-  address = %[5]q
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[6]q
-%[7]s
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc",
-		filepath.Join(dir, "debug.sock"), filepath.Join(dir, "opt"), extra, disabled)
-	c.cfgPath = filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o600); err != nil {
+		LogPath: filepath.Join(dir, "containerd.log")}
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg(dir, c.Address).Render()), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	c.proc = &testbed.Containerd{Binary: e.Containerd, ShimDir: filepath.Join(e.Prefix, "bin"), Config: cfgPath,
+		Address: c.Address, LogPath: c.LogPath, LogLevel: "debug"}
 	t.Cleanup(func() { c.stop(t) })
 	c.start(t)
 	return c
@@ -78,46 +60,14 @@ disabled_plugins = [%[8]s]
 // start runs containerd (its log appended to) and waits until it serves.
 func (c *Containerd) start(t testing.TB) {
 	t.Helper()
-	logf, err := os.OpenFile(c.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	if err := c.proc.Start(); err != nil {
 		t.Fatal(err)
-	}
-	c.exited = make(chan struct{})
-	c.cmd = exec.Command(c.env.Containerd, "--config", c.cfgPath, "--log-level", "debug")
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(c.env.Containerd)+":"+filepath.Join(c.env.Prefix, "bin")+":"+os.Getenv("PATH"))
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := c.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start containerd: %v", err)
-	}
-	cmd, exited := c.cmd, c.exited
-	go func() { cmd.Wait(); logf.Close(); close(exited) }()
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if conn, err := net.Dial("unix", c.Address); err == nil {
-			conn.Close()
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("containerd exited at start; log %s:\n%s", c.LogPath, TailLines(c.LogPath, 30))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not listen on %s within 30s; log:\n%s", c.Address, TailLines(c.LogPath, 30))
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // Kill ends containerd with SIGKILL, as a crash or an OOM kill would;
 // shims and their VMs keep running.
-func (c *Containerd) Kill() {
-	c.cmd.Process.Kill()
-	<-c.exited
-}
+func (c *Containerd) Kill() { c.proc.Kill() }
 
 // Start runs containerd again after Kill, on the same configuration,
 // root and state: it reconnects to the shims still running and cleans up
@@ -125,24 +75,18 @@ func (c *Containerd) Kill() {
 func (c *Containerd) Start(t testing.TB) { c.start(t) }
 
 // Pid is containerd's process id.
-func (c *Containerd) Pid() int { return c.cmd.Process.Pid }
+func (c *Containerd) Pid() int { return c.proc.Pid() }
 
 func (c *Containerd) stop(t testing.TB) {
-	if c.cmd == nil {
+	if !c.proc.Started() {
 		return
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.exited
-	}
+	c.proc.Stop(10 * time.Second)
 	if t.Failed() {
 		t.Logf("containerd log (%s), last lines:\n%s", c.LogPath, TailLines(c.LogPath, 60))
 	}
 	// Snapshots are overlay mounts under root: never leave one behind.
-	for _, mp := range mountsUnder(c.Dir) {
+	for _, mp := range testbed.MountsUnder(c.Dir) {
 		syscall.Unmount(mp, syscall.MNT_DETACH)
 	}
 	if !t.Failed() {
@@ -205,17 +149,7 @@ func withoutCtrWarnings(s string) string {
 }
 
 // TailLines returns the last n lines of a log file, for failure messages.
-func TailLines(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func TailLines(path string, n int) string { return testbed.TailLines(path, n) }
 
 // LogLines returns containerd's log so far, shim lines included, line by
 // line.

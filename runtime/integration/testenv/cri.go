@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podvm/podvm/ci/testbed"
 )
 
 // CRITools are the binaries a CRI containerd and its tests need besides
@@ -78,43 +80,17 @@ type CRIConfig struct {
 // containerd stops, so CNI DEL runs for each.
 func StartCRIContainerd(t testing.TB, e *Env, cfg CRIConfig) *Containerd {
 	t.Helper()
-	rt := `plugins."io.containerd.cri.v1.runtime"`
-	extra := fmt.Sprintf(`
-[plugins."io.containerd.grpc.v1.cri"]
-  # A free port: never 10010, which a host containerd may hold.
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.cri.v1.images"]
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = %[2]q
-  [plugins."io.containerd.cri.v1.images".registry]
-    config_path = %[3]q
-
-[%[1]s]
-  # CAP_SYS_RESOURCE is not in this host's bounding set: without this runc
-  # fails with "can't get final child's PID from pipe".
-  restrict_oom_score_adj = true
-  # Pod network namespaces under our state dir, not the host's /var/run/netns.
-  netns_mounts_under_state_dir = true
-  [%[1]s.cni]
-    bin_dirs = [%[4]q]
-    conf_dir = %[5]q
-  [%[1]s.containerd]
-    default_runtime_name = "runc"
-    [%[1]s.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [%[1]s.containerd.runtimes.runc.options]
-        BinaryName = %[6]q
-        SystemdCgroup = false
-    [%[1]s.containerd.runtimes.podvm]
-      runtime_type = "io.containerd.podvm.v2"
-      runtime_path = %[7]q
-      [%[1]s.containerd.runtimes.podvm.options]
-        ConfigPath = %[8]q
-`, rt, cfg.SandboxImage, cfg.RegistryConfigPath, cfg.Network.BinDir, cfg.Network.ConfDir,
-		cfg.Tools.Runc, e.ShimBinary, e.ConfigPath)
-	c := startContainerd(t, e, `"io.containerd.nri.v1.nri"`, extra)
+	c := startContainerd(t, e, func(dir, address string) testbed.ContainerdConfig {
+		return testbed.ContainerdConfig{Dir: dir, Address: address, DisabledPlugins: testbed.NoNRI,
+			CRI: &testbed.CRIConfig{
+				SandboxImage: cfg.SandboxImage, RegistryConfigPath: cfg.RegistryConfigPath,
+				CNIBinDir: cfg.Network.BinDir, CNIConfDir: cfg.Network.ConfDir,
+				Handlers: []testbed.Handler{
+					testbed.RuncHandler("runc", cfg.Tools.Runc, ""),
+					testbed.PodvmHandler("podvm", e.ShimBinary, e.ConfigPath),
+				},
+			}}
+	})
 	c.crictl = cfg.Tools.Crictl
 	// Pods with a user namespace run as an unprivileged host uid that must
 	// traverse to their rootfs under state/ (as under /run/containerd,
@@ -185,12 +161,11 @@ func (c *Containerd) CRILeaks(n *BridgeNetwork) []string {
 			out = append(out, fmt.Sprintf("CRI %s still listed: %s", q.kind, id))
 		}
 	}
-	for _, mp := range mountsUnder(c.Dir) {
+	for _, mp := range testbed.MountsUnder(c.Dir) {
 		out = append(out, "mount under containerd's dirs: "+mp)
 	}
-	taps, _ := filepath.Glob("/sys/class/net/*_podvm")
-	for _, tap := range taps {
-		out = append(out, "podvm tap in the host namespace: "+filepath.Base(tap))
+	for _, tap := range testbed.HostTaps() {
+		out = append(out, "podvm tap in the host namespace: "+tap)
 	}
 	return append(out, n.Leaks()...)
 }
