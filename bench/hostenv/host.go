@@ -14,6 +14,7 @@ import (
 
 	"github.com/podvm/podvm/bench/procmem"
 	"github.com/podvm/podvm/bench/shimlog"
+	"github.com/podvm/podvm/ci/testbed"
 	"github.com/podvm/podvm/ci/testregistry"
 	"github.com/podvm/podvm/runtime/config"
 )
@@ -57,8 +58,8 @@ type Host struct {
 	certsDir    string
 	registry    *testregistry.Registry
 	registryLog *os.File
-	network     *network
-	containerd  *containerd
+	network     *testbed.BridgeNetwork
+	containerd  *testbed.Containerd
 	cri         *cri
 	tapsBefore  map[string]bool
 
@@ -118,12 +119,12 @@ func Start(ctx context.Context, o Options) (_ *Host, retErr error) {
 	if h.network, err = startNetwork(filepath.Join(dir, "cni")); err != nil {
 		return nil, err
 	}
-	h.step("pod network %s on bridge %s", h.network.subnet, h.network.bridge)
+	h.step("pod network %s on bridge %s", h.network.Subnet, h.network.Bridge)
 	cfg := containerdConfig(dir, o.Tools, h.PodvmConfig, h.certsDir, testregistry.SandboxImage, h.network)
 	if h.containerd, err = startContainerd(dir, o.Tools, cfg, o.Debug); err != nil {
 		return nil, err
 	}
-	h.step("containerd %s with CRI handlers %s (log %s)", ContainerdVersion, strings.Join(h.Handlers, ", "), h.containerd.logPath)
+	h.step("containerd %s with CRI handlers %s (log %s)", ContainerdVersion, strings.Join(h.Handlers, ", "), h.containerd.LogPath)
 	if h.cri, err = dialCRI(filepath.Join(dir, "c.sock")); err != nil {
 		return nil, err
 	}
@@ -187,7 +188,7 @@ func (h *Host) Ctr(ctx context.Context, args ...string) *exec.Cmd {
 }
 
 // LogPath is containerd's log, which carries the shims' log lines.
-func (h *Host) LogPath() string { return h.containerd.logPath }
+func (h *Host) LogPath() string { return h.containerd.LogPath }
 
 // track remembers an id the leak check looks for in process lists.
 func (h *Host) track(id string) {
@@ -214,7 +215,7 @@ func (h *Host) Close(ctx context.Context) (leaks []string) {
 		h.cri.conn.Close()
 	}
 	if h.containerd != nil {
-		h.containerd.stop()
+		h.containerd.Stop(containerdGrace)
 	}
 	// What a shim would have removed: give exiting processes a moment.
 	deadline := time.Now().Add(10 * time.Second)
@@ -223,11 +224,11 @@ func (h *Host) Close(ctx context.Context) (leaks []string) {
 	}
 	procs := h.processLeaks()
 	for _, p := range procs {
-		leaks = append(leaks, fmt.Sprintf("process %d: %s", p.Pid, truncate(p.Cmdline(), 160)))
+		leaks = append(leaks, fmt.Sprintf("process %d: %s", p.Pid, testbed.Truncate(p.Cmdline(), 160)))
 		// Started by this host's containerd: ended here, by pid.
 		syscall.Kill(p.Pid, syscall.SIGKILL)
 	}
-	for _, mp := range mountsUnder(h.Dir, StateDir) {
+	for _, mp := range testbed.MountsUnder(h.Dir, StateDir) {
 		// runsc keeps an empty network namespace for sandboxes without
 		// networking bind-mounted in its root, for every later sandbox:
 		// the bench's own runc root is removed with it, not a leak.
@@ -243,8 +244,8 @@ func (h *Host) Close(ctx context.Context) (leaks []string) {
 		}
 	}
 	if h.network != nil {
-		leaks = append(leaks, h.network.leaks()...)
-		if err := h.network.stop(); err != nil {
+		leaks = append(leaks, h.network.Leaks()...)
+		if err := h.network.Stop(); err != nil {
 			leaks = append(leaks, err.Error())
 		}
 	}
@@ -272,7 +273,7 @@ func (h *Host) processLeaks() []procmem.Process {
 	h.mu.Unlock()
 	var out []procmem.Process
 	for _, p := range procmem.List() {
-		if p.Pid == os.Getpid() || h.containerd != nil && p.Pid == h.containerd.cmd.Process.Pid {
+		if p.Pid == os.Getpid() || h.containerd != nil && p.Pid == h.containerd.Pid() {
 			continue
 		}
 		cmd := p.Cmdline()
@@ -299,44 +300,11 @@ func stateLeftovers() []string {
 // hostTaps names podvm's taps in the host network namespace (they belong
 // in pod namespaces).
 func hostTaps() map[string]bool {
-	taps, _ := filepath.Glob("/sys/class/net/*_podvm")
 	out := map[string]bool{}
-	for _, t := range taps {
-		out[filepath.Base(t)] = true
+	for _, t := range testbed.HostTaps() {
+		out[t] = true
 	}
 	return out
-}
-
-// mountsUnder lists mount points at or below any of dirs, deepest first.
-func mountsUnder(dirs ...string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		for _, d := range dirs {
-			if mp := f[4]; mp == d || strings.HasPrefix(mp, strings.TrimSuffix(d, "/")+"/") {
-				out = append(out, mp)
-				break
-			}
-		}
-	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
-	return out
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // ShimLog reads the podvm shims' start lines from containerd's log.

@@ -1,7 +1,6 @@
 package hostenv
 
 import (
-	"net/netip"
 	"reflect"
 	"sort"
 	"strings"
@@ -9,12 +8,13 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/podvm/podvm/ci/testbed"
 	"github.com/podvm/podvm/runtime/config"
 )
 
 func TestContainerdConfig(t *testing.T) {
 	tools := &Tools{Shim: "/p/bin/containerd-shim-podvm-v2", Runc: "/c/runc", CNIBinDir: "/usr/lib/cni"}
-	n := &network{confDir: "/w/cni/net.d"}
+	n := &testbed.BridgeNetwork{ConfDir: "/w/cni/net.d"}
 	for _, tc := range []struct {
 		name     string
 		runsc    string
@@ -89,59 +89,6 @@ func TestPodvmConfig(t *testing.T) {
 	}
 	if _, err := podvmConfig([]byte("not toml ["), StateDir); err == nil {
 		t.Error("no error for a broken config")
-	}
-}
-
-func TestParseHierarchies(t *testing.T) {
-	hybrid := `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-50 41 0:38 /sub /mnt/elsewhere rw,relatime - cgroup2 cgroup2 rw
-`
-	v2 := "30 23 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
-	for _, tc := range []struct {
-		name, text string
-		want       []hierarchy
-	}{
-		{"hybrid", hybrid, []hierarchy{{mount: "/sys/fs/cgroup/cpu"}, {mount: "/sys/fs/cgroup/memory", memory: true}, {mount: "/sys/fs/cgroup/unified", v2: true}}},
-		{"v2 only", v2, []hierarchy{{mount: "/sys/fs/cgroup", v2: true, memory: true}}},
-	} {
-		if got := parseHierarchies(tc.text); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
-		}
-	}
-}
-
-func TestPickSubnet(t *testing.T) {
-	p := netip.MustParsePrefix
-	for _, tc := range []struct {
-		name string
-		used []netip.Prefix
-		want string
-	}{
-		{"nothing used", nil, "10.214.0.0/24"},
-		{"first two used", []netip.Prefix{p("10.214.0.0/24"), p("10.214.1.5/32")}, "10.214.2.0/24"},
-		{"unrelated", []netip.Prefix{p("192.168.0.0/16"), p("10.213.0.0/16")}, "10.214.0.0/24"},
-		{"all used", []netip.Prefix{p("10.0.0.0/8")}, ""},
-	} {
-		got, err := pickSubnet(tc.used)
-		if (tc.want == "") != (err != nil) || (err == nil && got.String() != tc.want) {
-			t.Errorf("%s: %v %v, want %s", tc.name, got, err, tc.want)
-		}
-	}
-}
-
-func TestParseRoutes(t *testing.T) {
-	text := `Iface	Destination	Gateway 	Flags	RefCnt	Use	Metric	Mask		MTU	Window	IRTT
-eth0	00000000	0100A8C0	0003	0	0	0	00000000	0	0	0
-eth0	0000A8C0	00000000	0001	0	0	0	00FFFFFF	0	0	0
-br0	0000C80A	00000000	0001	0	0	0	0000FFFF	0	0	0
-`
-	got := parseRoutes(text)
-	want := []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24"), netip.MustParsePrefix("10.200.0.0/16")}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("parseRoutes = %v, want %v", got, want)
 	}
 }
 
