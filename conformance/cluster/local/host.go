@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/podvm/podvm/ci/testbed"
 )
 
 // What the cluster changes on the host besides its state directory: a
@@ -25,7 +26,7 @@ import (
 // freePrefixes picks n /24s in 10.200-10.254 that overlap no address or
 // route of the host.
 func freePrefixes(n int) ([]netip.Prefix, error) {
-	used, err := hostPrefixes()
+	used, err := testbed.HostPrefixes()
 	if err != nil {
 		return nil, err
 	}
@@ -47,41 +48,6 @@ func freePrefixes(n int) ([]netip.Prefix, error) {
 		return nil, errors.New("no free /24 in 10.200.0.0-10.254.0.0 for the pod and service networks")
 	}
 	return out, nil
-}
-
-func hostPrefixes() ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("list host addresses: %w", err)
-	}
-	for _, a := range addrs {
-		if p, ok := netipPrefix(a.IPNet); ok {
-			out = append(out, p.Masked())
-		}
-	}
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("list host routes: %w", err)
-	}
-	for _, r := range routes {
-		if p, ok := netipPrefix(r.Dst); ok {
-			out = append(out, p.Masked())
-		}
-	}
-	return out, nil
-}
-
-func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(n.IP.To4())
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	bits, _ := n.Mask.Size()
-	return netip.PrefixFrom(a, bits), true
 }
 
 func createBridge(name string, addr netip.Addr, bits int) error {
@@ -192,111 +158,12 @@ func writeInPlace(path string, b []byte) error {
 	return f.Close()
 }
 
-// iptables: the tables and families the cluster's CNI plugins and kubelet
-// add chains to, and the chain prefixes that are theirs.
-var (
-	iptablesTools  = []string{"iptables", "ip6tables"}
-	iptablesTables = []string{"nat", "filter", "mangle"}
-	ourChainPrefix = []string{"CNI-", "KUBE-"}
-)
-
-func iptablesRules(tool, table string) ([][]string, error) {
-	b, err := exec.Command(tool, "-w", "-t", table, "-S").Output()
-	if err != nil {
-		return nil, fmt.Errorf("%s -t %s -S: %w", tool, table, err)
-	}
-	var out [][]string
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		if line != "" {
-			out = append(out, strings.Fields(line))
-		}
-	}
-	return out, nil
-}
-
-// iptablesChains names every chain ("tool/table/CHAIN").
-func iptablesChains() map[string]bool {
-	out := map[string]bool{}
-	for _, tool := range iptablesTools {
-		for _, table := range iptablesTables {
-			rules, err := iptablesRules(tool, table)
-			if err != nil {
-				continue
-			}
-			for _, r := range rules {
-				if len(r) == 2 && r[0] == "-N" {
-					out[tool+"/"+table+"/"+r[1]] = true
-				}
-			}
-		}
-	}
-	return out
-}
-
-// removeNewChains deletes the CNI-* and KUBE-* chains not in before, after
-// deleting every rule that jumps to them; it returns what it removed.
-func removeNewChains(before map[string]bool) ([]string, error) {
-	var removed []string
-	var errs []error
-	for _, tool := range iptablesTools {
-		for _, table := range iptablesTables {
-			rules, err := iptablesRules(tool, table)
-			if err != nil {
-				continue
-			}
-			isNew := map[string]bool{}
-			for _, r := range rules {
-				if len(r) == 2 && r[0] == "-N" && hasOurPrefix(r[1]) && !before[tool+"/"+table+"/"+r[1]] {
-					isNew[r[1]] = true
-				}
-			}
-			if len(isNew) == 0 {
-				continue
-			}
-			for _, r := range rules {
-				if len(r) > 2 && r[0] == "-A" && isNew[jumpTarget(r)] && !isNew[r[1]] {
-					args := append([]string{"-w", "-t", table, "-D"}, r[1:]...)
-					if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
-						errs = append(errs, fmt.Errorf("%s %s: %v: %s", tool, strings.Join(args, " "), err, out))
-					}
-				}
-			}
-			names := make([]string, 0, len(isNew))
-			for c := range isNew {
-				names = append(names, c)
-			}
-			sort.Strings(names)
-			for _, c := range names {
-				exec.Command(tool, "-w", "-t", table, "-F", c).Run()
-			}
-			for _, c := range names {
-				if out, err := exec.Command(tool, "-w", "-t", table, "-X", c).CombinedOutput(); err != nil {
-					errs = append(errs, fmt.Errorf("%s -t %s -X %s: %v: %s", tool, table, c, err, out))
-					continue
-				}
-				removed = append(removed, tool+"/"+table+"/"+c)
-			}
-		}
-	}
-	return removed, errors.Join(errs...)
-}
-
-func hasOurPrefix(chain string) bool {
-	for _, p := range ourChainPrefix {
-		if strings.HasPrefix(chain, p) {
-			return true
-		}
-	}
-	return false
-}
-
-func jumpTarget(rule []string) string {
-	for i := 0; i+1 < len(rule); i++ {
-		if rule[i] == "-j" || rule[i] == "-g" {
-			return rule[i+1]
-		}
-	}
-	return ""
+// clusterChains are the iptables chains the cluster's CNI plugins
+// (portmap) and kubelet add: Up records what exists, Down removes the rest.
+var clusterChains = testbed.Chains{
+	Tools:    []string{"iptables", "ip6tables"},
+	Tables:   []string{"nat", "filter", "mangle"},
+	Prefixes: []string{"CNI-", "KUBE-"},
 }
 
 // cgroupMounts lists the mount point of every cgroup hierarchy.
@@ -381,28 +248,9 @@ func removeCgroupTree(dir string) error {
 
 // mountsUnder lists mount points at or below dir, deepest first.
 func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 {
-			mp := unescapeMount(fields[4])
-			if mp == dir || strings.HasPrefix(mp, dir+"/") {
-				out = append(out, mp)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	out := testbed.MountsUnder(dir)
+	sort.SliceStable(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
-}
-
-func unescapeMount(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }
 
 func unmountAll(dir string) []string {

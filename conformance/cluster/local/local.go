@@ -254,7 +254,7 @@ func (p *Provider) up(ctx context.Context, out io.Writer) (*cluster.Cluster, err
 	s := state{
 		NodeName: o.NodeName, PodCIDR: nets[0], ServiceCIDR: nets[1], Bridge: o.Bridge,
 		NodeIP: nets[0].Addr().Next(), APIServerPort: o.APIServerPort, EtcdPort: o.EtcdPort, KubeletPort: o.KubeletPort,
-		ChainsBefore: iptablesChains(), CgroupsBefore: map[string]bool{},
+		ChainsBefore: clusterChains.Snapshot(), CgroupsBefore: map[string]bool{},
 	}
 	for _, d := range kubepodsDirs(o.CgroupRoot) {
 		_, err := os.Stat(d)
@@ -277,14 +277,7 @@ func (p *Provider) up(ctx context.Context, out io.Writer) (*cluster.Cluster, err
 	if err := addHostsLine(s.HostsLine); err != nil {
 		return nil, fmt.Errorf("add %s to %s: %w", s.NodeName, hostsFile, err)
 	}
-	cni, err := cniConfig(l, s)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(l.cniConfDir(), 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(l.cniConfDir(), "10-podvm-cluster.conflist"), cni, 0o644); err != nil {
+	if _, err := cniConfig(l, s).Write(l.cniConfDir()); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(l.emptyResolvConf(), []byte("# no DNS: pods of this cluster must not reach the host's resolver\n"), 0o644); err != nil {
@@ -551,7 +544,7 @@ func (p *Provider) Down(ctx context.Context, out io.Writer) error {
 	fail(removeHostsLine(s.HostsLine))
 	fail(p.unlinkNodeContainerdConfig(s))
 	if s.ChainsBefore != nil {
-		_, err := removeNewChains(s.ChainsBefore)
+		_, err := clusterChains.RemoveNew(s.ChainsBefore)
 		fail(err)
 	}
 	if len(errs) == 0 {

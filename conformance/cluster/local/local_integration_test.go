@@ -68,7 +68,7 @@ func TestLocalClusterIntegration(t *testing.T) {
 	requireLocal(t, &o)
 	testenv.HostLock(t, "kubernetes-cluster") // not beside TestDeployIntegration
 	p := New(o)
-	chainsBefore := iptablesChains()
+	chainsBefore := clusterChains.Snapshot()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -162,7 +162,7 @@ spec:
 	if _, err := exec.Command("ip", "link", "show", o.Bridge).CombinedOutput(); err == nil {
 		left = append(left, "bridge "+o.Bridge)
 	}
-	for ch := range iptablesChains() {
+	for ch := range clusterChains.Snapshot() {
 		if !chainsBefore[ch] {
 			left = append(left, "iptables chain "+ch)
 		}

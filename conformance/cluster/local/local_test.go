@@ -9,6 +9,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/podvm/podvm/ci/testbed"
 )
 
 // The local cluster runs what ci/install-tools.sh builds: the versions in
@@ -99,7 +101,7 @@ func TestFreePrefixesAvoidHostNetworks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	used, _ := hostPrefixes()
+	used, _ := testbed.HostPrefixes()
 	for _, p := range got {
 		for _, u := range used {
 			if u.Bits() > 0 && u.Overlaps(p) {

@@ -1,11 +1,12 @@
 package local
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
 	"strings"
+
+	"github.com/podvm/podvm/ci/testbed"
 )
 
 // layout names every file and directory of a local cluster under its state
@@ -85,96 +86,34 @@ func (s state) serviceIP() netip.Addr { return s.ServiceCIDR.Addr().Next() }
 // reference), podvm, and test-handler (runc again, the handler upstream
 // [Feature:RuntimeHandler] e2e specs expect to exist).
 func containerdConfig(l layout, o Options) string {
-	rt := `plugins."io.containerd.cri.v1.runtime"`
-	podvm := fmt.Sprintf(`    [%[1]s.containerd.runtimes.podvm]
-      runtime_type = "io.containerd.podvm.v2"
-      runtime_path = %[2]q
-      [%[1]s.containerd.runtimes.podvm.options]
-        ConfigPath = %[3]q
-`, rt, o.shim(), o.podvmConfig())
-	if o.WithoutPodvmHandler {
-		podvm = ""
+	handlers := []testbed.Handler{
+		testbed.RuncHandler("runc", o.Runc, ""),
+		testbed.RuncHandler("test-handler", o.Runc, ""),
 	}
-	return fmt.Sprintf(`# Written by podvm cluster up; removed by podvm cluster down.
-version = 4
-# Drop-in files, as containerd 2.x's default configuration has them (podvm
-# deploy adds its handler there).
-imports = [%[13]q]
-root = %[2]q
-state = %[3]q
-
-[plugins."io.containerd.server.v1.grpc"]
-  address = %[4]q
-[plugins."io.containerd.server.v1.ttrpc"]
-  address = %[5]q
-[plugins."io.containerd.server.v1.debug"]
-  address = %[6]q
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[7]q
-
-[plugins."io.containerd.grpc.v1.cri"]
-  # Loopback and a free port: never 10010, which a host containerd may hold.
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.cri.v1.images"]
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = %[8]q
-  [plugins."io.containerd.cri.v1.images".registry]
-    config_path = %[9]q
-
-[%[1]s]
-  # CAP_SYS_RESOURCE may be missing from the bounding set (it is on the
-  # machines podvm is developed on): without this runc fails with "can't
-  # get final child's PID from pipe".
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [%[1]s.cni]
-    bin_dirs = [%[10]q]
-    conf_dir = %[11]q
-  [%[1]s.containerd]
-    default_runtime_name = "runc"
-    [%[1]s.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [%[1]s.containerd.runtimes.runc.options]
-        BinaryName = %[12]q
-        SystemdCgroup = false
-    [%[1]s.containerd.runtimes.test-handler]
-      runtime_type = "io.containerd.runc.v2"
-      [%[1]s.containerd.runtimes.test-handler.options]
-        BinaryName = %[12]q
-        SystemdCgroup = false
-%[14]s`, rt, filepath.Join(l.containerdDir(), "root"), filepath.Join(l.containerdDir(), "state"),
-		l.containerdSocket(), l.containerdSocket()+".ttrpc", filepath.Join(l.containerdDir(), "debug.sock"),
-		filepath.Join(l.containerdDir(), "opt"), SandboxImage, l.certsDir(), o.CNIBinDir, l.cniConfDir(),
-		o.Runc, filepath.Join(l.containerdDropInDir(), "*.toml"), podvm)
+	if !o.WithoutPodvmHandler {
+		handlers = append(handlers, testbed.PodvmHandler("podvm", o.shim(), o.podvmConfig()))
+	}
+	return testbed.ContainerdConfig{
+		Header: "Written by podvm cluster up; removed by podvm cluster down.",
+		// Drop-in files, as containerd 2.x's default configuration has
+		// them (podvm deploy adds its handler there).
+		Imports: []string{filepath.Join(l.containerdDropInDir(), "*.toml")},
+		Dir:     l.containerdDir(),
+		Address: l.containerdSocket(),
+		CRI: &testbed.CRIConfig{
+			SandboxImage: SandboxImage, RegistryConfigPath: l.certsDir(),
+			CNIBinDir: o.CNIBinDir, CNIConfDir: l.cniConfDir(), Handlers: handlers,
+		},
+	}.Render()
 }
 
 // cniConfig is the pod network: Debian's bridge, host-local and portmap
-// plugins on a bridge Up creates. Pods reach each other and the node;
-// there is no masquerading, so nothing they send leaves the host.
-func cniConfig(l layout, s state) ([]byte, error) {
-	gw := s.NodeIP.String()
-	conf := map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       "podvm-cluster",
-		"plugins": []any{
-			map[string]any{
-				"type": "bridge", "bridge": s.Bridge,
-				// The bridge already holds the node address; isGateway
-				// would also turn on the host's IP forwarding.
-				"isGateway": false, "ipMasq": false, "hairpinMode": true,
-				"ipam": map[string]any{
-					"type":    "host-local",
-					"ranges":  [][]map[string]string{{{"subnet": s.PodCIDR.String(), "gateway": gw}}},
-					"routes":  []map[string]string{{"dst": "0.0.0.0/0", "gw": gw}},
-					"dataDir": l.ipamDir(),
-				},
-			},
-			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
-		},
-	}
-	return json.MarshalIndent(conf, "", "  ")
+// plugins on a bridge Up creates, whose address is the node's. Pods reach
+// each other and the node; there is no masquerading, so nothing they send
+// leaves the host.
+func cniConfig(l layout, s state) testbed.CNIConfig {
+	return testbed.CNIConfig{Name: "podvm-cluster", Bridge: s.Bridge, Subnet: s.PodCIDR, Gateway: s.NodeIP,
+		IPAMDir: l.ipamDir(), Portmap: true}
 }
 
 // kubeletConfig is the KubeletConfiguration for this machine: cgroupfs on a
