@@ -6,7 +6,9 @@
 // benchmarks' counterpart of runtime/integration/testenv, for a program
 // rather than a test: nothing here takes a testing.TB, and nothing it
 // creates collides with a test or a cluster running beside it (its own
-// bridge, subnet, podvm state directory and cgroup).
+// bridge, subnet, podvm state directory and cgroup). What it shares with
+// testenv (containerd's configuration and process, the bridge network,
+// cgroups, mounts and taps) comes from ci/testbed.
 package hostenv
 
 import (

@@ -1,6 +1,7 @@
-// Package testregistry serves container images to podvm's tests from an
-// OCI registry on 127.0.0.1, so that CRI PullImage (which always contacts
-// a registry) works on a machine that can reach no registry at all.
+// Package testregistry serves container images to podvm's tests, its
+// benchmarks and its local cluster from an OCI registry on 127.0.0.1, so
+// that CRI PullImage (which always contacts a registry) works on a machine
+// that can reach no registry at all.
 //
 // The images are built here from busybox-static and one small Go program
 // (testbin) under the exact names the tests pull; containerd is pointed at

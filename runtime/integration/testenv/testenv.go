@@ -5,6 +5,10 @@
 // skips with the precise reason when the host lacks something, or fails
 // instead when PODVM_REQUIRE_INTEGRATION=1 (set by `make test`, which
 // installs everything, so a skip there would hide a bug).
+//
+// It is a testing.TB wrapper over ci/testbed, which the benchmarks and the
+// local cluster share: here a failure fails the test and what is started
+// is stopped by the test's cleanup.
 package testenv
 
 import (
