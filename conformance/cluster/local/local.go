@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/podvm/podvm/ci/testbed"
 	"github.com/podvm/podvm/conformance/cluster"
 )
 
@@ -331,7 +332,7 @@ func (p *Provider) up(ctx context.Context, out io.Writer) (*cluster.Cluster, err
 	}
 	if _, err := startDaemon(l, daemon{name: "containerd", path: filepath.Join(o.ContainerdDir, "containerd"),
 		args: []string{"--config", l.containerdConfig(), "--log-level", "info"},
-		env:  []string{"PATH=" + o.ContainerdDir + ":" + filepath.Join(o.PodvmPrefix, "bin") + ":" + os.Getenv("PATH")},
+		env:  []string{testbed.ContainerdPath(filepath.Join(o.ContainerdDir, "containerd"), filepath.Join(o.PodvmPrefix, "bin"))},
 	}); err != nil {
 		return nil, err
 	}
