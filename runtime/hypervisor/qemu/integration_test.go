@@ -248,7 +248,6 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 	must(t, err)
 	c.Close()
 	c2 := dialAgent(t, vm, 5*time.Second)
-	c2.Close()
 
 	st, err := vm.(*VM).QueryStatus(context.Background())
 	if err != nil || st != "running" {
@@ -256,6 +255,10 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 	}
 	// What the shim logs when the agent stops answering.
 	diag := vm.(hypervisor.Diagnoser).Diagnose(context.Background())
+	c2.Close()
+	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "bytes sent to the agent that QEMU has not read: 0 (err <nil>)") {
+		t.Errorf("Diagnose does not show the agent socket's unread bytes:\n%s", diag)
+	}
 	for _, want := range []string{"run state: running", "RIP=", "HLT="} {
 		if !strings.Contains(diag, want) {
 			t.Errorf("Diagnose lacks %q:\n%s", want, diag)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
@@ -493,6 +496,16 @@ func (v *VM) Diagnose(ctx context.Context) string {
 	if transport == hypervisor.TransportSerial {
 		open, err := qmp.ChardevFrontendOpen(ctx, agentChardevID)
 		fmt.Fprintf(&b, "guest has the agent port open: %v (err %v)\n", open, err)
+		v.mu.Lock()
+		conn := v.agentConn
+		v.mu.Unlock()
+		if conn != nil {
+			// Bytes on the shim's socket that QEMU has not read yet: not
+			// zero while the guest is idle means QEMU stopped passing the
+			// host's bytes into the guest.
+			n, err := unreadBytes(conn.Conn)
+			fmt.Fprintf(&b, "bytes sent to the agent that QEMU has not read: %d (err %v)\n", n, err)
+		}
 	}
 	var regs string
 	if err := qmp.Execute(ctx, "human-monitor-command", map[string]string{"command-line": "info registers"}, &regs); err != nil {
@@ -507,4 +520,23 @@ func (v *VM) Diagnose(ctx context.Context) string {
 // (`shim delete`) can find strays; best effort.
 func writePid(path string, pid int) {
 	_ = os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o600)
+}
+
+// unreadBytes is SIOCOUTQ of a unix socket: what was written to it and
+// not yet read by the peer.
+func unreadBytes(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, fmt.Errorf("%T has no file descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil {
+		return 0, err
+	}
+	return n, ierr
 }
