@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/kmsg"
 )
 
 // A call that should answer at once but does not is the hardest failure to
@@ -23,42 +24,14 @@ import (
 // host's console log keeps them. The delay is well inside the shim's bound
 // (agentclient.CallTimeout, 1 min), so the report is there when the shim
 // gives up and logs the console's tail.
-//
-// The report goes through the kernel log (/dev/kmsg), not the agent's
-// stderr: a console tty whose output has stalled blocks its writers, and
-// may be the very thing that hangs the call; printk writes the UART by
-// polling. The drivers put printk.devkmsg=on on the kernel command line so
-// the kernel does not rate-limit the report to ten lines.
+// The report goes through the kernel log (package kmsg), not the
+// agent's stderr: a console tty whose output has stalled blocks its
+// writers, and may be the very thing that hangs the call.
 var (
 	slowCallReport           = 20 * time.Second
-	slowCallOut    io.Writer = kernelLog{}
+	slowCallOut    io.Writer = kmsg.Writer{}
 	procRoot                 = "/proc"
-	kmsgPath                 = "/dev/kmsg"
 )
-
-// kernelLog writes each line as a kernel log record at error level, which
-// the console prints even when booted quiet; without /dev/kmsg (the agent
-// run outside a guest) it writes to stderr.
-type kernelLog struct{}
-
-// maxKmsgLine keeps a record under the kernel's 1 KiB line limit.
-const maxKmsgLine = 900
-
-func (kernelLog) Write(p []byte) (int, error) {
-	f, err := os.OpenFile(kmsgPath, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return os.Stderr.Write(p)
-	}
-	defer f.Close()
-	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		if len(line) > maxKmsgLine {
-			line = line[:maxKmsgLine] + "..."
-		}
-		// One write is one record; a failed one (a full log) drops a line only.
-		f.Write([]byte("<3>podvm-agent: " + line + "\n"))
-	}
-	return len(p), nil
-}
 
 // maxStackDump bounds the goroutine part of a report: every byte is an
 // emulated UART write under TCG.

@@ -113,24 +113,3 @@ func TestWatchSlowCall(t *testing.T) {
 		}
 	}
 }
-
-func TestKernelLog(t *testing.T) {
-	old := kmsgPath
-	defer func() { kmsgPath = old }()
-	kmsgPath = filepath.Join(t.TempDir(), "kmsg")
-	if err := os.WriteFile(kmsgPath, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	long := strings.Repeat("x", 2000)
-	if _, err := (kernelLog{}).Write([]byte("first\nsecond\n" + long + "\n")); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(kmsgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := "<3>podvm-agent: first\n<3>podvm-agent: second\n<3>podvm-agent: " + long[:maxKmsgLine] + "...\n"
-	if string(got) != want {
-		t.Errorf("records:\n%q\nwant\n%q", got, want)
-	}
-}

@@ -177,7 +177,9 @@ func (l *SerialListener) Accept() (net.Conn, error) {
 				hello, err = handshake(f)
 			}
 			if err == nil {
-				return &serialConn{f: f, l: l, skip: hello}, nil
+				c := &serialConn{f: f, l: l, skip: hello, watch: newStallWatch()}
+				c.watch.start(l.path, func() (bool, error) { return pollReadable(f) })
+				return c, nil
 			}
 			f.Close()
 		}
@@ -332,6 +334,8 @@ type serialConn struct {
 	skip string
 	// pending holds bytes read while checking for skip, for ttrpc.
 	pending []byte
+	// watch reports a request that stops arriving (stall.go).
+	watch *stallWatch
 }
 
 func (c *serialConn) Read(b []byte) (int, error) {
@@ -344,9 +348,11 @@ func (c *serialConn) Read(b []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(b, c.pending)
 		c.pending = c.pending[n:]
+		c.watch.read(b[:n])
 		return n, nil
 	}
 	n, err := c.f.Read(b)
+	c.watch.read(b[:max(n, 0)])
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		c.Close()
 	}
@@ -389,6 +395,7 @@ func (c *serialConn) dropRepeatedHellos() error {
 func (c *serialConn) Close() error {
 	err := net.ErrClosed
 	c.once.Do(func() {
+		c.watch.close()
 		err = c.f.Close()
 		c.l.release()
 	})
