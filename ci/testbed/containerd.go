@@ -52,6 +52,10 @@ func (c *Containerd) Start() error {
 	c.cmd = exec.Command(c.Binary, "--config", c.Config, "--log-level", c.LogLevel)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	c.cmd.Env = append(os.Environ(), ContainerdPath(c.Binary, c.ShimDir))
+	// Pdeathsig: containerd must not outlive a test binary that dies. The
+	// signal follows the thread that forked, not the process: code in the
+	// same process must not end threads (a goroutine that exits while
+	// locked to its thread ends it), or containerd dies with that thread.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
 		logf.Close()

@@ -22,23 +22,37 @@ import (
 )
 
 // connectAs dials the unix socket path with the file-system identity of
-// uid (setfsuid on a thread of its own, which is then thrown away): what
-// an unprivileged host user would get.
+// uid (setfsuid on a thread of its own): what an unprivileged host user
+// would get. The thread gets root's identity back and is released, not
+// thrown away: a thread that ends sends its children's parent-death signal,
+// and the test's containerd is started with Pdeathsig (ci/testbed) from
+// whichever thread happened to run the start, possibly this one.
 func connectAs(uid int, path string) error {
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		runtime.LockOSThread()
+		restored := false
+		defer func() {
+			if restored {
+				runtime.UnlockOSThread()
+			} // else the thread ends with this goroutine, as it must
+		}()
 		unix.Setfsuid(uid)
 		unix.Setfsgid(uid)
 		if got, _ := unix.SetfsuidRetUid(-1); got != uid {
 			errc <- fmt.Errorf("setfsuid(%d) did not take (fsuid %d)", uid, got)
-			return
+		} else {
+			c, err := net.DialTimeout("unix", path, 2*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			errc <- err
 		}
-		c, err := net.DialTimeout("unix", path, 2*time.Second)
-		if err == nil {
-			c.Close()
-		}
-		errc <- err
+		unix.Setfsuid(0)
+		unix.Setfsgid(0)
+		fsuid, _ := unix.SetfsuidRetUid(-1)
+		fsgid, _ := unix.SetfsgidRetGid(-1)
+		restored = fsuid == 0 && fsgid == 0
 	}()
 	return <-errc
 }
