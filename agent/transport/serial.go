@@ -144,6 +144,8 @@ type SerialListener struct {
 	hostArrived <-chan os.Signal
 	// pollEvery is waitHost's fallback check period (hostPollInterval).
 	pollEvery time.Duration
+	// sessions counts the sessions begun (Accept runs one at a time).
+	sessions int
 }
 
 // NewSerialListener returns a listener that calls open for each conn. path
@@ -177,6 +179,10 @@ func (l *SerialListener) Accept() (net.Conn, error) {
 				hello, err = handshake(f)
 			}
 			if err == nil {
+				// One line per session: a hang report then shows whether
+				// the host reconnected (and the port was reopened) on the way.
+				l.sessions++
+				log.L.Infof("agent channel %s: host session %d began", l.path, l.sessions)
 				c := &serialConn{f: f, l: l, skip: hello, watch: newStallWatch()}
 				c.watch.start(l.path, func() (bool, error) { return pollReadable(f) })
 				return c, nil

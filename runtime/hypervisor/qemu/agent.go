@@ -91,6 +91,7 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 		v.mu.Lock()
 		v.serialClosedAt = time.Now()
 		v.serialFailures++
+		v.serialHandshakeFailures++
 		v.mu.Unlock()
 		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}
@@ -103,6 +104,7 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 	}
 	v.agentConn = sc
 	v.serialFailures = 0
+	v.serialSessions++
 	return sc, nil
 }
 

@@ -256,6 +256,9 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 	// What the shim logs when the agent stops answering.
 	diag := vm.(hypervisor.Diagnoser).Diagnose(context.Background())
 	c2.Close()
+	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "agent connections: 2 sessions begun, 0 handshakes failed") {
+		t.Errorf("Diagnose does not count the two agent sessions of this test:\n%s", diag)
+	}
 	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "bytes sent to the agent that QEMU has not read: 0 (err <nil>)") {
 		t.Errorf("Diagnose does not show the agent socket's unread bytes:\n%s", diag)
 	}

@@ -70,6 +70,10 @@ type VM struct {
 	// serialFailures counts handshakes failed in a row; each lengthens
 	// the next one's timeout.
 	serialFailures int
+	// serialSessions and serialHandshakeFailures count, over the VM's
+	// life, connections that reached a session and handshakes that
+	// failed: the hang report says whether the host had reconnected.
+	serialSessions, serialHandshakeFailures int
 
 	done     chan struct{}
 	doneOnce sync.Once
@@ -497,8 +501,9 @@ func (v *VM) Diagnose(ctx context.Context) string {
 		open, err := qmp.ChardevFrontendOpen(ctx, agentChardevID)
 		fmt.Fprintf(&b, "guest has the agent port open: %v (err %v)\n", open, err)
 		v.mu.Lock()
-		conn := v.agentConn
+		conn, sessions, failed := v.agentConn, v.serialSessions, v.serialHandshakeFailures
 		v.mu.Unlock()
+		fmt.Fprintf(&b, "agent connections: %d sessions begun, %d handshakes failed\n", sessions, failed)
 		if conn != nil {
 			// Bytes on the shim's socket that QEMU has not read yet: not
 			// zero while the guest is idle means QEMU stopped passing the
