@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
@@ -78,12 +79,23 @@ func NewServer(svc *Service) (*ttrpc.Server, error) {
 	return srv, nil
 }
 
+// callsStarted and callsFinished count handler calls, for the agent
+// channel's stall watch (CallCounts).
+var callsStarted, callsFinished atomic.Uint64
+
+// CallCounts returns how many calls the handlers have begun and finished.
+func CallCounts() (started, finished uint64) {
+	return callsStarted.Load(), callsFinished.Load()
+}
+
 // intercept maps errdefs errors to ttrpc status codes (NotFound,
 // FailedPrecondition, ...), turns a panic in a handler into an Internal
 // error (a panic must not reach the runtime, which would end PID 1 and
 // panic the guest kernel), and reports a call that runs long
 // (watchSlowCall).
 func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
+	callsStarted.Add(1)
+	defer callsFinished.Add(1)
 	defer func() {
 		if r := recover(); r != nil {
 			log.G(ctx).Errorf("panic in %s: %v\n%s", info.FullMethod, r, debug.Stack())

@@ -51,6 +51,13 @@ func watchSlowCall(method string) (stop func()) {
 var reportMu sync.Mutex
 
 func reportSlowCall(w io.Writer, method string, running time.Duration) {
+	reportMu.Lock()
+	defer reportMu.Unlock()
+	// The goroutines are written before the process list is gathered:
+	// reading a process's command line waits for its memory map lock,
+	// which a process stuck in the kernel (say, a page fault on a share
+	// whose server stopped answering) may hold, and then the report would
+	// never be written at all.
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "podvm-agent: %s has run for %s without answering; agent goroutines and guest processes follow\n",
 		method, running.Round(time.Second))
@@ -60,12 +67,35 @@ func reportSlowCall(w io.Writer, method string, running time.Duration) {
 	if n == len(stacks) {
 		b.WriteString("\n... (goroutines cut at 64 KiB)\n")
 	}
+	w.Write(b.Bytes())
+	b.Reset()
 	b.WriteString("\nguest processes (pid state wchan command):\n")
 	writeProcesses(&b, procRoot)
 	fmt.Fprintf(&b, "podvm-agent: end of the report on %s\n", method)
-	reportMu.Lock()
-	defer reportMu.Unlock()
 	w.Write(b.Bytes())
+}
+
+// procReadWait bounds one read of a /proc file that can block (cmdline).
+const procReadWait = 500 * time.Millisecond
+
+// readProcFile reads a /proc file, giving up after procReadWait; a read
+// that blocks is left behind (it ends when the process does).
+func readProcFile(path string) ([]byte, error) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		data, err := os.ReadFile(path)
+		done <- result{data, err}
+	}()
+	select {
+	case r := <-done:
+		return r.data, r.err
+	case <-time.After(procReadWait):
+		return nil, fmt.Errorf("read %s: blocked for %s", path, procReadWait)
+	}
 }
 
 // writeProcesses lists root's processes: a process stuck in the kernel
@@ -87,15 +117,17 @@ func writeProcesses(w io.Writer, root string) {
 	for _, pid := range pids {
 		dir := filepath.Join(root, strconv.Itoa(pid))
 		comm, state := "?", "?"
-		if stat, err := os.ReadFile(filepath.Join(dir, "stat")); err == nil {
+		if stat, err := readProcFile(filepath.Join(dir, "stat")); err == nil {
 			comm, state = parseStat(string(stat))
 		}
 		wchan := "-"
-		if wc, err := os.ReadFile(filepath.Join(dir, "wchan")); err == nil && len(wc) > 0 && string(wc) != "0" {
+		if wc, err := readProcFile(filepath.Join(dir, "wchan")); err == nil && len(wc) > 0 && string(wc) != "0" {
 			wchan = string(wc)
 		}
 		cmd := comm
-		if cl, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(cl) > 0 {
+		if cl, err := readProcFile(filepath.Join(dir, "cmdline")); err != nil {
+			cmd = comm + " (command line unreadable: " + err.Error() + ")"
+		} else if len(cl) > 0 {
 			cmd = strings.TrimSpace(strings.ReplaceAll(string(cl), "\x00", " "))
 			if len(cmd) > 160 {
 				cmd = cmd[:160] + "..."

@@ -366,7 +366,9 @@ func (c *serialConn) Read(b []byte) (int, error) {
 }
 
 func (c *serialConn) Write(b []byte) (int, error) {
+	c.watch.writing(nil, true)
 	n, err := c.f.Write(b)
+	c.watch.writing(b[:max(n, 0)], false)
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		c.Close()
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,9 +15,11 @@ import (
 	"github.com/podvm/podvm/agent/kmsg"
 )
 
-// The stall watch looks for one failure from the guest's side of the
+// The stall watch looks for failures from the guest's side of the
 // channel: a request the host has sent that the agent never finishes
-// reading. It follows the ttrpc frames read from the port (a 10-byte
+// reading, a request read whole that never reaches a handler, an answer a
+// handler returned that is never written, and a write to the port that
+// never returns. It follows the ttrpc frames read from the port (a 10-byte
 // header whose first 4 bytes are the payload length), and when a frame
 // stays incomplete, or the port holds bytes nobody reads, for stallReport,
 // it writes what it sees to the kernel log: the bytes of the frame still
@@ -30,6 +34,17 @@ const (
 
 const ttrpcHeaderLen = 10
 
+// ttrpc message types (byte 8 of the header).
+const (
+	ttrpcRequest  = 1
+	ttrpcResponse = 2
+)
+
+// Dispatched, if set, returns how many calls the agent's handlers have
+// begun and finished (all sessions). The watch compares them with the
+// requests read and the answers written on its conn.
+var Dispatched func() (started, finished uint64)
+
 // frameTracker counts the bytes of the ttrpc frame being read.
 type frameTracker struct {
 	hdr       [ttrpcHeaderLen]byte
@@ -37,6 +52,8 @@ type frameTracker struct {
 	length    uint32 // payload length of the current frame
 	remaining uint32 // payload bytes still to come
 	frames    uint64 // frames read whole
+	kind      byte   // message type of the current frame
+	byKind    [4]uint64
 }
 
 func (t *frameTracker) feed(b []byte) {
@@ -46,7 +63,7 @@ func (t *frameTracker) feed(b []byte) {
 			t.remaining -= n
 			b = b[n:]
 			if t.remaining == 0 {
-				t.frames++
+				t.done()
 			}
 			continue
 		}
@@ -56,11 +73,19 @@ func (t *frameTracker) feed(b []byte) {
 		if t.hdrN == ttrpcHeaderLen {
 			t.hdrN = 0
 			t.length = binary.BigEndian.Uint32(t.hdr[:4])
+			t.kind = t.hdr[8]
 			t.remaining = t.length
 			if t.remaining == 0 {
-				t.frames++
+				t.done()
 			}
 		}
+	}
+}
+
+func (t *frameTracker) done() {
+	t.frames++
+	if int(t.kind) < len(t.byKind) {
+		t.byKind[t.kind]++
 	}
 }
 
@@ -73,17 +98,82 @@ type stallWatch struct {
 	frames   frameTracker
 	lastRead time.Time
 	reported bool
-	stop     chan struct{}
-	once     sync.Once
-	running  sync.WaitGroup
+
+	written      frameTracker // the agent's side of the stream
+	writingSince time.Time    // zero while no write is in progress
+	dispatch     func() (started, finished uint64)
+	base         [2]uint64 // dispatch counts when the conn began
+	// flow is the last check's counts (requests read, calls begun and
+	// finished, answers written) and flowSince when they last changed.
+	flow      [4]uint64
+	flowSince time.Time
+	flowShown bool
+	stop      chan struct{}
+	once      sync.Once
+	running   sync.WaitGroup
 
 	report, check time.Duration // stallReport, stallCheck
 	out           io.Writer
 }
 
 func newStallWatch() *stallWatch {
-	return &stallWatch{lastRead: time.Now(), stop: make(chan struct{}),
-		report: stallReport, check: stallCheck, out: kmsg.Writer{}}
+	w := &stallWatch{lastRead: time.Now(), stop: make(chan struct{}),
+		report: stallReport, check: stallCheck, out: kmsg.Writer{},
+		dispatch: Dispatched, flowSince: time.Now()}
+	if w.dispatch != nil {
+		w.base[0], w.base[1] = w.dispatch()
+	}
+	return w
+}
+
+// writing records a write to the port beginning (start) or ending.
+func (w *stallWatch) writing(b []byte, start bool) {
+	w.mu.Lock()
+	if start {
+		w.writingSince = time.Now()
+	} else {
+		w.written.feed(b)
+		w.writingSince = time.Time{}
+	}
+	w.mu.Unlock()
+}
+
+// checkFlow reports a request read whole that no handler took, an answer
+// a handler returned that was never written, or a write that has not
+// returned, once that state has lasted w.report with nothing moving. Each
+// of these leaves the host waiting on a call the agent has no record of
+// running, so the report carries the agent's goroutines.
+func (w *stallWatch) checkFlow(path string) {
+	w.mu.Lock()
+	reqs, answers, writingSince := w.frames.byKind[ttrpcRequest], w.written.byKind[ttrpcResponse], w.writingSince
+	w.mu.Unlock()
+	var started, finished uint64
+	if w.dispatch != nil {
+		started, finished = w.dispatch()
+		started, finished = started-w.base[0], finished-w.base[1]
+	}
+	flow := [4]uint64{reqs, started, finished, answers}
+	if flow != w.flow {
+		w.flow, w.flowSince, w.flowShown = flow, time.Now(), false
+	}
+	var what []string
+	if w.dispatch != nil && reqs > started {
+		what = append(what, fmt.Sprintf("%d request(s) read whole that no handler has begun", reqs-started))
+	}
+	if w.dispatch != nil && finished > answers {
+		what = append(what, fmt.Sprintf("%d answer(s) returned by handlers and not written", finished-answers))
+	}
+	if !writingSince.IsZero() && time.Since(writingSince) >= w.report {
+		what = append(what, fmt.Sprintf("a write to the port has not returned for %s", time.Since(writingSince).Round(time.Second)))
+	}
+	if len(what) == 0 || w.flowShown || time.Since(w.flowSince) < w.report {
+		return
+	}
+	w.flowShown = true
+	stacks := make([]byte, 64<<10)
+	stacks = stacks[:runtime.Stack(stacks, true)]
+	fmt.Fprintf(w.out, "agent channel %s: %s (requests read %d, calls begun %d, finished %d, answers written %d, for %s); agent goroutines follow\n%s\nagent channel %s: end of the report\n",
+		path, strings.Join(what, "; "), reqs, started, finished, answers, time.Since(w.flowSince).Round(time.Second), stacks, path)
 }
 
 // read records bytes the agent read.
@@ -114,6 +204,7 @@ func (w *stallWatch) run(path string, readable func() (bool, error)) {
 			return
 		case <-t.C:
 		}
+		w.checkFlow(path)
 		w.mu.Lock()
 		idle := time.Since(w.lastRead)
 		mid, fr, reported := w.frames.midFrame(), w.frames, w.reported

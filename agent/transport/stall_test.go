@@ -85,3 +85,53 @@ func TestStallWatch(t *testing.T) {
 		}
 	}
 }
+
+func typed(payload int, kind byte) []byte {
+	b := frame(payload)
+	b[8] = kind
+	return b
+}
+
+func TestStallWatchFlow(t *testing.T) {
+	tests := []struct {
+		name              string
+		read, written     [][]byte
+		started, finished uint64
+		writing           bool
+		want              string // "" = no report
+	}{
+		{"all answered", [][]byte{typed(5, ttrpcRequest)}, [][]byte{typed(3, ttrpcResponse)}, 1, 1, false, ""},
+		{"long poll in a handler", [][]byte{typed(5, ttrpcRequest)}, nil, 1, 0, false, ""},
+		{"request never dispatched", [][]byte{typed(5, ttrpcRequest), typed(7, ttrpcRequest)}, nil, 1, 0, false, "1 request(s) read whole that no handler has begun"},
+		{"answer never written", [][]byte{typed(5, ttrpcRequest)}, nil, 1, 1, false, "1 answer(s) returned by handlers and not written"},
+		{"write blocked", [][]byte{typed(5, ttrpcRequest)}, nil, 1, 0, true, "a write to the port has not returned"},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		w := &stallWatch{out: &out, report: 0, check: time.Hour, stop: make(chan struct{}),
+			dispatch: func() (uint64, uint64) { return 10 + tt.started, 20 + tt.finished }, base: [2]uint64{10, 20}}
+		for _, b := range tt.read {
+			w.read(b)
+		}
+		for _, b := range tt.written {
+			w.writing(nil, true)
+			w.writing(b, false)
+		}
+		if tt.writing {
+			w.writing(nil, true)
+		}
+		w.checkFlow("/dev/port")
+		w.checkFlow("/dev/port") // reported once only
+		got := out.String()
+		switch {
+		case tt.want == "" && got != "":
+			t.Errorf("%s: unexpected report %q", tt.name, got)
+		case tt.want != "" && !strings.Contains(got, tt.want):
+			t.Errorf("%s: report %q lacks %q", tt.name, got, tt.want)
+		case tt.want != "" && strings.Count(got, "end of the report") != 1:
+			t.Errorf("%s: want one report, got %q", tt.name, got)
+		case tt.want != "" && !strings.Contains(got, "goroutine "):
+			t.Errorf("%s: report lacks the goroutines", tt.name)
+		}
+	}
+}

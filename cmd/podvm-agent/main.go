@@ -101,6 +101,7 @@ func run(ctx context.Context, opts options, started int64, pid1 bool) error {
 		cfg.Network = nw
 	}
 	svc := server.New(cfg)
+	transport.Dispatched = server.CallCounts
 	srv, err := server.NewServer(svc)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sort"
@@ -43,6 +44,12 @@ func soakSettings(t *testing.T) (time.Duration, int) {
 func TestSoakIntegration(t *testing.T) {
 	duration, workers := soakSettings(t)
 	h := startCRIHarness(t)
+	// The harness bounds its crictl calls by 5 minutes in all; a soak
+	// runs longer, and a call killed half-way leaves a pod no cycle owns.
+	// Its bound: the soak, plus a last cycle whose calls all time out.
+	ctx, cancel := context.WithTimeout(context.Background(), duration+10*time.Minute)
+	t.Cleanup(cancel)
+	h.ctx = ctx
 	parent := testCgroupParent(t, "soak-uid")
 	ctrdRSS := rssKiB(h.c.Pid())
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -168,11 +169,63 @@ func handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
 	return nil
 }
 
-// serialConn frees the channel for the next DialAgent when closed.
+// serialConn frees the channel for the next DialAgent when closed, and
+// keeps the session's traffic for a hang report: a request that never
+// reaches the agent shows as a write with no matching guest buffer.
 type serialConn struct {
 	net.Conn
 	vm   *VM
 	once sync.Once
+
+	mu          sync.Mutex
+	sent, recvd traffic
+}
+
+// traffic counts one direction of a session.
+type traffic struct {
+	calls, bytes int
+	last         [8]int // sizes of the last calls, oldest first once full
+}
+
+func (t *traffic) add(n int) {
+	if n <= 0 {
+		return
+	}
+	t.last[t.calls%len(t.last)] = n
+	t.calls++
+	t.bytes += n
+}
+
+// String gives the counts and the last sizes, oldest first.
+func (t traffic) String() string {
+	var sizes []string
+	for i := max(0, t.calls-len(t.last)); i < t.calls; i++ {
+		sizes = append(sizes, strconv.Itoa(t.last[i%len(t.last)]))
+	}
+	return fmt.Sprintf("%d bytes in %d calls, last sizes [%s]", t.bytes, t.calls, strings.Join(sizes, " "))
+}
+
+func (c *serialConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.mu.Lock()
+	c.recvd.add(n)
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *serialConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.mu.Lock()
+	c.sent.add(n)
+	c.mu.Unlock()
+	return n, err
+}
+
+// traffic describes the session so far (after the handshake).
+func (c *serialConn) traffic() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("host wrote %s; host read %s", c.sent, c.recvd)
 }
 
 func (c *serialConn) Close() error {

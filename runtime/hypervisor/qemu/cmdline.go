@@ -204,6 +204,15 @@ func kernelCmdline(acc hypervisor.Accelerator, debug bool, tscKHz uint64, extra 
 		// skips calibration, which can hang on a loaded host without a PIT.
 		p = append(p, "tsc_early_khz="+strconv.FormatUint(tscKHz, 10), "tsc=reliable", "no_timer_check")
 	}
+	if acc != hypervisor.AccelKVM {
+		// QEMU's emulated local APIC counts at 1 GHz. Measuring it at
+		// boot (there is no TSC-deadline timer under TCG) goes wrong on a
+		// busy host, at worst so far that the kernel turns the timer off
+		// and the guest, with no PIT or HPET on microvm, has no timer
+		// interrupt left: every sleep in it then waits forever. The
+		// parameter is podvm's (guestimage/patches/0002-*).
+		p = append(p, "lapic_timer_khz=1000000")
+	}
 	p = append(p, extra...)
 	s := strings.Join(p, " ")
 	if len(s) > maxKernelCmdline {

@@ -183,11 +183,11 @@ func TestKernelCmdline(t *testing.T) {
 		want  string
 	}{
 		{"tcg quiet", hypervisor.AccelTCG, false, 2596120, nil,
-			"console=ttyS0 reboot=t panic=-1 printk.devkmsg=on quiet loglevel=4 tsc_early_khz=2596120 tsc=reliable no_timer_check"},
+			"console=ttyS0 reboot=t panic=-1 printk.devkmsg=on quiet loglevel=4 tsc_early_khz=2596120 tsc=reliable no_timer_check lapic_timer_khz=1000000"},
 		{"tcg debug with params", hypervisor.AccelTCG, true, 2596120, []string{"agent.log=debug"},
-			"console=ttyS0 reboot=t panic=-1 printk.devkmsg=on loglevel=8 tsc_early_khz=2596120 tsc=reliable no_timer_check agent.log=debug"},
+			"console=ttyS0 reboot=t panic=-1 printk.devkmsg=on loglevel=8 tsc_early_khz=2596120 tsc=reliable no_timer_check lapic_timer_khz=1000000 agent.log=debug"},
 		{"tcg, tsc unknown", hypervisor.AccelTCG, false, 0, nil,
-			"console=ttyS0 reboot=t panic=-1 printk.devkmsg=on quiet loglevel=4"},
+			"console=ttyS0 reboot=t panic=-1 printk.devkmsg=on quiet loglevel=4 lapic_timer_khz=1000000"},
 		{"kvm ignores tsc", hypervisor.AccelKVM, false, 2596120, []string{"x=1"},
 			"console=ttyS0 reboot=t panic=-1 printk.devkmsg=on quiet loglevel=4 x=1"},
 	}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -262,10 +263,19 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "bytes sent to the agent that QEMU has not read: 0 (err <nil>)") {
 		t.Errorf("Diagnose does not show the agent socket's unread bytes:\n%s", diag)
 	}
-	for _, want := range []string{"run state: running", "RIP=", "HLT="} {
+	// 0x0FFFFFFF (0xffffffff over the divisor of 16) is what the kernel
+	// loads to measure the timer: left there, the measurement failed and
+	// the guest has no timer interrupt.
+	if strings.Contains(diag, "initial_count = 268435455") {
+		t.Errorf("the guest's local APIC timer is still in its calibration state: the kernel disabled it (lapic_timer_khz not applied?):\n%s", diag)
+	}
+	for _, want := range []string{"run state: running", "RIP=", "HLT=", "local APIC LVTT", "local APIC Timer"} {
 		if !strings.Contains(diag, want) {
 			t.Errorf("Diagnose lacks %q:\n%s", want, diag)
 		}
+	}
+	if vm.Info().Transport == hypervisor.TransportSerial && !regexp.MustCompile(`queue 4 \(host to guest\): QEMU last_avail_idx \d+ used_idx \d+ inuse 0 .*; guest ring avail.idx \d+ used.idx \d+ used_event \d+`).MatchString(diag) {
+		t.Errorf("Diagnose does not show the agent port's receive queue:\n%s", diag)
 	}
 	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "guest has the agent port open: true") {
 		t.Errorf("Diagnose does not show the open agent port:\n%s", diag)

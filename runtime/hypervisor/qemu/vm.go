@@ -481,12 +481,15 @@ func (v *VM) QueryStatus(ctx context.Context) (string, error) {
 }
 
 // Diagnose describes the guest for a hang report (hypervisor.Diagnoser):
-// the run state, whether the guest has the agent's port open, and the
-// vCPU registers, where HLT=1 says the guest is idle (nothing runnable:
-// the agent waits for input) and a moving RIP says it is busy.
+// the run state; for the serial channel, whether the guest has the agent's
+// port open, the session's traffic and the port's virtqueues; the virtio-fs
+// request queue and virtiofsd's threads; the local APIC timer, whose
+// state says whether the guest still has a timer interrupt; and the vCPU
+// registers, where HLT=1 says the guest is idle and a moving RIP that it
+// is busy.
 func (v *VM) Diagnose(ctx context.Context) string {
 	v.mu.Lock()
-	qmp, transport := v.qmp, v.launch.Transport
+	qmp, transport, sharedFS, fsd := v.qmp, v.launch.Transport, v.launch.SharedFS, v.fsd
 	v.mu.Unlock()
 	if qmp == nil {
 		return "QEMU is not running"
@@ -510,8 +513,17 @@ func (v *VM) Diagnose(ctx context.Context) string {
 			// host's bytes into the guest.
 			n, err := unreadBytes(conn.Conn)
 			fmt.Fprintf(&b, "bytes sent to the agent that QEMU has not read: %d (err %v)\n", n, err)
+			fmt.Fprintf(&b, "agent session traffic after the handshake: %s\n", conn.traffic())
+		}
+		b.WriteString(qmp.agentQueues(ctx))
+	}
+	if sharedFS != SharedFS9p {
+		b.WriteString(qmp.sharedFSQueue(ctx))
+		if fsd != nil {
+			fmt.Fprintf(&b, "virtiofsd (pid %d) threads (tid:(name) state:waits in): %s\n", fsd.Pid(), threadStates(fsd.Pid()))
 		}
 	}
+	b.WriteString(qmp.lapicTimer(ctx))
 	var regs string
 	if err := qmp.Execute(ctx, "human-monitor-command", map[string]string{"command-line": "info registers"}, &regs); err != nil {
 		fmt.Fprintf(&b, "info registers: %v\n", err)
