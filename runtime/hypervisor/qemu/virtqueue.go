@@ -57,21 +57,17 @@ func (c *qmpClient) sharedFSQueue(ctx context.Context) string {
 	if err != nil {
 		return fmt.Sprintf("virtio-fs request queue: %v\n", err)
 	}
-	out, err := c.hmp(ctx, fmt.Sprintf("info virtio-queue-status %s 1", path))
+	f, err := c.queueStatus(ctx, path, 1)
 	if err != nil {
 		return fmt.Sprintf("virtio-fs request queue: %v\n", err)
-	}
-	f := map[string]string{}
-	for _, m := range hmpField.FindAllStringSubmatch(out, -1) {
-		f[m[1]] = m[2]
 	}
 	avail, err1 := strconv.ParseUint(f["avail"], 0, 64)
 	used, err2 := strconv.ParseUint(f["used"], 0, 64)
 	if err1 != nil || err2 != nil || avail == 0 {
 		return "virtio-fs request queue: ring addresses unknown\n"
 	}
-	availIdx, err1 := c.guestU16(ctx, avail+2)
-	usedIdx, err2 := c.guestU16(ctx, used+2)
+	availIdx, err1 := c.guestWord(ctx, avail+2, 16)
+	usedIdx, err2 := c.guestWord(ctx, used+2, 16)
 	if err1 != nil || err2 != nil {
 		return fmt.Sprintf("virtio-fs request queue: %v\n", errors.Join(err1, err2))
 	}
@@ -90,9 +86,11 @@ var (
 	xpWord   = regexp.MustCompile(`:\s*(0x[0-9a-f]+)`)
 )
 
-// guestU16 reads one little-endian u16 of guest physical memory.
-func (c *qmpClient) guestU16(ctx context.Context, addr uint64) (uint64, error) {
-	out, err := c.hmp(ctx, fmt.Sprintf("xp /1hx 0x%x", addr))
+// guestWord reads one little-endian word of guest physical memory, of
+// 16 or 32 bits.
+func (c *qmpClient) guestWord(ctx context.Context, addr uint64, bits int) (uint64, error) {
+	unit := map[int]string{16: "h", 32: "w"}[bits]
+	out, err := c.hmp(ctx, fmt.Sprintf("xp /1%sx 0x%x", unit, addr))
 	if err != nil {
 		return 0, err
 	}
@@ -100,20 +98,21 @@ func (c *qmpClient) guestU16(ctx context.Context, addr uint64) (uint64, error) {
 	if m == nil {
 		return 0, fmt.Errorf("xp: unexpected output %q", out)
 	}
-	return strconv.ParseUint(m[1], 0, 16)
+	return strconv.ParseUint(m[1], 0, bits)
 }
 
-// guestU32 reads one little-endian u32 of guest physical memory.
-func (c *qmpClient) guestU32(ctx context.Context, addr uint64) (uint64, error) {
-	out, err := c.hmp(ctx, fmt.Sprintf("xp /1wx 0x%x", addr))
+// queueStatus is `info virtio-queue-status` of one queue, field by field
+// (used_idx, inuse, and the ring's num, desc, avail and used addresses).
+func (c *qmpClient) queueStatus(ctx context.Context, path string, index int) (map[string]string, error) {
+	out, err := c.hmp(ctx, fmt.Sprintf("info virtio-queue-status %s %d", path, index))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	m := xpWord.FindStringSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("xp: unexpected output %q", out)
+	f := map[string]string{}
+	for _, m := range hmpField.FindAllStringSubmatch(out, -1) {
+		f[m[1]] = m[2]
 	}
-	return strconv.ParseUint(m[1], 0, 32)
+	return f, nil
 }
 
 // agentQueues describes the agent port's two virtqueues, one line each.
@@ -132,14 +131,10 @@ func (c *qmpClient) agentQueues(ctx context.Context) string {
 		fmt.Fprintf(&b, "virtio-serial interrupt status (isr): %d\n", isr.ISR)
 	}
 	for _, q := range agentPortQueues {
-		out, err := c.hmp(ctx, fmt.Sprintf("info virtio-queue-status %s %d", path, q.index))
+		f, err := c.queueStatus(ctx, path, q.index)
 		if err != nil {
 			fmt.Fprintf(&b, "queue %d (%s): %v\n", q.index, q.what, err)
 			continue
-		}
-		f := map[string]string{}
-		for _, m := range hmpField.FindAllStringSubmatch(out, -1) {
-			f[m[1]] = m[2]
 		}
 		fmt.Fprintf(&b, "queue %d (%s): QEMU last_avail_idx %s used_idx %s inuse %s signalled_used %s",
 			q.index, q.what, f["last_avail_idx"], f["used_idx"], f["inuse"], f["signalled_used"])
@@ -160,15 +155,15 @@ func (c *qmpClient) guestRing(ctx context.Context, f map[string]string, toGuest 
 	if err1 != nil || err2 != nil || err3 != nil || avail == 0 {
 		return "; ring addresses unknown"
 	}
-	availIdx, err := c.guestU16(ctx, avail+2)
+	availIdx, err := c.guestWord(ctx, avail+2, 16)
 	if err != nil {
 		return fmt.Sprintf("; guest ring: %v", err)
 	}
-	usedIdx, err := c.guestU16(ctx, used+2)
+	usedIdx, err := c.guestWord(ctx, used+2, 16)
 	if err != nil {
 		return fmt.Sprintf("; guest ring: %v", err)
 	}
-	usedEvent, err := c.guestU16(ctx, avail+4+2*num)
+	usedEvent, err := c.guestWord(ctx, avail+4+2*num, 16)
 	if err != nil {
 		return fmt.Sprintf("; guest ring: %v", err)
 	}
@@ -183,7 +178,7 @@ func (c *qmpClient) guestRing(ctx context.Context, f map[string]string, toGuest 
 	// entered the ring.
 	var lens []string
 	for i := usedIdx - min(usedIdx, 8); i < usedIdx; i++ {
-		n, err := c.guestU32(ctx, used+4+8*(i%num)+4)
+		n, err := c.guestWord(ctx, used+4+8*(i%num)+4, 32)
 		if err != nil {
 			break
 		}
@@ -226,9 +221,9 @@ func (c *qmpClient) lapicTimer(ctx context.Context) string {
 	}
 	var b strings.Builder
 	for _, line := range strings.Split(out, "\n") {
-		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "LVTT") || strings.HasPrefix(line, "Timer") {
-			b.WriteString("local APIC " + strings.Join(strings.Fields(line), " ") + "\n")
+		// LVTT only: LVTTHMR, the thermal sensor's entry, shares the prefix.
+		if f := strings.Fields(line); len(f) > 0 && (f[0] == "LVTT" || f[0] == "Timer") {
+			b.WriteString("local APIC " + strings.Join(f, " ") + "\n")
 		}
 	}
 	if b.Len() == 0 {

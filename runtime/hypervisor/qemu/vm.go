@@ -524,8 +524,7 @@ func (v *VM) Diagnose(ctx context.Context) string {
 		}
 	}
 	b.WriteString(qmp.lapicTimer(ctx))
-	var regs string
-	if err := qmp.Execute(ctx, "human-monitor-command", map[string]string{"command-line": "info registers"}, &regs); err != nil {
+	if regs, err := qmp.hmp(ctx, "info registers"); err != nil {
 		fmt.Fprintf(&b, "info registers: %v\n", err)
 	} else {
 		b.WriteString(regs)
