@@ -244,10 +244,17 @@ func (l *SerialListener) waitHost(f *os.File) error {
 		if cerr != nil {
 			return cerr
 		}
-		if perr != nil && !errors.Is(perr, unix.EINTR) {
+		if errors.Is(perr, unix.EINTR) {
+			// A signal (SIGIO from this very port, or the Go runtime's
+			// preemption) interrupted the check: it says nothing about
+			// the host, and waiting now could sleep past the wake-up
+			// that was just consumed.
+			continue
+		}
+		if perr != nil {
 			return fmt.Errorf("poll %s: %w", l.path, perr)
 		}
-		if !hup && perr == nil {
+		if !hup {
 			return nil
 		}
 		select {
