@@ -11,6 +11,8 @@ var waitingMethods = map[string]bool{
 	"WaitProcess": true, "ReadStdout": true, "ReadStderr": true, "GetOOMEvent": true,
 	// A full pipe blocks a write until the process reads: back-pressure.
 	"WriteStdin": true,
+	// A forwarded port's connection waits for its peer the same ways.
+	"ReadPort": true, "WritePort": true,
 }
 
 // Waits says whether method, a bare name ("WaitProcess") or a ttrpc full

@@ -47,6 +47,7 @@ type Service struct {
 	readyNs   int64
 	transport string
 	sandbox   sandbox
+	ports     portTable
 }
 
 var _ api.AgentServiceService = (*Service)(nil)

@@ -42,17 +42,31 @@ func (n *nsHandle) Close() {
 // Go discard it instead of handing a thread in the wrong namespace to other
 // goroutines; there is no "switch back" that could fail halfway. The cost is
 // one thread creation, tens of microseconds.
-func (n *nsHandle) run(fn func() error) error {
+func (n *nsHandle) run(fn func() error) error { return runIn(n.ns, n.path, fn) }
+
+func runIn(ns netns.NsHandle, path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := netns.Set(n.ns); err != nil {
-			errc <- fmt.Errorf("enter network namespace %s: %w", n.path, err)
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
 			return
 		}
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Do calls fn on a thread inside the network namespace at path, as run
+// does: sockets fn creates belong to the namespace, and so do processes it
+// starts (they are forked from that thread).
+func Do(path string, fn func() error) error {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	return runIn(ns, path, fn)
 }
 
 // dumpRetries bounds retries of netlink dumps that the kernel interrupted

@@ -25,6 +25,7 @@ import (
 	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/network"
+	"github.com/podvm/podvm/runtime/portforward"
 )
 
 // Options describe the sandbox to create.
@@ -71,6 +72,7 @@ type Sandbox struct {
 
 	vm      hypervisor.VM
 	net     *network.Network
+	forward *portforward.Forwarder // nil until set up (startPortForward)
 	cgroup  *hostcgroup.Cgroup
 	lock    *os.File // flock held while the sandbox exists (stale.go)
 	destroy sync.Once
@@ -260,9 +262,32 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		if _, err := agent.ConfigureNetwork(ctx, s.net.Description().AgentRequest()); err != nil {
 			return nil, fmt.Errorf("configure the network of sandbox %s in the guest: %w", o.ID, err)
 		}
+		go s.startPortForward(context.WithoutCancel(ctx), o.NetNS)
 	}
 	s.Timings.Ready = time.Now()
 	return s, nil
+}
+
+// startPortForward makes the CRI's port-forward connections, which it makes
+// in the pod's network namespace on the host, reach the guest
+// (runtime/portforward). It runs after the sandbox is ready, off the pod
+// start path; without it the pod still runs, so a failure is a warning.
+func (s *Sandbox) startPortForward(ctx context.Context, nsPath string) {
+	logger := log.G(ctx).WithField("sandbox", s.ID)
+	f, err := portforward.Start(ctx, nsPath, portforward.Agent{Client: s.Agent})
+	if err != nil {
+		logger.WithError(err).Warn("port forwarding into the pod VM is off (kubectl port-forward to this pod will fail)")
+		return
+	}
+	s.mu.Lock()
+	if s.destroying {
+		s.mu.Unlock()
+		f.Close()
+		return
+	}
+	s.forward = f
+	s.mu.Unlock()
+	logger.WithField("listener_port", f.Port()).Debug("port forwarding into the pod VM is ready")
 }
 
 func transport(v string) hypervisor.AgentTransport {
@@ -454,7 +479,11 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.destroy.Do(func() {
 		s.mu.Lock()
 		s.destroying = true
+		forward := s.forward
 		s.mu.Unlock()
+		if forward != nil { // before the agent: its relays use it
+			forward.Close()
+		}
 		if s.Agent != nil {
 			select {
 			case <-s.vm.Done():
