@@ -18,6 +18,7 @@ import (
 
 	"github.com/podvm/podvm/agent/api"
 	"github.com/podvm/podvm/agent/server"
+	"github.com/podvm/podvm/runtime/internal/vmtest"
 	"github.com/podvm/podvm/runtime/network"
 )
 
@@ -26,13 +27,14 @@ import (
 func podNetns(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and nat rules in it")
+		vmtest.Missing(t, "needs root: creates a network namespace and nat rules in it")
 	}
-	for _, name := range []string{"ip", "iptables", "iptables-restore"} {
+	if _, err := exec.LookPath("ip"); err != nil {
+		vmtest.Missing(t, "needs ip (apt-get install iproute2): %v", err)
+	}
+	for _, name := range []string{"iptables", "iptables-restore"} {
 		if _, err := tool(name); err != nil {
-			if _, err := exec.LookPath(name); err != nil {
-				t.Skipf("needs %s: %v", name, err)
-			}
+			vmtest.Missing(t, "%v", err)
 		}
 	}
 	name := fmt.Sprintf("pvpf-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
@@ -40,7 +42,7 @@ func podNetns(t *testing.T) string {
 		name = name[:60]
 	}
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("cannot create a network namespace: %v: %s", err, out)
+		vmtest.Missing(t, "cannot create a network namespace: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
