@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -26,6 +27,11 @@ func TestCheckID(t *testing.T) {
 		{"a/b", false},
 		{"a b", false},
 		{strings.Repeat("a", 129), false},
+		{strings.Repeat("a", 128), true},
+		{"_x", false},
+		{"a\n", false},
+		{"caf\u00e9", false},
+		{"x\x00", false},
 	}
 	for _, tt := range tests {
 		err := checkID(tt.id)
@@ -34,6 +40,32 @@ func TestCheckID(t *testing.T) {
 		}
 		if err != nil && !errdefs.IsInvalidArgument(err) {
 			t.Errorf("checkID(%q) error %v is not InvalidArgument", tt.id, err)
+		}
+	}
+}
+
+// TestValidIDMatchesRuncPattern compares validID with the pattern it
+// replaces, on every string of up to 3 bytes from an alphabet with each
+// class of character, and on lengths around the cap.
+func TestValidIDMatchesRuncPattern(t *testing.T) {
+	pattern := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
+	alphabet := []string{"a", "Z", "0", "_", ".", "+", "-", "/", " ", "\xff", "~"}
+	ids := []string{""}
+	for n := 0; n < 3; n++ {
+		var next []string
+		for _, p := range ids {
+			for _, c := range alphabet {
+				next = append(next, p+c)
+			}
+		}
+		ids = append(ids, next...)
+	}
+	for _, n := range []int{127, 128, 129} {
+		ids = append(ids, strings.Repeat("b", n), "a"+strings.Repeat("-", n-1))
+	}
+	for _, id := range ids {
+		if got, want := validID(id), pattern.MatchString(id); got != want {
+			t.Errorf("validID(%q) = %v, the pattern says %v", id, got, want)
 		}
 	}
 }

@@ -24,7 +24,7 @@ type ExecRequest struct {
 // (`runc exec --detach`). Its stdio and exit are then kept like the init's,
 // under r.ID, until the container is removed.
 func (c *Container) Exec(ctx context.Context, r ExecRequest) error {
-	if !validID.MatchString(r.ID) {
+	if !validID(r.ID) {
 		return fmt.Errorf("exec id %q in container %s: want 1-128 of [A-Za-z0-9_.+-], not starting with a symbol: %w", r.ID, c.id, errdefs.ErrInvalidArgument)
 	}
 	var proc specs.Process
