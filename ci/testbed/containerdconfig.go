@@ -62,6 +62,11 @@ func RuncHandler(name, runc, root string) Handler {
 
 // PodvmHandler is a handler name for the podvm shim with podvm
 // configuration config.
+//
+// An empty config gives the handler no options: the shim then finds the
+// config of its own install (config.ResolveFor). containerd 2.4 starts user
+// namespace containers only for such a handler (it merges runc's options
+// into the handler's and fails on any other kind; containerd issue 11091).
 func PodvmHandler(name, shim, config string) Handler {
 	return Handler{Name: name, Shim: shim, PodvmConfig: config}
 }
@@ -147,9 +152,12 @@ func (h Handler) render(b *strings.Builder, table string) {
 		fmt.Fprintf(b, `    [%[1]s]
       runtime_type = "io.containerd.podvm.v2"
       runtime_path = %[2]q
-      [%[1]s.options]
-        ConfigPath = %[3]q
-`, table, h.Shim, h.PodvmConfig)
+`, table, h.Shim)
+		if h.PodvmConfig != "" {
+			fmt.Fprintf(b, `      [%[1]s.options]
+        ConfigPath = %[2]q
+`, table, h.PodvmConfig)
+		}
 		return
 	}
 	fmt.Fprintf(b, `    [%[1]s]

@@ -100,6 +100,13 @@ func TestContainerdConfigRender(t *testing.T) {
 			order: []string{"runtimes.runc]", "runtimes.podvm]"},
 		},
 		{
+			name: "podvm without options (the shim finds its install's config)",
+			cfg: ContainerdConfig{Dir: "/w", Address: "/w/c.sock", DisabledPlugins: NoNRI,
+				CRI: cri(runc, PodvmHandler("podvm", "/p/bin/containerd-shim-podvm-v2", ""))},
+			want: set(withCRI(base(), map[string]any{"runc": runcRuntime("/c/runc", ""), "podvm": map[string]any{"runtime_type": "io.containerd.podvm.v2",
+				"runtime_path": "/p/bin/containerd-shim-podvm-v2"}}), "disabled_plugins", []any{"io.containerd.nri.v1.nri"}),
+		},
+		{
 			name: "runc with its own root, and podvm (benchmarks)",
 			cfg: ContainerdConfig{Dir: "/w", Address: "/w/c.sock", DisabledPlugins: NoNRI,
 				CRI: cri(RuncHandler("runc", "/c/runc", "/w/runc"), podvm)},

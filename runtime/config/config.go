@@ -106,9 +106,28 @@ func Default() *Config {
 
 // Resolve names the file to load: path if set (containerd's ConfigPath
 // runtime option), else $PODVM_CONFIG, else DefaultPath.
-func Resolve(path string) string {
+func Resolve(path string) string { return ResolveFor(path, "") }
+
+// InstalledRel is where an install keeps its config, relative to its
+// prefix (`podvm install --prefix P`: P/bin/<shim>, P/share/podvm/...).
+const InstalledRel = "share/podvm/config.toml"
+
+// ResolveFor is Resolve for the program at executable: before DefaultPath
+// it tries the config of the install the program belongs to
+// (<prefix>/share/podvm/config.toml for <prefix>/bin/<program>), so that a
+// runtime handler configured without options finds its own install's
+// config. That matters because containerd 2.4 cannot start a user namespace
+// container of a runtime whose handler has options of its own kind (it
+// adds runc's options and fails to merge them; containerd issue 11091).
+func ResolveFor(path, executable string) string {
 	if path == "" {
 		path = os.Getenv(EnvPath)
+	}
+	if path == "" && executable != "" {
+		beside := filepath.Join(filepath.Dir(filepath.Dir(executable)), InstalledRel)
+		if _, err := os.Stat(beside); err == nil {
+			path = beside
+		}
 	}
 	if path == "" {
 		path = DefaultPath

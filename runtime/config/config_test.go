@@ -99,3 +99,33 @@ func TestLoad(t *testing.T) {
 		t.Fatalf("Load = %+v, %v", c, err)
 	}
 }
+
+func TestResolveFor(t *testing.T) {
+	prefix := t.TempDir()
+	shim := filepath.Join(prefix, "bin", "containerd-shim-podvm-v2")
+	installed := filepath.Join(prefix, InstalledRel)
+	if err := os.MkdirAll(filepath.Dir(installed), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(installed, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := filepath.Join(t.TempDir(), "bin", "containerd-shim-podvm-v2")
+	tests := []struct {
+		name, path, env, exe, want string
+	}{
+		{"option wins", "/etc/x.toml", "/env.toml", shim, "/etc/x.toml"},
+		{"environment next", "", "/env.toml", shim, "/env.toml"},
+		{"the install's own config", "", "", shim, installed},
+		{"no install config: the default", "", "", elsewhere, DefaultPath},
+		{"no executable: the default", "", "", "", DefaultPath},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(EnvPath, tt.env)
+			if got := ResolveFor(tt.path, tt.exe); got != tt.want {
+				t.Errorf("ResolveFor(%q, %q) with $%s=%q = %q, want %q", tt.path, tt.exe, EnvPath, tt.env, got, tt.want)
+			}
+		})
+	}
+}

@@ -9,6 +9,7 @@ package guestspec
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -67,6 +68,12 @@ type SharedMount struct {
 	// Alone: bind HostSource without the mounts below it; those that the
 	// container should see are shares of their own (Options.Submounts).
 	Alone bool
+	// UIDMappings and GIDMappings, when set, make the host side of the
+	// share an idmapped mount (a user namespace pod's volume): the guest's
+	// virtio-fs cannot be idmapped, so the shim maps on the host and the
+	// guest mounts the share as it is, with the ids already shifted.
+	UIDMappings []specs.LinuxIDMapping
+	GIDMappings []specs.LinuxIDMapping
 }
 
 // Result says what the rewrite needs from the host and what it left out.
@@ -124,8 +131,19 @@ func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 	}
 
 	g.Mounts = nil
+	inUserNS := s.Linux != nil && slices.ContainsFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.UserNamespace })
 	for _, m := range s.Mounts {
 		switch {
+		case m.Type == "sysfs" && o.Pod && inUserNS:
+			// A pod's containers stay in the guest's root network
+			// namespace, which belongs to the guest's initial user
+			// namespace, and the kernel lets only an owner of the
+			// network namespace mount sysfs. So a user namespace pod
+			// gets the guest's /sys bound read-only, as runc does on a
+			// host for a user namespace container without a network
+			// namespace of its own. It is the VM's /sys, not the node's.
+			g.Mounts = append(g.Mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: "/sys",
+				Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}})
 		case guestMountTypes[m.Type]:
 			g.Mounts = append(g.Mounts, m)
 		case isBind(m) && m.Destination == "/dev/shm":
@@ -211,6 +229,11 @@ func shareBind(g *specs.Spec, res *Result, id string, m specs.Mount, o Options) 
 		}
 	}
 	gm := m
+	if len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0 {
+		sh.UIDMappings, sh.GIDMappings = m.UIDMappings, m.GIDMappings
+		gm.UIDMappings, gm.GIDMappings = nil, nil
+		gm.Options = withoutOptions(m.Options, "idmap", "ridmap")
+	}
 	gm.Type = "bind"
 	gm.Source = addShare(res, id, sh)
 	g.Mounts = append(g.Mounts, gm)
@@ -220,7 +243,8 @@ func shareBind(g *specs.Spec, res *Result, id string, m specs.Mount, o Options) 
 			return fmt.Errorf("mount below %s: %q is not a path inside it", m.Source, sub.Rel)
 		}
 		ssh := SharedMount{HostSource: path.Join(m.Source, sub.Rel), Destination: path.Join(m.Destination, sub.Rel),
-			ReadOnly: rro || hasOption(sub.Options, "ro"), Alone: true}
+			ReadOnly: rro || hasOption(sub.Options, "ro"), Alone: true,
+			UIDMappings: sh.UIDMappings, GIDMappings: sh.GIDMappings}
 		g.Mounts = append(g.Mounts, specs.Mount{Destination: ssh.Destination, Type: "bind",
 			Source: addShare(res, id, ssh), Options: SubmountOptions(m.Options, sub.Options)})
 	}
@@ -274,9 +298,9 @@ func SubmountOptions(parent, host []string) []string {
 
 // podShared are the namespaces a pod's containers may share with the
 // sandbox container, and their names under /proc/<pid>/ns.
-var podShared = map[specs.LinuxNamespaceType]bool{specs.IPCNamespace: true, specs.UTSNamespace: true, specs.PIDNamespace: true}
+var podShared = map[specs.LinuxNamespaceType]bool{specs.IPCNamespace: true, specs.UTSNamespace: true, specs.PIDNamespace: true, specs.UserNamespace: true}
 
-var nsFile = map[specs.LinuxNamespaceType]string{specs.IPCNamespace: "ipc", specs.UTSNamespace: "uts", specs.PIDNamespace: "pid"}
+var nsFile = map[specs.LinuxNamespaceType]string{specs.IPCNamespace: "ipc", specs.UTSNamespace: "uts", specs.PIDNamespace: "pid", specs.UserNamespace: "user"}
 
 // MountsDir holds the container's shared bind mounts, relative to the
 // shared directory.
@@ -286,14 +310,7 @@ func isBind(m specs.Mount) bool {
 	return m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")
 }
 
-func hasOption(opts []string, o string) bool {
-	for _, x := range opts {
-		if x == o {
-			return true
-		}
-	}
-	return false
-}
+func hasOption(opts []string, o string) bool { return slices.Contains(opts, o) }
 
 // PodCgroup is the guest cgroup a pod's containers are created below: the
 // parent of its sandbox container's guest cgroup, which for the kubelet's
@@ -310,4 +327,15 @@ func guestCgroupsPath(p, id string) string {
 		return "/podvm/" + id
 	}
 	return p
+}
+
+// withoutOptions returns opts less every occurrence of drop.
+func withoutOptions(opts []string, drop ...string) []string {
+	var out []string
+	for _, o := range opts {
+		if !slices.Contains(drop, o) {
+			out = append(out, o)
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package guestspec
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -56,7 +57,7 @@ func TestRewrite(t *testing.T) {
 		{"LSM labels dropped", g.Process.ApparmorProfile == "" && g.Process.SelinuxLabel == "" && g.Linux.MountLabel == ""},
 		{"hooks dropped", g.Hooks == nil && res.Dropped.Hooks},
 		{"host bind mount shared read-only", len(g.Mounts) == 4 && len(res.Shares) == 1 &&
-			res.Shares[0] == SharedMount{HostSource: "/var/lib/containerd/hosts", ShareRel: "c1/mounts/0", Destination: "/etc/hosts", ReadOnly: true} &&
+			reflect.DeepEqual(res.Shares[0], SharedMount{HostSource: "/var/lib/containerd/hosts", ShareRel: "c1/mounts/0", Destination: "/etc/hosts", ReadOnly: true}) &&
 			g.Mounts[2].Source == "/run/podvm/shared/c1/mounts/0" && g.Mounts[2].Destination == "/etc/hosts"},
 		{"namespace paths cleared, types kept", len(g.Linux.Namespaces) == 2 && g.Linux.Namespaces[1].Path == "" && g.Linux.Namespaces[1].Type == specs.NetworkNamespace},
 		{"host devices dropped", g.Linux.Devices == nil && reflect.DeepEqual(res.Dropped.Devices, []string{"/dev/kvm"})},
@@ -180,6 +181,45 @@ func TestRewritePodContainer(t *testing.T) {
 		if ns.Path != "" || ns.Type == specs.NetworkNamespace {
 			t.Errorf("sandbox namespace %+v: want no path and no network namespace", ns)
 		}
+	}
+}
+
+// TestRewriteUserNamespacePod: a user namespace pod's container joins the
+// sandbox container's user namespace in the guest and keeps the mappings
+// (runc checks them against the namespace's); a volume with mappings is
+// shared through an idmapped mount on the host and mounted plainly in the
+// guest, whose virtio-fs cannot be idmapped.
+func TestRewriteUserNamespacePod(t *testing.T) {
+	maps := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 100000}}
+	in := baseSpec()
+	in.Linux.UIDMappings, in.Linux.GIDMappings = maps, maps
+	in.Linux.Namespaces = []specs.LinuxNamespace{
+		{Type: specs.UserNamespace, Path: "/proc/4242/ns/user"},
+		{Type: specs.MountNamespace},
+	}
+	in.Mounts = []specs.Mount{{Destination: "/data", Type: "bind", Source: "/var/lib/kubelet/pods/x/volumes/data",
+		Options: []string{"rbind", "rw", "idmap"}, UIDMappings: maps, GIDMappings: maps},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}}
+	g, res, err := Rewrite(in, "c3", Options{Pod: true, SandboxGuestPid: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/7/ns/user"}); g.Linux.Namespaces[0] != want {
+		t.Errorf("user namespace %+v, want %+v", g.Linux.Namespaces[0], want)
+	}
+	if !reflect.DeepEqual(g.Linux.UIDMappings, maps) || !reflect.DeepEqual(g.Linux.GIDMappings, maps) {
+		t.Errorf("mappings %v / %v, want %v kept", g.Linux.UIDMappings, g.Linux.GIDMappings, maps)
+	}
+	if len(res.Shares) != 1 || !reflect.DeepEqual(res.Shares[0].UIDMappings, maps) || !reflect.DeepEqual(res.Shares[0].GIDMappings, maps) {
+		t.Fatalf("shares %+v: want one carrying the mappings to the host side", res.Shares)
+	}
+	m := g.Mounts[0]
+	sys := g.Mounts[1]
+	if sys.Type != "bind" || sys.Source != "/sys" || sys.Destination != "/sys" || !slices.Contains(sys.Options, "ro") || !slices.Contains(sys.Options, "rbind") {
+		t.Errorf("/sys = %+v: want the guest's /sys bound read-only (sysfs cannot be mounted from the pod's user namespace)", sys)
+	}
+	if m.UIDMappings != nil || m.GIDMappings != nil || slices.Contains(m.Options, "idmap") || !slices.Contains(m.Options, "rbind") {
+		t.Errorf("guest mount %+v: want a plain bind, no mappings, no idmap option", m)
 	}
 }
 

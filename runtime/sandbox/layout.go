@@ -34,9 +34,19 @@ const (
 
 // setUpShare creates mounts/ and shared/ and makes shared/ the guest's
 // read-only view of mounts/.
+//
+// Both are searchable by everyone (0711, not listable), as containerd's own
+// state directories are: in the guest, shared/ is the root of the virtio-fs
+// mount, and the container init of a user namespace pod, root in its
+// namespace but an unprivileged guest uid outside it, must pass through it
+// to its root filesystem. On the host the sandbox's state directory above
+// them stays 0700.
 func setUpShare(hostDir, sharedDir string) error {
 	for _, d := range []string{hostDir, sharedDir} {
-		if err := os.Mkdir(d, 0o700); err != nil {
+		if err := os.Mkdir(d, 0o711); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+		if err := os.Chmod(d, 0o711); err != nil { // past the umask
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}

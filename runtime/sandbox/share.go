@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/containerd/containerd/v2/core/mount"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/runtime/guestspec"
@@ -51,12 +53,18 @@ func shareOne(sh guestspec.SharedMount, target string) error {
 	}
 	// Alone: the mounts below the source are shared on their own, and a
 	// recursive copy here would keep their mount points busy on the host.
-	bind := uintptr(unix.MS_BIND | unix.MS_REC)
-	if sh.Alone {
-		bind = unix.MS_BIND
-	}
-	if err := unix.Mount(sh.HostSource, target, "", bind, ""); err != nil {
-		return fmt.Errorf("bind mount: %w", err)
+	if len(sh.UIDMappings) > 0 || len(sh.GIDMappings) > 0 {
+		if err := idmappedBind(sh, target); err != nil {
+			return err
+		}
+	} else {
+		bind := uintptr(unix.MS_BIND | unix.MS_REC)
+		if sh.Alone {
+			bind = unix.MS_BIND
+		}
+		if err := unix.Mount(sh.HostSource, target, "", bind, ""); err != nil {
+			return fmt.Errorf("bind mount: %w", err)
+		}
 	}
 	// Private, unless the volume asked for host mounts to propagate to it
 	// (rslave/rshared): then a slave, which receives them and sends none.
@@ -179,4 +187,46 @@ func visibleSubmounts(mounts []mountInfo, rootID int, dir string) []guestspec.Su
 	}
 	walk(rootID)
 	return out
+}
+
+// idmappedBind binds sh.HostSource on target as an idmapped mount with the
+// share's mappings (a user namespace pod's volume), as runc would in the
+// container on a host: the guest's virtio-fs cannot be idmapped, so the
+// guest gets the ids already shifted. The user namespace that carries the
+// mappings comes from containerd's helper (a short-lived child process).
+func idmappedBind(sh guestspec.SharedMount, target string) error {
+	userns, err := mount.GetUsernsFD(formatIDMappings(sh.UIDMappings), formatIDMappings(sh.GIDMappings))
+	if err != nil {
+		return fmt.Errorf("user namespace for an idmapped mount: %w", err)
+	}
+	defer userns.Close()
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	setFlags := uint(unix.AT_EMPTY_PATH)
+	if !sh.Alone {
+		flags |= unix.AT_RECURSIVE
+		setFlags |= unix.AT_RECURSIVE
+	}
+	tree, err := unix.OpenTree(unix.AT_FDCWD, sh.HostSource, flags)
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", sh.HostSource, err)
+	}
+	defer unix.Close(tree)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
+	if err := unix.MountSetattr(tree, "", setFlags, &attr); err != nil {
+		return fmt.Errorf("idmap the mount of %s (the host filesystem must support idmapped mounts): %w", sh.HostSource, err)
+	}
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach the idmapped mount of %s: %w", sh.HostSource, err)
+	}
+	return nil
+}
+
+// formatIDMappings writes mappings as containerd's GetUsernsFD reads them:
+// "container:host:size" entries separated by commas.
+func formatIDMappings(maps []specs.LinuxIDMapping) string {
+	parts := make([]string, len(maps))
+	for i, m := range maps {
+		parts[i] = fmt.Sprintf("%d:%d:%d", m.ContainerID, m.HostID, m.Size)
+	}
+	return strings.Join(parts, ",")
 }

@@ -5,8 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/runtime/guestspec"
@@ -120,5 +123,64 @@ func TestShareSubmountsApart(t *testing.T) {
 	}
 	if left := mountsUnder(filepath.Join(host, "c1")); len(left) > 0 {
 		t.Errorf("mounts left: %v", left)
+	}
+}
+
+// TestShareIdmapped: a share with mappings is an idmapped mount on the host,
+// so the guest sees the ids already shifted (file owner 0 as 1000) and a
+// file the guest creates as 1000 is owned by 0 on the volume.
+func TestShareIdmapped(t *testing.T) {
+	state, host, shared := newLayout(t)
+	s := &Sandbox{ID: "layout", StateDir: state, HostDir: host, SharedDir: shared, rootfs: map[string]bool{"c1": true}}
+	vol := t.TempDir() // on the test's filesystem: skip if it cannot be idmapped
+	if err := os.WriteFile(filepath.Join(vol, "owned-by-root"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	maps := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 65536}}
+	err := s.ShareMounts(context.Background(), "c1", []guestspec.SharedMount{
+		{HostSource: vol, ShareRel: "c1/mounts/0", Destination: "/data", UIDMappings: maps, GIDMappings: maps},
+	})
+	if err != nil && strings.Contains(err.Error(), "must support idmapped mounts") {
+		t.Skipf("the filesystem of %s cannot be idmapped here: %v", vol, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := filepath.Join(shared, "c1/mounts/0")
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(view, "owned-by-root"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 1000 || st.Gid != 1000 {
+		t.Errorf("through the share the root-owned file is %d:%d, want 1000:1000", st.Uid, st.Gid)
+	}
+	// The guest's writes reach the share through virtiofsd, which acts
+	// with the guest caller's fsuid: 1000 here, container root.
+	// Like virtiofsd, it holds the directory open (fsuid 1000 may not
+	// search the test's private parent directories).
+	dir, err := os.Open(filepath.Join(host, "c1/mounts/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with its fsuid
+		unix.Setfsgid(1000)
+		unix.Setfsuid(1000)
+		fd, err := unix.Openat(int(dir.Fd()), "made-by-1000", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err == nil {
+			unix.Close(fd)
+		}
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("create as 1000 through the share: %v", err)
+	}
+	if err := unix.Stat(filepath.Join(vol, "made-by-1000"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("a file owned by 1000 in the share is %d:%d on the volume, want 0:0", st.Uid, st.Gid)
 	}
 }

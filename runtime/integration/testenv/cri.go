@@ -75,8 +75,8 @@ type CRIConfig struct {
 
 // StartCRIContainerd starts a private containerd with CRI on its socket
 // (Address serves both the runtime and the image service) and two runtime
-// handlers: runc, the reference, and podvm, the installed shim with the
-// installed config. Pods still there when the test ends are removed before
+// handlers: runc, the reference, and podvm, the installed shim, which finds
+// the installed config beside itself. Pods still there when the test ends are removed before
 // containerd stops, so CNI DEL runs for each.
 func StartCRIContainerd(t testing.TB, e *Env, cfg CRIConfig) *Containerd {
 	t.Helper()
@@ -87,7 +87,10 @@ func StartCRIContainerd(t testing.TB, e *Env, cfg CRIConfig) *Containerd {
 				CNIBinDir: cfg.Network.BinDir, CNIConfDir: cfg.Network.ConfDir,
 				Handlers: []testbed.Handler{
 					testbed.RuncHandler("runc", cfg.Tools.Runc, ""),
-					testbed.PodvmHandler("podvm", e.ShimBinary, e.ConfigPath),
+					// No options: the shim finds its install's config,
+					// e.ConfigPath; with options containerd 2.4 could not
+					// start user namespace containers (PodvmHandler).
+					testbed.PodvmHandler("podvm", e.ShimBinary, ""),
 				},
 			}}
 	})

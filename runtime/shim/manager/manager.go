@@ -19,6 +19,8 @@ import (
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/api/types"
+	// Registers runc's options type, so that they can be read (and ignored).
+	_ "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -205,14 +207,18 @@ func (m manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeIn
 		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
 	}
 	path := ""
-	opts, err := shim.ReadRuntimeOptions[*runtimeoptions.Options](optionsR)
+	// The options are the handler's (ConfigPath) or, for a user namespace
+	// container of a handler without options, runc's, which containerd
+	// 2.4 adds (IoUid, IoGid) and which mean nothing here.
+	opts, err := shim.ReadRuntimeOptions[any](optionsR)
 	if err != nil && !errdefs.IsNotFound(err) {
 		return nil, fmt.Errorf("read runtime options: %w", err)
 	}
-	if opts != nil {
-		path = opts.ConfigPath
+	if o, ok := opts.(*runtimeoptions.Options); ok {
+		path = o.ConfigPath
 	}
-	cfg, err := config.Load(config.Resolve(path))
+	exe, _ := os.Executable()
+	cfg, err := config.Load(config.ResolveFor(path, exe))
 	if err != nil {
 		return nil, err
 	}
@@ -229,8 +235,13 @@ func (m manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeIn
 }
 
 // guestFeatures reads the guest runc's features; nil when none were recorded.
-// Idmapped mounts are switched off: the guest's 6.1 kernel cannot idmap a
-// virtio-fs mount, where every container filesystem lives.
+// They are reported as they are, idmapped mounts included, although the
+// guest's 6.1 kernel cannot idmap its virtio-fs mounts, where every container
+// filesystem lives: the shim makes idmapped mounts on the host instead (a
+// user namespace pod's root filesystem through containerd's mount package,
+// its volumes in sandbox.ShareMounts), and the guest sees the ids already
+// shifted. containerd offers user namespace pods only to a runtime that
+// reports idmap support.
 func guestFeatures(path string) (*features.Features, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -242,10 +253,6 @@ func guestFeatures(path string) (*features.Features, error) {
 	var f features.Features
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("parse guest runtime features %s: %w", path, err)
-	}
-	if f.Linux != nil && f.Linux.MountExtensions != nil && f.Linux.MountExtensions.IDMap != nil {
-		off := false
-		f.Linux.MountExtensions.IDMap.Enabled = &off
 	}
 	return &f, nil
 }

@@ -1,11 +1,19 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/podvm/podvm/runtime/config"
 )
 
 func TestGuestFeatures(t *testing.T) {
@@ -26,8 +34,8 @@ func TestGuestFeatures(t *testing.T) {
 	if len(f.MountOptions) != 2 || f.MountOptions[1] != "rro" {
 		t.Errorf("mount options %v: the guest runc's list must pass through", f.MountOptions)
 	}
-	if e := f.Linux.MountExtensions.IDMap.Enabled; e == nil || *e {
-		t.Error("idmapped mounts must be reported off: virtio-fs on the guest kernel cannot idmap")
+	if e := f.Linux.MountExtensions.IDMap.Enabled; e == nil || !*e {
+		t.Error("idmapped mounts must be reported as the guest runc has them: the shim idmaps on the host")
 	}
 	if err := os.WriteFile(p, []byte("{not json"), 0o644); err != nil {
 		t.Fatal(err)
@@ -73,5 +81,38 @@ func TestRemoveStaleSocket(t *testing.T) {
 	removeStaleSocket(context.Background(), bundle)
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("a live shim's socket was removed: %v", err)
+	}
+}
+
+// TestInfoAcceptsRuncOptions: containerd 2.4 passes runc's options (the
+// stdio owner) to `shim -info` for a user namespace container of a handler
+// without options; they are read and ignored, not an error.
+func TestInfoAcceptsRuncOptions(t *testing.T) {
+	t.Setenv(config.EnvPath, filepath.Join(t.TempDir(), "absent.toml"))
+	for _, tc := range []struct {
+		name string
+		opts proto.Message
+	}{
+		{"runc options", &runcoptions.Options{IoUid: 1000, IoGid: 1000}},
+		{"no options", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var in []byte
+			if tc.opts != nil {
+				a, err := typeurl.MarshalAnyToProto(tc.opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if in, err = proto.Marshal(a); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := manager{name: "io.containerd.podvm.v2"}.Info(context.Background(), bytes.NewReader(in))
+			// The named config file is absent: the error must be about
+			// it, not about the options.
+			if err == nil || !strings.Contains(err.Error(), "absent.toml") {
+				t.Fatalf("Info: %v; want only the missing config reported", err)
+			}
+		})
 	}
 }
