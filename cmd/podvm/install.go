@@ -80,12 +80,12 @@ func install(prefix, imageDir string, out io.Writer) error {
 Add the podvm runtime handlers to containerd's configuration (containerd 2.x,
 config version 3 or 4), then restart containerd:
 
-  # QEMU: hardware KVM when usable, else TCG software emulation.
+  # QEMU: hardware KVM when usable, else TCG software emulation. No options:
+  # the shim reads %[3]s, its install's config (with
+  # options, containerd 2.4 cannot start user namespace containers).
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm]
     runtime_type = "io.containerd.podvm.v2"
     runtime_path = "%[2]s"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm.options]
-      ConfigPath = "%[3]s"
 
   # Cloud Hypervisor (needs hardware KVM and cloud-hypervisor on PATH;
   # 'podvm check --config %[4]s' tells whether this host can run it).

@@ -33,16 +33,24 @@ func DropIn(version int, handler, shim, podvmConfig string) (string, error) {
 		return "", fmt.Errorf("containerd configuration version %d is not supported (containerd 1.6 or older): "+
 			"migrate it with `containerd config migrate` (containerd 1.7 or 2.x)", version)
 	}
-	return fmt.Sprintf(`# Written by podvm's node installer (podvm deploy); its uninstaller removes it.
+	text := fmt.Sprintf(`# Written by podvm's node installer (podvm deploy); its uninstaller removes it.
 # Adds the %[2]q runtime handler. containerd's own configuration is not edited.
 version = %[1]d
 
 [%[3]s]
   runtime_type = "io.containerd.podvm.v2"
   runtime_path = %[4]q
-  [%[3]s.options]
-    ConfigPath = %[5]q
-`, version, handler, plugin, shim, podvmConfig), nil
+`, version, handler, plugin, shim)
+	if podvmConfig == filepath.Join(filepath.Dir(filepath.Dir(shim)), configRel) {
+		// The shim reads its own install's config without being told.
+		// Options would keep user namespace pods from starting: containerd
+		// 2.4 adds runc's options to their containers and fails to merge
+		// them with a handler's own (containerd issue 11091).
+		return text + "  # No options: the shim reads " + podvmConfig + ", its install's config.\n", nil
+	}
+	return text + fmt.Sprintf(`  [%[1]s.options]
+    ConfigPath = %[2]q
+`, plugin, podvmConfig), nil
 }
 
 // importsDropIn checks that containerd's configuration (main, a host path)

@@ -156,7 +156,7 @@ func TestInstallThenUninstall(t *testing.T) {
 	}
 	rt := drop.Plugins["io.containerd.cri.v1.runtime"].Containerd.Runtimes["podvm"]
 	if drop.Version != 3 || rt.RuntimeType != "io.containerd.podvm.v2" || rt.RuntimePath != "/opt/custom-podvm/bin/containerd-shim-podvm-v2" ||
-		rt.Options.ConfigPath != "/opt/custom-podvm/share/podvm/config.toml" {
+		rt.Options.ConfigPath != "" || !strings.Contains(string(b), "the shim reads /opt/custom-podvm/share/podvm/config.toml") {
 		t.Errorf("drop-in = %+v\n%s", drop, b)
 	}
 	if f.labels["podvm.io/runtime"] != "ready" {
@@ -407,6 +407,43 @@ func TestOptionsValidate(t *testing.T) {
 			tc.mod(&o)
 			if err := o.validate(); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestDropInOptions: the handler has no options when the config is the
+// install's own (user namespace pods need that with containerd 2.4), and
+// names any other config with ConfigPath.
+func TestDropInOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name, config string
+		wantOption   bool
+	}{
+		{"the install's config", "/opt/podvm/share/podvm/config.toml", false},
+		{"another config", "/etc/podvm/clh.toml", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text, err := DropIn(3, "podvm", "/opt/podvm/bin/containerd-shim-podvm-v2", tc.config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var drop struct {
+				Plugins map[string]struct {
+					Containerd struct {
+						Runtimes map[string]struct {
+							RuntimePath string `toml:"runtime_path"`
+							Options     *struct{ ConfigPath string }
+						}
+					}
+				}
+			}
+			if err := toml.Unmarshal([]byte(text), &drop); err != nil {
+				t.Fatalf("%v\n%s", err, text)
+			}
+			rt := drop.Plugins["io.containerd.cri.v1.runtime"].Containerd.Runtimes["podvm"]
+			if got := rt.Options != nil; got != tc.wantOption || (got && rt.Options.ConfigPath != tc.config) {
+				t.Errorf("options %+v, want ConfigPath only for another config:\n%s", rt.Options, text)
 			}
 		})
 	}

@@ -100,11 +100,11 @@ nodes:
 {{- end}}
 containerdConfigPatches:
 - |-
+  # No options: the shim reads {{.PodvmPrefix}}/share/podvm/config.toml, its
+  # install's (with options containerd 2.4 cannot start user namespace pods).
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm]
     runtime_type = "io.containerd.podvm.v2"
     runtime_path = "{{.PodvmPrefix}}/bin/containerd-shim-podvm-v2"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm.options]
-      ConfigPath = "{{.PodvmPrefix}}/share/podvm/config.toml"
 `))
 
 // Config is the kind cluster configuration.
