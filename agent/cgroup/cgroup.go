@@ -19,7 +19,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -231,11 +230,7 @@ func (c Cgroup) Stat() (*stats.Metrics, error) {
 	if !c.V2 {
 		return nil, fmt.Errorf("cgroup %s is cgroup v1, which has no cgroup v2 metrics: %w", c, errdefs.ErrFailedPrecondition)
 	}
-	m, err := cgroup2.Load(c.Path, cgroup2.WithMountpoint(c.Root))
-	if err != nil {
-		return nil, fmt.Errorf("load cgroup %s: %w", c, err)
-	}
-	st, err := m.Stat()
+	st, err := readMetrics(filepath.Join(c.Root, c.Path))
 	if err != nil {
 		return nil, fmt.Errorf("stat cgroup %s: %w", c, err)
 	}
