@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // initramfsLayoutVersion is part of the initramfs cache key: bump it whenever
@@ -61,6 +62,8 @@ func buildInitramfs(cacheDir, agent, runc string, progress io.Writer) (string, e
 	dir := filepath.Join(cacheDir, "guestimage")
 	out := filepath.Join(dir, "initramfs-"+key[:12]+".cpio")
 	if st, err := os.Stat(out); err == nil && st.Mode().IsRegular() {
+		now := time.Now()
+		os.Chtimes(out, now, now) // recently used: kept by pruneInitramfs
 		fmt.Fprintf(progress, "initramfs: cached %s\n", out)
 		return out, nil
 	}
@@ -93,7 +96,43 @@ func buildInitramfs(cacheDir, agent, runc string, progress io.Writer) (string, e
 	}
 	st, _ := os.Stat(out)
 	fmt.Fprintf(progress, "initramfs: wrote %s (%s)\n", out, humanSize(st.Size()))
+	if removed := pruneInitramfs(dir, keepInitramfs); len(removed) > 0 {
+		fmt.Fprintf(progress, "initramfs: removed %d older archives from the cache\n", len(removed))
+	}
 	return out, nil
+}
+
+// keepInitramfs is how many archives the cache keeps. Every agent build
+// makes a new one (16 MB); without a bound a developer's cache grew to 65
+// of them in two days.
+const keepInitramfs = 8
+
+// pruneInitramfs removes all but the keep most recently written or used
+// archives in dir and returns what it removed. Installs copy the archive,
+// so nothing running uses the cache's files.
+func pruneInitramfs(dir string, keep int) []string {
+	paths, _ := filepath.Glob(filepath.Join(dir, "initramfs-*.cpio"))
+	type entry struct {
+		path string
+		mod  time.Time
+	}
+	var entries []entry
+	for _, p := range paths {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			entries = append(entries, entry{p, st.ModTime()})
+		}
+	}
+	if len(entries) <= keep {
+		return nil
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].mod.After(entries[j].mod) })
+	var removed []string
+	for _, e := range entries[keep:] {
+		if os.Remove(e.path) == nil {
+			removed = append(removed, e.path)
+		}
+	}
+	return removed
 }
 
 // initramfsKey hashes the layout version and every input file's content.

@@ -2,8 +2,11 @@ package guestimage
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -186,4 +189,39 @@ func readTestFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+func TestPruneInitramfs(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Now().Add(-time.Hour)
+	var paths []string
+	for i := range 5 {
+		p := filepath.Join(dir, fmt.Sprintf("initramfs-%012d.cpio", i))
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Archive i was last used i minutes after base: 4 is the newest.
+		at := base.Add(time.Duration(i) * time.Minute)
+		if err := os.Chtimes(p, at, at); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	other := filepath.Join(dir, "kernel-abc") // not an archive: never touched
+	if err := os.WriteFile(other, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if removed := pruneInitramfs(dir, 8); removed != nil {
+		t.Fatalf("under the bound, removed %v", removed)
+	}
+	removed := pruneInitramfs(dir, 3)
+	sort.Strings(removed)
+	if want := paths[:2]; !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want the two least recently used %v", removed, want)
+	}
+	for _, p := range append(paths[2:], other) {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
 }
