@@ -122,6 +122,13 @@ func (p *Process) Signal(ctx context.Context, sig syscall.Signal, all bool) erro
 	// of that exit may be a moment behind.
 	select {
 	case <-p.done:
+		if all && sig != syscall.SIGKILL {
+			// signalOthers reached the other processes, and the init
+			// ended meanwhile (typically because of it: a shell waiting
+			// for the child just signalled). Every process there was got
+			// the signal, so the call did what it was asked.
+			return nil
+		}
 		return fmt.Errorf("%s (pid %d) already finished: %w", p.name(), p.pid, errdefs.ErrNotFound)
 	case <-time.After(100 * time.Millisecond):
 	}
