@@ -112,14 +112,16 @@ func uintFile(path string) uint64 {
 	return v
 }
 
-// parseCount parses a counter; negative values (a limit of -1) are 0.
-func parseCount(s string) (uint64, error) {
-	v, err := strconv.ParseUint(s, 10, 64)
+// parseCount parses a 64-bit counter; negative values (a limit of -1) are 0.
+func parseCount(s string) (uint64, error) { return parseCountBits(s, 64) }
+
+func parseCountBits(s string, bits int) (uint64, error) {
+	v, err := strconv.ParseUint(s, 10, bits)
 	if err == nil {
 		return v, nil
 	}
 	if strings.HasPrefix(s, "-") {
-		if _, ierr := strconv.ParseInt(s, 10, 64); ierr == nil || errors.Is(ierr, strconv.ErrRange) {
+		if _, ierr := strconv.ParseInt(s, 10, bits); ierr == nil || errors.Is(ierr, strconv.ErrRange) {
 			return 0, nil
 		}
 	}
@@ -269,7 +271,7 @@ func rdma(path string) []*stats.RdmaEntry {
 			}
 			n := uint64(math.MaxUint32)
 			if v != "max" {
-				if n, err = parseCount32(v); err != nil {
+				if n, err = parseCountBits(v, 32); err != nil {
 					continue
 				}
 			}
@@ -283,16 +285,6 @@ func rdma(path string) []*stats.RdmaEntry {
 		out = append(out, e)
 	}
 	return out
-}
-
-func parseCount32(s string) (uint64, error) {
-	v, err := strconv.ParseUint(s, 10, 32)
-	if err != nil && strings.HasPrefix(s, "-") {
-		if _, ierr := strconv.ParseInt(s, 10, 32); ierr == nil || errors.Is(ierr, strconv.ErrRange) {
-			return 0, nil
-		}
-	}
-	return v, err
 }
 
 var (

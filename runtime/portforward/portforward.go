@@ -127,16 +127,17 @@ func redirect(ctx context.Context, port int) error {
 	if err != nil {
 		return err
 	}
-	// Declaring the chain flushes it when it exists (--noflush keeps
-	// everything else): a leftover rule pointing at a dead listener goes.
-	rules := fmt.Sprintf("*nat\n:%s - [0:0]\n-A %s -p tcp -d 127.0.0.1/32 -j REDIRECT --to-ports %d\nCOMMIT\n", Chain, Chain, port)
-	if err := run(ctx, strings.NewReader(rules), restore, "-w", "5", "--noflush"); err != nil {
-		return err
+	// One transaction, and the check before it, run on every pod start:
+	// two programs rather than three. The jump from OUTPUT is added only
+	// when missing (a namespace a crashed shim set up has it already), and
+	// declaring the chain flushes it when it exists (--noflush keeps
+	// everything else), so a leftover rule pointing at a dead listener goes.
+	jump := ""
+	if run(ctx, nil, iptables, "-w", "5", "-t", "nat", "-C", "OUTPUT", "-j", Chain) != nil {
+		jump = fmt.Sprintf("-A OUTPUT -j %s\n", Chain)
 	}
-	if run(ctx, nil, iptables, "-w", "5", "-t", "nat", "-C", "OUTPUT", "-j", Chain) == nil {
-		return nil // a leftover jump, kept: its chain now holds the new rule
-	}
-	return run(ctx, nil, iptables, "-w", "5", "-t", "nat", "-A", "OUTPUT", "-j", Chain)
+	rules := fmt.Sprintf("*nat\n:%s - [0:0]\n-A %s -p tcp -d 127.0.0.1/32 -j REDIRECT --to-ports %d\n%sCOMMIT\n", Chain, Chain, port, jump)
+	return run(ctx, strings.NewReader(rules), restore, "-w", "5", "--noflush")
 }
 
 // tool finds an iptables program on PATH or in the sbin directories, which
