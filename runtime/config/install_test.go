@@ -26,18 +26,9 @@ func TestForPrefix(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := ForPrefix([]byte(tc.shipped), tc.prefix)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tc.wantErr)
-				}
+			c := parseResult(t, out, err, tc.wantErr)
+			if c == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := Parse(out, "out")
-			if err != nil {
-				t.Fatal(err)
 			}
 			if c.Hypervisor.Kernel != tc.wantKernel {
 				t.Errorf("kernel = %q, want %q", c.Hypervisor.Kernel, tc.wantKernel)
@@ -47,6 +38,26 @@ func TestForPrefix(t *testing.T) {
 			}
 		})
 	}
+}
+
+// parseResult checks a rewrite's error against wantErr ("": none) and
+// parses what it wrote; nil when an error was wanted.
+func parseResult(t *testing.T, out []byte, err error, wantErr string) *Config {
+	t.Helper()
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("err = %v, want %q", err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(out, "out")
+	if err != nil {
+		t.Fatalf("the rewritten config does not parse: %v\n%s", err, out)
+	}
+	return c
 }
 
 func TestWithStateDir(t *testing.T) {
@@ -62,18 +73,9 @@ func TestWithStateDir(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := WithStateDir([]byte(tc.in), "/run/bench/podvm")
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tc.wantErr)
-				}
+			c := parseResult(t, out, err, tc.wantErr)
+			if c == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := Parse(out, "out")
-			if err != nil {
-				t.Fatal(err)
 			}
 			if c.Runtime.StateDir != "/run/bench/podvm" {
 				t.Errorf("state_dir = %q", c.Runtime.StateDir)
