@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/virtiofsd"
@@ -70,7 +71,7 @@ type Options struct {
 	// memory hot-plug). 0 means none.
 	MemoryHotplugMiB uint32
 	// AgentPort is the guest vsock port of podvm-agent; default
-	// hypervisor.AgentVsockPort.
+	// contract.VsockPort.
 	AgentPort uint32
 	// NoSeccomp runs cloud-hypervisor with --seccomp false (debugging).
 	NoSeccomp bool
@@ -105,9 +106,6 @@ const (
 	maxVCPUs     = 255
 )
 
-// Shared filesystem kinds of Config.SharedFS. Cloud Hypervisor has no 9p.
-const SharedFSVirtiofs = "virtiofs"
-
 // Driver creates Cloud Hypervisor VMs.
 type Driver struct {
 	opts Options
@@ -135,7 +133,7 @@ func New(opts Options) *Driver {
 		opts.AgentDialTimeout = DefaultAgentDialTimeout
 	}
 	if opts.AgentPort == 0 {
-		opts.AgentPort = hypervisor.AgentVsockPort
+		opts.AgentPort = contract.VsockPort
 	}
 	return &Driver{opts: opts, probe: accel.Probe}
 }
@@ -189,7 +187,7 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: %w", cfg.ID, err)
 	}
 	if cfg.SharedFS == "" {
-		cfg.SharedFS = SharedFSVirtiofs
+		cfg.SharedFS = contract.SharedFSVirtiofs
 	}
 	return newVM(d, bin, cfg, dec), nil
 }
@@ -250,8 +248,8 @@ func validate(cfg hypervisor.Config) error {
 		return fmt.Errorf("memory %d MiB: want %d to %d MiB", cfg.MemoryMiB, minMemoryMiB, maxMemoryMiB)
 	}
 	switch cfg.SharedFS {
-	case "", SharedFSVirtiofs:
-	case "9p":
+	case "", contract.SharedFSVirtiofs:
+	case contract.SharedFS9p:
 		return errors.New(`shared_fs "9p": Cloud Hypervisor has no virtio-9p device; use shared_fs = "virtiofs"`)
 	default:
 		return fmt.Errorf("shared_fs %q: want virtiofs", cfg.SharedFS)
@@ -263,8 +261,8 @@ func validate(cfg hypervisor.Config) error {
 		return fmt.Errorf("shared directory %s: not a directory (%v)", cfg.SharedDir, err)
 	}
 	switch cfg.Transport {
-	case "", hypervisor.TransportVsock:
-	case hypervisor.TransportSerial:
+	case "", contract.TransportVsock:
+	case contract.TransportSerial:
 		return errors.New(`agent transport serial: Cloud Hypervisor has no named virtio-serial ports; its hybrid vsock needs no /dev/vhost-vsock, so use agent_transport = "vsock"`)
 	default:
 		return fmt.Errorf("agent transport %q: want vsock", cfg.Transport)

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/internal/childproc"
@@ -196,7 +197,7 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		Driver:      Name,
 		Accelerator: v.dec.Accel,
 		AccelReason: v.dec.Reason,
-		Transport:   hypervisor.TransportVsock,
+		Transport:   contract.TransportVsock,
 		TransportReason: "hybrid vsock: CONNECT through " + l.path(vsockSocketName) +
 			" (Cloud Hypervisor proxies it to the guest; no /dev/vhost-vsock needed)",
 		VCPUs:       cfg.VCPUs,

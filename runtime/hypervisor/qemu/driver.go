@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/virtiofsd"
@@ -112,7 +113,7 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 		return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
 	}
 	if cfg.SharedFS == "" {
-		cfg.SharedFS = SharedFSVirtiofs
+		cfg.SharedFS = contract.SharedFSVirtiofs
 	}
 	mode := accel.Mode(cfg.Accelerator)
 	if mode == "" {
@@ -120,19 +121,13 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
 	}
-	if cfg.Transport == hypervisor.TransportVsock {
+	if cfg.Transport == contract.TransportVsock {
 		if ok, why := vhostVsockUsable(); !ok {
 			return nil, fmt.Errorf("qemu: sandbox %s: agent transport vsock is configured but %s: load vhost_vsock or use transport serial", cfg.ID, why)
 		}
 	}
 	return newVM(d, qemuPath, cfg, mode), nil
 }
-
-// Shared filesystem kinds of Config.SharedFS.
-const (
-	SharedFSVirtiofs = "virtiofs"
-	SharedFS9p       = "9p"
-)
 
 // qemuBinary resolves Options.QEMUPath or finds QEMU on PATH.
 func (d *Driver) qemuBinary() (string, error) {
@@ -188,7 +183,7 @@ func validate(cfg hypervisor.Config) error {
 		return fmt.Errorf("memory %d MiB: want %d to %d MiB", cfg.MemoryMiB, minMemoryMiB, maxMemoryMiB)
 	}
 	switch cfg.SharedFS {
-	case "", SharedFSVirtiofs, SharedFS9p:
+	case "", contract.SharedFSVirtiofs, contract.SharedFS9p:
 	default:
 		return fmt.Errorf("shared_fs %q: want virtiofs or 9p", cfg.SharedFS)
 	}
@@ -199,7 +194,7 @@ func validate(cfg hypervisor.Config) error {
 		return fmt.Errorf("shared directory %s: not a directory (%v)", cfg.SharedDir, err)
 	}
 	switch cfg.Transport {
-	case "", hypervisor.TransportVsock, hypervisor.TransportSerial:
+	case "", contract.TransportVsock, contract.TransportSerial:
 	default:
 		return fmt.Errorf("agent transport %q: want vsock or serial", cfg.Transport)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/internal/childproc"
@@ -122,7 +123,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		os.Remove(l.path(name)) // left over from a crashed shim
 	}
 	var extra []*os.File
-	if l.Transport == hypervisor.TransportVsock {
+	if l.Transport == contract.TransportVsock {
 		f, cid, err := reserveCID(v.cfg.ID)
 		if err != nil {
 			return err
@@ -138,7 +139,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		l.Net[i].FD = 3 + len(extra)
 		extra = append(extra, v.cfg.Net[i].Tap)
 	}
-	if l.SharedFS == SharedFSVirtiofs {
+	if l.SharedFS == contract.SharedFSVirtiofs {
 		fsd, err := virtiofsd.Start(v.driver.opts.virtiofsdConfig(v.cfg, v.cfg.StateDir))
 		if err != nil {
 			return err
@@ -196,9 +197,9 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	transport, transportWhy := cfg.Transport, "configured"
 	if transport == "" {
 		if ok, why := vhostVsockUsable(); ok {
-			transport, transportWhy = hypervisor.TransportVsock, why
+			transport, transportWhy = contract.TransportVsock, why
 		} else {
-			transport, transportWhy = hypervisor.TransportSerial, why+": using virtio-serial"
+			transport, transportWhy = contract.TransportSerial, why+": using virtio-serial"
 		}
 	}
 	var tsc uint64
@@ -500,7 +501,7 @@ func (v *VM) Diagnose(ctx context.Context) string {
 	} else {
 		fmt.Fprintf(&b, "run state: %s\n", st.Status)
 	}
-	if transport == hypervisor.TransportSerial {
+	if transport == contract.TransportSerial {
 		open, err := qmp.ChardevFrontendOpen(ctx, agentChardevID)
 		fmt.Fprintf(&b, "guest has the agent port open: %v (err %v)\n", open, err)
 		v.mu.Lock()
@@ -517,7 +518,7 @@ func (v *VM) Diagnose(ctx context.Context) string {
 		}
 		b.WriteString(qmp.agentQueues(ctx))
 	}
-	if sharedFS != SharedFS9p {
+	if sharedFS != contract.SharedFS9p {
 		b.WriteString(qmp.sharedFSQueue(ctx))
 		if fsd != nil {
 			fmt.Fprintf(&b, "virtiofsd (pid %d) threads (tid:(name) state:waits in): %s\n", fsd.Pid(), threadStates(fsd.Pid()))
