@@ -7,8 +7,10 @@ package hypervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/podvm/podvm/agent/api/contract"
@@ -17,15 +19,31 @@ import (
 // ErrNotSupported is returned by optional operations a driver does not offer.
 var ErrNotSupported = errors.New("not supported by this hypervisor driver")
 
-// Accelerator is how guest instructions are executed.
+// Accelerator is how guest instructions are executed: kvm or tcg once a VM
+// runs (Info), and also auto (or empty) in a configuration (Config,
+// driver options), meaning: probe the host and choose (package accel).
 type Accelerator string
 
 const (
+	// AccelAuto chooses kvm when the host has hardware KVM, else tcg.
+	AccelAuto Accelerator = "auto"
 	// AccelKVM is hardware virtualization through /dev/kvm (VMX or SVM).
 	AccelKVM Accelerator = "kvm"
 	// AccelTCG is QEMU's software emulation: slow, but runs anywhere.
 	AccelTCG Accelerator = "tcg"
 )
+
+// ParseAccelerator accepts "", auto, kvm and tcg, in any case and with
+// surrounding spaces; empty means auto.
+func ParseAccelerator(s string) (Accelerator, error) {
+	switch a := Accelerator(strings.ToLower(strings.TrimSpace(s))); a {
+	case "", AccelAuto:
+		return AccelAuto, nil
+	case AccelKVM, AccelTCG:
+		return a, nil
+	}
+	return "", fmt.Errorf("accelerator %q: want auto, kvm or tcg", s)
+}
 
 // Config is everything a driver needs to boot one pod VM.
 type Config struct {
@@ -53,7 +71,8 @@ type Config struct {
 	// Transport selects the agent channel; empty means the driver's default.
 	Transport contract.Transport
 
-	// Accelerator forces kvm or tcg; empty means probe and choose.
+	// Accelerator forces kvm or tcg, or asks for auto (probe and choose);
+	// empty means the driver's default.
 	Accelerator Accelerator
 
 	// Debug sends the guest console to StateDir/console.log at full verbosity.

@@ -113,8 +113,8 @@ func TestCreateAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := vm.(*VM).dec; got.Accel != hypervisor.AccelKVM || !strings.Contains(got.Reason, tt.reason) {
-				t.Errorf("decision = %+v, want kvm with %q", got, tt.reason)
+			if got := vm.(*VM); got.accel != hypervisor.AccelKVM || !strings.Contains(got.accelWhy, tt.reason) {
+				t.Errorf("decision = %s, %q; want kvm with %q", got.accel, got.accelWhy, tt.reason)
 			}
 		})
 	}

@@ -52,9 +52,9 @@ type Options struct {
 	// NoSeccomp turns off QEMU's seccomp filter (-sandbox on,...), for
 	// QEMU builds without seccomp or for debugging.
 	NoSeccomp bool
-	// Accelerator is the default mode (auto, kvm, tcg) for VMs whose Config
-	// does not force one.
-	Accelerator string
+	// Accelerator is the default (auto, kvm, tcg; empty is auto) for VMs
+	// whose Config does not force one.
+	Accelerator hypervisor.Accelerator
 }
 
 // Defaults.
@@ -80,13 +80,14 @@ type Driver struct {
 	facts     accel.Facts
 }
 
-// decideAccel applies mode to this host's (cached) probe.
-func (d *Driver) decideAccel(m accel.Mode) (accel.Decision, error) {
-	if m == accel.ModeTCG {
-		return accel.Decide(m, accel.Facts{})
+// decideAccel applies the configured choice to this host's (cached) probe
+// and returns kvm or tcg with the reason.
+func (d *Driver) decideAccel(want hypervisor.Accelerator) (hypervisor.Accelerator, string, error) {
+	if want == hypervisor.AccelTCG {
+		return accel.Decide(want, accel.Facts{})
 	}
 	d.probeOnce.Do(func() { d.facts = accel.Probe() })
-	return accel.Decide(m, d.facts)
+	return accel.Decide(want, d.facts)
 }
 
 // New returns a driver with opts (zero fields defaulted).
@@ -115,18 +116,19 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 	if cfg.SharedFS == "" {
 		cfg.SharedFS = contract.SharedFSVirtiofs
 	}
-	mode := accel.Mode(cfg.Accelerator)
-	if mode == "" {
-		if mode, err = accel.ParseMode(d.opts.Accelerator); err != nil {
-			return nil, fmt.Errorf("qemu: %w", err)
-		}
+	want := cfg.Accelerator
+	if want == "" {
+		want = d.opts.Accelerator
+	}
+	if want, err = hypervisor.ParseAccelerator(string(want)); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
 	}
 	if cfg.Transport == contract.TransportVsock {
 		if ok, why := vhostVsockUsable(); !ok {
 			return nil, fmt.Errorf("qemu: sandbox %s: agent transport vsock is configured but %s: load vhost_vsock or use transport serial", cfg.ID, why)
 		}
 	}
-	return newVM(d, qemuPath, cfg, mode), nil
+	return newVM(d, qemuPath, cfg, want), nil
 }
 
 // qemuBinary resolves Options.QEMUPath or finds QEMU on PATH.
@@ -198,7 +200,7 @@ func validate(cfg hypervisor.Config) error {
 	default:
 		return fmt.Errorf("agent transport %q: want vsock or serial", cfg.Transport)
 	}
-	if _, err := accel.ParseMode(string(cfg.Accelerator)); err != nil {
+	if _, err := hypervisor.ParseAccelerator(string(cfg.Accelerator)); err != nil {
 		return err
 	}
 	return nil

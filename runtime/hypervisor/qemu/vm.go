@@ -17,7 +17,6 @@ import (
 
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
-	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/internal/childproc"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
@@ -51,7 +50,8 @@ type VM struct {
 	driver   *Driver
 	qemuPath string
 	cfg      hypervisor.Config
-	mode     accel.Mode
+	// wantAccel is the accelerator as configured: auto, kvm or tcg.
+	wantAccel hypervisor.Accelerator
 
 	opMu sync.Mutex // serializes Start and Stop
 
@@ -82,8 +82,8 @@ type VM struct {
 
 var _ hypervisor.VM = (*VM)(nil)
 
-func newVM(d *Driver, qemuPath string, cfg hypervisor.Config, mode accel.Mode) *VM {
-	return &VM{driver: d, qemuPath: qemuPath, cfg: cfg, mode: mode, done: make(chan struct{})}
+func newVM(d *Driver, qemuPath string, cfg hypervisor.Config, want hypervisor.Accelerator) *VM {
+	return &VM{driver: d, qemuPath: qemuPath, cfg: cfg, wantAccel: want, done: make(chan struct{})}
 }
 
 // Start launches virtiofsd and QEMU side by side (virtiofsd's socket is
@@ -190,7 +190,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 // plan decides accelerator, transport and kernel command line.
 func (v *VM) plan() (launch, hypervisor.Info, error) {
 	cfg := v.cfg
-	dec, err := v.driver.decideAccel(v.mode)
+	acc, accWhy, err := v.driver.decideAccel(v.wantAccel)
 	if err != nil {
 		return launch{}, hypervisor.Info{}, err
 	}
@@ -203,11 +203,11 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		}
 	}
 	var tsc uint64
-	if dec.Accel == hypervisor.AccelTCG {
+	if acc == hypervisor.AccelTCG {
 		// Without it the guest calibrates by itself; slower, rarely stuck.
 		tsc, _, _ = HostTSCKHz()
 	}
-	cmdline, err := kernelCmdline(dec.Accel, cfg.Debug, tsc, cfg.KernelParams)
+	cmdline, err := kernelCmdline(acc, cfg.Debug, tsc, cfg.KernelParams)
 	if err != nil {
 		return launch{}, hypervisor.Info{}, err
 	}
@@ -219,7 +219,7 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		ID: cfg.ID, StateDir: cfg.StateDir,
 		Kernel: cfg.KernelPath, Initrd: cfg.InitrdPath, Cmdline: cmdline,
 		VCPUs: cfg.VCPUs, MemoryMiB: cfg.MemoryMiB,
-		Accel: dec.Accel, TBSizeMiB: v.driver.opts.TBSizeMiB,
+		Accel: acc, TBSizeMiB: v.driver.opts.TBSizeMiB,
 		Seccomp:   !v.driver.opts.NoSeccomp,
 		Transport: transport,
 		SharedFS:  cfg.SharedFS, SharedDir: cfg.SharedDir,
@@ -227,8 +227,8 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	}
 	info := hypervisor.Info{
 		Driver:          v.driver.Name(),
-		Accelerator:     dec.Accel,
-		AccelReason:     dec.Reason,
+		Accelerator:     acc,
+		AccelReason:     accWhy,
 		Transport:       transport,
 		TransportReason: transportWhy,
 		VCPUs:           cfg.VCPUs,
