@@ -14,7 +14,7 @@ import (
 
 	"github.com/containerd/log"
 
-	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // Unix names the unix-socket transport used by tests on the host.
@@ -26,8 +26,8 @@ const retryInterval = 500 * time.Millisecond
 // Listen opens the listener addr names:
 //
 //	""             vsock if usable, else serial (the guest's default)
-//	"vsock"        AF_VSOCK on hypervisor.AgentVsockPort
-//	"serial"       the virtio-serial port named hypervisor.AgentSerialPortName
+//	"vsock"        AF_VSOCK on contract.VsockPort
+//	"serial"       the virtio-serial port named contract.SerialPortName
 //	"unix:PATH"    a unix socket (tests)
 //
 // In the guest the devices are present before init runs, but Listen keeps
@@ -65,12 +65,12 @@ func Listen(ctx context.Context, addr string) (net.Listener, string, error) {
 // chooser returns the attempt Listen repeats for addr.
 func chooser(addr string) (func() (net.Listener, string, error), error) {
 	vsockTry := func() (net.Listener, string, error) {
-		l, err := ListenVsock(hypervisor.AgentVsockPort)
-		return l, string(hypervisor.TransportVsock), err
+		l, err := ListenVsock(contract.VsockPort)
+		return l, string(contract.TransportVsock), err
 	}
 	serialTry := func() (net.Listener, string, error) {
-		l, err := ListenSerial(hypervisor.AgentSerialPortName)
-		return l, string(hypervisor.TransportSerial), err
+		l, err := ListenSerial(contract.SerialPortName)
+		return l, string(contract.TransportSerial), err
 	}
 	switch addr {
 	case "":
@@ -85,9 +85,9 @@ func chooser(addr string) (func() (net.Listener, string, error), error) {
 			}
 			return nil, "", errors.Join(verr, serr)
 		}, nil
-	case string(hypervisor.TransportVsock):
+	case string(contract.TransportVsock):
 		return vsockTry, nil
-	case string(hypervisor.TransportSerial):
+	case string(contract.TransportSerial):
 		return serialTry, nil
 	}
 	return nil, fmt.Errorf("unknown listen address %q (want vsock, serial or unix:PATH)", addr)

@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/agent/container"
 	"github.com/podvm/podvm/agent/guestinit"
 	"github.com/podvm/podvm/agent/network"
@@ -39,9 +40,10 @@ type options struct {
 // parameter it does not know, and exiting over one would panic the guest.
 // A bad argument is reported and skipped, and parsing goes on after it.
 // Unknown key=value parameters arrive as environment variables instead,
-// which is how podvm_agent_log=debug on the kernel command line works.
+// which is how podvm_agent_log=debug (contract.LogLevelParam) on the
+// kernel command line works.
 func parseFlags(args []string) (options, []error) {
-	o := options{cfg: container.GuestConfig, logLevel: os.Getenv("podvm_agent_log")}
+	o := options{cfg: container.GuestConfig, logLevel: os.Getenv(contract.LogLevelParam)}
 	if o.logLevel == "" {
 		o.logLevel = "info"
 	}

@@ -14,10 +14,9 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-// GuestSharedDir is where the agent mounts the sandbox's shared directory.
-const GuestSharedDir = "/run/podvm/shared"
+	"github.com/podvm/podvm/agent/api/contract"
+)
 
 // RootfsDir is the container's root filesystem relative to the shared
 // directory, the same on host and guest.
@@ -110,7 +109,7 @@ func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 	g := *s
 
 	root := *s.Root
-	root.Path = path.Join(GuestSharedDir, RootfsDir(id))
+	root.Path = path.Join(contract.GuestSharedDir, RootfsDir(id))
 	g.Root = &root
 
 	proc := *s.Process
@@ -279,7 +278,7 @@ func shareBind(g *specs.Spec, res *Result, id string, m specs.Mount, o Options) 
 func addShare(res *Result, id string, sh SharedMount) string {
 	sh.ShareRel = path.Join(MountsDir(id), strconv.Itoa(len(res.Shares)))
 	res.Shares = append(res.Shares, sh)
-	return path.Join(GuestSharedDir, sh.ShareRel)
+	return path.Join(contract.GuestSharedDir, sh.ShareRel)
 }
 
 // recursiveOptions are the options of a bind mount that apply to its

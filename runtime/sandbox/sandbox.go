@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/agentclient"
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/guestspec"
@@ -252,7 +253,7 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if _, err := agent.CreateSandbox(ctx, &api.CreateSandboxRequest{
 		SandboxId: o.ID,
 		Hostname:  o.Hostname,
-		SharedFs:  &api.SharedFilesystem{Type: fsType, Tag: hypervisor.SharedFSTag, MountPoint: guestspec.GuestSharedDir},
+		SharedFs:  &api.SharedFilesystem{Type: fsType, Tag: contract.SharedFSTag, MountPoint: contract.GuestSharedDir},
 		PodCgroup: o.GuestPodCgroup,
 		PidsLimit: pidsLimit,
 	}); err != nil {
@@ -290,11 +291,11 @@ func (s *Sandbox) startPortForward(ctx context.Context, nsPath string) {
 	logger.WithField("listener_port", f.Port()).Debug("port forwarding into the pod VM is ready")
 }
 
-func transport(v string) hypervisor.AgentTransport {
+func transport(v string) contract.Transport {
 	if v == "auto" {
 		return ""
 	}
-	return hypervisor.AgentTransport(v)
+	return contract.Transport(v)
 }
 
 func accelerator(v string) hypervisor.Accelerator {

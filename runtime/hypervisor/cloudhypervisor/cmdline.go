@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // Files in the VM's state dir.
@@ -180,7 +180,7 @@ func vmConfigFor(l launch) vmConfig {
 		// default; said explicitly so the schema test covers it).
 		Rng: &rngConfig{Src: "/dev/urandom"},
 		Fs: []fsConfig{{
-			Tag:       hypervisor.SharedFSTag,
+			Tag:       contract.SharedFSTag,
 			Socket:    l.path(virtiofsdSocketName),
 			NumQueues: fsNumQueues,
 			QueueSize: fsQueueSize,

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
@@ -85,7 +86,7 @@ func TestVMConfigMatchesSchema(t *testing.T) {
 			}
 		}},
 		{"files in the state dir", func(*launch) {}, func(t *testing.T, c vmConfig) {
-			want := []fsConfig{{Tag: hypervisor.SharedFSTag, Socket: "/run/podvm/sb/virtiofsd.sock", NumQueues: 1, QueueSize: 1024, ID: "podvm-fs"}}
+			want := []fsConfig{{Tag: contract.SharedFSTag, Socket: "/run/podvm/sb/virtiofsd.sock", NumQueues: 1, QueueSize: 1024, ID: "podvm-fs"}}
 			if !reflect.DeepEqual(c.Fs, want) {
 				t.Errorf("fs = %+v", c.Fs)
 			}

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"golang.org/x/sys/unix"
 )
@@ -534,7 +535,7 @@ func (g *fakeGuest) accept() {
 			defer g.wg.Done()
 			defer c.Close()
 			line, err := readLine(c, maxReplyLine)
-			if err != nil || line != "CONNECT "+strconv.Itoa(hypervisor.AgentVsockPort) {
+			if err != nil || line != "CONNECT "+strconv.Itoa(contract.VsockPort) {
 				return // a wrong port or command: nothing listens, the VMM closes
 			}
 			g.vmm.mu.Lock()

@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
-	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/internal/childproc"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
@@ -38,7 +38,9 @@ type VM struct {
 	driver *Driver
 	bin    string
 	cfg    hypervisor.Config
-	dec    accel.Decision
+	// accel is the accelerator chosen at Create (always kvm), accelWhy why.
+	accel    hypervisor.Accelerator
+	accelWhy string
 
 	opMu sync.Mutex // serializes Start, Stop and Resize
 
@@ -59,8 +61,8 @@ type VM struct {
 
 var _ hypervisor.VM = (*VM)(nil)
 
-func newVM(d *Driver, bin string, cfg hypervisor.Config, dec accel.Decision) *VM {
-	return &VM{driver: d, bin: bin, cfg: cfg, dec: dec, done: make(chan struct{})}
+func newVM(d *Driver, bin string, cfg hypervisor.Config, acc hypervisor.Accelerator, accWhy string) *VM {
+	return &VM{driver: d, bin: bin, cfg: cfg, accel: acc, accelWhy: accWhy, done: make(chan struct{})}
 }
 
 // Start launches virtiofsd and cloud-hypervisor side by side (virtiofsd's
@@ -194,9 +196,9 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	}
 	info := hypervisor.Info{
 		Driver:      Name,
-		Accelerator: v.dec.Accel,
-		AccelReason: v.dec.Reason,
-		Transport:   hypervisor.TransportVsock,
+		Accelerator: v.accel,
+		AccelReason: v.accelWhy,
+		Transport:   contract.TransportVsock,
 		TransportReason: "hybrid vsock: CONNECT through " + l.path(vsockSocketName) +
 			" (Cloud Hypervisor proxies it to the guest; no /dev/vhost-vsock needed)",
 		VCPUs:       cfg.VCPUs,

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // guestSide plays the agent on the far end of c: it writes before, then
@@ -25,14 +25,14 @@ func guestSide(c net.Conn, before, between string, answer bool) <-chan string {
 		if err != nil {
 			return
 		}
-		nonce := strings.TrimSuffix(strings.TrimPrefix(line, hypervisor.AgentSerialHelloPrefix), "\n")
-		if !strings.HasPrefix(line, hypervisor.AgentSerialHelloPrefix) {
+		nonce := strings.TrimSuffix(strings.TrimPrefix(line, contract.HelloPrefix), "\n")
+		if !strings.HasPrefix(line, contract.HelloPrefix) {
 			rest <- "bad hello " + line
 			return
 		}
 		io.WriteString(c, between)
 		if answer {
-			io.WriteString(c, hypervisor.AgentSerialOKPrefix+nonce+"\n")
+			io.WriteString(c, contract.OKPrefix+nonce+"\n")
 		}
 		b, _ := r.ReadString('\n')
 		rest <- b
@@ -41,7 +41,7 @@ func guestSide(c net.Conn, before, between string, answer bool) <-chan string {
 }
 
 func TestHandshake(t *testing.T) {
-	ready := hypervisor.AgentSerialReadyLine
+	ready := contract.ReadyLine
 	for _, tc := range []struct {
 		name, before, between string
 		answer                bool
@@ -50,7 +50,7 @@ func TestHandshake(t *testing.T) {
 		{name: "clean", before: ready, answer: true},
 		{name: "stale reply tail before the ready line", before: "\x00\x00\x00\x05\x00\x00\x00\x01\x02\x00hello" + ready, answer: true},
 		{name: "stale bytes glued to the ready line", before: "abc" + ready, answer: true},
-		{name: "answer for another nonce first", before: ready, between: hypervisor.AgentSerialOKPrefix + "ffff\n", answer: true},
+		{name: "answer for another nonce first", before: ready, between: contract.OKPrefix + "ffff\n", answer: true},
 		{name: "no ready line", before: "garbage\n", wantErr: "ready line"},
 		{name: "no answer", before: ready, wantErr: "answer to hello"},
 	} {
@@ -88,14 +88,14 @@ func TestHandshakeHelloPerReadyLine(t *testing.T) {
 	r := bufio.NewReader(guest)
 	var nonce string
 	for range 2 {
-		io.WriteString(guest, hypervisor.AgentSerialReadyLine)
+		io.WriteString(guest, contract.ReadyLine)
 		line, err := r.ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, hypervisor.AgentSerialHelloPrefix) {
+		if err != nil || !strings.HasPrefix(line, contract.HelloPrefix) {
 			t.Fatalf("read %q (%v), want a hello", line, err)
 		}
-		nonce = strings.TrimSpace(strings.TrimPrefix(line, hypervisor.AgentSerialHelloPrefix))
+		nonce = strings.TrimSpace(strings.TrimPrefix(line, contract.HelloPrefix))
 	}
-	io.WriteString(guest, hypervisor.AgentSerialOKPrefix+nonce+"\n")
+	io.WriteString(guest, contract.OKPrefix+nonce+"\n")
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

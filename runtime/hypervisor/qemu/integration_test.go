@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/internal/vmtest"
 	"golang.org/x/sys/unix"
@@ -86,7 +87,7 @@ var guestApplets = []string{"sh", "mount", "mkdir", "cat", "echo", "ls", "sleep"
 func buildInitramfs(t *testing.T, sharedFS string) string {
 	t.Helper()
 	mountArgs := "virtiofs"
-	if sharedFS == SharedFS9p {
+	if sharedFS == contract.SharedFS9p {
 		mountArgs = "9p -o trans=virtio,version=9p2000.L"
 	}
 	return buildInitramfsWith(t, fmt.Sprintf(guestInit, mountArgs))
@@ -176,7 +177,7 @@ func readUntil(t *testing.T, r *bufio.Reader, c net.Conn, last string, within ti
 func TestQEMUBootIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	for _, fs := range []string{SharedFSVirtiofs, SharedFS9p} {
+	for _, fs := range []string{contract.SharedFSVirtiofs, contract.SharedFS9p} {
 		t.Run(fs, func(t *testing.T) { testBoot(t, kernel, fs) })
 	}
 }
@@ -204,7 +205,7 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 	if info.Driver != "qemu" || info.ConsolePath != filepath.Join(cfg.StateDir, consoleLogName) || info.StartedAt.IsZero() {
 		t.Errorf("Info = %+v", info)
 	}
-	if pids := vm.Pids(); (sharedFS == SharedFSVirtiofs && len(pids) != 2) || (sharedFS == SharedFS9p && len(pids) != 1) {
+	if pids := vm.Pids(); (sharedFS == contract.SharedFSVirtiofs && len(pids) != 2) || (sharedFS == contract.SharedFS9p && len(pids) != 1) {
 		t.Errorf("Pids = %v", pids)
 	}
 
@@ -257,10 +258,10 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 	// What the shim logs when the agent stops answering.
 	diag := vm.(hypervisor.Diagnoser).Diagnose(context.Background())
 	c2.Close()
-	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "agent connections: 2 sessions begun, 0 handshakes failed") {
+	if vm.Info().Transport == contract.TransportSerial && !strings.Contains(diag, "agent connections: 2 sessions begun, 0 handshakes failed") {
 		t.Errorf("Diagnose does not count the two agent sessions of this test:\n%s", diag)
 	}
-	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "bytes sent to the agent that QEMU has not read: 0 (err <nil>)") {
+	if vm.Info().Transport == contract.TransportSerial && !strings.Contains(diag, "bytes sent to the agent that QEMU has not read: 0 (err <nil>)") {
 		t.Errorf("Diagnose does not show the agent socket's unread bytes:\n%s", diag)
 	}
 	// 0x0FFFFFFF (0xffffffff over the divisor of 16) is what the kernel
@@ -274,10 +275,10 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 			t.Errorf("Diagnose lacks %q:\n%s", want, diag)
 		}
 	}
-	if vm.Info().Transport == hypervisor.TransportSerial && !regexp.MustCompile(`queue 4 \(host to guest\): QEMU last_avail_idx \d+ used_idx \d+ inuse 0 .*; guest ring avail.idx \d+ used.idx \d+ used_event \d+`).MatchString(diag) {
+	if vm.Info().Transport == contract.TransportSerial && !regexp.MustCompile(`queue 4 \(host to guest\): QEMU last_avail_idx \d+ used_idx \d+ inuse 0 .*; guest ring avail.idx \d+ used.idx \d+ used_event \d+`).MatchString(diag) {
 		t.Errorf("Diagnose does not show the agent port's receive queue:\n%s", diag)
 	}
-	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "guest has the agent port open: true") {
+	if vm.Info().Transport == contract.TransportSerial && !strings.Contains(diag, "guest has the agent port open: true") {
 		t.Errorf("Diagnose does not show the open agent port:\n%s", diag)
 	}
 
@@ -331,7 +332,7 @@ func waitDone(t *testing.T, vm hypervisor.VM, within time.Duration) error {
 func TestQEMUKillIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfs(t, SharedFSVirtiofs), SharedFSVirtiofs)
+	cfg := testConfig(t, kernel, buildInitramfs(t, contract.SharedFSVirtiofs), contract.SharedFSVirtiofs)
 	vm := startVM(t, cfg)
 	pids := vm.Pids()
 	if len(pids) != 2 {
@@ -356,7 +357,7 @@ func TestQEMUKillIntegration(t *testing.T) {
 func TestVirtiofsdKillIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfs(t, SharedFSVirtiofs), SharedFSVirtiofs)
+	cfg := testConfig(t, kernel, buildInitramfs(t, contract.SharedFSVirtiofs), contract.SharedFSVirtiofs)
 	vm := startVM(t, cfg)
 	pids := vm.Pids()
 	killed := time.Now()
@@ -393,7 +394,7 @@ func TestQEMUStartFailureIntegration(t *testing.T) {
 	dir := t.TempDir()
 	bogus := filepath.Join(dir, "vmlinux")
 	must(t, os.WriteFile(bogus, []byte("not a kernel"), 0o644))
-	cfg := testConfig(t, bogus, bogus, SharedFSVirtiofs)
+	cfg := testConfig(t, bogus, bogus, contract.SharedFSVirtiofs)
 	vm, err := New(Options{}).Create(context.Background(), cfg)
 	must(t, err)
 	err = vm.Start(context.Background())
@@ -413,7 +414,7 @@ func TestQEMUStartFailureIntegration(t *testing.T) {
 func TestQEMUStartCancelIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfs(t, SharedFSVirtiofs), SharedFSVirtiofs)
+	cfg := testConfig(t, kernel, buildInitramfs(t, contract.SharedFSVirtiofs), contract.SharedFSVirtiofs)
 	vm, err := New(Options{}).Create(context.Background(), cfg)
 	must(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
@@ -441,10 +442,10 @@ func TestQEMUAgentLatencyIntegration(t *testing.T) {
 		t.Skip("-short")
 	}
 	kernel := testKernel(t)
-	initrd := buildInitramfs(t, SharedFSVirtiofs)
+	initrd := buildInitramfs(t, contract.SharedFSVirtiofs)
 	var times []time.Duration
 	for i := 0; i < 5; i++ {
-		cfg := testConfig(t, kernel, initrd, SharedFSVirtiofs)
+		cfg := testConfig(t, kernel, initrd, contract.SharedFSVirtiofs)
 		start := time.Now()
 		vm := startVM(t, cfg)
 		c := dialAgent(t, vm, 60*time.Second)
@@ -471,7 +472,7 @@ func TestShimDeathKillsVMIntegration(t *testing.T) {
 	}
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfs(t, SharedFSVirtiofs), SharedFSVirtiofs)
+	cfg := testConfig(t, kernel, buildInitramfs(t, contract.SharedFSVirtiofs), contract.SharedFSVirtiofs)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestShimDeathKillsVMIntegration$", "-test.v")
 	cmd.Env = append(os.Environ(), "PODVM_TEST_OWNER=1", "OWNER_KERNEL="+kernel, "OWNER_INITRD="+cfg.InitrdPath,
 		"OWNER_STATE="+cfg.StateDir, "OWNER_SHARED="+cfg.SharedDir, "OWNER_ID="+cfg.ID)
@@ -524,7 +525,7 @@ func runOwner(t *testing.T) {
 func TestGuestPanicIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfsWith(t, "#!/bin/sh\necho init-giving-up\nexit 3\n"), SharedFS9p)
+	cfg := testConfig(t, kernel, buildInitramfsWith(t, "#!/bin/sh\necho init-giving-up\nexit 3\n"), contract.SharedFS9p)
 	vm := startVM(t, cfg)
 	err := waitDone(t, vm, 60*time.Second)
 	t.Logf("ExitError: %v", err)

@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
-	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/internal/childproc"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
@@ -50,7 +50,8 @@ type VM struct {
 	driver   *Driver
 	qemuPath string
 	cfg      hypervisor.Config
-	mode     accel.Mode
+	// wantAccel is the accelerator as configured: auto, kvm or tcg.
+	wantAccel hypervisor.Accelerator
 
 	opMu sync.Mutex // serializes Start and Stop
 
@@ -81,8 +82,8 @@ type VM struct {
 
 var _ hypervisor.VM = (*VM)(nil)
 
-func newVM(d *Driver, qemuPath string, cfg hypervisor.Config, mode accel.Mode) *VM {
-	return &VM{driver: d, qemuPath: qemuPath, cfg: cfg, mode: mode, done: make(chan struct{})}
+func newVM(d *Driver, qemuPath string, cfg hypervisor.Config, want hypervisor.Accelerator) *VM {
+	return &VM{driver: d, qemuPath: qemuPath, cfg: cfg, wantAccel: want, done: make(chan struct{})}
 }
 
 // Start launches virtiofsd and QEMU side by side (virtiofsd's socket is
@@ -122,7 +123,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		os.Remove(l.path(name)) // left over from a crashed shim
 	}
 	var extra []*os.File
-	if l.Transport == hypervisor.TransportVsock {
+	if l.Transport == contract.TransportVsock {
 		f, cid, err := reserveCID(v.cfg.ID)
 		if err != nil {
 			return err
@@ -138,7 +139,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		l.Net[i].FD = 3 + len(extra)
 		extra = append(extra, v.cfg.Net[i].Tap)
 	}
-	if l.SharedFS == SharedFSVirtiofs {
+	if l.SharedFS == contract.SharedFSVirtiofs {
 		fsd, err := virtiofsd.Start(v.driver.opts.virtiofsdConfig(v.cfg, v.cfg.StateDir))
 		if err != nil {
 			return err
@@ -189,24 +190,24 @@ func (v *VM) Start(ctx context.Context) (err error) {
 // plan decides accelerator, transport and kernel command line.
 func (v *VM) plan() (launch, hypervisor.Info, error) {
 	cfg := v.cfg
-	dec, err := v.driver.decideAccel(v.mode)
+	acc, accWhy, err := v.driver.decideAccel(v.wantAccel)
 	if err != nil {
 		return launch{}, hypervisor.Info{}, err
 	}
 	transport, transportWhy := cfg.Transport, "configured"
 	if transport == "" {
 		if ok, why := vhostVsockUsable(); ok {
-			transport, transportWhy = hypervisor.TransportVsock, why
+			transport, transportWhy = contract.TransportVsock, why
 		} else {
-			transport, transportWhy = hypervisor.TransportSerial, why+": using virtio-serial"
+			transport, transportWhy = contract.TransportSerial, why+": using virtio-serial"
 		}
 	}
 	var tsc uint64
-	if dec.Accel == hypervisor.AccelTCG {
+	if acc == hypervisor.AccelTCG {
 		// Without it the guest calibrates by itself; slower, rarely stuck.
 		tsc, _, _ = HostTSCKHz()
 	}
-	cmdline, err := kernelCmdline(dec.Accel, cfg.Debug, tsc, cfg.KernelParams)
+	cmdline, err := kernelCmdline(acc, cfg.Debug, tsc, cfg.KernelParams)
 	if err != nil {
 		return launch{}, hypervisor.Info{}, err
 	}
@@ -218,7 +219,7 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		ID: cfg.ID, StateDir: cfg.StateDir,
 		Kernel: cfg.KernelPath, Initrd: cfg.InitrdPath, Cmdline: cmdline,
 		VCPUs: cfg.VCPUs, MemoryMiB: cfg.MemoryMiB,
-		Accel: dec.Accel, TBSizeMiB: v.driver.opts.TBSizeMiB,
+		Accel: acc, TBSizeMiB: v.driver.opts.TBSizeMiB,
 		Seccomp:   !v.driver.opts.NoSeccomp,
 		Transport: transport,
 		SharedFS:  cfg.SharedFS, SharedDir: cfg.SharedDir,
@@ -226,8 +227,8 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	}
 	info := hypervisor.Info{
 		Driver:          v.driver.Name(),
-		Accelerator:     dec.Accel,
-		AccelReason:     dec.Reason,
+		Accelerator:     acc,
+		AccelReason:     accWhy,
 		Transport:       transport,
 		TransportReason: transportWhy,
 		VCPUs:           cfg.VCPUs,
@@ -500,7 +501,7 @@ func (v *VM) Diagnose(ctx context.Context) string {
 	} else {
 		fmt.Fprintf(&b, "run state: %s\n", st.Status)
 	}
-	if transport == hypervisor.TransportSerial {
+	if transport == contract.TransportSerial {
 		open, err := qmp.ChardevFrontendOpen(ctx, agentChardevID)
 		fmt.Fprintf(&b, "guest has the agent port open: %v (err %v)\n", open, err)
 		v.mu.Lock()
@@ -517,7 +518,7 @@ func (v *VM) Diagnose(ctx context.Context) string {
 		}
 		b.WriteString(qmp.agentQueues(ctx))
 	}
-	if sharedFS != SharedFS9p {
+	if sharedFS != contract.SharedFS9p {
 		b.WriteString(qmp.sharedFSQueue(ctx))
 		if fsd != nil {
 			fmt.Fprintf(&b, "virtiofsd (pid %d) threads (tid:(name) state:waits in): %s\n", fsd.Pid(), threadStates(fsd.Pid()))
