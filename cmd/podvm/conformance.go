@@ -33,8 +33,9 @@ func newConformanceCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "conformance",
 		Short: "Run the isolation specs and upstream suites against a cluster and write a report",
-		Long: `Runs podvm's executable isolation specs once per runtime class (the baseline,
-runc, must fail every isolation spec; the VM classes must pass them all), the
+		Long: `Runs podvm's executable isolation specs once per runtime class (each baseline,
+runc and the fake VM runc-fakevm, must fail every isolation spec for a shared-kernel
+fact the spec declares; the VM classes must pass them all), the
 upstream Kubernetes e2e RuntimeClass specs and, on the local provider, critest
 with every CRI handler. Writes report.md (a table of spec x runtime class) and
 junit.xml to --out, and exits non-zero unless every result is the expected one.
