@@ -312,29 +312,32 @@ func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
 }
 
+type junitOutFailure struct {
+	Message string `xml:"message,attr"`
+	Text    string `xml:",chardata"`
+}
+
+type junitOutSkipped struct {
+	Message string `xml:"message,attr"`
+}
+
+type junitOutCase struct {
+	Name      string           `xml:"name,attr"`
+	Classname string           `xml:"classname,attr"`
+	Time      float64          `xml:"time,attr"`
+	Failure   *junitOutFailure `xml:"failure,omitempty"`
+	Skipped   *junitOutSkipped `xml:"skipped,omitempty"`
+}
+
 // WriteJUnit writes one testsuite per run; a case fails when its outcome
 // is not the expected one, so a CI system shows exactly the surprises.
 func (rep *Report) WriteJUnit(w io.Writer) error {
-	type failure struct {
-		Message string `xml:"message,attr"`
-		Text    string `xml:",chardata"`
-	}
-	type skipped struct {
-		Message string `xml:"message,attr"`
-	}
-	type tc struct {
-		Name      string   `xml:"name,attr"`
-		Classname string   `xml:"classname,attr"`
-		Time      float64  `xml:"time,attr"`
-		Failure   *failure `xml:"failure,omitempty"`
-		Skipped   *skipped `xml:"skipped,omitempty"`
-	}
 	type ts struct {
-		Name     string `xml:"name,attr"`
-		Tests    int    `xml:"tests,attr"`
-		Failures int    `xml:"failures,attr"`
-		Skipped  int    `xml:"skipped,attr"`
-		Cases    []tc   `xml:"testcase"`
+		Name     string         `xml:"name,attr"`
+		Tests    int            `xml:"tests,attr"`
+		Failures int            `xml:"failures,attr"`
+		Skipped  int            `xml:"skipped,attr"`
+		Cases    []junitOutCase `xml:"testcase"`
 	}
 	type root struct {
 		XMLName xml.Name `xml:"testsuites"`
@@ -343,7 +346,7 @@ func (rep *Report) WriteJUnit(w io.Writer) error {
 	var doc root
 	for _, r := range rep.Runs {
 		s := ts{Name: r.label()}
-		add := func(c tc) {
+		add := func(c junitOutCase) {
 			s.Cases = append(s.Cases, c)
 			s.Tests++
 			if c.Failure != nil {
@@ -354,35 +357,17 @@ func (rep *Report) WriteJUnit(w io.Writer) error {
 			}
 		}
 		if r.Err != nil {
-			add(tc{Name: "suite completes", Classname: r.label(), Failure: &failure{Message: r.Err.Error(), Text: "log: " + r.Log}})
+			add(junitOutCase{Name: "suite completes", Classname: r.label(), Failure: &junitOutFailure{Message: r.Err.Error(), Text: "log: " + r.Log}})
 		}
 		if r.Checked != nil {
-			c := tc{Name: "suite check", Classname: r.label()}
+			c := junitOutCase{Name: "suite check", Classname: r.label()}
 			if !r.Checked.OK {
-				c.Failure = &failure{Message: r.Checked.Detail}
+				c.Failure = &junitOutFailure{Message: r.Checked.Detail}
 			}
 			add(c)
 		}
 		for _, c := range r.Cases {
-			j := r.Judge(c)
-			t := tc{Name: c.Name, Classname: r.label(), Time: c.Seconds}
-			switch {
-			case r.Checked != nil && c.Outcome == Failed:
-				// Judged by the suite check; kept visible as skipped.
-				t.Skipped = &skipped{Message: "failed, judged by the suite check: " + c.Message}
-			case j.Kind == AsExpected:
-			case j.Kind == SkippedInstead:
-				t.Skipped = &skipped{Message: c.Message}
-			case j.Kind == HarnessError:
-				t.Failure = &failure{Message: "harness error: failed for another reason than " + strings.Join(orFacts(c), " or "), Text: c.Message}
-			default:
-				msg := fmt.Sprintf("got %s, want %s", c.Outcome, j.Want)
-				if j.Why != "" {
-					msg += " (" + j.Why + ")"
-				}
-				t.Failure = &failure{Message: msg, Text: c.Message}
-			}
-			add(t)
+			add(toJUnitCase(r, c))
 		}
 		doc.Suites = append(doc.Suites, s)
 	}
@@ -392,4 +377,28 @@ func (rep *Report) WriteJUnit(w io.Writer) error {
 	enc := xml.NewEncoder(w)
 	enc.Indent("", "  ")
 	return enc.Encode(doc)
+}
+
+// toJUnitCase is one case of a run as JUnit: failed when its outcome is not
+// the expected one, skipped when it was skipped where a pass is wanted.
+func toJUnitCase(r Run, c Case) junitOutCase {
+	j := r.Judge(c)
+	t := junitOutCase{Name: c.Name, Classname: r.label(), Time: c.Seconds}
+	switch {
+	case r.Checked != nil && c.Outcome == Failed:
+		// Judged by the suite check; kept visible as skipped.
+		t.Skipped = &junitOutSkipped{Message: "failed, judged by the suite check: " + c.Message}
+	case j.Kind == AsExpected:
+	case j.Kind == SkippedInstead:
+		t.Skipped = &junitOutSkipped{Message: c.Message}
+	case j.Kind == HarnessError:
+		t.Failure = &junitOutFailure{Message: "harness error: failed for another reason than " + strings.Join(orFacts(c), " or "), Text: c.Message}
+	default:
+		msg := fmt.Sprintf("got %s, want %s", c.Outcome, j.Want)
+		if j.Why != "" {
+			msg += " (" + j.Why + ")"
+		}
+		t.Failure = &junitOutFailure{Message: msg, Text: c.Message}
+	}
+	return t
 }

@@ -217,3 +217,25 @@ func TestWriteMarkdownAndJUnit(t *testing.T) {
 		t.Errorf("round trip through JUnit: %+v", cases)
 	}
 }
+
+// The spec suite's JUnit names carry the shared-kernel facts as labels.
+func TestFactsFromGinkgoLabels(t *testing.T) {
+	const doc = `<testsuites><testsuite name="s">
+<testcase name="[It] A pod does not see the node&#39;s processes [kernel, isolation, shared-kernel:node-tasks, shared-kernel:node-runs-pod]" status="failed">
+<failure message="shared-kernel:node-runs-pod: the node&#39;s /proc lists the pod&#39;s processes&#xA;Expected">x</failure></testcase>
+</testsuite></testsuites>`
+	path := filepath.Join(t.TempDir(), "junit.xml")
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases, err := ReadJUnit(path)
+	if err != nil || len(cases) != 1 {
+		t.Fatalf("ReadJUnit: %v, %+v", err, cases)
+	}
+	if got := strings.Join(cases[0].Facts(), ","); got != "shared-kernel:node-tasks,shared-kernel:node-runs-pod" {
+		t.Errorf("facts %q", got)
+	}
+	if j := (Run{Baseline: true}).Judge(cases[0]); j.Kind != AsExpected {
+		t.Errorf("a baseline failure showing a declared fact judged %+v", j)
+	}
+}
