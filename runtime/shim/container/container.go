@@ -11,7 +11,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,16 +42,6 @@ type Pod interface {
 	Done() <-chan struct{}
 }
 
-// Agent is the part of the guest's AgentService a container uses.
-type Agent interface {
-	stdio.Agent
-	CreateContainer(context.Context, *api.CreateContainerRequest) (*api.CreateContainerResponse, error)
-	RemoveContainer(context.Context, *api.RemoveContainerRequest) (*api.Empty, error)
-	ExecProcess(context.Context, *api.ExecProcessRequest) (*api.Empty, error)
-	SignalProcess(context.Context, *api.SignalProcessRequest) (*api.Empty, error)
-	RemoveProcess(context.Context, *api.RemoveProcessRequest) (*api.Empty, error)
-}
-
 // Config is what New needs to create a container.
 type Config struct {
 	ID     string
@@ -67,12 +59,12 @@ type Config struct {
 type Container struct {
 	ID     string
 	Bundle string
-	// Owner is set for the container whose Create booted the VM: deleting
-	// it destroys the VM.
+	// Owner is set for the container whose Create booted the VM: the task
+	// service destroys the VM when it deletes this container.
 	Owner bool
 
 	pod   Pod
-	agent Agent
+	agent api.AgentServiceService
 	init  *Process
 
 	mu    sync.Mutex
@@ -100,8 +92,8 @@ func RootfsMounts(rootfs []*types.Mount, spec *specs.Spec, bundle string) []moun
 
 // New creates the container in the pod VM: its rootfs and shares mounted
 // into the VM's share, the container created in the guest, its stdio
-// relayed. On failure it undoes what it did.
-func New(ctx context.Context, pod Pod, agent Agent, cfg Config) (_ *Container, retErr error) {
+// relayed; agent is the VM's agent. On failure it undoes what it did.
+func New(ctx context.Context, pod Pod, agent api.AgentServiceService, cfg Config) (_ *Container, retErr error) {
 	if err := pod.MountRootfs(ctx, cfg.ID, cfg.Rootfs); err != nil {
 		return nil, err
 	}
@@ -131,7 +123,7 @@ func New(ctx context.Context, pod Pod, agent Agent, cfg Config) (_ *Container, r
 
 // createInGuest asks the agent to create the container (runc create): its
 // init exists, stopped before the user's program, until StartContainer.
-func createInGuest(ctx context.Context, agent Agent, cfg Config) (*Process, error) {
+func createInGuest(ctx context.Context, agent api.AgentServiceService, cfg Config) (*Process, error) {
 	specJSON, err := json.Marshal(cfg.Spec.Guest)
 	if err != nil {
 		return nil, fmt.Errorf("encode guest spec: %w", err)
@@ -165,11 +157,7 @@ func (c *Container) Exec(execID string) (*Process, bool) {
 func (c *Container) Processes() []*Process {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var ps []*Process
-	for _, e := range c.execs {
-		ps = append(ps, e)
-	}
-	return append(ps, c.init)
+	return append(slices.Collect(maps.Values(c.execs)), c.init)
 }
 
 // Delete removes the container from the VM: the stdio relays stop, the

@@ -21,7 +21,7 @@ import (
 // fakeVM is the pod and its agent; calls lists what was asked, in order,
 // and fail names the call that fails.
 type fakeVM struct {
-	stdio.Agent
+	api.AgentServiceService
 	calls []string
 	fail  string
 	done  chan struct{}

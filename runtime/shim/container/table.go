@@ -1,6 +1,10 @@
 package container
 
-import "sync"
+import (
+	"maps"
+	"slices"
+	"sync"
+)
 
 // Table holds the shim's containers by id. It is the one place that says
 // whether a container id, from containerd or from the guest, is one of this
@@ -45,11 +49,7 @@ func (t *Table) Remove(id string) {
 func (t *Table) All() []*Container {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	all := make([]*Container, 0, len(t.m))
-	for _, c := range t.m {
-		all = append(all, c)
-	}
-	return all
+	return slices.Collect(maps.Values(t.m))
 }
 
 // Len is the number of containers in the table.

@@ -2,10 +2,7 @@ package task
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
@@ -17,18 +14,6 @@ import (
 	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/sandbox"
 )
-
-func readSpec(bundle string) (*specs.Spec, error) {
-	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("read OCI spec: %w", err)
-	}
-	var sp specs.Spec
-	if err := json.Unmarshal(b, &sp); err != nil {
-		return nil, fmt.Errorf("parse OCI spec %s/config.json: %w", bundle, err)
-	}
-	return &sp, nil
-}
 
 // ensureSandbox returns the shim's sandbox, booting it on first use; owner
 // reports that this call booted it.

@@ -7,8 +7,10 @@ package task
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -187,6 +189,18 @@ func checkCreate(r *taskAPI.CreateTaskRequest) (stdio.Streams, *specs.Spec, erro
 		return streams, nil, errgrpc.ToGRPC(err)
 	}
 	return streams, spec, nil
+}
+
+func readSpec(bundle string) (*specs.Spec, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read OCI spec: %w", err)
+	}
+	var sp specs.Spec
+	if err := json.Unmarshal(b, &sp); err != nil {
+		return nil, fmt.Errorf("parse OCI spec %s/config.json: %w", bundle, err)
+	}
+	return &sp, nil
 }
 
 // addContainer makes a created container known to the task API.
