@@ -21,7 +21,7 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sb != nil {
-		sb, err := s.joinSandbox(spec)
+		sb, err = s.joinSandbox(spec)
 		return sb, false, err
 	}
 	if spec.Annotations[annotationContainerType] == "container" {
