@@ -105,7 +105,7 @@ func New(ctx context.Context, pod Pod, agent api.AgentServiceService, cfg Config
 	if err := pod.ShareMounts(ctx, cfg.ID, cfg.Spec.Shares); err != nil {
 		return nil, err
 	}
-	init, err := createInGuest(ctx, agent, cfg)
+	proc, err := createInGuest(ctx, agent, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +114,10 @@ func New(ctx context.Context, pod Pod, agent api.AgentServiceService, cfg Config
 		agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: cfg.ID})
 		return nil, err
 	}
-	init.setRelay(relay)
+	proc.setRelay(relay)
 	return &Container{
 		ID: cfg.ID, Bundle: cfg.Bundle, Owner: cfg.Owner,
-		pod: pod, agent: agent, init: init, execs: map[string]*Process{},
+		pod: pod, agent: agent, init: proc, execs: map[string]*Process{},
 	}, nil
 }
 
