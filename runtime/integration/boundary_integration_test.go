@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/podvm/podvm/ci/testregistry"
+	"github.com/podvm/podvm/internal/hostbed"
 	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
@@ -25,7 +25,7 @@ import (
 // uid (setfsuid on a thread of its own): what an unprivileged host user
 // would get. The thread gets root's identity back and is released, not
 // thrown away: a thread that ends sends its children's parent-death signal,
-// and the test's containerd is started with Pdeathsig (ci/testbed) from
+// and the test's containerd is started with Pdeathsig (internal/hostbed) from
 // whichever thread happened to run the start, possibly this one.
 func connectAs(uid int, path string) error {
 	errc := make(chan error, 1)
@@ -98,7 +98,7 @@ func TestBoundaryAgentChannelIntegration(t *testing.T) {
 		t.Fatalf("the shim did not log the agent transport of %s (got %q)", id, transport)
 	}
 
-	dir := filepath.Join(testenv.DefaultStateDir, "sandboxes", id)
+	dir := filepath.Join(hostbed.DefaultStateDir, "sandboxes", id)
 	for _, d := range []string{dir, filepath.Dir(dir)} {
 		st, err := os.Stat(d)
 		if err != nil {
@@ -132,7 +132,7 @@ func TestBoundaryAgentChannelIntegration(t *testing.T) {
 // as 1; its output says how the connect failed.
 func TestBoundaryGuestReachIntegration(t *testing.T) {
 	h := startCRIHarness(t)
-	h.crictl("pull", testregistry.ProbeImage)
+	h.crictl("pull", hostbed.ProbeImage)
 	vol := t.TempDir()
 	os.Chmod(vol, 0o777)
 	sock := filepath.Join(vol, "host.sock")
@@ -162,7 +162,7 @@ func TestBoundaryGuestReachIntegration(t *testing.T) {
 	probeCfg := func(name string) string {
 		return h.writeJSON(name+".json", map[string]any{
 			"metadata": map[string]string{"name": name},
-			"image":    map[string]string{"image": testregistry.ProbeImage},
+			"image":    map[string]string{"image": hostbed.ProbeImage},
 			"command":  []string{"sleep", "100000"},
 			"log_path": name + ".log",
 			"mounts":   []map[string]any{{"container_path": "/vol", "host_path": vol}},

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podvm/podvm/internal/hostbed"
 	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
@@ -46,7 +47,7 @@ func assertNoLeaks(t *testing.T, id string) {
 	// The shim exits right after the task is deleted; give it a moment.
 	var leaks []string
 	for i := 0; i < 50; i++ {
-		if leaks = testenv.Leaks(id); len(leaks) == 0 {
+		if leaks = hostbed.Leaks(id); len(leaks) == 0 {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/internal/hostbed"
 	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
@@ -70,7 +71,7 @@ func TestFaultStaleStateIntegration(t *testing.T) {
 		os.Remove(l[strings.LastIndex(l, " ")+1:])
 	}
 	for _, id := range []string{"stale-a", "stale-b"} {
-		left := testenv.LeaksIn(stateDir, id)
+		left := hostbed.LeaksIn(stateDir, id)
 		t.Logf("the crash left of %s:\n  %s", id, strings.Join(left, "\n  "))
 		if len(left) == 0 {
 			t.Fatalf("the crash left nothing of %s: the test does not test the sweep", id)
@@ -91,7 +92,7 @@ func TestFaultStaleStateIntegration(t *testing.T) {
 		t.Fatalf("ctr run stale-a after the crash: exit %d, %q %s", r.ExitCode, r.Stdout, r.Stderr)
 	}
 	for _, id := range []string{"stale-a", "stale-b"} {
-		if left := testenv.LeaksIn(stateDir, id); len(left) > 0 {
+		if left := hostbed.LeaksIn(stateDir, id); len(left) > 0 {
 			t.Errorf("still there of %s after the next sandbox was created:\n  %s", id, strings.Join(left, "\n  "))
 		}
 	}
@@ -109,7 +110,7 @@ func waitGone(t *testing.T, ids ...string) {
 	for range 100 {
 		alive := false
 		for _, id := range ids {
-			q, f := testenv.VMProcesses(id)
+			q, f := hostbed.VMProcesses(id)
 			alive = alive || len(q)+len(f) > 0
 		}
 		if !alive {

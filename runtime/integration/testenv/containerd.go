@@ -7,104 +7,100 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/ci/testbed"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
-// Containerd is a private containerd instance: its own root, state, sockets
-// and log, stopped when the test ends.
+// Containerd is a private containerd instance started as a hostbed.Stack:
+// its own root, state, sockets and log (and, for a CRI containerd, a
+// registry and a pod network), stopped when the test ends.
 type Containerd struct {
-	env       *Env
-	Dir       string
-	Address   string
+	*hostbed.Stack
 	Namespace string
 	LogPath   string
-	proc      *testbed.Containerd
+	env       *Env
 	crictl    string // set for a CRI containerd
 }
 
-// StartContainerd starts containerd with config extra appended to the
-// generated base configuration.
+// StartContainerd starts containerd without CRI, with config extra
+// appended to the generated base configuration.
 func StartContainerd(t testing.TB, e *Env, extra string) *Containerd {
 	t.Helper()
-	return startContainerd(t, e, func(dir, address string) testbed.ContainerdConfig {
-		return testbed.ContainerdConfig{Dir: dir, Address: address, DisabledPlugins: testbed.NoCRIPlugins, Extra: extra}
-	})
+	return startStack(t, e, hostbed.StackOptions{Extra: extra})
 }
 
-// startContainerd starts containerd with the configuration cfg gives for
-// its directory and socket.
-func startContainerd(t testing.TB, e *Env, cfg func(dir, address string) testbed.ContainerdConfig) *Containerd {
+// startStack starts the stack o describes (Dir and the binaries filled in
+// here) and stops it when the test ends, after the cleanups registered
+// later have run.
+func startStack(t testing.TB, e *Env, o hostbed.StackOptions) *Containerd {
 	t.Helper()
 	// Short paths: unix socket names are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "podvm-ctrd-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Containerd{env: e, Dir: dir, Address: filepath.Join(dir, "c.sock"), Namespace: "podvm-test",
-		LogPath: filepath.Join(dir, "containerd.log")}
-	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg(dir, c.Address).Render()), 0o600); err != nil {
+	o.Dir, o.Containerd, o.ShimDir, o.LogLevel = dir, e.Containerd, filepath.Join(e.Prefix, "bin"), "debug"
+	if o.Network != nil {
+		o.Network.Logf = t.Logf
+	}
+	s, err := hostbed.StartStack(o)
+	if err != nil {
+		os.RemoveAll(dir)
 		t.Fatal(err)
 	}
-	c.proc = &testbed.Containerd{Binary: e.Containerd, ShimDir: filepath.Join(e.Prefix, "bin"), Config: cfgPath,
-		Address: c.Address, LogPath: c.LogPath, LogLevel: "debug"}
+	c := &Containerd{Stack: s, Namespace: "podvm-test", LogPath: s.Containerd.LogPath, env: e}
 	t.Cleanup(func() { c.stop(t) })
-	c.start(t)
 	return c
-}
-
-// start runs containerd (its log appended to) and waits until it serves.
-func (c *Containerd) start(t testing.TB) {
-	t.Helper()
-	if err := c.proc.Start(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // Kill ends containerd with SIGKILL, as a crash or an OOM kill would;
 // shims and their VMs keep running.
-func (c *Containerd) Kill() { c.proc.Kill() }
+func (c *Containerd) Kill() { c.Containerd.Kill() }
 
 // Start runs containerd again after Kill, on the same configuration,
 // root and state: it reconnects to the shims still running and cleans up
 // after those that are gone.
-func (c *Containerd) Start(t testing.TB) { c.start(t) }
-
-// Pid is containerd's process id.
-func (c *Containerd) Pid() int { return c.proc.Pid() }
-
-func (c *Containerd) stop(t testing.TB) {
-	if !c.proc.Started() {
-		return
-	}
-	c.proc.Stop(10 * time.Second)
-	if t.Failed() {
-		t.Logf("containerd log (%s), last lines:\n%s", c.LogPath, TailLines(c.LogPath, 60))
-	}
-	// Snapshots are overlay mounts under root: never leave one behind.
-	for _, mp := range testbed.MountsUnder(c.Dir) {
-		syscall.Unmount(mp, syscall.MNT_DETACH)
-	}
-	if !t.Failed() {
-		os.RemoveAll(c.Dir)
+func (c *Containerd) Start(t testing.TB) {
+	t.Helper()
+	if err := c.Containerd.Start(); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// Result is one finished ctr command.
+// Pid is containerd's process id.
+func (c *Containerd) Pid() int { return c.Containerd.Pid() }
+
+func (c *Containerd) stop(t testing.TB) {
+	if err := c.Stack.Stop(10 * time.Second); err != nil {
+		t.Errorf("stop containerd, its pod network and registry: %v", err)
+	}
+	if t.Failed() {
+		t.Logf("containerd log (%s), last lines:\n%s", c.LogPath, hostbed.TailLines(c.LogPath, 60))
+		return
+	}
+	os.RemoveAll(c.Dir)
+}
+
+// PodvmShims lists the containerd-shim-podvm-v2 daemons this containerd
+// started.
+func (c *Containerd) PodvmShims() []hostbed.Process { return hostbed.PodvmShims(c.Address) }
+
+// VMs lists the pod VMs of this containerd's podvm shims whose QEMU has
+// been spawned.
+func (c *Containerd) VMs() []hostbed.VM { return hostbed.PodVMs(c.Address) }
+
+// Result is one finished ctr or crictl command.
 type Result struct {
 	Stdout, Stderr string
 	ExitCode       int
 	Duration       time.Duration
 }
 
-// Ctr runs ctr against this containerd with stdin (may be nil).
-func (c *Containerd) Ctr(ctx context.Context, stdin []byte, args ...string) Result {
-	full := append([]string{"--address", c.Address, "--namespace", c.Namespace}, args...)
-	cmd := exec.CommandContext(ctx, c.env.Ctr, full...)
+// run runs cmd (stdin may be nil) and returns its result; clean, if set,
+// filters its stderr.
+func run(cmd *exec.Cmd, stdin []byte, clean func(string) string) Result {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != nil {
@@ -112,7 +108,10 @@ func (c *Containerd) Ctr(ctx context.Context, stdin []byte, args ...string) Resu
 	}
 	start := time.Now()
 	err := cmd.Run()
-	r := Result{Stdout: out.String(), Stderr: withoutCtrWarnings(errb.String()), Duration: time.Since(start)}
+	r := Result{Stdout: out.String(), Stderr: errb.String(), Duration: time.Since(start)}
+	if clean != nil {
+		r.Stderr = clean(r.Stderr)
+	}
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.ExitCode = ee.ExitCode()
 	} else if err != nil {
@@ -120,6 +119,12 @@ func (c *Containerd) Ctr(ctx context.Context, stdin []byte, args ...string) Resu
 		r.Stderr += err.Error()
 	}
 	return r
+}
+
+// Ctr runs ctr against this containerd with stdin (may be nil).
+func (c *Containerd) Ctr(ctx context.Context, stdin []byte, args ...string) Result {
+	full := append([]string{"--address", c.Address, "--namespace", c.Namespace}, args...)
+	return run(exec.CommandContext(ctx, c.env.Ctr, full...), stdin, withoutCtrWarnings)
 }
 
 // MustCtr runs ctr and fails the test on a non-zero exit.
@@ -147,9 +152,6 @@ func withoutCtrWarnings(s string) string {
 	}
 	return strings.Join(keep, "")
 }
-
-// TailLines returns the last n lines of a log file, for failure messages.
-func TailLines(path string, n int) string { return testbed.TailLines(path, n) }
 
 // LogLines returns containerd's log so far, shim lines included, line by
 // line.

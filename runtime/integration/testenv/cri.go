@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -11,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/ci/testbed"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // CRITools are the binaries a CRI containerd and its tests need besides
@@ -49,10 +48,10 @@ func RequireCRI(t testing.TB) *CRITools {
 			break
 		}
 	}
-	for _, tool := range []string{"ip", "iptables"} {
-		if _, err := exec.LookPath(tool); missing == "" && err != nil {
-			missing = tool + " (Debian packages iproute2, iptables)"
-		}
+	// The bridge is made over netlink; CNI's portmap and the leak check
+	// need iptables.
+	if _, err := exec.LookPath("iptables"); missing == "" && err != nil {
+		missing = "iptables (Debian package iptables)"
 	}
 	if missing != "" {
 		if os.Getenv("PODVM_REQUIRE_INTEGRATION") == "1" {
@@ -63,49 +62,45 @@ func RequireCRI(t testing.TB) *CRITools {
 	return c
 }
 
-// CRIConfig is what a CRI containerd is wired to.
-type CRIConfig struct {
-	Tools *CRITools
-	// RegistryConfigPath is a certs.d directory (registry config_path):
-	// where every image pull goes.
-	RegistryConfigPath string
-	SandboxImage       string
-	Network            *BridgeNetwork
-}
-
-// StartCRIContainerd starts a private containerd with CRI on its socket
-// (Address serves both the runtime and the image service) and two runtime
-// handlers: runc, the reference, and podvm, the installed shim, which finds
-// the installed config beside itself. Pods still there when the test ends are removed before
-// containerd stops, so CNI DEL runs for each.
-func StartCRIContainerd(t testing.TB, e *Env, cfg CRIConfig) *Containerd {
+// StartCRI starts a hostbed.Stack for CRI tests: the test registry with
+// every image critest pulls (and podvm's probe image), a pod network of
+// its own (bridge podvm-test0 on a /24 of 10.213.0.0/16, with portmap),
+// and a private containerd with CRI on its socket (Address serves both the
+// runtime and the image service) and two runtime handlers: runc, the
+// reference, and podvm, the installed shim, which finds the installed
+// config beside itself. Everything it creates is removed when the test
+// ends; pods still there are removed first, so CNI DEL runs for each.
+func StartCRI(t testing.TB, e *Env, tools *CRITools) *Containerd {
 	t.Helper()
-	c := startContainerd(t, e, func(dir, address string) testbed.ContainerdConfig {
-		return testbed.ContainerdConfig{Dir: dir, Address: address, DisabledPlugins: testbed.NoNRI,
-			CRI: &testbed.CRIConfig{
-				SandboxImage: cfg.SandboxImage, RegistryConfigPath: cfg.RegistryConfigPath,
-				CNIBinDir: cfg.Network.BinDir, CNIConfDir: cfg.Network.ConfDir,
-				Handlers: []testbed.Handler{
-					testbed.RuncHandler("runc", cfg.Tools.Runc, ""),
-					// No options: the shim finds its install's config,
-					// e.ConfigPath; with options containerd 2.4 could not
-					// start user namespace containers (PodvmHandler).
-					testbed.PodvmHandler("podvm", e.ShimBinary, ""),
-				},
-			}}
-	})
-	c.crictl = cfg.Tools.Crictl
-	// Pods with a user namespace run as an unprivileged host uid that must
-	// traverse to their rootfs under state/ (as under /run/containerd,
-	// which is 0711); MkdirTemp made the directory 0700.
-	if err := os.Chmod(c.Dir, 0o711); err != nil {
+	start := time.Now()
+	work := t.TempDir()
+	images, err := hostbed.BuildCritestImages(e.BusyboxPath, "", work)
+	if err != nil {
 		t.Fatal(err)
 	}
+	c := startStack(t, e, hostbed.StackOptions{
+		Images: images,
+		// The bridge's name is fixed so that a bridge left by a killed
+		// run is found and replaced by the next one; so there is one such
+		// network per host at a time.
+		Network: &hostbed.BridgeOptions{Name: "podvm-test", Bridge: "podvm-test0", BinDir: tools.CNIBinDir,
+			SubnetOctet: 213, Portmap: true, RemoveCNICache: true},
+		Handlers: []hostbed.Handler{
+			hostbed.RuncHandler("runc", tools.Runc, ""),
+			// No options: the shim finds its install's config,
+			// e.ConfigPath; with options containerd 2.4 could not start
+			// user namespace containers (hostbed.PodvmHandler).
+			hostbed.PodvmHandler("podvm", e.ShimBinary, ""),
+		},
+	})
+	c.crictl = tools.Crictl
 	t.Cleanup(func() {
 		if err := c.RemoveAllPods(); err != nil {
 			t.Errorf("remove pods left at the end: %v", err)
 		}
 	})
+	t.Logf("test registry on %s: %d images; pod network %s on bridge %s; set up in %s",
+		c.Registry.Addr, len(images), c.Network.Subnet, c.Network.Bridge, time.Since(start).Round(time.Millisecond))
 	return c
 }
 
@@ -116,19 +111,7 @@ func (c *Containerd) CRIEndpoint() string { return "unix://" + c.Address }
 // Crictl runs crictl against this containerd.
 func (c *Containerd) Crictl(ctx context.Context, args ...string) Result {
 	full := append([]string{"--runtime-endpoint", c.CRIEndpoint(), "--image-endpoint", c.CRIEndpoint(), "--timeout", "2m"}, args...)
-	cmd := exec.CommandContext(ctx, c.crictl, full...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
-	err := cmd.Run()
-	r := Result{Stdout: out.String(), Stderr: errb.String(), Duration: time.Since(start)}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.ExitCode = ee.ExitCode()
-	} else if err != nil {
-		r.ExitCode = -1
-		r.Stderr += err.Error()
-	}
-	return r
+	return run(exec.CommandContext(ctx, c.crictl, full...), nil, nil)
 }
 
 // RemoveAllPods stops and removes every pod and container, as the kubelet
@@ -143,10 +126,8 @@ func (c *Containerd) RemoveAllPods() error {
 }
 
 // CRILeaks lists what pods left behind: pods and containers containerd
-// still knows, mounts (container rootfs, pod network namespaces) under its
-// directories, podvm's taps in the host namespace, and whatever the pod
-// network holds.
-func (c *Containerd) CRILeaks(n *BridgeNetwork) []string {
+// still knows, and what they left on the host (Stack.HostLeaks).
+func (c *Containerd) CRILeaks() []string {
 	var out []string
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -164,11 +145,5 @@ func (c *Containerd) CRILeaks(n *BridgeNetwork) []string {
 			out = append(out, fmt.Sprintf("CRI %s still listed: %s", q.kind, id))
 		}
 	}
-	for _, mp := range testbed.MountsUnder(c.Dir) {
-		out = append(out, "mount under containerd's dirs: "+mp)
-	}
-	for _, tap := range testbed.HostTaps() {
-		out = append(out, "podvm tap in the host namespace: "+tap)
-	}
-	return append(out, n.Leaks()...)
+	return append(out, c.HostLeaks()...)
 }

@@ -1,14 +1,15 @@
-// Package testenv gives podvm's integration tests a private containerd, a
-// locally built busybox image and a leak check; for CRI tests, a containerd
-// with CRI on (runc and podvm handlers) and a pod network of its own.
+// Package testenv is the testing.TB wrapper over internal/hostbed that
+// podvm's integration tests use: a private containerd (hostbed.Stack), a
+// locally built busybox image, and for CRI tests a containerd with CRI on
+// (runc and podvm handlers), the test registry and a pod network of its
+// own. Here a failure fails the test and what is started is stopped by the
+// test's cleanup; everything else (leak listing, cgroups, processes) the
+// tests take from hostbed itself.
+//
 // Tests that need what it provides call Require (and RequireCRI), which
 // skips with the precise reason when the host lacks something, or fails
 // instead when PODVM_REQUIRE_INTEGRATION=1 (set by `make test`, which
 // installs everything, so a skip there would hide a bug).
-//
-// It is a testing.TB wrapper over ci/testbed, which the benchmarks and the
-// local cluster share: here a failure fails the test and what is started
-// is stopped by the test's cleanup.
 package testenv
 
 import (

@@ -1,18 +1,17 @@
-package testbed
+package hostbed
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // BridgeOptions say how StartBridgeNetwork names and wires its network.
@@ -59,10 +58,11 @@ var cniChains = Chains{Tools: []string{"iptables", "ip6tables"}, Tables: []strin
 // StartBridgeNetwork creates the bridge on a free /24 and writes the CNI
 // configuration. On error nothing is left.
 func StartBridgeNetwork(o BridgeOptions) (*BridgeNetwork, error) {
-	if _, err := net.InterfaceByName(o.Bridge); err == nil {
+	// Before the free subnet is chosen, so that its subnet is free again.
+	if _, err := netlink.LinkByName(o.Bridge); err == nil {
 		o.logf("deleting bridge %s left by an earlier run", o.Bridge)
-		if err := ipCmd("link", "del", o.Bridge); err != nil {
-			return nil, fmt.Errorf("delete bridge %s left by an earlier run: %w", o.Bridge, err)
+		if err := DeleteBridge(o.Bridge); err != nil {
+			return nil, err
 		}
 	}
 	used, err := HostPrefixes()
@@ -84,15 +84,8 @@ func StartBridgeNetwork(o BridgeOptions) (*BridgeNetwork, error) {
 	if _, err := os.Stat(CNICacheDir); err == nil {
 		n.cacheExisted = true
 	}
-	for _, args := range [][]string{
-		{"link", "add", "name", n.Bridge, "type", "bridge"},
-		{"addr", "add", fmt.Sprintf("%s/%d", n.Gateway, subnet.Bits()), "dev", n.Bridge},
-		{"link", "set", n.Bridge, "up"},
-	} {
-		if err := ipCmd(args...); err != nil {
-			ipCmd("link", "del", n.Bridge)
-			return nil, fmt.Errorf("create bridge %s: %w", n.Bridge, err)
-		}
+	if _, err := CreateBridge(n.Bridge, netip.PrefixFrom(n.Gateway, subnet.Bits())); err != nil {
+		return nil, err
 	}
 	if _, err := n.Write(n.ConfDir); err != nil {
 		n.Stop()
@@ -114,7 +107,7 @@ func (n *BridgeNetwork) Leaks() []string { return CNILeaks(n.CNIConfig) }
 // CNI added and libcni's cache.
 func (n *BridgeNetwork) Stop() error {
 	var errs []error
-	if err := ipCmd("link", "del", n.Bridge); err != nil {
+	if err := DeleteBridge(n.Bridge); err != nil {
 		errs = append(errs, err)
 	}
 	if n.opts.Portmap {
@@ -132,11 +125,47 @@ func (n *BridgeNetwork) Stop() error {
 	return errors.Join(errs...)
 }
 
-func ipCmd(args ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+// CreateBridge creates Linux bridge name holding address addr (the
+// gateway, with the subnet's length) and sets it up. A bridge of that name
+// left by an earlier run is deleted first (replaced says so). On error no
+// bridge of that name is left.
+//
+// Netlink, not the ip command: the module already speaks netlink for pod
+// taps (runtime/network), it needs no iproute2 on the host, and its errors
+// are values rather than text to parse.
+func CreateBridge(name string, addr netip.Prefix) (replaced bool, err error) {
+	if old, err := netlink.LinkByName(name); err == nil {
+		if err := netlink.LinkDel(old); err != nil {
+			return false, fmt.Errorf("delete bridge %s left by an earlier run: %w", name, err)
+		}
+		replaced = true
+	}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := netlink.LinkAdd(br); err != nil {
+		return replaced, fmt.Errorf("create bridge %s: %w", name, err)
+	}
+	ipnet := &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}
+	if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: ipnet}); err != nil {
+		netlink.LinkDel(br)
+		return replaced, fmt.Errorf("add %s to bridge %s: %w", ipnet, name, err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		netlink.LinkDel(br)
+		return replaced, fmt.Errorf("set bridge %s up: %w", name, err)
+	}
+	return replaced, nil
+}
+
+// DeleteBridge deletes bridge name; one already gone is not an error.
+func DeleteBridge(name string) error {
+	l, err := netlink.LinkByName(name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("find bridge %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		return fmt.Errorf("delete bridge %s: %w", name, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package testbed
+package hostbed
 
 import (
 	"bufio"
@@ -103,27 +103,34 @@ func cgroupLeak(dir string) string {
 
 // MakeCgroup creates cgroup path (with parents) in every hierarchy, as the
 // kubelet makes a pod cgroup, giving new v1 cpuset levels their parent's
-// CPUs and memory nodes.
-func MakeCgroup(path string) error {
+// CPUs and memory nodes. It returns the directories it created, parents
+// first (the kubelet refuses a cgroupRoot that does not exist, and the
+// local cluster removes what it made).
+func MakeCgroup(path string) (created []string, err error) {
 	for _, mp := range CgroupMounts() {
 		dir := mp
 		for part := range strings.SplitSeq(strings.Trim(path, "/"), "/") {
+			if part == "" {
+				continue
+			}
 			parent := dir
 			dir = filepath.Join(dir, part)
-			if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-				return fmt.Errorf("make cgroup %s: %w", dir, err)
+			if err := os.Mkdir(dir, 0o755); err == nil {
+				created = append(created, dir)
+			} else if !os.IsExist(err) {
+				return created, fmt.Errorf("make cgroup %s: %w", dir, err)
 			}
 			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
 				if cur, err := os.ReadFile(filepath.Join(dir, f)); err == nil && strings.TrimSpace(string(cur)) == "" {
 					v, _ := os.ReadFile(filepath.Join(parent, f))
 					if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
-						return fmt.Errorf("%s: %w", filepath.Join(dir, f), err)
+						return created, fmt.Errorf("%s: %w", filepath.Join(dir, f), err)
 					}
 				}
 			}
 		}
 	}
-	return nil
+	return created, nil
 }
 
 // RemoveCgroupTree removes cgroup path and every cgroup below it from every
@@ -131,8 +138,14 @@ func MakeCgroup(path string) error {
 // processes may still be exiting). A cgroup that still holds a process
 // cannot be removed: the error names it and its processes.
 func RemoveCgroupTree(path string, wait time.Duration) error {
+	return RemoveCgroupDirs(CgroupDirs(path), wait)
+}
+
+// RemoveCgroupDirs is RemoveCgroupTree for cgroup directories given by
+// their full paths (under a hierarchy's mount point).
+func RemoveCgroupDirs(tops []string, wait time.Duration) error {
 	var dirs []string
-	for _, top := range CgroupDirs(path) {
+	for _, top := range tops {
 		filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				dirs = append(dirs, p)

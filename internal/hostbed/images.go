@@ -1,4 +1,4 @@
-package testregistry
+package hostbed
 
 import (
 	"errors"
@@ -55,58 +55,57 @@ func CritestImages(busybox, testbin string) ([]Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read testbin: %w", err)
 	}
-	var out []Image
-	var errs []error
-	add := func(id string, refs []string, cfg v1.Config, layers ...*layerBuilder) {
-		img, err := buildImage(id, cfg, base, layers)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("image %s: %w", id, err))
-			return
-		}
-		out = append(out, Image{Refs: refs, Image: img})
-	}
-	// progAt is a layer holding testbin at path, running as its basename.
-	progAt := func(path string, mode int64) *layerBuilder {
-		l := newLayer()
-		l.file(path, mode, prog)
-		return l
-	}
-	// marker is a layer with one empty file, as cri-tools' image-test
-	// Dockerfile does (ADD ${TEST} ${TEST}), to make an image unique.
-	marker := func(file string) *layerBuilder {
-		l := newLayer()
-		l.file(file, 0o644, nil)
-		return l
-	}
-	shell := v1.Config{Cmd: []string{"sh"}}
+	var s imageSet
+	addProgramImages(&s, base, prog)
+	addImageManagementImages(&s, base)
+	// Pause images: just /pause, like the real ones. pause:3.9 is one
+	// image under two registries; the sandbox image is a different one, so
+	// that removing pause:3.9 by ID never removes the sandbox image.
+	pause := v1.Config{Entrypoint: []string{"/pause"}}
+	s.add("pause:3.9", []string{"registry.k8s.io/pause:3.9", "k8s.gcr.io/pause:3.9"}, pause, nil, fileLayer("pause", 0o755, prog))
+	s.add("pause:3.10.2", []string{SandboxImage}, pause, nil, fileLayer("pause", 0o755, prog))
+	return s.result("build critest images")
+}
 
+// addProgramImages adds the images whose behaviour testbin stands in for,
+// each on the busybox base.
+func addProgramImages(s *imageSet, base v1.Layer, prog []byte) {
+	shell := v1.Config{Cmd: []string{"sh"}}
 	// The default container image of nearly every spec.
-	add("busybox:1.29-2", []string{e2eImages + "busybox:1.29-2"}, shell)
+	s.add("busybox:1.29-2", []string{e2eImages + "busybox:1.29-2"}, shell, base)
 
 	// Web servers: port 80 for port mapping and port forwarding; 12003 in
 	// the host network namespace.
-	add("nginx:1.14-2", []string{e2eImages + "nginx:1.14-2"},
-		v1.Config{Cmd: []string{"/usr/sbin/nginx", "-listen=:80"}, ExposedPorts: tcp(80)}, progAt("usr/sbin/nginx", 0o755))
-	add("hostnet-nginx", []string{criStaging + "hostnet-nginx-" + runtime.GOARCH + ":latest"},
-		v1.Config{Cmd: []string{"/usr/sbin/nginx", "-listen=:12003"}, ExposedPorts: tcp(12003)}, progAt("usr/sbin/nginx", 0o755))
-	add("httpd:2.4.39-4", []string{e2eImages + "httpd:2.4.39-4"},
-		v1.Config{Cmd: []string{"/usr/local/bin/httpd", "-listen=:80"}, ExposedPorts: tcp(80)}, progAt("usr/local/bin/httpd", 0o755))
+	s.add("nginx:1.14-2", []string{e2eImages + "nginx:1.14-2"},
+		v1.Config{Cmd: []string{"/usr/sbin/nginx", "-listen=:80"}, ExposedPorts: tcp(80)}, base, fileLayer("usr/sbin/nginx", 0o755, prog))
+	s.add("hostnet-nginx", []string{criStaging + "hostnet-nginx-" + runtime.GOARCH + ":latest"},
+		v1.Config{Cmd: []string{"/usr/sbin/nginx", "-listen=:12003"}, ExposedPorts: tcp(12003)}, base, fileLayer("usr/sbin/nginx", 0o755, prog))
+	s.add("httpd:2.4.39-4", []string{e2eImages + "httpd:2.4.39-4"},
+		v1.Config{Cmd: []string{"/usr/local/bin/httpd", "-listen=:80"}, ExposedPorts: tcp(80)}, base, fileLayer("usr/local/bin/httpd", 0o755, prog))
 
 	// Setuid root: prints "Effective uid: 0" unless no_new_privs is set.
-	add("nonewprivs:1.3", []string{e2eImages + "nonewprivs:1.3"},
-		v1.Config{Entrypoint: []string{"/usr/local/bin/nnp"}}, progAt("usr/local/bin/nnp", 0o4755))
+	s.add("nonewprivs:1.3", []string{e2eImages + "nonewprivs:1.3"},
+		v1.Config{Entrypoint: []string{"/usr/local/bin/nnp"}}, base, fileLayer("usr/local/bin/nnp", 0o4755, prog))
 
 	// podvm's own tests: busybox with testbin as /usr/local/bin/probe,
 	// which tries to connect to host sockets from inside the pod.
-	add("podvm-probe", []string{ProbeImage}, shell, progAt("usr/local/bin/probe", 0o755))
+	s.add("podvm-probe", []string{ProbeImage}, shell, base, fileLayer("usr/local/bin/probe", 0o755, prog))
+}
 
-	// Image-management specs: distinct images, and one image under three tags.
+// addImageManagementImages adds the images of critest's image specs:
+// distinct images, one image under three tags, and images whose USER is
+// set.
+func addImageManagementImages(s *imageSet, base v1.Layer) {
+	shell := v1.Config{Cmd: []string{"sh"}}
+	// marker is a layer with one empty file, as cri-tools' image-test
+	// Dockerfile does (ADD ${TEST} ${TEST}), to make an image unique.
+	marker := func(file string) *layerBuilder { return fileLayer(file, 0o644, nil) }
 	for _, n := range []string{"test-image-1:latest", "test-image-2:latest", "test-image-3:latest",
 		"test-image-latest:latest", "test-image-tag:test", "test-image-tag:all"} {
-		add(n, []string{criStaging + n}, shell, marker(n))
+		s.add(n, []string{criStaging + n}, shell, base, marker(n))
 	}
-	add("test-image-tags", []string{criStaging + "test-image-tags:1", criStaging + "test-image-tags:2",
-		criStaging + "test-image-tags:3"}, shell, marker("same-image"))
+	s.add("test-image-tags", []string{criStaging + "test-image-tags:1", criStaging + "test-image-tags:2",
+		criStaging + "test-image-tags:3"}, shell, base, marker("same-image"))
 
 	// The image's USER, as cri-tools' image-user builds set it.
 	for n, user := range map[string]string{
@@ -115,7 +114,7 @@ func CritestImages(busybox, testbin string) ([]Image, error) {
 		"test-image-user-uid-group":      "1003:1004",
 		"test-image-user-username-group": "www-data:1004",
 	} {
-		add(n, []string{criStaging + n + ":latest"}, v1.Config{Cmd: []string{"sh"}, User: user})
+		s.add(n, []string{criStaging + n + ":latest"}, v1.Config{Cmd: []string{"sh"}, User: user}, base)
 	}
 
 	// A user (1000) whose supplementary group (50000) exists only in the
@@ -124,27 +123,39 @@ func CritestImages(busybox, testbin string) ([]Image, error) {
 	groups.file("etc/passwd", 0o644, []byte(basePasswd+"default-user:x:1000:1000::/home/default-user:/bin/sh\n"))
 	groups.file("etc/group", 0o644, []byte(baseGroup+"default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n"))
 	groups.dir("home/default-user", 0o755)
-	add("test-image-predefined-group", []string{criStaging + "test-image-predefined-group:latest"},
-		v1.Config{Cmd: []string{"sh"}, User: "1000"}, groups)
+	s.add("test-image-predefined-group", []string{criStaging + "test-image-predefined-group:latest"},
+		v1.Config{Cmd: []string{"sh"}, User: "1000"}, base, groups)
+}
 
-	// Pause images: just /pause, like the real ones. pause:3.9 is one
-	// image under two registries; the sandbox image is a different one, so
-	// that removing pause:3.9 by ID never removes the sandbox image.
-	for id, refs := range map[string][]string{
-		"pause:3.9":    {"registry.k8s.io/pause:3.9", "k8s.gcr.io/pause:3.9"},
-		"pause:3.10.2": {SandboxImage},
-	} {
-		img, err := buildImage(id, v1.Config{Entrypoint: []string{"/pause"}}, nil, []*layerBuilder{progAt("pause", 0o755)})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("image %s: %w", id, err))
-			continue
-		}
-		out = append(out, Image{Refs: refs, Image: img})
+// imageSet collects built images and the errors of those that failed.
+type imageSet struct {
+	out  []Image
+	errs []error
+}
+
+// add builds image id of base (nil for none) and layers, pushed under refs.
+func (s *imageSet) add(id string, refs []string, cfg v1.Config, base v1.Layer, layers ...*layerBuilder) {
+	img, err := buildImage(id, cfg, base, layers)
+	if err != nil {
+		s.errs = append(s.errs, fmt.Errorf("image %s: %w", id, err))
+		return
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("build critest images: %w", err)
+	s.out = append(s.out, Image{Refs: refs, Image: img})
+}
+
+// result is every image, or what failed with context what.
+func (s *imageSet) result(what string) ([]Image, error) {
+	if err := errors.Join(s.errs...); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	return out, nil
+	return s.out, nil
+}
+
+// fileLayer is a layer holding one file at path with data.
+func fileLayer(path string, mode int64, data []byte) *layerBuilder {
+	l := newLayer()
+	l.file(path, mode, data)
+	return l
 }
 
 func tcp(port int) map[string]struct{} {
@@ -197,8 +208,8 @@ func (r *Registry) PushAll(images []Image) error {
 	return nil
 }
 
-// Refs lists every reference of images.
-func Refs(images []Image) []string {
+// ImageRefs lists every reference of images.
+func ImageRefs(images []Image) []string {
 	var out []string
 	for _, img := range images {
 		out = append(out, img.Refs...)

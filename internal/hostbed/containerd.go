@@ -1,4 +1,4 @@
-package testbed
+package hostbed
 
 import (
 	"fmt"
@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -118,17 +117,4 @@ func (c *Containerd) Stop(grace time.Duration) {
 		c.cmd.Process.Kill()
 		<-c.exited
 	}
-}
-
-// TailLines returns the last n lines of a log file, for error messages.
-func TailLines(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -1,4 +1,4 @@
-package testregistry
+package hostbed
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 )
 
 // testbinPackage is the multi-call program inside the test images.
-const testbinPackage = "github.com/podvm/podvm/ci/testregistry/testbin"
+const testbinPackage = "github.com/podvm/podvm/internal/hostbed/testbin"
 
 // BuildTestbin compiles testbin, static (CGO_ENABLED=0: the images have no
 // libc), into dir and returns its path. It needs the Go toolchain, which
@@ -26,4 +26,16 @@ func BuildTestbin(dir string) (string, error) {
 		return "", fmt.Errorf("go build %s: %w\n%s", testbinPackage, err, b)
 	}
 	return out, nil
+}
+
+// BuildCritestImages is CritestImages with testbin built into workDir
+// first when testbin is "".
+func BuildCritestImages(busybox, testbin, workDir string) ([]Image, error) {
+	if testbin == "" {
+		var err error
+		if testbin, err = BuildTestbin(workDir); err != nil {
+			return nil, err
+		}
+	}
+	return CritestImages(busybox, testbin)
 }

@@ -1,4 +1,4 @@
-package testregistry
+package hostbed
 
 import (
 	"archive/tar"

@@ -1,4 +1,4 @@
-package testregistry
+package hostbed
 
 import (
 	"fmt"
@@ -38,7 +38,7 @@ func TestCritestImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Start(io.Discard)
+	r, err := StartRegistry(io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestCritestImages(t *testing.T) {
 
 	ids := map[string]string{} // upstream ref -> image ID (config digest)
 	users := map[string]string{}
-	for _, ref := range Refs(images) {
+	for _, ref := range ImageRefs(images) {
 		local, err := r.localRef(ref)
 		if err != nil {
 			t.Fatal(err)
@@ -101,7 +101,7 @@ func TestCritestImages(t *testing.T) {
 	}
 
 	certs := t.TempDir()
-	hosts, err := Hosts(Refs(images))
+	hosts, err := RegistryHosts(ImageRefs(images))
 	if err != nil {
 		t.Fatal(err)
 	}

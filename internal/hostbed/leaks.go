@@ -1,14 +1,25 @@
-package testbed
+package hostbed
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
-// Leaks lists everything podvm may leave on a host of one sandbox or
+// DefaultStateDir is podvm's runtime.state_dir in the installed config.
+const DefaultStateDir = "/run/podvm"
+
+// Leaks lists what podvm left on this host of the sandbox or container
+// match names (an id; a test never checks the whole host, which other
+// users of the machine share), under DefaultStateDir: see LeaksIn. An
+// empty match checks processes, mounts and sockets of every podvm sandbox.
+func Leaks(match string) []string { return LeaksIn(DefaultStateDir, match) }
+
+// LeaksIn lists everything podvm may leave on a host of one sandbox or
 // container whose id match names, under podvm state directory stateDir.
 // Each entry names the object and what it is:
 //
@@ -25,7 +36,7 @@ import (
 // An empty match checks processes, mounts and sockets of every podvm
 // sandbox. Taps live in the pod's network namespace and go with it; see
 // HostTaps for those left in the host's.
-func Leaks(stateDir, match string) []string {
+func LeaksIn(stateDir, match string) []string {
 	var out []string
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
@@ -121,6 +132,20 @@ func mountsUnder(mountinfo string, dirs []string) []string {
 		out[i], out[j] = out[j], out[i]
 	}
 	return out
+}
+
+// UnmountAll detaches every mount at or below dirs, the last mounted
+// first, and returns the mount points it unmounted and those it could not
+// (with the reason).
+func UnmountAll(dirs ...string) (unmounted, failed []string) {
+	for _, mp := range MountsUnder(dirs...) {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			failed = append(failed, fmt.Sprintf("%s: %v", mp, err))
+			continue
+		}
+		unmounted = append(unmounted, mp)
+	}
+	return unmounted, failed
 }
 
 // unescapeMount undoes mountinfo's octal escapes of a path.

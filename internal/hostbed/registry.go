@@ -1,13 +1,13 @@
-// Package testregistry serves container images to podvm's tests, its
-// benchmarks and its local cluster from an OCI registry on 127.0.0.1, so
-// that CRI PullImage (which always contacts a registry) works on a machine
-// that can reach no registry at all.
-//
-// The images are built here from busybox-static and one small Go program
-// (testbin) under the exact names the tests pull; containerd is pointed at
-// the registry by a certs.d directory (WriteHostsDir) that stands in for
-// every upstream host, so a pull never leaves the machine.
-package testregistry
+// The image registry: podvm's tests, benchmarks and local cluster pull
+// from an OCI registry on 127.0.0.1, so that CRI PullImage (which always
+// contacts a registry) works on a machine that can reach no registry at
+// all. The images are built here (images.go, clusterimages.go) from
+// busybox-static and one small Go program (testbin) under the exact names
+// the tests pull; containerd is pointed at the registry by a certs.d
+// directory (WriteHostsDir) that stands in for every upstream host, so a
+// pull never leaves the machine.
+
+package hostbed
 
 import (
 	"errors"
@@ -38,9 +38,9 @@ type Registry struct {
 	done chan error
 }
 
-// Start serves a new empty registry on a free port of 127.0.0.1. Requests
+// StartRegistry serves a new empty registry on a free port of 127.0.0.1. Requests
 // are logged to logw (io.Discard for none).
-func Start(logw io.Writer) (*Registry, error) {
+func StartRegistry(logw io.Writer) (*Registry, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("test registry: listen on 127.0.0.1: %w", err)
@@ -114,7 +114,7 @@ const unlistedPrefix = "_unlisted-host"
 // nothing but loopback.
 func (r *Registry) WriteHostsDir(dir string, hosts []string) error {
 	write := func(sub, prefix, why string) error {
-		text := fmt.Sprintf(`# Written by podvm's testregistry: %s.
+		text := fmt.Sprintf(`# Written by podvm's test registry (internal/hostbed): %s.
 # server is the only host containerd tries: no fallback to the real registry.
 server = "http://%s/v2/%s"
 override_path = true
@@ -138,8 +138,8 @@ capabilities = ["pull", "resolve"]
 	return nil
 }
 
-// Hosts lists the registry hosts that refs name, sorted and without repeats.
-func Hosts(refs []string) ([]string, error) {
+// RegistryHosts lists the registry hosts that refs name, sorted and without repeats.
+func RegistryHosts(refs []string) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
 	for _, ref := range refs {
