@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/ci/testregistry"
 	"github.com/podvm/podvm/conformance/cluster/local"
 	"github.com/podvm/podvm/deploy"
 	"github.com/podvm/podvm/deploy/node"
+	"github.com/podvm/podvm/internal/hostbed"
 	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
@@ -74,7 +74,7 @@ func requireDeploy(t *testing.T) *deployEnv {
 		if out, err := spec.CombinedOutput(); err != nil {
 			return fmt.Sprintf("the spec binary (cd spec && go test -c): %v: %s", err, out)
 		}
-		tb, err := testregistry.BuildTestbin(t.TempDir())
+		tb, err := hostbed.BuildTestbin(t.TempDir())
 		if err != nil {
 			return "testbin: " + err.Error()
 		}
@@ -324,11 +324,11 @@ spec:
 	// little after the API forgets it, so leftovers get some seconds to go.
 	var leaks []string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(2 * time.Second) {
-		leaks = slices.DeleteFunc(testenv.Leaks(o.Dir), func(l string) bool {
+		leaks = slices.DeleteFunc(hostbed.Leaks(o.Dir), func(l string) bool {
 			return l == "mount: "+filepath.Join(o.Dir, "kubelet")
 		})
 		for _, id := range ids {
-			leaks = append(leaks, testenv.Leaks(id)...)
+			leaks = append(leaks, hostbed.Leaks(id)...)
 		}
 		if len(leaks) == 0 || time.Now().After(deadline) {
 			break

@@ -1,6 +1,7 @@
 package hostbed
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,8 +16,8 @@ type Process struct {
 	Cmdline []string
 }
 
-// processes lists every process whose command line pred accepts.
-func processes(pred func(Process) bool) []Process {
+// Processes lists every process whose command line pred accepts.
+func Processes(pred func(Process) bool) []Process {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	var out []Process
 	for _, p := range procs {
@@ -37,14 +38,14 @@ func processes(pred func(Process) bool) []Process {
 // PodvmShims lists the containerd-shim-podvm-v2 daemons the containerd
 // serving on address started: their command line names it.
 func PodvmShims(address string) []Process {
-	return processes(func(p Process) bool {
+	return Processes(func(p Process) bool {
 		return p.Exe == "containerd-shim-podvm-v2" && strings.Contains(strings.Join(p.Cmdline, " "), address)
 	})
 }
 
 // Children lists the processes whose parent is pid.
 func Children(pid int) []Process {
-	return processes(func(p Process) bool { return ParentPid(p.Pid) == pid })
+	return Processes(func(p Process) bool { return ParentPid(p.Pid) == pid })
 }
 
 // VM is the host side of one pod VM being created or running.
@@ -126,15 +127,29 @@ func Threads(pid int) int {
 
 // ParentPid is the parent of process pid (0 if it is gone).
 func ParentPid(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := ProcStat(pid)
 	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces; it ends at the last ')'.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 2 {
 		return 0
 	}
 	ppid, _ := strconv.Atoi(f[1])
 	return ppid
+}
+
+// ProcStat is the fields of /proc/PID/stat after the command name (which
+// may hold spaces and ends at the last ')'), starting with the state:
+// field n of proc(5) is ProcStat(pid)[n-3].
+func ProcStat(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return nil, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	return f, nil
 }

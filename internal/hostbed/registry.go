@@ -54,6 +54,32 @@ func StartRegistry(logw io.Writer) (*Registry, error) {
 	return r, nil
 }
 
+// ServeImages starts a registry (requests logged to logw), pushes images
+// and writes certsDir, the certs.d that sends every pull of their hosts to
+// it (see WriteHostsDir). On error the registry is stopped again.
+func ServeImages(images []Image, logw io.Writer, certsDir string) (*Registry, error) {
+	r, err := StartRegistry(logw)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.serve(images, certsDir); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Registry) serve(images []Image, certsDir string) error {
+	if err := r.PushAll(images); err != nil {
+		return err
+	}
+	hosts, err := RegistryHosts(ImageRefs(images))
+	if err != nil {
+		return err
+	}
+	return r.WriteHostsDir(certsDir, hosts)
+}
+
 // Close stops the registry and drops its images.
 func (r *Registry) Close() error {
 	err := r.srv.Close()

@@ -77,9 +77,17 @@ func StartStack(o StackOptions) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
-	cfg, err := s.containerdConfig(o)
+	cfg, err := o.Config(s.CertsDir, s.Network)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.CRI != nil {
+		// Pods with a user namespace run as an unprivileged host uid that
+		// must traverse to their rootfs under state/ (as under
+		// /run/containerd, which is 0711); MkdirTemp makes a directory 0700.
+		if err := os.Chmod(o.Dir, 0o711); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.WriteFile(s.ConfigPath, []byte(cfg.Render()), 0o600); err != nil {
 		return nil, fmt.Errorf("containerd config: %w", err)
@@ -100,31 +108,25 @@ func (s *Stack) startRegistry(images []Image) error {
 	if err != nil {
 		return fmt.Errorf("registry log: %w", err)
 	}
-	reg, err := StartRegistry(logf)
+	s.CertsDir = filepath.Join(s.Dir, "certs.d")
+	reg, err := ServeImages(images, logf, s.CertsDir)
 	if err != nil {
 		logf.Close()
 		return err
 	}
 	s.Registry, s.registryLog = reg, logf
-	if err := reg.PushAll(images); err != nil {
-		return err
-	}
-	hosts, err := RegistryHosts(ImageRefs(images))
-	if err != nil {
-		return err
-	}
-	s.CertsDir = filepath.Join(s.Dir, "certs.d")
-	return reg.WriteHostsDir(s.CertsDir, hosts)
+	return nil
 }
 
-// containerdConfig is containerd's configuration: CRI with o.Handlers on
-// the stack's registry and network, or no CRI at all.
-func (s *Stack) containerdConfig(o StackOptions) (ContainerdConfig, error) {
-	cfg := ContainerdConfig{Dir: o.Dir, Address: s.Address, DisabledPlugins: NoCRIPlugins, Extra: o.Extra}
+// Config is containerd's configuration in a stack of o whose registry's
+// certs.d is certsDir and whose pod network is n: CRI with o.Handlers, or
+// no CRI at all.
+func (o StackOptions) Config(certsDir string, n *BridgeNetwork) (ContainerdConfig, error) {
+	cfg := ContainerdConfig{Dir: o.Dir, Address: filepath.Join(o.Dir, "c.sock"), DisabledPlugins: NoCRIPlugins, Extra: o.Extra}
 	if len(o.Handlers) == 0 {
 		return cfg, nil
 	}
-	if s.Network == nil {
+	if n == nil {
 		return cfg, errors.New("a CRI containerd needs a pod network")
 	}
 	sandbox := o.SandboxImage
@@ -132,14 +134,8 @@ func (s *Stack) containerdConfig(o StackOptions) (ContainerdConfig, error) {
 		sandbox = SandboxImage
 	}
 	cfg.DisabledPlugins = NoNRI
-	cfg.CRI = &CRIConfig{SandboxImage: sandbox, RegistryConfigPath: s.CertsDir,
-		CNIBinDir: s.Network.BinDir, CNIConfDir: s.Network.ConfDir, Handlers: o.Handlers}
-	// Pods with a user namespace run as an unprivileged host uid that must
-	// traverse to their rootfs under state/ (as under /run/containerd,
-	// which is 0711); MkdirTemp makes a directory 0700.
-	if err := os.Chmod(o.Dir, 0o711); err != nil {
-		return cfg, err
-	}
+	cfg.CRI = &CRIConfig{SandboxImage: sandbox, RegistryConfigPath: certsDir,
+		CNIBinDir: n.BinDir, CNIConfDir: n.ConfDir, Handlers: o.Handlers}
 	return cfg, nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // What podvm deploy's node installer needs of a local cluster: a
@@ -181,7 +183,7 @@ func joinCgroups(pid int) error {
 		return fmt.Errorf("read containerd's cgroups: %w", err)
 	}
 	mounts := map[string]string{} // controller list ("" for v2) -> mount point
-	for _, mp := range cgroupMounts() {
+	for _, mp := range hostbed.CgroupMounts() {
 		if m, err := cgroupControllers(mp); err == nil {
 			mounts[m] = mp
 		}
