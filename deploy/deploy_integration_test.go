@@ -19,7 +19,6 @@ import (
 	"github.com/podvm/podvm/deploy"
 	"github.com/podvm/podvm/deploy/node"
 	"github.com/podvm/podvm/internal/hostbed"
-	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
 // deployEnv is what the test builds before the cluster comes up.
@@ -115,7 +114,11 @@ func requireDeploy(t *testing.T) *deployEnv {
 // lift-and-shift spec, `podvm deploy uninstall`, and the node is as it was.
 func TestDeployIntegration(t *testing.T) {
 	e := requireDeploy(t)
-	testenv.HostLock(t, "kubernetes-cluster") // not beside TestLocalClusterIntegration
+	release, err := hostbed.LockHost("test-kubernetes-cluster") // not beside TestLocalClusterIntegration
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
 	o := e.opts
 	p := local.New(o)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)

@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/internal/hostbed"
-	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
 // connectAs dials the unix socket path with the file-system identity of
@@ -168,7 +167,7 @@ func TestBoundaryGuestReachIntegration(t *testing.T) {
 			"mounts":   []map[string]any{{"container_path": "/vol", "host_path": vol}},
 		})
 	}
-	probe := func(ctr string, args ...string) testenv.Result {
+	probe := func(ctr string, args ...string) cmdResult {
 		return h.c.Crictl(h.ctx, append([]string{"exec", ctr, "/usr/local/bin/probe"}, args...)...)
 	}
 
@@ -239,7 +238,7 @@ func TestBoundarySharedDirIntegration(t *testing.T) {
 		},
 	})
 	inspector := h.startContainer(pod, podCfg, inspectorCfg)
-	sh := func(script string) testenv.Result { return h.c.Crictl(h.ctx, "exec", inspector, "sh", "-c", script) }
+	sh := func(script string) cmdResult { return h.c.Crictl(h.ctx, "exec", inspector, "sh", "-c", script) }
 
 	if r := sh("ln -s /proc/1/root/run/podvm/shared /share && ls /share/"); r.ExitCode != 0 {
 		t.Fatalf("the agent's share from the guest: %s%s", r.Stdout, r.Stderr)

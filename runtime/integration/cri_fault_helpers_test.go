@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/internal/hostbed"
-	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
 // Fault tests hit a podvm pod at each point of its life and check what the
@@ -88,7 +87,7 @@ func runFault(t *testing.T, f fault, points ...point) {
 			pod := sh.runPod(podCfg)
 			ctr := sh.startContainer(pod, podCfg, ctrCfg)
 			v := victim{pod: pod, ctr: ctr, vm: sh.vmOf(pod)}
-			var pending func() (testenv.Result, string)
+			var pending func() (cmdResult, string)
 			switch p {
 			case execInFlight:
 				pending = sh.background("exec", ctr, "sleep", "999")
@@ -230,10 +229,10 @@ func (h *criHarness) sub(t *testing.T) *criHarness {
 
 // background starts a crictl command and returns a function that waits
 // for it, with what it was for messages.
-func (h *criHarness) background(args ...string) func() (testenv.Result, string) {
-	done := make(chan testenv.Result, 1)
+func (h *criHarness) background(args ...string) func() (cmdResult, string) {
+	done := make(chan cmdResult, 1)
 	go func() { done <- h.c.Crictl(h.ctx, args...) }()
-	return func() (testenv.Result, string) { return <-done, "crictl " + args[0] }
+	return func() (cmdResult, string) { return <-done, "crictl " + args[0] }
 }
 
 // vmOf finds the host processes of pod's VM.

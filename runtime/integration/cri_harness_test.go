@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/internal/hostbed"
-	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
 // criBusybox is a busybox image the test registry serves under the name
@@ -19,20 +18,20 @@ import (
 const criBusybox = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 
 // criHarness is a CRI containerd with the podvm handler, a pod network and
-// the test registry (testenv.StartCRI), driven with crictl: what the CRI
+// the test registry (startCRI), driven with crictl: what the CRI
 // tests share.
 type criHarness struct {
 	t   *testing.T
-	c   *testenv.Containerd
+	c   *testContainerd
 	dir string
 	ctx context.Context
 }
 
 func startCRIHarness(t *testing.T) *criHarness {
-	env := testenv.Require(t)
-	tools := testenv.RequireCRI(t)
+	env := requireEnv(t)
+	tools := requireCRI(t)
 	dir := t.TempDir()
-	c := testenv.StartCRI(t, env, tools)
+	c := startCRI(t, env, tools)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	h := &criHarness{t: t, c: c, dir: dir, ctx: ctx}

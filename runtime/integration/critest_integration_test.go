@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/internal/hostbed"
-	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
 // critestSkip are the specs skipped with both handlers, because they
@@ -38,12 +37,12 @@ func TestCritestIntegration(t *testing.T) {
 	if os.Getenv("PODVM_CRITEST") != "1" {
 		t.Skip("set PODVM_CRITEST=1 to run critest with runc and podvm (about 10 min here; `make critest` does)")
 	}
-	env := testenv.Require(t)
-	tools := testenv.RequireCRI(t)
+	env := requireEnv(t)
+	tools := requireCRI(t)
 	dir := t.TempDir()
 	reports := critestReportDir(t)
 
-	c := testenv.StartCRI(t, env, tools)
+	c := startCRI(t, env, tools)
 	t.Logf("containerd %s", c.CRIEndpoint())
 
 	runs := map[string]*critestRun{}
@@ -134,7 +133,7 @@ func critestReportDir(t *testing.T) string {
 
 // runCritest runs critest with one runtime handler and reads its report.
 // Its output goes to critest.log next to the reports, not to the test log.
-func runCritest(t *testing.T, c *testenv.Containerd, tools *testenv.CRITools, handler, out, workDir string) *critestRun {
+func runCritest(t *testing.T, c *testContainerd, tools *criTools, handler, out, workDir string) *critestRun {
 	if err := os.RemoveAll(out); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +202,7 @@ func critestContext(t *testing.T) (context.Context, context.CancelFunc) {
 // tests may run podvm on this host). After the podvm run every podvm
 // process, mount and socket on the host is reported, for the pod-semantics
 // work.
-func reportLeaks(t *testing.T, c *testenv.Containerd, handler string) {
+func reportLeaks(t *testing.T, c *testContainerd, handler string) {
 	podvmMatch := c.Dir
 	if handler == "podvm" {
 		podvmMatch = ""
@@ -229,7 +228,7 @@ func reportLeaks(t *testing.T, c *testenv.Containerd, handler string) {
 }
 
 // waitForLeaks gives shims and VMs up to 10 s to go after their pods.
-func waitForLeaks(c *testenv.Containerd, podvmMatch string) []string {
+func waitForLeaks(c *testContainerd, podvmMatch string) []string {
 	var leaks []string
 	for i := 0; i < 50; i++ {
 		if leaks = append(c.CRILeaks(), hostbed.Leaks(podvmMatch)...); len(leaks) == 0 {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/internal/hostbed"
-	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
 // withConfigKey returns the config file text with one key's value replaced.
@@ -31,7 +30,7 @@ func withConfigKey(text, key, value string) string {
 // the host cleans them: its own id's directory at once, every other one
 // whose lock no live shim holds by the sweep.
 func TestFaultStaleStateIntegration(t *testing.T) {
-	env := testenv.Require(t)
+	env := requireEnv(t)
 	stateDir, err := os.MkdirTemp("", "pvst-") // short: socket paths live below it
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +44,7 @@ func TestFaultStaleStateIntegration(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(withConfigKey(string(good), "state_dir", `"`+stateDir+`"`)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run := func(p *podvmCtr, id string, args ...string) testenv.Result {
+	run := func(p *podvmCtr, id string, args ...string) cmdResult {
 		ctx, cancel := context.WithTimeout(context.Background(), ctrRunTimeout)
 		defer cancel()
 		full := append([]string{"run", "--runtime", p.env.ShimBinary, "--runtime-config-path", cfg}, args...)

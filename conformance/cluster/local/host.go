@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/podvm/podvm/internal/hostbed"
 )
 
@@ -80,23 +78,15 @@ func removeHostsLine(line string) error {
 	})
 }
 
-// hostsLock serialises podvm's edits of /etc/hosts: clusters going up and
-// down at once (tests run them side by side) would otherwise lose each
-// other's lines in their read-modify-write.
-const hostsLock = "/run/lock/podvm-etc-hosts.lock"
-
+// editHosts rewrites /etc/hosts under the host lock "etc-hosts": clusters
+// going up and down at once (tests run them side by side) would otherwise
+// lose each other's lines in their read-modify-write.
 func editHosts(edit func([]byte) []byte) error {
-	if err := os.MkdirAll(filepath.Dir(hostsLock), 0o755); err != nil {
-		return err
-	}
-	lock, err := os.OpenFile(hostsLock, os.O_RDWR|os.O_CREATE, 0o600)
+	release, err := hostbed.LockHost("etc-hosts")
 	if err != nil {
 		return fmt.Errorf("lock %s: %w", hostsFile, err)
 	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("lock %s: %w", hostsFile, err)
-	}
+	defer release()
 	b, err := os.ReadFile(hostsFile)
 	if err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/internal/hostbed"
-	"github.com/podvm/podvm/runtime/integration/testenv"
 )
 
 // testOptions is a second cluster beside any `podvm cluster up` one: its
@@ -66,7 +65,11 @@ func requireLocal(t *testing.T, o *Options) {
 func TestLocalClusterIntegration(t *testing.T) {
 	o := testOptions(t)
 	requireLocal(t, &o)
-	testenv.HostLock(t, "kubernetes-cluster") // not beside TestDeployIntegration
+	release, err := hostbed.LockHost("test-kubernetes-cluster") // not beside TestDeployIntegration
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
 	p := New(o)
 	chainsBefore := clusterChains.Snapshot()
 

@@ -1,4 +1,4 @@
-package testenv
+package integration
 
 import (
 	"context"
@@ -13,21 +13,21 @@ import (
 	"github.com/podvm/podvm/internal/hostbed"
 )
 
-// CRITools are the binaries a CRI containerd and its tests need besides
-// those of Env.
-type CRITools struct {
+// criTools are the binaries a CRI containerd and its tests need besides
+// those of testEnv.
+type criTools struct {
 	Runc      string // runc for the runc handler (the reference)
 	Critest   string
 	Crictl    string
 	CNIBinDir string
 }
 
-// RequireCRI returns the CRI tools or skips (fails under `make test`,
-// like Require).
-func RequireCRI(t testing.TB) *CRITools {
+// requireCRI returns the CRI tools or skips (fails under `make test`,
+// like requireEnv).
+func requireCRI(t testing.TB) *criTools {
 	t.Helper()
 	tools := filepath.Join(cacheDir(), "tools")
-	c := &CRITools{
+	c := &criTools{
 		Runc:      filepath.Join(tools, "runc-v1.5.2", "bin", "runc"),
 		Critest:   filepath.Join(tools, "cri-tools-v1.37.0", "bin", "critest"),
 		Crictl:    filepath.Join(tools, "cri-tools-v1.37.0", "bin", "crictl"),
@@ -62,7 +62,7 @@ func RequireCRI(t testing.TB) *CRITools {
 	return c
 }
 
-// StartCRI starts a hostbed.Stack for CRI tests: the test registry with
+// startCRI starts a hostbed.Stack for CRI tests: the test registry with
 // every image critest pulls (and podvm's probe image), a pod network of
 // its own (bridge podvm-test0 on a /24 of 10.213.0.0/16, with portmap),
 // and a private containerd with CRI on its socket (Address serves both the
@@ -70,7 +70,7 @@ func RequireCRI(t testing.TB) *CRITools {
 // reference, and podvm, the installed shim, which finds the installed
 // config beside itself. Everything it creates is removed when the test
 // ends; pods still there are removed first, so CNI DEL runs for each.
-func StartCRI(t testing.TB, e *Env, tools *CRITools) *Containerd {
+func startCRI(t testing.TB, e *testEnv, tools *criTools) *testContainerd {
 	t.Helper()
 	start := time.Now()
 	work := t.TempDir()
@@ -106,17 +106,17 @@ func StartCRI(t testing.TB, e *Env, tools *CRITools) *Containerd {
 
 // CRIEndpoint is the CRI runtime and image endpoint, as critest and
 // crictl take it.
-func (c *Containerd) CRIEndpoint() string { return "unix://" + c.Address }
+func (c *testContainerd) CRIEndpoint() string { return "unix://" + c.Address }
 
 // Crictl runs crictl against this containerd.
-func (c *Containerd) Crictl(ctx context.Context, args ...string) Result {
+func (c *testContainerd) Crictl(ctx context.Context, args ...string) cmdResult {
 	full := append([]string{"--runtime-endpoint", c.CRIEndpoint(), "--image-endpoint", c.CRIEndpoint(), "--timeout", "2m"}, args...)
 	return run(exec.CommandContext(ctx, c.crictl, full...), nil, nil)
 }
 
 // RemoveAllPods stops and removes every pod and container, as the kubelet
 // would on a node being drained.
-func (c *Containerd) RemoveAllPods() error {
+func (c *testContainerd) RemoveAllPods() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if r := c.Crictl(ctx, "rmp", "--all", "--force"); r.ExitCode != 0 {
@@ -127,7 +127,7 @@ func (c *Containerd) RemoveAllPods() error {
 
 // CRILeaks lists what pods left behind: pods and containers containerd
 // still knows, and what they left on the host (Stack.HostLeaks).
-func (c *Containerd) CRILeaks() []string {
+func (c *testContainerd) CRILeaks() []string {
 	var out []string
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -1,4 +1,4 @@
-package testenv
+package integration
 
 import (
 	"bytes"
@@ -13,20 +13,20 @@ import (
 	"github.com/podvm/podvm/internal/hostbed"
 )
 
-// Containerd is a private containerd instance started as a hostbed.Stack:
+// testContainerd is a private containerd instance started as a hostbed.Stack:
 // its own root, state, sockets and log (and, for a CRI containerd, a
 // registry and a pod network), stopped when the test ends.
-type Containerd struct {
+type testContainerd struct {
 	*hostbed.Stack
 	Namespace string
 	LogPath   string
-	env       *Env
+	env       *testEnv
 	crictl    string // set for a CRI containerd
 }
 
-// StartContainerd starts containerd without CRI, with config extra
+// startContainerd starts containerd without CRI, with config extra
 // appended to the generated base configuration.
-func StartContainerd(t testing.TB, e *Env, extra string) *Containerd {
+func startContainerd(t testing.TB, e *testEnv, extra string) *testContainerd {
 	t.Helper()
 	return startStack(t, e, hostbed.StackOptions{Extra: extra})
 }
@@ -34,7 +34,7 @@ func StartContainerd(t testing.TB, e *Env, extra string) *Containerd {
 // startStack starts the stack o describes (Dir and the binaries filled in
 // here) and stops it when the test ends, after the cleanups registered
 // later have run.
-func startStack(t testing.TB, e *Env, o hostbed.StackOptions) *Containerd {
+func startStack(t testing.TB, e *testEnv, o hostbed.StackOptions) *testContainerd {
 	t.Helper()
 	// Short paths: unix socket names are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "podvm-ctrd-")
@@ -50,19 +50,19 @@ func startStack(t testing.TB, e *Env, o hostbed.StackOptions) *Containerd {
 		os.RemoveAll(dir)
 		t.Fatal(err)
 	}
-	c := &Containerd{Stack: s, Namespace: "podvm-test", LogPath: s.Containerd.LogPath, env: e}
+	c := &testContainerd{Stack: s, Namespace: "podvm-test", LogPath: s.Containerd.LogPath, env: e}
 	t.Cleanup(func() { c.stop(t) })
 	return c
 }
 
 // Kill ends containerd with SIGKILL, as a crash or an OOM kill would;
 // shims and their VMs keep running.
-func (c *Containerd) Kill() { c.Containerd.Kill() }
+func (c *testContainerd) Kill() { c.Containerd.Kill() }
 
 // Start runs containerd again after Kill, on the same configuration,
 // root and state: it reconnects to the shims still running and cleans up
 // after those that are gone.
-func (c *Containerd) Start(t testing.TB) {
+func (c *testContainerd) Start(t testing.TB) {
 	t.Helper()
 	if err := c.Containerd.Start(); err != nil {
 		t.Fatal(err)
@@ -70,9 +70,9 @@ func (c *Containerd) Start(t testing.TB) {
 }
 
 // Pid is containerd's process id.
-func (c *Containerd) Pid() int { return c.Containerd.Pid() }
+func (c *testContainerd) Pid() int { return c.Containerd.Pid() }
 
-func (c *Containerd) stop(t testing.TB) {
+func (c *testContainerd) stop(t testing.TB) {
 	if err := c.Stack.Stop(10 * time.Second); err != nil {
 		t.Errorf("stop containerd, its pod network and registry: %v", err)
 	}
@@ -85,14 +85,14 @@ func (c *Containerd) stop(t testing.TB) {
 
 // PodvmShims lists the containerd-shim-podvm-v2 daemons this containerd
 // started.
-func (c *Containerd) PodvmShims() []hostbed.Process { return hostbed.PodvmShims(c.Address) }
+func (c *testContainerd) PodvmShims() []hostbed.Process { return hostbed.PodvmShims(c.Address) }
 
 // VMs lists the pod VMs of this containerd's podvm shims whose QEMU has
 // been spawned.
-func (c *Containerd) VMs() []hostbed.VM { return hostbed.PodVMs(c.Address) }
+func (c *testContainerd) VMs() []hostbed.VM { return hostbed.PodVMs(c.Address) }
 
-// Result is one finished ctr or crictl command.
-type Result struct {
+// cmdResult is one finished ctr or crictl command.
+type cmdResult struct {
 	Stdout, Stderr string
 	ExitCode       int
 	Duration       time.Duration
@@ -100,7 +100,7 @@ type Result struct {
 
 // run runs cmd (stdin may be nil) and returns its result; clean, if set,
 // filters its stderr.
-func run(cmd *exec.Cmd, stdin []byte, clean func(string) string) Result {
+func run(cmd *exec.Cmd, stdin []byte, clean func(string) string) cmdResult {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != nil {
@@ -108,7 +108,7 @@ func run(cmd *exec.Cmd, stdin []byte, clean func(string) string) Result {
 	}
 	start := time.Now()
 	err := cmd.Run()
-	r := Result{Stdout: out.String(), Stderr: errb.String(), Duration: time.Since(start)}
+	r := cmdResult{Stdout: out.String(), Stderr: errb.String(), Duration: time.Since(start)}
 	if clean != nil {
 		r.Stderr = clean(r.Stderr)
 	}
@@ -122,13 +122,13 @@ func run(cmd *exec.Cmd, stdin []byte, clean func(string) string) Result {
 }
 
 // Ctr runs ctr against this containerd with stdin (may be nil).
-func (c *Containerd) Ctr(ctx context.Context, stdin []byte, args ...string) Result {
+func (c *testContainerd) Ctr(ctx context.Context, stdin []byte, args ...string) cmdResult {
 	full := append([]string{"--address", c.Address, "--namespace", c.Namespace}, args...)
 	return run(exec.CommandContext(ctx, c.env.Ctr, full...), stdin, withoutCtrWarnings)
 }
 
 // MustCtr runs ctr and fails the test on a non-zero exit.
-func (c *Containerd) MustCtr(t testing.TB, args ...string) string {
+func (c *testContainerd) MustCtr(t testing.TB, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -155,7 +155,7 @@ func withoutCtrWarnings(s string) string {
 
 // LogLines returns containerd's log so far, shim lines included, line by
 // line.
-func (c *Containerd) LogLines() []string {
+func (c *testContainerd) LogLines() []string {
 	b, _ := os.ReadFile(c.LogPath)
 	return strings.Split(string(b), "\n")
 }

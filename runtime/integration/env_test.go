@@ -1,16 +1,4 @@
-// Package testenv is the testing.TB wrapper over internal/hostbed that
-// podvm's integration tests use: a private containerd (hostbed.Stack), a
-// locally built busybox image, and for CRI tests a containerd with CRI on
-// (runc and podvm handlers), the test registry and a pod network of its
-// own. Here a failure fails the test and what is started is stopped by the
-// test's cleanup; everything else (leak listing, cgroups, processes) the
-// tests take from hostbed itself.
-//
-// Tests that need what it provides call Require (and RequireCRI), which
-// skips with the precise reason when the host lacks something, or fails
-// instead when PODVM_REQUIRE_INTEGRATION=1 (set by `make test`, which
-// installs everything, so a skip there would hide a bug).
-package testenv
+package integration
 
 import (
 	"fmt"
@@ -20,8 +8,8 @@ import (
 	"testing"
 )
 
-// Env is what the integration tests use; paths are absolute.
-type Env struct {
+// testEnv is what the integration tests use; paths are absolute.
+type testEnv struct {
 	// Prefix is a podvm install (PODVM_PREFIX, from `make install-dev`).
 	Prefix      string
 	ShimBinary  string
@@ -31,8 +19,8 @@ type Env struct {
 	BusyboxPath string
 }
 
-// Require returns the environment or skips (fails under `make test`).
-func Require(t testing.TB) *Env {
+// requireEnv returns the environment or skips (fails under `make test`).
+func requireEnv(t testing.TB) *testEnv {
 	t.Helper()
 	e, missing := lookup()
 	if missing != "" {
@@ -44,7 +32,7 @@ func Require(t testing.TB) *Env {
 	return e
 }
 
-func lookup() (*Env, string) {
+func lookup() (*testEnv, string) {
 	if os.Geteuid() != 0 {
 		return nil, "root (containerd, mounts and QEMU need it)"
 	}
@@ -54,7 +42,7 @@ func lookup() (*Env, string) {
 	}
 	prefix, _ = filepath.Abs(prefix)
 	toolBin := filepath.Join(cacheDir(), "tools", "containerd-v2.4.2", "bin")
-	e := &Env{
+	e := &testEnv{
 		Prefix:      prefix,
 		ShimBinary:  filepath.Join(prefix, "bin", "containerd-shim-podvm-v2"),
 		ConfigPath:  filepath.Join(prefix, "share", "podvm", "config.toml"),

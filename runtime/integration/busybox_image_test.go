@@ -1,4 +1,4 @@
-package testenv
+package integration
 
 import (
 	"archive/tar"
@@ -107,7 +107,7 @@ func WriteBusyboxImage(busybox, dst string) error {
 }
 
 // ImportBusybox builds the busybox image and imports it into c.
-func (c *Containerd) ImportBusybox(t testing.TB) string {
+func (c *testContainerd) ImportBusybox(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(c.Dir, "busybox-oci.tar")
 	if err := WriteBusyboxImage(c.env.BusyboxPath, path); err != nil {
