@@ -29,6 +29,9 @@ func (l layout) containerdConfig() string { return filepath.Join(l.dir, "contain
 func (l layout) containerdSocket() string {
 	return filepath.Join(l.dir, "containerd", "containerd.sock")
 }
+func (l layout) containerdDropInDir() string {
+	return filepath.Join(l.dir, "containerd", "conf.d")
+}
 func (l layout) certsDir() string            { return filepath.Join(l.dir, "containerd", "certs.d") }
 func (l layout) cniConfDir() string          { return filepath.Join(l.dir, "cni", "net.d") }
 func (l layout) ipamDir() string             { return filepath.Join(l.dir, "cni", "ipam") }

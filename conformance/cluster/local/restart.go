@@ -53,8 +53,6 @@ func (p *Provider) APIServerURL() (string, error) {
 	return p.l.apiServerURL(s), nil
 }
 
-func (l layout) containerdDropInDir() string { return filepath.Join(l.dir, "containerd", "conf.d") }
-
 // envRestartEntered marks the re-executed restart process that already
 // joined containerd's namespaces.
 const envRestartEntered = "PODVM_RESTART_CONTAINERD_ENTERED"
