@@ -43,8 +43,8 @@ func PodvmShims(address string) []Process {
 	})
 }
 
-// Children lists the processes whose parent is pid.
-func Children(pid int) []Process {
+// children lists the processes whose parent is pid.
+func children(pid int) []Process {
 	return Processes(func(p Process) bool { return ParentPid(p.Pid) == pid })
 }
 
@@ -61,7 +61,7 @@ func PodVMs(address string) []VM {
 	var out []VM
 	for _, shim := range PodvmShims(address) {
 		vm := VM{Shim: shim.Pid}
-		for _, ch := range Children(shim.Pid) {
+		for _, ch := range children(shim.Pid) {
 			switch {
 			case strings.HasPrefix(ch.Exe, "qemu-system"):
 				vm.QEMU = ch.Pid

@@ -69,6 +69,7 @@ func ServeImages(images []Image, logw io.Writer, certsDir string) (*Registry, er
 	return r, nil
 }
 
+// serve pushes images and writes certsDir for their hosts.
 func (r *Registry) serve(images []Image, certsDir string) error {
 	if err := r.PushAll(images); err != nil {
 		return err

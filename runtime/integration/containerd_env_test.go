@@ -72,6 +72,8 @@ func (c *testContainerd) Start(t testing.TB) {
 // Pid is containerd's process id.
 func (c *testContainerd) Pid() int { return c.Containerd.Pid() }
 
+// stop stops the stack; a failed test keeps the work directory and gets
+// containerd's last log lines.
 func (c *testContainerd) stop(t testing.TB) {
 	if err := c.Stack.Stop(10 * time.Second); err != nil {
 		t.Errorf("stop containerd, its pod network and registry: %v", err)

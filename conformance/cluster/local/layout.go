@@ -96,6 +96,7 @@ func (p *Provider) loadState() (state, bool) {
 	return s, json.Unmarshal(b, &s) == nil
 }
 
+// saveState writes s to cluster.json, where Down and Status find it.
 func (p *Provider) saveState(s state) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {

@@ -217,6 +217,8 @@ func (p *Provider) Up(ctx context.Context, out io.Writer) (*cluster.Cluster, err
 	return c, nil
 }
 
+// kubectl runs kubectl as the cluster admin; its output goes into the
+// error.
 func (p *Provider) kubectl(ctx context.Context, args ...string) error {
 	cmd := exec.CommandContext(ctx, p.opts.kube("kubectl"), append([]string{"--kubeconfig", p.l.kubeconfig("admin")}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -225,6 +227,7 @@ func (p *Provider) kubectl(ctx context.Context, args ...string) error {
 	return nil
 }
 
+// kubectlOK is a readiness check: kubectl args succeeds within 15 s.
 func (p *Provider) kubectlOK(args ...string) func() error {
 	return func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

@@ -24,6 +24,8 @@ type action func(ctx context.Context, s *state, step stepf) error
 // stepf prints a step's line.
 type stepf func(format string, a ...any)
 
+// up prepares the state directory, plans the host and runs the actions;
+// on error what was started stays for Down, which the saved state guides.
 func (p *Provider) up(ctx context.Context, out io.Writer) (*cluster.Cluster, error) {
 	step := func(format string, a ...any) { fmt.Fprintf(out, "==> "+format+"\n", a...) }
 	if err := p.resetDirs(); err != nil {
