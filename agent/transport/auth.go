@@ -146,9 +146,9 @@ func (l *authListener) admit(c net.Conn) {
 func (l *authListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.sessions:
+		var old net.Conn
 		l.mu.Lock()
-		old := l.current
-		l.current = c
+		old, l.current = l.current, c
 		l.mu.Unlock()
 		if old != nil {
 			old.Close()

@@ -49,6 +49,12 @@ func serveUnix(t *testing.T, secret []byte) (string, *counting) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, serveCounting(t, l)
+}
+
+// serveCounting serves a counting agent on l until the test ends.
+func serveCounting(t *testing.T, l net.Listener) *counting {
+	t.Helper()
 	srv, err := ttrpc.NewServer()
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +63,7 @@ func serveUnix(t *testing.T, secret []byte) (string, *counting) {
 	api.RegisterAgentServiceService(srv, svc)
 	go srv.Serve(context.Background(), l)
 	t.Cleanup(func() { srv.Close() })
-	return path, svc
+	return svc
 }
 
 // dial connects and, if secret is not nil, authenticates with it.
@@ -192,14 +198,7 @@ func TestSerialListenerAuth(t *testing.T) {
 	}
 	a.log = &strings.Builder{}
 	l.auth = a
-	srv, err := ttrpc.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := &counting{}
-	api.RegisterAgentServiceService(srv, svc)
-	go srv.Serve(context.Background(), l)
-	defer srv.Close()
+	svc := serveCounting(t, l)
 
 	bad := ports.nextHost(t)
 	if err := caller(bad)(); err == nil {
