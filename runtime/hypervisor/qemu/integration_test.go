@@ -288,6 +288,13 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The guest read the secret through fw_cfg and the host proved it.
+	console := vmtest.Tail(info.ConsolePath, 1<<20)
+	for _, want := range []string{"agent secret: 64 hex digits read through fw_cfg", "host authenticated"} {
+		if !strings.Contains(console, want) {
+			t.Errorf("console log lacks %q:\n%s", want, tailFile(info.ConsolePath))
+		}
+	}
 
 	// The channel can be dialled again once the first connection is closed.
 	_, err = c.Write([]byte("bye\n"))
