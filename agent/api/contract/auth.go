@@ -163,13 +163,14 @@ func HostAuth(rw io.ReadWriter, secret []byte, transport Transport) error {
 	if _, err := io.WriteString(rw, AnswerPrefix+hex.EncodeToString(answer(secret, challenge, transport))+"\n"); err != nil {
 		return fmt.Errorf("answer the agent's auth challenge: %w", err)
 	}
+	// The agent closes the connection on a wrong answer; on virtio-serial
+	// it then reopens the port, and its next ready line is what comes.
 	line, err = readLine(rw)
 	if err != nil {
-		// The agent closes the connection on a wrong answer.
 		return fmt.Errorf("%w: the agent did not accept the answer (wrong secret?): %w", ErrAuthFailed, err)
 	}
 	if line+"\n" != AcceptedLine {
-		return fmt.Errorf("agent sent %q, want %q", truncate(line), strings.TrimSuffix(AcceptedLine, "\n"))
+		return fmt.Errorf("%w: the agent sent %q, not %q (wrong secret?)", ErrAuthFailed, truncate(line), strings.TrimSuffix(AcceptedLine, "\n"))
 	}
 	return nil
 }

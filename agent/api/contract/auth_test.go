@@ -167,6 +167,11 @@ func TestHostAuthRejects(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	// On serial the agent's refusal shows as its next ready line.
+	refused := ChallengePrefix + strings.Repeat("ab", challengeSize) + "\n" + ReadyLine
+	if err := HostAuth(stream{strings.NewReader(refused), io.Discard}, s, TransportSerial); !errors.Is(err, ErrAuthFailed) {
+		t.Errorf("a ready line after the answer: err = %v, want ErrAuthFailed", err)
+	}
 	if err := HostAuth(stream{strings.NewReader(""), io.Discard}, s[:16], TransportVsock); err == nil {
 		t.Error("a 16-byte secret was used")
 	}
