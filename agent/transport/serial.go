@@ -146,6 +146,9 @@ type SerialListener struct {
 	pollEvery time.Duration
 	// sessions counts the sessions begun (Accept runs one at a time).
 	sessions int
+	// auth, if set, admits only a host that holds the VM's secret, after
+	// the handshake and before the session (Listen always sets it).
+	auth *authenticator
 }
 
 // NewSerialListener returns a listener that calls open for each conn. path
@@ -177,6 +180,9 @@ func (l *SerialListener) Accept() (net.Conn, error) {
 			var hello string
 			if err = l.waitHost(f); err == nil {
 				hello, err = handshake(f)
+			}
+			if err == nil && l.auth != nil {
+				err = l.auth.check(f, hello, "host")
 			}
 			if err == nil {
 				// One line per session: a hang report then shows whether

@@ -321,7 +321,7 @@ func TestFindSerialPort(t *testing.T) {
 }
 
 func TestListenUnknownAddress(t *testing.T) {
-	if _, _, err := Listen(context.Background(), "tcp:1234"); err == nil {
+	if _, _, err := Listen(context.Background(), "tcp:1234", testSecret(t)); err == nil {
 		t.Fatal("want an error for an unknown address")
 	}
 }
@@ -331,7 +331,7 @@ func TestListenUnixReplacesStaleSocket(t *testing.T) {
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, kind, err := Listen(context.Background(), "unix:"+path)
+	l, kind, err := Listen(context.Background(), "unix:"+path, testSecret(t))
 	if err != nil {
 		t.Fatal(err)
 	}

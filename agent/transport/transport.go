@@ -35,10 +35,16 @@ const retryInterval = 500 * time.Millisecond
 // panics the kernel, and one that waits can still be debugged from the
 // console. It returns the listener and the transport's name for
 // GuestDetails.
-func Listen(ctx context.Context, addr string) (net.Listener, string, error) {
+//
+// The listener yields only connections whose host proved it holds secret
+// (contract.GuestAuth), one session at a time.
+func Listen(ctx context.Context, addr string, secret []byte) (net.Listener, string, error) {
 	if path, ok := strings.CutPrefix(addr, Unix+":"); ok {
 		l, err := listenUnix(path)
-		return l, Unix, err
+		if err != nil {
+			return nil, "", err
+		}
+		return secure(l, Unix, secret)
 	}
 	try, err := chooser(addr)
 	if err != nil {
@@ -48,7 +54,7 @@ func Listen(ctx context.Context, addr string) (net.Listener, string, error) {
 	for {
 		l, kind, err := try()
 		if err == nil {
-			return l, kind, nil
+			return secure(l, kind, secret)
 		}
 		if !logged {
 			log.G(ctx).WithError(err).Error("no agent channel yet; retrying")
@@ -91,6 +97,21 @@ func chooser(addr string) (func() (net.Listener, string, error), error) {
 		return serialTry, nil
 	}
 	return nil, fmt.Errorf("unknown listen address %q (want vsock, serial or unix:PATH)", addr)
+}
+
+// secure makes l admit only hosts that hold secret: a serial port checks
+// after its handshake, other listeners through authenticate.
+func secure(l net.Listener, kind string, secret []byte) (net.Listener, string, error) {
+	a, err := newAuthenticator(secret, contract.Transport(kind))
+	if err != nil {
+		l.Close()
+		return nil, "", err
+	}
+	if sl, ok := l.(*SerialListener); ok {
+		sl.auth = a
+		return sl, kind, nil
+	}
+	return authenticate(l, a), kind, nil
 }
 
 // listenUnix listens on a unix socket, replacing a stale socket file left by

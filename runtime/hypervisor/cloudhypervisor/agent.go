@@ -12,7 +12,9 @@ import (
 // agent not listening yet) the VMM refuses; DialAgent retries for at most
 // Options.AgentDialTimeout, then fails with the last refusal, and callers
 // retry (agentclient does). It gives up at once when the VM dies. Every
-// call is a new guest stream: several may be open at a time.
+// call is a new guest stream, on which the shim proves it holds the VM's
+// secret (contract.HostAuth); the agent serves one such session at a
+// time, the newest.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	v.mu.Lock()
 	state, l := v.state, v.launch
@@ -27,7 +29,9 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, v.driver.opts.AgentDialTimeout)
 	defer cancel()
-	c, err := newHybridVsock(l.path(vsockSocketName), v.driver.opts.AgentPort).Dial(ctx, v.done)
+	h := newHybridVsock(l.path(vsockSocketName), v.driver.opts.AgentPort)
+	h.Secret = l.Secret
+	c, err := h.Dial(ctx, v.done)
 	if err != nil {
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}

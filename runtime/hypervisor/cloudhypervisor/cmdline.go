@@ -61,6 +61,9 @@ type launch struct {
 	Seccomp    bool
 	// Net are the guest NICs, in guest order.
 	Net []netLaunch
+	// Secret is the agent secret (vmsecret.Create): the guest reads it as
+	// an SMBIOS OEM string, and DialAgent proves it to the agent.
+	Secret []byte
 }
 
 // netLaunch is one guest NIC; its tap fd travels with vm.add-net.
@@ -103,6 +106,15 @@ type vmConfig struct {
 	Vsock   *vsockConfig   `json:"vsock,omitempty"`
 	Serial  *consoleConfig `json:"serial,omitempty"`
 	Console *consoleConfig `json:"console,omitempty"`
+	// Platform carries the agent secret: Cloud Hypervisor has no fw_cfg,
+	// and this body, unlike a command line, is visible to no other user
+	// (the API socket is in the 0700 state dir).
+	Platform *platformConfig `json:"platform,omitempty"`
+}
+
+// platformConfig is the part of PlatformConfig the driver sets.
+type platformConfig struct {
+	OEMStrings []string `json:"oem_strings,omitempty"`
 }
 
 type cpusConfig struct {
@@ -191,6 +203,9 @@ func vmConfigFor(l launch) vmConfig {
 		// from the first line of boot, before any virtio driver.
 		Serial:  &consoleConfig{Mode: "File", File: l.path(consoleLogName)},
 		Console: &consoleConfig{Mode: "Off"},
+	}
+	if len(l.Secret) > 0 {
+		c.Platform = &platformConfig{OEMStrings: []string{contract.OEMString(l.Secret)}}
 	}
 	return c
 }

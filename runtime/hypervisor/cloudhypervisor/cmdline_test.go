@@ -26,6 +26,7 @@ func testLaunch(dir string) launch {
 	return launch{
 		ID: "sb", StateDir: dir, Kernel: "/k/vmlinux", Initrd: "/k/initramfs.cpio",
 		Cmdline: "console=ttyS0", VCPUs: 1, MaxVCPUs: 1, MemoryMiB: 256, Seccomp: true,
+		Secret: []byte(strings.Repeat("\x5a", contract.SecretSize)),
 	}
 }
 
@@ -101,6 +102,11 @@ func TestVMConfigMatchesSchema(t *testing.T) {
 			}
 			if c.Payload != (payloadConfig{Kernel: "/k/vmlinux", Initramfs: "/k/initramfs.cpio", Cmdline: "console=ttyS0"}) {
 				t.Errorf("payload = %+v", c.Payload)
+			}
+			// The agent secret, as the guest's SMBIOS OEM string.
+			if c.Platform == nil || len(c.Platform.OEMStrings) != 1 ||
+				c.Platform.OEMStrings[0] != contract.OEMStringPrefix+strings.Repeat("5a", contract.SecretSize) {
+				t.Errorf("platform = %+v", c.Platform)
 			}
 		}},
 	}

@@ -494,7 +494,7 @@ func (f *fakeVMM) setState(w http.ResponseWriter, r *http.Request, from, to stri
 
 // fakeGuest is the VMM side of hybrid vsock with a tiny agent in the guest:
 // CONNECT <port> to the agent port is answered OK <host port>, then the
-// agent greets and echoes lines. Until vsockRefusals are used up, connects
+// agent checks the host's secret, greets and echoes lines. Until vsockRefusals are used up, connects
 // are refused the way the VMM does it: the socket is closed unanswered.
 type fakeGuest struct {
 	ln    net.Listener
@@ -547,7 +547,14 @@ func (g *fakeGuest) accept() {
 			if refuse {
 				return
 			}
-			fmt.Fprintf(c, "OK %d\n%s\n", hostPort, fakeAgentGreeting)
+			g.vmm.mu.Lock()
+			config := g.vmm.config
+			g.vmm.mu.Unlock()
+			fmt.Fprintf(c, "OK %d\n", hostPort)
+			if fakeAgentAuth(c, config) != nil {
+				return
+			}
+			fmt.Fprintf(c, "%s\n", fakeAgentGreeting)
 			sc := bufio.NewScanner(c)
 			for sc.Scan() {
 				fmt.Fprintf(c, "echo %s\n", sc.Text())

@@ -15,6 +15,7 @@ import (
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/internal/childproc"
 	"github.com/podvm/podvm/runtime/virtiofsd"
+	"github.com/podvm/podvm/runtime/vmsecret"
 )
 
 const logTailLines = 5
@@ -98,6 +99,9 @@ func (v *VM) Start(ctx context.Context) (err error) {
 	}
 	if err := os.MkdirAll(v.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
+	}
+	if l.Secret, _, err = vmsecret.Create(v.cfg.StateDir); err != nil {
+		return err
 	}
 	for _, name := range []string{apiSocketName, apiLockName, vsockSocketName, virtiofsdSocketName} {
 		os.Remove(l.path(name)) // left over from a crashed shim

@@ -42,7 +42,13 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	switch l.Transport {
 	case contract.TransportVsock:
 		c, err := dialVsock(ctx, l.VsockCID, contract.VsockPort)
+		if err == nil {
+			err = handshake(ctx, c, maxHandshakeTimeout, l)
+		}
 		if err != nil {
+			if c != nil {
+				c.Close()
+			}
 			return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, err)
 		}
 		return c, nil
@@ -84,7 +90,7 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 	v.mu.Lock()
 	timeout := min(handshakeTimeout*time.Duration(1+v.serialFailures), maxHandshakeTimeout)
 	v.mu.Unlock()
-	if err := handshake(ctx, c, timeout); err != nil {
+	if err := handshake(ctx, c, timeout, l); err != nil {
 		c.Close()
 		v.mu.Lock()
 		v.serialClosedAt = time.Now()
@@ -124,8 +130,11 @@ const (
 const serialHangupGrace = 500 * time.Millisecond
 
 // handshake brings a fresh connection to the start of an agent session
-// (contract.HostHandshake, with a nonce of its own) within timeout.
-func handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
+// within timeout: on virtio-serial the port's handshake
+// (contract.HostHandshake, with a nonce of its own), then on every
+// transport the proof that the shim holds the VM's secret
+// (contract.HostAuth).
+func handshake(ctx context.Context, c net.Conn, timeout time.Duration, l launch) error {
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -135,11 +144,16 @@ func handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 
-	nonce, err := contract.NewNonce()
-	if err != nil {
-		return fmt.Errorf("agent handshake: %w", err)
+	if l.Transport != contract.TransportVsock {
+		nonce, err := contract.NewNonce()
+		if err != nil {
+			return fmt.Errorf("agent handshake: %w", err)
+		}
+		if err := contract.HostHandshake(c, nonce); err != nil {
+			return err
+		}
 	}
-	return contract.HostHandshake(c, nonce)
+	return contract.HostAuth(c, l.Secret, l.Transport)
 }
 
 // serialConn frees the channel for the next DialAgent when closed, and

@@ -51,6 +51,11 @@ type launch struct {
 	SharedDir string
 	// Net are the guest NICs, in guest order.
 	Net []netLaunch
+	// SecretPath is the agent secret's file (vmsecret.Create), which QEMU
+	// hands the guest as fw_cfg contract.FwCfgSecretName. Secret is its
+	// content, for DialAgent; it is on no command line.
+	SecretPath string
+	Secret     []byte
 }
 
 // netLaunch is one guest NIC backed by a tap fd that QEMU inherits.
@@ -139,6 +144,10 @@ func qemuArgs(l launch) []string {
 	}
 	for i, n := range l.Net {
 		a = append(a, netArgs(i, n)...)
+	}
+	if l.SecretPath != "" {
+		// The path, not the secret: the file is 0600 in the state dir.
+		a = append(a, "-fw_cfg", "name="+contract.FwCfgSecretName+",file="+l.SecretPath)
 	}
 	return a
 }

@@ -207,3 +207,20 @@ func TestKernelCmdline(t *testing.T) {
 		t.Error("over-long command line accepted")
 	}
 }
+
+// The secret reaches the guest as a fw_cfg file: its path is on the
+// command line, the secret never is.
+func TestQEMUArgsSecret(t *testing.T) {
+	l := baseLaunch()
+	l.SecretPath, l.Secret = "/run/podvm/sb1/agent.secret", []byte(strings.Repeat("S", contract.SecretSize))
+	got := joined(qemuArgs(l))
+	if !strings.Contains(got, "-fw_cfg name=opt/io.podvm/secret,file=/run/podvm/sb1/agent.secret") {
+		t.Errorf("no fw_cfg secret in %s", got)
+	}
+	if strings.Contains(got, string(l.Secret)) {
+		t.Errorf("the secret is on the command line: %s", got)
+	}
+	if got := joined(qemuArgs(baseLaunch())); strings.Contains(got, "-fw_cfg") {
+		t.Errorf("fw_cfg without a secret: %s", got)
+	}
+}

@@ -3,6 +3,7 @@ package qemu
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -12,9 +13,17 @@ import (
 	"github.com/podvm/podvm/agent/api/contract"
 )
 
+// testSecret is the secret of the test launches.
+var testSecret = []byte(strings.Repeat("k", contract.SecretSize))
+
+func serialLaunch() launch {
+	return launch{Transport: contract.TransportSerial, Secret: testSecret}
+}
+
 // guestSide plays the agent on the far end of c: it writes before, then
 // for each hello it reads answers with the nonce (after writing between
-// the first time), and returns what followed the handshake.
+// the first time), checks the host's secret, and returns what followed
+// the handshake.
 func guestSide(c net.Conn, before, between string, answer bool) <-chan string {
 	rest := make(chan string, 1)
 	go func() {
@@ -33,6 +42,13 @@ func guestSide(c net.Conn, before, between string, answer bool) <-chan string {
 		io.WriteString(c, between)
 		if answer {
 			io.WriteString(c, contract.OKPrefix+nonce+"\n")
+			if err := contract.GuestAuth(struct {
+				io.Reader
+				io.Writer
+			}{r, c}, testSecret, contract.TransportSerial, line); err != nil {
+				rest <- "auth: " + err.Error()
+				return
+			}
 		}
 		b, _ := r.ReadString('\n')
 		rest <- b
@@ -59,7 +75,7 @@ func TestHandshake(t *testing.T) {
 			defer host.Close()
 			defer guest.Close()
 			rest := guestSide(guest, tc.before, tc.between, tc.answer)
-			err := handshake(context.Background(), host, 300*time.Millisecond)
+			err := handshake(context.Background(), host, 300*time.Millisecond, serialLaunch())
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want one saying %q", err, tc.wantErr)
@@ -84,7 +100,7 @@ func TestHandshakeHelloPerReadyLine(t *testing.T) {
 	defer host.Close()
 	defer guest.Close()
 	done := make(chan error, 1)
-	go func() { done <- handshake(context.Background(), host, 2*time.Second) }()
+	go func() { done <- handshake(context.Background(), host, 2*time.Second, serialLaunch()) }()
 	r := bufio.NewReader(guest)
 	var nonce string
 	for range 2 {
@@ -96,7 +112,43 @@ func TestHandshakeHelloPerReadyLine(t *testing.T) {
 		nonce = strings.TrimSpace(strings.TrimPrefix(line, contract.HelloPrefix))
 	}
 	io.WriteString(guest, contract.OKPrefix+nonce+"\n")
+	if err := contract.GuestAuth(struct {
+		io.Reader
+		io.Writer
+	}{r, guest}, testSecret, contract.TransportSerial, ""); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// On vsock there is no port handshake, only the secret; a wrong secret
+// fails the dial.
+func TestHandshakeVsockAuth(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		secret []byte
+	}{{"right secret", testSecret}, {"wrong secret", []byte(strings.Repeat("x", contract.SecretSize))}} {
+		t.Run(tc.name, func(t *testing.T) {
+			host, guest := net.Pipe()
+			defer host.Close()
+			guestErr := make(chan error, 1)
+			go func() {
+				err := contract.GuestAuth(guest, testSecret, contract.TransportVsock, "")
+				guest.Close()
+				guestErr <- err
+			}()
+			l := launch{Transport: contract.TransportVsock, Secret: tc.secret}
+			err := handshake(context.Background(), host, 2*time.Second, l)
+			gerr := <-guestErr
+			right := string(tc.secret) == string(testSecret)
+			if right != (err == nil) || right != (gerr == nil) {
+				t.Fatalf("host: %v; guest: %v", err, gerr)
+			}
+			if !right && !errors.Is(err, contract.ErrAuthFailed) {
+				t.Errorf("host err = %v, want ErrAuthFailed", err)
+			}
+		})
 	}
 }

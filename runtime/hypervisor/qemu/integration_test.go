@@ -46,9 +46,10 @@ func needRootAndQEMU(t *testing.T) {
 	}
 }
 
-// guestInit is the test guest's /init: it finds the agent port, mounts the
-// share, does the agent's side of the handshake (ready line, hello, its
-// echo), says hello-from-guest, waits for a line from the host (sent after
+// guestInit is the test guest's /init: it reads the agent secret through
+// fw_cfg, finds the agent port, mounts the share, does the agent's side of
+// the handshake (ready line, hello, its echo, then the secret's check in
+// shell: guestAuth), says hello-from-guest, waits for a line from the host (sent after
 // the host bind-mounted "late" into the share) and answers with a listing of
 // the share, on the port and on the console.
 const guestInit = `#!/bin/sh
@@ -56,6 +57,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+%s
 port=
 for d in /sys/class/virtio-ports/*; do
 	[ "$(cat $d/name)" = podvm.agent ] && port=/dev/${d##*/}
@@ -67,6 +69,7 @@ exec 3<>$port
 printf 'podvm-agent ready\n' >&3
 read -r hello <&3
 printf 'podvm-ok %%s\n' "${hello#podvm-hello }" >&3
+auth
 echo hello-from-guest >&3
 read -r cmd <&3
 { echo LISTING-BEGIN; ls /mnt /mnt/late; cat /mnt/early.txt /mnt/late/inside.txt; echo LISTING-END; } >/listing 2>&1
@@ -78,10 +81,51 @@ sleep 1
 printf 'podvm-agent ready\n' >&3
 read -r hello <&3
 printf 'podvm-ok %%s\n' "${hello#podvm-hello }" >&3
+auth
 while true; do sleep 3600; done
 `
 
-var guestApplets = []string{"sh", "mount", "mkdir", "cat", "echo", "ls", "sleep", "true"}
+// guestAuth is the agent's side of contract.GuestAuth in busybox shell,
+// for the test guests: auth, after the handshake on fd 3, sends a
+// challenge and accepts the host's answer only if it is
+// HMAC-SHA256(secret, label 0 challenge 0 "serial" 0). HMAC is spelt out
+// (RFC 2104: two hashes over the key XOR 0x36 and 0x5c, padded to 64
+// bytes) since busybox has sha256sum but no HMAC.
+const guestAuth = `
+secret=/sys/firmware/qemu_fw_cfg/by_name/opt/io.podvm/secret/raw
+hex() { od -An -v -tx1 | tr -d ' \n'; }
+key=$(hex <$secret)
+echo "agent secret: ${#key} hex digits read through fw_cfg"
+label=$(printf podvm-agent-auth-v1 | hex)
+transport=$(printf serial | hex)
+H=0123456789abcdef
+esc() { echo "$1" | sed 's/../\\x&/g'; }
+xorpad() {
+	k=${1}0000000000000000000000000000000000000000000000000000000000000000; out=
+	while [ -n "$k" ]; do
+		v=$((0x${k%"${k#??}"} ^ $2)); k=${k#??}
+		out="$out\\x${H:$((v>>4)):1}${H:$((v&15)):1}"
+	done
+	echo "$out"
+}
+hmac() {
+	i=$({ printf "$(xorpad $1 54)"; printf "$(esc $2)"; } | sha256sum)
+	o=$({ printf "$(xorpad $1 92)"; printf "$(esc ${i%% *})"; } | sha256sum)
+	echo ${o%% *}
+}
+auth() {
+	ch=$(od -An -v -tx1 -N32 /dev/urandom | tr -d ' \n')
+	printf 'podvm-challenge %s\n' $ch >&3
+	want=$(hmac $key "${label}00${ch}00${transport}00")
+	read -r ans <&3
+	if [ "$ans" != "podvm-answer $want" ]; then echo "AUTH-FAILED: $ans"; return 1; fi
+	echo "host authenticated"
+	printf 'podvm-accepted\n' >&3
+}
+`
+
+var guestApplets = []string{"sh", "mount", "mkdir", "cat", "echo", "ls", "sleep", "true",
+	"od", "tr", "sed", "sha256sum"}
 
 // buildInitramfs writes a newc cpio archive with busybox and guestInit.
 func buildInitramfs(t *testing.T, sharedFS string) string {
@@ -90,7 +134,7 @@ func buildInitramfs(t *testing.T, sharedFS string) string {
 	if sharedFS == contract.SharedFS9p {
 		mountArgs = "9p -o trans=virtio,version=9p2000.L"
 	}
-	return buildInitramfsWith(t, fmt.Sprintf(guestInit, mountArgs))
+	return buildInitramfsWith(t, fmt.Sprintf(guestInit, guestAuth, mountArgs))
 }
 
 // buildInitramfsWith writes a newc cpio archive with busybox and init.
@@ -243,6 +287,13 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// The guest read the secret through fw_cfg and the host proved it.
+	console := vmtest.Tail(info.ConsolePath, 1<<20)
+	for _, want := range []string{"agent secret: 64 hex digits read through fw_cfg", "host authenticated"} {
+		if !strings.Contains(console, want) {
+			t.Errorf("console log lacks %q:\n%s", want, tailFile(info.ConsolePath))
+		}
 	}
 
 	// The channel can be dialled again once the first connection is closed.

@@ -19,6 +19,7 @@ import (
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/internal/childproc"
 	"github.com/podvm/podvm/runtime/virtiofsd"
+	"github.com/podvm/podvm/runtime/vmsecret"
 )
 
 // Timeouts of the lifecycle. Start's readiness bound applies when the
@@ -118,6 +119,9 @@ func (v *VM) Start(ctx context.Context) (err error) {
 	}
 	if err := os.MkdirAll(v.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
+	}
+	if l.Secret, l.SecretPath, err = vmsecret.Create(v.cfg.StateDir); err != nil {
+		return err
 	}
 	for _, name := range []string{qmpSocketName, agentSocketName, virtiofsdSocketName} {
 		os.Remove(l.path(name)) // left over from a crashed shim
