@@ -166,6 +166,12 @@ func sortedPairs(m map[string]string) [][2]string {
 }
 
 var manifests = template.Must(template.New("").Funcs(template.FuncMap{"q": q, "pairs": sortedPairs}).Parse(`
+{{- define "clusterMeta"}}
+metadata:
+  name: {{q .}}
+  labels:
+    app.kubernetes.io/part-of: podvm
+{{- end}}
 {{- define "common"}}
 # Rendered by podvm deploy render. The installer DaemonSet puts podvm on every
 # selected node and labels it {{.LabelKey}}={{.LabelValue}}; the RuntimeClass sends
@@ -190,22 +196,14 @@ metadata:
 # The installer labels its own node and nothing else: reading and patching
 # nodes is all it may do.
 apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: podvm-installer
-  labels:
-    app.kubernetes.io/part-of: podvm
+kind: ClusterRole{{template "clusterMeta" "podvm-installer"}}
 rules:
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["get", "patch"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: podvm-installer
-  labels:
-    app.kubernetes.io/part-of: podvm
+kind: ClusterRoleBinding{{template "clusterMeta" "podvm-installer"}}
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: ClusterRole
@@ -221,11 +219,7 @@ subjects:
 # NodeRestriction admission plugin does for kubelets. A token without the
 # claim (not bound to a pod) is denied.
 apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata:
-  name: {{q .PolicyName}}
-  labels:
-    app.kubernetes.io/part-of: podvm
+kind: ValidatingAdmissionPolicy{{template "clusterMeta" .PolicyName}}
 spec:
   failurePolicy: Fail
   matchConstraints:
@@ -267,11 +261,7 @@ spec:
     message: the podvm installer may not change a node's spec (taints, unschedulable), annotations, finalizers or owners
 ---
 apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata:
-  name: {{q .PolicyName}}
-  labels:
-    app.kubernetes.io/part-of: podvm
+kind: ValidatingAdmissionPolicyBinding{{template "clusterMeta" .PolicyName}}
 spec:
   policyName: {{q .PolicyName}}
   validationActions: [Deny]
@@ -388,11 +378,7 @@ spec:
 
 {{- define "runtimeclass"}}
 apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata:
-  name: {{q .RuntimeClass}}
-  labels:
-    app.kubernetes.io/part-of: podvm
+kind: RuntimeClass{{template "clusterMeta" .RuntimeClass}}
 handler: {{q .Handler}}
 # What a pod VM costs the node beyond its containers' requests (QEMU,
 # virtiofsd, the shim): see docs/deploy.md, "Derivation".

@@ -323,10 +323,10 @@ func newDeployNodeWaitCommand() *cobra.Command {
 		Use:   "wait",
 		Short: "Wait until the pod is deleted (the unprivileged container that stays once a node is done)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			<-ctx.Done()
+		RunE: func(*cobra.Command, []string) error {
+			deleted := make(chan os.Signal, 1)
+			signal.Notify(deleted, os.Interrupt, syscall.SIGTERM)
+			<-deleted
 			return nil
 		},
 	}
