@@ -118,6 +118,9 @@ func checkInstallerTokenConfined(t *testing.T, must func(string, ...string) stri
 			t.Logf("the installer's token tries to %s: %d %s", tc.what, status, firstLine(msg))
 		}
 	}
+	if w := must("", "get", "validatingadmissionpolicy", deploy.PolicyName, "-o", "jsonpath={.status.typeChecking.expressionWarnings}"); w != "" {
+		t.Errorf("the API server's type check of the policy warns: %s", w)
+	}
 	labels := must("", "get", "node", other, "-o", "jsonpath={.metadata.labels}")
 	own := must("", "get", "node", ownNode, "-o", "jsonpath={.metadata.labels} {.spec} {.metadata.annotations}")
 	if strings.Contains(labels, deploy.LabelKey) || strings.Contains(labels, "owned") || strings.Contains(own, "example.com/evil") ||

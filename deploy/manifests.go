@@ -236,29 +236,35 @@ spec:
     expression: "'{{.LabelKey}}'"
   - name: nodeClaim
     expression: "'authentication.kubernetes.io/node-name'"
+  # reason Forbidden: a refusal is a 403, as RBAC's, not 422 Invalid.
   validations:
   - expression: request.operation == 'UPDATE' && (!has(request.subResource) || request.subResource == '')
     message: the podvm installer may only update a node's labels
+    reason: Forbidden
   - expression: >-
       has(request.userInfo.extra) && variables.nodeClaim in request.userInfo.extra &&
       request.userInfo.extra[variables.nodeClaim] == [object.metadata.name]
     message: the podvm installer may only change the node its pod runs on (token bound to a pod on that node)
+    reason: Forbidden
   - expression: >-
       (!has(object.metadata.labels) || object.metadata.labels.all(k, k == variables.key ||
       (has(oldObject.metadata.labels) && k in oldObject.metadata.labels && oldObject.metadata.labels[k] == object.metadata.labels[k])))
       && (!has(oldObject.metadata.labels) || oldObject.metadata.labels.all(k, k == variables.key ||
       (has(object.metadata.labels) && k in object.metadata.labels)))
     message: the podvm installer may only change the label {{.LabelKey}}
+    reason: Forbidden
   - expression: >-
       !has(object.metadata.labels) || !(variables.key in object.metadata.labels) ||
       object.metadata.labels[variables.key] == '{{.LabelValue}}'
     message: the podvm installer may only set {{.LabelKey}}={{.LabelValue}} or remove it
+    reason: Forbidden
   - expression: >-
       true
 {{- range .FixedFields}}
       && has(object.{{.}}) == has(oldObject.{{.}}) && (!has(object.{{.}}) || object.{{.}} == oldObject.{{.}})
 {{- end}}
     message: the podvm installer may not change a node's spec (taints, unschedulable), annotations, finalizers or owners
+    reason: Forbidden
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding{{template "clusterMeta" .PolicyName}}

@@ -365,7 +365,7 @@ func TestRenderPolicy(t *testing.T) {
 				} `yaml:"resourceRules"`
 			} `yaml:"matchConstraints"`
 			MatchConditions []struct{ Expression string } `yaml:"matchConditions"`
-			Validations     []struct{ Expression, Message string }
+			Validations     []struct{ Expression, Message, Reason string }
 		}
 	}
 	var binding struct {
@@ -397,8 +397,8 @@ func TestRenderPolicy(t *testing.T) {
 	}
 	all := ""
 	for _, v := range p.Validations {
-		if v.Message == "" {
-			t.Errorf("validation without a message: %s", v.Expression)
+		if v.Message == "" || v.Reason != "Forbidden" {
+			t.Errorf("validation with message %q, reason %q (want a message, and Forbidden: a 403 as RBAC's): %s", v.Message, v.Reason, v.Expression)
 		}
 		all += v.Expression + "\n"
 	}
