@@ -72,7 +72,7 @@ func Install(ctx context.Context, k Kubectl, o Options, timeout time.Duration, o
 		return nil, err
 	}
 	p.step("waiting for the installer on every node (timeout %s)", timeout)
-	if err := waitDaemonSet(ctx, k, o.Namespace, InstallerName, timeout, p); err != nil {
+	if err := waitDaemonSet(ctx, k, o.Namespace, InstallerName, "install", timeout, p); err != nil {
 		return nil, fmt.Errorf("%w\nthe installer stays in place: fix the cause on the node and it retries; `podvm deploy uninstall` removes it", err)
 	}
 	nodes, err := labelledNodes(ctx, k)
@@ -126,7 +126,7 @@ func Uninstall(ctx context.Context, k Kubectl, o Options, timeout time.Duration,
 	if _, err := k.Run(ctx, []byte(common+"\n---\n"+cleanup), "apply", "-f", "-"); err != nil {
 		return err
 	}
-	if err := waitDaemonSet(ctx, k, o.Namespace, CleanupName, timeout, p); err != nil {
+	if err := waitDaemonSet(ctx, k, o.Namespace, CleanupName, "uninstall", timeout, p); err != nil {
 		return fmt.Errorf("%w\nthe cleanup DaemonSet stays in place: fix the cause and it retries; run `podvm deploy uninstall` again afterwards", err)
 	}
 	p.step("deleting the cleanup DaemonSet, RBAC and namespace %s", o.Namespace)
@@ -260,28 +260,41 @@ type installerPod struct {
 	}
 	Spec   struct{ NodeName string }
 	Status struct {
-		Phase             string
-		ContainerStatuses []struct {
-			Ready        bool
-			RestartCount int `json:"restartCount"`
-			State        struct {
-				Waiting *struct{ Reason, Message string }
-			}
-			LastState struct {
-				Terminated *struct {
-					ExitCode int `json:"exitCode"`
-					Reason   string
-				}
-			} `json:"lastState"`
-		} `json:"containerStatuses"`
+		Phase                 string
+		InitContainerStatuses []containerStatus `json:"initContainerStatuses"`
+		ContainerStatuses     []containerStatus `json:"containerStatuses"`
 	}
 }
 
-// describe is the pod's one-line state, whether its container is ready,
-// and the kubelet's message when the container is waiting for a reason.
+type containerStatus struct {
+	Ready        bool
+	RestartCount int `json:"restartCount"`
+	State        struct {
+		Waiting    *struct{ Reason, Message string }
+		Terminated *struct {
+			ExitCode int `json:"exitCode"`
+		}
+	}
+	LastState struct {
+		Terminated *struct {
+			ExitCode int `json:"exitCode"`
+			Reason   string
+		}
+	} `json:"lastState"`
+}
+
+// describe is the pod's one-line state, whether it is ready, and the
+// kubelet's message when a container is waiting for a reason. The node's
+// work is the init container's: until it has succeeded, its state is
+// the pod's.
 func (p installerPod) describe() (desc string, ready bool, why string) {
 	desc = "pod " + p.Metadata.Name + " " + p.Status.Phase
 	cs := p.Status.ContainerStatuses
+	if ics := p.Status.InitContainerStatuses; len(ics) > 0 {
+		if t := ics[0].State.Terminated; t == nil || t.ExitCode != 0 {
+			cs = ics
+		}
+	}
 	if len(cs) == 0 {
 		return desc, false, ""
 	}
@@ -306,8 +319,9 @@ func (p installerPod) describe() (desc string, ready bool, why string) {
 
 // waitDaemonSet waits until the DaemonSet's pod is ready on every node it
 // selects, printing each node's state when it changes. On timeout it says
-// which nodes are not done and shows the end of their logs.
-func waitDaemonSet(ctx context.Context, k Kubectl, ns, name string, timeout time.Duration, p *Progress) error {
+// which nodes are not done and shows the end of their logs (those of the
+// init container that does the node's work).
+func waitDaemonSet(ctx context.Context, k Kubectl, ns, name, container string, timeout time.Duration, p *Progress) error {
 	deadline := time.Now().Add(timeout)
 	noNodesSince := time.Time{}
 	seen := map[string]string{}
@@ -363,10 +377,10 @@ func waitDaemonSet(ctx context.Context, k Kubectl, ns, name string, timeout time
 		if why := st.Why[n]; why != "" {
 			fmt.Fprintf(&b, ": %s", why)
 		}
-		fmt.Fprintf(&b, "; its log ends (kubectl -n %s logs %s):\n", ns, pod)
-		logs, lerr := k.Run(ctx, nil, "logs", "-n", ns, pod, "--tail", "15")
+		fmt.Fprintf(&b, "; its log ends (kubectl -n %s logs %s -c %s):\n", ns, pod, container)
+		logs, lerr := k.Run(ctx, nil, "logs", "-n", ns, pod, "-c", container, "--tail", "15")
 		if lerr == nil && len(bytes.TrimSpace(logs)) == 0 {
-			logs, lerr = k.Run(ctx, nil, "logs", "-n", ns, pod, "--tail", "15", "--previous")
+			logs, lerr = k.Run(ctx, nil, "logs", "-n", ns, pod, "-c", container, "--tail", "15", "--previous")
 		}
 		if lerr != nil {
 			logs = []byte(lerr.Error())

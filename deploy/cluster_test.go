@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -97,6 +98,28 @@ func TestDaemonSetStateDone(t *testing.T) {
 	} {
 		if got := tc.st.done(); got != tc.want {
 			t.Errorf("%s: done = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestDescribeInitContainer(t *testing.T) {
+	for _, tc := range []struct {
+		status    string
+		wantDesc  string
+		wantReady bool
+	}{
+		{`{"initContainerStatuses":[{"restartCount":2,"state":{"waiting":{"reason":"CrashLoopBackOff","message":"back-off"}},"lastState":{"terminated":{"exitCode":1}}}],
+			"containerStatuses":[{"state":{"waiting":{"reason":"PodInitializing"}}}]}`, "pod p CrashLoopBackOff, 2 restart(s), last exit 1", false},
+		{`{"initContainerStatuses":[{"state":{"running":{}}}],"containerStatuses":[{"state":{"waiting":{"reason":"PodInitializing"}}}]}`,
+			"pod p running, not done yet", false},
+		{`{"initContainerStatuses":[{"state":{"terminated":{"exitCode":0}}}],"containerStatuses":[{"ready":true,"state":{}}]}`, "done (pod p)", true},
+	} {
+		var p installerPod
+		if err := json.Unmarshal([]byte(`{"metadata":{"name":"p"},"status":`+tc.status+`}`), &p); err != nil {
+			t.Fatal(err)
+		}
+		if desc, ready, _ := p.describe(); desc != tc.wantDesc || ready != tc.wantReady {
+			t.Errorf("describe = %q, %v; want %q, %v", desc, ready, tc.wantDesc, tc.wantReady)
 		}
 	}
 }

@@ -110,7 +110,8 @@ func requireDeploy(t *testing.T) *deployEnv {
 
 // TestDeployIntegration deploys podvm onto a local cluster whose
 // containerd does not have it, the way an operator would: build and push
-// the installer image, `podvm deploy install`, a podvm pod passes the
+// the installer image, `podvm deploy install`, the installer's token can
+// change nothing but its own node's podvm label, a podvm pod passes the
 // lift-and-shift spec, `podvm deploy uninstall`, and the node is as it was.
 func TestDeployIntegration(t *testing.T) {
 	e := requireDeploy(t)
@@ -243,6 +244,9 @@ spec:
 	if st, err := p.Status(ctx); err != nil || !st.Healthy() {
 		t.Errorf("cluster after the containerd restart: %v\n%s", err, st)
 	}
+	checkNothingPrivilegedStays(t, o.Crictl, sock)
+	checkInstallerTokenConfined(t, must, apiServer, o.NodeName)
+	phase("the installer's token may change only its own node's %s label; what stays running holds nothing", deploy.LabelKey)
 
 	// The pod that waited is scheduled now, and runs on its own kernel.
 	sandboxes := watchPodvmSandboxes(o.Crictl, sock)

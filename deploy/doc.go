@@ -6,11 +6,13 @@
 // It holds three things:
 //
 //   - the manifests (Render, RenderCleanup): a namespace, a ServiceAccount
-//     allowed only to read and patch nodes, the installer DaemonSet (a
-//     privileged pod per node running `podvm deploy node install`, see
-//     package deploy/node), the cleanup DaemonSet that undoes it, and the
-//     RuntimeClass `podvm` with its pod overhead and a node selector on the
-//     label the installer sets once a node is ready;
+//     allowed only to read and patch nodes, an admission policy that lets
+//     its token change only its own node's podvm label, the installer
+//     DaemonSet (per node, a privileged init container running `podvm
+//     deploy node install`, see package deploy/node, then an unprivileged
+//     container that holds the pod Ready), the cleanup DaemonSet that
+//     undoes it, and the RuntimeClass `podvm` with its pod overhead and a
+//     node selector on the label the installer sets once a node is ready;
 //   - the installer image (BuildImage): podvm's own static binaries, the
 //     guest kernel and initramfs and the default configuration, with no
 //     base image, built with go-containerregistry and pushed to a registry

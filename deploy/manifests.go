@@ -26,6 +26,9 @@ const (
 	DefaultNamespace = "podvm-system"
 	InstallerName    = "podvm-installer"
 	CleanupName      = "podvm-cleanup"
+	// PolicyName names the ValidatingAdmissionPolicy (and its binding)
+	// that confines the installer's token to its own node's label.
+	PolicyName = "podvm-installer-own-node-label"
 	// LabelKey=LabelValue marks a node where the installer finished: the
 	// RuntimeClass's node selector, so podvm pods go only there.
 	LabelKey   = "podvm.io/runtime"
@@ -34,9 +37,12 @@ const (
 	PayloadDir = "/podvm"
 	// hostRootMount is where the installer sees the node's /.
 	hostRootMount = "/host"
-	// doneFile is written in the installer's container when its work is
-	// done; the readiness probe looks for it.
-	doneFile = "/run/podvm-deploy/done"
+	// tokenDir is where the installer's init container, and only it, gets
+	// its ServiceAccount token and the cluster's CA.
+	tokenDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+	// idleUID runs the unprivileged container that stays once a node is
+	// done: no user of the node, no root.
+	idleUID = 65532
 )
 
 // Options shape the manifests.
@@ -131,7 +137,7 @@ func (o Options) nodeArgs(verb string) []string {
 		"--host-root=" + hostRootMount, "--payload=" + PayloadDir, "--prefix=" + o.HostPrefix,
 		"--containerd-config=" + o.ContainerdConfig, "--containerd-dropin-dir=" + o.DropInDir,
 		"--containerd-socket=" + o.ContainerdSocket, "--handler=" + o.Handler,
-		"--label=" + LabelKey + "=" + LabelValue, "--done-file=" + doneFile}
+		"--label=" + LabelKey + "=" + LabelValue, "--exit"}
 	if o.RestartCommand != "" {
 		args = append(args, "--restart-command="+o.RestartCommand)
 	}
@@ -160,6 +166,12 @@ func sortedPairs(m map[string]string) [][2]string {
 }
 
 var manifests = template.Must(template.New("").Funcs(template.FuncMap{"q": q, "pairs": sortedPairs}).Parse(`
+{{- define "clusterMeta"}}
+metadata:
+  name: {{q .}}
+  labels:
+    app.kubernetes.io/part-of: podvm
+{{- end}}
 {{- define "common"}}
 # Rendered by podvm deploy render. The installer DaemonSet puts podvm on every
 # selected node and labels it {{.LabelKey}}={{.LabelValue}}; the RuntimeClass sends
@@ -184,22 +196,14 @@ metadata:
 # The installer labels its own node and nothing else: reading and patching
 # nodes is all it may do.
 apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: podvm-installer
-  labels:
-    app.kubernetes.io/part-of: podvm
+kind: ClusterRole{{template "clusterMeta" "podvm-installer"}}
 rules:
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["get", "patch"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: podvm-installer
-  labels:
-    app.kubernetes.io/part-of: podvm
+kind: ClusterRoleBinding{{template "clusterMeta" "podvm-installer"}}
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: ClusterRole
@@ -208,6 +212,65 @@ subjects:
 - kind: ServiceAccount
   name: podvm-installer
   namespace: {{q .Namespace}}
+---
+# RBAC cannot say which node, nor which field: this policy lets the
+# installer's token change only the node its pod runs on (the node-name
+# claim of a token bound to a pod) and only the label {{.LabelKey}}, as the
+# NodeRestriction admission plugin does for kubelets. A token without the
+# claim (not bound to a pod) is denied.
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy{{template "clusterMeta" .PolicyName}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["*"]
+      operations: ["CREATE", "UPDATE", "DELETE"]
+      resources: ["nodes", "nodes/*"]
+  matchConditions:
+  - name: installer
+    expression: request.userInfo.username == 'system:serviceaccount:{{.Namespace}}:podvm-installer'
+  variables:
+  - name: key
+    expression: "'{{.LabelKey}}'"
+  - name: nodeClaim
+    expression: "'authentication.kubernetes.io/node-name'"
+  # reason Forbidden: a refusal is a 403, as RBAC's, not 422 Invalid.
+  validations:
+  - expression: request.operation == 'UPDATE' && (!has(request.subResource) || request.subResource == '')
+    message: the podvm installer may only update a node's labels
+    reason: Forbidden
+  - expression: >-
+      has(request.userInfo.extra) && variables.nodeClaim in request.userInfo.extra &&
+      request.userInfo.extra[variables.nodeClaim] == [object.metadata.name]
+    message: the podvm installer may only change the node its pod runs on (token bound to a pod on that node)
+    reason: Forbidden
+  - expression: >-
+      (!has(object.metadata.labels) || object.metadata.labels.all(k, k == variables.key ||
+      (has(oldObject.metadata.labels) && k in oldObject.metadata.labels && oldObject.metadata.labels[k] == object.metadata.labels[k])))
+      && (!has(oldObject.metadata.labels) || oldObject.metadata.labels.all(k, k == variables.key ||
+      (has(object.metadata.labels) && k in object.metadata.labels)))
+    message: the podvm installer may only change the label {{.LabelKey}}
+    reason: Forbidden
+  - expression: >-
+      !has(object.metadata.labels) || !(variables.key in object.metadata.labels) ||
+      object.metadata.labels[variables.key] == '{{.LabelValue}}'
+    message: the podvm installer may only set {{.LabelKey}}={{.LabelValue}} or remove it
+    reason: Forbidden
+  - expression: >-
+      true
+{{- range .FixedFields}}
+      && has(object.{{.}}) == has(oldObject.{{.}}) && (!has(object.{{.}}) || object.{{.}} == oldObject.{{.}})
+{{- end}}
+    message: the podvm installer may not change a node's spec (taints, unschedulable), annotations, finalizers or owners
+    reason: Forbidden
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding{{template "clusterMeta" .PolicyName}}
+spec:
+  policyName: {{q .PolicyName}}
+  validationActions: [Deny]
 {{- end}}
 
 {{- define "daemonset"}}
@@ -228,18 +291,29 @@ spec:
       labels:
         app.kubernetes.io/name: {{q .Name}}
         app.kubernetes.io/part-of: podvm
+      annotations:
+        # kubectl logs shows the node installer's log.
+        kubectl.kubernetes.io/default-container: {{q .Verb}}
     spec:
       serviceAccountName: podvm-installer
-      # The node's processes (to find running pod VMs) and network (the API
-      # server before the pod network is up).
-      hostPID: true
+      # The token goes only to the init container, as a projected volume.
+      automountServiceAccountToken: false
+      # The API server before the pod network is up.
       hostNetwork: true
+{{- if .HostPID}}
+      # The restart command signals and starts containerd itself: only
+      # the node's PID namespace lets the new containerd outlive the pod.
+      hostPID: true
+{{- end}}
       terminationGracePeriodSeconds: 5
       nodeSelector:
 {{- range pairs .NodeSelector}}
         {{q (index . 0)}}: {{q (index . 1)}}
 {{- end}}
-      containers:
+      # The privileged work runs once, to completion, in the init
+      # container; what stays is an unprivileged container that holds the
+      # pod Ready, with no token and nothing of the node.
+      initContainers:
       - name: {{q .Verb}}
         image: {{q .Image}}
         imagePullPolicy: {{q .ImagePullPolicy}}
@@ -256,11 +330,6 @@ spec:
         securityContext:
           # Writes under the node's /, restarts containerd there.
           privileged: true
-        # Ready once every step is done; the pod then waits, doing nothing.
-        readinessProbe:
-          exec:
-            command: [{{q .Command}}, "deploy", "node", "ready", {{q (print "--done-file=" .DoneFile)}}]
-          periodSeconds: 3
         resources:
           requests:
             cpu: 10m
@@ -270,20 +339,52 @@ spec:
         # and the installer needs no mount made after it started.
         - name: host-root
           mountPath: {{q .HostRootMount}}
+        - name: installer-token
+          mountPath: {{q .TokenDir}}
+          readOnly: true
+      containers:
+      - name: done
+        image: {{q .Image}}
+        imagePullPolicy: {{q .ImagePullPolicy}}
+        command: [{{q .Command}}, "deploy", "node", "wait"]
+        securityContext:
+          privileged: false
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          runAsNonRoot: true
+          runAsUser: {{.IdleUID}}
+          runAsGroup: {{.IdleUID}}
+          capabilities:
+            drop: ["ALL"]
+          seccompProfile:
+            type: RuntimeDefault
+        resources:
+          requests:
+            cpu: 1m
+            memory: 16Mi
       volumes:
       - name: host-root
         hostPath:
           path: /
           type: Directory
+      # A token bound to this pod (so it names the pod's node, which the
+      # ValidatingAdmissionPolicy checks) and the cluster's CA.
+      - name: installer-token
+        projected:
+          sources:
+          - serviceAccountToken:
+              path: token
+              expirationSeconds: 3600
+          - configMap:
+              name: kube-root-ca.crt
+              items:
+              - key: ca.crt
+                path: ca.crt
 {{- end}}
 
 {{- define "runtimeclass"}}
 apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata:
-  name: {{q .RuntimeClass}}
-  labels:
-    app.kubernetes.io/part-of: podvm
+kind: RuntimeClass{{template "clusterMeta" .RuntimeClass}}
 handler: {{q .Handler}}
 # What a pod VM costs the node beyond its containers' requests (QEMU,
 # virtiofsd, the shim): see docs/deploy.md, "Derivation".
@@ -300,18 +401,33 @@ scheduling:
 
 type daemonSetData struct {
 	Options
-	Name, Verb, Command, DoneFile, HostRootMount string
+	Name, Verb, Command, HostRootMount, TokenDir string
 	Args                                         []string
+	IdleUID                                      int
+	HostPID                                      bool
 }
 
+// daemonSet is the installer (verb install) or cleanup (uninstall)
+// DaemonSet. Its pod joins the node's PID namespace only with a restart
+// command: systemd restarts containerd itself, while a command such as
+// the local cluster's signals and starts it, which needs the node's pids
+// and a new process that does not die with the pod's namespace.
 func (o Options) daemonSet(name, verb string) daemonSetData {
-	return daemonSetData{Options: o, Name: name, Verb: verb, Command: PayloadDir + "/bin/podvm", DoneFile: doneFile,
-		HostRootMount: hostRootMount, Args: o.nodeArgs(verb)}
+	return daemonSetData{Options: o, Name: name, Verb: verb, Command: PayloadDir + "/bin/podvm",
+		HostRootMount: hostRootMount, TokenDir: tokenDir, Args: o.nodeArgs(verb), IdleUID: idleUID,
+		HostPID: o.RestartCommand != ""}
 }
 
 type templateData struct {
 	Options
-	LabelKey, LabelValue string
+	LabelKey, LabelValue, PolicyName string
+	// FixedFields are the parts of a node the installer may not change.
+	FixedFields []string
+}
+
+func (o Options) templateData() templateData {
+	return templateData{Options: o, LabelKey: LabelKey, LabelValue: LabelValue, PolicyName: PolicyName,
+		FixedFields: []string{"spec", "metadata.annotations", "metadata.finalizers", "metadata.ownerReferences"}}
 }
 
 func (o Options) render(name string, data any) (string, error) {
@@ -336,7 +452,7 @@ func Render(o Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rc, err := o.render("runtimeclass", templateData{o, LabelKey, LabelValue})
+	rc, err := o.render("runtimeclass", o.templateData())
 	if err != nil {
 		return "", err
 	}
@@ -346,7 +462,7 @@ func Render(o Options) (string, error) {
 // renderCommon is the namespace, ServiceAccount and RBAC both
 // DaemonSets need.
 func renderCommon(o Options) (string, error) {
-	return o.render("common", templateData{o, LabelKey, LabelValue})
+	return o.render("common", o.templateData())
 }
 
 // RenderCleanup returns the cleanup DaemonSet, which undoes the

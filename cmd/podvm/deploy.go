@@ -207,11 +207,13 @@ func newDeployNodeCommand() *cobra.Command {
 		Use:   "node",
 		Short: "The node installer: runs inside the installer and cleanup DaemonSets' pods",
 		Long: `'podvm deploy node install' and 'uninstall' are what the DaemonSets run on
-each node (privileged, hostPID, the node's / mounted at --host-root). They
-are not meant to be run by hand; see docs/deploy.md.`,
+each node, in the DaemonSets' privileged init containers (the node's /
+mounted at --host-root); 'wait' is the unprivileged container that stays.
+They are not meant to be run by hand; see docs/deploy.md.`,
 	}
 	cmd.AddCommand(newDeployNodeVerbCommand("install", "Install podvm on this node, then label it", false),
-		newDeployNodeVerbCommand("uninstall", "Remove podvm from this node, label first", true), newDeployNodeReadyCommand())
+		newDeployNodeVerbCommand("uninstall", "Remove podvm from this node, label first", true), newDeployNodeReadyCommand(),
+		newDeployNodeWaitCommand())
 	return cmd
 }
 
@@ -311,4 +313,21 @@ func newDeployNodeReadyCommand() *cobra.Command {
 	}
 	ready.Flags().StringVar(&probeFile, "done-file", "", "the file install or uninstall writes when done")
 	return ready
+}
+
+// newDeployNodeWaitCommand is what stays running in the DaemonSets' pods
+// once their init container has done the node's work: it holds the pod
+// Ready, unprivileged, until the pod is deleted.
+func newDeployNodeWaitCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "wait",
+		Short: "Wait until the pod is deleted (the unprivileged container that stays once a node is done)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			deleted := make(chan os.Signal, 1)
+			signal.Notify(deleted, os.Interrupt, syscall.SIGTERM)
+			<-deleted
+			return nil
+		},
+	}
 }

@@ -59,7 +59,7 @@ func (a *APILabeler) httpClient() (*http.Client, error) {
 	}
 	ca, err := os.ReadFile(a.dir() + "/ca.crt")
 	if err != nil {
-		return nil, fmt.Errorf("read the cluster CA: %w (the pod needs its ServiceAccount token mounted: automountServiceAccountToken)", err)
+		return nil, fmt.Errorf("read the cluster CA: %w (the installer's init container needs the installer-token volume of the rendered DaemonSet)", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(ca) {
@@ -120,8 +120,9 @@ func (a *APILabeler) Label(ctx context.Context, node, key, value string) error {
 		case resp.StatusCode == http.StatusOK:
 			return nil
 		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-			return fmt.Errorf("label node %s: %s: the installer's ServiceAccount may not patch nodes: apply the ClusterRole and ClusterRoleBinding "+
-				"from `podvm deploy render`: %s", node, resp.Status, strings.TrimSpace(string(msg)))
+			return fmt.Errorf("label node %s: %s: the installer's ServiceAccount may not patch this node: apply the ClusterRole, ClusterRoleBinding "+
+				"and ValidatingAdmissionPolicy from `podvm deploy render`; the policy admits only a token bound to a pod on this very node "+
+				"(NODE_NAME from spec.nodeName) changing only the podvm label: %s", node, resp.Status, strings.TrimSpace(string(msg)))
 		case resp.StatusCode == http.StatusNotFound:
 			return fmt.Errorf("label node %s: no such node (NODE_NAME must come from the downward API spec.nodeName): %s", node, strings.TrimSpace(string(msg)))
 		default:
