@@ -128,8 +128,48 @@ func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 	}
 	if s.Linux != nil {
 		g.Linux = rewriteLinux(s.Linux, &res, id, o)
+		if needsCgroupNamespace(s) {
+			g.Linux.Namespaces = append(g.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+		}
 	}
 	return &g, res, nil
+}
+
+// annotationContainerType is the annotation containerd's CRI sets on every
+// container it creates: "sandbox" for the pause container, "container"
+// for the pod's others.
+const annotationContainerType = "io.kubernetes.cri.container-type"
+
+// needsCgroupNamespace says whether the guest spec must add a private
+// cgroup namespace that s lacks. containerd's CRI gives one to every
+// container that is neither privileged nor a sandbox container, on a
+// cgroup v2 node only. The guest is always cgroup v2, so a CRI container
+// gets it whatever the host runs: it then sees its own cgroup at the
+// root of /sys/fs/cgroup, which runc mounts as cgroup2 from inside the
+// namespace.
+func needsCgroupNamespace(s *specs.Spec) bool {
+	if s.Annotations[annotationContainerType] != "container" || privileged(s) {
+		return false
+	}
+	return !slices.ContainsFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.CgroupNamespace })
+}
+
+// privileged tells a privileged CRI container, of which the spec says
+// nothing directly, by what containerd gives it alone: a read-write
+// /sys/fs/cgroup (its cgroup mount is read-only otherwise), or, where the
+// spec has no cgroup mount (a volume over /sys/fs/cgroup), a first device
+// rule that allows every device.
+func privileged(s *specs.Spec) bool {
+	for _, m := range s.Mounts {
+		if m.Type == "cgroup" || m.Type == "cgroup2" {
+			return !hasOption(m.Options, "ro")
+		}
+	}
+	if s.Linux.Resources == nil || len(s.Linux.Resources.Devices) == 0 {
+		return false
+	}
+	d := s.Linux.Resources.Devices[0]
+	return d.Allow && (d.Type == "" || d.Type == "a") && d.Major == nil && d.Minor == nil && d.Access == "rwm"
 }
 
 // checkSpec refuses a spec the rewrite cannot place in the guest.

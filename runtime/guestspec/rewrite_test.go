@@ -338,3 +338,69 @@ func TestSubmountOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestRewriteCgroupNamespace: the guest spec gives a CRI container a
+// private cgroup namespace exactly when containerd would on a cgroup v2
+// node (not to a sandbox container, a privileged container or a lone
+// one), whatever the host containerd decided.
+func TestRewriteCgroupNamespace(t *testing.T) {
+	roCgroup := specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
+		Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}}
+	rwCgroup := roCgroup
+	rwCgroup.Options = []string{"nosuid", "noexec", "nodev", "relatime"}
+	allDevices := []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+	defaultDevices := []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}, {Allow: true, Type: "c", Major: ptr(int64(1)), Minor: ptr(int64(3)), Access: "rwm"}}
+	cases := []struct {
+		name       string
+		ctrType    string
+		cgroup     *specs.Mount
+		devices    []specs.LinuxDeviceCgroup
+		hostCgroup bool // containerd on a v2 host already added it
+		want       bool
+	}{
+		{name: "container, v1 host", ctrType: "container", cgroup: &roCgroup, devices: defaultDevices, want: true},
+		{name: "container, v2 host", ctrType: "container", cgroup: &roCgroup, devices: defaultDevices, hostCgroup: true, want: true},
+		{name: "container with a volume over /sys/fs/cgroup", ctrType: "container", devices: defaultDevices, want: true},
+		{name: "privileged container", ctrType: "container", cgroup: &rwCgroup, devices: allDevices},
+		{name: "privileged container without host devices", ctrType: "container", cgroup: &rwCgroup, devices: defaultDevices},
+		{name: "privileged container with a volume over /sys/fs/cgroup", ctrType: "container", devices: allDevices},
+		{name: "sandbox container", ctrType: "sandbox", devices: defaultDevices},
+		{name: "lone container (ctr run)", cgroup: &roCgroup, devices: defaultDevices},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in := baseSpec()
+			in.Mounts = []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}}
+			if c.cgroup != nil {
+				in.Mounts = append(in.Mounts, *c.cgroup)
+			}
+			if c.ctrType != "" {
+				in.Annotations = map[string]string{annotationContainerType: c.ctrType}
+			}
+			in.Linux.Resources.Devices = c.devices
+			in.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}}
+			if c.hostCgroup {
+				in.Linux.Namespaces = append(in.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+			}
+			g, _, err := Rewrite(in, "c1", Options{Pod: c.ctrType != "", SandboxGuestPid: 7})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, ns := range g.Linux.Namespaces {
+				if ns.Type == specs.CgroupNamespace {
+					n++
+					if ns.Path != "" {
+						t.Errorf("cgroup namespace %+v: want a new one, no path", ns)
+					}
+				}
+			}
+			if want := map[bool]int{true: 1}[c.want]; n != want {
+				t.Errorf("%d cgroup namespaces in %+v, want %d", n, g.Linux.Namespaces, want)
+			}
+			if c.cgroup != nil && !reflect.DeepEqual(g.Mounts[len(g.Mounts)-1], *c.cgroup) {
+				t.Errorf("cgroup mount %+v, want %+v kept (runc mounts it as cgroup2 in the namespace)", g.Mounts[len(g.Mounts)-1], *c.cgroup)
+			}
+		})
+	}
+}
