@@ -14,20 +14,15 @@ import (
 // retry (agentclient does). It gives up at once when the VM dies. Every
 // call is a new guest stream: several may be open at a time.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
+	if err := v.m.CheckLive("dial agent"); err != nil {
+		return nil, err
+	}
 	v.mu.Lock()
-	state, l := v.state, v.launch
+	l := v.launch
 	v.mu.Unlock()
-	if state != stateRunning {
-		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: VM is not running", v.cfg.ID)
-	}
-	select {
-	case <-v.done:
-		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: VM has exited: %w", v.cfg.ID, v.ExitError())
-	default:
-	}
 	ctx, cancel := context.WithTimeout(ctx, v.driver.opts.AgentDialTimeout)
 	defer cancel()
-	c, err := newHybridVsock(l.path(vsockSocketName), v.driver.opts.AgentPort).Dial(ctx, v.done)
+	c, err := newHybridVsock(l.path(vsockSocketName), v.driver.opts.AgentPort).Dial(ctx, v.m.Done())
 	if err != nil {
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}
