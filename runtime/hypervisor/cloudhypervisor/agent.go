@@ -14,7 +14,7 @@ import (
 // retry (agentclient does). It gives up at once when the VM dies. Every
 // call is a new guest stream: several may be open at a time.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
-	if err := v.m.CheckLive("dial agent"); err != nil {
+	if err := v.Machine.CheckLive("dial agent"); err != nil {
 		return nil, err
 	}
 	v.mu.Lock()
@@ -22,7 +22,7 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	v.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, v.driver.opts.AgentDialTimeout)
 	defer cancel()
-	c, err := newHybridVsock(l.path(vsockSocketName), v.driver.opts.AgentPort).Dial(ctx, v.m.Done())
+	c, err := newHybridVsock(l.path(vsockSocketName), v.driver.opts.AgentPort).Dial(ctx, v.Machine.Done())
 	if err != nil {
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}

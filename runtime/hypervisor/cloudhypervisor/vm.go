@@ -15,15 +15,19 @@ import (
 )
 
 // VM is one Cloud Hypervisor VM with its virtiofsd. Besides hypervisor.VM
-// it offers State, a vm.info health check. Its processes are run by package
-// vmm, as in the qemu driver; what is Cloud Hypervisor's own is here: the
-// REST API and the event monitor.
+// it offers State, a vm.info health check. Its processes are run by the
+// embedded vmm.Machine, as in the qemu driver; what is Cloud Hypervisor's
+// own is here: the REST API and the event monitor. Stop shuts the VM and
+// the VMM down over the API (shutdownVMM), kills the VMM if it has not gone
+// within Options.StopTimeout, stops virtiofsd and removes sockets and pid
+// files; logs stay. Done closes when cloud-hypervisor or virtiofsd exits,
+// the guest resets, or the VM stops.
 type VM struct {
-	driver *Driver
-	bin    string
-	cfg    hypervisor.Config
-	dec    accel.Decision
-	m      *vmm.Machine
+	driver       *Driver
+	bin          string
+	cfg          hypervisor.Config
+	dec          accel.Decision
+	*vmm.Machine // Stop, Done, ExitError, Pids
 
 	mu     sync.Mutex // guards the fields below
 	info   hypervisor.Info
@@ -36,7 +40,7 @@ var _ hypervisor.VM = (*VM)(nil)
 
 func newVM(d *Driver, bin string, cfg hypervisor.Config, dec accel.Decision) *VM {
 	v := &VM{driver: d, bin: bin, cfg: cfg, dec: dec}
-	v.m = vmm.New(vmm.Spec{
+	v.Machine = vmm.New(vmm.Spec{
 		Driver: Name, ID: cfg.ID, StateDir: cfg.StateDir,
 		LogName: vmmLogName, PidName: vmmPidName, ConsoleName: consoleLogName,
 		Sockets:       []string{apiSocketName, apiLockName, vsockSocketName, virtiofsdSocketName},
@@ -53,7 +57,7 @@ func newVM(d *Driver, bin string, cfg hypervisor.Config, dec accel.Decision) *VM
 // by SCM_RIGHTS), boots it (vm.boot) and checks that it runs (vm.info). On
 // any failure, or when ctx ends first, everything started is stopped again.
 func (v *VM) Start(ctx context.Context) error {
-	return v.m.Start(ctx, v.driver.opts.StartTimeout, v.boot)
+	return v.Machine.Start(ctx, v.driver.opts.StartTimeout, v.boot)
 }
 
 func (v *VM) boot(ctx context.Context) error {
@@ -61,13 +65,13 @@ func (v *VM) boot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := v.m.PrepareDir(); err != nil {
+	if err := v.Machine.PrepareDir(); err != nil {
 		return err
 	}
 	v.mu.Lock()
 	v.launch = l
 	v.mu.Unlock()
-	if err := v.m.StartVirtiofsd(v.driver.opts.virtiofsdConfig(v.cfg)); err != nil {
+	if err := v.Machine.StartVirtiofsd(v.driver.opts.virtiofsdConfig(v.cfg)); err != nil {
 		return err
 	}
 	api, err := v.startVMM(l, info)
@@ -75,26 +79,26 @@ func (v *VM) boot(ctx context.Context) error {
 		return err
 	}
 	ping := func(ctx context.Context) error { _, err := api.Ping(ctx); return err }
-	if err := v.m.WaitReady(ctx, ping, "waiting for the API", "waiting for the API socket "+api.socket); err != nil {
+	if err := v.Machine.WaitReady(ctx, ping, "waiting for the API", "waiting for the API socket "+api.socket); err != nil {
 		return err
 	}
 	if err := api.CreateVM(ctx, vmConfigFor(l)); err != nil {
-		return v.m.Failure(fmt.Errorf("create the VM: %w", err))
+		return v.Machine.Failure(fmt.Errorf("create the VM: %w", err))
 	}
 	for i, n := range l.Net {
 		if err := api.AddNet(ctx, netConfigFor(i, n), v.cfg.Net[i].Tap); err != nil {
-			return v.m.Failure(fmt.Errorf("add network device %d: %w", i, err))
+			return v.Machine.Failure(fmt.Errorf("add network device %d: %w", i, err))
 		}
 	}
 	if err := api.BootVM(ctx); err != nil {
-		return v.m.Failure(fmt.Errorf("boot the VM: %w", err))
+		return v.Machine.Failure(fmt.Errorf("boot the VM: %w", err))
 	}
 	vi, err := api.VMInfo(ctx)
 	if err != nil {
-		return v.m.Failure(fmt.Errorf("after boot: %w", err))
+		return v.Machine.Failure(fmt.Errorf("after boot: %w", err))
 	}
 	if vi.State != "Running" {
-		return v.m.Failure(fmt.Errorf("after boot the VM is %q, not Running", vi.State))
+		return v.Machine.Failure(fmt.Errorf("after boot the VM is %q, not Running", vi.State))
 	}
 	return nil
 }
@@ -112,7 +116,7 @@ func (v *VM) startVMM(l launch, info hypervisor.Info) (*apiClient, error) {
 	v.info, v.api, v.events = info, api, evR
 	v.mu.Unlock()
 	dead := make(chan string, 1)
-	_, err = v.m.StartVMM(childproc.Spec{
+	_, err = v.Machine.StartVMM(childproc.Spec{
 		Name:       "cloud-hypervisor for sandbox " + v.cfg.ID,
 		Path:       v.bin,
 		Args:       vmmArgs(l),
@@ -205,23 +209,6 @@ func (v *VM) release() {
 	}
 }
 
-// Stop shuts the VM and the VMM down over the API (vm.shutdown, vm.delete,
-// vmm.shutdown), kills the VMM if it has not gone within
-// Options.StopTimeout, stops virtiofsd and removes sockets and pid files.
-// Logs stay. Idempotent; fine after the VM died or when it never started.
-func (v *VM) Stop(ctx context.Context) error { return v.m.Stop(ctx) }
-
-// Done is closed when cloud-hypervisor or virtiofsd exits, the guest
-// resets, or the VM is stopped.
-func (v *VM) Done() <-chan struct{} { return v.m.Done() }
-
-// ExitError says why Done was closed; nil after a requested Stop.
-func (v *VM) ExitError() error { return v.m.ExitError() }
-
-// Pids lists the live host processes: cloud-hypervisor first, then
-// virtiofsd.
-func (v *VM) Pids() []int { return v.m.Pids() }
-
 // Info reports what Start chose and the current size; zero before Start.
 func (v *VM) Info() hypervisor.Info {
 	v.mu.Lock()
@@ -236,7 +223,7 @@ func (v *VM) Info() hypervisor.Info {
 // that the error wraps hypervisor.ErrNotSupported. The guest kernel must
 // support CPU and memory hot-plug for the new size to be used.
 func (v *VM) Resize(ctx context.Context, vcpus, memoryMiB uint32) error {
-	return v.m.Op("resize", func() error { return v.resize(ctx, vcpus, memoryMiB) })
+	return v.Machine.Op("resize", func() error { return v.resize(ctx, vcpus, memoryMiB) })
 }
 
 func (v *VM) resize(ctx context.Context, vcpus, memoryMiB uint32) error {
@@ -295,7 +282,7 @@ func (v *VM) State(ctx context.Context) (string, error) {
 	v.mu.Lock()
 	api := v.api
 	v.mu.Unlock()
-	if api == nil || !v.m.Running() {
+	if api == nil || !v.Machine.Running() {
 		return "", fmt.Errorf("cloud-hypervisor: sandbox %s is not running", v.cfg.ID)
 	}
 	vi, err := api.VMInfo(ctx)

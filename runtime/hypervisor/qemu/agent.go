@@ -31,7 +31,7 @@ const frontendCheckTimeout = time.Second
 // stream: it carries one connection at a time, so a second DialAgent while
 // one is open fails instead of queueing behind it.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
-	if err := v.m.CheckLive("dial agent"); err != nil {
+	if err := v.Machine.CheckLive("dial agent"); err != nil {
 		return nil, err
 	}
 	v.mu.Lock()

@@ -27,13 +27,16 @@ const (
 
 // VM is one QEMU microvm with its helpers. Besides hypervisor.VM it offers
 // QueryStatus, a QMP health check. Its processes (QEMU, virtiofsd) are run
-// by package vmm; what is QEMU's own is here: the command line and QMP.
+// by the embedded vmm.Machine; what is QEMU's own is here: the command line
+// and QMP. Stop quits QEMU over QMP (quit), kills it if it has not gone
+// within quitTimeout, stops virtiofsd and removes sockets and pid files;
+// logs stay. Done closes when QEMU or virtiofsd exits, or the VM stops.
 type VM struct {
-	driver   *Driver
-	qemuPath string
-	cfg      hypervisor.Config
-	mode     accel.Mode
-	m        *vmm.Machine
+	driver       *Driver
+	qemuPath     string
+	cfg          hypervisor.Config
+	mode         accel.Mode
+	*vmm.Machine // Stop, Done, ExitError, Pids
 
 	mu        sync.Mutex // guards the fields below
 	info      hypervisor.Info
@@ -56,7 +59,7 @@ var _ hypervisor.VM = (*VM)(nil)
 
 func newVM(d *Driver, qemuPath string, cfg hypervisor.Config, mode accel.Mode) *VM {
 	v := &VM{driver: d, qemuPath: qemuPath, cfg: cfg, mode: mode}
-	v.m = vmm.New(vmm.Spec{
+	v.Machine = vmm.New(vmm.Spec{
 		Driver: "qemu", ID: cfg.ID, StateDir: cfg.StateDir,
 		LogName: qemuLogName, PidName: qemuPidName, ConsoleName: consoleLogName,
 		Sockets:       []string{qmpSocketName, agentSocketName, virtiofsdSocketName},
@@ -72,7 +75,7 @@ func newVM(d *Driver, qemuPath string, cfg hypervisor.Config, mode accel.Mode) *
 // QMP reports the guest running. On any failure, or when ctx ends first,
 // everything started is stopped again.
 func (v *VM) Start(ctx context.Context) error {
-	return v.m.Start(ctx, startTimeout, v.boot)
+	return v.Machine.Start(ctx, startTimeout, v.boot)
 }
 
 func (v *VM) boot(ctx context.Context) error {
@@ -80,7 +83,7 @@ func (v *VM) boot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := v.m.PrepareDir(); err != nil {
+	if err := v.Machine.PrepareDir(); err != nil {
 		return err
 	}
 	extra, release, err := v.passFiles(&l)
@@ -89,7 +92,7 @@ func (v *VM) boot(ctx context.Context) error {
 	}
 	defer release()
 	if l.SharedFS == SharedFSVirtiofs {
-		if err := v.m.StartVirtiofsd(v.driver.opts.virtiofsdConfig(v.cfg, v.cfg.StateDir)); err != nil {
+		if err := v.Machine.StartVirtiofsd(v.driver.opts.virtiofsdConfig(v.cfg, v.cfg.StateDir)); err != nil {
 			return err
 		}
 	}
@@ -97,7 +100,7 @@ func (v *VM) boot(ctx context.Context) error {
 	v.mu.Lock()
 	v.launch, v.info = l, info
 	v.mu.Unlock()
-	if _, err := v.m.StartVMM(childproc.Spec{
+	if _, err := v.Machine.StartVMM(childproc.Spec{
 		Name:       "qemu for sandbox " + v.cfg.ID,
 		Path:       v.qemuPath,
 		Args:       qemuArgs(l),
@@ -109,7 +112,7 @@ func (v *VM) boot(ctx context.Context) error {
 	}
 	var qmp *qmpClient
 	dial := func(ctx context.Context) (err error) { qmp, err = dialQMP(ctx, l.path(qmpSocketName)); return err }
-	if err := v.m.WaitReady(ctx, dial, "qmp", "waiting for qmp"); err != nil {
+	if err := v.Machine.WaitReady(ctx, dial, "qmp", "waiting for qmp"); err != nil {
 		return err
 	}
 	v.mu.Lock()
@@ -117,10 +120,10 @@ func (v *VM) boot(ctx context.Context) error {
 	v.mu.Unlock()
 	st, err := qmp.QueryStatus(ctx)
 	if err != nil {
-		return v.m.Failure(fmt.Errorf("query-status: %w", err))
+		return v.Machine.Failure(fmt.Errorf("query-status: %w", err))
 	}
 	if !st.Running {
-		return v.m.Failure(fmt.Errorf("guest is %q, not running", st.Status))
+		return v.Machine.Failure(fmt.Errorf("guest is %q, not running", st.Status))
 	}
 	return nil
 }
@@ -232,20 +235,6 @@ func (v *VM) release() {
 	}
 }
 
-// Stop quits QEMU over QMP, kills it if it has not gone within quitTimeout,
-// stops virtiofsd and removes sockets and pid files. Logs stay. Idempotent;
-// fine after the VM died or when it never started.
-func (v *VM) Stop(ctx context.Context) error { return v.m.Stop(ctx) }
-
-// Done is closed when QEMU or virtiofsd exits, or the VM is stopped.
-func (v *VM) Done() <-chan struct{} { return v.m.Done() }
-
-// ExitError says why Done was closed; nil after a requested Stop.
-func (v *VM) ExitError() error { return v.m.ExitError() }
-
-// Pids lists the live host processes: QEMU first, then virtiofsd.
-func (v *VM) Pids() []int { return v.m.Pids() }
-
 // Info reports what Start chose; zero before Start.
 func (v *VM) Info() hypervisor.Info {
 	v.mu.Lock()
@@ -286,7 +275,7 @@ func (v *VM) Diagnose(ctx context.Context) string {
 	v.mu.Lock()
 	qmp, transport, sharedFS := v.qmp, v.launch.Transport, v.launch.SharedFS
 	v.mu.Unlock()
-	fsd := v.m.Virtiofsd()
+	fsd := v.Machine.Virtiofsd()
 	if qmp == nil {
 		return "QEMU is not running"
 	}
