@@ -31,7 +31,10 @@ import (
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/guestspec"
 	"github.com/podvm/podvm/runtime/hostcgroup"
+	"github.com/podvm/podvm/runtime/hypervisor/drivers"
 	"github.com/podvm/podvm/runtime/sandbox"
+	"github.com/podvm/podvm/runtime/sandbox/crash"
+	"github.com/podvm/podvm/runtime/sandbox/share"
 	"github.com/podvm/podvm/runtime/stdio"
 )
 
@@ -185,12 +188,12 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			s.sb = nil
 			s.mu.Unlock()
 			sb.Destroy(context.WithoutCancel(ctx))
-			sandbox.RemoveRecord(r.Bundle)
+			crash.RemoveRecord(r.Bundle)
 		}
 	}()
 
 	_, pod := spec.Annotations[annotationContainerType]
-	opts := guestspec.Options{Pod: pod, Submounts: sandbox.Submounts}
+	opts := guestspec.Options{Pod: pod, Submounts: share.Submounts}
 	s.mu.Lock()
 	opts.PodCgroup = s.guestPodCgroup
 	if spec.Annotations[annotationContainerType] == "container" {
@@ -208,12 +211,12 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 
 	if !owner {
 		// The owner's record was written before its VM booted.
-		if err := sandbox.WriteRecord(r.Bundle, sandbox.Record{SandboxID: sb.ID, StateDir: sb.StateDir, ContainerID: r.ID}); err != nil {
+		if err := crash.WriteRecord(r.Bundle, crash.Record{SandboxID: sb.ID, StateDir: sb.StateDir, ContainerID: r.ID}); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
 		defer func() {
 			if retErr != nil {
-				sandbox.RemoveRecord(r.Bundle)
+				crash.RemoveRecord(r.Bundle)
 			}
 		}()
 	}
@@ -312,7 +315,7 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	if len(applied) > 0 {
 		log.G(ctx).WithField("keys", applied).Info("podvm config keys set by the pod's annotations")
 	}
-	driver, err := sandbox.NewDriver(cfg)
+	driver, err := drivers.New(cfg)
 	if err != nil {
 		return nil, false, fmt.Errorf("podvm config %s: %w", path, err)
 	}
@@ -334,8 +337,8 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	}
 	// Recorded before anything exists, so that containerd's `shim delete`
 	// can clean up after a shim that dies while the VM boots.
-	rec := sandbox.Record{SandboxID: sandboxID, StateDir: sandbox.StateDir(cfg, sandboxID), ContainerID: r.ID, Owner: true}
-	if err := sandbox.WriteRecord(r.Bundle, rec); err != nil {
+	rec := crash.Record{SandboxID: sandboxID, StateDir: sandbox.StateDir(cfg, sandboxID), ContainerID: r.ID, Owner: true}
+	if err := crash.WriteRecord(r.Bundle, rec); err != nil {
 		return nil, false, err
 	}
 	sb, err := sandbox.Create(ctx, sandbox.Options{
@@ -343,7 +346,7 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 		Size: size, HostCgroup: hostCgroup, GuestPodCgroup: guestPodCgroup,
 	})
 	if err != nil {
-		sandbox.RemoveRecord(r.Bundle)
+		crash.RemoveRecord(r.Bundle)
 		return nil, false, err
 	}
 	d := sb.Agent.Details
@@ -578,7 +581,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			}
 		}
 	}
-	sandbox.RemoveRecord(c.bundle)
+	crash.RemoveRecord(c.bundle)
 
 	_, status, at := p.state()
 	s.send(&eventstypes.TaskDelete{ContainerID: r.ID, Pid: s.hostPid(), ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)})
