@@ -18,7 +18,7 @@ import (
 // The state directory of a sandbox:
 //
 //	<state_dir>/sandboxes/<id>/
-//	  lock        held (flock) by the shim that owns the sandbox
+//	  lock        held (flock) by the shim that owns the sandbox (package crash)
 //	  mounts/     where the shim mounts each container's rootfs and volumes
 //	  shared/     a read-only view of mounts/, exported to the guest
 //	  ...         sockets, pid files and logs of the VMM and virtiofsd
