@@ -27,10 +27,9 @@ type VM struct {
 	bin          string
 	cfg          hypervisor.Config
 	dec          accel.Decision
-	*vmm.Machine // Stop, Done, ExitError, Pids
+	*vmm.Machine // Stop, Done, ExitError, Pids, Info
 
 	mu     sync.Mutex // guards the fields below
-	info   hypervisor.Info
 	launch launch
 	api    *apiClient
 	events *os.File // read end of the event monitor pipe
@@ -112,8 +111,9 @@ func (v *VM) startVMM(l launch, info hypervisor.Info) (*apiClient, error) {
 	}
 	info.StartedAt = time.Now()
 	api := newAPIClient(l.path(apiSocketName), v.driver.opts.APITimeout)
+	v.SetInfo(info)
 	v.mu.Lock()
-	v.info, v.api, v.events = info, api, evR
+	v.api, v.events = api, evR
 	v.mu.Unlock()
 	dead := make(chan string, 1)
 	_, err = v.Machine.StartVMM(childproc.Spec{
@@ -209,13 +209,6 @@ func (v *VM) release() {
 	}
 }
 
-// Info reports what Start chose and the current size; zero before Start.
-func (v *VM) Info() hypervisor.Info {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.info
-}
-
 // Resize asks for vcpus and memoryMiB with vm.resize. Only what differs from
 // the current size is sent. It needs room set aside at boot: vCPUs up to
 // Options.MaxVCPUs, memory up to the boot size plus Options.MemoryHotplugMiB
@@ -228,8 +221,9 @@ func (v *VM) Resize(ctx context.Context, vcpus, memoryMiB uint32) error {
 
 func (v *VM) resize(ctx context.Context, vcpus, memoryMiB uint32) error {
 	v.mu.Lock()
-	l, info, api := v.launch, v.info, v.api
+	l, api := v.launch, v.api
 	v.mu.Unlock()
+	info := v.Info()
 	req, err := resizeRequest(l, info, vcpus, memoryMiB)
 	if err != nil {
 		return fmt.Errorf("cloud-hypervisor: sandbox %s: resize to %d vCPUs, %d MiB: %w", v.cfg.ID, vcpus, memoryMiB, err)
@@ -240,9 +234,8 @@ func (v *VM) resize(ctx context.Context, vcpus, memoryMiB uint32) error {
 	if err := api.ResizeVM(ctx, req); err != nil {
 		return fmt.Errorf("cloud-hypervisor: sandbox %s: resize to %d vCPUs, %d MiB: %w", v.cfg.ID, vcpus, memoryMiB, err)
 	}
-	v.mu.Lock()
-	v.info.VCPUs, v.info.MemoryMiB = vcpus, memoryMiB
-	v.mu.Unlock()
+	info.VCPUs, info.MemoryMiB = vcpus, memoryMiB
+	v.SetInfo(info)
 	return nil
 }
 

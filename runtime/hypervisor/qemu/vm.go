@@ -36,10 +36,9 @@ type VM struct {
 	qemuPath     string
 	cfg          hypervisor.Config
 	mode         accel.Mode
-	*vmm.Machine // Stop, Done, ExitError, Pids
+	*vmm.Machine // Stop, Done, ExitError, Pids, Info
 
 	mu        sync.Mutex // guards the fields below
-	info      hypervisor.Info
 	launch    launch
 	qmp       *qmpClient
 	agentConn *serialConn
@@ -98,8 +97,9 @@ func (v *VM) boot(ctx context.Context) error {
 	}
 	info.StartedAt = time.Now()
 	v.mu.Lock()
-	v.launch, v.info = l, info
+	v.launch = l
 	v.mu.Unlock()
+	v.SetInfo(info)
 	if _, err := v.Machine.StartVMM(childproc.Spec{
 		Name:       "qemu for sandbox " + v.cfg.ID,
 		Path:       v.qemuPath,
@@ -233,13 +233,6 @@ func (v *VM) release() {
 	if agentConn != nil {
 		agentConn.Close()
 	}
-}
-
-// Info reports what Start chose; zero before Start.
-func (v *VM) Info() hypervisor.Info {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.info
 }
 
 // Resize is not offered: VMs are sized statically at sandbox creation

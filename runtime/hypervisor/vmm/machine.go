@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/internal/childproc"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
@@ -79,6 +80,7 @@ type Machine struct {
 	exitErr  error
 	vmm      *childproc.Process
 	fsd      *virtiofsd.Daemon
+	info     hypervisor.Info
 
 	done     chan struct{}
 	doneOnce sync.Once
@@ -313,6 +315,20 @@ func (m *Machine) Pids() []int {
 		}
 	}
 	return pids
+}
+
+// SetInfo records what the driver chose (and, after a resize, the size).
+func (m *Machine) SetInfo(info hypervisor.Info) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.info = info
+}
+
+// Info reports what Start chose and the current size; zero before Start.
+func (m *Machine) Info() hypervisor.Info {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.info
 }
 
 // Virtiofsd is the running virtiofsd, nil if none was started.
