@@ -22,7 +22,7 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	v.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, v.driver.opts.AgentDialTimeout)
 	defer cancel()
-	c, err := newHybridVsock(l.path(vsockSocketName), v.driver.opts.AgentPort).Dial(ctx, v.Machine.Done())
+	c, err := newHybridVsock(l.Path(vsockSocketName), v.driver.opts.AgentPort).Dial(ctx, v.Machine.Done())
 	if err != nil {
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}

@@ -110,7 +110,7 @@ func (v *VM) startVMM(l launch, info hypervisor.Info) (*apiClient, error) {
 		return nil, fmt.Errorf("event monitor pipe: %w", err)
 	}
 	info.StartedAt = time.Now()
-	api := newAPIClient(l.path(apiSocketName), v.driver.opts.APITimeout)
+	api := newAPIClient(l.Path(apiSocketName), v.driver.opts.APITimeout)
 	v.SetInfo(info)
 	v.mu.Lock()
 	v.api, v.events = api, evR
@@ -120,7 +120,7 @@ func (v *VM) startVMM(l launch, info hypervisor.Info) (*apiClient, error) {
 		Name:       "cloud-hypervisor for sandbox " + v.cfg.ID,
 		Path:       v.bin,
 		Args:       vmmArgs(l),
-		LogPath:    l.path(vmmLogName),
+		LogPath:    l.Path(vmmLogName),
 		ExtraFiles: []*os.File{evW},
 		Cgroup:     v.cfg.Cgroup,
 	}, dead)
@@ -130,7 +130,7 @@ func (v *VM) startVMM(l launch, info hypervisor.Info) (*apiClient, error) {
 	if err != nil {
 		return nil, err // evR is closed by release
 	}
-	go watchEvents(evR, l.path(eventsLogName), dead)
+	go watchEvents(evR, l.Path(eventsLogName), dead)
 	return api, nil
 }
 
@@ -150,10 +150,8 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		nics = append(nics, n)
 	}
 	l := launch{
-		ID: cfg.ID, StateDir: cfg.StateDir,
-		Kernel: cfg.KernelPath, Initrd: cfg.InitrdPath, Cmdline: cmdline,
-		VCPUs: cfg.VCPUs, MaxVCPUs: max(o.MaxVCPUs, cfg.VCPUs),
-		MemoryMiB: cfg.MemoryMiB, HotplugMiB: o.MemoryHotplugMiB,
+		Guest:    vmm.GuestOf(cfg, cmdline),
+		MaxVCPUs: max(o.MaxVCPUs, cfg.VCPUs), HotplugMiB: o.MemoryHotplugMiB,
 		Debug: cfg.Debug, Seccomp: !o.NoSeccomp,
 		Net: nics,
 	}
@@ -162,11 +160,11 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		Accelerator: v.dec.Accel,
 		AccelReason: v.dec.Reason,
 		Transport:   hypervisor.TransportVsock,
-		TransportReason: "hybrid vsock: CONNECT through " + l.path(vsockSocketName) +
+		TransportReason: "hybrid vsock: CONNECT through " + l.Path(vsockSocketName) +
 			" (Cloud Hypervisor proxies it to the guest; no /dev/vhost-vsock needed)",
 		VCPUs:       cfg.VCPUs,
 		MemoryMiB:   cfg.MemoryMiB,
-		ConsolePath: l.path(consoleLogName),
+		ConsolePath: l.Path(consoleLogName),
 	}
 	return l, info, nil
 }

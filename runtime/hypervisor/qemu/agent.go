@@ -75,7 +75,7 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 		}
 	}
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", l.path(agentSocketName))
+	c, err := d.DialContext(ctx, "unix", l.Path(agentSocketName))
 	if err != nil {
 		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}

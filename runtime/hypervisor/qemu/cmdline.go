@@ -3,11 +3,11 @@ package qemu
 import (
 	"fmt"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
 // Files in the VM's state dir.
@@ -31,13 +31,7 @@ const (
 // anything starts. Keeping it a plain value makes the command line a pure
 // function that tests can pin down.
 type launch struct {
-	ID        string
-	StateDir  string
-	Kernel    string
-	Initrd    string
-	Cmdline   string
-	VCPUs     uint32
-	MemoryMiB uint32
+	vmm.Guest
 	Accel     hypervisor.Accelerator
 	TBSizeMiB uint32
 	Seccomp   bool
@@ -58,8 +52,6 @@ type netLaunch struct {
 	FD  int
 	MAC string
 }
-
-func (l launch) path(name string) string { return filepath.Join(l.StateDir, name) }
 
 // qemuArgs builds the QEMU command line (without argv[0]).
 func qemuArgs(l launch) []string {
@@ -104,9 +96,9 @@ func qemuArgs(l launch) []string {
 		"-kernel", l.Kernel,
 		"-initrd", l.Initrd,
 		"-append", l.Cmdline,
-		"-chardev", "file,id=console,path="+l.path(consoleLogName),
+		"-chardev", "file,id=console,path="+l.Path(consoleLogName),
 		"-serial", "chardev:console",
-		"-qmp", "unix:"+l.path(qmpSocketName)+",server=on,wait=off",
+		"-qmp", "unix:"+l.Path(qmpSocketName)+",server=on,wait=off",
 	)
 	switch l.Transport {
 	case hypervisor.TransportVsock:
@@ -118,7 +110,7 @@ func qemuArgs(l launch) []string {
 	default:
 		a = append(a,
 			"-device", "virtio-serial-device,max_ports=2",
-			"-chardev", "socket,id="+agentChardevID+",path="+l.path(agentSocketName)+",server=on,wait=off",
+			"-chardev", "socket,id="+agentChardevID+",path="+l.Path(agentSocketName)+",server=on,wait=off",
 			"-device", "virtserialport,chardev="+agentChardevID+",name="+hypervisor.AgentSerialPortName,
 		)
 	}
@@ -132,7 +124,7 @@ func qemuArgs(l launch) []string {
 		)
 	default:
 		a = append(a,
-			"-chardev", "socket,id=fs,path="+l.path(virtiofsdSocketName),
+			"-chardev", "socket,id=fs,path="+l.Path(virtiofsdSocketName),
 			"-device", "vhost-user-fs-device,chardev=fs,tag="+hypervisor.SharedFSTag,
 		)
 	}

@@ -104,14 +104,14 @@ func (v *VM) boot(ctx context.Context) error {
 		Name:       "qemu for sandbox " + v.cfg.ID,
 		Path:       v.qemuPath,
 		Args:       qemuArgs(l),
-		LogPath:    l.path(qemuLogName),
+		LogPath:    l.Path(qemuLogName),
 		ExtraFiles: extra,
 		Cgroup:     v.cfg.Cgroup,
 	}, nil); err != nil {
 		return err
 	}
 	var qmp *qmpClient
-	dial := func(ctx context.Context) (err error) { qmp, err = dialQMP(ctx, l.path(qmpSocketName)); return err }
+	dial := func(ctx context.Context) (err error) { qmp, err = dialQMP(ctx, l.Path(qmpSocketName)); return err }
 	if err := v.Machine.WaitReady(ctx, dial, "qmp", "waiting for qmp"); err != nil {
 		return err
 	}
@@ -181,9 +181,7 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		return launch{}, hypervisor.Info{}, err
 	}
 	l := launch{
-		ID: cfg.ID, StateDir: cfg.StateDir,
-		Kernel: cfg.KernelPath, Initrd: cfg.InitrdPath, Cmdline: cmdline,
-		VCPUs: cfg.VCPUs, MemoryMiB: cfg.MemoryMiB,
+		Guest: vmm.GuestOf(cfg, cmdline),
 		Accel: dec.Accel, TBSizeMiB: v.driver.opts.TBSizeMiB,
 		Seccomp:   !v.driver.opts.NoSeccomp,
 		Transport: transport,
@@ -198,7 +196,7 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		TransportReason: transportWhy,
 		VCPUs:           cfg.VCPUs,
 		MemoryMiB:       cfg.MemoryMiB,
-		ConsolePath:     l.path(consoleLogName),
+		ConsolePath:     l.Path(consoleLogName),
 	}
 	return l, info, nil
 }
