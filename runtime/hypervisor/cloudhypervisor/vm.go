@@ -170,10 +170,9 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 }
 
 // shutdownVMM is the polite part of a stop (vmm.Spec.Shutdown), bounded by
-// StopTimeout. Its
-// errors do not matter: whatever is left is killed next. A VMM that does
-// not answer uses up the budget on the first call and the others fail at
-// once.
+// StopTimeout. Its errors do not matter: whatever is left is killed next.
+// A VMM that does not answer uses up the budget on the first call and the
+// others fail at once.
 func (v *VM) shutdownVMM(ctx context.Context, proc *childproc.Process) {
 	v.mu.Lock()
 	api := v.api

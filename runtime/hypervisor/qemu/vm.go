@@ -201,7 +201,8 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	return l, info, nil
 }
 
-// quit asks QEMU over QMP to exit and waits up to quitTimeout (vmm.Spec.Shutdown).
+// quit asks QEMU over QMP to exit and waits up to quitTimeout
+// (vmm.Spec.Shutdown).
 func (v *VM) quit(ctx context.Context, proc *childproc.Process) {
 	v.mu.Lock()
 	qmp := v.qmp
