@@ -5,6 +5,13 @@
 // shared directory (share), cleanup after a crashed shim (crash), the VM's
 // processes (runtime/hypervisor and its drivers). It knows nothing of
 // containerd; the shim's task service drives it.
+//
+// Files, one phase or job each: create.go (Create and claiming the state
+// directory), host.go (prepare the host), boot.go (boot the VM), guest.go
+// (initialize the guest), watch.go (the VM's death, the agent's loss, hang
+// reports), destroy.go, rootfs.go (containers' mounts in the share),
+// size.go (the VM's size from the pod's spec: Options.Size, computed by
+// the shim before Create).
 package sandbox
 
 import (
