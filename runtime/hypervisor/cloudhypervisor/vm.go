@@ -59,6 +59,9 @@ func (v *VM) Start(ctx context.Context) error {
 	return v.Machine.Start(ctx, v.driver.opts.StartTimeout, v.boot)
 }
 
+// boot is Cloud Hypervisor's part of Start (vmm.Machine.Start runs it and
+// stops everything if it fails): plan, virtiofsd, the VMM, then the API
+// calls that create and boot the VM.
 func (v *VM) boot(ctx context.Context) error {
 	l, info, err := v.plan()
 	if err != nil {

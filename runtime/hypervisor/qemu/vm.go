@@ -77,6 +77,8 @@ func (v *VM) Start(ctx context.Context) error {
 	return v.Machine.Start(ctx, startTimeout, v.boot)
 }
 
+// boot is QEMU's part of Start (vmm.Machine.Start runs it and stops
+// everything if it fails): plan, helpers, QEMU, then QMP's "running".
 func (v *VM) boot(ctx context.Context) error {
 	l, info, err := v.plan()
 	if err != nil {
