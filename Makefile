@@ -114,7 +114,7 @@ generate:
 spec-binary:
 	@mkdir -p $(BIN)
 	cd spec && go test -c -o $(BIN)/podvm-spec.test .
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/podvm-testbin ./ci/testregistry/testbin
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/podvm-testbin ./internal/hostbed/testbin
 
 # A local single-node Kubernetes v1.37.2 (host processes) with podvm
 # installed, the isolation specs with runc and podvm, the upstream
@@ -134,7 +134,7 @@ conformance: deps install-dev spec-binary
 BENCH_FLAGS ?=
 bench: install-dev
 	@bash ci/install-tools.sh containerd runc gvisor
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/podvm-testbin ./ci/testregistry/testbin
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/podvm-testbin ./internal/hostbed/testbin
 	PODVM_PREFIX=$(OUT) $(BIN)/podvm bench all --testbin $(BIN)/podvm-testbin --out $(OUT)/bench $(BENCH_FLAGS)
 
 # The installer image of podvm deploy (docs/deploy.md): static binaries and

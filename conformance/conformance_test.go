@@ -1,6 +1,8 @@
 package conformance
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/podvm/podvm/conformance/report"
@@ -26,5 +28,13 @@ func TestWithoutUnselected(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("got %q, want %q", got, want)
 		}
+	}
+}
+
+func TestRunRefusesARunWithoutItsBaseline(t *testing.T) {
+	out := t.TempDir()
+	_, err := Run(context.Background(), Options{Classes: []string{"podvm"}, Baselines: []string{"runc"}, OutDir: out})
+	if !errors.Is(err, report.ErrUsage) {
+		t.Fatalf("Run with the baseline not among the classes: %v, want a usage error", err)
 	}
 }

@@ -204,6 +204,9 @@ func (s daemonSetState) done() bool {
 		s.Ready == s.Desired && len(s.NotReady) == 0 && len(s.Nodes) == s.Desired
 }
 
+// readDaemonSet reads the state of DaemonSet ns/name and of its pods
+// (selected by app.kubernetes.io/name=name) through kubectl. Pods not yet
+// scheduled or being deleted are left out.
 func readDaemonSet(ctx context.Context, k Kubectl, ns, name string) (daemonSetState, error) {
 	var st daemonSetState
 	b, err := k.Run(ctx, nil, "get", "daemonset", name, "-n", ns, "-o", "json")
@@ -229,31 +232,7 @@ func readDaemonSet(ctx context.Context, k Kubectl, ns, name string) (daemonSetSt
 	if err != nil {
 		return st, err
 	}
-	var pods struct {
-		Items []struct {
-			Metadata struct {
-				Name              string
-				DeletionTimestamp string `json:"deletionTimestamp"`
-			}
-			Spec   struct{ NodeName string }
-			Status struct {
-				Phase             string
-				ContainerStatuses []struct {
-					Ready        bool
-					RestartCount int `json:"restartCount"`
-					State        struct {
-						Waiting *struct{ Reason, Message string }
-					}
-					LastState struct {
-						Terminated *struct {
-							ExitCode int `json:"exitCode"`
-							Reason   string
-						}
-					} `json:"lastState"`
-				} `json:"containerStatuses"`
-			}
-		}
-	}
+	var pods struct{ Items []installerPod }
 	if err := json.Unmarshal(b, &pods); err != nil {
 		return st, fmt.Errorf("pods of %s: %w", name, err)
 	}
@@ -261,32 +240,68 @@ func readDaemonSet(ctx context.Context, k Kubectl, ns, name string) (daemonSetSt
 		if p.Spec.NodeName == "" || p.Metadata.DeletionTimestamp != "" {
 			continue
 		}
-		desc, ready := "pod "+p.Metadata.Name+" "+p.Status.Phase, false
-		if cs := p.Status.ContainerStatuses; len(cs) > 0 {
-			c := cs[0]
-			ready = c.Ready
-			switch {
-			case c.Ready:
-				desc = "done (pod " + p.Metadata.Name + ")"
-			case c.State.Waiting != nil && c.State.Waiting.Reason != "":
-				desc = fmt.Sprintf("pod %s %s", p.Metadata.Name, c.State.Waiting.Reason)
-				st.Why[p.Spec.NodeName] = c.State.Waiting.Message
-			default:
-				desc = fmt.Sprintf("pod %s running, not done yet", p.Metadata.Name)
-			}
-			if c.RestartCount > 0 {
-				desc += fmt.Sprintf(", %d restart(s)", c.RestartCount)
-				if t := c.LastState.Terminated; t != nil {
-					desc += fmt.Sprintf(", last exit %d", t.ExitCode)
-				}
-			}
-		}
+		desc, ready, why := p.describe()
 		st.Nodes[p.Spec.NodeName] = desc
+		if why != "" {
+			st.Why[p.Spec.NodeName] = why
+		}
 		if !ready {
 			st.NotReady[p.Spec.NodeName] = p.Metadata.Name
 		}
 	}
 	return st, nil
+}
+
+// installerPod is what readDaemonSet reads of one of the DaemonSet's pods.
+type installerPod struct {
+	Metadata struct {
+		Name              string
+		DeletionTimestamp string `json:"deletionTimestamp"`
+	}
+	Spec   struct{ NodeName string }
+	Status struct {
+		Phase             string
+		ContainerStatuses []struct {
+			Ready        bool
+			RestartCount int `json:"restartCount"`
+			State        struct {
+				Waiting *struct{ Reason, Message string }
+			}
+			LastState struct {
+				Terminated *struct {
+					ExitCode int `json:"exitCode"`
+					Reason   string
+				}
+			} `json:"lastState"`
+		} `json:"containerStatuses"`
+	}
+}
+
+// describe is the pod's one-line state, whether its container is ready,
+// and the kubelet's message when the container is waiting for a reason.
+func (p installerPod) describe() (desc string, ready bool, why string) {
+	desc = "pod " + p.Metadata.Name + " " + p.Status.Phase
+	cs := p.Status.ContainerStatuses
+	if len(cs) == 0 {
+		return desc, false, ""
+	}
+	c := cs[0]
+	switch {
+	case c.Ready:
+		desc = "done (pod " + p.Metadata.Name + ")"
+	case c.State.Waiting != nil && c.State.Waiting.Reason != "":
+		desc = fmt.Sprintf("pod %s %s", p.Metadata.Name, c.State.Waiting.Reason)
+		why = c.State.Waiting.Message
+	default:
+		desc = fmt.Sprintf("pod %s running, not done yet", p.Metadata.Name)
+	}
+	if c.RestartCount > 0 {
+		desc += fmt.Sprintf(", %d restart(s)", c.RestartCount)
+		if t := c.LastState.Terminated; t != nil {
+			desc += fmt.Sprintf(", last exit %d", t.ExitCode)
+		}
+	}
+	return desc, c.Ready, why
 }
 
 // waitDaemonSet waits until the DaemonSet's pod is ready on every node it

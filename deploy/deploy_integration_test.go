@@ -15,11 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/ci/testregistry"
 	"github.com/podvm/podvm/conformance/cluster/local"
 	"github.com/podvm/podvm/deploy"
 	"github.com/podvm/podvm/deploy/node"
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // deployEnv is what the test builds before the cluster comes up.
@@ -74,7 +73,7 @@ func requireDeploy(t *testing.T) *deployEnv {
 		if out, err := spec.CombinedOutput(); err != nil {
 			return fmt.Sprintf("the spec binary (cd spec && go test -c): %v: %s", err, out)
 		}
-		tb, err := testregistry.BuildTestbin(t.TempDir())
+		tb, err := hostbed.BuildTestbin(t.TempDir())
 		if err != nil {
 			return "testbin: " + err.Error()
 		}
@@ -115,7 +114,11 @@ func requireDeploy(t *testing.T) *deployEnv {
 // lift-and-shift spec, `podvm deploy uninstall`, and the node is as it was.
 func TestDeployIntegration(t *testing.T) {
 	e := requireDeploy(t)
-	testenv.HostLock(t, "kubernetes-cluster") // not beside TestLocalClusterIntegration
+	release, err := hostbed.LockHost("test-kubernetes-cluster") // not beside TestLocalClusterIntegration
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
 	o := e.opts
 	p := local.New(o)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
@@ -324,11 +327,11 @@ spec:
 	// little after the API forgets it, so leftovers get some seconds to go.
 	var leaks []string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(2 * time.Second) {
-		leaks = slices.DeleteFunc(testenv.Leaks(o.Dir), func(l string) bool {
+		leaks = slices.DeleteFunc(hostbed.Leaks(o.Dir), func(l string) bool {
 			return l == "mount: "+filepath.Join(o.Dir, "kubelet")
 		})
 		for _, id := range ids {
-			leaks = append(leaks, testenv.Leaks(id)...)
+			leaks = append(leaks, hostbed.Leaks(id)...)
 		}
 		if len(leaks) == 0 || time.Now().After(deadline) {
 			break

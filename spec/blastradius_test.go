@@ -30,7 +30,7 @@ const (
 	crashExecTimeout = 30 * time.Second
 )
 
-var _ = Describe("A crash in one pod", Label("blast-radius", "isolation", "destructive"), Serial, func() {
+var _ = Describe("A crash in one pod", Label("blast-radius", "isolation", "destructive", factGuard), Serial, func() {
 	It("stays in that pod when its guest kernel panics", func(ctx SpecContext) {
 		crashOnePod(ctx, "panic", func(ctx context.Context, victim *corev1.Pod) {
 			By("writing c to /proc/sysrq-trigger in the pod (a kernel panic)")
@@ -75,7 +75,7 @@ func crashOnePod(ctx context.Context, name string, crash func(context.Context, *
 	nodeK := nodeKernel(ctx, node)
 	victimK := podKernel(ctx, victim, "c")
 	if err := safety.CheckSeparateKernel(victimK.Kernel, nodeK.Kernel); err != nil {
-		Fail(err.Error())
+		Fail(shows(factGuard, "%v", err)())
 	}
 
 	nodeBefore, err := cluster.GetNode(ctx, node)

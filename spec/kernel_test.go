@@ -30,7 +30,7 @@ var _ = Describe("A pod of the runtime class under test", Label("kernel", "isola
 	var node kernelFacts
 
 	BeforeAll(func(ctx SpecContext) {
-		pods := startPods(ctx, newPod("kernel-a", idle("c")), newPod("kernel-b", idle("c")))
+		pods := startPods(ctx, newPod("kernel-a", marked(idle("c"), markerFor("kernel-a"))), newPod("kernel-b", idle("c")))
 		a, b = pods[0], pods[1]
 		node = nodeKernel(ctx, a.Spec.NodeName)
 	}, NodeTimeout(2*podStartTimeout))
@@ -42,17 +42,17 @@ var _ = Describe("A pod of the runtime class under test", Label("kernel", "isola
 		Expect(pod.Release).NotTo(BeEmpty())
 		Expect(pod.BootID).NotTo(BeEmpty())
 		Expect(pod.ProcVersion).NotTo(BeEmpty())
-		Expect(pod.Release).NotTo(Equal(node.Release), "uname -r in the pod is the node's kernel release (NodeInfo.KernelVersion)")
-		Expect(pod.ProcVersion).NotTo(Equal(node.ProcVersion), "/proc/version in the pod is the node's")
-		Expect(pod.BootID).NotTo(Equal(node.BootID), "the pod's boot_id is the node's (NodeInfo.BootID): same kernel, same boot")
-	}, SpecTimeout(2*time.Minute))
+		Expect(pod.Release).NotTo(Equal(node.Release), shows(factNodeKernel, "uname -r in the pod is the node's kernel release (NodeInfo.KernelVersion)"))
+		Expect(pod.ProcVersion).NotTo(Equal(node.ProcVersion), shows(factNodeKernel, "/proc/version in the pod is the node's"))
+		Expect(pod.BootID).NotTo(Equal(node.BootID), shows(factNodeKernel, "the pod's boot_id is the node's (NodeInfo.BootID): same kernel, same boot"))
+	}, Label(factNodeKernel), SpecTimeout(2*time.Minute))
 
 	It("has a kernel of its own, not shared with another pod of the class", func(ctx SpecContext) {
 		ka, kb := podKernel(ctx, a, "c"), podKernel(ctx, b, "c")
 		Expect(ka.BootID).NotTo(BeEmpty())
 		Expect(kb.BootID).NotTo(BeEmpty())
-		Expect(ka.BootID).NotTo(Equal(kb.BootID), "two pods of the class on node %s report the same boot_id: they share one kernel", a.Spec.NodeName)
-	}, SpecTimeout(2*time.Minute))
+		Expect(ka.BootID).NotTo(Equal(kb.BootID), shows(factSameBootID, "two pods of the class on node %s report the same boot_id: they share one kernel", a.Spec.NodeName))
+	}, Label(factSameBootID), SpecTimeout(2*time.Minute))
 
 	It("does not see the node's processes", func(ctx SpecContext) {
 		nodeProcs := nodeProcesses(ctx, a.Spec.NodeName)
@@ -73,7 +73,7 @@ var _ = Describe("A pod of the runtime class under test", Label("kernel", "isola
 				seen = append(seen, d)
 			}
 		}
-		Expect(seen).To(BeEmpty(), "the pod sees node processes %v", seen)
+		Expect(seen).To(BeEmpty(), shows(factNodeTasks, "the pod sees node processes %v", seen))
 
 		nodeTasks, err := facts.LoadavgTasks(probeSh(ctx, a.Spec.NodeName, "cat /proc/loadavg"))
 		Expect(err).NotTo(HaveOccurred())
@@ -82,10 +82,17 @@ var _ = Describe("A pod of the runtime class under test", Label("kernel", "isola
 		AddReportEntry("processes", fmt.Sprintf("pod /proc: %d, node /proc: %d; kernel tasks seen by the pod: %d, node: %d",
 			len(podProcs), len(nodeProcs), podTasks, nodeTasks))
 		Expect(float64(len(podProcs))).To(BeNumerically("<=", maxVisibleTaskShare*float64(len(nodeProcs))),
-			"the pod's /proc lists %d processes, the node has %d: %s", len(podProcs), len(nodeProcs), commList(podProcs))
+			shows(factNodeTasks, "the pod's /proc lists %d processes, the node has %d: %s", len(podProcs), len(nodeProcs), commList(podProcs)))
 		Expect(float64(podTasks)).To(BeNumerically("<=", maxVisibleTaskShare*float64(nodeTasks)),
-			"the kernel under the pod runs %d tasks, the node's %d: a pod with a kernel of its own counts only its own", podTasks, nodeTasks)
-	}, SpecTimeout(3*time.Minute))
+			shows(factNodeTasks, "the kernel under the pod runs %d tasks, the node's %d: a pod with a kernel of its own counts only its own", podTasks, nodeTasks))
+
+		// A runtime can mount a made-up /proc/loadavg into the pod and give it a PID namespace
+		// (the fake VM baseline does); it cannot take the pod's processes out of the node's /proc
+		// when the node's kernel runs them.
+		inPod, onNode := markedPIDs(ctx, a, "c", markerFor(a.Name))
+		Expect(inPod).NotTo(BeEmpty(), "the pod's own /proc shows no process with its marker %q: the search cannot find anything", markerFor(a.Name))
+		Expect(onNode).To(BeEmpty(), shows(factNodeRunsPod, "the node's /proc lists the pod's processes (node pids %v, pod pids %v): the node's kernel runs them", onNode, inPod))
+	}, Label(factNodeTasks, factNodeRunsPod), SpecTimeout(3*time.Minute))
 })
 
 // commList names processes for a failure message.

@@ -59,7 +59,8 @@ var _ = Describe("Resource limits", Label("limits"), func() {
 		var log string
 
 		BeforeAll(func(ctx SpecContext) {
-			c := shContainer("c", `grep MemTotal /proc/meminfo; exec tail /dev/zero`)
+			// free reports sysinfo(2), which no file mounted over /proc/meminfo changes.
+			c := shContainer("c", `grep MemTotal /proc/meminfo; free; exec tail /dev/zero`)
 			c.Resources = resources("50m", memoryLimit, "", memoryLimit)
 			p := newPod("memory-limit", c)
 			p.Spec.RestartPolicy = corev1.RestartPolicyNever
@@ -84,20 +85,26 @@ var _ = Describe("Resource limits", Label("limits"), func() {
 			Expect(t.ExitCode).To(Equal(int32(137)), "an OOM kill is SIGKILL: exit 128+9")
 		})
 
-		It("shows the pod no more memory than its limit and a VM's base", Label("isolation"), func(ctx SpecContext) {
+		It("shows the pod no more memory than its limit and a VM's base", Label("isolation", factNodeMemory), func(ctx SpecContext) {
 			seen, err := facts.MemTotal(log)
 			Expect(err).NotTo(HaveOccurred(), "the container's log should hold its MemTotal line: %q", log)
+			sysinfo, err := facts.FreeTotal(log)
+			Expect(err).NotTo(HaveOccurred(), "the container's log should hold free's Mem: line: %q", log)
 			limit := resource.MustParse(memoryLimit)
 			bound := limit.Value() + guestBaseAllowance
 			n, err := cluster.GetNode(ctx, pod.Spec.NodeName)
 			Expect(err).NotTo(HaveOccurred())
 			nodeMem := n.Status.Capacity.Memory().Value()
-			AddReportEntry("memory", fmt.Sprintf("pod sees %s with a %s limit (bound %s), node has %s", mib(seen), memoryLimit, mib(bound), mib(nodeMem)))
+			AddReportEntry("memory", fmt.Sprintf("pod sees %s in /proc/meminfo and %s from sysinfo with a %s limit (bound %s), node has %s",
+				mib(seen), mib(sysinfo), memoryLimit, mib(bound), mib(nodeMem)))
 			if nodeMem <= bound {
 				Skip(fmt.Sprintf("node %s has %s, not more than the bound %s: a pod seeing the node's memory could not be told apart", n.Name, mib(nodeMem), mib(bound)))
 			}
 			Expect(seen).To(BeNumerically("<=", bound),
-				"the pod sees %s of memory with a %s limit: more than the limit plus a VM's base (%s); the node has %s", mib(seen), memoryLimit, mib(guestBaseAllowance), mib(nodeMem))
+				shows(factNodeMemory, "the pod sees %s of memory with a %s limit: more than the limit plus a VM's base (%s); the node has %s", mib(seen), memoryLimit, mib(guestBaseAllowance), mib(nodeMem)))
+			Expect(sysinfo).To(BeNumerically("<=", bound),
+				shows(factNodeMemory, "sysinfo(2) in the pod gives %s of memory (its /proc/meminfo %s) with a %s limit: more than the limit plus a VM's base (%s); the node has %s",
+					mib(sysinfo), mib(seen), memoryLimit, mib(guestBaseAllowance), mib(nodeMem)))
 		}, SpecTimeout(time.Minute))
 	})
 
@@ -113,9 +120,14 @@ var _ = Describe("Resource limits", Label("limits"), func() {
 			pod = startPods(ctx, newPod("cpu-limit", c))[0]
 		}, NodeTimeout(podStartTimeout+time.Minute))
 
-		It("shows as that many CPUs inside the pod", Label("isolation"), func(ctx SpecContext) {
+		It("shows as that many CPUs inside the pod", Label("isolation", factNodeCPUs), func(ctx SpecContext) {
+			n, err := cluster.GetNode(ctx, pod.Spec.NodeName)
+			Expect(err).NotTo(HaveOccurred())
+			skipBelowTwoCPUs(n, n.Status.Capacity.Cpu(), "a pod that sees all of them sees one CPU too")
 			kv := facts.KeyValues(sh(ctx, pod, "c", `echo "nproc=$(nproc)"; echo "online=$(cat /sys/devices/system/cpu/online)"`))
 			AddReportEntry("cpus", kv)
+			nodeCPUs := strconv.FormatInt(facts.CeilCPUs(n.Status.Capacity.Cpu().MilliValue()), 10)
+			Expect(kv["nproc"]).NotTo(Equal(nodeCPUs), shows(factNodeCPUs, "nproc in a pod limited to %dm CPU is the node's %s CPUs (online CPUs: %s)", limitMilli, nodeCPUs, kv["online"]))
 			Expect(kv["nproc"]).To(Equal(strconv.FormatInt(facts.CeilCPUs(limitMilli), 10)),
 				"nproc in a pod limited to %dm CPU (online CPUs: %s)", limitMilli, kv["online"])
 		}, SpecTimeout(time.Minute))
@@ -123,9 +135,7 @@ var _ = Describe("Resource limits", Label("limits"), func() {
 		It("holds two busy loops to one CPU's worth of work", func(ctx SpecContext) {
 			n, err := cluster.GetNode(ctx, pod.Spec.NodeName)
 			Expect(err).NotTo(HaveOccurred())
-			if cpus := n.Status.Allocatable.Cpu().MilliValue(); cpus < 2000 {
-				Skip(fmt.Sprintf("node %s has %dm CPU: two loops could not use more than one CPU anyway", n.Name, cpus))
-			}
+			skipBelowTwoCPUs(n, n.Status.Allocatable.Cpu(), "two loops could not use more than one CPU anyway")
 			kv := facts.KeyValues(sh(ctx, pod, "c", busyLoopScript(cpuLoopSeconds)))
 			solo, err1 := facts.Int64(kv["solo"])
 			a, err2 := facts.Int64(kv["a"])
@@ -182,6 +192,15 @@ var _ = Describe("Resource limits", Label("limits"), func() {
 		Expect(s1.State.Running).NotTo(BeNil(), "the container no longer runs")
 	}, SpecTimeout(podStartTimeout+8*time.Minute))
 })
+
+// skipBelowTwoCPUs skips a spec that tells one CPU from the node's on a node with fewer than
+// two (cpus: the node's capacity or allocatable, whichever the spec's measure depends on).
+func skipBelowTwoCPUs(n *corev1.Node, cpus *resource.Quantity, why string) {
+	GinkgoHelper()
+	if milli := cpus.MilliValue(); milli < 2000 {
+		Skip(fmt.Sprintf("node %s has %dm CPU: %s", n.Name, milli, why))
+	}
+}
 
 // busyLoopScript counts loop iterations for seconds with one loop, then with two loops in
 // parallel for as long. The loops read the clock from /proc/uptime with shell builtins only.

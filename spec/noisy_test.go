@@ -57,17 +57,22 @@ const (
 	hostChargeFloor = 64 << 20
 
 	// hogLoopsPerCPU is how many busy loops the hog runs per CPU it sees: a parallel batch
-	// job runs as many threads as it likes, not one per CPU. On a shared kernel the scheduler
-	// splits the node by threads, so next to 4 loops per CPU the neighbour's one thread gets
-	// about 2/(1+8) of a 2-CPU node, well under minNeighbourShare; a VM holds the hog to its
-	// vCPUs however many threads it runs, so there the margin is wide in both directions.
+	// job runs as many threads as it likes, not one per CPU.
 	hogLoopsPerCPU = 4
+
+	// hogCPULimit holds the hog to one CPU, as a tenant's pod is held to its limit: by a CFS
+	// quota on a shared kernel, by that and its vCPU count in a VM. The throughput spec is then
+	// a limits spec that must hold everywhere, not an isolation one: unlimited, the hog took
+	// runc's neighbour down to 28-50% of its throughput and podvm's to 57-96% (2-CPU node,
+	// 2026-11-25), a gap of 0.07 around the 0.5 line, and what made it was the hog's size
+	// (the node's 2 CPUs against 1 vCPU), which a quota gives a shared kernel too.
+	hogCPULimit = "1"
 
 	// memorySampleInterval is how often the hog's host memory is read while it runs.
 	memorySampleInterval = time.Second
 )
 
-var _ = Describe("A noisy neighbour", Label("noisy-neighbour", "isolation"), Serial, Ordered, ContinueOnFailure, func() {
+var _ = Describe("A noisy neighbour", Label("noisy-neighbour"), Serial, Ordered, ContinueOnFailure, func() {
 	var (
 		soloMedian, loadedMedian float64
 		soloRuns, loadedRuns     []float64
@@ -100,7 +105,10 @@ var _ = Describe("A noisy neighbour", Label("noisy-neighbour", "isolation"), Ser
 		soloMedian = facts.Median(soloRuns)
 
 		By("starting the hog next to it")
-		hog := startPods(ctx, pinTo(newPod("hog", shContainer("c", hogScript)), node))[0]
+		hogC := shContainer("c", hogScript)
+		// A small request keeps the hog schedulable next to the others on a 2-CPU node.
+		hogC.Resources = resources("100m", "", hogCPULimit, "")
+		hog := startPods(ctx, pinTo(newPod("hog", hogC), node))[0]
 		hogSees = memTotal(ctx, hog, "c")
 		nodeMem = nodeMemTotal(ctx, node)
 		// Ask for more than the hog can see, but never more than an eighth of the node: the hog
@@ -138,19 +146,21 @@ var _ = Describe("A noisy neighbour", Label("noisy-neighbour", "isolation"), Ser
 			100*share, workIterations, soloMedian, loadedMedian)
 	})
 
-	It("bounds the hog's host memory by what its VM can hold", func() {
+	It("bounds the hog's host memory by what its VM can hold", Label("isolation", factNodeMemory, factHostMemory), func() {
 		Expect(cgFound).To(BeTrue(), "no memory cgroup named after the hog pod's UID under the node's /sys/fs/cgroup")
 		Expect(peak).To(BeNumerically(">=", hostChargeFloor),
 			"the hog's pod cgroup %s peaked at %s while the hog filled its memory: the pod's processes (the VMM) are not charged there, so the host memory of the pod cannot be bounded or measured", cg.Dir, mib(peak))
 		Expect(hogSees).To(BeNumerically("<", nodeMem),
-			"the hog sees %s, all of the node's %s: nothing smaller than the node bounds it", mib(hogSees), mib(nodeMem))
+			shows(factNodeMemory, "the hog sees %s, all of the node's %s: nothing smaller than the node bounds it", mib(hogSees), mib(nodeMem)))
 		bound := hogSees + hostOverheadAllowance
 		if ask <= bound {
 			Skip(fmt.Sprintf("node has %s: the hog could ask for only %s, not more than the bound %s", mib(nodeMem), mib(ask), mib(bound)))
 		}
+		// A runtime can show the hog a made-up MemTotal (the fake VM baseline does); the node's
+		// kernel still gives a process on it every byte it asks for.
 		Expect(peak).To(BeNumerically("<=", bound),
-			"the hog's pod used up to %s of host memory: more than the %s it can see plus %s for the VMM", mib(peak), mib(hogSees), mib(hostOverheadAllowance))
-		Expect(peak).To(BeNumerically("<", ask), "the hog got on the host all the %s it asked for", mib(ask))
+			shows(factHostMemory, "the hog's pod used up to %s of host memory: more than the %s it can see plus %s for the VMM", mib(peak), mib(hogSees), mib(hostOverheadAllowance)))
+		Expect(peak).To(BeNumerically("<", ask), shows(factHostMemory, "the hog got on the host all the %s it asked for", mib(ask)))
 	})
 })
 

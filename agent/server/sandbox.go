@@ -12,13 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/agent/cgroup"
-	"github.com/podvm/podvm/runtime/hypervisor"
 )
-
-// DefaultSharedMount is where the share is mounted when the request does
-// not say.
-const DefaultSharedMount = "/run/podvm/shared"
 
 // ninePOptions: 9p2000.L over virtio; cache=mmap so that containers can
 // mmap files shared (plain cache=none cannot); msize 512000, the most the
@@ -103,7 +99,7 @@ func checkShare(fs *api.SharedFilesystem) error {
 		return fmt.Errorf("shared filesystem mount point %q is not absolute: %w", fs.MountPoint, errdefs.ErrInvalidArgument)
 	}
 	switch fs.Type {
-	case "virtiofs", "", "9p":
+	case contract.SharedFSVirtiofs, "", contract.SharedFS9p:
 		return nil
 	}
 	return fmt.Errorf("shared filesystem type %q (want virtiofs or 9p): %w", fs.Type, errdefs.ErrInvalidArgument)
@@ -113,21 +109,21 @@ func checkShare(fs *api.SharedFilesystem) error {
 func mountShare(fs *api.SharedFilesystem) (string, error) {
 	tag := fs.Tag
 	if tag == "" {
-		tag = hypervisor.SharedFSTag
+		tag = contract.SharedFSTag
 	}
 	mp := fs.MountPoint
 	if mp == "" {
-		mp = DefaultSharedMount
+		mp = contract.GuestSharedDir
 	}
 	if !filepath.IsAbs(mp) {
 		return "", fmt.Errorf("shared filesystem mount point %q is not absolute: %w", mp, errdefs.ErrInvalidArgument)
 	}
 	var fstype, data string
 	switch fs.Type {
-	case "virtiofs", "":
-		fstype = "virtiofs"
-	case "9p":
-		fstype, data = "9p", ninePOptions
+	case contract.SharedFSVirtiofs, "":
+		fstype = contract.SharedFSVirtiofs
+	case contract.SharedFS9p:
+		fstype, data = contract.SharedFS9p, ninePOptions
 	default:
 		return "", fmt.Errorf("shared filesystem type %q (want virtiofs or 9p): %w", fs.Type, errdefs.ErrInvalidArgument)
 	}

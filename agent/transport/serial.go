@@ -15,7 +15,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
-	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // A virtio-serial port is one byte stream with no notion of connections, so
@@ -146,6 +146,9 @@ type SerialListener struct {
 	pollEvery time.Duration
 	// sessions counts the sessions begun (Accept runs one at a time).
 	sessions int
+	// auth, if set, admits only a host that holds the VM's secret, after
+	// the handshake and before the session (Listen always sets it).
+	auth *authenticator
 }
 
 // NewSerialListener returns a listener that calls open for each conn. path
@@ -177,6 +180,9 @@ func (l *SerialListener) Accept() (net.Conn, error) {
 			var hello string
 			if err = l.waitHost(f); err == nil {
 				hello, err = handshake(f)
+			}
+			if err == nil && l.auth != nil {
+				err = l.auth.check(f, hello, "host")
 			}
 			if err == nil {
 				// One line per session: a hang report then shows whether
@@ -271,49 +277,13 @@ func (l *SerialListener) waitHost(f *os.File) error {
 // stale session's), and the port is reopened for the next one.
 const helloTimeout = 10 * time.Second
 
-// handshake is the agent's side of the handshake described at
-// hypervisor.AgentSerialReadyLine: announce, skip stale bytes up to the
-// host's hello, echo its nonce. It returns the hello line, which the conn
-// drops if the host sent it more than once.
+// handshake is the agent's side of the handshake (contract.ReadyLine),
+// bounded by helloTimeout. It returns the hello line, which the conn drops
+// if the host sent it more than once.
 func handshake(f *os.File) (string, error) {
-	if _, err := f.Write([]byte(hypervisor.AgentSerialReadyLine)); err != nil {
-		return "", fmt.Errorf("write ready line: %w", err)
-	}
 	f.SetReadDeadline(time.Now().Add(helloTimeout))
 	defer f.SetReadDeadline(time.Time{})
-	var hello string
-	err := hypervisor.ReadHandshakeLines(f, func(line string) (bool, error) {
-		i := strings.LastIndex(line, hypervisor.AgentSerialHelloPrefix)
-		if i < 0 || !validNonce(line[i+len(hypervisor.AgentSerialHelloPrefix):]) {
-			return false, nil // stale bytes of an earlier session
-		}
-		nonce := line[i+len(hypervisor.AgentSerialHelloPrefix):]
-		if _, err := io.WriteString(f, hypervisor.AgentSerialOKPrefix+nonce+"\n"); err != nil {
-			return false, fmt.Errorf("answer the host's hello: %w", err)
-		}
-		hello = hypervisor.AgentSerialHelloPrefix + nonce + "\n"
-		return true, nil
-	})
-	if err != nil {
-		if hello == "" {
-			return "", fmt.Errorf("wait for the host's hello: %w", err)
-		}
-		return "", err
-	}
-	return hello, nil
-}
-
-// validNonce accepts what hosts send: 1 to 64 lower-case hex digits.
-func validNonce(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	return contract.GuestHandshake(f)
 }
 
 // release lets Accept open the port again.

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/agent/api"
-	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // fakePorts stands in for a virtio-serial port: every open makes a fresh
@@ -72,11 +72,11 @@ func hostHandshake(t *testing.T, c net.Conn, stale string, hellos int) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	defer c.SetReadDeadline(time.Time{})
-	line := make([]byte, len(hypervisor.AgentSerialReadyLine))
-	if _, err := io.ReadFull(c, line); err != nil || string(line) != hypervisor.AgentSerialReadyLine {
-		t.Fatalf("host read %q (%v), want the ready line %q", line, err, hypervisor.AgentSerialReadyLine)
+	line := make([]byte, len(contract.ReadyLine))
+	if _, err := io.ReadFull(c, line); err != nil || string(line) != contract.ReadyLine {
+		t.Fatalf("host read %q (%v), want the ready line %q", line, err, contract.ReadyLine)
 	}
-	hello := hypervisor.AgentSerialHelloPrefix + "0123abcd\n"
+	hello := contract.HelloPrefix + "0123abcd\n"
 	msg := stale
 	for range hellos {
 		msg += hello
@@ -84,7 +84,7 @@ func hostHandshake(t *testing.T, c net.Conn, stale string, hellos int) {
 	if _, err := io.WriteString(c, msg); err != nil {
 		t.Fatal(err)
 	}
-	want := hypervisor.AgentSerialOKPrefix + "0123abcd\n"
+	want := contract.OKPrefix + "0123abcd\n"
 	got := make([]byte, len(want))
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
 		t.Fatalf("host read %q (%v), want the echo %q", got, err, want)
@@ -203,7 +203,7 @@ func TestSerialHandshakeHostGone(t *testing.T) {
 		}
 	}()
 	first := <-ports.hosts
-	line := make([]byte, len(hypervisor.AgentSerialReadyLine))
+	line := make([]byte, len(contract.ReadyLine))
 	if _, err := io.ReadFull(first, line); err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestFindSerialPort(t *testing.T) {
 }
 
 func TestListenUnknownAddress(t *testing.T) {
-	if _, _, err := Listen(context.Background(), "tcp:1234"); err == nil {
+	if _, _, err := Listen(context.Background(), "tcp:1234", testSecret(t)); err == nil {
 		t.Fatal("want an error for an unknown address")
 	}
 }
@@ -331,7 +331,7 @@ func TestListenUnixReplacesStaleSocket(t *testing.T) {
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, kind, err := Listen(context.Background(), "unix:"+path)
+	l, kind, err := Listen(context.Background(), "unix:"+path, testSecret(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/containerd/log"
 
-	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // Unix names the unix-socket transport used by tests on the host.
@@ -26,8 +26,8 @@ const retryInterval = 500 * time.Millisecond
 // Listen opens the listener addr names:
 //
 //	""             vsock if usable, else serial (the guest's default)
-//	"vsock"        AF_VSOCK on hypervisor.AgentVsockPort
-//	"serial"       the virtio-serial port named hypervisor.AgentSerialPortName
+//	"vsock"        AF_VSOCK on contract.VsockPort
+//	"serial"       the virtio-serial port named contract.SerialPortName
 //	"unix:PATH"    a unix socket (tests)
 //
 // In the guest the devices are present before init runs, but Listen keeps
@@ -35,10 +35,16 @@ const retryInterval = 500 * time.Millisecond
 // panics the kernel, and one that waits can still be debugged from the
 // console. It returns the listener and the transport's name for
 // GuestDetails.
-func Listen(ctx context.Context, addr string) (net.Listener, string, error) {
+//
+// The listener yields only connections whose host proved it holds secret
+// (contract.GuestAuth), one session at a time.
+func Listen(ctx context.Context, addr string, secret []byte) (net.Listener, string, error) {
 	if path, ok := strings.CutPrefix(addr, Unix+":"); ok {
 		l, err := listenUnix(path)
-		return l, Unix, err
+		if err != nil {
+			return nil, "", err
+		}
+		return secure(l, Unix, secret)
 	}
 	try, err := chooser(addr)
 	if err != nil {
@@ -48,7 +54,7 @@ func Listen(ctx context.Context, addr string) (net.Listener, string, error) {
 	for {
 		l, kind, err := try()
 		if err == nil {
-			return l, kind, nil
+			return secure(l, kind, secret)
 		}
 		if !logged {
 			log.G(ctx).WithError(err).Error("no agent channel yet; retrying")
@@ -65,12 +71,12 @@ func Listen(ctx context.Context, addr string) (net.Listener, string, error) {
 // chooser returns the attempt Listen repeats for addr.
 func chooser(addr string) (func() (net.Listener, string, error), error) {
 	vsockTry := func() (net.Listener, string, error) {
-		l, err := ListenVsock(hypervisor.AgentVsockPort)
-		return l, string(hypervisor.TransportVsock), err
+		l, err := ListenVsock(contract.VsockPort)
+		return l, string(contract.TransportVsock), err
 	}
 	serialTry := func() (net.Listener, string, error) {
-		l, err := ListenSerial(hypervisor.AgentSerialPortName)
-		return l, string(hypervisor.TransportSerial), err
+		l, err := ListenSerial(contract.SerialPortName)
+		return l, string(contract.TransportSerial), err
 	}
 	switch addr {
 	case "":
@@ -85,12 +91,27 @@ func chooser(addr string) (func() (net.Listener, string, error), error) {
 			}
 			return nil, "", errors.Join(verr, serr)
 		}, nil
-	case string(hypervisor.TransportVsock):
+	case string(contract.TransportVsock):
 		return vsockTry, nil
-	case string(hypervisor.TransportSerial):
+	case string(contract.TransportSerial):
 		return serialTry, nil
 	}
 	return nil, fmt.Errorf("unknown listen address %q (want vsock, serial or unix:PATH)", addr)
+}
+
+// secure makes l admit only hosts that hold secret: a serial port checks
+// after its handshake, other listeners through authenticate.
+func secure(l net.Listener, kind string, secret []byte) (net.Listener, string, error) {
+	a, err := newAuthenticator(secret, contract.Transport(kind))
+	if err != nil {
+		l.Close()
+		return nil, "", err
+	}
+	if sl, ok := l.(*SerialListener); ok {
+		sl.auth = a
+		return sl, kind, nil
+	}
+	return authenticate(l, a), kind, nil
 }
 
 // listenUnix listens on a unix socket, replacing a stale socket file left by

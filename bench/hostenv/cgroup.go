@@ -6,15 +6,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/podvm/podvm/ci/testbed"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // memoryChargeMiB is what the kernel charges to cgroup path (its
 // descendants included).
 func memoryChargeMiB(path string) (float64, error) {
-	for _, h := range testbed.Hierarchies() {
+	for _, h := range hostbed.Hierarchies() {
 		if !h.Memory {
 			continue
 		}
@@ -34,8 +33,3 @@ func memoryChargeMiB(path string) (float64, error) {
 	}
 	return 0, fmt.Errorf("no memory cgroup hierarchy mounted")
 }
-
-// removeCgroupTree removes cgroup path and everything below it from every
-// hierarchy, deepest first. A cgroup that still holds a process cannot be
-// removed: that is reported, as a leak.
-func removeCgroupTree(path string) error { return testbed.RemoveCgroupTree(path, 2*time.Second) }

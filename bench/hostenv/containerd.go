@@ -2,36 +2,47 @@ package hostenv
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
 
-	"github.com/podvm/podvm/ci/testbed"
+	"github.com/podvm/podvm/internal/hostbed"
 	"github.com/podvm/podvm/runtime/config"
 )
 
-// containerdConfig is a private containerd (config version 4) serving CRI
-// on dir/c.sock with the runc and podvm handlers. runc keeps its state
-// under dir/runc (RuncRoot), not in the host-wide /run/containerd/runc.
+// stackOptions are the bench host's hostbed stack in dir: a registry
+// serving images, a pod network of its own, and a private containerd
+// serving CRI on dir/c.sock with the runc and podvm handlers. runc keeps
+// its state under dir/runc (RuncRoot), not in the host-wide
+// /run/containerd/runc.
+//
+// The pod network is a bridge and a /24 of 10.214.0.0/16, wired with CNI's
+// bridge and host-local plugins. No portmap, no masquerading: pods reach
+// each other and the host, and no iptables rule is added. The bridge's
+// name is fixed, so that one left by a killed run is found and replaced by
+// the next; it differs from the tests' (podvm-test0) so that a benchmark
+// and a test run side by side.
 //
 // gVisor is not a CRI handler here: under containerd's runc shim (its own
 // shim cannot run on these machines) runsc makes a pod's second container
 // part of the pause container's sandbox, whose output never reaches the
 // shim and whose StopPodSandbox never returns. It is measured through
 // `ctr run` instead.
-func containerdConfig(dir string, t *Tools, podvmConfig, certsDir, sandboxImage string, n *testbed.BridgeNetwork) string {
-	return testbed.ContainerdConfig{
-		Dir: dir, Address: filepath.Join(dir, "c.sock"), DisabledPlugins: testbed.NoNRI,
-		CRI: &testbed.CRIConfig{
-			SandboxImage: sandboxImage, RegistryConfigPath: certsDir, CNIBinDir: t.CNIBinDir, CNIConfDir: n.ConfDir,
-			Handlers: []testbed.Handler{
-				testbed.RuncHandler("runc", t.Runc, RuncRoot(dir)),
-				testbed.PodvmHandler("podvm", t.Shim, podvmConfig),
-			},
+func stackOptions(dir string, t *Tools, podvmConfig string, images []hostbed.Image, debug bool) hostbed.StackOptions {
+	level := "info"
+	if debug {
+		level = "debug"
+	}
+	return hostbed.StackOptions{
+		Dir: dir, Images: images,
+		Network:    &hostbed.BridgeOptions{Name: "podvm-bench", Bridge: "podvm-bench0", BinDir: t.CNIBinDir, SubnetOctet: 214},
+		Containerd: t.Containerd, ShimDir: filepath.Join(t.Prefix, "bin"), LogLevel: level,
+		Handlers: []hostbed.Handler{
+			hostbed.RuncHandler("runc", t.Runc, RuncRoot(dir)),
+			hostbed.PodvmHandler("podvm", t.Shim, podvmConfig),
 		},
-	}.Render()
+	}
 }
 
 // RuncRoot is where runc (and runsc) keep container state for the bench
@@ -64,25 +75,6 @@ func podvmConfig(installed []byte, stateDir string) ([]byte, error) {
 		return nil, fmt.Errorf("podvm config: state_dir is %q after rewriting, want %q", cfg.Runtime.StateDir, stateDir)
 	}
 	return out, nil
-}
-
-// startContainerd writes cfg to dir/containerd.toml and runs containerd
-// on it, its log in dir/containerd.log.
-func startContainerd(dir string, t *Tools, cfg string, debug bool) (*testbed.Containerd, error) {
-	cfgPath := filepath.Join(dir, "containerd.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	level := "info"
-	if debug {
-		level = "debug"
-	}
-	c := &testbed.Containerd{Binary: t.Containerd, ShimDir: filepath.Join(t.Prefix, "bin"), Config: cfgPath,
-		Address: filepath.Join(dir, "c.sock"), LogPath: filepath.Join(dir, "containerd.log"), LogLevel: level}
-	if err := c.Start(); err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
 // containerdGrace is how long containerd may take to stop on SIGTERM.

@@ -14,8 +14,7 @@ import (
 
 	"github.com/podvm/podvm/bench/procmem"
 	"github.com/podvm/podvm/bench/shimlog"
-	"github.com/podvm/podvm/ci/testbed"
-	"github.com/podvm/podvm/ci/testregistry"
+	"github.com/podvm/podvm/internal/hostbed"
 	"github.com/podvm/podvm/runtime/config"
 )
 
@@ -53,15 +52,11 @@ type Host struct {
 	// through ctr only: see containerdConfig).
 	Handlers []string
 
-	opts        Options
-	cgroupRoot  string
-	certsDir    string
-	registry    *testregistry.Registry
-	registryLog *os.File
-	network     *testbed.BridgeNetwork
-	containerd  *testbed.Containerd
-	cri         *cri
-	tapsBefore  map[string]bool
+	opts       Options
+	cgroupRoot string
+	stack      *hostbed.Stack
+	cri        *cri
+	tapsBefore map[string]bool
 
 	mu  sync.Mutex
 	ids []string // every pod and container id created, for the leak check
@@ -82,10 +77,6 @@ func Start(ctx context.Context, o Options) (_ *Host, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	// Pods with a user namespace would need to traverse to their rootfs.
-	if err := os.Chmod(dir, 0o711); err != nil {
-		return nil, err
-	}
 	h := &Host{Tools: o.Tools, Dir: dir, opts: o, Handlers: []string{"runc", "podvm"},
 		cgroupRoot: fmt.Sprintf("/podvm-bench-%d", os.Getpid()), tapsBefore: hostTaps()}
 	defer func() {
@@ -96,47 +87,14 @@ func Start(ctx context.Context, o Options) (_ *Host, retErr error) {
 		}
 	}()
 	h.step("work directory %s", dir)
-
-	installed, err := os.ReadFile(o.Tools.PodvmConfig)
-	if err != nil {
+	if err := h.writePodvmConfig(); err != nil {
 		return nil, err
 	}
-	cfgText, err := podvmConfig(installed, StateDir)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", o.Tools.PodvmConfig, err)
-	}
-	h.PodvmConfig = filepath.Join(dir, "podvm.toml")
-	if err := os.WriteFile(h.PodvmConfig, cfgText, 0o644); err != nil {
+	if err := h.startStack(); err != nil {
 		return nil, err
 	}
-	if h.Config, err = config.Load(h.PodvmConfig); err != nil {
+	if err := h.pullImages(ctx); err != nil {
 		return nil, err
-	}
-
-	if err := h.startRegistry(); err != nil {
-		return nil, err
-	}
-	if h.network, err = startNetwork(filepath.Join(dir, "cni")); err != nil {
-		return nil, err
-	}
-	h.step("pod network %s on bridge %s", h.network.Subnet, h.network.Bridge)
-	cfg := containerdConfig(dir, o.Tools, h.PodvmConfig, h.certsDir, testregistry.SandboxImage, h.network)
-	if h.containerd, err = startContainerd(dir, o.Tools, cfg, o.Debug); err != nil {
-		return nil, err
-	}
-	h.step("containerd %s with CRI handlers %s (log %s)", ContainerdVersion, strings.Join(h.Handlers, ", "), h.containerd.LogPath)
-	if h.cri, err = dialCRI(filepath.Join(dir, "c.sock")); err != nil {
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	for _, ref := range []string{BusyboxImage, testregistry.SandboxImage} {
-		if err := h.cri.pull(pctx, ref); err != nil {
-			return nil, err
-		}
-	}
-	if out, err := h.Ctr(pctx, "images", "pull", "--hosts-dir", h.certsDir, BusyboxImage).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ctr images pull %s: %w: %s", BusyboxImage, err, out)
 	}
 	h.step("images pulled from the local registry")
 	return h, nil
@@ -146,49 +104,65 @@ func (h *Host) step(format string, args ...any) {
 	fmt.Fprintf(h.opts.Progress, "==> "+format+"\n", args...)
 }
 
-// startRegistry serves the test images (busybox, the pause image) on
-// 127.0.0.1 and writes the certs.d that sends every pull there.
-func (h *Host) startRegistry() error {
-	testbin := h.Tools.Testbin
-	if testbin == "" {
-		var err error
-		if testbin, err = testregistry.BuildTestbin(h.Dir); err != nil {
+// writePodvmConfig writes the installed podvm configuration with StateDir
+// as the podvm handler's.
+func (h *Host) writePodvmConfig() error {
+	installed, err := os.ReadFile(h.Tools.PodvmConfig)
+	if err != nil {
+		return err
+	}
+	cfgText, err := podvmConfig(installed, StateDir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", h.Tools.PodvmConfig, err)
+	}
+	h.PodvmConfig = filepath.Join(h.Dir, "podvm.toml")
+	if err := os.WriteFile(h.PodvmConfig, cfgText, 0o644); err != nil {
+		return err
+	}
+	h.Config, err = config.Load(h.PodvmConfig)
+	return err
+}
+
+// startStack starts the registry serving the test images (busybox, the
+// pause image), the pod network and containerd, and dials CRI.
+func (h *Host) startStack() error {
+	images, err := hostbed.BuildCritestImages(h.Tools.Busybox, h.Tools.Testbin, h.Dir)
+	if err != nil {
+		return err
+	}
+	if h.stack, err = hostbed.StartStack(stackOptions(h.Dir, h.Tools, h.PodvmConfig, images, h.opts.Debug)); err != nil {
+		return err
+	}
+	h.step("image registry on %s", h.stack.Registry.Addr)
+	h.step("pod network %s on bridge %s", h.stack.Network.Subnet, h.stack.Network.Bridge)
+	h.step("containerd %s with CRI handlers %s (log %s)", ContainerdVersion, strings.Join(h.Handlers, ", "), h.LogPath())
+	h.cri, err = dialCRI(h.stack.Address)
+	return err
+}
+
+// pullImages pulls the pods' images through CRI, and busybox for `ctr run`.
+func (h *Host) pullImages(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for _, ref := range []string{BusyboxImage, hostbed.SandboxImage} {
+		if err := h.cri.pull(ctx, ref); err != nil {
 			return err
 		}
 	}
-	images, err := testregistry.CritestImages(h.Tools.Busybox, testbin)
-	if err != nil {
-		return err
+	if out, err := h.Ctr(ctx, "images", "pull", "--hosts-dir", h.stack.CertsDir, BusyboxImage).CombinedOutput(); err != nil {
+		return fmt.Errorf("ctr images pull %s: %w: %s", BusyboxImage, err, out)
 	}
-	if h.registryLog, err = os.Create(filepath.Join(h.Dir, "registry.log")); err != nil {
-		return err
-	}
-	if h.registry, err = testregistry.Start(h.registryLog); err != nil {
-		return err
-	}
-	if err := h.registry.PushAll(images); err != nil {
-		return err
-	}
-	hosts, err := testregistry.Hosts(testregistry.Refs(images))
-	if err != nil {
-		return err
-	}
-	h.certsDir = filepath.Join(h.Dir, "certs.d")
-	if err := h.registry.WriteHostsDir(h.certsDir, hosts); err != nil {
-		return err
-	}
-	h.step("image registry on %s", h.registry.Addr)
 	return nil
 }
 
 // Ctr is a ctr command on the host's containerd, in CtrNamespace.
 func (h *Host) Ctr(ctx context.Context, args ...string) *exec.Cmd {
-	full := append([]string{"--address", filepath.Join(h.Dir, "c.sock"), "--namespace", CtrNamespace}, args...)
+	full := append([]string{"--address", h.stack.Address, "--namespace", CtrNamespace}, args...)
 	return exec.CommandContext(ctx, h.Tools.Ctr, full...)
 }
 
 // LogPath is containerd's log, which carries the shims' log lines.
-func (h *Host) LogPath() string { return h.containerd.LogPath }
+func (h *Host) LogPath() string { return h.stack.Containerd.LogPath }
 
 // track remembers an id the leak check looks for in process lists.
 func (h *Host) track(id string) {
@@ -214,8 +188,8 @@ func (h *Host) Close(ctx context.Context) (leaks []string) {
 		leaks = append(leaks, h.criLeaks(ctx)...)
 		h.cri.conn.Close()
 	}
-	if h.containerd != nil {
-		h.containerd.Stop(containerdGrace)
+	if h.stack != nil {
+		h.stack.Containerd.Stop(containerdGrace)
 	}
 	// What a shim would have removed: give exiting processes a moment.
 	deadline := time.Now().Add(10 * time.Second)
@@ -224,11 +198,11 @@ func (h *Host) Close(ctx context.Context) (leaks []string) {
 	}
 	procs := h.processLeaks()
 	for _, p := range procs {
-		leaks = append(leaks, fmt.Sprintf("process %d: %s", p.Pid, testbed.Truncate(p.Cmdline(), 160)))
+		leaks = append(leaks, fmt.Sprintf("process %d: %s", p.Pid, hostbed.Truncate(p.Cmdline(), 160)))
 		// Started by this host's containerd: ended here, by pid.
 		syscall.Kill(p.Pid, syscall.SIGKILL)
 	}
-	for _, mp := range testbed.MountsUnder(h.Dir, StateDir) {
+	for _, mp := range hostbed.MountsUnder(h.Dir, StateDir) {
 		// runsc keeps an empty network namespace for sandboxes without
 		// networking bind-mounted in its root, for every later sandbox:
 		// the bench's own runc root is removed with it, not a leak.
@@ -243,18 +217,16 @@ func (h *Host) Close(ctx context.Context) (leaks []string) {
 			leaks = append(leaks, "podvm tap in the host network namespace: "+tap)
 		}
 	}
-	if h.network != nil {
-		leaks = append(leaks, h.network.Leaks()...)
-		if err := h.network.Stop(); err != nil {
+	if h.stack != nil {
+		if h.stack.Network != nil {
+			leaks = append(leaks, h.stack.Network.Leaks()...)
+		}
+		if err := h.stack.Stop(containerdGrace); err != nil {
 			leaks = append(leaks, err.Error())
 		}
 	}
-	if err := removeCgroupTree(h.cgroupRoot); err != nil {
+	if err := hostbed.RemoveCgroupTree(h.cgroupRoot, 2*time.Second); err != nil {
 		leaks = append(leaks, err.Error())
-	}
-	if h.registry != nil {
-		h.registry.Close()
-		h.registryLog.Close()
 	}
 	if !h.opts.Keep && len(leaks) == 0 {
 		os.RemoveAll(h.Dir)
@@ -273,7 +245,7 @@ func (h *Host) processLeaks() []procmem.Process {
 	h.mu.Unlock()
 	var out []procmem.Process
 	for _, p := range procmem.List() {
-		if p.Pid == os.Getpid() || h.containerd != nil && p.Pid == h.containerd.Pid() {
+		if p.Pid == os.Getpid() || h.stack != nil && p.Pid == h.stack.Containerd.Pid() {
 			continue
 		}
 		cmd := p.Cmdline()
@@ -301,7 +273,7 @@ func stateLeftovers() []string {
 // in pod namespaces).
 func hostTaps() map[string]bool {
 	out := map[string]bool{}
-	for _, t := range testbed.HostTaps() {
+	for _, t := range hostbed.HostTaps() {
 		out[t] = true
 	}
 	return out

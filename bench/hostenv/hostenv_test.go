@@ -8,13 +8,13 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"github.com/podvm/podvm/ci/testbed"
+	"github.com/podvm/podvm/internal/hostbed"
 	"github.com/podvm/podvm/runtime/config"
 )
 
 func TestContainerdConfig(t *testing.T) {
 	tools := &Tools{Shim: "/p/bin/containerd-shim-podvm-v2", Runc: "/c/runc", CNIBinDir: "/usr/lib/cni"}
-	n := &testbed.BridgeNetwork{ConfDir: "/w/cni/net.d"}
+	n := &hostbed.BridgeNetwork{ConfDir: "/w/cni/net.d", BinDir: "/usr/lib/cni"}
 	for _, tc := range []struct {
 		name     string
 		runsc    string
@@ -26,7 +26,14 @@ func TestContainerdConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tools.Runsc = tc.runsc
-			text := containerdConfig("/w", tools, "/w/podvm.toml", "/w/certs.d", "registry.k8s.io/pause:3.10.2", n)
+			rendered, err := stackOptions("/w", tools, "/w/podvm.toml", nil, false).Config("/w/certs.d", n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := rendered.Render()
+			if !strings.Contains(text, `sandbox = "registry.k8s.io/pause:3.10.2"`) {
+				t.Errorf("sandbox image not pinned:\n%s", text)
+			}
 			var cfg struct {
 				Version int    `toml:"version"`
 				Root    string `toml:"root"`

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/bench/result"
+	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/version"
 )
@@ -28,9 +29,9 @@ func (h *Host) Describe() result.Host {
 	if unix.Sysinfo(&si) == nil {
 		out.MemoryMiB = float64(uint64(si.Totalram)*uint64(si.Unit)) / (1 << 20)
 	}
-	mode, _ := accel.ParseMode(h.Config.Hypervisor.Accelerator)
-	if d, err := accel.Choose(mode); err == nil {
-		out.Accelerator, out.AcceleratorReason = string(d.Accel), d.Reason
+	want, _ := hypervisor.ParseAccelerator(h.Config.Hypervisor.Accelerator)
+	if acc, why, err := accel.Choose(want); err == nil {
+		out.Accelerator, out.AcceleratorReason = string(acc), why
 	} else {
 		out.AcceleratorReason = err.Error()
 	}

@@ -6,9 +6,11 @@
 // benchmarks' counterpart of runtime/integration/testenv, for a program
 // rather than a test: nothing here takes a testing.TB, and nothing it
 // creates collides with a test or a cluster running beside it (its own
-// bridge, subnet, podvm state directory and cgroup). What it shares with
-// testenv (containerd's configuration and process, the bridge network,
-// cgroups, mounts and taps) comes from ci/testbed.
+// bridge, subnet, podvm state directory and cgroup). The setup (registry,
+// network, containerd: a hostbed.Stack) comes from internal/hostbed; what
+// is here is what the measurements need: pods started through CRI with
+// their timings, their host processes and cgroup charge, the host's
+// description, and the leak check after a run.
 package hostenv
 
 import (

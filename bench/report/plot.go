@@ -134,16 +134,23 @@ func bootPhasesPlot(b *result.Boot) *plot.Plot {
 	return boxes(fmt.Sprintf("pod VM start phases, %d runs (%s)", len(b.Samples), bootAccelerator(b)), "ms", names, samples)
 }
 
-// densityPlot is each part of a pod's memory against the number of pods.
-func densityPlot(r *result.Results) *plot.Plot {
+// linesPlot is an empty line plot with its axes from 0 and the legend at
+// the top left.
+func linesPlot(title, x, y string) *plot.Plot {
 	p := plot.New()
-	p.Title.Text = "host memory per idle pod (" + accelName(r.Host.Accelerator) + ")"
+	p.Title.Text = title
 	p.Title.Padding = vg.Points(8)
-	p.X.Label.Text = "pods running"
-	p.Y.Label.Text = "MiB per pod (PSS; mean)"
+	p.X.Label.Text = x
+	p.Y.Label.Text = y
 	p.Y.Min = 0
 	p.Legend.Top = true
 	p.Legend.Left = true
+	return p
+}
+
+// densityPlot is each part of a pod's memory against the number of pods.
+func densityPlot(r *result.Results) *plot.Plot {
+	p := linesPlot("host memory per idle pod ("+accelName(r.Host.Accelerator)+")", "pods running", "MiB per pod (PSS; mean)")
 	var lines []any
 	hi := 0.0
 	series := func(hd result.HandlerDensity, name string, f func(result.PodMemory) float64) {
@@ -183,14 +190,7 @@ func densityPlot(r *result.Results) *plot.Plot {
 
 // densityStartPlot is each pod's start time against how many ran before.
 func densityStartPlot(d *result.Density) *plot.Plot {
-	p := plot.New()
-	p.Title.Text = "idle pod start (RunPodSandbox to StartContainer) as the host fills"
-	p.Title.Padding = vg.Points(8)
-	p.X.Label.Text = "pod number"
-	p.Y.Label.Text = "ms"
-	p.Y.Min = 0
-	p.Legend.Top = true
-	p.Legend.Left = true
+	p := linesPlot("idle pod start (RunPodSandbox to StartContainer) as the host fills", "pod number", "ms")
 	var lines []any
 	hi := 0.0
 	for _, hd := range d.Handlers {

@@ -14,9 +14,36 @@ type anchor struct{ what, published, ours string }
 // Summary is the Markdown summary of r: host, targets, the three
 // benchmarks, and the published anchors beside our figures.
 func Summary(r *result.Results) string {
-	var b strings.Builder
-	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	h := r.Host
+	var w markdown
+	w.host(r)
+	w.targets(r.Targets)
+	if bt := r.Boot; bt != nil {
+		w.boot(bt)
+	}
+	if st := r.Startup; st != nil {
+		w.startup(st)
+	}
+	if d := r.Density; d != nil {
+		w.density(d)
+	}
+	w.anchors(r)
+	if len(r.Leaks) > 0 {
+		w.p("\n## Left behind\n\n")
+		for _, l := range r.Leaks {
+			w.p("- %s\n", l)
+		}
+	}
+	return w.String()
+}
+
+// markdown is the summary being written, a section per method.
+type markdown struct{ strings.Builder }
+
+func (w *markdown) p(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+
+// host is the title and the paragraph on the run, host, pod VMs and versions.
+func (w *markdown) host(r *result.Results) {
+	p, h := w.p, r.Host
 	p("# podvm benchmarks\n\n")
 	p("%s to %s. Host: %s, %d CPUs, %.0f MiB, kernel %s. Pod VMs: **%s** (%s); %d vCPU, %d MiB, tb-size %d MiB, %s, guest kernel %s.\n\n",
 		r.StartedAt.Format("2006-01-02 15:04:05Z"), r.FinishedAt.Format("15:04:05Z"), h.CPUModel, h.CPUs, h.MemoryMiB, h.Kernel,
@@ -30,84 +57,85 @@ func Summary(r *result.Results) string {
 	if h.Accelerator == "tcg" {
 		p("Every time below is a TCG (software emulation) figure: compare it with runc in the same run, not with published KVM figures.\n\n")
 	}
+}
 
-	p("## Targets\n\n| target | goal | measured | status |\n| --- | --- | --- | --- |\n")
-	for _, t := range r.Targets {
-		p("| %s | %s | %s | %s |\n", t.Name, t.Goal, dash(t.Measured), t.Status)
+func (w *markdown) targets(targets []result.Target) {
+	w.p("## Targets\n\n| target | goal | measured | status |\n| --- | --- | --- | --- |\n")
+	for _, t := range targets {
+		w.p("| %s | %s | %s | %s |\n", t.Name, t.Goal, dash(t.Measured), t.Status)
 	}
-	p("\n")
+	w.p("\n")
+}
 
-	if bt := r.Boot; bt != nil {
-		p("## Boot (`podvm bench boot`, %d runs, %s)\n\n", bt.Runs, bootAccelerator(bt))
-		p("VMM spawn to agent ready: median %s, p90 %s (guest clock, kernel entry to agent serving: median %s). `ctr run` to first output: median %s, p90 %s.\n\n",
-			ms(bt.BootToAgentReady.Median), ms(bt.BootToAgentReady.P90), ms(bt.GuestBootToAgentReady.Median),
-			ms(bt.ToFirstOutput.Median), ms(bt.ToFirstOutput.P90))
-		p("| phase | from | to | clock | median | p90 |\n| --- | --- | --- | --- | --- | --- |\n")
-		for _, ph := range bt.Phases {
-			p("| %s | %s | %s | %s | %s | %s |\n", ph.Name, ph.From, ph.To, ph.Clock, ms(ph.Duration.Median), ms(ph.Duration.P90))
-		}
-		p("\n`ctr run --rm IMAGE ID true`, whole, same run:\n\n| runtime | runs | median | p90 | / runc | failures |\n| --- | --- | --- | --- | --- | --- |\n")
-		for _, t := range bt.CtrRunTrue {
-			p("| %s | %d | %s | %s | %.2fx | %d |\n", t.Runtime, t.Time.N, ms(t.Time.Median), ms(t.Time.P90), t.MedianRatioToRunc, len(t.Failures))
-		}
-		p("\n![boot phases](boot-phases.png)\n![ctr run true](ctr-run-true.png)\n\n")
+func (w *markdown) boot(bt *result.Boot) {
+	p := w.p
+	p("## Boot (`podvm bench boot`, %d runs, %s)\n\n", bt.Runs, bootAccelerator(bt))
+	p("VMM spawn to agent ready: median %s, p90 %s (guest clock, kernel entry to agent serving: median %s). `ctr run` to first output: median %s, p90 %s.\n\n",
+		ms(bt.BootToAgentReady.Median), ms(bt.BootToAgentReady.P90), ms(bt.GuestBootToAgentReady.Median),
+		ms(bt.ToFirstOutput.Median), ms(bt.ToFirstOutput.P90))
+	p("| phase | from | to | clock | median | p90 |\n| --- | --- | --- | --- | --- | --- |\n")
+	for _, ph := range bt.Phases {
+		p("| %s | %s | %s | %s | %s | %s |\n", ph.Name, ph.From, ph.To, ph.Clock, ms(ph.Duration.Median), ms(ph.Duration.P90))
 	}
-
-	if st := r.Startup; st != nil {
-		p("## Pod startup through CRI (`podvm bench startup`)\n\nRunPodSandbox + CreateContainer + StartContainer until the container's output is in its CRI log.\n\n")
-		p("| runtime | pods | median | p90 | / runc | RunPodSandbox | CreateContainer | StartContainer | to output | failures |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-		for _, s := range st.Serial {
-			p("| %s | %d | %s | %s | %.2fx | %s | %s | %s | %s | %d |\n", withAccel(s.Runtime, s.Accelerator), s.ToFirstOutput.N,
-				ms(s.ToFirstOutput.Median), ms(s.ToFirstOutput.P90), s.MedianRatioToRunc, ms(s.RunPodSandbox.Median),
-				ms(s.CreateContainer.Median), ms(s.StartContainer.Median), ms(s.Output.Median), len(s.Failures))
-		}
-		if len(st.Parallel) > 0 {
-			p("\nPods started at once:\n\n| runtime | pods | all out after | / runc | each: median | p90 | failures |\n| --- | --- | --- | --- | --- | --- | --- |\n")
-			for _, s := range st.Parallel {
-				p("| %s | %d | %s | %.2fx | %s | %s | %d |\n", withAccel(s.Runtime, s.Accelerator), s.Pods, ms(s.WallMs),
-					s.WallRatioToRunc, ms(s.ToFirstOutput.Median), ms(s.ToFirstOutput.P90), len(s.Failures))
-			}
-		}
-		p("\n![startup](startup.png)\n\n")
+	p("\n`ctr run --rm IMAGE ID true`, whole, same run:\n\n| runtime | runs | median | p90 | / runc | failures |\n| --- | --- | --- | --- | --- | --- |\n")
+	for _, t := range bt.CtrRunTrue {
+		p("| %s | %d | %s | %s | %.2fx | %d |\n", t.Runtime, t.Time.N, ms(t.Time.Median), ms(t.Time.P90), t.MedianRatioToRunc, len(t.Failures))
 	}
+	p("\n![boot phases](boot-phases.png)\n![ctr run true](ctr-run-true.png)\n\n")
+}
 
-	if d := r.Density; d != nil {
-		p("## Density (`podvm bench density`)\n\nIdle pods (a sandbox and `sleep`), per pod, at the largest number reached (PSS, MiB; idle CPU in millicores):\n\n")
-		p("| runtime | pods reached / asked | shim | VMM: all | guest RAM | TCG cache | images | rest | virtiofsd (guest RAM) | containers | guest RAM touched | host overhead (no TCG) | pod cgroup | MemAvailable drop | idle CPU |\n")
-		p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-		for _, hd := range d.Handlers {
-			if len(hd.Points) == 0 {
-				p("| %s | %d / %d | — | | | | | | | | | | | | |\n", hd.Runtime, hd.Reached, hd.Requested)
-				continue
-			}
-			m := hd.Points[len(hd.Points)-1].PerPod
-			pt := hd.Points[len(hd.Points)-1]
-			p("| %s | %d / %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f (%.1f) | %.1f | %.1f | %.1f (%.1f) | %.1f | %.1f | %.0fm |\n",
-				withAccel(hd.Runtime, hd.Accelerator), hd.Reached, hd.Requested, m.ShimPSS, m.VMMPSS, m.VMMGuestRAMPSS, m.VMMTCGCachePSS,
-				m.VMMImagesPSS, m.VMMOtherPSS, m.VirtiofsdPSS, m.VirtiofsdGuestRAMPSS, m.ContainersPSS, m.GuestRAMTouched,
-				m.HostOverhead, m.HostOverheadExclTCG, m.CgroupCharge, pt.MemAvailableDropPerPodMiB, pt.IdleCPUMillicoresPerPod)
-		}
-		for _, hd := range d.Handlers {
-			if hd.Failure != "" {
-				p("\n%s stopped at %d pods: %s\n", hd.Runtime, hd.Reached, hd.Failure)
-			}
-		}
-		p("\n![density](density.png)\n\n")
+func (w *markdown) startup(st *result.Startup) {
+	p := w.p
+	p("## Pod startup through CRI (`podvm bench startup`)\n\nRunPodSandbox + CreateContainer + StartContainer until the container's output is in its CRI log.\n\n")
+	p("| runtime | pods | median | p90 | / runc | RunPodSandbox | CreateContainer | StartContainer | to output | failures |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, s := range st.Serial {
+		p("| %s | %d | %s | %s | %.2fx | %s | %s | %s | %s | %d |\n", withAccel(s.Runtime, s.Accelerator), s.ToFirstOutput.N,
+			ms(s.ToFirstOutput.Median), ms(s.ToFirstOutput.P90), s.MedianRatioToRunc, ms(s.RunPodSandbox.Median),
+			ms(s.CreateContainer.Median), ms(s.StartContainer.Median), ms(s.Output.Median), len(s.Failures))
 	}
+	if len(st.Parallel) > 0 {
+		p("\nPods started at once:\n\n| runtime | pods | all out after | / runc | each: median | p90 | failures |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, s := range st.Parallel {
+			p("| %s | %d | %s | %.2fx | %s | %s | %d |\n", withAccel(s.Runtime, s.Accelerator), s.Pods, ms(s.WallMs),
+				s.WallRatioToRunc, ms(s.ToFirstOutput.Median), ms(s.ToFirstOutput.P90), len(s.Failures))
+		}
+	}
+	p("\n![startup](startup.png)\n\n")
+}
 
-	p("## Published anchors beside ours\n\nOurs: %s, on this host, %d vCPU / %d MiB pod VMs. Published figures are KVM on server hardware unless noted.\n\n",
+func (w *markdown) density(d *result.Density) {
+	p := w.p
+	p("## Density (`podvm bench density`)\n\nIdle pods (a sandbox and `sleep`), per pod, at the largest number reached (PSS, MiB; idle CPU in millicores):\n\n")
+	p("| runtime | pods reached / asked | shim | VMM: all | guest RAM | TCG cache | images | rest | virtiofsd (guest RAM) | containers | guest RAM touched | host overhead (no TCG) | pod cgroup | MemAvailable drop | idle CPU |\n")
+	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, hd := range d.Handlers {
+		if len(hd.Points) == 0 {
+			p("| %s | %d / %d | — | | | | | | | | | | | | |\n", hd.Runtime, hd.Reached, hd.Requested)
+			continue
+		}
+		m := hd.Points[len(hd.Points)-1].PerPod
+		pt := hd.Points[len(hd.Points)-1]
+		p("| %s | %d / %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f (%.1f) | %.1f | %.1f | %.1f (%.1f) | %.1f | %.1f | %.0fm |\n",
+			withAccel(hd.Runtime, hd.Accelerator), hd.Reached, hd.Requested, m.ShimPSS, m.VMMPSS, m.VMMGuestRAMPSS, m.VMMTCGCachePSS,
+			m.VMMImagesPSS, m.VMMOtherPSS, m.VirtiofsdPSS, m.VirtiofsdGuestRAMPSS, m.ContainersPSS, m.GuestRAMTouched,
+			m.HostOverhead, m.HostOverheadExclTCG, m.CgroupCharge, pt.MemAvailableDropPerPodMiB, pt.IdleCPUMillicoresPerPod)
+	}
+	for _, hd := range d.Handlers {
+		if hd.Failure != "" {
+			p("\n%s stopped at %d pods: %s\n", hd.Runtime, hd.Reached, hd.Failure)
+		}
+	}
+	p("\n![density](density.png)\n\n")
+}
+
+func (w *markdown) anchors(r *result.Results) {
+	h := r.Host
+	w.p("## Published anchors beside ours\n\nOurs: %s, on this host, %d vCPU / %d MiB pod VMs. Published figures are KVM on server hardware unless noted.\n\n",
 		strings.ToUpper(h.Accelerator), h.VM.VCPUs, h.VM.MemoryMiB)
-	p("| what | published | ours |\n| --- | --- | --- |\n")
+	w.p("| what | published | ours |\n| --- | --- | --- |\n")
 	for _, a := range anchors(r) {
-		p("| %s | %s | %s |\n", a.what, a.published, dash(a.ours))
+		w.p("| %s | %s | %s |\n", a.what, a.published, dash(a.ours))
 	}
-	if len(r.Leaks) > 0 {
-		p("\n## Left behind\n\n")
-		for _, l := range r.Leaks {
-			p("- %s\n", l)
-		}
-	}
-	return b.String()
 }
 
 // anchors pairs each published figure with ours.

@@ -2,7 +2,8 @@
 // serves AgentService to the host's shim over vsock or virtio-serial and
 // runs the pod's containers with runc. See docs/agent.md.
 //
-// Off the guest (tests), -listen unix:PATH serves on a unix socket and the
+// Off the guest (tests), -listen unix:PATH -secret-file FILE serves on a
+// unix socket, admitting hosts that hold the secret in FILE, and the
 // PID-1-only setup is skipped.
 package main
 
@@ -21,33 +22,38 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/agent/container"
 	"github.com/podvm/podvm/agent/guestinit"
 	"github.com/podvm/podvm/agent/network"
 	"github.com/podvm/podvm/agent/reaper"
+	agentsecret "github.com/podvm/podvm/agent/secret"
 	"github.com/podvm/podvm/agent/server"
 	"github.com/podvm/podvm/agent/transport"
 )
 
 type options struct {
-	listen   string
-	cfg      container.Config
-	logLevel string
+	listen     string
+	secretFile string
+	cfg        container.Config
+	logLevel   string
 }
 
 // parseFlags never exits: as PID 1 the kernel hands init any boot
 // parameter it does not know, and exiting over one would panic the guest.
 // A bad argument is reported and skipped, and parsing goes on after it.
 // Unknown key=value parameters arrive as environment variables instead,
-// which is how podvm_agent_log=debug on the kernel command line works.
+// which is how podvm_agent_log=debug (contract.LogLevelParam) on the
+// kernel command line works.
 func parseFlags(args []string) (options, []error) {
-	o := options{cfg: container.GuestConfig, logLevel: os.Getenv("podvm_agent_log")}
+	o := options{cfg: container.GuestConfig, logLevel: os.Getenv(contract.LogLevelParam)}
 	if o.logLevel == "" {
 		o.logLevel = "info"
 	}
 	fs := flag.NewFlagSet("podvm-agent", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.listen, "listen", "", `"vsock", "serial", or "unix:PATH"; empty picks vsock if the guest has a device, else serial`)
+	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the VM's agent secret, for -listen unix:PATH off a guest; a guest reads fw_cfg or SMBIOS")
 	fs.StringVar(&o.cfg.Runc, "runc", o.cfg.Runc, "runc binary")
 	fs.StringVar(&o.cfg.StateDir, "state-dir", o.cfg.StateDir, "runc --root directory")
 	fs.StringVar(&o.cfg.BundleDir, "bundle-dir", o.cfg.BundleDir, "directory of container bundles")
@@ -109,8 +115,12 @@ func run(ctx context.Context, opts options, started int64, pid1 bool) error {
 	if !pid1 {
 		go stopOnSignal(ctx, srv)
 	}
+	secret, err := loadSecret(ctx, opts, pid1)
+	if err != nil {
+		return err
+	}
 	for {
-		err := serve(ctx, srv, svc, opts.listen, started)
+		err := serve(ctx, srv, svc, opts.listen, secret, started)
 		if errors.Is(err, ttrpc.ErrServerClosed) {
 			// Stopped by a signal: leave no containers behind.
 			return containers.Shutdown(ctx)
@@ -123,9 +133,34 @@ func run(ctx context.Context, opts options, started int64, pid1 bool) error {
 	}
 }
 
+// loadSecret reads the VM's agent secret once, before anything is served.
+// Off the guest it comes from -secret-file. In the guest a missing secret
+// is retried, not fatal (PID 1 must not exit), and nothing is served
+// without it; once read, the fw_cfg copy is removed from sysfs.
+func loadSecret(ctx context.Context, opts options, pid1 bool) ([]byte, error) {
+	if opts.secretFile != "" || !pid1 {
+		return agentsecret.FromFile(opts.secretFile)
+	}
+	for logged := false; ; {
+		s, from, err := agentsecret.Read()
+		if err == nil {
+			log.G(ctx).Infof("agent secret read from %s", from)
+			if err := agentsecret.Forget(); err != nil {
+				log.G(ctx).WithError(err).Warn("agent secret stays readable in sysfs")
+			}
+			return s, nil
+		}
+		if !logged {
+			log.G(ctx).WithError(err).Error("serving nobody until the agent secret is readable; retrying")
+			logged = true
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 // serve opens the agent's channel and serves on it until the listener fails.
-func serve(ctx context.Context, srv *ttrpc.Server, svc *server.Service, addr string, started int64) error {
-	l, kind, err := transport.Listen(ctx, addr)
+func serve(ctx context.Context, srv *ttrpc.Server, svc *server.Service, addr string, secret []byte, started int64) error {
+	l, kind, err := transport.Listen(ctx, addr, secret)
 	if err != nil {
 		return err
 	}

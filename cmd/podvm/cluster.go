@@ -15,8 +15,64 @@ import (
 	"github.com/podvm/podvm/conformance/cluster/local"
 )
 
+// clusterOptions are the flags `podvm cluster` gives its subcommands.
+type clusterOptions struct {
+	local    local.Options
+	kind     kind.Options
+	provider string // "local" or "kind"
+}
+
+func newClusterOptions() *clusterOptions {
+	l := local.DefaultOptions()
+	return &clusterOptions{local: l, provider: "local",
+		kind: kind.Options{Name: "podvm", Dir: "/var/lib/podvm/kind", Kind: "kind", Docker: "docker", Kubectl: "kubectl",
+			PodvmPrefix: "/opt/podvm", OverheadMemory: l.OverheadMemory, OverheadCPU: l.OverheadCPU}}
+}
+
+// addFlags adds the flags to cmd and, persistent, to its subcommands.
+func (o *clusterOptions) addFlags(cmd *cobra.Command) {
+	f, l := cmd.PersistentFlags(), &o.local
+	f.StringVar(&l.Dir, "dir", l.Dir, "state directory of the cluster")
+	f.StringVar(&l.NodeName, "node-name", l.NodeName, "node name (added to /etc/hosts)")
+	f.StringVar(&l.Bridge, "bridge", l.Bridge, "bridge of the pod network (a second cluster needs its own)")
+	f.StringVar(&l.CgroupRoot, "cgroup-root", l.CgroupRoot, "kubelet cgroupRoot (a second cluster needs its own, e.g. /podvm-2)")
+	f.StringVar(&l.KubeBinDir, "kube-bin-dir", l.KubeBinDir, "directory with kube-apiserver, kubelet, kubectl, ...")
+	f.StringVar(&l.Etcd, "etcd", l.Etcd, "etcd binary")
+	f.StringVar(&l.ContainerdDir, "containerd-dir", l.ContainerdDir, "directory with containerd and containerd-shim-runc-v2")
+	f.StringVar(&l.Runc, "runc", l.Runc, "runc binary for the runc handler")
+	f.StringVar(&l.Crictl, "crictl", l.Crictl, "crictl binary (used to remove pods at 'down')")
+	f.StringVar(&l.CNIBinDir, "cni-bin-dir", l.CNIBinDir, "directory of the CNI plugins (bridge, host-local, portmap)")
+	f.StringVar(&l.PodvmPrefix, "podvm-prefix", l.PodvmPrefix, "where podvm is installed ('podvm install --prefix')")
+	f.StringVar(&l.Busybox, "busybox", l.Busybox, "static busybox for the images")
+	f.StringVar(&l.Testbin, "testbin", l.Testbin, "podvm's testbin program (the pause image)")
+	f.StringVar(&l.Agnhost, "agnhost", l.Agnhost, "agnhost binary for the upstream e2e image")
+	f.IntVar(&l.APIServerPort, "apiserver-port", l.APIServerPort, "kube-apiserver port (on the node address)")
+	f.IntVar(&l.KubeletPort, "kubelet-port", l.KubeletPort, "kubelet port (on the node address)")
+	f.IntVar(&l.EtcdPort, "etcd-port", l.EtcdPort, "etcd client port on 127.0.0.1 (peer port is the next one)")
+	f.StringVar(&l.OverheadMemory, "podvm-overhead-memory", l.OverheadMemory, "RuntimeClass podvm overhead.podFixed memory")
+	f.StringVar(&l.OverheadCPU, "podvm-overhead-cpu", l.OverheadCPU, "RuntimeClass podvm overhead.podFixed cpu")
+	f.StringVar(&o.provider, "provider", o.provider, "local (host processes) or kind (Docker nodes; needs hardware KVM)")
+	f.StringVar(&o.kind.Name, "kind-name", o.kind.Name, "kind cluster name")
+	f.StringVar(&o.kind.NodeImage, "kind-node-image", "", "kindest/node image (default: kind's own)")
+	f.IntVar(&o.kind.Workers, "kind-workers", 0, "kind worker nodes besides the control plane")
+}
+
+// kindProvider is the kind provider, with podvm where --podvm-prefix says.
+func (o *clusterOptions) kindProvider() *kind.Provider {
+	o.kind.PodvmPrefix = o.local.PodvmPrefix
+	return kind.New(o.kind)
+}
+
+// Provider is the provider --provider names.
+func (o *clusterOptions) Provider() cluster.Provider {
+	if o.provider == "kind" {
+		return o.kindProvider()
+	}
+	return local.New(o.local)
+}
+
 func newClusterCommand() *cobra.Command {
-	opts := local.DefaultOptions()
+	o := newClusterOptions()
 	cmd := &cobra.Command{
 		Use:   "cluster",
 		Short: "Bring a single-node Kubernetes cluster with podvm up or down (for conformance)",
@@ -30,65 +86,44 @@ Everything lives under --dir; 'down' stops every process, removes every pod
 (so every pod VM is torn down) and undoes each change to the host. The binaries
 come from 'make conformance' (or ci/install-tools.sh kubernetes etcd).`,
 	}
-	f := cmd.PersistentFlags()
-	f.StringVar(&opts.Dir, "dir", opts.Dir, "state directory of the cluster")
-	f.StringVar(&opts.NodeName, "node-name", opts.NodeName, "node name (added to /etc/hosts)")
-	f.StringVar(&opts.Bridge, "bridge", opts.Bridge, "bridge of the pod network (a second cluster needs its own)")
-	f.StringVar(&opts.CgroupRoot, "cgroup-root", opts.CgroupRoot, "kubelet cgroupRoot (a second cluster needs its own, e.g. /podvm-2)")
-	f.StringVar(&opts.KubeBinDir, "kube-bin-dir", opts.KubeBinDir, "directory with kube-apiserver, kubelet, kubectl, ...")
-	f.StringVar(&opts.Etcd, "etcd", opts.Etcd, "etcd binary")
-	f.StringVar(&opts.ContainerdDir, "containerd-dir", opts.ContainerdDir, "directory with containerd and containerd-shim-runc-v2")
-	f.StringVar(&opts.Runc, "runc", opts.Runc, "runc binary for the runc handler")
-	f.StringVar(&opts.Crictl, "crictl", opts.Crictl, "crictl binary (used to remove pods at 'down')")
-	f.StringVar(&opts.CNIBinDir, "cni-bin-dir", opts.CNIBinDir, "directory of the CNI plugins (bridge, host-local, portmap)")
-	f.StringVar(&opts.PodvmPrefix, "podvm-prefix", opts.PodvmPrefix, "where podvm is installed ('podvm install --prefix')")
-	f.StringVar(&opts.Busybox, "busybox", opts.Busybox, "static busybox for the images")
-	f.StringVar(&opts.Testbin, "testbin", opts.Testbin, "podvm's testbin program (the pause image)")
-	f.StringVar(&opts.Agnhost, "agnhost", opts.Agnhost, "agnhost binary for the upstream e2e image")
-	f.IntVar(&opts.APIServerPort, "apiserver-port", opts.APIServerPort, "kube-apiserver port (on the node address)")
-	f.IntVar(&opts.KubeletPort, "kubelet-port", opts.KubeletPort, "kubelet port (on the node address)")
-	f.IntVar(&opts.EtcdPort, "etcd-port", opts.EtcdPort, "etcd client port on 127.0.0.1 (peer port is the next one)")
-	f.StringVar(&opts.OverheadMemory, "podvm-overhead-memory", opts.OverheadMemory, "RuntimeClass podvm overhead.podFixed memory")
-	f.StringVar(&opts.OverheadCPU, "podvm-overhead-cpu", opts.OverheadCPU, "RuntimeClass podvm overhead.podFixed cpu")
+	o.addFlags(cmd)
+	cmd.AddCommand(newRestartContainerdCommand(&o.local.Dir), newClusterUpCommand(o), newClusterDownCommand(o),
+		newClusterStatusCommand(o), newKindConfigCommand(o), newServeRegistryCommand(o))
+	return cmd
+}
 
-	var providerName string
-	kopts := kind.Options{Name: "podvm", Dir: "/var/lib/podvm/kind", Kind: "kind", Docker: "docker", Kubectl: "kubectl",
-		PodvmPrefix: "/opt/podvm", OverheadMemory: opts.OverheadMemory, OverheadCPU: opts.OverheadCPU}
-	f.StringVar(&providerName, "provider", "local", "local (host processes) or kind (Docker nodes; needs hardware KVM)")
-	f.StringVar(&kopts.Name, "kind-name", kopts.Name, "kind cluster name")
-	f.StringVar(&kopts.NodeImage, "kind-node-image", "", "kindest/node image (default: kind's own)")
-	f.IntVar(&kopts.Workers, "kind-workers", 0, "kind worker nodes besides the control plane")
-	provider := func() cluster.Provider {
-		if providerName == "kind" {
-			kopts.PodvmPrefix = opts.PodvmPrefix
-			return kind.New(kopts)
-		}
-		return local.New(opts)
-	}
-	cmd.AddCommand(newRestartContainerdCommand(&opts.Dir))
-	cmd.AddCommand(&cobra.Command{
+func newClusterUpCommand(o *clusterOptions) *cobra.Command {
+	return &cobra.Command{
 		Use:   "up",
 		Short: "Start the cluster (prints the kubeconfig to use)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			_, err := provider().Up(ctx, cmd.ErrOrStderr())
+			_, err := o.Provider().Up(ctx, cmd.ErrOrStderr())
 			return err
 		},
-	}, &cobra.Command{
+	}
+}
+
+func newClusterDownCommand(o *clusterOptions) *cobra.Command {
+	return &cobra.Command{
 		Use:   "down",
 		Short: "Stop the cluster and remove everything it added to the host (logs are kept)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return provider().Down(context.WithoutCancel(cmd.Context()), cmd.ErrOrStderr())
+			return o.Provider().Down(context.WithoutCancel(cmd.Context()), cmd.ErrOrStderr())
 		},
-	}, &cobra.Command{
+	}
+}
+
+func newClusterStatusCommand(o *clusterOptions) *cobra.Command {
+	return &cobra.Command{
 		Use:   "status",
 		Short: "Show each process of the cluster and whether the node is Ready (exit 1 if not healthy)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := provider().Status(cmd.Context())
+			st, err := o.Provider().Status(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -98,21 +133,26 @@ come from 'make conformance' (or ci/install-tools.sh kubernetes etcd).`,
 			}
 			return nil
 		},
-	})
-	cmd.AddCommand(&cobra.Command{
+	}
+}
+
+func newKindConfigCommand(o *clusterOptions) *cobra.Command {
+	return &cobra.Command{
 		Use:   "kind-config",
 		Short: "Print the kind cluster configuration podvm uses (/dev/kvm and podvm mounted into the nodes)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kopts.PodvmPrefix = opts.PodvmPrefix
-			text, err := kind.New(kopts).Config()
+			text, err := o.kindProvider().Config()
 			if err != nil {
 				return err
 			}
 			fmt.Fprint(cmd.OutOrStdout(), text)
 			return nil
 		},
-	})
+	}
+}
+
+func newServeRegistryCommand(o *clusterOptions) *cobra.Command {
 	var addrFile, hostsDir string
 	serve := &cobra.Command{
 		Use:    "serve-registry",
@@ -122,13 +162,13 @@ come from 'make conformance' (or ci/install-tools.sh kubernetes etcd).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return local.ServeRegistry(ctx, addrFile, hostsDir, opts.Busybox, opts.Testbin, opts.Agnhost)
+			l := o.local
+			return local.ServeRegistry(ctx, addrFile, hostsDir, l.Busybox, l.Testbin, l.Agnhost)
 		},
 	}
 	serve.Flags().StringVar(&addrFile, "addr-file", "", "file to write host:port to once serving")
 	serve.Flags().StringVar(&hostsDir, "hosts-dir", "", "containerd certs.d directory to point at the registry")
-	cmd.AddCommand(serve)
-	return cmd
+	return serve
 }
 
 // newRestartContainerdCommand restarts a local cluster's containerd in

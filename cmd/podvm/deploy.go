@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -201,10 +203,6 @@ the default configuration. --tar writes a docker-save tarball for
 }
 
 func newDeployNodeCommand() *cobra.Command {
-	o := node.Defaults()
-	o.NodeName = os.Getenv("NODE_NAME")
-	var label, restart, apiServer, doneFile string
-	var exit bool
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "The node installer: runs inside the installer and cleanup DaemonSets' pods",
@@ -212,62 +210,93 @@ func newDeployNodeCommand() *cobra.Command {
 each node (privileged, hostPID, the node's / mounted at --host-root). They
 are not meant to be run by hand; see docs/deploy.md.`,
 	}
-	verb := func(use, short string, uninstall bool) *cobra.Command {
-		c := &cobra.Command{
-			Use:   use,
-			Short: short,
-			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				key, value, ok := strings.Cut(label, "=")
-				if !ok || key == "" || value == "" {
-					return fmt.Errorf("--label %q: want key=value", label)
-				}
-				o.LabelKey, o.LabelValue = key, value
-				o.RestartCommand = strings.Fields(restart)
-				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-				defer stop()
-				log := cmd.OutOrStdout()
-				in := node.New(o, node.ChrootRunner, &node.APILabeler{Server: apiServer}, node.CRIHandlers, log)
-				run := in.Install
-				if uninstall {
-					run = in.Uninstall
-				}
-				if err := run(ctx); err != nil {
-					return err
-				}
-				if doneFile != "" {
-					if err := os.MkdirAll(filepath.Dir(doneFile), 0o755); err != nil {
-						return err
-					}
-					if err := os.WriteFile(doneFile, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
-						return err
-					}
-				}
-				if exit {
-					return nil
-				}
-				fmt.Fprintln(log, "done; waiting until the pod is deleted")
-				<-ctx.Done()
-				return nil
-			},
-		}
-		f := c.Flags()
-		f.StringVar(&o.HostRoot, "host-root", o.HostRoot, "where the node's / is mounted")
-		f.StringVar(&o.Payload, "payload", o.Payload, "directory in the image holding bin/ and share/podvm/")
-		f.StringVar(&o.Prefix, "prefix", o.Prefix, "installation directory on the node")
-		f.StringVar(&o.ContainerdConfig, "containerd-config", o.ContainerdConfig, "containerd's main configuration on the node")
-		f.StringVar(&o.DropInDir, "containerd-dropin-dir", o.DropInDir, "drop-in directory containerd's configuration imports")
-		f.StringVar(&o.ContainerdSocket, "containerd-socket", o.ContainerdSocket, "containerd's CRI socket on the node")
-		f.StringVar(&o.ContainerdUnit, "containerd-unit", o.ContainerdUnit, "containerd's systemd unit")
-		f.StringVar(&restart, "restart-command", "", "command restarting containerd, run chrooted into the node's / (default: systemctl restart UNIT)")
-		f.StringVar(&o.Handler, "handler", o.Handler, "runtime handler name")
-		f.StringVar(&o.NodeName, "node-name", o.NodeName, "this node's name (default $NODE_NAME)")
-		f.StringVar(&label, "label", o.LabelKey+"="+o.LabelValue, "label of a node ready for podvm pods")
-		f.StringVar(&apiServer, "api-server", "", "API server URL (default: in-cluster)")
-		f.StringVar(&doneFile, "done-file", "", "file to write when done (the readiness probe's)")
-		f.BoolVar(&exit, "exit", false, "exit when done instead of waiting for the pod's deletion")
-		return c
+	cmd.AddCommand(newDeployNodeVerbCommand("install", "Install podvm on this node, then label it", false),
+		newDeployNodeVerbCommand("uninstall", "Remove podvm from this node, label first", true), newDeployNodeReadyCommand())
+	return cmd
+}
+
+// nodeOptions are the flags of `podvm deploy node install` and `uninstall`.
+type nodeOptions struct {
+	node.Options
+	label, restart, apiServer, doneFile string
+	exit                                bool
+}
+
+// newDeployNodeVerbCommand is `podvm deploy node install` (or, with
+// uninstall, `uninstall`).
+func newDeployNodeVerbCommand(use, short string, uninstall bool) *cobra.Command {
+	o := &nodeOptions{Options: node.Defaults()}
+	o.NodeName = os.Getenv("NODE_NAME")
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.complete(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return o.run(ctx, uninstall, cmd.OutOrStdout())
+		},
 	}
+	f := c.Flags()
+	f.StringVar(&o.HostRoot, "host-root", o.HostRoot, "where the node's / is mounted")
+	f.StringVar(&o.Payload, "payload", o.Payload, "directory in the image holding bin/ and share/podvm/")
+	f.StringVar(&o.Prefix, "prefix", o.Prefix, "installation directory on the node")
+	f.StringVar(&o.ContainerdConfig, "containerd-config", o.ContainerdConfig, "containerd's main configuration on the node")
+	f.StringVar(&o.DropInDir, "containerd-dropin-dir", o.DropInDir, "drop-in directory containerd's configuration imports")
+	f.StringVar(&o.ContainerdSocket, "containerd-socket", o.ContainerdSocket, "containerd's CRI socket on the node")
+	f.StringVar(&o.ContainerdUnit, "containerd-unit", o.ContainerdUnit, "containerd's systemd unit")
+	f.StringVar(&o.restart, "restart-command", "", "command restarting containerd, run chrooted into the node's / (default: systemctl restart UNIT)")
+	f.StringVar(&o.Handler, "handler", o.Handler, "runtime handler name")
+	f.StringVar(&o.NodeName, "node-name", o.NodeName, "this node's name (default $NODE_NAME)")
+	f.StringVar(&o.label, "label", o.LabelKey+"="+o.LabelValue, "label of a node ready for podvm pods")
+	f.StringVar(&o.apiServer, "api-server", "", "API server URL (default: in-cluster)")
+	f.StringVar(&o.doneFile, "done-file", "", "file to write when done (the readiness probe's)")
+	f.BoolVar(&o.exit, "exit", false, "exit when done instead of waiting for the pod's deletion")
+	return c
+}
+
+// complete sets the node options that flags give as text.
+func (o *nodeOptions) complete() error {
+	key, value, ok := strings.Cut(o.label, "=")
+	if !ok || key == "" || value == "" {
+		return fmt.Errorf("--label %q: want key=value", o.label)
+	}
+	o.LabelKey, o.LabelValue = key, value
+	o.RestartCommand = strings.Fields(o.restart)
+	return nil
+}
+
+// run installs (or uninstalls), writes the done file, and then waits for
+// the pod's deletion unless told to exit.
+func (o *nodeOptions) run(ctx context.Context, uninstall bool, log io.Writer) error {
+	in := node.New(o.Options, node.ChrootRunner, &node.APILabeler{Server: o.apiServer}, node.CRIHandlers, log)
+	run := in.Install
+	if uninstall {
+		run = in.Uninstall
+	}
+	if err := run(ctx); err != nil {
+		return err
+	}
+	if o.doneFile != "" {
+		if err := os.MkdirAll(filepath.Dir(o.doneFile), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.doneFile, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	if o.exit {
+		return nil
+	}
+	fmt.Fprintln(log, "done; waiting until the pod is deleted")
+	<-ctx.Done()
+	return nil
+}
+
+func newDeployNodeReadyCommand() *cobra.Command {
 	var probeFile string
 	ready := &cobra.Command{
 		Use:   "ready",
@@ -281,7 +310,5 @@ are not meant to be run by hand; see docs/deploy.md.`,
 		},
 	}
 	ready.Flags().StringVar(&probeFile, "done-file", "", "the file install or uninstall writes when done")
-	cmd.AddCommand(verb("install", "Install podvm on this node, then label it", false),
-		verb("uninstall", "Remove podvm from this node, label first", true), ready)
-	return cmd
+	return ready
 }

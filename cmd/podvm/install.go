@@ -62,42 +62,47 @@ func install(prefix, imageDir string, out io.Writer) error {
 	}
 	// One configuration per runtime handler: podvm (qemu, KVM or TCG) and
 	// podvm-clh (cloud-hypervisor, hardware KVM only).
-	cfgText := strings.ReplaceAll(string(config.DefaultTOML()), `"/opt/podvm/share/podvm/`, `"`+shareDir+`/`)
-	clhText := strings.Replace(cfgText, "\ndriver = \"qemu\"\n", "\ndriver = \"cloud-hypervisor\"\n", 1)
+	cfgText, err := config.ForPrefix(config.DefaultTOML(), prefix)
+	if err != nil {
+		return fmt.Errorf("generated configuration is invalid: %w", err)
+	}
+	clhText := strings.Replace(string(cfgText), "\ndriver = \"qemu\"\n", "\ndriver = \"cloud-hypervisor\"\n", 1)
 	cfgPath := filepath.Join(shareDir, "config.toml")
 	clhPath := filepath.Join(shareDir, "config-clh.toml")
-	for path, text := range map[string]string{cfgPath: cfgText, clhPath: clhText} {
-		if _, err := config.Parse([]byte(text), path); err != nil {
-			return fmt.Errorf("generated configuration is invalid: %w", err)
-		}
-		if err := writeAtomic(path, []byte(text), 0o644); err != nil {
+	if _, err := config.Parse([]byte(clhText), clhPath); err != nil {
+		return fmt.Errorf("generated configuration is invalid: %w", err)
+	}
+	for path, text := range map[string][]byte{cfgPath: cfgText, clhPath: []byte(clhText)} {
+		if err := writeAtomic(path, text, 0o644); err != nil {
 			return err
 		}
 	}
-	shim := filepath.Join(binDir, "containerd-shim-podvm-v2")
+	printHandlers(out, prefix, filepath.Join(binDir, "containerd-shim-podvm-v2"), cfgPath, clhPath)
+	return nil
+}
+
+// printHandlers tells the operator how to add the podvm runtime handlers
+// to containerd's configuration.
+func printHandlers(out io.Writer, prefix, shim, cfgPath, clhPath string) {
+	qemu := config.Handler{Name: "podvm", Shim: shim, ConfigPath: cfgPath}
+	clh := config.Handler{Name: "podvm-clh", Shim: shim, ConfigPath: clhPath}
 	fmt.Fprintf(out, `podvm installed under %[1]s
 
 Add the podvm runtime handlers to containerd's configuration (containerd 2.x,
 config version 3 or 4), then restart containerd:
 
-  # QEMU: hardware KVM when usable, else TCG software emulation. No options:
-  # the shim reads %[3]s, its install's config (with
-  # options, containerd 2.4 cannot start user namespace containers).
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm]
-    runtime_type = "io.containerd.podvm.v2"
-    runtime_path = "%[2]s"
-
+  # QEMU: hardware KVM when usable, else TCG software emulation.
+%[2]s
   # Cloud Hypervisor (needs hardware KVM and cloud-hypervisor on PATH;
   # 'podvm check --config %[4]s' tells whether this host can run it).
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm-clh]
-    runtime_type = "io.containerd.podvm.v2"
-    runtime_path = "%[2]s"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm-clh.options]
-      ConfigPath = "%[4]s"
+%[3]s
+With ctr: ctr run --runtime %[5]s --runtime-config-path %[6]s IMAGE ID CMD...
+`, prefix, indent(qemu.TOML(), "  "), indent(clh.TOML(), "  "), clhPath, shim, cfgPath)
+}
 
-With ctr: ctr run --runtime %[2]s --runtime-config-path %[3]s IMAGE ID CMD...
-`, prefix, shim, cfgPath, clhPath)
-	return nil
+// indent puts prefix before each line of text.
+func indent(text, prefix string) string {
+	return prefix + strings.ReplaceAll(strings.TrimSuffix(text, "\n"), "\n", "\n"+prefix) + "\n"
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {

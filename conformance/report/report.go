@@ -13,8 +13,9 @@ import (
 type Run struct {
 	Suite        string
 	RuntimeClass string
-	// Baseline marks the reference class (runc): isolation specs must fail
-	// there, which proves they can fail.
+	// Baseline marks a shared-kernel reference class (runc, the fake VM):
+	// isolation specs must fail there, each for the shared-kernel fact it
+	// declares, which proves they can fail.
 	Baseline bool
 	Cases    []Case
 	// Err is set when the suite could not run or wrote no report.
@@ -36,14 +37,6 @@ type Check struct {
 // IsolationLabel marks specs that must fail on a shared kernel.
 const IsolationLabel = "isolation"
 
-// Expected is the outcome a case should have in this run, and why.
-func (r Run) Expected(c Case) (Outcome, string) {
-	if r.Baseline && c.HasLabel(IsolationLabel) {
-		return Failed, "isolation spec on the shared-kernel baseline: must fail"
-	}
-	return Passed, ""
-}
-
 // Unexpected is a case whose outcome is not the expected one, or a run
 // that failed as a whole.
 type Unexpected struct {
@@ -52,6 +45,24 @@ type Unexpected struct {
 	Got     Outcome
 	Want    Outcome
 	Message string
+	// Harness marks a failure that proves nothing about the runtime: an
+	// isolation spec that failed on a baseline for another reason than the
+	// shared-kernel fact it declares (a timeout, a broken probe).
+	Harness bool
+}
+
+// What says what went wrong, for a verdict line.
+func (u Unexpected) What() string {
+	if u.Harness {
+		return "harness error: " + string(u.Got) + " for another reason than the shared-kernel fact it declares"
+	}
+	return "got " + string(u.Got) + ", want " + string(u.Want)
+}
+
+// Skip is a case skipped where a pass is wanted: it proves nothing either
+// way, so the verdict names it instead of counting it as a pass.
+type Skip struct {
+	Run, Case, Message string
 }
 
 // Report is the outcome of a whole conformance run.
@@ -71,11 +82,10 @@ func (r Run) label() string {
 	return r.Suite + " [" + r.RuntimeClass + "]"
 }
 
-// Unexpected lists every result that is not what it should be. A skip is
-// acceptable where a pass is wanted (it is shown with its reason), never
-// where a failure is wanted.
+// Unexpected lists every result that is not what it should be, and every
+// spec suite with isolation specs that ran on no shared-kernel baseline.
 func (rep *Report) Unexpected() []Unexpected {
-	var out []Unexpected
+	out := rep.missingBaselines()
 	for _, r := range rep.Runs {
 		if r.Err != nil {
 			out = append(out, Unexpected{Run: r.label(), Case: "(whole suite)", Got: Failed, Want: Passed, Message: r.Err.Error()})
@@ -91,11 +101,53 @@ func (rep *Report) Unexpected() []Unexpected {
 			out = append(out, Unexpected{Run: r.label(), Case: "(whole suite)", Got: Missing, Want: Passed, Message: "no spec ran"})
 		}
 		for _, c := range r.Cases {
-			want, _ := r.Expected(c)
-			if c.Outcome == want || (want == Passed && c.Outcome == Skipped) {
+			j := r.Judge(c)
+			if j.Kind == AsExpected || j.Kind == SkippedInstead {
 				continue
 			}
-			out = append(out, Unexpected{Run: r.label(), Case: c.Name, Got: c.Outcome, Want: want, Message: c.Message})
+			out = append(out, Unexpected{Run: r.label(), Case: c.Name, Got: c.Outcome, Want: j.Want, Message: c.Message, Harness: j.Kind == HarnessError})
+		}
+	}
+	return out
+}
+
+// Skips lists the cases skipped where a pass is wanted.
+func (rep *Report) Skips() []Skip {
+	var out []Skip
+	for _, r := range rep.Runs {
+		if r.Err != nil || r.Checked != nil {
+			continue
+		}
+		for _, c := range r.Cases {
+			if r.Judge(c).Kind == SkippedInstead {
+				out = append(out, Skip{Run: r.label(), Case: c.Name, Message: c.Message})
+			}
+		}
+	}
+	return out
+}
+
+// missingBaselines finds the suites that ran isolation specs but on no
+// baseline: without one nothing shows that those specs can fail.
+func (rep *Report) missingBaselines() []Unexpected {
+	isolation, baseline := map[string]bool{}, map[string]bool{}
+	var suites []string
+	for _, r := range rep.Runs {
+		if r.Baseline {
+			baseline[r.Suite] = true
+		}
+		for _, c := range r.Cases {
+			if c.HasLabel(IsolationLabel) && !isolation[r.Suite] {
+				isolation[r.Suite] = true
+				suites = append(suites, r.Suite)
+			}
+		}
+	}
+	var out []Unexpected
+	for _, s := range suites {
+		if !baseline[s] {
+			out = append(out, Unexpected{Run: s, Case: "(shared-kernel baseline)", Got: Missing, Want: Failed,
+				Message: "isolation specs ran on no baseline class, so nothing shows they can fail"})
 		}
 	}
 	return out
@@ -111,20 +163,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "# %s\n\n", rep.Title)
 	fmt.Fprintf(&b, "- cluster: %s\n- runtime classes: %s\n- started %s, took %s\n\n",
 		rep.Cluster, strings.Join(rep.Classes, ", "), rep.Started.UTC().Format(time.RFC3339), rep.Elapsed.Round(time.Second))
-	unexpected := rep.Unexpected()
-	if len(unexpected) == 0 {
-		b.WriteString("**Verdict: PASS**: every result is the expected one (isolation specs fail on the shared-kernel baseline and pass on the VM runtime classes).\n\n")
-	} else {
-		fmt.Fprintf(&b, "**Verdict: FAIL**: %d unexpected result(s):\n\n", len(unexpected))
-		for _, u := range unexpected {
-			fmt.Fprintf(&b, "- %s: %s: got %s, want %s", u.Run, u.Case, u.Got, u.Want)
-			if u.Message != "" {
-				fmt.Fprintf(&b, ": %s", mdEscape(u.Message))
-			}
-			b.WriteString("\n")
-		}
-		b.WriteString("\n")
-	}
+	writeVerdict(&b, rep.Unexpected(), rep.Skips())
 
 	// Group runs by suite, keeping the order they ran in.
 	var suites []string
@@ -140,6 +179,39 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeVerdict writes the verdict line and what it rests on: every
+// unexpected result, and every skip where a pass is wanted.
+func writeVerdict(b *strings.Builder, unexpected []Unexpected, skips []Skip) {
+	if len(unexpected) == 0 {
+		b.WriteString("**Verdict: PASS**")
+	} else {
+		b.WriteString("**Verdict: FAIL**")
+	}
+	if len(skips) > 0 {
+		fmt.Fprintf(b, " (%d skipped where a pass is wanted: not counted as passes)", len(skips))
+	}
+	if len(unexpected) == 0 {
+		b.WriteString(": every result that ran is the expected one (isolation specs fail on the shared-kernel baselines for the fact each declares, and pass on the VM runtime classes).\n\n")
+	} else {
+		fmt.Fprintf(b, ": %d unexpected result(s):\n\n", len(unexpected))
+		for _, u := range unexpected {
+			fmt.Fprintf(b, "- %s: %s: %s", u.Run, u.Case, u.What())
+			if u.Message != "" {
+				fmt.Fprintf(b, ": %s", mdEscape(u.Message))
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\n")
+	}
+	if len(skips) > 0 {
+		b.WriteString("Skipped where a pass is wanted:\n\n")
+		for _, s := range skips {
+			fmt.Fprintf(b, "- %s: %s: %s\n", s.Run, s.Case, mdEscape(s.Message))
+		}
+		b.WriteString("\n")
+	}
 }
 
 func writeSuite(b *strings.Builder, suite string, runs []Run) {
@@ -180,16 +252,7 @@ func writeSuite(b *strings.Builder, suite string, runs []Run) {
 				cell[c.Name] = map[string]string{}
 				labels[c.Name] = c.Labels
 			}
-			want, _ := r.Expected(c)
-			text := string(c.Outcome)
-			if c.Outcome == want && want == Failed {
-				text = "failed (expected)"
-			} else if c.Outcome != want && !(want == Passed && c.Outcome == Skipped) {
-				text = "**" + strings.ToUpper(string(c.Outcome)) + "** (want " + string(want) + ")"
-			}
-			if c.Outcome == Skipped && c.Message != "" {
-				text += ": " + mdEscape(c.Message)
-			}
+			text := cellText(r.Judge(c), c)
 			text += fmt.Sprintf(" %.0fs", c.Seconds)
 			cell[c.Name][r.label()] = text
 		}
@@ -213,6 +276,31 @@ func writeSuite(b *strings.Builder, suite string, runs []Run) {
 	b.WriteString("\n")
 }
 
+// cellText is a case's entry in the table: its outcome, and what it means
+// where that is not a plain pass.
+func cellText(j Judgement, c Case) string {
+	text := string(c.Outcome)
+	switch {
+	case j.Kind == AsExpected && j.Want == Failed:
+		text = "failed (expected)"
+	case j.Kind == HarnessError:
+		text = "**HARNESS ERROR** (failed, but not showing " + strings.Join(orFacts(c), " or ") + ")"
+	case j.Kind == Wrong:
+		text = "**" + strings.ToUpper(string(c.Outcome)) + "** (want " + string(j.Want) + ")"
+	}
+	if c.Outcome == Skipped && c.Message != "" {
+		text += ": " + mdEscape(c.Message)
+	}
+	return text
+}
+
+func orFacts(c Case) []string {
+	if f := c.Facts(); len(f) > 0 {
+		return f
+	}
+	return []string{"a declared shared-kernel fact"}
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -224,29 +312,32 @@ func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
 }
 
+type junitOutFailure struct {
+	Message string `xml:"message,attr"`
+	Text    string `xml:",chardata"`
+}
+
+type junitOutSkipped struct {
+	Message string `xml:"message,attr"`
+}
+
+type junitOutCase struct {
+	Name      string           `xml:"name,attr"`
+	Classname string           `xml:"classname,attr"`
+	Time      float64          `xml:"time,attr"`
+	Failure   *junitOutFailure `xml:"failure,omitempty"`
+	Skipped   *junitOutSkipped `xml:"skipped,omitempty"`
+}
+
 // WriteJUnit writes one testsuite per run; a case fails when its outcome
 // is not the expected one, so a CI system shows exactly the surprises.
 func (rep *Report) WriteJUnit(w io.Writer) error {
-	type failure struct {
-		Message string `xml:"message,attr"`
-		Text    string `xml:",chardata"`
-	}
-	type skipped struct {
-		Message string `xml:"message,attr"`
-	}
-	type tc struct {
-		Name      string   `xml:"name,attr"`
-		Classname string   `xml:"classname,attr"`
-		Time      float64  `xml:"time,attr"`
-		Failure   *failure `xml:"failure,omitempty"`
-		Skipped   *skipped `xml:"skipped,omitempty"`
-	}
 	type ts struct {
-		Name     string `xml:"name,attr"`
-		Tests    int    `xml:"tests,attr"`
-		Failures int    `xml:"failures,attr"`
-		Skipped  int    `xml:"skipped,attr"`
-		Cases    []tc   `xml:"testcase"`
+		Name     string         `xml:"name,attr"`
+		Tests    int            `xml:"tests,attr"`
+		Failures int            `xml:"failures,attr"`
+		Skipped  int            `xml:"skipped,attr"`
+		Cases    []junitOutCase `xml:"testcase"`
 	}
 	type root struct {
 		XMLName xml.Name `xml:"testsuites"`
@@ -255,7 +346,7 @@ func (rep *Report) WriteJUnit(w io.Writer) error {
 	var doc root
 	for _, r := range rep.Runs {
 		s := ts{Name: r.label()}
-		add := func(c tc) {
+		add := func(c junitOutCase) {
 			s.Cases = append(s.Cases, c)
 			s.Tests++
 			if c.Failure != nil {
@@ -266,33 +357,17 @@ func (rep *Report) WriteJUnit(w io.Writer) error {
 			}
 		}
 		if r.Err != nil {
-			add(tc{Name: "suite completes", Classname: r.label(), Failure: &failure{Message: r.Err.Error(), Text: "log: " + r.Log}})
+			add(junitOutCase{Name: "suite completes", Classname: r.label(), Failure: &junitOutFailure{Message: r.Err.Error(), Text: "log: " + r.Log}})
 		}
 		if r.Checked != nil {
-			c := tc{Name: "suite check", Classname: r.label()}
+			c := junitOutCase{Name: "suite check", Classname: r.label()}
 			if !r.Checked.OK {
-				c.Failure = &failure{Message: r.Checked.Detail}
+				c.Failure = &junitOutFailure{Message: r.Checked.Detail}
 			}
 			add(c)
 		}
 		for _, c := range r.Cases {
-			want, why := r.Expected(c)
-			t := tc{Name: c.Name, Classname: r.label(), Time: c.Seconds}
-			switch {
-			case r.Checked != nil && c.Outcome == Failed:
-				// Judged by the suite check; kept visible as skipped.
-				t.Skipped = &skipped{Message: "failed, judged by the suite check: " + c.Message}
-			case c.Outcome == want:
-			case want == Passed && c.Outcome == Skipped:
-				t.Skipped = &skipped{Message: c.Message}
-			default:
-				msg := fmt.Sprintf("got %s, want %s", c.Outcome, want)
-				if why != "" {
-					msg += " (" + why + ")"
-				}
-				t.Failure = &failure{Message: msg, Text: c.Message}
-			}
-			add(t)
+			add(toJUnitCase(r, c))
 		}
 		doc.Suites = append(doc.Suites, s)
 	}
@@ -302,4 +377,28 @@ func (rep *Report) WriteJUnit(w io.Writer) error {
 	enc := xml.NewEncoder(w)
 	enc.Indent("", "  ")
 	return enc.Encode(doc)
+}
+
+// toJUnitCase is one case of a run as JUnit: failed when its outcome is not
+// the expected one, skipped when it was skipped where a pass is wanted.
+func toJUnitCase(r Run, c Case) junitOutCase {
+	j := r.Judge(c)
+	t := junitOutCase{Name: c.Name, Classname: r.label(), Time: c.Seconds}
+	switch {
+	case r.Checked != nil && c.Outcome == Failed:
+		// Judged by the suite check; kept visible as skipped.
+		t.Skipped = &junitOutSkipped{Message: "failed, judged by the suite check: " + c.Message}
+	case j.Kind == AsExpected:
+	case j.Kind == SkippedInstead:
+		t.Skipped = &junitOutSkipped{Message: c.Message}
+	case j.Kind == HarnessError:
+		t.Failure = &junitOutFailure{Message: "harness error: failed for another reason than " + strings.Join(orFacts(c), " or "), Text: c.Message}
+	default:
+		msg := fmt.Sprintf("got %s, want %s", c.Outcome, j.Want)
+		if j.Why != "" {
+			msg += " (" + j.Why + ")"
+		}
+		t.Failure = &junitOutFailure{Message: msg, Text: c.Message}
+	}
+	return t
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/podvm/podvm/runtime/config"
 )
 
 // mainConfig is what the installer reads of containerd's configuration.
@@ -22,35 +24,24 @@ type mainConfig struct {
 // DropIn is the drop-in file adding handler to containerd's CRI, in the
 // config version of the file that imports it (2: containerd 1.7; 3 and 4:
 // containerd 2.x, whose CRI runtime plugin is io.containerd.cri.v1.runtime).
+// The handler has options only for a config other than the install's own
+// (config.Handler: the containerd 2.4 user namespace workaround).
 func DropIn(version int, handler, shim, podvmConfig string) (string, error) {
-	var plugin string
+	h := config.Handler{Name: handler, Shim: shim, ConfigPath: podvmConfig}
 	switch {
 	case version == 2:
-		plugin = `plugins."io.containerd.grpc.v1.cri".containerd.runtimes.` + handler
+		h.Plugin = config.CRIPluginV2
 	case version >= 3:
-		plugin = `plugins."io.containerd.cri.v1.runtime".containerd.runtimes.` + handler
+		h.Plugin = config.CRIRuntimePlugin
 	default:
 		return "", fmt.Errorf("containerd configuration version %d is not supported (containerd 1.6 or older): "+
 			"migrate it with `containerd config migrate` (containerd 1.7 or 2.x)", version)
 	}
-	text := fmt.Sprintf(`# Written by podvm's node installer (podvm deploy); its uninstaller removes it.
+	return fmt.Sprintf(`# Written by podvm's node installer (podvm deploy); its uninstaller removes it.
 # Adds the %[2]q runtime handler. containerd's own configuration is not edited.
 version = %[1]d
 
-[%[3]s]
-  runtime_type = "io.containerd.podvm.v2"
-  runtime_path = %[4]q
-`, version, handler, plugin, shim)
-	if podvmConfig == filepath.Join(filepath.Dir(filepath.Dir(shim)), configRel) {
-		// The shim reads its own install's config without being told.
-		// Options would keep user namespace pods from starting: containerd
-		// 2.4 adds runc's options to their containers and fails to merge
-		// them with a handler's own (containerd issue 11091).
-		return text + "  # No options: the shim reads " + podvmConfig + ", its install's config.\n", nil
-	}
-	return text + fmt.Sprintf(`  [%[1]s.options]
-    ConfigPath = %[2]q
-`, plugin, podvmConfig), nil
+%[3]s`, version, handler, h.TOML()), nil
 }
 
 // importsDropIn checks that containerd's configuration (main, a host path)

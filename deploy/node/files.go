@@ -32,14 +32,11 @@ var payloadFiles = []struct {
 
 // configRel is the configuration, written from the payload's default with
 // its paths moved under Prefix.
-const configRel = "share/podvm/config.toml"
+const configRel = config.InstalledRel
 
 // recordRel lists, one per line, every file the installer put under
 // Prefix: uninstall removes exactly these, and nothing an operator added.
 const recordRel = "share/podvm/installed-by-podvm-deploy"
-
-// defaultPrefix is the prefix the payload's configuration names.
-const defaultPrefix = "/opt/podvm"
 
 func (in *Installer) installFiles() error {
 	o := in.o
@@ -70,8 +67,8 @@ func (in *Installer) installFiles() error {
 	return in.put(recordRel, []byte(strings.Join(installed, "\n")+"\n"), 0o644)
 }
 
-// configFor is the payload's configuration with its guest image paths
-// moved from /opt/podvm to prefix, checked by podvm's own parser.
+// configFor is the payload's configuration (or the shipped default)
+// relocated to prefix (config.ForPrefix).
 func configFor(payload, prefix string) ([]byte, error) {
 	path := filepath.Join(payload, configRel)
 	b, err := os.ReadFile(path)
@@ -80,11 +77,7 @@ func configFor(payload, prefix string) ([]byte, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	text := strings.ReplaceAll(string(b), `"`+defaultPrefix+`/`, `"`+filepath.Clean(prefix)+`/`)
-	if _, err := config.Parse([]byte(text), filepath.Join(prefix, configRel)); err != nil {
-		return nil, fmt.Errorf("the configuration for prefix %s is invalid: %w", prefix, err)
-	}
-	return []byte(text), nil
+	return config.ForPrefix(b, prefix)
 }
 
 // put writes one file under Prefix unless it already has that content.

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // Dialer opens one connection to the agent; it may fail while the guest boots.
@@ -96,6 +97,10 @@ func Connect(ctx context.Context, dial Dialer, timeout time.Duration, vmDone <-c
 		c, err := connectOnce(ctx, dial)
 		if err == nil {
 			return c, nil
+		}
+		if errors.Is(err, contract.ErrAuthFailed) {
+			// The agent refused the VM's secret: no retry will change it.
+			return nil, fmt.Errorf("connect to agent (attempt %d): %w", attempt, err)
 		}
 		lastErr = err
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // guest answers GuestDetails and then does what the test says.
@@ -200,4 +202,18 @@ func FuzzGuestReplies(f *testing.F) {
 			t.Fatalf("the client waited %s on a 20ms deadline", took)
 		}
 	})
+}
+
+// A dialer whose secret the agent refused is not retried: it will not
+// become right.
+func TestConnectStopsOnAuthFailure(t *testing.T) {
+	dials := 0
+	dial := func(context.Context) (net.Conn, error) {
+		dials++
+		return nil, fmt.Errorf("dial: %w", contract.ErrAuthFailed)
+	}
+	_, err := Connect(context.Background(), dial, 5*time.Second, nil)
+	if !errors.Is(err, contract.ErrAuthFailed) || dials != 1 {
+		t.Fatalf("err = %v after %d dials, want ErrAuthFailed after 1", err, dials)
+	}
 }

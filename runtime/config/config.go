@@ -114,17 +114,15 @@ const InstalledRel = "share/podvm/config.toml"
 
 // ResolveFor is Resolve for the program at executable: before DefaultPath
 // it tries the config of the install the program belongs to
-// (<prefix>/share/podvm/config.toml for <prefix>/bin/<program>), so that a
-// runtime handler configured without options finds its own install's
-// config. That matters because containerd 2.4 cannot start a user namespace
-// container of a runtime whose handler has options of its own kind (it
-// adds runc's options and fails to merge them; containerd issue 11091).
+// (InstallConfig), so that a runtime handler configured without options
+// finds its own install's config (the containerd 2.4 user namespace
+// workaround, see Handler).
 func ResolveFor(path, executable string) string {
 	if path == "" {
 		path = os.Getenv(EnvPath)
 	}
 	if path == "" && executable != "" {
-		beside := filepath.Join(filepath.Dir(filepath.Dir(executable)), InstalledRel)
+		beside := InstallConfig(executable)
 		if _, err := os.Stat(beside); err == nil {
 			path = beside
 		}

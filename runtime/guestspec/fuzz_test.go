@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // FuzzRewrite feeds Rewrite any spec JSON (a container's config.json is
@@ -41,7 +43,7 @@ func FuzzRewrite(f *testing.F) {
 		if strings.Contains(id, "/") || id == "" || id == "." || id == ".." {
 			t.Fatalf("id %q accepted", id)
 		}
-		containerDir := path.Join(GuestSharedDir, id)
+		containerDir := path.Join(contract.GuestSharedDir, id)
 		if g.Root.Path != path.Join(containerDir, "rootfs") {
 			t.Errorf("root %q is not the container's rootfs in the share", g.Root.Path)
 		}
@@ -55,7 +57,7 @@ func FuzzRewrite(f *testing.F) {
 		}
 		shared := map[string]bool{}
 		for _, sh := range res.Shares {
-			shared[path.Join(GuestSharedDir, sh.ShareRel)] = true
+			shared[path.Join(contract.GuestSharedDir, sh.ShareRel)] = true
 		}
 		for _, m := range g.Mounts {
 			if isBind(m) && !shared[m.Source] {

@@ -14,10 +14,9 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-// GuestSharedDir is where the agent mounts the sandbox's shared directory.
-const GuestSharedDir = "/run/podvm/shared"
+	"github.com/podvm/podvm/agent/api/contract"
+)
 
 // RootfsDir is the container's root filesystem relative to the shared
 // directory, the same on host and guest.
@@ -104,19 +103,13 @@ var guestShm = specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm"
 // Rewrite returns a copy of s for container id, leaving s unchanged.
 func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 	var res Result
-	if s == nil || s.Root == nil {
-		return nil, res, fmt.Errorf("OCI spec of container %s has no root", id)
-	}
-	if s.Process == nil {
-		return nil, res, fmt.Errorf("OCI spec of container %s has no process", id)
-	}
-	if strings.Contains(id, "/") || id == "" || id == "." || id == ".." {
-		return nil, res, fmt.Errorf("container id %q cannot name a directory", id)
+	if err := checkSpec(s, id); err != nil {
+		return nil, res, err
 	}
 	g := *s
 
 	root := *s.Root
-	root.Path = path.Join(GuestSharedDir, RootfsDir(id))
+	root.Path = path.Join(contract.GuestSharedDir, RootfsDir(id))
 	g.Root = &root
 
 	proc := *s.Process
@@ -130,6 +123,32 @@ func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 		res.Dropped.Hooks = true
 	}
 
+	if err := rewriteMounts(&g, &res, s, id, o); err != nil {
+		return nil, res, err
+	}
+	if s.Linux != nil {
+		g.Linux = rewriteLinux(s.Linux, &res, id, o)
+	}
+	return &g, res, nil
+}
+
+// checkSpec refuses a spec the rewrite cannot place in the guest.
+func checkSpec(s *specs.Spec, id string) error {
+	if s == nil || s.Root == nil {
+		return fmt.Errorf("OCI spec of container %s has no root", id)
+	}
+	if s.Process == nil {
+		return fmt.Errorf("OCI spec of container %s has no process", id)
+	}
+	if strings.Contains(id, "/") || id == "" || id == "." || id == ".." {
+		return fmt.Errorf("container id %q cannot name a directory", id)
+	}
+	return nil
+}
+
+// rewriteMounts sets g's mounts from s's: guest filesystems kept, binds
+// moved to shares, everything else dropped (and listed in res).
+func rewriteMounts(g *specs.Spec, res *Result, s *specs.Spec, id string, o Options) error {
 	g.Mounts = nil
 	inUserNS := s.Linux != nil && slices.ContainsFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.UserNamespace })
 	for _, m := range s.Mounts {
@@ -149,51 +168,54 @@ func Rewrite(s *specs.Spec, id string, o Options) (*specs.Spec, Result, error) {
 		case isBind(m) && m.Destination == "/dev/shm":
 			g.Mounts = append(g.Mounts, guestShm)
 		case isBind(m):
-			if err := shareBind(&g, &res, id, m, o); err != nil {
-				return nil, res, err
+			if err := shareBind(g, res, id, m, o); err != nil {
+				return err
 			}
 		default:
 			res.Dropped.Mounts = append(res.Dropped.Mounts, m.Destination)
 		}
 	}
+	return nil
+}
 
-	if s.Linux != nil {
-		l := *s.Linux
-		l.MountLabel = ""
-		l.Namespaces = nil
-		for _, ns := range s.Linux.Namespaces {
-			if o.Pod && ns.Type == specs.NetworkNamespace {
-				continue // the pod's interfaces live in the guest's root netns
-			}
-			// A host path (a pod's netns, the pause process's ns) means
-			// nothing in the guest; a shared pod namespace is the sandbox
-			// container's there.
-			hadPath := ns.Path != ""
-			ns.Path = ""
-			if hadPath && o.SandboxGuestPid != 0 && podShared[ns.Type] {
-				ns.Path = fmt.Sprintf("/proc/%d/ns/%s", o.SandboxGuestPid, nsFile[ns.Type])
-			}
-			l.Namespaces = append(l.Namespaces, ns)
+// rewriteLinux is a copy of linux for the guest: namespaces without host
+// paths (a pod's shared ones are the sandbox container's), no host devices
+// or host-only resources, and a guest cgroup path.
+func rewriteLinux(linux *specs.Linux, res *Result, id string, o Options) *specs.Linux {
+	l := *linux
+	l.MountLabel = ""
+	l.Namespaces = nil
+	for _, ns := range linux.Namespaces {
+		if o.Pod && ns.Type == specs.NetworkNamespace {
+			continue // the pod's interfaces live in the guest's root netns
 		}
-		for _, dev := range s.Linux.Devices {
-			res.Dropped.Devices = append(res.Dropped.Devices, dev.Path)
+		// A host path (a pod's netns, the pause process's ns) means
+		// nothing in the guest; a shared pod namespace is the sandbox
+		// container's there.
+		hadPath := ns.Path != ""
+		ns.Path = ""
+		if hadPath && o.SandboxGuestPid != 0 && podShared[ns.Type] {
+			ns.Path = fmt.Sprintf("/proc/%d/ns/%s", o.SandboxGuestPid, nsFile[ns.Type])
 		}
-		l.Devices = nil
-		if s.Linux.Resources != nil {
-			r := *s.Linux.Resources
-			// Host block devices, hugepages and RDMA do not exist in the guest.
-			r.BlockIO = nil
-			r.HugepageLimits = nil
-			r.Rdma = nil
-			l.Resources = &r
-		}
-		l.CgroupsPath = guestCgroupsPath(s.Linux.CgroupsPath, id)
-		if o.PodCgroup != "" && !strings.HasPrefix(l.CgroupsPath, strings.TrimSuffix(o.PodCgroup, "/")+"/") {
-			l.CgroupsPath = path.Join(o.PodCgroup, id)
-		}
-		g.Linux = &l
+		l.Namespaces = append(l.Namespaces, ns)
 	}
-	return &g, res, nil
+	for _, dev := range linux.Devices {
+		res.Dropped.Devices = append(res.Dropped.Devices, dev.Path)
+	}
+	l.Devices = nil
+	if linux.Resources != nil {
+		r := *linux.Resources
+		// Host block devices, hugepages and RDMA do not exist in the guest.
+		r.BlockIO = nil
+		r.HugepageLimits = nil
+		r.Rdma = nil
+		l.Resources = &r
+	}
+	l.CgroupsPath = guestCgroupsPath(linux.CgroupsPath, id)
+	if o.PodCgroup != "" && !strings.HasPrefix(l.CgroupsPath, strings.TrimSuffix(o.PodCgroup, "/")+"/") {
+		l.CgroupsPath = path.Join(o.PodCgroup, id)
+	}
+	return &l
 }
 
 // shareBind adds the share of one host bind mount to res and its guest
@@ -256,7 +278,7 @@ func shareBind(g *specs.Spec, res *Result, id string, m specs.Mount, o Options) 
 func addShare(res *Result, id string, sh SharedMount) string {
 	sh.ShareRel = path.Join(MountsDir(id), strconv.Itoa(len(res.Shares)))
 	res.Shares = append(res.Shares, sh)
-	return path.Join(GuestSharedDir, sh.ShareRel)
+	return path.Join(contract.GuestSharedDir, sh.ShareRel)
 }
 
 // recursiveOptions are the options of a bind mount that apply to its

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 func baseSpec() *specs.Spec {
@@ -304,7 +306,7 @@ func TestRewriteSubmounts(t *testing.T) {
 			for _, m := range g.Mounts[4:] {
 				opts2 = append(opts2, m.Options)
 				dests = append(dests, m.Destination)
-				if m.Type != "bind" || !strings.HasPrefix(m.Source, GuestSharedDir+"/c1/mounts/") {
+				if m.Type != "bind" || !strings.HasPrefix(m.Source, contract.GuestSharedDir+"/c1/mounts/") {
 					t.Errorf("guest mount %+v: want a bind from the share", m)
 				}
 			}
@@ -312,7 +314,7 @@ func TestRewriteSubmounts(t *testing.T) {
 				t.Errorf("guest mounts %v with options %v, want %v with %v", dests, opts2, c.dests, c.guest)
 			}
 			for i, sh := range res.Shares[1:] {
-				if g.Mounts[4+i].Source != GuestSharedDir+"/"+sh.ShareRel {
+				if g.Mounts[4+i].Source != contract.GuestSharedDir+"/"+sh.ShareRel {
 					t.Errorf("guest mount %d mounts %s, its share is %s", 4+i, g.Mounts[4+i].Source, sh.ShareRel)
 				}
 			}

@@ -7,102 +7,43 @@ package hypervisor
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
+
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // ErrNotSupported is returned by optional operations a driver does not offer.
 var ErrNotSupported = errors.New("not supported by this hypervisor driver")
 
-// Accelerator is how guest instructions are executed.
+// Accelerator is how guest instructions are executed: kvm or tcg once a VM
+// runs (Info), and also auto (or empty) in a configuration (Config,
+// driver options), meaning: probe the host and choose (package accel).
 type Accelerator string
 
 const (
+	// AccelAuto chooses kvm when the host has hardware KVM, else tcg.
+	AccelAuto Accelerator = "auto"
 	// AccelKVM is hardware virtualization through /dev/kvm (VMX or SVM).
 	AccelKVM Accelerator = "kvm"
 	// AccelTCG is QEMU's software emulation: slow, but runs anywhere.
 	AccelTCG Accelerator = "tcg"
 )
 
-// AgentTransport is how the shim reaches podvm-agent inside the guest.
-type AgentTransport string
-
-const (
-	// TransportVsock is AF_VSOCK (vhost-vsock with QEMU, hybrid vsock with
-	// Cloud Hypervisor). The default wherever the host supports it.
-	TransportVsock AgentTransport = "vsock"
-	// TransportSerial is a named virtio-serial port backed by a host unix
-	// socket: the fallback for hosts without /dev/vhost-vsock.
-	TransportSerial AgentTransport = "serial"
-)
-
-// AgentVsockPort is the guest vsock port podvm-agent listens on.
-const AgentVsockPort = 1024
-
-// AgentSerialPortName is the virtio-serial port name podvm-agent opens.
-const AgentSerialPortName = "podvm.agent"
-
-// The virtio-serial handshake. A port is one byte stream without
-// connections: the guest kernel drops what the host sends while the guest
-// has the port closed, and holds what the guest writes while no host is
-// connected for whichever host connects next. So a new host connection can
-// begin with stale bytes of an earlier session (a ready line, the tail of
-// a reply), and a guest can miss a short hang-up and go on with the old
-// session. The handshake puts both ends at the start of one session:
-//
-//  1. the agent opens the port and, once a host is connected, writes
-//     AgentSerialReadyLine;
-//  2. the host skips everything up to a ready line, then writes
-//     AgentSerialHelloPrefix + a nonce of its own + "\n" (one per ready
-//     line it reads, so a resent hello always answers a fresh ready line);
-//  3. the agent skips everything up to a hello line and answers
-//     AgentSerialOKPrefix + the same nonce + "\n"; it then drops any
-//     further hello with that nonce before serving ttrpc;
-//  4. the host skips everything up to the answer with its nonce; the next
-//     byte is the session's first. Stale bytes precede the answer, since
-//     the stream keeps its order.
-const (
-	AgentSerialReadyLine   = "podvm-agent ready\n"
-	AgentSerialHelloPrefix = "podvm-hello "
-	AgentSerialOKPrefix    = "podvm-ok "
-)
-
-// AgentSerialMaxLine bounds a handshake line; longer runs without a
-// newline are skipped as stale bytes.
-const AgentSerialMaxLine = 128
-
-// ReadHandshakeLines reads r a byte at a time (nothing past the line that
-// ends the handshake may be consumed: the session's bytes follow it) and
-// calls line for each line, without its newline, until line returns done
-// or an error. Runs longer than AgentSerialMaxLine without a newline are
-// dropped. Both ends of the handshake read with it.
-func ReadHandshakeLines(r io.Reader, line func(string) (done bool, err error)) error {
-	var buf []byte
-	b := make([]byte, 1)
-	for {
-		if _, err := io.ReadFull(r, b); err != nil {
-			return err
-		}
-		if b[0] != '\n' {
-			if len(buf) < AgentSerialMaxLine {
-				buf = append(buf, b[0])
-			} else {
-				buf = buf[:0]
-			}
-			continue
-		}
-		done, err := line(string(buf))
-		if done || err != nil {
-			return err
-		}
-		buf = buf[:0]
+// ParseAccelerator accepts "", auto, kvm and tcg, in any case and with
+// surrounding spaces; empty means auto.
+func ParseAccelerator(s string) (Accelerator, error) {
+	switch a := Accelerator(strings.ToLower(strings.TrimSpace(s))); a {
+	case "", AccelAuto:
+		return AccelAuto, nil
+	case AccelKVM, AccelTCG:
+		return a, nil
 	}
+	return "", fmt.Errorf("accelerator %q: want auto, kvm or tcg", s)
 }
-
-// SharedFSTag is the virtio-fs / 9p tag of the per-sandbox shared directory.
-const SharedFSTag = "podvm"
 
 // Config is everything a driver needs to boot one pod VM.
 type Config struct {
@@ -119,18 +60,19 @@ type Config struct {
 	VCPUs     uint32
 	MemoryMiB uint32
 
-	// SharedDir is exported to the guest with tag SharedFSTag.
+	// SharedDir is exported to the guest with tag contract.SharedFSTag.
 	SharedDir string
-	// SharedFS is "virtiofs" (default) or "9p".
+	// SharedFS is contract.SharedFSVirtiofs (default) or contract.SharedFS9p.
 	SharedFS string
 
 	// Net are the guest's network interfaces, in order.
 	Net []NetDevice
 
 	// Transport selects the agent channel; empty means the driver's default.
-	Transport AgentTransport
+	Transport contract.Transport
 
-	// Accelerator forces kvm or tcg; empty means probe and choose.
+	// Accelerator forces kvm or tcg, or asks for auto (probe and choose);
+	// empty means the driver's default.
 	Accelerator Accelerator
 
 	// Debug sends the guest console to StateDir/console.log at full verbosity.
@@ -224,7 +166,7 @@ type Info struct {
 	// AccelReason says why Accelerator was chosen, for the log:
 	// "/dev/kvm is kvm_pvm (software), no vmx/svm".
 	AccelReason string
-	Transport   AgentTransport
+	Transport   contract.Transport
 	// TransportReason says why Transport was chosen, for the log:
 	// "no usable /dev/vhost-vsock (...): using virtio-serial".
 	TransportReason string

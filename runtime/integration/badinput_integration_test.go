@@ -12,7 +12,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/podvm/podvm/runtime/integration/testenv"
 	"github.com/podvm/podvm/runtime/sandbox"
 )
 
@@ -55,7 +54,7 @@ func newBadInput(t *testing.T) *badInput {
 }
 
 // flags runs `ctr run --rm` of the busybox image with extra flags.
-func (b *badInput) flags(cfg, id string, flags []string, args ...string) testenv.Result {
+func (b *badInput) flags(cfg, id string, flags []string, args ...string) cmdResult {
 	ctx, cancel := context.WithTimeout(context.Background(), ctrRunTimeout)
 	defer cancel()
 	full := append([]string{"run", "--rm", "--runtime", b.env.ShimBinary, "--runtime-config-path", cfg}, flags...)
@@ -64,7 +63,7 @@ func (b *badInput) flags(cfg, id string, flags []string, args ...string) testenv
 }
 
 // spec runs `ctr run --rm --config` of the base spec as edit leaves it.
-func (b *badInput) spec(cfg, id string, edit func(*specs.Spec)) testenv.Result {
+func (b *badInput) spec(cfg, id string, edit func(*specs.Spec)) cmdResult {
 	s := b.base // shallow: edit replaces what it changes
 	proc := *b.base.Process
 	s.Process = &proc
@@ -83,7 +82,7 @@ func (b *badInput) spec(cfg, id string, edit func(*specs.Spec)) testenv.Result {
 }
 
 // refused checks that a run failed and that its error says why.
-func refused(t *testing.T, r testenv.Result, why ...string) {
+func refused(t *testing.T, r cmdResult, why ...string) {
 	t.Helper()
 	if r.ExitCode == 0 {
 		t.Fatalf("accepted: stdout %q", r.Stdout)
@@ -97,7 +96,7 @@ func refused(t *testing.T, r testenv.Result, why ...string) {
 }
 
 // ran checks that a run succeeded and returns its stdout.
-func ran(t *testing.T, r testenv.Result) string {
+func ran(t *testing.T, r cmdResult) string {
 	t.Helper()
 	if r.ExitCode != 0 {
 		t.Fatalf("exit %d: %s%s", r.ExitCode, r.Stdout, r.Stderr)
@@ -123,30 +122,30 @@ func TestBadInputSpecIntegration(t *testing.T) {
 	i64 := func(v int64) *int64 { return &v }
 	cases := []struct {
 		name  string
-		run   func(id string) testenv.Result
-		check func(t *testing.T, r testenv.Result)
+		run   func(id string) cmdResult
+		check func(t *testing.T, r cmdResult)
 	}{
-		{"memory beyond the host", func(id string) testenv.Result {
+		{"memory beyond the host", func(id string) cmdResult {
 			return b.flags(cfg, id, []string{"--memory-limit", fmt.Sprint(2 * host.MemoryMiB << 20)}, "true")
-		}, func(t *testing.T, r testenv.Result) { refused(t, r, "more than this host's") }},
-		{"memory that would wrap to a small VM", func(id string) testenv.Result {
+		}, func(t *testing.T, r cmdResult) { refused(t, r, "more than this host's") }},
+		{"memory that would wrap to a small VM", func(id string) cmdResult {
 			return b.flags(cfg, id, []string{"--memory-limit", fmt.Sprint(uint64(1<<52 + 1<<20))}, "true")
-		}, func(t *testing.T, r testenv.Result) { refused(t, r, "no VM can have more than") }},
-		{"more CPUs than the host", func(id string) testenv.Result {
+		}, func(t *testing.T, r cmdResult) { refused(t, r, "no VM can have more than") }},
+		{"more CPUs than the host", func(id string) cmdResult {
 			return b.flags(cfg, id, []string{"--cpus", "64"}, "grep", "-c", "^processor", "/proc/cpuinfo")
-		}, func(t *testing.T, r testenv.Result) {
+		}, func(t *testing.T, r cmdResult) {
 			if got := ran(t, r); got != fmt.Sprint(min(host.CPUs, 255)) {
 				t.Errorf("the guest has %s CPUs; want the host's %d", got, host.CPUs)
 			}
 		}},
-		{"negative memory limit", func(id string) testenv.Result {
+		{"negative memory limit", func(id string) cmdResult {
 			return b.spec(cfg, id, func(s *specs.Spec) {
 				s.Process.Args = []string{"echo", "ok"}
 				l := *s.Linux
 				l.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(-12345)}, Pids: &specs.LinuxPids{Limit: i64(-7)}}
 				s.Linux = &l
 			})
-		}, func(t *testing.T, r testenv.Result) {
+		}, func(t *testing.T, r cmdResult) {
 			// OCI: a negative limit is none. Either the guest's runc
 			// runs it so, or refuses it; never a broken VM.
 			t.Logf("negative limits: exit %d, %q %s", r.ExitCode, r.Stdout, lastLine(r.Stderr))
@@ -154,37 +153,37 @@ func TestBadInputSpecIntegration(t *testing.T) {
 				t.Errorf("ran, but printed %q", r.Stdout)
 			}
 		}},
-		{"host devices are not passed", func(id string) testenv.Result {
+		{"host devices are not passed", func(id string) cmdResult {
 			return b.flags(cfg, id, []string{"--device", "/dev/kmsg", "--device", "/dev/loop-control"},
 				"sh", "-c", "test -e /dev/kmsg || test -e /dev/loop-control && echo present || echo absent")
-		}, func(t *testing.T, r testenv.Result) {
+		}, func(t *testing.T, r cmdResult) {
 			if got := ran(t, r); got != "absent" {
 				t.Errorf("host devices in the container: %q", got)
 			}
 		}},
-		{"mount destination climbing out of the root", func(id string) testenv.Result {
+		{"mount destination climbing out of the root", func(id string) cmdResult {
 			src := filepath.Join(b.dir, "vol")
 			os.MkdirAll(src, 0o755)
 			os.WriteFile(filepath.Join(src, "f"), []byte("inside\n"), 0o644)
 			return b.flags(cfg, id, []string{"--mount", "type=bind,src=" + src + ",dst=/../../../../climbed,options=rbind:ro"}, "cat", "/climbed/f")
-		}, func(t *testing.T, r testenv.Result) {
+		}, func(t *testing.T, r cmdResult) {
 			// runc resolves the destination inside the container's root.
 			if got := ran(t, r); got != "inside" {
 				t.Errorf("got %q", got)
 			}
 		}},
-		{"spec without a process", func(id string) testenv.Result {
+		{"spec without a process", func(id string) cmdResult {
 			return b.spec(cfg, id, func(s *specs.Spec) { s.Process = nil })
-		}, func(t *testing.T, r testenv.Result) { refused(t, r, "has no process") }},
-		{"spec larger than the agent channel carries", func(id string) testenv.Result {
+		}, func(t *testing.T, r cmdResult) { refused(t, r, "has no process") }},
+		{"spec larger than the agent channel carries", func(id string) cmdResult {
 			return b.spec(cfg, id, func(s *specs.Spec) {
 				s.Process.Args = []string{"true"}
 				s.Process.Env = append(s.Process.Env, "HUGE="+strings.Repeat("x", 5<<20))
 			})
-		}, func(t *testing.T, r testenv.Result) { refused(t, r, "exceed") }},
-		{"a root given by path", func(id string) testenv.Result {
+		}, func(t *testing.T, r cmdResult) { refused(t, r, "exceed") }},
+		{"a root given by path", func(id string) cmdResult {
 			return b.spec(cfg, id, func(s *specs.Spec) { s.Process.Args = []string{"cat", "/etc/marker"} })
-		}, func(t *testing.T, r testenv.Result) {
+		}, func(t *testing.T, r cmdResult) {
 			if got := ran(t, r); got != "host-rootfs" {
 				t.Errorf("got %q", got)
 			}
@@ -221,22 +220,22 @@ func TestBadInputAnnotationsIntegration(t *testing.T) {
 		cfg   string
 		flags []string
 		args  []string
-		check func(t *testing.T, r testenv.Result)
+		check func(t *testing.T, r cmdResult)
 	}{
 		{"unknown annotation of someone else is ignored", b.env.ConfigPath, ann("example.com/owner=team-a"), []string{"true"},
-			func(t *testing.T, r testenv.Result) { ran(t, r) }},
+			func(t *testing.T, r cmdResult) { ran(t, r) }},
 		{"kernel by annotation refused by default", b.env.ConfigPath, ann("io.podvm.config.hypervisor.kernel=/tmp/evil-vmlinux"), []string{"true"},
-			func(t *testing.T, r testenv.Result) {
+			func(t *testing.T, r cmdResult) {
 				refused(t, r, "io.podvm.config.hypervisor.kernel", "not allowed on this node", "runtime.enable_annotations")
 			}},
 		{"VMM path by annotation refused", b.env.ConfigPath, ann("io.podvm.config.hypervisor.qemu.path=/bin/sh"), []string{"true"},
-			func(t *testing.T, r testenv.Result) { refused(t, r, "not allowed on this node") }},
+			func(t *testing.T, r cmdResult) { refused(t, r, "not allowed on this node") }},
 		{"kernel parameters by annotation refused", b.env.ConfigPath, ann("io.podvm.config.hypervisor.kernel_params=init=/bin/sh"), []string{"true"},
-			func(t *testing.T, r testenv.Result) { refused(t, r, "not allowed on this node") }},
+			func(t *testing.T, r cmdResult) { refused(t, r, "not allowed on this node") }},
 		{"unknown podvm key refused", b.env.ConfigPath, ann("io.podvm.config.hypervisor.kernal=/x"), []string{"true"},
-			func(t *testing.T, r testenv.Result) { refused(t, r, "podvm has no such key") }},
+			func(t *testing.T, r cmdResult) { refused(t, r, "podvm has no such key") }},
 		{"allowed key applied", allowing, ann("io.podvm.config.hypervisor.default_memory_mib=512"), []string{"head", "-1", "/proc/meminfo"},
-			func(t *testing.T, r testenv.Result) {
+			func(t *testing.T, r cmdResult) {
 				var kib int
 				fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(ran(t, r), "MemTotal:")), "%d", &kib)
 				if kib < 400<<10 || kib > 512<<10 {
@@ -244,11 +243,11 @@ func TestBadInputAnnotationsIntegration(t *testing.T) {
 				}
 			}},
 		{"allowed key out of range refused", allowing, ann("io.podvm.config.hypervisor.default_memory_mib=-1"), []string{"true"},
-			func(t *testing.T, r testenv.Result) { refused(t, r, "want a whole number") }},
+			func(t *testing.T, r cmdResult) { refused(t, r, "want a whole number") }},
 		{"allowed path key outside the valid paths refused", allowing, ann("io.podvm.config.hypervisor.kernel=/tmp/evil-vmlinux"), []string{"true"},
-			func(t *testing.T, r testenv.Result) { refused(t, r, "matches none of runtime.valid_annotation_paths") }},
+			func(t *testing.T, r cmdResult) { refused(t, r, "matches none of runtime.valid_annotation_paths") }},
 		{"allowed path key climbing out refused", allowing, ann("io.podvm.config.hypervisor.kernel=/opt/podvm-approved/../../tmp/evil"), []string{"true"},
-			func(t *testing.T, r testenv.Result) { refused(t, r, "not a clean absolute path") }},
+			func(t *testing.T, r cmdResult) { refused(t, r, "not a clean absolute path") }},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

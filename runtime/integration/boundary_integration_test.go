@@ -17,15 +17,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/podvm/podvm/ci/testregistry"
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // connectAs dials the unix socket path with the file-system identity of
 // uid (setfsuid on a thread of its own): what an unprivileged host user
 // would get. The thread gets root's identity back and is released, not
 // thrown away: a thread that ends sends its children's parent-death signal,
-// and the test's containerd is started with Pdeathsig (ci/testbed) from
+// and the test's containerd is started with Pdeathsig (internal/hostbed) from
 // whichever thread happened to run the start, possibly this one.
 func connectAs(uid int, path string) error {
 	errc := make(chan error, 1)
@@ -98,7 +97,7 @@ func TestBoundaryAgentChannelIntegration(t *testing.T) {
 		t.Fatalf("the shim did not log the agent transport of %s (got %q)", id, transport)
 	}
 
-	dir := filepath.Join(testenv.DefaultStateDir, "sandboxes", id)
+	dir := filepath.Join(hostbed.DefaultStateDir, "sandboxes", id)
 	for _, d := range []string{dir, filepath.Dir(dir)} {
 		st, err := os.Stat(d)
 		if err != nil {
@@ -132,7 +131,7 @@ func TestBoundaryAgentChannelIntegration(t *testing.T) {
 // as 1; its output says how the connect failed.
 func TestBoundaryGuestReachIntegration(t *testing.T) {
 	h := startCRIHarness(t)
-	h.crictl("pull", testregistry.ProbeImage)
+	h.crictl("pull", hostbed.ProbeImage)
 	vol := t.TempDir()
 	os.Chmod(vol, 0o777)
 	sock := filepath.Join(vol, "host.sock")
@@ -162,13 +161,13 @@ func TestBoundaryGuestReachIntegration(t *testing.T) {
 	probeCfg := func(name string) string {
 		return h.writeJSON(name+".json", map[string]any{
 			"metadata": map[string]string{"name": name},
-			"image":    map[string]string{"image": testregistry.ProbeImage},
+			"image":    map[string]string{"image": hostbed.ProbeImage},
 			"command":  []string{"sleep", "100000"},
 			"log_path": name + ".log",
 			"mounts":   []map[string]any{{"container_path": "/vol", "host_path": vol}},
 		})
 	}
-	probe := func(ctr string, args ...string) testenv.Result {
+	probe := func(ctr string, args ...string) cmdResult {
 		return h.c.Crictl(h.ctx, append([]string{"exec", ctr, "/usr/local/bin/probe"}, args...)...)
 	}
 
@@ -239,7 +238,7 @@ func TestBoundarySharedDirIntegration(t *testing.T) {
 		},
 	})
 	inspector := h.startContainer(pod, podCfg, inspectorCfg)
-	sh := func(script string) testenv.Result { return h.c.Crictl(h.ctx, "exec", inspector, "sh", "-c", script) }
+	sh := func(script string) cmdResult { return h.c.Crictl(h.ctx, "exec", inspector, "sh", "-c", script) }
 
 	if r := sh("ln -s /proc/1/root/run/podvm/shared /share && ls /share/"); r.ExitCode != 0 {
 		t.Fatalf("the agent's share from the guest: %s%s", r.Stdout, r.Stderr)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // TestCRIPodHostCgroupIntegration runs a podvm pod with a cgroup parent,
@@ -26,7 +26,7 @@ func TestCRIPodHostCgroupIntegration(t *testing.T) {
 	leaf := parent + "/" + pod
 
 	ctr := h.startContainer(pod, podCfg, h.containerConfig("steady", nil, "sleep", "1000"))
-	qemu, fsd := testenv.VMProcesses(pod)
+	qemu, fsd := hostbed.VMProcesses(pod)
 	if len(qemu) != 1 || len(fsd) != 1 {
 		t.Fatalf("VM processes of pod %s: qemu %v, virtiofsd %v; want one of each", pod, qemu, fsd)
 	}
@@ -34,12 +34,12 @@ func TestCRIPodHostCgroupIntegration(t *testing.T) {
 		name string
 		pid  int
 	}{{"qemu", qemu[0]}, {"virtiofsd", fsd[0]}} {
-		cgs, err := testenv.ProcCgroups(p.pid)
+		cgs, err := hostbed.ProcCgroups(p.pid)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(cgs) < len(testenv.CgroupMounts()) {
-			t.Errorf("%s (pid %d) has %d cgroup lines for %d hierarchies: %v", p.name, p.pid, len(cgs), len(testenv.CgroupMounts()), cgs)
+		if len(cgs) < len(hostbed.CgroupMounts()) {
+			t.Errorf("%s (pid %d) has %d cgroup lines for %d hierarchies: %v", p.name, p.pid, len(cgs), len(hostbed.CgroupMounts()), cgs)
 		}
 		for hier, path := range cgs {
 			if path != leaf {
@@ -53,18 +53,18 @@ func TestCRIPodHostCgroupIntegration(t *testing.T) {
 	// The figures behind overhead.podFixed in docs/design.md.
 	if mem := filepath.Join("/sys/fs/cgroup/memory", leaf, "memory.usage_in_bytes"); fileExists(mem) {
 		t.Logf("host memory charged to the pod's cgroup with one idle container: %d MiB; threads: qemu %d, virtiofsd %d",
-			readInt(t, mem)>>20, testenv.Threads(qemu[0]), testenv.Threads(fsd[0]))
+			readInt(t, mem)>>20, hostbed.Threads(qemu[0]), hostbed.Threads(fsd[0]))
 	}
 	h.crictl("stop", ctr)
 
 	_, stopp := h.crictlTimed("stopp", pod)
 	_, rmp := h.crictlTimed("rmp", pod)
 	t.Logf("stopp %s, rmp %s", stopp.Round(time.Millisecond), rmp.Round(time.Millisecond))
-	if dirs := testenv.CgroupDirs(leaf); len(dirs) > 0 {
+	if dirs := hostbed.CgroupDirs(leaf); len(dirs) > 0 {
 		t.Errorf("the sandbox's host cgroup outlived rmp: %s", strings.Join(dirs, ", "))
 	}
 	// The pod cgroup is the kubelet's, and stays.
-	if dirs := testenv.CgroupDirs(parent); len(dirs) == 0 {
+	if dirs := hostbed.CgroupDirs(parent); len(dirs) == 0 {
 		t.Errorf("the pod cgroup %s was removed; it belongs to the kubelet", parent)
 	}
 }

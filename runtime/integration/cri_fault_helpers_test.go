@@ -6,14 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // Fault tests hit a podvm pod at each point of its life and check what the
 // kubelet relies on to carry on: the task is reported exited with a
 // reason (or the RunPodSandbox that was creating it fails with one), the
 // sandbox goes NOTREADY, stopp and rmp return promptly, nothing of the pod
-// is left on the host (testenv.Leaks: processes, mounts, sockets, state
+// is left on the host (hostbed.Leaks: processes, mounts, sockets, state
 // directory, host cgroup; CRI's own leaks; the shim's socket), and the same
 // pod config runs again.
 
@@ -35,7 +35,7 @@ const (
 // victim is what a fault hits.
 type victim struct {
 	pod, ctr string // empty while creating
-	vm       testenv.VM
+	vm       hostbed.VM
 }
 
 // fault is one way for a pod VM to die.
@@ -87,7 +87,7 @@ func runFault(t *testing.T, f fault, points ...point) {
 			pod := sh.runPod(podCfg)
 			ctr := sh.startContainer(pod, podCfg, ctrCfg)
 			v := victim{pod: pod, ctr: ctr, vm: sh.vmOf(pod)}
-			var pending func() (testenv.Result, string)
+			var pending func() (cmdResult, string)
 			switch p {
 			case execInFlight:
 				pending = sh.background("exec", ctr, "sleep", "999")
@@ -129,7 +129,7 @@ func runFault(t *testing.T, f fault, points ...point) {
 // RunPodSandbox must fail, saying why, and leave nothing.
 func hitWhileCreating(t *testing.T, h *criHarness, f fault, podCfg, parent string) {
 	runp := h.background("runp", "--runtime", "podvm", podCfg)
-	var vm testenv.VM
+	var vm hostbed.VM
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if vms := h.c.VMs(); len(vms) == 1 && (!f.needVirtiofsd || vms[0].Virtiofsd != 0) {
@@ -208,8 +208,8 @@ func (h *criHarness) checkNothingLeft(id, parent string) {
 	h.t.Helper()
 	var leaks []string
 	for range 50 {
-		leaks = append(testenv.Leaks(id), testenv.CgroupLeaks(parent+"/"+id)...)
-		leaks = append(leaks, h.c.CRILeaks(h.network)...)
+		leaks = append(hostbed.Leaks(id), hostbed.CgroupLeaks(parent+"/"+id)...)
+		leaks = append(leaks, h.c.CRILeaks()...)
 		leaks = append(leaks, h.c.ShimSocketLeaks("k8s.io", id)...)
 		if len(leaks) == 0 {
 			return
@@ -229,14 +229,14 @@ func (h *criHarness) sub(t *testing.T) *criHarness {
 
 // background starts a crictl command and returns a function that waits
 // for it, with what it was for messages.
-func (h *criHarness) background(args ...string) func() (testenv.Result, string) {
-	done := make(chan testenv.Result, 1)
+func (h *criHarness) background(args ...string) func() (cmdResult, string) {
+	done := make(chan cmdResult, 1)
 	go func() { done <- h.c.Crictl(h.ctx, args...) }()
-	return func() (testenv.Result, string) { return <-done, "crictl " + args[0] }
+	return func() (cmdResult, string) { return <-done, "crictl " + args[0] }
 }
 
 // vmOf finds the host processes of pod's VM.
-func (h *criHarness) vmOf(pod string) testenv.VM {
+func (h *criHarness) vmOf(pod string) hostbed.VM {
 	h.t.Helper()
 	for _, vm := range h.c.VMs() {
 		if vm.ID == pod {
@@ -244,7 +244,7 @@ func (h *criHarness) vmOf(pod string) testenv.VM {
 		}
 	}
 	h.t.Fatalf("no VM of pod %s among this containerd's shims", pod)
-	return testenv.VM{}
+	return hostbed.VM{}
 }
 
 // lastLine is the last line of crictl's stderr that is not its warning

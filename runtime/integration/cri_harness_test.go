@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/ci/testregistry"
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // criBusybox is a busybox image the test registry serves under the name
@@ -19,27 +18,23 @@ import (
 const criBusybox = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 
 // criHarness is a CRI containerd with the podvm handler, a pod network and
-// the test registry, driven with crictl: what the CRI tests share.
+// the test registry (startCRI), driven with crictl: what the CRI
+// tests share.
 type criHarness struct {
-	t       *testing.T
-	c       *testenv.Containerd
-	network *testenv.BridgeNetwork
-	dir     string
-	ctx     context.Context
+	t   *testing.T
+	c   *testContainerd
+	dir string
+	ctx context.Context
 }
 
 func startCRIHarness(t *testing.T) *criHarness {
-	env := testenv.Require(t)
-	tools := testenv.RequireCRI(t)
+	env := requireEnv(t)
+	tools := requireCRI(t)
 	dir := t.TempDir()
-	certsDir := startCritestRegistry(t, env, dir)
-	network := testenv.StartBridgeNetwork(t, filepath.Join(dir, "cni"), tools.CNIBinDir)
-	c := testenv.StartCRIContainerd(t, env, testenv.CRIConfig{
-		Tools: tools, RegistryConfigPath: certsDir, SandboxImage: testregistry.SandboxImage, Network: network,
-	})
+	c := startCRI(t, env, tools)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	h := &criHarness{t: t, c: c, network: network, dir: dir, ctx: ctx}
+	h := &criHarness{t: t, c: c, dir: dir, ctx: ctx}
 	h.crictl("pull", criBusybox)
 	return h
 }
@@ -169,7 +164,7 @@ func (h *criHarness) waitFor(what string, timeout time.Duration, cond func() boo
 func testCgroupParent(t *testing.T, pod string) (parent string) {
 	top := fmt.Sprintf("/podvm-test-%d", os.Getpid())
 	t.Cleanup(func() {
-		if err := testenv.RemoveCgroupTree(top); err != nil {
+		if err := hostbed.RemoveCgroupTree(top, time.Second); err != nil {
 			t.Errorf("remove the test's pod cgroups: %v", err)
 		}
 	})

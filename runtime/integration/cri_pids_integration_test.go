@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // TestCRIPodPidsLimitIntegration sets pids.max on a pod's host cgroup, as
@@ -21,7 +21,7 @@ func TestCRIPodPidsLimitIntegration(t *testing.T) {
 	const limit, attempts = 40, 70
 	h := startCRIHarness(t)
 	parent := testCgroupParent(t, "pids-pod-uid")
-	if err := testenv.MakeCgroup(parent); err != nil {
+	if _, err := hostbed.MakeCgroup(parent); err != nil {
 		t.Fatal(err)
 	}
 	pidsMax := filepath.Join("/sys/fs/cgroup/pids", parent, "pids.max")
@@ -48,10 +48,10 @@ func TestCRIPodPidsLimitIntegration(t *testing.T) {
 		t.Fatalf("forker printed no count:\n%s", logs)
 	}
 	spawned, _ := strconv.Atoi(m[1])
-	qemu, fsd := testenv.VMProcesses(pod)
+	qemu, fsd := hostbed.VMProcesses(pod)
 	hostTasks := "?"
 	if len(qemu) == 1 && len(fsd) == 1 {
-		hostTasks = fmt.Sprintf("qemu %d threads, virtiofsd %d", testenv.Threads(qemu[0]), testenv.Threads(fsd[0]))
+		hostTasks = fmt.Sprintf("qemu %d threads, virtiofsd %d", hostbed.Threads(qemu[0]), hostbed.Threads(fsd[0]))
 	}
 	t.Logf("pod pids limit %d: %d sleepers coexisted with the pause process and the shell; on the host: %s", limit, spawned, hostTasks)
 	// The pause process (a Go program, a few threads) and the shell count

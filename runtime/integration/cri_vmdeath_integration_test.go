@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // TestCRIPodVMKilledIntegration kills the pod's QEMU with SIGKILL while a
@@ -16,7 +16,7 @@ func TestCRIPodVMKilledIntegration(t *testing.T) {
 	checkVMDeath(t, vmDeath{
 		causes: []string{"qemu for sandbox", "signal: killed"},
 		kill: func(h *criHarness, pod, ctr string) {
-			qemu, _ := testenv.VMProcesses(pod)
+			qemu, _ := hostbed.VMProcesses(pod)
 			if len(qemu) != 1 {
 				t.Fatalf("qemu of pod %s: %v, want one", pod, qemu)
 			}
@@ -53,11 +53,11 @@ func TestCRIPodShimKilledIntegration(t *testing.T) {
 	checkVMDeath(t, vmDeath{
 		shimDies: true,
 		kill: func(h *criHarness, pod, ctr string) {
-			qemu, _ := testenv.VMProcesses(pod)
+			qemu, _ := hostbed.VMProcesses(pod)
 			if len(qemu) != 1 {
 				t.Fatalf("qemu of pod %s: %v, want one", pod, qemu)
 			}
-			shim := testenv.ParentPid(qemu[0])
+			shim := hostbed.ParentPid(qemu[0])
 			if shim <= 1 {
 				t.Fatalf("no parent of qemu %d", qemu[0])
 			}

@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/ci/testregistry"
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // critestSkip are the specs skipped with both handlers, because they
@@ -38,17 +37,13 @@ func TestCritestIntegration(t *testing.T) {
 	if os.Getenv("PODVM_CRITEST") != "1" {
 		t.Skip("set PODVM_CRITEST=1 to run critest with runc and podvm (about 10 min here; `make critest` does)")
 	}
-	env := testenv.Require(t)
-	tools := testenv.RequireCRI(t)
+	env := requireEnv(t)
+	tools := requireCRI(t)
 	dir := t.TempDir()
 	reports := critestReportDir(t)
 
-	certsDir := startCritestRegistry(t, env, dir)
-	network := testenv.StartBridgeNetwork(t, filepath.Join(dir, "cni"), tools.CNIBinDir)
-	c := testenv.StartCRIContainerd(t, env, testenv.CRIConfig{
-		Tools: tools, RegistryConfigPath: certsDir, SandboxImage: testregistry.SandboxImage, Network: network,
-	})
-	t.Logf("pod network %s on bridge %s; containerd %s", network.Subnet, network.Bridge, c.CRIEndpoint())
+	c := startCRI(t, env, tools)
+	t.Logf("containerd %s", c.CRIEndpoint())
 
 	runs := map[string]*critestRun{}
 	for _, handler := range []string{"runc", "podvm"} {
@@ -56,7 +51,7 @@ func TestCritestIntegration(t *testing.T) {
 			r := runCritest(t, c, tools, handler, filepath.Join(reports, handler), dir)
 			runs[handler] = r
 			t.Log(r.summary())
-			reportLeaks(t, c, network, handler)
+			reportLeaks(t, c, handler)
 			if handler == "runc" {
 				for _, name := range sortedKeys(r.Specs) {
 					if r.failed(name) {
@@ -136,51 +131,9 @@ func critestReportDir(t *testing.T) string {
 	return d
 }
 
-// startCritestRegistry builds the images critest pulls, serves them on
-// 127.0.0.1 and returns the certs.d directory that sends containerd there.
-func startCritestRegistry(t *testing.T, env *testenv.Env, dir string) string {
-	start := time.Now()
-	testbin, err := testregistry.BuildTestbin(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	images, err := testregistry.CritestImages(env.BusyboxPath, testbin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "registry.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := testregistry.Start(logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := reg.Close(); err != nil {
-			t.Errorf("stop the test registry: %v", err)
-		}
-		logf.Close()
-	})
-	if err := reg.PushAll(images); err != nil {
-		t.Fatal(err)
-	}
-	hosts, err := testregistry.Hosts(testregistry.Refs(images))
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs := filepath.Join(dir, "certs.d")
-	if err := reg.WriteHostsDir(certs, hosts); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("test registry on %s: %d images for %s, built and pushed in %s",
-		reg.Addr, len(images), strings.Join(hosts, ", "), time.Since(start).Round(time.Millisecond))
-	return certs
-}
-
 // runCritest runs critest with one runtime handler and reads its report.
 // Its output goes to critest.log next to the reports, not to the test log.
-func runCritest(t *testing.T, c *testenv.Containerd, tools *testenv.CRITools, handler, out, workDir string) *critestRun {
+func runCritest(t *testing.T, c *testContainerd, tools *criTools, handler, out, workDir string) *critestRun {
 	if err := os.RemoveAll(out); err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +178,7 @@ func runCritest(t *testing.T, c *testenv.Containerd, tools *testenv.CRITools, ha
 	r := &critestRun{Handler: handler, Duration: time.Since(start), Dir: out}
 	r.Specs, r.Failures, err = readCritestReport(filepath.Join(out, "report.json"))
 	if err != nil {
-		t.Fatalf("critest %s: %v; no report (%v). Log %s ends:\n%s", handler, runErr, err, logPath, testenv.TailLines(logPath, 30))
+		t.Fatalf("critest %s: %v; no report (%v). Log %s ends:\n%s", handler, runErr, err, logPath, hostbed.TailLines(logPath, 30))
 	}
 	if ctx.Err() != nil {
 		t.Errorf("critest %s stopped at the test's deadline after %s", handler, r.Duration.Round(time.Second))
@@ -249,7 +202,7 @@ func critestContext(t *testing.T) (context.Context, context.CancelFunc) {
 // tests may run podvm on this host). After the podvm run every podvm
 // process, mount and socket on the host is reported, for the pod-semantics
 // work.
-func reportLeaks(t *testing.T, c *testenv.Containerd, n *testenv.BridgeNetwork, handler string) {
+func reportLeaks(t *testing.T, c *testContainerd, handler string) {
 	podvmMatch := c.Dir
 	if handler == "podvm" {
 		podvmMatch = ""
@@ -258,7 +211,7 @@ func reportLeaks(t *testing.T, c *testenv.Containerd, n *testenv.BridgeNetwork, 
 	if handler == "runc" {
 		report = t.Errorf
 	}
-	leaks := waitForLeaks(c, n, podvmMatch)
+	leaks := waitForLeaks(c, podvmMatch)
 	if len(leaks) == 0 {
 		t.Logf("leak check after %s: nothing left", handler)
 		return
@@ -267,7 +220,7 @@ func reportLeaks(t *testing.T, c *testenv.Containerd, n *testenv.BridgeNetwork, 
 	if err := c.RemoveAllPods(); err != nil {
 		report("remove the pods left after %s: %v", handler, err)
 	}
-	if leaks = waitForLeaks(c, n, podvmMatch); len(leaks) > 0 {
+	if leaks = waitForLeaks(c, podvmMatch); len(leaks) > 0 {
 		report("leak check after %s: %d still left after removing every pod:\n  %s", handler, len(leaks), strings.Join(leaks, "\n  "))
 	} else {
 		t.Logf("leak check after %s: nothing left once the pods critest left were removed", handler)
@@ -275,10 +228,10 @@ func reportLeaks(t *testing.T, c *testenv.Containerd, n *testenv.BridgeNetwork, 
 }
 
 // waitForLeaks gives shims and VMs up to 10 s to go after their pods.
-func waitForLeaks(c *testenv.Containerd, n *testenv.BridgeNetwork, podvmMatch string) []string {
+func waitForLeaks(c *testContainerd, podvmMatch string) []string {
 	var leaks []string
 	for i := 0; i < 50; i++ {
-		if leaks = append(c.CRILeaks(n), testenv.Leaks(podvmMatch)...); len(leaks) == 0 {
+		if leaks = append(c.CRILeaks(), hostbed.Leaks(podvmMatch)...); len(leaks) == 0 {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // ctrRunTimeout bounds one container run: boot under TCG is about a second,
@@ -21,19 +21,19 @@ import (
 const ctrRunTimeout = time.Minute
 
 type podvmCtr struct {
-	c     *testenv.Containerd
-	env   *testenv.Env
+	c     *testContainerd
+	env   *testEnv
 	image string
 }
 
 func newPodvmCtr(t *testing.T) *podvmCtr {
-	env := testenv.Require(t)
-	c := testenv.StartContainerd(t, env, "")
+	env := requireEnv(t)
+	c := startContainerd(t, env, "")
 	return &podvmCtr{c: c, env: env, image: c.ImportBusybox(t)}
 }
 
 // run is `ctr run --rm` with the podvm runtime and config cfgPath.
-func (p *podvmCtr) run(t *testing.T, cfgPath string, stdin []byte, id string, args ...string) testenv.Result {
+func (p *podvmCtr) run(t *testing.T, cfgPath string, stdin []byte, id string, args ...string) cmdResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), ctrRunTimeout)
 	defer cancel()
@@ -46,7 +46,7 @@ func assertNoLeaks(t *testing.T, id string) {
 	// The shim exits right after the task is deleted; give it a moment.
 	var leaks []string
 	for i := 0; i < 50; i++ {
-		if leaks = testenv.Leaks(id); len(leaks) == 0 {
+		if leaks = hostbed.Leaks(id); len(leaks) == 0 {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)

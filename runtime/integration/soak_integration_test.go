@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // soakSettings reads the soak's size: PODVM_SOAK_DURATION (default 60s,
@@ -103,10 +103,10 @@ func TestSoakIntegration(t *testing.T) {
 		}
 		return times[min(len(times)-1, int(p*float64(len(times))))].Round(time.Millisecond)
 	}
-	leaks := h.c.CRILeaks(h.network)
+	leaks := h.c.CRILeaks()
 	// The pod cgroup is the kubelet's (here the test's): only sandbox
 	// cgroups below it would be podvm's.
-	for _, d := range testenv.CgroupDirs(parent) {
+	for _, d := range hostbed.CgroupDirs(parent) {
 		if ents, _ := os.ReadDir(d); hasDir(ents) {
 			leaks = append(leaks, "host cgroups left below "+d)
 		}
@@ -190,7 +190,7 @@ func soakCycle(h *criHarness, podCfg, ctrCfg, parent string, cycle int) (int, er
 	}
 	var leaks []string
 	for range 50 {
-		leaks = append(testenv.Leaks(pod), testenv.CgroupLeaks(parent+"/"+pod)...)
+		leaks = append(hostbed.Leaks(pod), hostbed.CgroupLeaks(parent+"/"+pod)...)
 		leaks = append(leaks, h.c.ShimSocketLeaks("k8s.io", pod)...)
 		if len(leaks) == 0 {
 			return execs, nil

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // withConfigKey returns the config file text with one key's value replaced.
@@ -30,7 +30,7 @@ func withConfigKey(text, key, value string) string {
 // the host cleans them: its own id's directory at once, every other one
 // whose lock no live shim holds by the sweep.
 func TestFaultStaleStateIntegration(t *testing.T) {
-	env := testenv.Require(t)
+	env := requireEnv(t)
 	stateDir, err := os.MkdirTemp("", "pvst-") // short: socket paths live below it
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +44,7 @@ func TestFaultStaleStateIntegration(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(withConfigKey(string(good), "state_dir", `"`+stateDir+`"`)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run := func(p *podvmCtr, id string, args ...string) testenv.Result {
+	run := func(p *podvmCtr, id string, args ...string) cmdResult {
 		ctx, cancel := context.WithTimeout(context.Background(), ctrRunTimeout)
 		defer cancel()
 		full := append([]string{"run", "--runtime", p.env.ShimBinary, "--runtime-config-path", cfg}, args...)
@@ -70,7 +70,7 @@ func TestFaultStaleStateIntegration(t *testing.T) {
 		os.Remove(l[strings.LastIndex(l, " ")+1:])
 	}
 	for _, id := range []string{"stale-a", "stale-b"} {
-		left := testenv.LeaksIn(stateDir, id)
+		left := hostbed.LeaksIn(stateDir, id)
 		t.Logf("the crash left of %s:\n  %s", id, strings.Join(left, "\n  "))
 		if len(left) == 0 {
 			t.Fatalf("the crash left nothing of %s: the test does not test the sweep", id)
@@ -91,7 +91,7 @@ func TestFaultStaleStateIntegration(t *testing.T) {
 		t.Fatalf("ctr run stale-a after the crash: exit %d, %q %s", r.ExitCode, r.Stdout, r.Stderr)
 	}
 	for _, id := range []string{"stale-a", "stale-b"} {
-		if left := testenv.LeaksIn(stateDir, id); len(left) > 0 {
+		if left := hostbed.LeaksIn(stateDir, id); len(left) > 0 {
 			t.Errorf("still there of %s after the next sandbox was created:\n  %s", id, strings.Join(left, "\n  "))
 		}
 	}
@@ -109,7 +109,7 @@ func waitGone(t *testing.T, ids ...string) {
 	for range 100 {
 		alive := false
 		for _, id := range ids {
-			q, f := testenv.VMProcesses(id)
+			q, f := hostbed.VMProcesses(id)
 			alive = alive || len(q)+len(f) > 0
 		}
 		if !alive {

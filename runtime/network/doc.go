@@ -8,10 +8,13 @@
 //	bridge -- veth peer ==[ pod netns: eth0 (veth) <-tc-> tap0_podvm ]== QEMU -- guest eth0
 //
 // For each interface it opens a tap in the namespace and joins the two with
-// tc: an ingress qdisc on both and a u32 match-everything filter whose
-// action is "mirred egress redirect" to the other device, the tcfilter
-// model of Kata Containers. Every frame arriving on the veth leaves through
-// the tap into QEMU, and every frame QEMU writes leaves through the veth.
+// tc: an ingress qdisc on both and a filter whose action is "mirred egress
+// redirect" to the other device, the tcfilter model of Kata Containers.
+// Every frame arriving on the veth leaves through the tap into QEMU (a u32
+// match-everything filter). A frame QEMU writes leaves through the veth only
+// if the guard passes it: the guest kernel may be hostile, so on the tap a
+// classic BPF program lets through only the interface's own MAC, its
+// addresses and ARP for them, and a filter behind it drops the rest.
 // The guest interface gets the veth's MAC, so the bridge, the host's
 // neighbour tables and anything filtering by MAC see exactly what CNI set up.
 //
@@ -30,6 +33,10 @@
 //   - u32 rather than matchall: the same effect, but cls_matchall is a
 //     module that is not always loaded (it is not on the machines these
 //     tests run on; u32 is).
+//   - The guard is classic BPF in cls_bpf rather than flower or u32 with a
+//     gact "drop": flower and gact are modules too, missing here, u32 cannot
+//     see a VLAN tag, and classic BPF needs neither the bpf syscall nor an
+//     fd to keep. A frame too short for a field the guard reads is dropped.
 //   - Taps are opened with IFF_VNET_HDR: QEMU sees it on the fd and then
 //     passes checksum and segmentation offload through instead of the host
 //     segmenting and checksumming every large TCP send (about 1.3x into the
@@ -40,7 +47,8 @@
 //
 // Files: network.go (Setup, Teardown), inspect.go (reading the namespace),
 // tap.go (opening taps inside the namespace), tc.go (qdiscs and filters),
-// cleanup.go (removing what Setup made, also after a crash), netns.go
-// (namespace handles), types.go (the description), agent.go (its agent
-// protocol form).
+// guard.go (what the guest may send, as a program), cbpf.go (the classic
+// BPF it is written in), guardtc.go (its filters on the tap), cleanup.go
+// (removing what Setup made, also after a crash), netns.go (namespace
+// handles), types.go (the description), agent.go (its agent protocol form).
 package network

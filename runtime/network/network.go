@@ -65,15 +65,18 @@ func setup(nsPath string, vnetHdr bool) (_ *Network, err error) {
 			return nil, err
 		}
 		nw.mirrors = append(nw.mirrors, m) // from here on teardown removes it
-		if err := connect(n, l.link, m.tap); err != nil {
+		if err := connect(n, l, m.tap); err != nil {
 			return nil, err
 		}
 	}
 	return nw, nil
 }
 
-// connect configures the new tap and joins it to the pod interface.
-func connect(n *nsHandle, veth netlink.Link, tapName string) error {
+// connect configures the new tap and joins it to the pod interface: frames
+// from the bridge all go to the guest, frames from the guest only through
+// the guard.
+func connect(n *nsHandle, pod podLink, tapName string) error {
+	veth := pod.link
 	tap, err := n.nl.LinkByName(tapName)
 	if err != nil {
 		return fmt.Errorf("find tap %s in %s: %w", tapName, n.path, err)
@@ -100,7 +103,7 @@ func connect(n *nsHandle, veth netlink.Link, tapName string) error {
 	}
 	// Guest to pod network first: by the time frames from the bridge
 	// reach the guest, its answers can leave.
-	if err := addRedirect(n, tap, veth); err != nil {
+	if err := addGuard(n, tap, veth, pod.iface); err != nil {
 		return err
 	}
 	return addRedirect(n, veth, tap)

@@ -101,10 +101,18 @@ func TestSetupTeardownIntegration(t *testing.T) {
 	if addrs := run(t, "ip", "-n", tp.pod, "addr", "show", "dev", "tap0_podvm"); strings.Contains(addrs, "inet") {
 		t.Errorf("tap has addresses:\n%s", addrs)
 	}
-	for dev, to := range map[string]string{"eth0": "tap0_podvm", "tap0_podvm": "eth0"} {
+	// Everything from the bridge goes to the guest; from the guest, what
+	// the guard (classic BPF) passes takes the same redirect, the rest
+	// reaches the drop filter behind it.
+	for dev, want := range map[string][]string{
+		"eth0":       {"pref 1 u32", "mirred (Egress Redirect to device tap0_podvm) stolen"},
+		"tap0_podvm": {"pref 1 bpf", "mirred (Egress Redirect to device eth0) stolen", "pref 2 bpf", "direct-action", "bytecode '1,6 0 0 2'"},
+	} {
 		f := run(t, "tc", "-n", tp.pod, "filter", "show", "dev", dev, "ingress")
-		if !strings.Contains(f, "pref 1 u32") || !strings.Contains(f, "mirred (Egress Redirect to device "+to+") stolen") {
-			t.Errorf("%s: no redirect to %s:\n%s", dev, to, f)
+		for _, w := range want {
+			if !strings.Contains(f, w) {
+				t.Errorf("%s: filters lack %q:\n%s", dev, w, f)
+			}
 		}
 	}
 	// The veth keeps its address (Kata's tcfilter model does the same).

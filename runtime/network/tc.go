@@ -33,8 +33,7 @@ func addIngress(n *nsHandle, link netlink.Link) error {
 
 // addRedirect makes every frame that arrives on from leave through to:
 // `tc filter add dev FROM parent ffff: prio 1 protocol all u32 match u32 0 0
-// action mirred egress redirect dev TO`. The action's verdict is "stolen":
-// the frame never reaches from's own stack.
+// action mirred egress redirect dev TO`.
 func addRedirect(n *nsHandle, from, to netlink.Link) error {
 	f := &netlink.U32{
 		FilterAttrs: netlink.FilterAttrs{
@@ -44,16 +43,22 @@ func addRedirect(n *nsHandle, from, to netlink.Link) error {
 			Protocol:  unix.ETH_P_ALL,
 		},
 		// Sel nil: netlink's match-everything selector (one zero key).
-		Actions: []netlink.Action{&netlink.MirredAction{
-			ActionAttrs:  netlink.ActionAttrs{Action: netlink.TC_ACT_STOLEN},
-			MirredAction: netlink.TCA_EGRESS_REDIR,
-			Ifindex:      to.Attrs().Index,
-		}},
+		Actions: []netlink.Action{redirectTo(to)},
 	}
 	if err := n.nl.FilterAdd(f); err != nil {
 		return fmt.Errorf("redirect %s to %s in %s: add tc filter: %w", from.Attrs().Name, to.Attrs().Name, n.path, err)
 	}
 	return nil
+}
+
+// redirectTo is "mirred egress redirect dev TO". Its verdict is "stolen":
+// the frame never reaches its own device's stack.
+func redirectTo(to netlink.Link) netlink.Action {
+	return &netlink.MirredAction{
+		ActionAttrs:  netlink.ActionAttrs{Action: netlink.TC_ACT_STOLEN},
+		MirredAction: netlink.TCA_EGRESS_REDIR,
+		Ifindex:      to.Attrs().Index,
+	}
 }
 
 // removeRedirect undoes addRedirect and addIngress on link: if it has our

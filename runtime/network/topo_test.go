@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/podvm/podvm/runtime/internal/vmtest"
 )
@@ -94,7 +95,26 @@ func newTopo(t *testing.T, mtu int) topo {
 	run(t, append(p, "addr", "add", tp.pod6.String(), "dev", "eth0", "nodad")...)
 	run(t, append(p, "link", "set", "eth0", "up")...)
 	run(t, append(p, "route", "add", "default", "via", tp.bridgeIP.String())...)
+	waitCarrier(t, tp.pod, "eth0")
 	return tp
+}
+
+// waitCarrier waits until dev reports state UP: the kernel turns the
+// veth's carrier on moments after both ends are up, and a snapshot taken
+// before would differ from one taken after in "NO-CARRIER".
+func waitCarrier(t *testing.T, ns, dev string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := run(t, "ip", "-n", ns, "-o", "link", "show", "dev", dev)
+		if strings.Contains(out, "state UP") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s in %s not up after 5s: %s", dev, ns, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func run(t *testing.T, args ...string) string {

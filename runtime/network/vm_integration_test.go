@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/qemu"
 	"github.com/podvm/podvm/runtime/internal/vmtest"
@@ -114,7 +115,7 @@ func testPodNetworkVM(t *testing.T, kernel string, vnetHdr bool) {
 	cfg := hypervisor.Config{
 		ID: "net-" + filepath.Base(dir), StateDir: filepath.Join(dir, "state"),
 		KernelPath: kernel, InitrdPath: initrd, VCPUs: 1, MemoryMiB: 128,
-		SharedDir: shared, SharedFS: qemu.SharedFS9p,
+		SharedDir: shared, SharedFS: contract.SharedFS9p,
 		Net: nw.Devices(),
 	}
 	vm, err := qemu.New(qemu.Options{}).Create(context.Background(), cfg)

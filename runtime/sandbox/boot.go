@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/log"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/sandbox/crash"
 )
@@ -38,11 +39,11 @@ func (s *Sandbox) vmConfig(o Options) hypervisor.Config {
 	return cfg
 }
 
-func transport(v string) hypervisor.AgentTransport {
+func transport(v string) contract.Transport {
 	if v == "auto" {
 		return ""
 	}
-	return hypervisor.AgentTransport(v)
+	return contract.Transport(v)
 }
 
 func accelerator(v string) hypervisor.Accelerator {

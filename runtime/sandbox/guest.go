@@ -8,9 +8,8 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/agentclient"
-	"github.com/podvm/podvm/runtime/guestspec"
-	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/portforward"
 )
 
@@ -30,7 +29,7 @@ func (s *Sandbox) initGuest(ctx context.Context, o Options, pidsLimit *int64) er
 	if _, err := agent.CreateSandbox(ctx, &api.CreateSandboxRequest{
 		SandboxId: o.ID,
 		Hostname:  o.Hostname,
-		SharedFs:  &api.SharedFilesystem{Type: o.Config.Hypervisor.SharedFS, Tag: hypervisor.SharedFSTag, MountPoint: guestspec.GuestSharedDir},
+		SharedFs:  &api.SharedFilesystem{Type: o.Config.Hypervisor.SharedFS, Tag: contract.SharedFSTag, MountPoint: contract.GuestSharedDir},
 		PodCgroup: o.GuestPodCgroup,
 		PidsLimit: pidsLimit,
 	}); err != nil {

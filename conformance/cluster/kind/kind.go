@@ -23,6 +23,7 @@ import (
 	"text/template"
 
 	"github.com/podvm/podvm/conformance/cluster"
+	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
 )
 
@@ -100,12 +101,13 @@ nodes:
 {{- end}}
 containerdConfigPatches:
 - |-
-  # No options: the shim reads {{.PodvmPrefix}}/share/podvm/config.toml, its
-  # install's (with options containerd 2.4 cannot start user namespace pods).
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.podvm]
-    runtime_type = "io.containerd.podvm.v2"
-    runtime_path = "{{.PodvmPrefix}}/bin/containerd-shim-podvm-v2"
+{{.Handler}}
 `))
+
+// indent puts prefix before each line of text.
+func indent(text, prefix string) string {
+	return prefix + strings.ReplaceAll(text, "\n", "\n"+prefix)
+}
 
 // Config is the kind cluster configuration.
 func (p *Provider) Config() (string, error) {
@@ -114,10 +116,12 @@ func (p *Provider) Config() (string, error) {
 		roles = append(roles, "worker")
 	}
 	var b strings.Builder
+	handler := config.Handler{Name: "podvm", Shim: filepath.Join(p.opts.PodvmPrefix, "bin", "containerd-shim-podvm-v2")}
 	err := configTemplate.Execute(&b, struct {
 		Options
-		Roles []string
-	}{p.opts, roles})
+		Roles   []string
+		Handler string
+	}{p.opts, roles, indent(strings.TrimSuffix(handler.TOML(), "\n"), "  ")})
 	return b.String(), err
 }
 

@@ -1,7 +1,6 @@
 package local
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,9 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // The cluster's processes must outlive `podvm cluster up`, so they are
@@ -121,7 +121,7 @@ func stopDaemon(l layout, name string, grace time.Duration) error {
 
 // processStartTime is field 22 of /proc/PID/stat (clock ticks since boot).
 func processStartTime(pid int) (uint64, error) {
-	f, err := statFields(pid)
+	f, err := hostbed.ProcStat(pid)
 	if err != nil {
 		return 0, err
 	}
@@ -129,29 +129,11 @@ func processStartTime(pid int) (uint64, error) {
 }
 
 func processState(pid int) (string, error) {
-	f, err := statFields(pid)
+	f, err := hostbed.ProcStat(pid)
 	if err != nil {
 		return "", err
 	}
 	return f[0], nil
-}
-
-// statFields are the fields of /proc/PID/stat after the command name
-// (which may hold spaces), starting with the state.
-func statFields(pid int) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return nil, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	return f, nil
 }
 
 // waitFor polls ready until it returns nil, failing early with the
@@ -164,10 +146,10 @@ func waitFor(ctx context.Context, l layout, name string, timeout time.Duration, 
 			return nil
 		}
 		if pid, why := daemonPID(l, name); pid == 0 {
-			return fmt.Errorf("%s %s while starting; last lines of %s:\n%s", name, why, l.log(name), tail(l.log(name), 25))
+			return fmt.Errorf("%s %s while starting; last lines of %s:\n%s", name, why, l.log(name), hostbed.TailLines(l.log(name), 25))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s: %v; last lines of %s:\n%s", name, timeout, last, l.log(name), tail(l.log(name), 25))
+			return fmt.Errorf("%s not ready after %s: %v; last lines of %s:\n%s", name, timeout, last, l.log(name), hostbed.TailLines(l.log(name), 25))
 		}
 		select {
 		case <-ctx.Done():
@@ -185,17 +167,4 @@ func dialReady(network, addr string) func() error {
 		}
 		return c.Close()
 	}
-}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

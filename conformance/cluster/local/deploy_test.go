@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // A cluster for podvm deploy: containerd imports its drop-in directory and
@@ -68,7 +70,7 @@ func TestCgroupHierarchyNames(t *testing.T) {
 	if got, want := sortedList("cpuacct,cpu"), "cpu,cpuacct"; got != want {
 		t.Errorf("sortedList = %q, want %q", got, want)
 	}
-	for _, mp := range cgroupMounts() {
+	for _, mp := range hostbed.CgroupMounts() {
 		name, err := cgroupControllers(mp)
 		if err != nil {
 			t.Errorf("%s: %v", mp, err)
@@ -80,7 +82,7 @@ func TestCgroupHierarchyNames(t *testing.T) {
 	}
 	// Every hierarchy this process is in is found among the mounts.
 	names := map[string]bool{}
-	for _, mp := range cgroupMounts() {
+	for _, mp := range hostbed.CgroupMounts() {
 		if n, err := cgroupControllers(mp); err == nil {
 			names[n] = true
 		}

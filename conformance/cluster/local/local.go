@@ -5,18 +5,21 @@
 // handlers. Images come from a local registry on 127.0.0.1; pods live on
 // a bridge this package creates and reach nothing beyond the host.
 //
-// Everything lives under one state directory; Down stops every process,
-// removes every pod (so each pod VM is torn down by its shim), and undoes
-// each change to the host.
+// This package is the control plane: the components as daemons (daemon.go),
+// their PKI, configuration files (configs.go) and restart, and Up's steps
+// (up.go). How the host is set up (the bridge, the registry and its images,
+// containerd's configuration, cgroups, iptables chains, mounts) is
+// internal/hostbed's, shared with the tests and the benchmarks.
+//
+// Everything lives under one state directory (layout.go); Down stops every
+// process, removes every pod (so each pod VM is torn down by its shim), and
+// undoes each change to the host.
 package local
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,7 +27,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/podvm/podvm/ci/testbed"
 	"github.com/podvm/podvm/conformance/cluster"
 )
 
@@ -37,9 +39,6 @@ const (
 	RuncVersion       = "v1.5.2"
 	CRIToolsVersion   = "v1.37.0"
 )
-
-// SandboxImage is the pause image containerd runs pod sandboxes from.
-const SandboxImage = "registry.k8s.io/pause:3.10.2"
 
 // Options says where the cluster lives and which binaries it runs.
 type Options struct {
@@ -167,7 +166,7 @@ func (p *Provider) preflight() error {
 		{filepath.Join(o.CNIBinDir, "bridge"), "apt-get install containernetworking-plugins"},
 		{filepath.Join(o.CNIBinDir, "portmap"), "apt-get install containernetworking-plugins"},
 		{o.Busybox, "apt-get install busybox-static"},
-		{o.Testbin, "make spec-binary builds it (CGO_ENABLED=0 go build -o _output/bin/podvm-testbin ./ci/testregistry/testbin)"},
+		{o.Testbin, "make spec-binary builds it (CGO_ENABLED=0 go build -o _output/bin/podvm-testbin ./internal/hostbed/testbin)"},
 		{o.Podvm, "make build"},
 	}
 	if !o.WithoutPodvmHandler {
@@ -191,23 +190,6 @@ func (p *Provider) preflight() error {
 		return fmt.Errorf("the local cluster cannot start, missing:\n  %s", strings.Join(missing, "\n  "))
 	}
 	return nil
-}
-
-func (p *Provider) loadState() (state, bool) {
-	var s state
-	b, err := os.ReadFile(p.l.stateFile())
-	if err != nil {
-		return s, false
-	}
-	return s, json.Unmarshal(b, &s) == nil
-}
-
-func (p *Provider) saveState(s state) error {
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(p.l.stateFile(), b, 0o644)
 }
 
 // Up implements cluster.Provider.
@@ -235,235 +217,8 @@ func (p *Provider) Up(ctx context.Context, out io.Writer) (*cluster.Cluster, err
 	return c, nil
 }
 
-func (p *Provider) up(ctx context.Context, out io.Writer) (*cluster.Cluster, error) {
-	o, l := p.opts, p.l
-	step := func(format string, a ...any) { fmt.Fprintf(out, "==> "+format+"\n", a...) }
-
-	// Keep logs of earlier runs out of the way, but the rest starts empty.
-	for _, sub := range []string{"run", "logs", "pki", "kubeconfigs", "cni", "containerd", "etcd", "kubelet", "pod-logs"} {
-		os.RemoveAll(filepath.Join(o.Dir, sub))
-		if err := os.MkdirAll(filepath.Join(o.Dir, sub), 0o755); err != nil {
-			return nil, err
-		}
-	}
-	os.Chmod(l.etcdData(), 0o700)
-
-	nets, err := freePrefixes(2)
-	if err != nil {
-		return nil, err
-	}
-	s := state{
-		NodeName: o.NodeName, PodCIDR: nets[0], ServiceCIDR: nets[1], Bridge: o.Bridge,
-		NodeIP: nets[0].Addr().Next(), APIServerPort: o.APIServerPort, EtcdPort: o.EtcdPort, KubeletPort: o.KubeletPort,
-		ChainsBefore: clusterChains.Snapshot(), CgroupsBefore: map[string]bool{},
-	}
-	for _, d := range kubepodsDirs(o.CgroupRoot) {
-		_, err := os.Stat(d)
-		s.CgroupsBefore[d] = err == nil
-	}
-	s.HostsLine = fmt.Sprintf("%s %s # podvm cluster (removed by 'podvm cluster down')", s.NodeIP, s.NodeName)
-	if err := p.saveState(s); err != nil {
-		return nil, err
-	}
-	for _, port := range []int{s.APIServerPort, s.EtcdPort, s.EtcdPort + 1, s.KubeletPort} {
-		if dialReady("tcp", fmt.Sprintf("127.0.0.1:%d", port))() == nil {
-			return nil, fmt.Errorf("port %d on 127.0.0.1 is taken by another program: stop it or choose other ports (--apiserver-port, --etcd-port, --kubelet-port)", port)
-		}
-	}
-
-	step("network: bridge %s, node %s at %s, pods %s", s.Bridge, s.NodeName, s.NodeIP, s.PodCIDR)
-	if err := createBridge(s.Bridge, s.NodeIP, s.PodCIDR.Bits()); err != nil {
-		return nil, err
-	}
-	if err := addHostsLine(s.HostsLine); err != nil {
-		return nil, fmt.Errorf("add %s to %s: %w", s.NodeName, hostsFile, err)
-	}
-	if _, err := cniConfig(l, s).Write(l.cniConfDir()); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(l.emptyResolvConf(), []byte("# no DNS: pods of this cluster must not reach the host's resolver\n"), 0o644); err != nil {
-		return nil, err
-	}
-
-	step("certificates and kubeconfigs")
-	if err := p.writePKI(s); err != nil {
-		return nil, fmt.Errorf("write certificates: %w", err)
-	}
-
-	step("image registry on 127.0.0.1 (busybox, pause, agnhost, built locally)")
-	if _, err := startDaemon(l, daemon{name: "registry", path: o.Podvm, args: []string{"cluster", "serve-registry",
-		"--addr-file", l.registryAddrFile(), "--hosts-dir", l.certsDir(),
-		"--busybox", o.Busybox, "--testbin", o.Testbin, "--agnhost", o.Agnhost}}); err != nil {
-		return nil, err
-	}
-	if err := waitFor(ctx, l, "registry", 2*time.Minute, func() error {
-		_, err := os.Stat(l.registryAddrFile())
-		return err
-	}); err != nil {
-		return nil, err
-	}
-
-	step("etcd %s", EtcdVersion)
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", s.EtcdPort)
-	if _, err := startDaemon(l, daemon{name: "etcd", path: o.Etcd, args: []string{
-		"--name", "podvm", "--data-dir", l.etcdData(),
-		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
-		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", s.EtcdPort+1),
-		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", s.EtcdPort+1),
-		"--initial-cluster", fmt.Sprintf("podvm=http://127.0.0.1:%d", s.EtcdPort+1),
-		"--listen-metrics-urls", "", "--log-level", "warn",
-	}}); err != nil {
-		return nil, err
-	}
-	if err := waitFor(ctx, l, "etcd", time.Minute, httpOK(etcdURL+"/health")); err != nil {
-		return nil, err
-	}
-
-	handlers := "runc, podvm, test-handler"
-	if o.WithoutPodvmHandler {
-		handlers = "runc, test-handler (no podvm: podvm deploy adds it)"
-	}
-	step("containerd %s with handlers %s", ContainerdVersion, handlers)
-	if err := os.WriteFile(l.containerdConfig(), []byte(containerdConfig(l, o)), 0o644); err != nil {
-		return nil, err
-	}
-	if err := p.linkNodeContainerdConfig(&s); err != nil {
-		return nil, err
-	}
-	if _, err := startDaemon(l, daemon{name: "containerd", path: filepath.Join(o.ContainerdDir, "containerd"),
-		args: []string{"--config", l.containerdConfig(), "--log-level", "info"},
-		env:  []string{testbed.ContainerdPath(filepath.Join(o.ContainerdDir, "containerd"), filepath.Join(o.PodvmPrefix, "bin"))},
-	}); err != nil {
-		return nil, err
-	}
-	if err := waitFor(ctx, l, "containerd", time.Minute, dialReady("unix", l.containerdSocket())); err != nil {
-		return nil, err
-	}
-
-	step("kube-apiserver %s on %s", KubernetesVersion, s.apiServerAddr())
-	if _, err := startDaemon(l, daemon{name: "kube-apiserver", path: o.kube("kube-apiserver"), args: []string{
-		"--etcd-servers", etcdURL,
-		"--bind-address", s.NodeIP.String(), "--advertise-address", s.NodeIP.String(),
-		"--secure-port", fmt.Sprint(s.APIServerPort),
-		"--tls-cert-file", l.pki("apiserver.crt"), "--tls-private-key-file", l.pki("apiserver.key"),
-		"--client-ca-file", l.pki("ca.crt"),
-		"--kubelet-client-certificate", l.pki("apiserver-kubelet-client.crt"),
-		"--kubelet-client-key", l.pki("apiserver-kubelet-client.key"),
-		"--kubelet-certificate-authority", l.pki("ca.crt"),
-		"--kubelet-preferred-address-types", "InternalIP",
-		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file", l.pki("sa.pub"), "--service-account-signing-key-file", l.pki("sa.key"),
-		"--service-cluster-ip-range", s.ServiceCIDR.String(),
-		"--authorization-mode", "Node,RBAC", "--allow-privileged=true",
-		"--profiling=false", "--v=1",
-	}}); err != nil {
-		return nil, err
-	}
-	if err := waitFor(ctx, l, "kube-apiserver", 2*time.Minute, p.kubectlOK("get", "--raw", "/readyz")); err != nil {
-		return nil, err
-	}
-
-	step("kube-controller-manager and kube-scheduler")
-	if _, err := startDaemon(l, daemon{name: "kube-controller-manager", path: o.kube("kube-controller-manager"), args: []string{
-		"--kubeconfig", l.kubeconfig("controller-manager"),
-		"--authentication-kubeconfig", l.kubeconfig("controller-manager"),
-		"--authorization-kubeconfig", l.kubeconfig("controller-manager"),
-		"--bind-address", "127.0.0.1", "--secure-port", "0",
-		"--service-account-private-key-file", l.pki("sa.key"), "--root-ca-file", l.pki("ca.crt"),
-		"--use-service-account-credentials=true", "--leader-elect=false",
-		"--service-cluster-ip-range", s.ServiceCIDR.String(),
-		"--profiling=false", "--v=1",
-	}}); err != nil {
-		return nil, err
-	}
-	if _, err := startDaemon(l, daemon{name: "kube-scheduler", path: o.kube("kube-scheduler"), args: []string{
-		"--kubeconfig", l.kubeconfig("scheduler"),
-		"--authentication-kubeconfig", l.kubeconfig("scheduler"),
-		"--authorization-kubeconfig", l.kubeconfig("scheduler"),
-		"--bind-address", "127.0.0.1", "--secure-port", "0",
-		"--leader-elect=false", "--profiling=false", "--v=1",
-	}}); err != nil {
-		return nil, err
-	}
-
-	step("kubelet on node %s", s.NodeName)
-	created, err := createCgroupRoot(o.CgroupRoot)
-	s.CgroupRoots = created
-	if err := errors.Join(err, p.saveState(s)); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(l.kubeletConfig(), []byte(kubeletConfig(l, s, o)), 0o644); err != nil {
-		return nil, err
-	}
-	if _, err := startDaemon(l, daemon{name: "kubelet", path: o.kube("kubelet"), args: []string{
-		"--config", l.kubeletConfig(), "--kubeconfig", l.kubeconfig("kubelet"),
-		"--hostname-override", s.NodeName, "--node-ip", s.NodeIP.String(),
-		"--root-dir", l.kubeletRoot(), "--cert-dir", filepath.Join(l.kubeletRoot(), "pki"), "--v=1",
-	}}); err != nil {
-		return nil, err
-	}
-	if err := waitFor(ctx, l, "kubelet", 3*time.Minute, p.kubectlOK("wait", "--for=condition=Ready", "--timeout=5s", "node/"+s.NodeName)); err != nil {
-		return nil, err
-	}
-	for _, c := range components {
-		if pid, why := daemonPID(l, c); pid == 0 {
-			return nil, fmt.Errorf("%s %s; last lines of %s:\n%s", c, why, l.log(c), tail(l.log(c), 25))
-		}
-	}
-
-	if o.WithoutPodvmHandler {
-		step("RuntimeClass runc")
-	} else {
-		step("RuntimeClasses runc and podvm (overhead %s memory, %s cpu)", o.OverheadMemory, o.OverheadCPU)
-	}
-	if err := os.WriteFile(l.runtimeClasses(), []byte(runtimeClassesManifest(o)), 0o644); err != nil {
-		return nil, err
-	}
-	if err := p.kubectl(ctx, "apply", "-f", l.runtimeClasses()); err != nil {
-		return nil, err
-	}
-	// Pods need the namespace's service account, which the controller
-	// manager creates.
-	if err := waitFor(ctx, l, "kube-controller-manager", 2*time.Minute, p.kubectlOK("get", "serviceaccount", "default", "-n", "default")); err != nil {
-		return nil, err
-	}
-	return p.Cluster(), nil
-}
-
-func (p *Provider) writePKI(s state) error {
-	dir := filepath.Join(p.opts.Dir, "pki")
-	ca, err := newAuthority(dir)
-	if err != nil {
-		return err
-	}
-	nodeIP := s.NodeIP.AsSlice()
-	reqs := []certRequest{
-		{file: "apiserver", cn: "kube-apiserver", server: true,
-			dns: []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost", s.NodeName},
-			ips: []net.IP{nodeIP, s.serviceIP().AsSlice(), net.IPv4(127, 0, 0, 1)}},
-		{file: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
-		{file: "admin", cn: "podvm-admin", orgs: []string{"system:masters"}},
-		{file: "controller-manager", cn: "system:kube-controller-manager"},
-		{file: "scheduler", cn: "system:kube-scheduler"},
-		{file: "kubelet", cn: "system:node:" + s.NodeName, orgs: []string{"system:nodes"}},
-		{file: "kubelet-server", cn: s.NodeName, server: true, dns: []string{s.NodeName}, ips: []net.IP{nodeIP}},
-	}
-	for _, r := range reqs {
-		if err := ca.issue(dir, r); err != nil {
-			return err
-		}
-	}
-	if err := writeServiceAccountKey(dir); err != nil {
-		return err
-	}
-	for user, cert := range map[string]string{"admin": "admin", "controller-manager": "controller-manager", "scheduler": "scheduler", "kubelet": "kubelet"} {
-		if err := os.WriteFile(p.l.kubeconfig(user), []byte(kubeconfigFor(p.l, s, user, cert)), 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
+// kubectl runs kubectl as the cluster admin; its output goes into the
+// error.
 func (p *Provider) kubectl(ctx context.Context, args ...string) error {
 	cmd := exec.CommandContext(ctx, p.opts.kube("kubectl"), append([]string{"--kubeconfig", p.l.kubeconfig("admin")}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -472,6 +227,7 @@ func (p *Provider) kubectl(ctx context.Context, args ...string) error {
 	return nil
 }
 
+// kubectlOK is a readiness check: kubectl args succeeds within 15 s.
 func (p *Provider) kubectlOK(args ...string) func() error {
 	return func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -500,116 +256,6 @@ func (p *Provider) Status(ctx context.Context) (*cluster.Status, error) {
 	return st, nil
 }
 
-// Down implements cluster.Provider.
-func (p *Provider) Down(ctx context.Context, out io.Writer) error {
-	l := p.l
-	s, ok := p.loadState()
-	if !ok {
-		fmt.Fprintf(out, "==> no local cluster in %s\n", p.opts.Dir)
-		return nil
-	}
-	var errs []error
-	fail := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	step := func(format string, a ...any) { fmt.Fprintf(out, "==> "+format+"\n", a...) }
-
-	step("stopping the kubelet")
-	fail(stopDaemon(l, "kubelet", 20*time.Second))
-	if pid, _ := daemonPID(l, "containerd"); pid != 0 {
-		step("removing every pod (each pod VM is torn down by its shim)")
-		fail(p.removeAllPods(ctx))
-	}
-	for i := len(components) - 1; i >= 0; i-- {
-		if c := components[i]; c != "kubelet" {
-			step("stopping %s", c)
-			fail(stopDaemon(l, c, 20*time.Second))
-		}
-	}
-	fail(p.killOrphanShims())
-	if failed := unmountAll(p.opts.Dir); len(failed) > 0 {
-		fail(fmt.Errorf("unmount: %s", strings.Join(failed, "; ")))
-	}
-	for d, existed := range s.CgroupsBefore {
-		if !existed {
-			fail(removeCgroupTree(d))
-		}
-	}
-	for _, d := range s.CgroupRoots {
-		fail(removeCgroupTree(d))
-	}
-	step("removing bridge %s, /etc/hosts entry and iptables chains", s.Bridge)
-	fail(deleteBridge(s.Bridge))
-	fail(removeHostsLine(s.HostsLine))
-	fail(p.unlinkNodeContainerdConfig(s))
-	if s.ChainsBefore != nil {
-		_, err := clusterChains.RemoveNew(s.ChainsBefore)
-		fail(err)
-	}
-	if len(errs) == 0 {
-		// Keep logs/ for whoever debugs the run; everything else goes.
-		entries, _ := os.ReadDir(p.opts.Dir)
-		for _, e := range entries {
-			if e.Name() != "logs" {
-				fail(os.RemoveAll(filepath.Join(p.opts.Dir, e.Name())))
-			}
-		}
-		step("cluster down; logs kept in %s", filepath.Join(p.opts.Dir, "logs"))
-	}
-	return errors.Join(errs...)
-}
-
-// removeAllPods stops and removes every pod through CRI, as the kubelet
-// would, so that CNI DEL runs and each shim tears its VM down.
-func (p *Provider) removeAllPods(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	crictl := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, p.opts.Crictl, append([]string{"--runtime-endpoint", p.l.criEndpoint(), "--image-endpoint", p.l.criEndpoint(), "--timeout", "2m"}, args...)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("crictl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-		}
-		return nil
-	}
-	if err := crictl("rm", "--all", "--force"); err != nil {
-		return err
-	}
-	return crictl("rmp", "--all", "--force")
-}
-
-// killOrphanShims kills shims of our containerd still running after it
-// stopped (a shim outlives containerd by design): they hold VMs.
-func (p *Provider) killOrphanShims() error {
-	sock := p.l.containerdSocket()
-	entries, _ := os.ReadDir("/proc")
-	var killed []string
-	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
-			continue
-		}
-		if strings.Contains(string(b), sock) {
-			if proc, err := os.FindProcess(pid); err == nil && proc.Kill() == nil {
-				killed = append(killed, fmt.Sprintf("%s (pid %d)", filepath.Base(args[0]), pid))
-			}
-		}
-	}
-	if len(killed) > 0 {
-		return fmt.Errorf("killed shims left after containerd stopped (pods were not removed cleanly): %s", strings.Join(killed, ", "))
-	}
-	return nil
-}
-
 var _ cluster.Provider = (*Provider)(nil)
 
 // httpOK is a readiness check: GET url answers 200.
@@ -626,44 +272,4 @@ func httpOK(url string) func() error {
 		}
 		return nil
 	}
-}
-
-// nodeContainerdConfig is where tools expect a node's containerd
-// configuration; upstream e2e [Feature:RuntimeHandler] specs read it to
-// learn whether the node has the test-handler handler.
-const nodeContainerdConfig = "/etc/containerd/config.toml"
-
-// linkNodeContainerdConfig makes our containerd's config visible at the
-// standard path when nothing is there; an operator's own file is never
-// touched (the two specs that read it then skip, saying why).
-func (p *Provider) linkNodeContainerdConfig(s *state) error {
-	if _, err := os.Lstat(nodeContainerdConfig); err == nil {
-		return nil
-	}
-	dir := filepath.Dir(nodeContainerdConfig)
-	if _, err := os.Stat(dir); err != nil {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return err
-		}
-		s.CreatedEtcDir = true
-	}
-	if err := os.Symlink(p.l.containerdConfig(), nodeContainerdConfig); err != nil {
-		return fmt.Errorf("link %s: %w", nodeContainerdConfig, err)
-	}
-	s.ConfigLink = true
-	return p.saveState(*s)
-}
-
-func (p *Provider) unlinkNodeContainerdConfig(s state) error {
-	if s.ConfigLink {
-		if target, err := os.Readlink(nodeContainerdConfig); err == nil && target == p.l.containerdConfig() {
-			if err := os.Remove(nodeContainerdConfig); err != nil {
-				return err
-			}
-		}
-	}
-	if s.CreatedEtcDir {
-		os.Remove(filepath.Dir(nodeContainerdConfig)) // only if empty
-	}
-	return nil
 }

@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/ci/testregistry"
-	"github.com/podvm/podvm/runtime/integration/testenv"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // testOptions is a second cluster beside any `podvm cluster up` one: its
@@ -41,7 +40,7 @@ func requireLocal(t *testing.T, o *Options) {
 	missing := ""
 	if o.PodvmPrefix == "" {
 		missing = "PODVM_PREFIX pointing at a podvm install (make install-dev)"
-	} else if tb, err := testregistry.BuildTestbin(bin); err != nil {
+	} else if tb, err := hostbed.BuildTestbin(bin); err != nil {
 		missing = "testbin: " + err.Error()
 	} else {
 		o.Testbin = tb
@@ -66,7 +65,11 @@ func requireLocal(t *testing.T, o *Options) {
 func TestLocalClusterIntegration(t *testing.T) {
 	o := testOptions(t)
 	requireLocal(t, &o)
-	testenv.HostLock(t, "kubernetes-cluster") // not beside TestDeployIntegration
+	release, err := hostbed.LockHost("test-kubernetes-cluster") // not beside TestDeployIntegration
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
 	p := New(o)
 	chainsBefore := clusterChains.Snapshot()
 
@@ -145,10 +148,10 @@ spec:
 	}
 	var left []string
 	for _, id := range sandboxes {
-		left = append(left, testenv.Leaks(id)...)
+		left = append(left, hostbed.Leaks(id)...)
 	}
-	left = append(left, testenv.Leaks(o.Dir)...)
-	if m := mountsUnder(o.Dir); len(m) > 0 {
+	left = append(left, hostbed.Leaks(o.Dir)...)
+	if m := hostbed.MountsUnder(o.Dir); len(m) > 0 {
 		left = append(left, "mounts: "+strings.Join(m, ", "))
 	}
 	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", o.CgroupRoot)); err == nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/podvm/podvm/ci/testbed"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // The local cluster runs what ci/install-tools.sh builds: the versions in
@@ -101,7 +101,7 @@ func TestFreePrefixesAvoidHostNetworks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	used, _ := testbed.HostPrefixes()
+	used, _ := hostbed.HostPrefixes()
 	for _, p := range got {
 		for _, u := range used {
 			if u.Bits() > 0 && u.Overlaps(p) {

@@ -131,3 +131,39 @@ func serial() *big.Int {
 	}
 	return n
 }
+
+// writePKI issues every certificate of the cluster from a new CA, the
+// service account key, and a kubeconfig per user.
+func (p *Provider) writePKI(s state) error {
+	dir := filepath.Join(p.opts.Dir, "pki")
+	ca, err := newAuthority(dir)
+	if err != nil {
+		return err
+	}
+	nodeIP := s.NodeIP.AsSlice()
+	reqs := []certRequest{
+		{file: "apiserver", cn: "kube-apiserver", server: true,
+			dns: []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost", s.NodeName},
+			ips: []net.IP{nodeIP, s.serviceIP().AsSlice(), net.IPv4(127, 0, 0, 1)}},
+		{file: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
+		{file: "admin", cn: "podvm-admin", orgs: []string{"system:masters"}},
+		{file: "controller-manager", cn: "system:kube-controller-manager"},
+		{file: "scheduler", cn: "system:kube-scheduler"},
+		{file: "kubelet", cn: "system:node:" + s.NodeName, orgs: []string{"system:nodes"}},
+		{file: "kubelet-server", cn: s.NodeName, server: true, dns: []string{s.NodeName}, ips: []net.IP{nodeIP}},
+	}
+	for _, r := range reqs {
+		if err := ca.issue(dir, r); err != nil {
+			return err
+		}
+	}
+	if err := writeServiceAccountKey(dir); err != nil {
+		return err
+	}
+	for user, cert := range map[string]string{"admin": "admin", "controller-manager": "controller-manager", "scheduler": "scheduler", "kubelet": "kubelet"} {
+		if err := os.WriteFile(p.l.kubeconfig(user), []byte(kubeconfigFor(p.l, s, user, cert)), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}

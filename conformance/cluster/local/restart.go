@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // What podvm deploy's node installer needs of a local cluster: a
@@ -50,8 +52,6 @@ func (p *Provider) APIServerURL() (string, error) {
 	}
 	return p.l.apiServerURL(s), nil
 }
-
-func (l layout) containerdDropInDir() string { return filepath.Join(l.dir, "containerd", "conf.d") }
 
 // envRestartEntered marks the re-executed restart process that already
 // joined containerd's namespaces.
@@ -181,7 +181,7 @@ func joinCgroups(pid int) error {
 		return fmt.Errorf("read containerd's cgroups: %w", err)
 	}
 	mounts := map[string]string{} // controller list ("" for v2) -> mount point
-	for _, mp := range cgroupMounts() {
+	for _, mp := range hostbed.CgroupMounts() {
 		if m, err := cgroupControllers(mp); err == nil {
 			mounts[m] = mp
 		}

@@ -2,7 +2,8 @@
 // is not enough: on this project's build hosts it is kvm_pvm, a software
 // hypervisor on which a stock guest kernel crawls and QEMU's -cpu host aborts.
 // So the choice rests on a real probe of /dev/kvm plus evidence of hardware
-// virtualization (vmx/svm CPU flag, kvm_intel/kvm_amd module).
+// virtualization (vmx/svm CPU flag, kvm_intel/kvm_amd module). The choice
+// itself, configured and decided, is a hypervisor.Accelerator.
 package accel
 
 import (
@@ -11,26 +12,6 @@ import (
 
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
-
-// Mode is the configured choice: auto, kvm or tcg.
-type Mode string
-
-const (
-	ModeAuto Mode = "auto"
-	ModeKVM  Mode = "kvm"
-	ModeTCG  Mode = "tcg"
-)
-
-// ParseMode accepts "", auto, kvm, tcg (empty means auto).
-func ParseMode(s string) (Mode, error) {
-	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {
-	case "", ModeAuto:
-		return ModeAuto, nil
-	case ModeKVM, ModeTCG:
-		return m, nil
-	}
-	return "", fmt.Errorf("accelerator %q: want auto, kvm or tcg", s)
-}
 
 // Facts are what the probe learned about the host. Tests inject them.
 type Facts struct {
@@ -48,15 +29,6 @@ type Facts struct {
 	// kvm_amd, kvm_pvm; built-in ones appear there too).
 	Modules map[string]bool
 }
-
-// Decision is the chosen accelerator and why, in words fit for a log line:
-// "accelerator tcg: /dev/kvm is kvm_pvm (software), no vmx/svm".
-type Decision struct {
-	Accel  hypervisor.Accelerator
-	Reason string
-}
-
-func (d Decision) String() string { return fmt.Sprintf("accelerator %s: %s", d.Accel, d.Reason) }
 
 // kvmAPIVersion is the only stable KVM API version there has ever been.
 const kvmAPIVersion = 12
@@ -111,32 +83,34 @@ func KVMUsable(f Facts) (bool, string) {
 	return true, strings.Join(why, ", ")
 }
 
-// Decide applies the configured mode to the facts. Forcing kvm on a host
-// that cannot do it is an error that says why and what to set instead.
-func Decide(m Mode, f Facts) (Decision, error) {
-	switch m {
-	case ModeTCG:
-		return Decision{hypervisor.AccelTCG, "forced by configuration"}, nil
-	case ModeKVM:
+// Decide applies the configured choice (auto, kvm, tcg; empty is auto) to
+// the facts and returns kvm or tcg with the reason, in words fit for a log
+// line ("/dev/kvm is kvm_pvm (software), no vmx/svm"). Forcing kvm on a
+// host that cannot do it is an error that says why and what to set instead.
+func Decide(want hypervisor.Accelerator, f Facts) (hypervisor.Accelerator, string, error) {
+	switch want {
+	case hypervisor.AccelTCG:
+		return hypervisor.AccelTCG, "forced by configuration", nil
+	case hypervisor.AccelKVM:
 		ok, why := KVMUsable(f)
 		if !ok {
-			return Decision{}, fmt.Errorf("accelerator kvm is configured but this host cannot use it: %s; set accelerator to auto or tcg", why)
+			return "", "", fmt.Errorf("accelerator kvm is configured but this host cannot use it: %s; set accelerator to auto or tcg", why)
 		}
-		return Decision{hypervisor.AccelKVM, "forced by configuration; " + why}, nil
-	case ModeAuto, "":
+		return hypervisor.AccelKVM, "forced by configuration; " + why, nil
+	case hypervisor.AccelAuto, "":
 		ok, why := KVMUsable(f)
 		if ok {
-			return Decision{hypervisor.AccelKVM, why}, nil
+			return hypervisor.AccelKVM, why, nil
 		}
-		return Decision{hypervisor.AccelTCG, why}, nil
+		return hypervisor.AccelTCG, why, nil
 	}
-	return Decision{}, fmt.Errorf("accelerator mode %q: want auto, kvm or tcg", m)
+	return "", "", fmt.Errorf("accelerator %q: want auto, kvm or tcg", want)
 }
 
 // Choose probes this host (unless tcg is forced) and decides.
-func Choose(m Mode) (Decision, error) {
-	if m == ModeTCG {
-		return Decide(m, Facts{})
+func Choose(want hypervisor.Accelerator) (hypervisor.Accelerator, string, error) {
+	if want == hypervisor.AccelTCG {
+		return Decide(want, Facts{})
 	}
-	return Decide(m, Probe())
+	return Decide(want, Probe())
 }

@@ -12,7 +12,9 @@ import (
 // agent not listening yet) the VMM refuses; DialAgent retries for at most
 // Options.AgentDialTimeout, then fails with the last refusal, and callers
 // retry (agentclient does). It gives up at once when the VM dies. Every
-// call is a new guest stream: several may be open at a time.
+// call is a new guest stream, on which the shim proves it holds the VM's
+// secret (contract.HostAuth); the agent serves one such session at a
+// time, the newest.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	if err := v.Machine.CheckLive("dial agent"); err != nil {
 		return nil, err
@@ -22,7 +24,9 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	v.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, v.driver.opts.AgentDialTimeout)
 	defer cancel()
-	c, err := newHybridVsock(l.Path(vsockSocketName), v.driver.opts.AgentPort).Dial(ctx, v.Machine.Done())
+	h := newHybridVsock(l.Path(vsockSocketName), v.driver.opts.AgentPort)
+	h.Secret = l.Secret
+	c, err := h.Dial(ctx, v.Machine.Done())
 	if err != nil {
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}

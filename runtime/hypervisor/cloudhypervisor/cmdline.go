@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
@@ -55,6 +55,9 @@ type launch struct {
 	Seccomp    bool
 	// Net are the guest NICs, in guest order.
 	Net []netLaunch
+	// Secret is the agent secret (vmsecret.Create): the guest reads it as
+	// an SMBIOS OEM string, and DialAgent proves it to the agent.
+	Secret []byte
 }
 
 // netLaunch is one guest NIC; its tap fd travels with vm.add-net.
@@ -95,6 +98,15 @@ type vmConfig struct {
 	Vsock   *vsockConfig   `json:"vsock,omitempty"`
 	Serial  *consoleConfig `json:"serial,omitempty"`
 	Console *consoleConfig `json:"console,omitempty"`
+	// Platform carries the agent secret: Cloud Hypervisor has no fw_cfg,
+	// and this body, unlike a command line, is visible to no other user
+	// (the API socket is in the 0700 state dir).
+	Platform *platformConfig `json:"platform,omitempty"`
+}
+
+// platformConfig is the part of PlatformConfig the driver sets.
+type platformConfig struct {
+	OEMStrings []string `json:"oem_strings,omitempty"`
 }
 
 type cpusConfig struct {
@@ -172,7 +184,7 @@ func vmConfigFor(l launch) vmConfig {
 		// default; said explicitly so the schema test covers it).
 		Rng: &rngConfig{Src: "/dev/urandom"},
 		Fs: []fsConfig{{
-			Tag:       hypervisor.SharedFSTag,
+			Tag:       contract.SharedFSTag,
 			Socket:    l.Path(virtiofsdSocketName),
 			NumQueues: fsNumQueues,
 			QueueSize: fsQueueSize,
@@ -183,6 +195,9 @@ func vmConfigFor(l launch) vmConfig {
 		// from the first line of boot, before any virtio driver.
 		Serial:  &consoleConfig{Mode: "File", File: l.Path(consoleLogName)},
 		Console: &consoleConfig{Mode: "Off"},
+	}
+	if len(l.Secret) > 0 {
+		c.Platform = &platformConfig{OEMStrings: []string{contract.OEMString(l.Secret)}}
 	}
 	return c
 }

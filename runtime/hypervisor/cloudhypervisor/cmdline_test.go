@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
@@ -27,6 +28,7 @@ func testLaunch(dir string) launch {
 		Guest: vmm.Guest{ID: "sb", StateDir: dir, Kernel: "/k/vmlinux", Initrd: "/k/initramfs.cpio",
 			Cmdline: "console=ttyS0", VCPUs: 1, MemoryMiB: 256},
 		MaxVCPUs: 1, Seccomp: true,
+		Secret: []byte(strings.Repeat("\x5a", contract.SecretSize)),
 	}
 }
 
@@ -87,7 +89,7 @@ func TestVMConfigMatchesSchema(t *testing.T) {
 			}
 		}},
 		{"files in the state dir", func(*launch) {}, func(t *testing.T, c vmConfig) {
-			want := []fsConfig{{Tag: hypervisor.SharedFSTag, Socket: "/run/podvm/sb/virtiofsd.sock", NumQueues: 1, QueueSize: 1024, ID: "podvm-fs"}}
+			want := []fsConfig{{Tag: contract.SharedFSTag, Socket: "/run/podvm/sb/virtiofsd.sock", NumQueues: 1, QueueSize: 1024, ID: "podvm-fs"}}
 			if !reflect.DeepEqual(c.Fs, want) {
 				t.Errorf("fs = %+v", c.Fs)
 			}
@@ -102,6 +104,11 @@ func TestVMConfigMatchesSchema(t *testing.T) {
 			}
 			if c.Payload != (payloadConfig{Kernel: "/k/vmlinux", Initramfs: "/k/initramfs.cpio", Cmdline: "console=ttyS0"}) {
 				t.Errorf("payload = %+v", c.Payload)
+			}
+			// The agent secret, as the guest's SMBIOS OEM string.
+			if c.Platform == nil || len(c.Platform.OEMStrings) != 1 ||
+				c.Platform.OEMStrings[0] != contract.OEMStringPrefix+strings.Repeat("5a", contract.SecretSize) {
+				t.Errorf("platform = %+v", c.Platform)
 			}
 		}},
 	}

@@ -37,6 +37,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/hypervisor/vmm"
@@ -62,7 +63,7 @@ type Options struct {
 	VirtiofsdExtraArgs []string
 	// Accelerator is auto (default) or kvm. tcg is refused: Cloud
 	// Hypervisor cannot emulate a CPU.
-	Accelerator string
+	Accelerator hypervisor.Accelerator
 	// MaxVCPUs is how many vCPUs Resize may bring a VM to (CPU hot-plug).
 	// 0 or anything below a VM's vCPUs means no CPU hot-plug.
 	MaxVCPUs uint32
@@ -70,7 +71,7 @@ type Options struct {
 	// memory hot-plug). 0 means none.
 	MemoryHotplugMiB uint32
 	// AgentPort is the guest vsock port of podvm-agent; default
-	// hypervisor.AgentVsockPort.
+	// contract.VsockPort.
 	AgentPort uint32
 	// NoSeccomp runs cloud-hypervisor with --seccomp false (debugging).
 	NoSeccomp bool
@@ -105,9 +106,6 @@ const (
 	maxVCPUs     = 255
 )
 
-// Shared filesystem kinds of Config.SharedFS. Cloud Hypervisor has no 9p.
-const SharedFSVirtiofs = "virtiofs"
-
 // Driver creates Cloud Hypervisor VMs.
 type Driver struct {
 	opts Options
@@ -135,7 +133,7 @@ func New(opts Options) *Driver {
 		opts.AgentDialTimeout = DefaultAgentDialTimeout
 	}
 	if opts.AgentPort == 0 {
-		opts.AgentPort = hypervisor.AgentVsockPort
+		opts.AgentPort = contract.VsockPort
 	}
 	return &Driver{opts: opts, probe: accel.Probe}
 }
@@ -149,29 +147,29 @@ func (d *Driver) hostFacts() accel.Facts {
 	return d.facts
 }
 
-// decideAccel turns the configured mode into KVM or an error saying why
-// Cloud Hypervisor cannot run here and what to use instead.
-func (d *Driver) decideAccel(configured hypervisor.Accelerator) (accel.Decision, error) {
-	s := string(configured)
+// decideAccel turns the configured choice into kvm, with the reason, or an
+// error saying why Cloud Hypervisor cannot run here and what to use instead.
+func (d *Driver) decideAccel(configured hypervisor.Accelerator) (hypervisor.Accelerator, string, error) {
+	s := configured
 	if s == "" {
 		s = d.opts.Accelerator
 	}
-	mode, err := accel.ParseMode(s)
+	want, err := hypervisor.ParseAccelerator(string(s))
 	if err != nil {
-		return accel.Decision{}, err
+		return "", "", err
 	}
-	if mode == accel.ModeTCG {
-		return accel.Decision{}, errors.New(`accelerator tcg: Cloud Hypervisor has no software emulation; use hypervisor.driver = "qemu" for TCG`)
+	if want == hypervisor.AccelTCG {
+		return "", "", errors.New(`accelerator tcg: Cloud Hypervisor has no software emulation; use hypervisor.driver = "qemu" for TCG`)
 	}
 	ok, why := accel.KVMUsable(d.hostFacts())
 	if !ok {
-		return accel.Decision{}, fmt.Errorf(`Cloud Hypervisor needs hardware KVM and this host has none usable (%s): use hypervisor.driver = "qemu", which falls back to TCG`, why)
+		return "", "", fmt.Errorf(`Cloud Hypervisor needs hardware KVM and this host has none usable (%s): use hypervisor.driver = "qemu", which falls back to TCG`, why)
 	}
 	reason := why
-	if mode == accel.ModeKVM {
+	if want == hypervisor.AccelKVM {
 		reason = "forced by configuration; " + why
 	}
-	return accel.Decision{Accel: hypervisor.AccelKVM, Reason: reason}, nil
+	return hypervisor.AccelKVM, reason, nil
 }
 
 // Create validates cfg and prepares a VM; nothing is started and no host
@@ -184,14 +182,14 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 	if err != nil {
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: %w", cfg.ID, err)
 	}
-	dec, err := d.decideAccel(cfg.Accelerator)
+	acc, accWhy, err := d.decideAccel(cfg.Accelerator)
 	if err != nil {
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: %w", cfg.ID, err)
 	}
 	if cfg.SharedFS == "" {
-		cfg.SharedFS = SharedFSVirtiofs
+		cfg.SharedFS = contract.SharedFSVirtiofs
 	}
-	return newVM(d, bin, cfg, dec), nil
+	return newVM(d, bin, cfg, acc, accWhy), nil
 }
 
 // binary resolves Options.Path or finds cloud-hypervisor on PATH.
@@ -208,8 +206,8 @@ func validate(cfg hypervisor.Config) error {
 		return err
 	}
 	switch cfg.SharedFS {
-	case "", SharedFSVirtiofs:
-	case "9p":
+	case "", contract.SharedFSVirtiofs:
+	case contract.SharedFS9p:
 		return errors.New(`shared_fs "9p": Cloud Hypervisor has no virtio-9p device; use shared_fs = "virtiofs"`)
 	default:
 		return fmt.Errorf("shared_fs %q: want virtiofs", cfg.SharedFS)
@@ -218,13 +216,13 @@ func validate(cfg hypervisor.Config) error {
 		return err
 	}
 	switch cfg.Transport {
-	case "", hypervisor.TransportVsock:
-	case hypervisor.TransportSerial:
+	case "", contract.TransportVsock:
+	case contract.TransportSerial:
 		return errors.New(`agent transport serial: Cloud Hypervisor has no named virtio-serial ports; its hybrid vsock needs no /dev/vhost-vsock, so use agent_transport = "vsock"`)
 	default:
 		return fmt.Errorf("agent transport %q: want vsock", cfg.Transport)
 	}
-	if _, err := accel.ParseMode(string(cfg.Accelerator)); err != nil {
+	if _, err := hypervisor.ParseAccelerator(string(cfg.Accelerator)); err != nil {
 		return err
 	}
 	for i, n := range cfg.Net {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
 )
@@ -50,7 +51,7 @@ func TestCreateValidation(t *testing.T) {
 		{"no shared dir", func(c *hypervisor.Config) { c.SharedDir = "/nonexistent" }, kvmFacts, Options{}, "shared directory /nonexistent"},
 		{"relative state dir", func(c *hypervisor.Config) { c.StateDir = "state" }, kvmFacts, Options{}, "absolute path"},
 		{"long state dir", func(c *hypervisor.Config) { c.StateDir = "/run/" + strings.Repeat("d", 100) }, kvmFacts, Options{}, "too long for unix sockets"},
-		{"serial transport", func(c *hypervisor.Config) { c.Transport = hypervisor.TransportSerial }, kvmFacts, Options{},
+		{"serial transport", func(c *hypervisor.Config) { c.Transport = contract.TransportSerial }, kvmFacts, Options{},
 			`has no named virtio-serial ports; its hybrid vsock needs no /dev/vhost-vsock, so use agent_transport = "vsock"`},
 		{"unknown transport", func(c *hypervisor.Config) { c.Transport = "tcp" }, kvmFacts, Options{}, `transport "tcp"`},
 		{"bad accelerator", func(c *hypervisor.Config) { c.Accelerator = "hvf" }, kvmFacts, Options{}, `accelerator "hvf"`},
@@ -97,7 +98,7 @@ func TestCreateAccepts(t *testing.T) {
 	}{
 		{"defaults", func(*hypervisor.Config) {}, Options{}, "/dev/kvm API 12, VM created, kvm_intel, vmx"},
 		{"kvm forced", func(c *hypervisor.Config) { c.Accelerator = hypervisor.AccelKVM }, Options{}, "forced by configuration"},
-		{"vsock and virtiofs named", func(c *hypervisor.Config) { c.Transport, c.SharedFS = hypervisor.TransportVsock, "virtiofs" }, Options{}, "vmx"},
+		{"vsock and virtiofs named", func(c *hypervisor.Config) { c.Transport, c.SharedFS = contract.TransportVsock, "virtiofs" }, Options{}, "vmx"},
 		{"two NICs", func(c *hypervisor.Config) {
 			c.Net = []hypervisor.NetDevice{tapDevice(t, "02:00:00:00:00:01", true), tapDevice(t, "02:00:00:00:00:02", true)}
 		}, Options{}, "vmx"},
@@ -112,8 +113,8 @@ func TestCreateAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := vm.(*VM).dec; got.Accel != hypervisor.AccelKVM || !strings.Contains(got.Reason, tt.reason) {
-				t.Errorf("decision = %+v, want kvm with %q", got, tt.reason)
+			if got := vm.(*VM); got.accel != hypervisor.AccelKVM || !strings.Contains(got.accelWhy, tt.reason) {
+				t.Errorf("decision = %s, %q; want kvm with %q", got.accel, got.accelWhy, tt.reason)
 			}
 		})
 	}

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"golang.org/x/sys/unix"
 )
@@ -493,7 +494,7 @@ func (f *fakeVMM) setState(w http.ResponseWriter, r *http.Request, from, to stri
 
 // fakeGuest is the VMM side of hybrid vsock with a tiny agent in the guest:
 // CONNECT <port> to the agent port is answered OK <host port>, then the
-// agent greets and echoes lines. Until vsockRefusals are used up, connects
+// agent checks the host's secret, greets and echoes lines. Until vsockRefusals are used up, connects
 // are refused the way the VMM does it: the socket is closed unanswered.
 type fakeGuest struct {
 	ln    net.Listener
@@ -534,7 +535,7 @@ func (g *fakeGuest) accept() {
 			defer g.wg.Done()
 			defer c.Close()
 			line, err := readLine(c, maxReplyLine)
-			if err != nil || line != "CONNECT "+strconv.Itoa(hypervisor.AgentVsockPort) {
+			if err != nil || line != "CONNECT "+strconv.Itoa(contract.VsockPort) {
 				return // a wrong port or command: nothing listens, the VMM closes
 			}
 			g.vmm.mu.Lock()
@@ -546,7 +547,14 @@ func (g *fakeGuest) accept() {
 			if refuse {
 				return
 			}
-			fmt.Fprintf(c, "OK %d\n%s\n", hostPort, fakeAgentGreeting)
+			g.vmm.mu.Lock()
+			config := g.vmm.config
+			g.vmm.mu.Unlock()
+			fmt.Fprintf(c, "OK %d\n", hostPort)
+			if fakeAgentAuth(c, config) != nil {
+				return
+			}
+			fmt.Fprintf(c, "%s\n", fakeAgentGreeting)
 			sc := bufio.NewScanner(c)
 			for sc.Scan() {
 				fmt.Fprintf(c, "echo %s\n", sc.Text())

@@ -8,10 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
-	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 	"github.com/podvm/podvm/runtime/internal/childproc"
+	"github.com/podvm/podvm/runtime/vmsecret"
 )
 
 // VM is one Cloud Hypervisor VM with its virtiofsd. Besides hypervisor.VM
@@ -23,10 +24,12 @@ import (
 // files; logs stay. Done closes when cloud-hypervisor or virtiofsd exits,
 // the guest resets, or the VM stops.
 type VM struct {
-	driver       *Driver
-	bin          string
-	cfg          hypervisor.Config
-	dec          accel.Decision
+	driver *Driver
+	bin    string
+	cfg    hypervisor.Config
+	// accel is the accelerator chosen at Create (always kvm), accelWhy why.
+	accel        hypervisor.Accelerator
+	accelWhy     string
 	*vmm.Machine // Stop, Done, ExitError, Pids, Info
 
 	mu     sync.Mutex // guards the fields below
@@ -37,8 +40,8 @@ type VM struct {
 
 var _ hypervisor.VM = (*VM)(nil)
 
-func newVM(d *Driver, bin string, cfg hypervisor.Config, dec accel.Decision) *VM {
-	v := &VM{driver: d, bin: bin, cfg: cfg, dec: dec}
+func newVM(d *Driver, bin string, cfg hypervisor.Config, acc hypervisor.Accelerator, accWhy string) *VM {
+	v := &VM{driver: d, bin: bin, cfg: cfg, accel: acc, accelWhy: accWhy}
 	v.Machine = vmm.New(vmm.Spec{
 		Driver: Name, ID: cfg.ID, StateDir: cfg.StateDir,
 		LogName: vmmLogName, PidName: vmmPidName, ConsoleName: consoleLogName,
@@ -68,6 +71,9 @@ func (v *VM) boot(ctx context.Context) error {
 		return err
 	}
 	if err := v.Machine.PrepareDir(); err != nil {
+		return err
+	}
+	if l.Secret, _, err = vmsecret.Create(v.cfg.StateDir); err != nil {
 		return err
 	}
 	v.mu.Lock()
@@ -160,9 +166,9 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	}
 	info := hypervisor.Info{
 		Driver:      Name,
-		Accelerator: v.dec.Accel,
-		AccelReason: v.dec.Reason,
-		Transport:   hypervisor.TransportVsock,
+		Accelerator: v.accel,
+		AccelReason: v.accelWhy,
+		Transport:   contract.TransportVsock,
 		TransportReason: "hybrid vsock: CONNECT through " + l.Path(vsockSocketName) +
 			" (Cloud Hypervisor proxies it to the guest; no /dev/vhost-vsock needed)",
 		VCPUs:       cfg.VCPUs,

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
@@ -129,7 +130,7 @@ func TestBootResizeTeardownSequence(t *testing.T) {
 	}
 
 	info := v.Info()
-	if info.Driver != "cloud-hypervisor" || info.Accelerator != hypervisor.AccelKVM || info.Transport != hypervisor.TransportVsock ||
+	if info.Driver != "cloud-hypervisor" || info.Accelerator != hypervisor.AccelKVM || info.Transport != contract.TransportVsock ||
 		!strings.Contains(info.TransportReason, "hybrid vsock") || info.ConsolePath != filepath.Join(sd, "console.log") ||
 		info.StartedAt.IsZero() || info.VCPUs != 1 || info.MemoryMiB != 256 {
 		t.Errorf("Info = %+v", info)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // Hybrid vsock (Firecracker's design, which Cloud Hypervisor shares): the
@@ -55,6 +57,10 @@ type hybridVsock struct {
 	// MinBackoff and MaxBackoff bound the pause between attempts, which
 	// doubles from the first to the second.
 	MinBackoff, MaxBackoff time.Duration
+	// Secret, if set, is proven to the agent after the VMM's OK
+	// (contract.HostAuth), within the same timeout; a refusal is not
+	// retried. Nil gives the bare stream.
+	Secret []byte
 }
 
 // Defaults of hybridVsock.
@@ -172,6 +178,12 @@ func (h hybridVsock) handshake(ctx context.Context, c net.Conn, timeout time.Dur
 	}
 	if _, err := strconv.ParseUint(rest, 10, 32); err != nil {
 		return &HandshakeError{Port: h.Port, Reply: line}
+	}
+	if h.Secret == nil {
+		return nil
+	}
+	if err := contract.HostAuth(c, h.Secret, contract.TransportVsock); err != nil {
+		return fmt.Errorf("guest port %d: %w", h.Port, err)
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // vsockPeer is the VMM's end of a hybrid vsock socket, played by the test:
@@ -294,5 +296,39 @@ func TestHybridVsockGivesUp(t *testing.T) {
 				t.Errorf("%d attempts, want at most %d", n, tt.maxN)
 			}
 		})
+	}
+}
+
+// With a secret, the dial ends with the agent's check after the VMM's OK:
+// the stream is handed over once the agent accepted, and a wrong secret
+// fails the dial without a retry.
+func TestHybridVsockAuth(t *testing.T) {
+	secret := []byte(strings.Repeat("s", contract.SecretSize))
+	agent := func(_ int, _ string, c net.Conn) {
+		io.WriteString(c, "OK 1073741824\n")
+		if contract.GuestAuth(c, secret, contract.TransportVsock, "") == nil {
+			io.WriteString(c, "session\n")
+		}
+	}
+	p := newVsockPeer(t, agent)
+	h := testVsock(p.path, 1024)
+	h.Secret = secret
+	c, err := h.Dial(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if l, _ := bufio.NewReader(c).ReadString('\n'); l != "session\n" {
+		t.Errorf("first session line %q", l)
+	}
+	c.Close()
+
+	h.Secret = []byte(strings.Repeat("w", contract.SecretSize))
+	before := p.attempts.Load()
+	if _, err := h.Dial(context.Background(), nil); !errors.Is(err, contract.ErrAuthFailed) {
+		t.Fatalf("wrong secret: err = %v, want ErrAuthFailed", err)
+	}
+	if n := p.attempts.Load() - before; n != 1 {
+		t.Errorf("a refused secret was tried %d times", n)
 	}
 }

@@ -21,7 +21,7 @@ func New(cfg *config.Config) (hypervisor.Driver, error) {
 			QEMUPath:      h.QEMU.Path,
 			VirtiofsdPath: h.QEMU.VirtiofsdPath,
 			TBSizeMiB:     h.QEMU.TCGTBSizeMiB,
-			Accelerator:   h.Accelerator,
+			Accelerator:   hypervisor.Accelerator(h.Accelerator),
 		}), nil
 	case cloudhypervisor.Name:
 		c := h.CloudHypervisor
@@ -30,7 +30,7 @@ func New(cfg *config.Config) (hypervisor.Driver, error) {
 			VirtiofsdPath:    c.VirtiofsdPath,
 			MaxVCPUs:         c.MaxVCPUs,
 			MemoryHotplugMiB: c.MemoryHotplugMiB,
-			Accelerator:      h.Accelerator,
+			Accelerator:      hypervisor.Accelerator(h.Accelerator),
 		}), nil
 	default:
 		return nil, fmt.Errorf("hypervisor.driver = %q: unknown driver (known: qemu, %s)", h.Driver, cloudhypervisor.Name)

@@ -2,17 +2,14 @@ package qemu
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // frontendCheckTimeout bounds the QMP question "has the guest opened the
@@ -21,7 +18,7 @@ const frontendCheckTimeout = time.Second
 
 // DialAgent connects to podvm-agent.
 //
-// vsock: AF_VSOCK to (CID, AgentVsockPort); refused at once while the agent
+// vsock: AF_VSOCK to (CID, contract.VsockPort); refused at once while the agent
 // does not listen.
 //
 // serial: QEMU's end of the virtio-serial port is a unix socket that accepts
@@ -38,9 +35,15 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	l, qmp := v.launch, v.qmp
 	v.mu.Unlock()
 	switch l.Transport {
-	case hypervisor.TransportVsock:
-		c, err := dialVsock(ctx, l.VsockCID, hypervisor.AgentVsockPort)
+	case contract.TransportVsock:
+		c, err := dialVsock(ctx, l.VsockCID, contract.VsockPort)
+		if err == nil {
+			err = handshake(ctx, c, maxHandshakeTimeout, l)
+		}
 		if err != nil {
+			if c != nil {
+				c.Close()
+			}
 			return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, err)
 		}
 		return c, nil
@@ -71,7 +74,7 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 			return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, err)
 		}
 		if !open {
-			return nil, fmt.Errorf("qemu: sandbox %s: dial agent: the guest has not opened port %s yet", v.cfg.ID, hypervisor.AgentSerialPortName)
+			return nil, fmt.Errorf("qemu: sandbox %s: dial agent: the guest has not opened port %s yet", v.cfg.ID, contract.SerialPortName)
 		}
 	}
 	var d net.Dialer
@@ -82,7 +85,7 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 	v.mu.Lock()
 	timeout := min(handshakeTimeout*time.Duration(1+v.serialFailures), maxHandshakeTimeout)
 	v.mu.Unlock()
-	if err := handshake(ctx, c, timeout); err != nil {
+	if err := handshake(ctx, c, timeout, l); err != nil {
 		c.Close()
 		v.mu.Lock()
 		v.serialClosedAt = time.Now()
@@ -104,7 +107,7 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 	return sc, nil
 }
 
-// handshakeTimeout bounds one handshake (hypervisor.AgentSerialReadyLine):
+// handshakeTimeout bounds one handshake (contract.ReadyLine):
 // the agent writes its ready line as soon as it sees the host, which it
 // polls for every 50 ms. Each failed handshake on a VM adds as much again,
 // up to maxHandshakeTimeout: under TCG with several VMs on two cores the
@@ -122,10 +125,11 @@ const (
 const serialHangupGrace = 500 * time.Millisecond
 
 // handshake brings a fresh connection to the start of an agent session
-// (see hypervisor.AgentSerialReadyLine): it skips stale bytes up to a ready
-// line, sends a hello with a nonce of its own for each ready line, and
-// returns once the agent has echoed that nonce.
-func handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
+// within timeout: on virtio-serial the port's handshake
+// (contract.HostHandshake, with a nonce of its own), then on every
+// transport the proof that the shim holds the VM's secret
+// (contract.HostAuth).
+func handshake(ctx context.Context, c net.Conn, timeout time.Duration, l launch) error {
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -135,33 +139,16 @@ func handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 
-	var n [8]byte
-	if _, err := rand.Read(n[:]); err != nil {
-		return fmt.Errorf("agent handshake: nonce: %w", err)
-	}
-	nonce := hex.EncodeToString(n[:])
-	hello := hypervisor.AgentSerialHelloPrefix + nonce + "\n"
-	ok := hypervisor.AgentSerialOKPrefix + nonce
-	sentHello := false
-	err := hypervisor.ReadHandshakeLines(c, func(line string) (bool, error) {
-		// Suffixes: a stale run without a newline may precede a line.
-		switch {
-		case strings.HasSuffix(line, strings.TrimSuffix(hypervisor.AgentSerialReadyLine, "\n")):
-			sentHello = true
-			_, err := io.WriteString(c, hello)
-			return false, err
-		case strings.HasSuffix(line, ok):
-			return true, nil
+	if l.Transport != contract.TransportVsock {
+		nonce, err := contract.NewNonce()
+		if err != nil {
+			return fmt.Errorf("agent handshake: %w", err)
 		}
-		return false, nil // stale bytes of an earlier session
-	})
-	if err != nil {
-		if !sentHello {
-			return fmt.Errorf("wait for the agent's ready line: %w", err)
+		if err := contract.HostHandshake(c, nonce); err != nil {
+			return err
 		}
-		return fmt.Errorf("wait for the agent's answer to hello %s: %w", nonce, err)
 	}
-	return nil
+	return contract.HostAuth(c, l.Secret, l.Transport)
 }
 
 // serialConn frees the channel for the next DialAgent when closed, and

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/runtime/hypervisor"
-	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
@@ -98,24 +97,24 @@ func checkVsock() hypervisor.CheckResult {
 
 func (d *Driver) checkAccel() hypervisor.CheckResult {
 	r := hypervisor.CheckResult{Name: "accelerator"}
-	mode, err := accel.ParseMode(d.opts.Accelerator)
+	want, err := hypervisor.ParseAccelerator(string(d.opts.Accelerator))
 	if err != nil {
 		r.Detail, r.Fix = err.Error(), "set accelerator to auto, kvm or tcg"
 		return r
 	}
-	dec, err := d.decideAccel(mode)
+	acc, why, err := d.decideAccel(want)
 	if err != nil {
 		r.Detail, r.Fix = err.Error(), "set accelerator to auto or tcg, or run on a host with VT-x/AMD-V and kvm_intel/kvm_amd"
 		return r
 	}
-	r.OK, r.Detail = true, dec.String()
-	if dec.Accel == hypervisor.AccelTCG {
+	r.OK, r.Detail = true, fmt.Sprintf("accelerator %s: %s", acc, why)
+	if acc == hypervisor.AccelTCG {
 		if khz, src, err := HostTSCKHz(); err == nil {
 			r.Detail += fmt.Sprintf("; guest TSC %d kHz from %s", khz, src)
 		} else {
 			r.Detail += "; host TSC rate unknown, the guest calibrates its own"
 		}
-		if mode == accel.ModeAuto {
+		if want == hypervisor.AccelAuto {
 			// Works, but emulated: report the fallback, not a failure.
 			r.OK, r.Optional = false, true
 			r.Fix = "for KVM (much faster): a host with VT-x/AMD-V and kvm_intel/kvm_amd loaded"

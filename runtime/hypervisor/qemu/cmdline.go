@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
@@ -35,7 +36,7 @@ type launch struct {
 	Accel     hypervisor.Accelerator
 	TBSizeMiB uint32
 	Seccomp   bool
-	Transport hypervisor.AgentTransport
+	Transport contract.Transport
 	// VsockCID is the guest's context id; VsockFD, if not 0, is the child's
 	// fd number of a /dev/vhost-vsock handle that already holds that CID.
 	VsockCID  uint32
@@ -44,6 +45,11 @@ type launch struct {
 	SharedDir string
 	// Net are the guest NICs, in guest order.
 	Net []netLaunch
+	// SecretPath is the agent secret's file (vmsecret.Create), which QEMU
+	// hands the guest as fw_cfg contract.FwCfgSecretName. Secret is its
+	// content, for DialAgent; it is on no command line.
+	SecretPath string
+	Secret     []byte
 }
 
 // netLaunch is one guest NIC backed by a tap fd that QEMU inherits.
@@ -101,7 +107,7 @@ func qemuArgs(l launch) []string {
 		"-qmp", "unix:"+l.Path(qmpSocketName)+",server=on,wait=off",
 	)
 	switch l.Transport {
-	case hypervisor.TransportVsock:
+	case contract.TransportVsock:
 		dev := fmt.Sprintf("vhost-vsock-device,guest-cid=%d", l.VsockCID)
 		if l.VsockFD != 0 {
 			dev += fmt.Sprintf(",vhostfd=%d", l.VsockFD)
@@ -111,25 +117,29 @@ func qemuArgs(l launch) []string {
 		a = append(a,
 			"-device", "virtio-serial-device,max_ports=2",
 			"-chardev", "socket,id="+agentChardevID+",path="+l.Path(agentSocketName)+",server=on,wait=off",
-			"-device", "virtserialport,chardev="+agentChardevID+",name="+hypervisor.AgentSerialPortName,
+			"-device", "virtserialport,chardev="+agentChardevID+",name="+contract.SerialPortName,
 		)
 	}
 	switch l.SharedFS {
-	case SharedFS9p:
+	case contract.SharedFS9p:
 		a = append(a,
 			// multidevs=remap: the share holds bind mounts of several host
 			// filesystems; without it their inode numbers can collide.
 			"-fsdev", "local,id=fs9p,path="+l.SharedDir+",security_model=none,multidevs=remap",
-			"-device", "virtio-9p-device,fsdev=fs9p,mount_tag="+hypervisor.SharedFSTag,
+			"-device", "virtio-9p-device,fsdev=fs9p,mount_tag="+contract.SharedFSTag,
 		)
 	default:
 		a = append(a,
 			"-chardev", "socket,id=fs,path="+l.Path(virtiofsdSocketName),
-			"-device", "vhost-user-fs-device,chardev=fs,tag="+hypervisor.SharedFSTag,
+			"-device", "vhost-user-fs-device,chardev=fs,tag="+contract.SharedFSTag,
 		)
 	}
 	for i, n := range l.Net {
 		a = append(a, netArgs(i, n)...)
+	}
+	if l.SecretPath != "" {
+		// The path, not the secret: the file is 0600 in the state dir.
+		a = append(a, "-fw_cfg", "name="+contract.FwCfgSecretName+",file="+l.SecretPath)
 	}
 	return a
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
@@ -45,12 +46,12 @@ func TestQEMUArgs(t *testing.T) {
 	p9 := "-fsdev local,id=fs9p,path=/run/podvm/sb1/shared,security_model=none,multidevs=remap -device virtio-9p-device,fsdev=fs9p,mount_tag=podvm"
 
 	for _, acc := range []hypervisor.Accelerator{hypervisor.AccelTCG, hypervisor.AccelKVM} {
-		for _, tr := range []hypervisor.AgentTransport{hypervisor.TransportSerial, hypervisor.TransportVsock} {
-			for _, fs := range []string{SharedFSVirtiofs, SharedFS9p} {
+		for _, tr := range []contract.Transport{contract.TransportSerial, contract.TransportVsock} {
+			for _, fs := range []string{contract.SharedFSVirtiofs, contract.SharedFS9p} {
 				t.Run(string(acc)+"/"+string(tr)+"/"+fs, func(t *testing.T) {
 					l := baseLaunch()
 					l.Accel, l.Transport, l.SharedFS = acc, tr, fs
-					if tr == hypervisor.TransportVsock {
+					if tr == contract.TransportVsock {
 						l.VsockCID, l.VsockFD = 1234, 3
 					}
 					got := joined(qemuArgs(l))
@@ -61,12 +62,12 @@ func TestQEMUArgs(t *testing.T) {
 					} else {
 						want, no = append(want, tcg...), append(no, "kvm", "-cpu host", "rtc=off")
 					}
-					if tr == hypervisor.TransportVsock {
+					if tr == contract.TransportVsock {
 						want, no = append(want, vsock), append(no, "virtio-serial", "agent.sock")
 					} else {
 						want, no = append(want, serial), append(no, "vsock")
 					}
-					if fs == SharedFS9p {
+					if fs == contract.SharedFS9p {
 						want, no = append(want, p9), append(no, "virtiofsd", "vhost-user-fs")
 					} else {
 						want, no = append(want, vfs), append(no, "9p")
@@ -89,7 +90,7 @@ func TestQEMUArgs(t *testing.T) {
 
 func TestQEMUArgsTBSizeAndVsockWithoutFD(t *testing.T) {
 	l := baseLaunch()
-	l.Accel, l.TBSizeMiB, l.Transport, l.VsockCID = hypervisor.AccelTCG, 32, hypervisor.TransportVsock, 7
+	l.Accel, l.TBSizeMiB, l.Transport, l.VsockCID = hypervisor.AccelTCG, 32, contract.TransportVsock, 7
 	l.Seccomp = false
 	got := joined(qemuArgs(l))
 	if strings.Contains(got, "-sandbox") {
@@ -124,9 +125,9 @@ func TestQEMUArgsNet(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := baseLaunch()
-			l.Accel, l.Transport, l.SharedFS, l.Net = hypervisor.AccelTCG, hypervisor.TransportSerial, SharedFSVirtiofs, tt.net
+			l.Accel, l.Transport, l.SharedFS, l.Net = hypervisor.AccelTCG, contract.TransportSerial, contract.SharedFSVirtiofs, tt.net
 			if tt.vsock {
-				l.Transport, l.VsockCID, l.VsockFD = hypervisor.TransportVsock, 9, 3
+				l.Transport, l.VsockCID, l.VsockFD = contract.TransportVsock, 9, 3
 			}
 			got := joined(qemuArgs(l))
 			// NICs come last, after the agent channel and the share.
@@ -206,5 +207,22 @@ func TestKernelCmdline(t *testing.T) {
 	}
 	if _, err := kernelCmdline(hypervisor.AccelKVM, false, 0, []string{strings.Repeat("x", 2100)}); err == nil {
 		t.Error("over-long command line accepted")
+	}
+}
+
+// The secret reaches the guest as a fw_cfg file: its path is on the
+// command line, the secret never is.
+func TestQEMUArgsSecret(t *testing.T) {
+	l := baseLaunch()
+	l.SecretPath, l.Secret = "/run/podvm/sb1/agent.secret", []byte(strings.Repeat("S", contract.SecretSize))
+	got := joined(qemuArgs(l))
+	if !strings.Contains(got, "-fw_cfg name=opt/io.podvm/secret,file=/run/podvm/sb1/agent.secret") {
+		t.Errorf("no fw_cfg secret in %s", got)
+	}
+	if strings.Contains(got, string(l.Secret)) {
+		t.Errorf("the secret is on the command line: %s", got)
+	}
+	if got := joined(qemuArgs(baseLaunch())); strings.Contains(got, "-fw_cfg") {
+		t.Errorf("fw_cfg without a secret: %s", got)
 	}
 }

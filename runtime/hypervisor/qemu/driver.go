@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/hypervisor/vmm"
@@ -51,9 +52,9 @@ type Options struct {
 	// NoSeccomp turns off QEMU's seccomp filter (-sandbox on,...), for
 	// QEMU builds without seccomp or for debugging.
 	NoSeccomp bool
-	// Accelerator is the default mode (auto, kvm, tcg) for VMs whose Config
-	// does not force one.
-	Accelerator string
+	// Accelerator is the default (auto, kvm, tcg; empty is auto) for VMs
+	// whose Config does not force one.
+	Accelerator hypervisor.Accelerator
 }
 
 // Defaults.
@@ -79,13 +80,14 @@ type Driver struct {
 	facts     accel.Facts
 }
 
-// decideAccel applies mode to this host's (cached) probe.
-func (d *Driver) decideAccel(m accel.Mode) (accel.Decision, error) {
-	if m == accel.ModeTCG {
-		return accel.Decide(m, accel.Facts{})
+// decideAccel applies the configured choice to this host's (cached) probe
+// and returns kvm or tcg with the reason.
+func (d *Driver) decideAccel(want hypervisor.Accelerator) (hypervisor.Accelerator, string, error) {
+	if want == hypervisor.AccelTCG {
+		return accel.Decide(want, accel.Facts{})
 	}
 	d.probeOnce.Do(func() { d.facts = accel.Probe() })
-	return accel.Decide(m, d.facts)
+	return accel.Decide(want, d.facts)
 }
 
 // New returns a driver with opts (zero fields defaulted).
@@ -112,27 +114,22 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 		return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
 	}
 	if cfg.SharedFS == "" {
-		cfg.SharedFS = SharedFSVirtiofs
+		cfg.SharedFS = contract.SharedFSVirtiofs
 	}
-	mode := accel.Mode(cfg.Accelerator)
-	if mode == "" {
-		if mode, err = accel.ParseMode(d.opts.Accelerator); err != nil {
-			return nil, fmt.Errorf("qemu: %w", err)
-		}
+	want := cfg.Accelerator
+	if want == "" {
+		want = d.opts.Accelerator
 	}
-	if cfg.Transport == hypervisor.TransportVsock {
+	if want, err = hypervisor.ParseAccelerator(string(want)); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	if cfg.Transport == contract.TransportVsock {
 		if ok, why := vhostVsockUsable(); !ok {
 			return nil, fmt.Errorf("qemu: sandbox %s: agent transport vsock is configured but %s: load vhost_vsock or use transport serial", cfg.ID, why)
 		}
 	}
-	return newVM(d, qemuPath, cfg, mode), nil
+	return newVM(d, qemuPath, cfg, want), nil
 }
-
-// Shared filesystem kinds of Config.SharedFS.
-const (
-	SharedFSVirtiofs = "virtiofs"
-	SharedFS9p       = "9p"
-)
 
 // qemuBinary resolves Options.QEMUPath or finds QEMU on PATH.
 func (d *Driver) qemuBinary() (string, error) {
@@ -149,7 +146,7 @@ func validate(cfg hypervisor.Config) error {
 		return err
 	}
 	switch cfg.SharedFS {
-	case "", SharedFSVirtiofs, SharedFS9p:
+	case "", contract.SharedFSVirtiofs, contract.SharedFS9p:
 	default:
 		return fmt.Errorf("shared_fs %q: want virtiofs or 9p", cfg.SharedFS)
 	}
@@ -157,11 +154,11 @@ func validate(cfg hypervisor.Config) error {
 		return err
 	}
 	switch cfg.Transport {
-	case "", hypervisor.TransportVsock, hypervisor.TransportSerial:
+	case "", contract.TransportVsock, contract.TransportSerial:
 	default:
 		return fmt.Errorf("agent transport %q: want vsock or serial", cfg.Transport)
 	}
-	if _, err := accel.ParseMode(string(cfg.Accelerator)); err != nil {
+	if _, err := hypervisor.ParseAccelerator(string(cfg.Accelerator)); err != nil {
 		return err
 	}
 	return nil

@@ -3,18 +3,27 @@ package qemu
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/agent/api/contract"
 )
+
+// testSecret is the secret of the test launches.
+var testSecret = []byte(strings.Repeat("k", contract.SecretSize))
+
+func serialLaunch() launch {
+	return launch{Transport: contract.TransportSerial, Secret: testSecret}
+}
 
 // guestSide plays the agent on the far end of c: it writes before, then
 // for each hello it reads answers with the nonce (after writing between
-// the first time), and returns what followed the handshake.
+// the first time), checks the host's secret, and returns what followed
+// the handshake.
 func guestSide(c net.Conn, before, between string, answer bool) <-chan string {
 	rest := make(chan string, 1)
 	go func() {
@@ -25,14 +34,21 @@ func guestSide(c net.Conn, before, between string, answer bool) <-chan string {
 		if err != nil {
 			return
 		}
-		nonce := strings.TrimSuffix(strings.TrimPrefix(line, hypervisor.AgentSerialHelloPrefix), "\n")
-		if !strings.HasPrefix(line, hypervisor.AgentSerialHelloPrefix) {
+		nonce := strings.TrimSuffix(strings.TrimPrefix(line, contract.HelloPrefix), "\n")
+		if !strings.HasPrefix(line, contract.HelloPrefix) {
 			rest <- "bad hello " + line
 			return
 		}
 		io.WriteString(c, between)
 		if answer {
-			io.WriteString(c, hypervisor.AgentSerialOKPrefix+nonce+"\n")
+			io.WriteString(c, contract.OKPrefix+nonce+"\n")
+			if err := contract.GuestAuth(struct {
+				io.Reader
+				io.Writer
+			}{r, c}, testSecret, contract.TransportSerial, line); err != nil {
+				rest <- "auth: " + err.Error()
+				return
+			}
 		}
 		b, _ := r.ReadString('\n')
 		rest <- b
@@ -41,7 +57,7 @@ func guestSide(c net.Conn, before, between string, answer bool) <-chan string {
 }
 
 func TestHandshake(t *testing.T) {
-	ready := hypervisor.AgentSerialReadyLine
+	ready := contract.ReadyLine
 	for _, tc := range []struct {
 		name, before, between string
 		answer                bool
@@ -50,7 +66,7 @@ func TestHandshake(t *testing.T) {
 		{name: "clean", before: ready, answer: true},
 		{name: "stale reply tail before the ready line", before: "\x00\x00\x00\x05\x00\x00\x00\x01\x02\x00hello" + ready, answer: true},
 		{name: "stale bytes glued to the ready line", before: "abc" + ready, answer: true},
-		{name: "answer for another nonce first", before: ready, between: hypervisor.AgentSerialOKPrefix + "ffff\n", answer: true},
+		{name: "answer for another nonce first", before: ready, between: contract.OKPrefix + "ffff\n", answer: true},
 		{name: "no ready line", before: "garbage\n", wantErr: "ready line"},
 		{name: "no answer", before: ready, wantErr: "answer to hello"},
 	} {
@@ -59,7 +75,7 @@ func TestHandshake(t *testing.T) {
 			defer host.Close()
 			defer guest.Close()
 			rest := guestSide(guest, tc.before, tc.between, tc.answer)
-			err := handshake(context.Background(), host, 300*time.Millisecond)
+			err := handshake(context.Background(), host, 300*time.Millisecond, serialLaunch())
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want one saying %q", err, tc.wantErr)
@@ -84,19 +100,55 @@ func TestHandshakeHelloPerReadyLine(t *testing.T) {
 	defer host.Close()
 	defer guest.Close()
 	done := make(chan error, 1)
-	go func() { done <- handshake(context.Background(), host, 2*time.Second) }()
+	go func() { done <- handshake(context.Background(), host, 2*time.Second, serialLaunch()) }()
 	r := bufio.NewReader(guest)
 	var nonce string
 	for range 2 {
-		io.WriteString(guest, hypervisor.AgentSerialReadyLine)
+		io.WriteString(guest, contract.ReadyLine)
 		line, err := r.ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, hypervisor.AgentSerialHelloPrefix) {
+		if err != nil || !strings.HasPrefix(line, contract.HelloPrefix) {
 			t.Fatalf("read %q (%v), want a hello", line, err)
 		}
-		nonce = strings.TrimSpace(strings.TrimPrefix(line, hypervisor.AgentSerialHelloPrefix))
+		nonce = strings.TrimSpace(strings.TrimPrefix(line, contract.HelloPrefix))
 	}
-	io.WriteString(guest, hypervisor.AgentSerialOKPrefix+nonce+"\n")
+	io.WriteString(guest, contract.OKPrefix+nonce+"\n")
+	if err := contract.GuestAuth(struct {
+		io.Reader
+		io.Writer
+	}{r, guest}, testSecret, contract.TransportSerial, ""); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// On vsock there is no port handshake, only the secret; a wrong secret
+// fails the dial.
+func TestHandshakeVsockAuth(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		secret []byte
+	}{{"right secret", testSecret}, {"wrong secret", []byte(strings.Repeat("x", contract.SecretSize))}} {
+		t.Run(tc.name, func(t *testing.T) {
+			host, guest := net.Pipe()
+			defer host.Close()
+			guestErr := make(chan error, 1)
+			go func() {
+				err := contract.GuestAuth(guest, testSecret, contract.TransportVsock, "")
+				guest.Close()
+				guestErr <- err
+			}()
+			l := launch{Transport: contract.TransportVsock, Secret: tc.secret}
+			err := handshake(context.Background(), host, 2*time.Second, l)
+			gerr := <-guestErr
+			right := string(tc.secret) == string(testSecret)
+			if right != (err == nil) || right != (gerr == nil) {
+				t.Fatalf("host: %v; guest: %v", err, gerr)
+			}
+			if !right && !errors.Is(err, contract.ErrAuthFailed) {
+				t.Errorf("host err = %v, want ErrAuthFailed", err)
+			}
+		})
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/internal/vmtest"
 	"golang.org/x/sys/unix"
@@ -45,9 +46,10 @@ func needRootAndQEMU(t *testing.T) {
 	}
 }
 
-// guestInit is the test guest's /init: it finds the agent port, mounts the
-// share, does the agent's side of the handshake (ready line, hello, its
-// echo), says hello-from-guest, waits for a line from the host (sent after
+// guestInit is the test guest's /init: it reads the agent secret through
+// fw_cfg, finds the agent port, mounts the share, does the agent's side of
+// the handshake (ready line, hello, its echo, then the secret's check in
+// shell: guestAuth), says hello-from-guest, waits for a line from the host (sent after
 // the host bind-mounted "late" into the share) and answers with a listing of
 // the share, on the port and on the console.
 const guestInit = `#!/bin/sh
@@ -55,6 +57,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+%s
 port=
 for d in /sys/class/virtio-ports/*; do
 	[ "$(cat $d/name)" = podvm.agent ] && port=/dev/${d##*/}
@@ -66,6 +69,7 @@ exec 3<>$port
 printf 'podvm-agent ready\n' >&3
 read -r hello <&3
 printf 'podvm-ok %%s\n' "${hello#podvm-hello }" >&3
+auth
 echo hello-from-guest >&3
 read -r cmd <&3
 { echo LISTING-BEGIN; ls /mnt /mnt/late; cat /mnt/early.txt /mnt/late/inside.txt; echo LISTING-END; } >/listing 2>&1
@@ -77,19 +81,60 @@ sleep 1
 printf 'podvm-agent ready\n' >&3
 read -r hello <&3
 printf 'podvm-ok %%s\n' "${hello#podvm-hello }" >&3
+auth
 while true; do sleep 3600; done
 `
 
-var guestApplets = []string{"sh", "mount", "mkdir", "cat", "echo", "ls", "sleep", "true"}
+// guestAuth is the agent's side of contract.GuestAuth in busybox shell,
+// for the test guests: auth, after the handshake on fd 3, sends a
+// challenge and accepts the host's answer only if it is
+// HMAC-SHA256(secret, label 0 challenge 0 "serial" 0). HMAC is spelt out
+// (RFC 2104: two hashes over the key XOR 0x36 and 0x5c, padded to 64
+// bytes) since busybox has sha256sum but no HMAC.
+const guestAuth = `
+secret=/sys/firmware/qemu_fw_cfg/by_name/opt/io.podvm/secret/raw
+hex() { od -An -v -tx1 | tr -d ' \n'; }
+key=$(hex <$secret)
+echo "agent secret: ${#key} hex digits read through fw_cfg"
+label=$(printf podvm-agent-auth-v1 | hex)
+transport=$(printf serial | hex)
+H=0123456789abcdef
+esc() { echo "$1" | sed 's/../\\x&/g'; }
+xorpad() {
+	k=${1}0000000000000000000000000000000000000000000000000000000000000000; out=
+	while [ -n "$k" ]; do
+		v=$((0x${k%"${k#??}"} ^ $2)); k=${k#??}
+		out="$out\\x${H:$((v>>4)):1}${H:$((v&15)):1}"
+	done
+	echo "$out"
+}
+hmac() {
+	i=$({ printf "$(xorpad $1 54)"; printf "$(esc $2)"; } | sha256sum)
+	o=$({ printf "$(xorpad $1 92)"; printf "$(esc ${i%% *})"; } | sha256sum)
+	echo ${o%% *}
+}
+auth() {
+	ch=$(od -An -v -tx1 -N32 /dev/urandom | tr -d ' \n')
+	printf 'podvm-challenge %s\n' $ch >&3
+	want=$(hmac $key "${label}00${ch}00${transport}00")
+	read -r ans <&3
+	if [ "$ans" != "podvm-answer $want" ]; then echo "AUTH-FAILED: $ans"; return 1; fi
+	echo "host authenticated"
+	printf 'podvm-accepted\n' >&3
+}
+`
+
+var guestApplets = []string{"sh", "mount", "mkdir", "cat", "echo", "ls", "sleep", "true",
+	"od", "tr", "sed", "sha256sum"}
 
 // buildInitramfs writes a newc cpio archive with busybox and guestInit.
 func buildInitramfs(t *testing.T, sharedFS string) string {
 	t.Helper()
 	mountArgs := "virtiofs"
-	if sharedFS == SharedFS9p {
+	if sharedFS == contract.SharedFS9p {
 		mountArgs = "9p -o trans=virtio,version=9p2000.L"
 	}
-	return buildInitramfsWith(t, fmt.Sprintf(guestInit, mountArgs))
+	return buildInitramfsWith(t, fmt.Sprintf(guestInit, guestAuth, mountArgs))
 }
 
 // buildInitramfsWith writes a newc cpio archive with busybox and init.
@@ -176,7 +221,7 @@ func readUntil(t *testing.T, r *bufio.Reader, c net.Conn, last string, within ti
 func TestQEMUBootIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	for _, fs := range []string{SharedFSVirtiofs, SharedFS9p} {
+	for _, fs := range []string{contract.SharedFSVirtiofs, contract.SharedFS9p} {
 		t.Run(fs, func(t *testing.T) { testBoot(t, kernel, fs) })
 	}
 }
@@ -204,7 +249,7 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 	if info.Driver != "qemu" || info.ConsolePath != filepath.Join(cfg.StateDir, consoleLogName) || info.StartedAt.IsZero() {
 		t.Errorf("Info = %+v", info)
 	}
-	if pids := vm.Pids(); (sharedFS == SharedFSVirtiofs && len(pids) != 2) || (sharedFS == SharedFS9p && len(pids) != 1) {
+	if pids := vm.Pids(); (sharedFS == contract.SharedFSVirtiofs && len(pids) != 2) || (sharedFS == contract.SharedFS9p && len(pids) != 1) {
 		t.Errorf("Pids = %v", pids)
 	}
 
@@ -243,6 +288,13 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The guest read the secret through fw_cfg and the host proved it.
+	console := vmtest.Tail(info.ConsolePath, 1<<20)
+	for _, want := range []string{"agent secret: 64 hex digits read through fw_cfg", "host authenticated"} {
+		if !strings.Contains(console, want) {
+			t.Errorf("console log lacks %q:\n%s", want, tailFile(info.ConsolePath))
+		}
+	}
 
 	// The channel can be dialled again once the first connection is closed.
 	_, err = c.Write([]byte("bye\n"))
@@ -257,10 +309,10 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 	// What the shim logs when the agent stops answering.
 	diag := vm.(hypervisor.Diagnoser).Diagnose(context.Background())
 	c2.Close()
-	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "agent connections: 2 sessions begun, 0 handshakes failed") {
+	if vm.Info().Transport == contract.TransportSerial && !strings.Contains(diag, "agent connections: 2 sessions begun, 0 handshakes failed") {
 		t.Errorf("Diagnose does not count the two agent sessions of this test:\n%s", diag)
 	}
-	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "bytes sent to the agent that QEMU has not read: 0 (err <nil>)") {
+	if vm.Info().Transport == contract.TransportSerial && !strings.Contains(diag, "bytes sent to the agent that QEMU has not read: 0 (err <nil>)") {
 		t.Errorf("Diagnose does not show the agent socket's unread bytes:\n%s", diag)
 	}
 	// 0x0FFFFFFF (0xffffffff over the divisor of 16) is what the kernel
@@ -274,10 +326,10 @@ func testBoot(t *testing.T, kernel, sharedFS string) {
 			t.Errorf("Diagnose lacks %q:\n%s", want, diag)
 		}
 	}
-	if vm.Info().Transport == hypervisor.TransportSerial && !regexp.MustCompile(`queue 4 \(host to guest\): QEMU last_avail_idx \d+ used_idx \d+ inuse 0 .*; guest ring avail.idx \d+ used.idx \d+ used_event \d+`).MatchString(diag) {
+	if vm.Info().Transport == contract.TransportSerial && !regexp.MustCompile(`queue 4 \(host to guest\): QEMU last_avail_idx \d+ used_idx \d+ inuse 0 .*; guest ring avail.idx \d+ used.idx \d+ used_event \d+`).MatchString(diag) {
 		t.Errorf("Diagnose does not show the agent port's receive queue:\n%s", diag)
 	}
-	if vm.Info().Transport == hypervisor.TransportSerial && !strings.Contains(diag, "guest has the agent port open: true") {
+	if vm.Info().Transport == contract.TransportSerial && !strings.Contains(diag, "guest has the agent port open: true") {
 		t.Errorf("Diagnose does not show the open agent port:\n%s", diag)
 	}
 
@@ -331,7 +383,7 @@ func waitDone(t *testing.T, vm hypervisor.VM, within time.Duration) error {
 func TestQEMUKillIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfs(t, SharedFSVirtiofs), SharedFSVirtiofs)
+	cfg := testConfig(t, kernel, buildInitramfs(t, contract.SharedFSVirtiofs), contract.SharedFSVirtiofs)
 	vm := startVM(t, cfg)
 	pids := vm.Pids()
 	if len(pids) != 2 {
@@ -356,7 +408,7 @@ func TestQEMUKillIntegration(t *testing.T) {
 func TestVirtiofsdKillIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfs(t, SharedFSVirtiofs), SharedFSVirtiofs)
+	cfg := testConfig(t, kernel, buildInitramfs(t, contract.SharedFSVirtiofs), contract.SharedFSVirtiofs)
 	vm := startVM(t, cfg)
 	pids := vm.Pids()
 	killed := time.Now()
@@ -393,7 +445,7 @@ func TestQEMUStartFailureIntegration(t *testing.T) {
 	dir := t.TempDir()
 	bogus := filepath.Join(dir, "vmlinux")
 	must(t, os.WriteFile(bogus, []byte("not a kernel"), 0o644))
-	cfg := testConfig(t, bogus, bogus, SharedFSVirtiofs)
+	cfg := testConfig(t, bogus, bogus, contract.SharedFSVirtiofs)
 	vm, err := New(Options{}).Create(context.Background(), cfg)
 	must(t, err)
 	err = vm.Start(context.Background())
@@ -413,7 +465,7 @@ func TestQEMUStartFailureIntegration(t *testing.T) {
 func TestQEMUStartCancelIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfs(t, SharedFSVirtiofs), SharedFSVirtiofs)
+	cfg := testConfig(t, kernel, buildInitramfs(t, contract.SharedFSVirtiofs), contract.SharedFSVirtiofs)
 	vm, err := New(Options{}).Create(context.Background(), cfg)
 	must(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
@@ -441,10 +493,10 @@ func TestQEMUAgentLatencyIntegration(t *testing.T) {
 		t.Skip("-short")
 	}
 	kernel := testKernel(t)
-	initrd := buildInitramfs(t, SharedFSVirtiofs)
+	initrd := buildInitramfs(t, contract.SharedFSVirtiofs)
 	var times []time.Duration
 	for i := 0; i < 5; i++ {
-		cfg := testConfig(t, kernel, initrd, SharedFSVirtiofs)
+		cfg := testConfig(t, kernel, initrd, contract.SharedFSVirtiofs)
 		start := time.Now()
 		vm := startVM(t, cfg)
 		c := dialAgent(t, vm, 60*time.Second)
@@ -471,7 +523,7 @@ func TestShimDeathKillsVMIntegration(t *testing.T) {
 	}
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfs(t, SharedFSVirtiofs), SharedFSVirtiofs)
+	cfg := testConfig(t, kernel, buildInitramfs(t, contract.SharedFSVirtiofs), contract.SharedFSVirtiofs)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestShimDeathKillsVMIntegration$", "-test.v")
 	cmd.Env = append(os.Environ(), "PODVM_TEST_OWNER=1", "OWNER_KERNEL="+kernel, "OWNER_INITRD="+cfg.InitrdPath,
 		"OWNER_STATE="+cfg.StateDir, "OWNER_SHARED="+cfg.SharedDir, "OWNER_ID="+cfg.ID)
@@ -524,7 +576,7 @@ func runOwner(t *testing.T) {
 func TestGuestPanicIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
-	cfg := testConfig(t, kernel, buildInitramfsWith(t, "#!/bin/sh\necho init-giving-up\nexit 3\n"), SharedFS9p)
+	cfg := testConfig(t, kernel, buildInitramfsWith(t, "#!/bin/sh\necho init-giving-up\nexit 3\n"), contract.SharedFS9p)
 	vm := startVM(t, cfg)
 	err := waitDone(t, vm, 60*time.Second)
 	t.Logf("ExitError: %v", err)

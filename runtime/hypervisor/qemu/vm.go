@@ -12,10 +12,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
-	"github.com/podvm/podvm/runtime/hypervisor/accel"
 	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 	"github.com/podvm/podvm/runtime/internal/childproc"
+	"github.com/podvm/podvm/runtime/vmsecret"
 )
 
 // Timeouts of the lifecycle. Start's readiness bound applies when the
@@ -32,10 +33,11 @@ const (
 // within quitTimeout, stops virtiofsd and removes sockets and pid files;
 // logs stay. Done closes when QEMU or virtiofsd exits, or the VM stops.
 type VM struct {
-	driver       *Driver
-	qemuPath     string
-	cfg          hypervisor.Config
-	mode         accel.Mode
+	driver   *Driver
+	qemuPath string
+	cfg      hypervisor.Config
+	// wantAccel is the accelerator as configured: auto, kvm or tcg.
+	wantAccel    hypervisor.Accelerator
 	*vmm.Machine // Stop, Done, ExitError, Pids, Info
 
 	mu        sync.Mutex // guards the fields below
@@ -56,8 +58,8 @@ type VM struct {
 
 var _ hypervisor.VM = (*VM)(nil)
 
-func newVM(d *Driver, qemuPath string, cfg hypervisor.Config, mode accel.Mode) *VM {
-	v := &VM{driver: d, qemuPath: qemuPath, cfg: cfg, mode: mode}
+func newVM(d *Driver, qemuPath string, cfg hypervisor.Config, want hypervisor.Accelerator) *VM {
+	v := &VM{driver: d, qemuPath: qemuPath, cfg: cfg, wantAccel: want}
 	v.Machine = vmm.New(vmm.Spec{
 		Driver: "qemu", ID: cfg.ID, StateDir: cfg.StateDir,
 		LogName: qemuLogName, PidName: qemuPidName, ConsoleName: consoleLogName,
@@ -87,12 +89,15 @@ func (v *VM) boot(ctx context.Context) error {
 	if err := v.Machine.PrepareDir(); err != nil {
 		return err
 	}
+	if l.Secret, l.SecretPath, err = vmsecret.Create(v.cfg.StateDir); err != nil {
+		return err
+	}
 	extra, release, err := v.passFiles(&l)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if l.SharedFS == SharedFSVirtiofs {
+	if l.SharedFS == contract.SharedFSVirtiofs {
 		if err := v.Machine.StartVirtiofsd(v.driver.opts.virtiofsdConfig(v.cfg, v.cfg.StateDir)); err != nil {
 			return err
 		}
@@ -135,7 +140,7 @@ func (v *VM) boot(ctx context.Context) error {
 // closes what is ours once QEMU has its copies.
 func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) {
 	release = func() {}
-	if l.Transport == hypervisor.TransportVsock {
+	if l.Transport == contract.TransportVsock {
 		f, cid, err := reserveCID(v.cfg.ID)
 		if err != nil {
 			return nil, nil, err
@@ -157,24 +162,24 @@ func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) 
 // plan decides accelerator, transport and kernel command line.
 func (v *VM) plan() (launch, hypervisor.Info, error) {
 	cfg := v.cfg
-	dec, err := v.driver.decideAccel(v.mode)
+	acc, accWhy, err := v.driver.decideAccel(v.wantAccel)
 	if err != nil {
 		return launch{}, hypervisor.Info{}, err
 	}
 	transport, transportWhy := cfg.Transport, "configured"
 	if transport == "" {
 		if ok, why := vhostVsockUsable(); ok {
-			transport, transportWhy = hypervisor.TransportVsock, why
+			transport, transportWhy = contract.TransportVsock, why
 		} else {
-			transport, transportWhy = hypervisor.TransportSerial, why+": using virtio-serial"
+			transport, transportWhy = contract.TransportSerial, why+": using virtio-serial"
 		}
 	}
 	var tsc uint64
-	if dec.Accel == hypervisor.AccelTCG {
+	if acc == hypervisor.AccelTCG {
 		// Without it the guest calibrates by itself; slower, rarely stuck.
 		tsc, _, _ = HostTSCKHz()
 	}
-	cmdline, err := kernelCmdline(dec.Accel, cfg.Debug, tsc, cfg.KernelParams)
+	cmdline, err := kernelCmdline(acc, cfg.Debug, tsc, cfg.KernelParams)
 	if err != nil {
 		return launch{}, hypervisor.Info{}, err
 	}
@@ -184,7 +189,7 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	}
 	l := launch{
 		Guest: vmm.GuestOf(cfg, cmdline),
-		Accel: dec.Accel, TBSizeMiB: v.driver.opts.TBSizeMiB,
+		Accel: acc, TBSizeMiB: v.driver.opts.TBSizeMiB,
 		Seccomp:   !v.driver.opts.NoSeccomp,
 		Transport: transport,
 		SharedFS:  cfg.SharedFS, SharedDir: cfg.SharedDir,
@@ -192,8 +197,8 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	}
 	info := hypervisor.Info{
 		Driver:          v.driver.Name(),
-		Accelerator:     dec.Accel,
-		AccelReason:     dec.Reason,
+		Accelerator:     acc,
+		AccelReason:     accWhy,
 		Transport:       transport,
 		TransportReason: transportWhy,
 		VCPUs:           cfg.VCPUs,
@@ -279,7 +284,7 @@ func (v *VM) Diagnose(ctx context.Context) string {
 	} else {
 		fmt.Fprintf(&b, "run state: %s\n", st.Status)
 	}
-	if transport == hypervisor.TransportSerial {
+	if transport == contract.TransportSerial {
 		open, err := qmp.ChardevFrontendOpen(ctx, agentChardevID)
 		fmt.Fprintf(&b, "guest has the agent port open: %v (err %v)\n", open, err)
 		v.mu.Lock()
@@ -296,7 +301,7 @@ func (v *VM) Diagnose(ctx context.Context) string {
 		}
 		b.WriteString(qmp.agentQueues(ctx))
 	}
-	if sharedFS != SharedFS9p {
+	if sharedFS != contract.SharedFS9p {
 		b.WriteString(qmp.sharedFSQueue(ctx))
 		if fsd != nil {
 			fmt.Fprintf(&b, "virtiofsd (pid %d) threads (tid:(name) state:waits in): %s\n", fsd.Pid(), threadStates(fsd.Pid()))

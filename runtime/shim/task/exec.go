@@ -11,7 +11,6 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 
 	"github.com/podvm/podvm/agent/api"
-	"github.com/podvm/podvm/runtime/sandbox"
 	"github.com/podvm/podvm/runtime/stdio"
 )
 
@@ -28,39 +27,11 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	if r.Spec == nil || len(r.Spec.GetValue()) == 0 {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "exec %s in container %s has no process spec", r.ExecID, r.ID)
 	}
-	p := newProcess(r.ID, r.ExecID, streams)
-	// The process spec travels as JSON, as containerd encodes it.
-	p.execSpec = r.Spec.GetValue()
-	s.mu.Lock()
-	if _, dup := c.execs[r.ExecID]; dup || r.ExecID == "" {
-		s.mu.Unlock()
+	if !c.AddExec(r.ExecID, streams, r.Spec.GetValue()) {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "exec %q in container %s", r.ExecID, r.ID)
 	}
-	c.execs[r.ExecID] = p
-	s.mu.Unlock()
 	s.send(&eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
 	return &ptypes.Empty{}, nil
-}
-
-// startExec runs p in the guest and starts relaying its stdio.
-func (s *Service) startExec(ctx context.Context, sb *sandbox.Sandbox, p *process) error {
-	_, err := sb.Agent.ExecProcess(ctx, &api.ExecProcessRequest{
-		ContainerId: p.containerID, ExecId: p.execID, Process: p.execSpec,
-		Stdin: p.streams.Stdin != "", Stdout: p.streams.Stdout != "", Stderr: p.streams.Stderr != "",
-		Terminal: p.streams.Terminal,
-	})
-	if err != nil {
-		return fmt.Errorf("exec %s in container %s: %w", p.execID, p.containerID, err)
-	}
-	relay, err := stdio.Start(ctx, sb.Agent, p.containerID, p.execID, p.streams)
-	if err != nil {
-		sb.Agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: p.containerID, ExecId: p.execID, Signal: 9})
-		return err
-	}
-	p.mu.Lock()
-	p.relay = relay
-	p.mu.Unlock()
-	return nil
 }
 
 // ResizePty sets a terminal process's window size.
@@ -80,11 +51,8 @@ func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptyp
 	if err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	relay := p.relay
-	p.mu.Unlock()
-	if r.Stdin && relay != nil {
-		relay.CloseStdin()
+	if r.Stdin {
+		p.CloseStdin()
 	}
 	return &ptypes.Empty{}, nil
 }

@@ -33,6 +33,22 @@ func MemTotal(meminfo string) (int64, error) {
 	return 0, errors.New("no MemTotal line in meminfo")
 }
 
+// FreeTotal returns the total memory busybox free prints on its "Mem:" line, in bytes. free
+// reports sysinfo(2), in KiB by default, so no file mounted over /proc/meminfo changes it.
+func FreeTotal(out string) (int64, error) {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "Mem:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("free total %q: %w", f[1], err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, errors.New("no Mem: line in free's output")
+}
+
 // LoadavgTasks returns the kernel-wide number of scheduling entities (processes and threads)
 // from /proc/loadavg's fourth field "running/total". No PID namespace filters it, so it counts
 // every task of the kernel that answers.

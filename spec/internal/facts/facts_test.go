@@ -26,6 +26,30 @@ func TestMemTotal(t *testing.T) {
 	}
 }
 
+func TestFreeTotal(t *testing.T) {
+	const busybox = `              total        used        free      shared  buff/cache   available
+Mem:       24681432     3091236    18443512       10468     3146684    21194360
+Swap:             0           0           0
+`
+	for _, tc := range []struct {
+		name, in string
+		want     int64
+		wantErr  bool
+	}{
+		{"busybox free", busybox, 24681432 * 1024, false},
+		{"after other lines", "MemTotal:  131072 kB\n" + busybox, 24681432 * 1024, false},
+		{"missing", "MemTotal:  131072 kB\n", 0, true},
+		{"garbage number", "Mem: lots 1 2\n", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := FreeTotal(tc.in)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("FreeTotal = %d, %v; want %d, err=%v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
 func TestLoadavgTasks(t *testing.T) {
 	for _, tc := range []struct {
 		in      string

@@ -1,0 +1,45 @@
+package contract
+
+// Transport names the agent's channel. The host's driver picks it (see
+// hypervisor.Config), the agent accepts the same names for -listen and
+// reports the one it serves on in GuestDetails.transport.
+type Transport string
+
+const (
+	// TransportVsock is AF_VSOCK on VsockPort (vhost-vsock with QEMU,
+	// hybrid vsock with Cloud Hypervisor): many connections.
+	TransportVsock Transport = "vsock"
+	// TransportSerial is the virtio-serial port named SerialPortName,
+	// backed by a host unix socket: one byte stream, made into sessions
+	// by the handshake (see ReadyLine). The fallback for hosts without
+	// /dev/vhost-vsock.
+	TransportSerial Transport = "serial"
+)
+
+// VsockPort is the guest vsock port podvm-agent listens on.
+const VsockPort = 1024
+
+// SerialPortName is the name of the virtio-serial port podvm-agent opens
+// (/sys/class/virtio-ports/*/name in the guest).
+const SerialPortName = "podvm.agent"
+
+// SharedFSTag is the virtio-fs / 9p tag of the per-sandbox shared
+// directory: the host exports it under this tag, the agent mounts it.
+const SharedFSTag = "podvm"
+
+// Shared filesystem types: the host's configured shared_fs and
+// api.SharedFilesystem.type, which the agent mounts as such.
+const (
+	SharedFSVirtiofs = "virtiofs"
+	SharedFS9p       = "9p"
+)
+
+// GuestSharedDir is where the agent mounts the shared directory, unless
+// CreateSandbox names another mount point; the host writes guest paths
+// under it into the containers' specs.
+const GuestSharedDir = "/run/podvm/shared"
+
+// LogLevelParam is the kernel command line key that sets the agent's log
+// level (podvm_agent_log=debug): the kernel hands init an unknown
+// key=value parameter as an environment variable.
+const LogLevelParam = "podvm_agent_log"

@@ -1,0 +1,135 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/podvm/podvm/internal/hostbed"
+)
+
+// Down implements cluster.Provider: it stops every component (the
+// kubelet first, then every pod, so each pod VM is torn down by its shim),
+// undoes each change Up made to the host, and removes the state directory
+// but its logs.
+func (p *Provider) Down(ctx context.Context, out io.Writer) error {
+	s, ok := p.loadState()
+	if !ok {
+		fmt.Fprintf(out, "==> no local cluster in %s\n", p.opts.Dir)
+		return nil
+	}
+	step := func(format string, a ...any) { fmt.Fprintf(out, "==> "+format+"\n", a...) }
+	errs := p.stopAll(ctx, step)
+	step("removing bridge %s, /etc/hosts entry and iptables chains", s.Bridge)
+	errs = append(errs, p.undoHostChanges(s)...)
+	if len(errs) == 0 {
+		// Keep logs/ for whoever debugs the run; everything else goes.
+		entries, _ := os.ReadDir(p.opts.Dir)
+		for _, e := range entries {
+			if e.Name() != "logs" {
+				if err := os.RemoveAll(filepath.Join(p.opts.Dir, e.Name())); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		step("cluster down; logs kept in %s", filepath.Join(p.opts.Dir, "logs"))
+	}
+	return errors.Join(errs...)
+}
+
+// stopAll stops the kubelet, removes every pod, stops the other components
+// in reverse start order and kills shims left behind.
+func (p *Provider) stopAll(ctx context.Context, step stepf) []error {
+	var errs []error
+	fail := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	step("stopping the kubelet")
+	fail(stopDaemon(p.l, "kubelet", 20*time.Second))
+	if pid, _ := daemonPID(p.l, "containerd"); pid != 0 {
+		step("removing every pod (each pod VM is torn down by its shim)")
+		fail(p.removeAllPods(ctx))
+	}
+	for i := len(components) - 1; i >= 0; i-- {
+		if c := components[i]; c != "kubelet" {
+			step("stopping %s", c)
+			fail(stopDaemon(p.l, c, 20*time.Second))
+		}
+	}
+	fail(p.killOrphanShims())
+	return errs
+}
+
+// undoHostChanges unmounts what is left under the state directory and
+// removes the cgroups, bridge, /etc/hosts line, config link and iptables
+// chains Up added (as its saved state records them).
+func (p *Provider) undoHostChanges(s state) []error {
+	var errs []error
+	fail := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, failed := hostbed.UnmountAll(p.opts.Dir); len(failed) > 0 {
+		fail(fmt.Errorf("unmount: %s", strings.Join(failed, "; ")))
+	}
+	cgroups := s.CgroupRoots
+	for d, existed := range s.CgroupsBefore {
+		if !existed {
+			cgroups = append(cgroups, d)
+		}
+	}
+	fail(hostbed.RemoveCgroupDirs(cgroups, 0))
+	fail(hostbed.DeleteBridge(s.Bridge))
+	fail(removeHostsLine(s.HostsLine))
+	fail(p.unlinkNodeContainerdConfig(s))
+	if s.ChainsBefore != nil {
+		_, err := clusterChains.RemoveNew(s.ChainsBefore)
+		fail(err)
+	}
+	return errs
+}
+
+// removeAllPods stops and removes every pod through CRI, as the kubelet
+// would, so that CNI DEL runs and each shim tears its VM down.
+func (p *Provider) removeAllPods(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	crictl := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, p.opts.Crictl, append([]string{"--runtime-endpoint", p.l.criEndpoint(), "--image-endpoint", p.l.criEndpoint(), "--timeout", "2m"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("crictl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	if err := crictl("rm", "--all", "--force"); err != nil {
+		return err
+	}
+	return crictl("rmp", "--all", "--force")
+}
+
+// killOrphanShims kills shims of our containerd still running after it
+// stopped (a shim outlives containerd by design): they hold VMs.
+func (p *Provider) killOrphanShims() error {
+	sock := p.l.containerdSocket()
+	var killed []string
+	for _, shim := range hostbed.Processes(func(pr hostbed.Process) bool {
+		return strings.HasPrefix(pr.Exe, "containerd-shim") && strings.Contains(strings.Join(pr.Cmdline, "\x00"), sock)
+	}) {
+		if proc, err := os.FindProcess(shim.Pid); err == nil && proc.Kill() == nil {
+			killed = append(killed, fmt.Sprintf("%s (pid %d)", shim.Exe, shim.Pid))
+		}
+	}
+	if len(killed) > 0 {
+		return fmt.Errorf("killed shims left after containerd stopped (pods were not removed cleanly): %s", strings.Join(killed, ", "))
+	}
+	return nil
+}

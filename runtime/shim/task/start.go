@@ -1,0 +1,115 @@
+package task
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+
+	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/runtime/sandbox"
+	"github.com/podvm/podvm/runtime/shim/container"
+)
+
+// outputDrainTimeout bounds how long an exit waits for the guest to flush
+// the process's output, so a stuck relay can never hide an exit.
+const outputDrainTimeout = 5 * time.Second
+
+// Start starts a created container (agent StartContainer: runc start), or
+// an exec added by Exec (agent ExecProcess: runc exec); a goroutine then
+// waits for its exit.
+func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	c, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	sb := s.sandbox()
+	if r.ExecID != "" {
+		if status, _, _ := c.Init().State(); status != task.Status_RUNNING {
+			return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s is not running", r.ID)
+		}
+	}
+	if !p.SetRunning() {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "process %s of container %s is not in the created state", r.ExecID, r.ID)
+	}
+	if r.ExecID == "" {
+		go s.waitExit(sb, p)
+		if _, err := sb.Agent.StartContainer(ctx, &api.StartContainerRequest{ContainerId: r.ID}); err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("start container %s in the guest: %w", r.ID, err))
+		}
+		log.G(ctx).WithFields(log.Fields{"container": r.ID, "host_started_ns": time.Now().UnixNano()}).Info("container started in the pod VM")
+		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: s.hostPid()})
+		return &taskAPI.StartResponse{Pid: s.hostPid()}, nil
+	}
+	if err := c.StartExec(ctx, p); err != nil {
+		p.SetExited(container.ExitStatusUnknown, time.Now())
+		return nil, errgrpc.ToGRPC(err)
+	}
+	go s.waitExit(sb, p)
+	s.send(&eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: s.hostPid()})
+	return &taskAPI.StartResponse{Pid: s.hostPid()}, nil
+}
+
+// waitExit asks the agent for the exit, lets the output drain, then records
+// and publishes it.
+func (s *Service) waitExit(sb *sandbox.Sandbox, p *container.Process) {
+	resp, err := sb.Agent.WaitProcess(s.ctx, &api.WaitProcessRequest{ContainerId: p.ContainerID(), ExecId: p.ExecID()})
+	if err != nil {
+		// The VM's death is reported by watchVM; anything else is logged.
+		select {
+		case <-sb.Done():
+		default:
+			log.G(s.ctx).WithError(err).WithField("container", p.ContainerID()).Error("wait for guest process")
+		}
+		return
+	}
+	dctx, cancel := context.WithTimeout(s.ctx, outputDrainTimeout)
+	if err := p.WaitOutput(dctx); err != nil {
+		log.G(s.ctx).WithField("container", p.ContainerID()).Warn("guest output not drained in time after exit")
+	}
+	cancel()
+	at := time.Now()
+	if resp.ExitedAtNs > 0 {
+		at = time.Unix(0, resp.ExitedAtNs)
+	}
+	if resp.OomKilled && p.ExecID() == "" {
+		// Before the exit: CRI reports OOMKilled only if TaskOOM came first.
+		s.sendOOM(p.ContainerID())
+	}
+	if p.SetExited(resp.ExitStatus, at) {
+		s.sendExit(p)
+	}
+}
+
+// exitAll records an exit with ExitStatusUnknown for every process of cs
+// that has none yet (their VM is gone), and publishes it.
+func (s *Service) exitAll(cs []*container.Container) {
+	now := time.Now()
+	for _, c := range cs {
+		for _, p := range c.Processes() {
+			p.CloseRelay()
+			if p.SetExited(container.ExitStatusUnknown, now) {
+				s.sendExit(p)
+			}
+		}
+	}
+}
+
+func (s *Service) sendExit(p *container.Process) {
+	_, status, at := p.State()
+	id := p.ContainerID()
+	if p.ExecID() != "" {
+		id = p.ExecID()
+	}
+	s.send(&eventstypes.TaskExit{
+		ContainerID: p.ContainerID(), ID: id, Pid: s.hostPid(),
+		ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
+	})
+}
