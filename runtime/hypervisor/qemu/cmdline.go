@@ -106,34 +106,8 @@ func qemuArgs(l launch) []string {
 		"-serial", "chardev:console",
 		"-qmp", "unix:"+l.Path(qmpSocketName)+",server=on,wait=off",
 	)
-	switch l.Transport {
-	case contract.TransportVsock:
-		dev := fmt.Sprintf("vhost-vsock-device,guest-cid=%d", l.VsockCID)
-		if l.VsockFD != 0 {
-			dev += fmt.Sprintf(",vhostfd=%d", l.VsockFD)
-		}
-		a = append(a, "-device", dev)
-	default:
-		a = append(a,
-			"-device", "virtio-serial-device,max_ports=2",
-			"-chardev", "socket,id="+agentChardevID+",path="+l.Path(agentSocketName)+",server=on,wait=off",
-			"-device", "virtserialport,chardev="+agentChardevID+",name="+contract.SerialPortName,
-		)
-	}
-	switch l.SharedFS {
-	case contract.SharedFS9p:
-		a = append(a,
-			// multidevs=remap: the share holds bind mounts of several host
-			// filesystems; without it their inode numbers can collide.
-			"-fsdev", "local,id=fs9p,path="+l.SharedDir+",security_model=none,multidevs=remap",
-			"-device", "virtio-9p-device,fsdev=fs9p,mount_tag="+contract.SharedFSTag,
-		)
-	default:
-		a = append(a,
-			"-chardev", "socket,id=fs,path="+l.Path(virtiofsdSocketName),
-			"-device", "vhost-user-fs-device,chardev=fs,tag="+contract.SharedFSTag,
-		)
-	}
+	a = append(a, agentArgs(l)...)
+	a = append(a, sharedFSArgs(l)...)
 	for i, n := range l.Net {
 		a = append(a, netArgs(i, n)...)
 	}
@@ -142,6 +116,40 @@ func qemuArgs(l launch) []string {
 		a = append(a, "-fw_cfg", "name="+contract.FwCfgSecretName+",file="+l.SecretPath)
 	}
 	return a
+}
+
+// agentArgs is the agent's channel: a vhost-vsock device, or a
+// virtio-serial port on a unix socket.
+func agentArgs(l launch) []string {
+	if l.Transport == contract.TransportVsock {
+		dev := fmt.Sprintf("vhost-vsock-device,guest-cid=%d", l.VsockCID)
+		if l.VsockFD != 0 {
+			dev += fmt.Sprintf(",vhostfd=%d", l.VsockFD)
+		}
+		return []string{"-device", dev}
+	}
+	return []string{
+		"-device", "virtio-serial-device,max_ports=2",
+		"-chardev", "socket,id=" + agentChardevID + ",path=" + l.Path(agentSocketName) + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=" + agentChardevID + ",name=" + contract.SerialPortName,
+	}
+}
+
+// sharedFSArgs is the shared directory's device: virtio-9p, or a
+// vhost-user-fs device on virtiofsd's socket.
+func sharedFSArgs(l launch) []string {
+	if l.SharedFS == contract.SharedFS9p {
+		return []string{
+			// multidevs=remap: the share holds bind mounts of several host
+			// filesystems; without it their inode numbers can collide.
+			"-fsdev", "local,id=fs9p,path=" + l.SharedDir + ",security_model=none,multidevs=remap",
+			"-device", "virtio-9p-device,fsdev=fs9p,mount_tag=" + contract.SharedFSTag,
+		}
+	}
+	return []string{
+		"-chardev", "socket,id=fs,path=" + l.Path(virtiofsdSocketName),
+		"-device", "vhost-user-fs-device,chardev=fs,tag=" + contract.SharedFSTag,
+	}
 }
 
 // netArgs is one NIC: a tap backend on an inherited fd (the runtime created
