@@ -9,7 +9,7 @@ import (
 
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/hypervisor"
-	"github.com/podvm/podvm/runtime/sandbox"
+	"github.com/podvm/podvm/runtime/hypervisor/drivers"
 )
 
 func newCheckCommand() *cobra.Command {
@@ -65,7 +65,7 @@ func runChecks(cmd *cobra.Command, configPath string) ([]hypervisor.CheckResult,
 		}
 		results = append(results, r)
 	}
-	driver, err := sandbox.NewDriver(cfg)
+	driver, err := drivers.New(cfg)
 	if err != nil {
 		results = append(results, hypervisor.CheckResult{Name: "hypervisor driver", Detail: err.Error()})
 	} else {

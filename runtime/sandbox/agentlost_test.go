@@ -13,6 +13,7 @@ import (
 	"github.com/podvm/podvm/agent/api"
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/internal/vmtest"
 )
 
 // fakeGuest is an agent that answers what sandbox.Create asks.
@@ -72,7 +73,7 @@ func (d fakeDriver) Create(context.Context, hypervisor.Config) (hypervisor.VM, e
 
 func fakeSandbox(t *testing.T, id string) (*Sandbox, *fakeVM) {
 	t.Helper()
-	needRoot(t)
+	vmtest.NeedRoot(t)
 	cfg := config.Default()
 	cfg.Runtime.StateDir = t.TempDir()
 	vm := &fakeVM{done: make(chan struct{})}

@@ -102,12 +102,6 @@ func TestFitHost(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountPath(t *testing.T) {
-	if got := unescapeMountPath(`/run/a\040b`); got != "/run/a b" {
-		t.Fatalf("got %q", got)
-	}
-}
-
 // FuzzSizeFor: whatever limits and annotations a spec carries, the VM
 // size is the base or more, never wrapped below it, within what a VM can
 // have, and FitHost keeps it within the host.

@@ -16,22 +16,17 @@ import (
 // secret (contract.HostAuth); the agent serves one such session at a
 // time, the newest.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
+	if err := v.Machine.CheckLive("dial agent"); err != nil {
+		return nil, err
+	}
 	v.mu.Lock()
-	state, l := v.state, v.launch
+	l := v.launch
 	v.mu.Unlock()
-	if state != stateRunning {
-		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: VM is not running", v.cfg.ID)
-	}
-	select {
-	case <-v.done:
-		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: VM has exited: %w", v.cfg.ID, v.ExitError())
-	default:
-	}
 	ctx, cancel := context.WithTimeout(ctx, v.driver.opts.AgentDialTimeout)
 	defer cancel()
-	h := newHybridVsock(l.path(vsockSocketName), v.driver.opts.AgentPort)
+	h := newHybridVsock(l.Path(vsockSocketName), v.driver.opts.AgentPort)
 	h.Secret = l.Secret
-	c, err := h.Dial(ctx, v.done)
+	c, err := h.Dial(ctx, v.Machine.Done())
 	if err != nil {
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}

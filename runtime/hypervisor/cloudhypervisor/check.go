@@ -11,8 +11,7 @@ import (
 
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
-	"github.com/podvm/podvm/runtime/virtiofsd"
-	"golang.org/x/sys/unix"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
 // testedVersion is the Cloud Hypervisor release whose API schema the
@@ -34,8 +33,8 @@ func (d *Driver) Check(ctx context.Context) []hypervisor.CheckResult {
 		res = append(res, checkVersion(ctx, bin))
 	}
 	res = append(res, d.checkKVM())
-	res = append(res, checkMemfd())
-	res = append(res, d.checkVirtiofsd(ctx))
+	res = append(res, vmm.CheckMemfd())
+	res = append(res, d.checkVirtiofsd())
 	res = append(res, hypervisor.CheckResult{Name: "agent channel", OK: true,
 		Detail: "hybrid vsock through a unix socket of the VMM: no /dev/vhost-vsock needed"})
 	return res
@@ -84,33 +83,7 @@ func (d *Driver) checkKVM() hypervisor.CheckResult {
 	return r
 }
 
-// checkMemfd: guest RAM is a shared anonymous mapping (memfd) that
-// virtiofsd maps.
-func checkMemfd() hypervisor.CheckResult {
-	r := hypervisor.CheckResult{Name: "memfd", Fix: "a Linux kernel with memfd_create (3.17+)"}
-	fd, err := unix.MemfdCreate("podvm-check", unix.MFD_CLOEXEC)
-	if err != nil {
-		r.Detail = fmt.Sprintf("memfd_create: %v", err)
-		return r
-	}
-	unix.Close(fd)
-	r.OK, r.Detail, r.Fix = true, "memfd_create works (guest RAM shared with virtiofsd)", ""
-	return r
-}
-
-func (d *Driver) checkVirtiofsd(ctx context.Context) hypervisor.CheckResult {
-	r := hypervisor.CheckResult{Name: "virtiofsd",
-		Fix: "apt-get install qemu-system-common (C virtiofsd) or virtiofsd, or set [hypervisor.cloud_hypervisor] virtiofsd_path; Cloud Hypervisor has no 9p fallback"}
-	bin, err := virtiofsd.FindBinary(d.opts.VirtiofsdPath)
-	if err != nil {
-		r.Detail = err.Error()
-		return r
-	}
-	v, err := virtiofsd.Version(bin)
-	if err != nil {
-		r.Detail = err.Error()
-		return r
-	}
-	r.OK, r.Detail, r.Fix = true, bin+": "+v, ""
-	return r
+func (d *Driver) checkVirtiofsd() hypervisor.CheckResult {
+	return vmm.CheckVirtiofsd(d.opts.VirtiofsdPath,
+		"apt-get install qemu-system-common (C virtiofsd) or virtiofsd, or set [hypervisor.cloud_hypervisor] virtiofsd_path; Cloud Hypervisor has no 9p fallback")
 }

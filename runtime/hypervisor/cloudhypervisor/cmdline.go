@@ -2,11 +2,11 @@ package cloudhypervisor
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
 // Files in the VM's state dir.
@@ -46,15 +46,9 @@ const (
 // configuration a pure function that tests can pin down and validate
 // against the API schema.
 type launch struct {
-	ID       string
-	StateDir string
-	Kernel   string
-	Initrd   string
-	Cmdline  string
-	VCPUs    uint32
+	vmm.Guest
 	// MaxVCPUs >= VCPUs; larger means CPU hot-plug room for Resize.
-	MaxVCPUs  uint32
-	MemoryMiB uint32
+	MaxVCPUs uint32
 	// HotplugMiB is memory Resize may add (ACPI hot-plug); 0: none.
 	HotplugMiB uint32
 	Debug      bool
@@ -71,14 +65,12 @@ type netLaunch struct {
 	MAC string
 }
 
-func (l launch) path(name string) string { return filepath.Join(l.StateDir, name) }
-
 // vmmArgs is cloud-hypervisor's command line (without argv[0]): only the
 // API socket and the event monitor. Everything about the VM goes through
 // vm.create, so that one schema describes it.
 func vmmArgs(l launch) []string {
 	a := []string{
-		"--api-socket", "path=" + l.path(apiSocketName),
+		"--api-socket", "path=" + l.Path(apiSocketName),
 		"--event-monitor", "fd=" + strconv.Itoa(eventMonitorFD),
 	}
 	if !l.Seccomp {
@@ -193,15 +185,15 @@ func vmConfigFor(l launch) vmConfig {
 		Rng: &rngConfig{Src: "/dev/urandom"},
 		Fs: []fsConfig{{
 			Tag:       contract.SharedFSTag,
-			Socket:    l.path(virtiofsdSocketName),
+			Socket:    l.Path(virtiofsdSocketName),
 			NumQueues: fsNumQueues,
 			QueueSize: fsQueueSize,
 			ID:        "podvm-fs",
 		}},
-		Vsock: &vsockConfig{CID: guestCID, Socket: l.path(vsockSocketName), ID: "podvm-vsock"},
+		Vsock: &vsockConfig{CID: guestCID, Socket: l.Path(vsockSocketName), ID: "podvm-vsock"},
 		// The 8250 UART is the guest console (console=ttyS0): it works
 		// from the first line of boot, before any virtio driver.
-		Serial:  &consoleConfig{Mode: "File", File: l.path(consoleLogName)},
+		Serial:  &consoleConfig{Mode: "File", File: l.Path(consoleLogName)},
 		Console: &consoleConfig{Mode: "Off"},
 	}
 	if len(l.Secret) > 0 {

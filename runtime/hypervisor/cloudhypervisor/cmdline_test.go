@@ -10,6 +10,7 @@ import (
 
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
 func mustMarshal(t testing.TB, v any) []byte {
@@ -24,8 +25,9 @@ func mustMarshal(t testing.TB, v any) []byte {
 // testLaunch is a plain VM: 1 vCPU, 256 MiB, no hot-plug room, no NIC.
 func testLaunch(dir string) launch {
 	return launch{
-		ID: "sb", StateDir: dir, Kernel: "/k/vmlinux", Initrd: "/k/initramfs.cpio",
-		Cmdline: "console=ttyS0", VCPUs: 1, MaxVCPUs: 1, MemoryMiB: 256, Seccomp: true,
+		Guest: vmm.Guest{ID: "sb", StateDir: dir, Kernel: "/k/vmlinux", Initrd: "/k/initramfs.cpio",
+			Cmdline: "console=ttyS0", VCPUs: 1, MemoryMiB: 256},
+		MaxVCPUs: 1, Seccomp: true,
 		Secret: []byte(strings.Repeat("\x5a", contract.SecretSize)),
 	}
 }

@@ -6,8 +6,9 @@
 //
 // Files, one job each, named as in the qemu driver: driver.go (options,
 // Create and its validation), cmdline.go (process arguments, kernel command
-// line and the VmConfig, pure functions), vm.go (lifecycle: start,
-// supervision, stop, resize), agent.go (DialAgent), vsock.go (the hybrid
+// line and the VmConfig, pure functions), vm.go (start and stop: Cloud
+// Hypervisor's own part, the processes being package vmm's; resize),
+// agent.go (DialAgent), vsock.go (the hybrid
 // vsock handshake), api.go (REST client over the unix socket), events.go
 // (the --event-monitor stream), check.go (`podvm check`).
 //
@@ -32,8 +33,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -41,6 +40,7 @@ import (
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
 
@@ -194,58 +194,16 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 
 // binary resolves Options.Path or finds cloud-hypervisor on PATH.
 func (d *Driver) binary() (string, error) {
-	const fix = "install Cloud Hypervisor (a release binary from its project; it is not packaged in Debian bookworm) or set [hypervisor.cloud_hypervisor] path in the podvm config"
-	if p := d.opts.Path; p != "" {
-		st, err := os.Stat(p)
-		if err != nil {
-			return "", fmt.Errorf("cloud-hypervisor binary: %w; %s", err, fix)
-		}
-		if st.IsDir() || st.Mode()&0o111 == 0 {
-			return "", fmt.Errorf("cloud-hypervisor binary %s is not an executable file; %s", p, fix)
-		}
-		return p, nil
-	}
-	p, err := exec.LookPath(binaryName)
-	if err != nil {
-		return "", fmt.Errorf("%s not found on PATH; %s", binaryName, fix)
-	}
-	return p, nil
+	return vmm.FindBinary(d.opts.Path, binaryName, Name,
+		"install Cloud Hypervisor (a release binary from its project; it is not packaged in Debian bookworm) or set [hypervisor.cloud_hypervisor] path in the podvm config")
 }
 
 // validate checks what can be checked before anything starts, with errors
 // that say what to do.
 func validate(cfg hypervisor.Config) error {
-	if cfg.ID == "" {
-		return errors.New("empty sandbox ID")
-	}
-	if cfg.StateDir == "" || !filepath.IsAbs(cfg.StateDir) {
-		return fmt.Errorf("state dir %q must be an absolute path", cfg.StateDir)
-	}
-	// Cloud Hypervisor and virtiofsd bind these paths; sun_path holds 107
-	// bytes.
-	for _, name := range []string{apiSocketName, vsockSocketName, virtiofsdSocketName} {
-		if p := filepath.Join(cfg.StateDir, name); len(p) > 107 {
-			return fmt.Errorf("state dir %s is too long for unix sockets (%s is %d bytes, the limit is 107): use a shorter state dir",
-				cfg.StateDir, p, len(p))
-		}
-	}
-	for _, f := range []struct{ what, path string }{{"kernel", cfg.KernelPath}, {"initramfs", cfg.InitrdPath}} {
-		if f.path == "" {
-			return fmt.Errorf("no guest %s configured: run `podvm image build` and set its path in the podvm config", f.what)
-		}
-		st, err := os.Stat(f.path)
-		if err != nil {
-			return fmt.Errorf("guest %s %s: %w: run `podvm image build`", f.what, f.path, err)
-		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("guest %s %s is not a regular file: run `podvm image build`", f.what, f.path)
-		}
-	}
-	if cfg.VCPUs < 1 || cfg.VCPUs > maxVCPUs {
-		return fmt.Errorf("vcpus %d: want 1 to %d", cfg.VCPUs, maxVCPUs)
-	}
-	if cfg.MemoryMiB < minMemoryMiB || cfg.MemoryMiB > maxMemoryMiB {
-		return fmt.Errorf("memory %d MiB: want %d to %d MiB", cfg.MemoryMiB, minMemoryMiB, maxMemoryMiB)
+	lim := vmm.Limits{MinMemoryMiB: minMemoryMiB, MaxMemoryMiB: maxMemoryMiB, MaxVCPUs: maxVCPUs}
+	if err := vmm.ValidateCommon(cfg, []string{apiSocketName, vsockSocketName, virtiofsdSocketName}, lim); err != nil {
+		return err
 	}
 	switch cfg.SharedFS {
 	case "", contract.SharedFSVirtiofs:
@@ -254,11 +212,8 @@ func validate(cfg hypervisor.Config) error {
 	default:
 		return fmt.Errorf("shared_fs %q: want virtiofs", cfg.SharedFS)
 	}
-	if cfg.SharedDir == "" {
-		return errors.New("no shared directory")
-	}
-	if st, err := os.Stat(cfg.SharedDir); err != nil || !st.IsDir() {
-		return fmt.Errorf("shared directory %s: not a directory (%v)", cfg.SharedDir, err)
+	if err := vmm.ValidateSharedDir(cfg); err != nil {
+		return err
 	}
 	switch cfg.Transport {
 	case "", contract.TransportVsock:

@@ -5,65 +5,52 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 	"github.com/podvm/podvm/runtime/internal/childproc"
-	"github.com/podvm/podvm/runtime/virtiofsd"
 	"github.com/podvm/podvm/runtime/vmsecret"
 )
 
-const logTailLines = 5
-
-type vmState int
-
-const (
-	stateCreated vmState = iota
-	stateRunning
-	stateStopped
-)
-
 // VM is one Cloud Hypervisor VM with its virtiofsd. Besides hypervisor.VM
-// it offers State, a vm.info health check.
-//
-// Process ownership is as in the qemu driver: cloud-hypervisor and
-// virtiofsd are children of the shim (package childproc), in their own
-// process groups, killed by the kernel if the shim dies. After Start
-// returns, the VM does not depend on Start's ctx.
+// it offers State, a vm.info health check. Its processes are run by the
+// embedded vmm.Machine, as in the qemu driver; what is Cloud Hypervisor's
+// own is here: the REST API and the event monitor. Stop shuts the VM and
+// the VMM down over the API (shutdownVMM), kills the VMM if it has not gone
+// within Options.StopTimeout, stops virtiofsd and removes sockets and pid
+// files; logs stay. Done closes when cloud-hypervisor or virtiofsd exits,
+// the guest resets, or the VM stops.
 type VM struct {
 	driver *Driver
 	bin    string
 	cfg    hypervisor.Config
 	// accel is the accelerator chosen at Create (always kvm), accelWhy why.
-	accel    hypervisor.Accelerator
-	accelWhy string
+	accel        hypervisor.Accelerator
+	accelWhy     string
+	*vmm.Machine // Stop, Done, ExitError, Pids, Info
 
-	opMu sync.Mutex // serializes Start, Stop and Resize
-
-	mu       sync.Mutex // guards the fields below
-	state    vmState
-	stopping bool
-	exitErr  error
-	info     hypervisor.Info
-	launch   launch
-	vmm      *childproc.Process
-	fsd      *virtiofsd.Daemon
-	api      *apiClient
-	events   *os.File // read end of the event monitor pipe
-
-	done     chan struct{}
-	doneOnce sync.Once
+	mu     sync.Mutex // guards the fields below
+	launch launch
+	api    *apiClient
+	events *os.File // read end of the event monitor pipe
 }
 
 var _ hypervisor.VM = (*VM)(nil)
 
 func newVM(d *Driver, bin string, cfg hypervisor.Config, acc hypervisor.Accelerator, accWhy string) *VM {
-	return &VM{driver: d, bin: bin, cfg: cfg, accel: acc, accelWhy: accWhy, done: make(chan struct{})}
+	v := &VM{driver: d, bin: bin, cfg: cfg, accel: acc, accelWhy: accWhy}
+	v.Machine = vmm.New(vmm.Spec{
+		Driver: Name, ID: cfg.ID, StateDir: cfg.StateDir,
+		LogName: vmmLogName, PidName: vmmPidName, ConsoleName: consoleLogName,
+		Sockets:       []string{apiSocketName, apiLockName, vsockSocketName, virtiofsdSocketName},
+		CleanExitNote: "the guest powered off, or the VMM was told to exit", // Cloud Hypervisor exits with it
+		Shutdown:      v.shutdownVMM,
+		Release:       v.release,
+	})
+	return v
 }
 
 // Start launches virtiofsd and cloud-hypervisor side by side (virtiofsd's
@@ -71,108 +58,89 @@ func newVM(d *Driver, bin string, cfg hypervisor.Config, acc hypervisor.Accelera
 // API, then creates the VM (vm.create), hands it the taps (vm.add-net, fds
 // by SCM_RIGHTS), boots it (vm.boot) and checks that it runs (vm.info). On
 // any failure, or when ctx ends first, everything started is stopped again.
-func (v *VM) Start(ctx context.Context) (err error) {
-	v.opMu.Lock()
-	defer v.opMu.Unlock()
-	v.mu.Lock()
-	state := v.state
-	v.mu.Unlock()
-	if state != stateCreated {
-		return fmt.Errorf("cloud-hypervisor: sandbox %s: Start called twice or after Stop", v.cfg.ID)
-	}
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("cloud-hypervisor: start sandbox %s: %w", v.cfg.ID, err)
-			v.mu.Lock()
-			v.stopping = true // a failed start is not a death to report
-			v.exitErr = err
-			v.mu.Unlock()
-			v.teardown(context.WithoutCancel(ctx))
-		}
-	}()
-	ctx, cancel := context.WithTimeout(ctx, v.driver.opts.StartTimeout)
-	defer cancel()
+func (v *VM) Start(ctx context.Context) error {
+	return v.Machine.Start(ctx, v.driver.opts.StartTimeout, v.boot)
+}
 
+// boot is Cloud Hypervisor's part of Start (vmm.Machine.Start runs it and
+// stops everything if it fails): plan, virtiofsd, the VMM, then the API
+// calls that create and boot the VM.
+func (v *VM) boot(ctx context.Context) error {
 	l, info, err := v.plan()
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(v.cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+	if err := v.Machine.PrepareDir(); err != nil {
+		return err
 	}
 	if l.Secret, _, err = vmsecret.Create(v.cfg.StateDir); err != nil {
 		return err
 	}
-	for _, name := range []string{apiSocketName, apiLockName, vsockSocketName, virtiofsdSocketName} {
-		os.Remove(l.path(name)) // left over from a crashed shim
-	}
 	v.mu.Lock()
 	v.launch = l
 	v.mu.Unlock()
-
-	fsd, err := virtiofsd.Start(v.driver.opts.virtiofsdConfig(v.cfg))
+	if err := v.Machine.StartVirtiofsd(v.driver.opts.virtiofsdConfig(v.cfg)); err != nil {
+		return err
+	}
+	api, err := v.startVMM(l, info)
 	if err != nil {
 		return err
 	}
-	v.mu.Lock()
-	v.fsd = fsd
-	v.mu.Unlock()
-	writePid(l.path(virtiofsdPidName), fsd.Pid())
+	ping := func(ctx context.Context) error { _, err := api.Ping(ctx); return err }
+	if err := v.Machine.WaitReady(ctx, ping, "waiting for the API", "waiting for the API socket "+api.socket); err != nil {
+		return err
+	}
+	if err := api.CreateVM(ctx, vmConfigFor(l)); err != nil {
+		return v.Machine.Failure(fmt.Errorf("create the VM: %w", err))
+	}
+	for i, n := range l.Net {
+		if err := api.AddNet(ctx, netConfigFor(i, n), v.cfg.Net[i].Tap); err != nil {
+			return v.Machine.Failure(fmt.Errorf("add network device %d: %w", i, err))
+		}
+	}
+	if err := api.BootVM(ctx); err != nil {
+		return v.Machine.Failure(fmt.Errorf("boot the VM: %w", err))
+	}
+	vi, err := api.VMInfo(ctx)
+	if err != nil {
+		return v.Machine.Failure(fmt.Errorf("after boot: %w", err))
+	}
+	if vi.State != "Running" {
+		return v.Machine.Failure(fmt.Errorf("after boot the VM is %q, not Running", vi.State))
+	}
+	return nil
+}
 
+// startVMM starts cloud-hypervisor with its event monitor on a pipe, whose
+// guest resets end the VM like a death of the process.
+func (v *VM) startVMM(l launch, info hypervisor.Info) (*apiClient, error) {
 	evR, evW, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("event monitor pipe: %w", err)
+		return nil, fmt.Errorf("event monitor pipe: %w", err)
 	}
 	info.StartedAt = time.Now()
-	proc, err := childproc.Start(childproc.Spec{
+	api := newAPIClient(l.Path(apiSocketName), v.driver.opts.APITimeout)
+	v.SetInfo(info)
+	v.mu.Lock()
+	v.api, v.events = api, evR
+	v.mu.Unlock()
+	dead := make(chan string, 1)
+	_, err = v.Machine.StartVMM(childproc.Spec{
 		Name:       "cloud-hypervisor for sandbox " + v.cfg.ID,
 		Path:       v.bin,
 		Args:       vmmArgs(l),
-		LogPath:    l.path(vmmLogName),
+		LogPath:    l.Path(vmmLogName),
 		ExtraFiles: []*os.File{evW},
 		Cgroup:     v.cfg.Cgroup,
-	})
+	}, dead)
 	// The child has its copy; ours would keep the stream open after the
 	// VMM exited.
 	evW.Close()
 	if err != nil {
-		evR.Close()
-		return err
+		return nil, err // evR is closed by release
 	}
-	writePid(l.path(vmmPidName), proc.Pid())
-	api := newAPIClient(l.path(apiSocketName), v.driver.opts.APITimeout)
-	dead := make(chan string, 1)
-	v.mu.Lock()
-	v.vmm, v.info, v.api, v.events = proc, info, api, evR
-	v.mu.Unlock()
-	go watchEvents(evR, l.path(eventsLogName), dead)
-	go v.supervise(proc, fsd, dead)
-
-	if err := v.waitAPI(ctx, api, proc); err != nil {
-		return err
-	}
-	if err := api.CreateVM(ctx, vmConfigFor(l)); err != nil {
-		return v.startFailure(fmt.Errorf("create the VM: %w", err))
-	}
-	for i, n := range l.Net {
-		if err := api.AddNet(ctx, netConfigFor(i, n), v.cfg.Net[i].Tap); err != nil {
-			return v.startFailure(fmt.Errorf("add network device %d: %w", i, err))
-		}
-	}
-	if err := api.BootVM(ctx); err != nil {
-		return v.startFailure(fmt.Errorf("boot the VM: %w", err))
-	}
-	vi, err := api.VMInfo(ctx)
-	if err != nil {
-		return v.startFailure(fmt.Errorf("after boot: %w", err))
-	}
-	if vi.State != "Running" {
-		return v.startFailure(fmt.Errorf("after boot the VM is %q, not Running", vi.State))
-	}
-	v.mu.Lock()
-	v.state = stateRunning
-	v.mu.Unlock()
-	return nil
+	go watchEvents(evR, l.Path(eventsLogName), dead)
+	return api, nil
 }
 
 // plan decides the kernel command line, the NICs and what Info reports.
@@ -191,10 +159,8 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		nics = append(nics, n)
 	}
 	l := launch{
-		ID: cfg.ID, StateDir: cfg.StateDir,
-		Kernel: cfg.KernelPath, Initrd: cfg.InitrdPath, Cmdline: cmdline,
-		VCPUs: cfg.VCPUs, MaxVCPUs: max(o.MaxVCPUs, cfg.VCPUs),
-		MemoryMiB: cfg.MemoryMiB, HotplugMiB: o.MemoryHotplugMiB,
+		Guest:    vmm.GuestOf(cfg, cmdline),
+		MaxVCPUs: max(o.MaxVCPUs, cfg.VCPUs), HotplugMiB: o.MemoryHotplugMiB,
 		Debug: cfg.Debug, Seccomp: !o.NoSeccomp,
 		Net: nics,
 	}
@@ -203,202 +169,26 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 		Accelerator: v.accel,
 		AccelReason: v.accelWhy,
 		Transport:   contract.TransportVsock,
-		TransportReason: "hybrid vsock: CONNECT through " + l.path(vsockSocketName) +
+		TransportReason: "hybrid vsock: CONNECT through " + l.Path(vsockSocketName) +
 			" (Cloud Hypervisor proxies it to the guest; no /dev/vhost-vsock needed)",
 		VCPUs:       cfg.VCPUs,
 		MemoryMiB:   cfg.MemoryMiB,
-		ConsolePath: l.path(consoleLogName),
+		ConsolePath: l.Path(consoleLogName),
 	}
 	return l, info, nil
 }
 
-// waitAPI polls vmm.ping until the VMM answers. Cloud Hypervisor binds its
-// API socket early in its start-up; polling begins at 1 ms and backs off to
-// 16 ms, and stops at once if the process dies. A socket that accepts but
-// never answers fails after the API timeout: the VMM is hung.
-func (v *VM) waitAPI(ctx context.Context, api *apiClient, proc *childproc.Process) error {
-	delay := time.Millisecond
-	for {
-		_, err := api.Ping(ctx)
-		if err == nil {
-			return nil
-		}
-		if proc.Exited() {
-			return v.startFailure(errors.New("cloud-hypervisor exited during start"))
-		}
-		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) {
-			return v.startFailure(fmt.Errorf("waiting for the API: %w", err))
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-proc.Done():
-			t.Stop()
-			return v.startFailure(errors.New("cloud-hypervisor exited during start"))
-		case <-ctx.Done():
-			t.Stop()
-			return v.startFailure(fmt.Errorf("waiting for the API socket %s: %w", api.socket, ctx.Err()))
-		case <-t.C:
-		}
-		delay = min(2*delay, 16*time.Millisecond)
-	}
-}
-
-// startFailure adds what the processes said to a start error. If
-// cloud-hypervisor or virtiofsd died, their exit reasons say more than the
-// symptom; the VMM's first, since virtiofsd exits whenever its VMM does.
-func (v *VM) startFailure(err error) error {
+// shutdownVMM is the polite part of a stop (vmm.Spec.Shutdown), bounded by
+// StopTimeout. Its errors do not matter: whatever is left is killed next.
+// A VMM that does not answer uses up the budget on the first call and the
+// others fail at once.
+func (v *VM) shutdownVMM(ctx context.Context, proc *childproc.Process) {
 	v.mu.Lock()
-	proc, fsd, l := v.vmm, v.fsd, v.launch
+	api := v.api
 	v.mu.Unlock()
-	if proc != nil && exitedWithin(proc, 100*time.Millisecond) {
-		return fmt.Errorf("%w: %w", err, v.vmmExitReason(proc))
+	if api == nil {
+		return
 	}
-	if fsd != nil {
-		select {
-		case <-fsd.Done():
-			return fmt.Errorf("%w: %w", err, fsd.ExitReason())
-		default:
-		}
-	}
-	if tail := childproc.TailLines(l.path(vmmLogName), logTailLines); tail != "" {
-		return fmt.Errorf("%w; last lines of %s: %s", err, vmmLogName, tail)
-	}
-	return err
-}
-
-// exitedWithin waits up to d for the process to be reaped: an error seen on
-// a socket often means the VMM is exiting right now.
-func exitedWithin(p *childproc.Process, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-p.Done():
-		return true
-	case <-t.C:
-		return false
-	}
-}
-
-// supervise waits for the first of: cloud-hypervisor exiting, virtiofsd
-// exiting, the guest resetting. Unless a Stop asked for it, that is the
-// VM's death: record why, close Done, and kill what is left.
-func (v *VM) supervise(proc *childproc.Process, fsd *virtiofsd.Daemon, dead <-chan string) {
-	var fsdDone <-chan struct{}
-	if fsd != nil {
-		fsdDone = fsd.Done()
-	}
-	var reason error
-	select {
-	case <-proc.Done():
-		reason = v.vmmExitReason(proc)
-	case <-fsdDone:
-		// virtiofsd exits by itself when its VMM goes; unless it was
-		// killed, give the VMM a moment: if it is dying too, that is the
-		// cause.
-		if !fsd.Killed() && exitedWithin(proc, 100*time.Millisecond) {
-			reason = v.vmmExitReason(proc)
-		} else {
-			reason = fsd.ExitReason("the guest lost its shared directory, so the VM is stopped")
-		}
-	case why := <-dead:
-		reason = v.guestGone(proc, why)
-	}
-	v.mu.Lock()
-	requested := v.stopping
-	if !requested && v.exitErr == nil {
-		v.exitErr = reason
-	}
-	v.mu.Unlock()
-	v.closeDone()
-	if !requested {
-		proc.Kill()
-		if fsd != nil {
-			fsd.Stop(context.Background())
-		}
-	}
-}
-
-// vmmExitReason explains the VMM's exit with the tails of its log and of the
-// guest console. Exit status 0 unasked means the guest powered off (Cloud
-// Hypervisor exits with it).
-func (v *VM) vmmExitReason(proc *childproc.Process) error {
-	var notes []string
-	if proc.WaitStatus() == "exit status 0" {
-		notes = append(notes, "the guest powered off, or the VMM was told to exit")
-	}
-	return v.withConsoleTail(proc.ExitReason(logTailLines, notes...))
-}
-
-// guestGone is the death reason for a guest that reset while its VMM lives.
-func (v *VM) guestGone(proc *childproc.Process, why string) error {
-	return v.withConsoleTail(fmt.Errorf("%s: %s", proc.Name(), why))
-}
-
-func (v *VM) withConsoleTail(err error) error {
-	v.mu.Lock()
-	l := v.launch
-	v.mu.Unlock()
-	if tail := childproc.TailLines(l.path(consoleLogName), logTailLines); tail != "" {
-		return fmt.Errorf("%w; last lines of %s: %s", err, consoleLogName, tail)
-	}
-	return err
-}
-
-// Stop shuts the VM and the VMM down over the API (vm.shutdown, vm.delete,
-// vmm.shutdown), kills the VMM if it has not gone within
-// Options.StopTimeout, stops virtiofsd and removes sockets and pid files.
-// Logs stay. Idempotent; fine after the VM died or when it never started.
-func (v *VM) Stop(ctx context.Context) error {
-	v.opMu.Lock()
-	defer v.opMu.Unlock()
-	v.mu.Lock()
-	if v.state == stateStopped {
-		v.mu.Unlock()
-		return nil
-	}
-	v.stopping = true
-	v.mu.Unlock()
-	return v.teardown(ctx)
-}
-
-// teardown stops everything Start may have started. Called with opMu held.
-func (v *VM) teardown(ctx context.Context) error {
-	v.mu.Lock()
-	proc, fsd, api, events := v.vmm, v.fsd, v.api, v.events
-	v.state = stateStopped
-	v.mu.Unlock()
-	var errs []error
-	if proc != nil && !proc.Exited() {
-		if api != nil {
-			v.shutdownVMM(ctx, api, proc)
-		}
-		proc.Kill() // no-op if it has exited
-	}
-	if fsd != nil {
-		if err := fsd.Stop(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if events != nil {
-		events.Close()
-	}
-	for _, name := range []string{apiSocketName, apiLockName, vsockSocketName, virtiofsdSocketName, vmmPidName, virtiofsdPidName} {
-		if err := os.Remove(filepath.Join(v.cfg.StateDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	v.closeDone()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("cloud-hypervisor: stop sandbox %s: %w", v.cfg.ID, err)
-	}
-	return nil
-}
-
-// shutdownVMM is the polite part of teardown, bounded by StopTimeout. Its
-// errors do not matter: whatever is left is killed next. A VMM that does
-// not answer uses up the budget on the first call and the others fail at
-// once.
-func (v *VM) shutdownVMM(ctx context.Context, api *apiClient, proc *childproc.Process) {
 	ctx, cancel := context.WithTimeout(ctx, v.driver.opts.StopTimeout)
 	defer cancel()
 	// No ACPI power-off and wait for the guest: its containers were
@@ -414,43 +204,15 @@ func (v *VM) shutdownVMM(ctx context.Context, api *apiClient, proc *childproc.Pr
 	}
 }
 
-func (v *VM) closeDone() { v.doneOnce.Do(func() { close(v.done) }) }
-
-// Done is closed when cloud-hypervisor or virtiofsd exits, the guest
-// resets, or the VM is stopped.
-func (v *VM) Done() <-chan struct{} { return v.done }
-
-// ExitError says why Done was closed; nil after a requested Stop.
-func (v *VM) ExitError() error {
+// release closes the event monitor's pipe once the VMM is gone
+// (vmm.Spec.Release).
+func (v *VM) release() {
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.exitErr
-}
-
-// Pids lists the live host processes: cloud-hypervisor first, then
-// virtiofsd.
-func (v *VM) Pids() []int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	var pids []int
-	if v.vmm != nil && !v.vmm.Exited() {
-		pids = append(pids, v.vmm.Pid())
+	events := v.events
+	v.mu.Unlock()
+	if events != nil {
+		events.Close()
 	}
-	if v.fsd != nil {
-		select {
-		case <-v.fsd.Done():
-		default:
-			pids = append(pids, v.fsd.Pid())
-		}
-	}
-	return pids
-}
-
-// Info reports what Start chose and the current size; zero before Start.
-func (v *VM) Info() hypervisor.Info {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.info
 }
 
 // Resize asks for vcpus and memoryMiB with vm.resize. Only what differs from
@@ -460,14 +222,14 @@ func (v *VM) Info() hypervisor.Info {
 // that the error wraps hypervisor.ErrNotSupported. The guest kernel must
 // support CPU and memory hot-plug for the new size to be used.
 func (v *VM) Resize(ctx context.Context, vcpus, memoryMiB uint32) error {
-	v.opMu.Lock()
-	defer v.opMu.Unlock()
+	return v.Machine.Op("resize", func() error { return v.resize(ctx, vcpus, memoryMiB) })
+}
+
+func (v *VM) resize(ctx context.Context, vcpus, memoryMiB uint32) error {
 	v.mu.Lock()
-	state, l, info, api := v.state, v.launch, v.info, v.api
+	l, api := v.launch, v.api
 	v.mu.Unlock()
-	if state != stateRunning {
-		return fmt.Errorf("cloud-hypervisor: sandbox %s: resize: VM is not running", v.cfg.ID)
-	}
+	info := v.Info()
 	req, err := resizeRequest(l, info, vcpus, memoryMiB)
 	if err != nil {
 		return fmt.Errorf("cloud-hypervisor: sandbox %s: resize to %d vCPUs, %d MiB: %w", v.cfg.ID, vcpus, memoryMiB, err)
@@ -478,9 +240,8 @@ func (v *VM) Resize(ctx context.Context, vcpus, memoryMiB uint32) error {
 	if err := api.ResizeVM(ctx, req); err != nil {
 		return fmt.Errorf("cloud-hypervisor: sandbox %s: resize to %d vCPUs, %d MiB: %w", v.cfg.ID, vcpus, memoryMiB, err)
 	}
-	v.mu.Lock()
-	v.info.VCPUs, v.info.MemoryMiB = vcpus, memoryMiB
-	v.mu.Unlock()
+	info.VCPUs, info.MemoryMiB = vcpus, memoryMiB
+	v.SetInfo(info)
 	return nil
 }
 
@@ -518,9 +279,9 @@ func resizeRequest(l launch, cur hypervisor.Info, vcpus, memoryMiB uint32) (vmRe
 // Paused): a health check that the VMM still answers.
 func (v *VM) State(ctx context.Context) (string, error) {
 	v.mu.Lock()
-	api, state := v.api, v.state
+	api := v.api
 	v.mu.Unlock()
-	if api == nil || state != stateRunning {
+	if api == nil || !v.Machine.Running() {
 		return "", fmt.Errorf("cloud-hypervisor: sandbox %s is not running", v.cfg.ID)
 	}
 	vi, err := api.VMInfo(ctx)
@@ -528,10 +289,4 @@ func (v *VM) State(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("cloud-hypervisor: sandbox %s: %w", v.cfg.ID, err)
 	}
 	return vi.State, nil
-}
-
-// writePid records a helper's pid so that cleanup after a crashed shim
-// (`shim delete`) can find strays; best effort.
-func writePid(path string, pid int) {
-	_ = os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o600)
 }

@@ -28,17 +28,12 @@ const frontendCheckTimeout = time.Second
 // stream: it carries one connection at a time, so a second DialAgent while
 // one is open fails instead of queueing behind it.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
+	if err := v.Machine.CheckLive("dial agent"); err != nil {
+		return nil, err
+	}
 	v.mu.Lock()
-	state, l, qmp := v.state, v.launch, v.qmp
+	l, qmp := v.launch, v.qmp
 	v.mu.Unlock()
-	if state != stateRunning {
-		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: VM is not running", v.cfg.ID)
-	}
-	select {
-	case <-v.done:
-		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: VM has exited: %w", v.cfg.ID, v.ExitError())
-	default:
-	}
 	switch l.Transport {
 	case contract.TransportVsock:
 		c, err := dialVsock(ctx, l.VsockCID, contract.VsockPort)
@@ -83,7 +78,7 @@ func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn
 		}
 	}
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", l.path(agentSocketName))
+	c, err := d.DialContext(ctx, "unix", l.Path(agentSocketName))
 	if err != nil {
 		return nil, fmt.Errorf("qemu: sandbox %s: dial agent: %w", v.cfg.ID, err)
 	}

@@ -10,8 +10,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/runtime/hypervisor"
-	"github.com/podvm/podvm/runtime/virtiofsd"
-	"golang.org/x/sys/unix"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
 // minQEMU is the oldest QEMU the command line is known to work with: microvm
@@ -34,8 +33,8 @@ func (d *Driver) Check(ctx context.Context) []hypervisor.CheckResult {
 		res = append(res, checkQEMUHelp(ctx, qemuPath, "machine", []string{"-machine", "help"}, "microvm"))
 		res = append(res, checkQEMUHelp(ctx, qemuPath, "memfd backend", []string{"-object", "help"}, "memory-backend-memfd"))
 	}
-	res = append(res, checkMemfd())
-	res = append(res, d.checkVirtiofsd(ctx))
+	res = append(res, vmm.CheckMemfd())
+	res = append(res, d.checkVirtiofsd())
 	res = append(res, checkVsock())
 	res = append(res, d.checkAccel())
 	return res
@@ -81,34 +80,9 @@ func checkQEMUHelp(ctx context.Context, bin, name string, args []string, want st
 	return r
 }
 
-// checkMemfd: guest RAM is a shared memfd so that virtiofsd can map it.
-func checkMemfd() hypervisor.CheckResult {
-	r := hypervisor.CheckResult{Name: "memfd", Fix: "a Linux kernel with memfd_create (3.17+) and CONFIG_MEMFD_CREATE"}
-	fd, err := unix.MemfdCreate("podvm-check", unix.MFD_CLOEXEC)
-	if err != nil {
-		r.Detail = fmt.Sprintf("memfd_create: %v", err)
-		return r
-	}
-	unix.Close(fd)
-	r.OK, r.Detail, r.Fix = true, "memfd_create works (guest RAM shared with virtiofsd)", ""
-	return r
-}
-
-func (d *Driver) checkVirtiofsd(ctx context.Context) hypervisor.CheckResult {
-	r := hypervisor.CheckResult{Name: "virtiofsd",
-		Fix: "apt-get install qemu-system-common (C virtiofsd) or virtiofsd, or set [hypervisor.qemu] virtiofsd_path; 9p works without it (shared_fs = \"9p\")"}
-	bin, err := virtiofsd.FindBinary(d.opts.VirtiofsdPath)
-	if err != nil {
-		r.Detail = err.Error()
-		return r
-	}
-	v, err := virtiofsd.Version(bin)
-	if err != nil {
-		r.Detail = err.Error()
-		return r
-	}
-	r.OK, r.Detail, r.Fix = true, bin+": "+v, ""
-	return r
+func (d *Driver) checkVirtiofsd() hypervisor.CheckResult {
+	return vmm.CheckVirtiofsd(d.opts.VirtiofsdPath,
+		"apt-get install qemu-system-common (C virtiofsd) or virtiofsd, or set [hypervisor.qemu] virtiofsd_path; 9p works without it (shared_fs = \"9p\")")
 }
 
 func checkVsock() hypervisor.CheckResult {

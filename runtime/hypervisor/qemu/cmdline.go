@@ -3,12 +3,12 @@ package qemu
 import (
 	"fmt"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
 // Files in the VM's state dir.
@@ -32,13 +32,7 @@ const (
 // anything starts. Keeping it a plain value makes the command line a pure
 // function that tests can pin down.
 type launch struct {
-	ID        string
-	StateDir  string
-	Kernel    string
-	Initrd    string
-	Cmdline   string
-	VCPUs     uint32
-	MemoryMiB uint32
+	vmm.Guest
 	Accel     hypervisor.Accelerator
 	TBSizeMiB uint32
 	Seccomp   bool
@@ -64,8 +58,6 @@ type netLaunch struct {
 	FD  int
 	MAC string
 }
-
-func (l launch) path(name string) string { return filepath.Join(l.StateDir, name) }
 
 // qemuArgs builds the QEMU command line (without argv[0]).
 func qemuArgs(l launch) []string {
@@ -110,38 +102,12 @@ func qemuArgs(l launch) []string {
 		"-kernel", l.Kernel,
 		"-initrd", l.Initrd,
 		"-append", l.Cmdline,
-		"-chardev", "file,id=console,path="+l.path(consoleLogName),
+		"-chardev", "file,id=console,path="+l.Path(consoleLogName),
 		"-serial", "chardev:console",
-		"-qmp", "unix:"+l.path(qmpSocketName)+",server=on,wait=off",
+		"-qmp", "unix:"+l.Path(qmpSocketName)+",server=on,wait=off",
 	)
-	switch l.Transport {
-	case contract.TransportVsock:
-		dev := fmt.Sprintf("vhost-vsock-device,guest-cid=%d", l.VsockCID)
-		if l.VsockFD != 0 {
-			dev += fmt.Sprintf(",vhostfd=%d", l.VsockFD)
-		}
-		a = append(a, "-device", dev)
-	default:
-		a = append(a,
-			"-device", "virtio-serial-device,max_ports=2",
-			"-chardev", "socket,id="+agentChardevID+",path="+l.path(agentSocketName)+",server=on,wait=off",
-			"-device", "virtserialport,chardev="+agentChardevID+",name="+contract.SerialPortName,
-		)
-	}
-	switch l.SharedFS {
-	case contract.SharedFS9p:
-		a = append(a,
-			// multidevs=remap: the share holds bind mounts of several host
-			// filesystems; without it their inode numbers can collide.
-			"-fsdev", "local,id=fs9p,path="+l.SharedDir+",security_model=none,multidevs=remap",
-			"-device", "virtio-9p-device,fsdev=fs9p,mount_tag="+contract.SharedFSTag,
-		)
-	default:
-		a = append(a,
-			"-chardev", "socket,id=fs,path="+l.path(virtiofsdSocketName),
-			"-device", "vhost-user-fs-device,chardev=fs,tag="+contract.SharedFSTag,
-		)
-	}
+	a = append(a, agentArgs(l)...)
+	a = append(a, sharedFSArgs(l)...)
 	for i, n := range l.Net {
 		a = append(a, netArgs(i, n)...)
 	}
@@ -150,6 +116,40 @@ func qemuArgs(l launch) []string {
 		a = append(a, "-fw_cfg", "name="+contract.FwCfgSecretName+",file="+l.SecretPath)
 	}
 	return a
+}
+
+// agentArgs is the agent's channel: a vhost-vsock device, or a
+// virtio-serial port on a unix socket.
+func agentArgs(l launch) []string {
+	if l.Transport == contract.TransportVsock {
+		dev := fmt.Sprintf("vhost-vsock-device,guest-cid=%d", l.VsockCID)
+		if l.VsockFD != 0 {
+			dev += fmt.Sprintf(",vhostfd=%d", l.VsockFD)
+		}
+		return []string{"-device", dev}
+	}
+	return []string{
+		"-device", "virtio-serial-device,max_ports=2",
+		"-chardev", "socket,id=" + agentChardevID + ",path=" + l.Path(agentSocketName) + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=" + agentChardevID + ",name=" + contract.SerialPortName,
+	}
+}
+
+// sharedFSArgs is the shared directory's device: virtio-9p, or a
+// vhost-user-fs device on virtiofsd's socket.
+func sharedFSArgs(l launch) []string {
+	if l.SharedFS == contract.SharedFS9p {
+		return []string{
+			// multidevs=remap: the share holds bind mounts of several host
+			// filesystems; without it their inode numbers can collide.
+			"-fsdev", "local,id=fs9p,path=" + l.SharedDir + ",security_model=none,multidevs=remap",
+			"-device", "virtio-9p-device,fsdev=fs9p,mount_tag=" + contract.SharedFSTag,
+		}
+	}
+	return []string{
+		"-chardev", "socket,id=fs,path=" + l.Path(virtiofsdSocketName),
+		"-device", "vhost-user-fs-device,chardev=fs,tag=" + contract.SharedFSTag,
+	}
 }
 
 // netArgs is one NIC: a tap backend on an inherited fd (the runtime created

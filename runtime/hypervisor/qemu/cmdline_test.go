@@ -8,13 +8,15 @@ import (
 
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
 func baseLaunch() launch {
 	return launch{
-		ID: "sb1", StateDir: "/run/podvm/sb1",
-		Kernel: "/k/vmlinux", Initrd: "/k/initrd", Cmdline: "console=ttyS0",
-		VCPUs: 2, MemoryMiB: 256, TBSizeMiB: 64,
+		Guest: vmm.Guest{ID: "sb1", StateDir: "/run/podvm/sb1",
+			Kernel: "/k/vmlinux", Initrd: "/k/initrd", Cmdline: "console=ttyS0",
+			VCPUs: 2, MemoryMiB: 256},
+		TBSizeMiB: 64,
 		SharedDir: "/run/podvm/sb1/shared", Seccomp: true,
 	}
 }

@@ -4,7 +4,8 @@
 //
 // Files, one job each: driver.go (options, Create and its validation),
 // cmdline.go (QEMU and kernel command lines, pure functions), vm.go
-// (lifecycle: start, supervision, stop), agent.go (DialAgent), vsock.go
+// (start and stop: QEMU's own part; the processes, their supervision and
+// their stop are package vmm's), agent.go (DialAgent), vsock.go
 // (CIDs and AF_VSOCK), qmp.go (QMP client), tsc.go (host TSC rate for TCG
 // guests), check.go (`podvm check`).
 //
@@ -13,7 +14,8 @@
 //     /dev/kvm existing: kvm_pvm hosts get TCG with -cpu max.
 //   - virtiofsd and QEMU start side by side: the vhost-user socket is bound
 //     by us before either runs (package virtiofsd).
-//   - QEMU and virtiofsd are children of the shim and die with it (see VM).
+//   - QEMU and virtiofsd are children of the shim and die with it (see
+//     package vmm).
 //   - Start returns when QMP answers query-status with "running"; the guest
 //     is booting then, and DialAgent tells when its agent is reachable.
 //   - Resize is not supported: VMs are sized statically at creation.
@@ -21,16 +23,14 @@ package qemu
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/hypervisor/accel"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
 
@@ -133,67 +133,25 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 
 // qemuBinary resolves Options.QEMUPath or finds QEMU on PATH.
 func (d *Driver) qemuBinary() (string, error) {
-	const fix = "install qemu-system-x86 (apt-get install qemu-system-x86) or set [hypervisor.qemu] path in the podvm config"
-	if p := d.opts.QEMUPath; p != "" {
-		st, err := os.Stat(p)
-		if err != nil {
-			return "", fmt.Errorf("qemu binary: %w; %s", err, fix)
-		}
-		if st.IsDir() || st.Mode()&0o111 == 0 {
-			return "", fmt.Errorf("qemu binary %s is not an executable file; %s", p, fix)
-		}
-		return p, nil
-	}
-	p, err := exec.LookPath(qemuBinaryName)
-	if err != nil {
-		return "", fmt.Errorf("%s not found on PATH; %s", qemuBinaryName, fix)
-	}
-	return p, nil
+	return vmm.FindBinary(d.opts.QEMUPath, qemuBinaryName, "qemu",
+		"install qemu-system-x86 (apt-get install qemu-system-x86) or set [hypervisor.qemu] path in the podvm config")
 }
 
 // validate checks what can be checked before anything starts, with errors
 // that say what to do.
 func validate(cfg hypervisor.Config) error {
-	if cfg.ID == "" {
-		return errors.New("empty sandbox ID")
-	}
-	if cfg.StateDir == "" || !filepath.IsAbs(cfg.StateDir) {
-		return fmt.Errorf("state dir %q must be an absolute path", cfg.StateDir)
-	}
-	// QEMU and virtiofsd bind these paths; sun_path holds 107 bytes.
-	longest := filepath.Join(cfg.StateDir, virtiofsdSocketName)
-	if len(longest) > 107 {
-		return fmt.Errorf("state dir %s is too long for unix sockets (%s is %d bytes, the limit is 107): use a shorter state dir",
-			cfg.StateDir, longest, len(longest))
-	}
-	for what, p := range map[string]string{"kernel": cfg.KernelPath, "initramfs": cfg.InitrdPath} {
-		if p == "" {
-			return fmt.Errorf("no guest %s configured: run `podvm image build` and set its path in the podvm config", what)
-		}
-		st, err := os.Stat(p)
-		if err != nil {
-			return fmt.Errorf("guest %s %s: %w: run `podvm image build`", what, p, err)
-		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("guest %s %s is not a regular file: run `podvm image build`", what, p)
-		}
-	}
-	if cfg.VCPUs < 1 || cfg.VCPUs > maxVCPUs {
-		return fmt.Errorf("vcpus %d: want 1 to %d", cfg.VCPUs, maxVCPUs)
-	}
-	if cfg.MemoryMiB < minMemoryMiB || cfg.MemoryMiB > maxMemoryMiB {
-		return fmt.Errorf("memory %d MiB: want %d to %d MiB", cfg.MemoryMiB, minMemoryMiB, maxMemoryMiB)
+	// The longest of the socket paths QEMU and virtiofsd bind.
+	lim := vmm.Limits{MinMemoryMiB: minMemoryMiB, MaxMemoryMiB: maxMemoryMiB, MaxVCPUs: maxVCPUs}
+	if err := vmm.ValidateCommon(cfg, []string{virtiofsdSocketName}, lim); err != nil {
+		return err
 	}
 	switch cfg.SharedFS {
 	case "", contract.SharedFSVirtiofs, contract.SharedFS9p:
 	default:
 		return fmt.Errorf("shared_fs %q: want virtiofs or 9p", cfg.SharedFS)
 	}
-	if cfg.SharedDir == "" {
-		return errors.New("no shared directory")
-	}
-	if st, err := os.Stat(cfg.SharedDir); err != nil || !st.IsDir() {
-		return fmt.Errorf("shared directory %s: not a directory (%v)", cfg.SharedDir, err)
+	if err := vmm.ValidateSharedDir(cfg); err != nil {
+		return err
 	}
 	switch cfg.Transport {
 	case "", contract.TransportVsock, contract.TransportSerial:

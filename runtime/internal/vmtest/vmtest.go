@@ -1,7 +1,8 @@
 // Package vmtest holds what the integration tests that boot real VMs share:
 // finding the guest kernel, building a busybox initramfs, and the rule that
 // a missing prerequisite skips the test but fails it under `make test`
-// (PODVM_REQUIRE_INTEGRATION=1, where make installed everything).
+// (PODVM_REQUIRE_INTEGRATION=1, where make installed everything); and, for
+// the unit tests that mount, NeedRoot.
 package vmtest
 
 import (
@@ -22,6 +23,14 @@ func Missing(t testing.TB, format string, args ...any) {
 		t.Fatalf("integration prerequisite missing: "+format, args...)
 	}
 	t.Skipf(format, args...)
+}
+
+// NeedRoot skips tests that mount (or need root otherwise).
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounts need root")
+	}
 }
 
 // Kernel finds the guest kernel: $PODVM_TEST_KERNEL, else the install at

@@ -31,7 +31,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 
 	"github.com/podvm/podvm/runtime/config"
-	"github.com/podvm/podvm/runtime/sandbox"
+	"github.com/podvm/podvm/runtime/sandbox/crash"
 	"github.com/podvm/podvm/version"
 )
 
@@ -164,15 +164,15 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		return shim.StopStatus{}, err
 	}
 	bundle := filepath.Join(filepath.Dir(cwd), id)
-	rec, ok, err := sandbox.ReadRecord(bundle)
+	rec, ok, err := crash.ReadRecord(bundle)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("read podvm sandbox record")
 	}
 	if ok {
-		if err := sandbox.CleanupAfterCrash(rec); err != nil {
+		if err := crash.Cleanup(rec); err != nil {
 			log.G(ctx).WithError(err).WithField("container", id).Warn("clean up after podvm shim")
 		}
-		sandbox.RemoveRecord(bundle)
+		crash.RemoveRecord(bundle)
 	}
 	removeStaleSocket(ctx, bundle)
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
@@ -239,7 +239,7 @@ func (m manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeIn
 // guest's 6.1 kernel cannot idmap its virtio-fs mounts, where every container
 // filesystem lives: the shim makes idmapped mounts on the host instead (a
 // user namespace pod's root filesystem through containerd's mount package,
-// its volumes in sandbox.ShareMounts), and the guest sees the ids already
+// its volumes in share.Share.ShareMounts), and the guest sees the ids already
 // shifted. containerd offers user namespace pods only to a runtime that
 // reports idmap support.
 func guestFeatures(path string) (*features.Features, error) {

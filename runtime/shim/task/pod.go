@@ -12,7 +12,10 @@ import (
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/guestspec"
 	"github.com/podvm/podvm/runtime/hostcgroup"
+	"github.com/podvm/podvm/runtime/hypervisor/drivers"
 	"github.com/podvm/podvm/runtime/sandbox"
+	"github.com/podvm/podvm/runtime/sandbox/crash"
+	"github.com/podvm/podvm/runtime/sandbox/share"
 )
 
 // ensureSandbox returns the shim's sandbox, booting it on first use; owner
@@ -59,13 +62,13 @@ func (s *Service) bootSandbox(ctx context.Context, r *taskAPI.CreateTaskRequest,
 	}
 	// Recorded before anything exists, so that containerd's `shim delete`
 	// can clean up after a shim that dies while the VM boots.
-	rec := sandbox.Record{SandboxID: opts.ID, StateDir: sandbox.StateDir(opts.Config, opts.ID), ContainerID: r.ID, Owner: true}
-	if err := sandbox.WriteRecord(r.Bundle, rec); err != nil {
+	rec := crash.Record{SandboxID: opts.ID, StateDir: sandbox.StateDir(opts.Config, opts.ID), ContainerID: r.ID, Owner: true}
+	if err := crash.WriteRecord(r.Bundle, rec); err != nil {
 		return nil, err
 	}
 	sb, err := sandbox.Create(ctx, opts)
 	if err != nil {
-		sandbox.RemoveRecord(r.Bundle)
+		crash.RemoveRecord(r.Bundle)
 		return nil, err
 	}
 	d := sb.Agent.Details
@@ -91,7 +94,7 @@ func sandboxOptions(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 	if err != nil {
 		return sandbox.Options{}, err
 	}
-	driver, err := sandbox.NewDriver(cfg)
+	driver, err := drivers.New(cfg)
 	if err != nil {
 		return sandbox.Options{}, fmt.Errorf("podvm config %s: %w", path, err)
 	}
@@ -135,20 +138,20 @@ func (s *Service) abandonSandbox(ctx context.Context, sb *sandbox.Sandbox, bundl
 	s.sb = nil
 	s.mu.Unlock()
 	sb.Destroy(context.WithoutCancel(ctx))
-	sandbox.RemoveRecord(bundle)
+	crash.RemoveRecord(bundle)
 }
 
 // writeMemberRecord records in a joining container's bundle which VM it
 // lives in, for containerd's `shim delete`. (The owner's record was
 // written before its VM booted.)
 func writeMemberRecord(sb *sandbox.Sandbox, r *taskAPI.CreateTaskRequest) error {
-	return sandbox.WriteRecord(r.Bundle, sandbox.Record{SandboxID: sb.ID, StateDir: sb.StateDir, ContainerID: r.ID})
+	return crash.WriteRecord(r.Bundle, crash.Record{SandboxID: sb.ID, StateDir: sb.StateDir, ContainerID: r.ID})
 }
 
 // guestOptions are the pod-wide parts of a container's guest spec.
 func (s *Service) guestOptions(spec *specs.Spec) guestspec.Options {
 	_, pod := spec.Annotations[annotationContainerType]
-	opts := guestspec.Options{Pod: pod, Submounts: sandbox.Submounts}
+	opts := guestspec.Options{Pod: pod, Submounts: share.Submounts}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	opts.PodCgroup = s.guestPodCgroup

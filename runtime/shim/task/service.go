@@ -30,6 +30,7 @@ import (
 	"github.com/podvm/podvm/agent/api"
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/sandbox"
+	"github.com/podvm/podvm/runtime/sandbox/crash"
 	"github.com/podvm/podvm/runtime/shim/container"
 	"github.com/podvm/podvm/runtime/stdio"
 )
@@ -154,7 +155,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}
 		defer func() {
 			if retErr != nil {
-				sandbox.RemoveRecord(r.Bundle)
+				crash.RemoveRecord(r.Bundle)
 			}
 		}()
 	}
@@ -266,7 +267,7 @@ func (s *Service) deleteContainer(ctx context.Context, c *container.Container) {
 		// its VM just now and must not stay "running" forever.
 		s.exitAll(s.containers.All())
 	}
-	sandbox.RemoveRecord(c.Bundle)
+	crash.RemoveRecord(c.Bundle)
 }
 
 // forget drops what the shim knows of a deleted container.

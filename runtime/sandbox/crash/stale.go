@@ -1,4 +1,4 @@
-package sandbox
+package crash
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/network"
+	"github.com/podvm/podvm/runtime/sandbox/share"
 )
 
 // A shim holds an exclusive flock on its sandbox's lock file from the
@@ -55,8 +56,9 @@ func tryLock(dir string, create bool) (*os.File, error) {
 	return f, nil
 }
 
-// lockNew takes the lock of a state directory this shim just created.
-func lockNew(dir string) (*os.File, error) {
+// LockNew takes the lock of a state directory this shim just created; the
+// caller holds it (keeps the file open) while the sandbox exists.
+func LockNew(dir string) (*os.File, error) {
 	deadline := time.Now().Add(lockWait)
 	for {
 		f, err := tryLock(dir, true)
@@ -67,10 +69,10 @@ func lockNew(dir string) (*os.File, error) {
 	}
 }
 
-// claimStateDir prepares dir for a new sandbox: if a crash left a
+// Claim prepares dir for a new sandbox: if a crash left a
 // directory of the same id behind, it is cleaned up first; if a live shim
 // holds it, the sandbox exists and is not ours to create.
-func claimStateDir(ctx context.Context, dir string) error {
+func Claim(ctx context.Context, dir string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -94,12 +96,12 @@ func claimStateDir(ctx context.Context, dir string) error {
 	return cleanupStateDir(dir)
 }
 
-// SweepStale removes the state directories under root (the "sandboxes"
+// Sweep removes the state directories under root (the "sandboxes"
 // directory) that no live shim holds, with everything recorded in them:
 // VM processes, taps, host cgroups, mounts. Directories without a lock
 // file (from shims older than the lock) are left alone: nothing proves
 // they are dead. It returns the directories it removed.
-func SweepStale(ctx context.Context, root string) []string {
+func Sweep(ctx context.Context, root string) []string {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil
@@ -152,7 +154,7 @@ func cleanupStateDir(dir string) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := unmountAndRemove(dir); err != nil {
+	if err := share.UnmountAndRemove(dir); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

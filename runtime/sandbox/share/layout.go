@@ -1,4 +1,8 @@
-package sandbox
+// Package share is the directory a pod VM shares with its guest: the
+// shim mounts each container's root filesystem and volumes under mounts/,
+// and the guest sees them through shared/, a read-only view. It also
+// undoes those mounts, for a live sandbox and after a crash.
+package share
 
 import (
 	"errors"
@@ -14,7 +18,7 @@ import (
 // The state directory of a sandbox:
 //
 //	<state_dir>/sandboxes/<id>/
-//	  lock        held (flock) by the shim that owns the sandbox
+//	  lock        held (flock) by the shim that owns the sandbox (package crash)
 //	  mounts/     where the shim mounts each container's rootfs and volumes
 //	  shared/     a read-only view of mounts/, exported to the guest
 //	  ...         sockets, pid files and logs of the VMM and virtiofsd
@@ -32,7 +36,22 @@ const (
 	sharedDirName = "shared"
 )
 
-// setUpShare creates mounts/ and shared/ and makes shared/ the guest's
+// Share is the shared directory of one sandbox.
+type Share struct {
+	// HostDir is mounts/: where the shim mounts containers' root
+	// filesystems and volumes; each mount appears in SharedDir.
+	HostDir string
+	// SharedDir is shared/, exported to the guest: a read-only view of
+	// HostDir.
+	SharedDir string
+}
+
+// At is the share of the sandbox whose state directory is stateDir.
+func At(stateDir string) Share {
+	return Share{HostDir: filepath.Join(stateDir, mountsDirName), SharedDir: filepath.Join(stateDir, sharedDirName)}
+}
+
+// SetUp creates mounts/ and shared/ and makes shared/ the guest's
 // read-only view of mounts/.
 //
 // Both are searchable by everyone (0711, not listable), as containerd's own
@@ -41,7 +60,8 @@ const (
 // namespace but an unprivileged guest uid outside it, must pass through it
 // to its root filesystem. On the host the sandbox's state directory above
 // them stays 0700.
-func setUpShare(hostDir, sharedDir string) error {
+func (s Share) SetUp() error {
+	hostDir, sharedDir := s.HostDir, s.SharedDir
 	for _, d := range []string{hostDir, sharedDir} {
 		if err := os.Mkdir(d, 0o711); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
@@ -75,20 +95,12 @@ func setUpShare(hostDir, sharedDir string) error {
 	return nil
 }
 
-// containerDirs are the directories of one container in the state dir:
-// where the shim mounted its rootfs and volumes, and their view in the
-// share (older shims mounted straight into shared/, which this also
-// covers).
-func containerDirs(stateDir, containerID string) (host, shared string) {
-	return filepath.Join(stateDir, mountsDirName, containerID), filepath.Join(stateDir, sharedDirName, containerID)
-}
-
-// unmountContainer detaches every mount of one container (rootfs and
+// UnmountContainer detaches every mount of one container (rootfs and
 // volumes, in both trees) and removes its directory. In shared/ it is the
 // same directory seen read-only, gone with the one in mounts/; an older
 // shim's, mounted straight into shared/, is removed there.
-func unmountContainer(stateDir, containerID string) error {
-	host, shared := containerDirs(stateDir, containerID)
+func (s Share) UnmountContainer(containerID string) error {
+	host, shared := filepath.Join(s.HostDir, containerID), filepath.Join(s.SharedDir, containerID)
 	errs := []error{unmountAll(shared), unmountAll(host)}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -102,8 +114,8 @@ func unmountContainer(stateDir, containerID string) error {
 	return nil
 }
 
-// unmountAndRemove detaches every mount at or below dir, then removes dir.
-func unmountAndRemove(dir string) error {
+// UnmountAndRemove detaches every mount at or below dir, then removes dir.
+func UnmountAndRemove(dir string) error {
 	if err := unmountAll(dir); err != nil {
 		return err
 	}
@@ -113,7 +125,7 @@ func unmountAndRemove(dir string) error {
 // unmountAll detaches every mount at or below dir, deepest first.
 func unmountAll(dir string) error {
 	var errs []error
-	for _, mp := range mountsUnder(dir) {
+	for _, mp := range MountsUnder(dir) {
 		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
 		}
@@ -127,7 +139,7 @@ func unmountAll(dir string) error {
 func removeUnmounted(dirs ...string) error {
 	var errs []error
 	for _, dir := range dirs {
-		if left := mountsUnder(dir); len(left) > 0 {
+		if left := MountsUnder(dir); len(left) > 0 {
 			errs = append(errs, fmt.Errorf("not removing %s: still mounted there: %s", dir, strings.Join(left, ", ")))
 			continue
 		}
@@ -138,8 +150,8 @@ func removeUnmounted(dirs ...string) error {
 	return errors.Join(errs...)
 }
 
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
+// MountsUnder lists the mount points at or below dir, deepest first.
+func MountsUnder(dir string) []string {
 	var out []string
 	for _, m := range mountInfoUnder(dir) {
 		out = append(out, m.point)

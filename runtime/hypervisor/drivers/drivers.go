@@ -1,4 +1,7 @@
-package sandbox
+// Package drivers chooses the hypervisor driver the podvm configuration
+// names and hands it its settings. It is the one place that knows every
+// driver; the sandbox, the shim and `podvm check` take a hypervisor.Driver.
+package drivers
 
 import (
 	"fmt"
@@ -9,8 +12,8 @@ import (
 	"github.com/podvm/podvm/runtime/hypervisor/qemu"
 )
 
-// NewDriver returns the hypervisor driver the configuration selects.
-func NewDriver(cfg *config.Config) (hypervisor.Driver, error) {
+// New returns the hypervisor driver the configuration selects.
+func New(cfg *config.Config) (hypervisor.Driver, error) {
 	h := cfg.Hypervisor
 	switch h.Driver {
 	case "qemu":

@@ -1,7 +1,6 @@
-package sandbox
+package share
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -80,8 +79,8 @@ func TestVisibleSubmounts(t *testing.T) {
 // runs, as with runc; a recursive copy in the host's mount namespace
 // would keep the mount point busy.
 func TestShareSubmountsApart(t *testing.T) {
-	state, host, shared := newLayout(t)
-	s := &Sandbox{ID: "layout", StateDir: state, HostDir: host, SharedDir: shared, rootfs: map[string]bool{"c1": true}}
+	s := newLayout(t)
+	host, shared := s.HostDir, s.SharedDir
 	vol := filepath.Join(t.TempDir(), "vol")
 	tmpfs := filepath.Join(vol, "tmpfs")
 	if err := os.MkdirAll(tmpfs, 0o755); err != nil {
@@ -99,7 +98,7 @@ func TestShareSubmountsApart(t *testing.T) {
 	if want := []guestspec.Submount{{Rel: "tmpfs"}}; !reflect.DeepEqual(subs, want) {
 		t.Fatalf("Submounts(%s) = %+v, want %+v", vol, subs, want)
 	}
-	if err := s.ShareMounts(context.Background(), "c1", []guestspec.SharedMount{
+	if err := s.ShareMounts("c1", []guestspec.SharedMount{
 		{HostSource: vol, ShareRel: "c1/mounts/0", Destination: "/mnt", ReadOnly: true, Alone: true},
 		{HostSource: tmpfs, ShareRel: "c1/mounts/1", Destination: "/mnt/tmpfs", Alone: true},
 	}); err != nil {
@@ -118,10 +117,10 @@ func TestShareSubmountsApart(t *testing.T) {
 	if _, err := os.Stat(view("c1/mounts/1/file")); err != nil {
 		t.Errorf("the shared tmpfs went with the host's: %v", err)
 	}
-	if err := s.UnmountRootfs("c1"); err != nil {
+	if err := s.UnmountContainer("c1"); err != nil {
 		t.Fatal(err)
 	}
-	if left := mountsUnder(filepath.Join(host, "c1")); len(left) > 0 {
+	if left := MountsUnder(filepath.Join(host, "c1")); len(left) > 0 {
 		t.Errorf("mounts left: %v", left)
 	}
 }
@@ -130,14 +129,14 @@ func TestShareSubmountsApart(t *testing.T) {
 // so the guest sees the ids already shifted (file owner 0 as 1000) and a
 // file the guest creates as 1000 is owned by 0 on the volume.
 func TestShareIdmapped(t *testing.T) {
-	state, host, shared := newLayout(t)
-	s := &Sandbox{ID: "layout", StateDir: state, HostDir: host, SharedDir: shared, rootfs: map[string]bool{"c1": true}}
+	s := newLayout(t)
+	host, shared := s.HostDir, s.SharedDir
 	vol := t.TempDir() // on the test's filesystem: skip if it cannot be idmapped
 	if err := os.WriteFile(filepath.Join(vol, "owned-by-root"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	maps := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 65536}}
-	err := s.ShareMounts(context.Background(), "c1", []guestspec.SharedMount{
+	err := s.ShareMounts("c1", []guestspec.SharedMount{
 		{HostSource: vol, ShareRel: "c1/mounts/0", Destination: "/data", UIDMappings: maps, GIDMappings: maps},
 	})
 	if err != nil && strings.Contains(err.Error(), "must support idmapped mounts") {

@@ -1,7 +1,6 @@
-package sandbox
+package share
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,12 +14,26 @@ import (
 	"github.com/podvm/podvm/runtime/guestspec"
 )
 
+// MountRootfs mounts a container's root filesystem (as containerd's
+// snapshotter prepared it) at its place in the share, where the guest sees
+// it. A failure may leave part of it: UnmountContainer undoes that too.
+func (s Share) MountRootfs(containerID string, mounts []mount.Mount) error {
+	target := filepath.Join(s.HostDir, guestspec.RootfsDir(containerID))
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("create rootfs dir for %s: %w", containerID, err)
+	}
+	if err := mount.All(mounts, target); err != nil {
+		return fmt.Errorf("mount rootfs of %s into the sandbox share: %w", containerID, err)
+	}
+	return mirrorReadOnly(s.HostDir, s.SharedDir, containerID)
+}
+
 // ShareMounts bind-mounts each host source into the shared directory where
 // the guest spec expects it (volumes, configMaps, secrets, /etc/hosts...).
 // Only these paths become visible to the guest; read-only ones are remounted
 // read-only on the host side too, so the guest cannot write through them.
-// Undone with the container's rootfs by UnmountRootfs.
-func (s *Sandbox) ShareMounts(ctx context.Context, containerID string, shares []guestspec.SharedMount) error {
+// Undone with the container's rootfs by UnmountContainer.
+func (s Share) ShareMounts(containerID string, shares []guestspec.SharedMount) error {
 	for _, sh := range shares {
 		target := filepath.Join(s.HostDir, sh.ShareRel)
 		if err := shareOne(sh, target); err != nil {

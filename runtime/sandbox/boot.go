@@ -1,0 +1,77 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/sandbox/crash"
+)
+
+// vmConfig is the VM the prepared host asks for: the configured guest
+// image and VMM settings, the pod's size, and what prepareHost made.
+func (s *Sandbox) vmConfig(o Options) hypervisor.Config {
+	h := o.Config.Hypervisor
+	cfg := hypervisor.Config{
+		ID:           o.ID,
+		StateDir:     s.StateDir,
+		KernelPath:   h.Kernel,
+		InitrdPath:   h.Initrd,
+		KernelParams: h.KernelParams,
+		VCPUs:        o.Size.VCPUs,
+		MemoryMiB:    o.Size.MemoryMiB,
+		SharedDir:    s.share.SharedDir,
+		SharedFS:     h.SharedFS,
+		Transport:    transport(h.AgentTransport),
+		Accelerator:  accelerator(h.Accelerator),
+		Debug:        h.Debug,
+	}
+	if s.net != nil {
+		cfg.Net = s.net.Devices()
+	}
+	if s.cgroup != nil { // a nil *hostcgroup.Cgroup would not be a nil interface
+		cfg.Cgroup = s.cgroup
+	}
+	return cfg
+}
+
+func transport(v string) contract.Transport {
+	if v == "auto" {
+		return ""
+	}
+	return contract.Transport(v)
+}
+
+func accelerator(v string) hypervisor.Accelerator {
+	if v == "auto" {
+		return ""
+	}
+	return hypervisor.Accelerator(v)
+}
+
+// bootVM creates and starts the VM and records its processes for package
+// crash. It is the one phase that needs the VMM: a VM factory (VMs booted
+// ahead or restored from a template) would take its place, handing over a
+// running VM and attaching cfg's share, network and cgroup to it.
+func (s *Sandbox) bootVM(ctx context.Context, driver hypervisor.Driver, cfg hypervisor.Config) error {
+	vm, err := driver.Create(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	s.vm = vm
+	if err := vm.Start(ctx); err != nil {
+		return fmt.Errorf("start %s for sandbox %s: %w", driver.Name(), s.ID, err)
+	}
+	s.Timings.VMMStarted = time.Now()
+	info := vm.Info()
+	log.G(ctx).WithFields(log.Fields{
+		"sandbox": s.ID, "driver": info.Driver, "vcpus": info.VCPUs, "memory_mib": info.MemoryMiB,
+		"accelerator": info.Accelerator, "accelerator_reason": info.AccelReason,
+		"transport": info.Transport, "transport_reason": info.TransportReason,
+	}).Info("pod VM started")
+	return crash.NotePids(s.StateDir, vm.Pids())
+}
