@@ -75,7 +75,7 @@ func (s *Service) bootSandbox(ctx context.Context, r *taskAPI.CreateTaskRequest,
 	}).WithFields(startPhaseFields(sb)).Info("pod VM ready")
 	s.cfg, s.sb, s.guestPodCgroup = opts.Config, sb, opts.GuestPodCgroup
 	go s.watchVM(sb)
-	go s.forwardOOMEvents(sb)
+	go s.forwardOOMEvents(sb.Agent, sb.Done())
 	return sb, nil
 }
 

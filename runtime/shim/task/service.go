@@ -55,7 +55,7 @@ type Service struct {
 	sb  *sandbox.Sandbox
 	// oomReported names containers a TaskOOM was published for: the guest
 	// reports an init's OOM kill both with its exit and on GetOOMEvent, and
-	// CRI needs it once, before the exit.
+	// CRI needs it once, before the exit. Only ids in containers are kept.
 	oomReported map[string]bool
 	// sandboxGuestPid is the guest pid of the pod's sandbox container,
 	// whose IPC/UTS/PID namespaces the pod's other containers join.
@@ -270,11 +270,12 @@ func (s *Service) deleteContainer(ctx context.Context, c *container.Container) {
 }
 
 // forget drops what the shim knows of a deleted container.
+// Both under s.mu, as sendOOM checks and marks under it.
 func (s *Service) forget(id string) {
-	s.containers.Remove(id)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.containers.Remove(id)
 	delete(s.oomReported, id)
-	s.mu.Unlock()
 }
 
 func (s *Service) deleteResponse(p *container.Process) *taskAPI.DeleteResponse {
