@@ -31,6 +31,7 @@ import (
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/sandbox"
 	"github.com/podvm/podvm/runtime/shim/container"
+	"github.com/podvm/podvm/runtime/shim/grouping"
 	"github.com/podvm/podvm/runtime/stdio"
 )
 
@@ -38,8 +39,8 @@ var _ taskAPI.TTRPCTaskService = (*Service)(nil)
 
 // CRI annotations that group a pod's containers into one sandbox.
 const (
-	annotationContainerType = "io.kubernetes.cri.container-type"
-	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
+	annotationContainerType = grouping.AnnotationContainerType
+	annotationSandboxID     = grouping.AnnotationSandboxID
 )
 
 // Service is the shim's TaskService.
@@ -53,6 +54,8 @@ type Service struct {
 	mu  sync.Mutex
 	cfg *config.Config
 	sb  *sandbox.Sandbox
+	// vm identifies sb's pod: which containers may join it.
+	vm grouping.VM
 	// oomReported names containers a TaskOOM was published for: the guest
 	// reports an init's OOM kill both with its exit and on GetOOMEvent, and
 	// CRI needs it once, before the exit. Only ids in containers are kept.
