@@ -271,3 +271,38 @@ func TestHostCgroup(t *testing.T) {
 		}
 	}
 }
+
+func TestWorkingSet(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		h     hierarchy
+		files map[string]string
+		want  uint64
+		err   bool
+	}{
+		{"v1", hierarchy{memory: true}, map[string]string{
+			"memory.usage_in_bytes": "300000\n", "memory.stat": "cache 5\ninactive_file 1\ntotal_inactive_file 100000\n"}, 200000, false},
+		{"v2", hierarchy{memory: true, v2: true}, map[string]string{
+			"memory.current": "300000\n", "memory.stat": "anon 7\ninactive_file 50000\n"}, 250000, false},
+		{"inactive above usage", hierarchy{memory: true, v2: true}, map[string]string{
+			"memory.current": "10\n", "memory.stat": "inactive_file 50\n"}, 0, false},
+		{"no stat key", hierarchy{memory: true, v2: true}, map[string]string{
+			"memory.current": "10\n", "memory.stat": "anon 7\n"}, 0, true},
+		{"no usage", hierarchy{memory: true}, map[string]string{"memory.stat": "total_inactive_file 1\n"}, 0, true},
+	} {
+		root := t.TempDir()
+		tc.h.dir = root
+		if err := os.MkdirAll(filepath.Join(root, "pod", "sb"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, v := range tc.files {
+			if err := os.WriteFile(filepath.Join(root, "pod", "sb", name), []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := tc.h.workingSet("/pod/sb")
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("%s: workingSet = %d, %v; want %d, error %v", tc.name, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -83,6 +83,7 @@ func (s *Service) bootSandbox(ctx context.Context, r *taskAPI.CreateTaskRequest,
 		"boot_to_agent": sb.Timings.AgentReady.Sub(sb.Timings.Begin).String(),
 	}).WithFields(startPhaseFields(sb)).Info("pod VM ready")
 	s.cfg, s.sb, s.vm, s.guestPodCgroup = opts.Config, sb, vm, opts.GuestPodCgroup
+	s.agent, s.mem = sb.Agent, newPodMemory(ctx, opts.HostCgroup, opts.Config.Hypervisor.DefaultMemoryMiB)
 	go s.watchVM(sb)
 	go s.forwardOOMEvents(sb.Agent, sb.Done())
 	return sb, nil

@@ -56,6 +56,10 @@ type Service struct {
 	sb  *sandbox.Sandbox
 	// vm identifies sb's pod: which containers may join it.
 	vm grouping.VM
+	// agent is sb's agent; mem bounds its memory figures (nil when the
+	// host cannot measure the VM).
+	agent api.AgentServiceService
+	mem   *podMemory
 	// oomReported names containers a TaskOOM was published for: the guest
 	// reports an init's OOM kill both with its exit and on GetOOMEvent, and
 	// CRI needs it once, before the exit. Only ids in containers are kept.
@@ -279,6 +283,7 @@ func (s *Service) forget(id string) {
 	defer s.mu.Unlock()
 	s.containers.Remove(id)
 	delete(s.oomReported, id)
+	s.mem.forget(id)
 }
 
 func (s *Service) deleteResponse(p *container.Process) *taskAPI.DeleteResponse {
