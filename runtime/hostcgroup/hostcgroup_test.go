@@ -82,6 +82,9 @@ func TestParseHierarchiesHybrid(t *testing.T) {
 		if h.cpuset != (h.dir == "/sys/fs/cgroup/cpuset") || h.pids != (h.dir == "/sys/fs/cgroup/pids") {
 			t.Errorf("%s: cpuset %v pids %v", h.dir, h.cpuset, h.pids)
 		}
+		if h.memory != (h.dir == "/sys/fs/cgroup/memory") || h.v2 != (h.dir == "/sys/fs/cgroup/unified") {
+			t.Errorf("%s: memory %v v2 %v; the memory hierarchy is v1's, and the controller-less unified one is v2", h.dir, h.memory, h.v2)
+		}
 	}
 	want := []string{"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/cpuset", "/sys/fs/cgroup/memory",
 		"/sys/fs/cgroup/pids", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"}
@@ -100,6 +103,9 @@ func TestParseHierarchiesUnified(t *testing.T) {
 	}
 	if len(hs) != 1 || hs[0].dir != "/sys/fs/cgroup" || !hs[0].pids || hs[0].cpuset {
 		t.Errorf("hierarchies %+v, want one unified one with pids", hs)
+	}
+	if !hs[0].memory || !hs[0].v2 {
+		t.Errorf("hierarchy %+v: the unified one must charge memory, with v2's files", hs[0])
 	}
 }
 
