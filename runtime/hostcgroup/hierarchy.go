@@ -21,6 +21,9 @@ type hierarchy struct {
 	cpuset bool
 	// pids: the hierarchy where pids.max is enforced.
 	pids bool
+	// memory: the hierarchy that charges memory; v2 says which file names
+	// it uses (memory.current, or v1's memory.usage_in_bytes).
+	memory, v2 bool
 }
 
 // hostHierarchies lists the cgroup hierarchies mounted in this mount
@@ -72,8 +75,11 @@ func parseHierarchies(r io.Reader, v2Controllers func(mountpoint string) []strin
 			opts := strings.Split(g[2], ",")
 			h.cpuset = slices.Contains(opts, "cpuset")
 			h.pids = slices.Contains(opts, "pids")
+			h.memory = slices.Contains(opts, "memory")
 		} else {
-			h.pids = slices.Contains(v2Controllers(mp), "pids")
+			cs := v2Controllers(mp)
+			h.pids = slices.Contains(cs, "pids")
+			h.memory, h.v2 = slices.Contains(cs, "memory"), true
 		}
 		hs = append(hs, h)
 	}

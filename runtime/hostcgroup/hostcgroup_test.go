@@ -82,6 +82,9 @@ func TestParseHierarchiesHybrid(t *testing.T) {
 		if h.cpuset != (h.dir == "/sys/fs/cgroup/cpuset") || h.pids != (h.dir == "/sys/fs/cgroup/pids") {
 			t.Errorf("%s: cpuset %v pids %v", h.dir, h.cpuset, h.pids)
 		}
+		if h.memory != (h.dir == "/sys/fs/cgroup/memory") || h.v2 != (h.dir == "/sys/fs/cgroup/unified") {
+			t.Errorf("%s: memory %v v2 %v; the memory hierarchy is v1's, and the controller-less unified one is v2", h.dir, h.memory, h.v2)
+		}
 	}
 	want := []string{"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/cpuset", "/sys/fs/cgroup/memory",
 		"/sys/fs/cgroup/pids", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"}
@@ -100,6 +103,9 @@ func TestParseHierarchiesUnified(t *testing.T) {
 	}
 	if len(hs) != 1 || hs[0].dir != "/sys/fs/cgroup" || !hs[0].pids || hs[0].cpuset {
 		t.Errorf("hierarchies %+v, want one unified one with pids", hs)
+	}
+	if !hs[0].memory || !hs[0].v2 {
+		t.Errorf("hierarchy %+v: the unified one must charge memory, with v2's files", hs[0])
 	}
 }
 
@@ -268,6 +274,41 @@ func TestHostCgroup(t *testing.T) {
 	for _, h := range hs {
 		if _, err := os.Stat(filepath.Join(h.dir, p)); !os.IsNotExist(err) {
 			t.Errorf("%s still there (%v)", filepath.Join(h.dir, p), err)
+		}
+	}
+}
+
+func TestWorkingSet(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		h     hierarchy
+		files map[string]string
+		want  uint64
+		err   bool
+	}{
+		{"v1", hierarchy{memory: true}, map[string]string{
+			"memory.usage_in_bytes": "300000\n", "memory.stat": "cache 5\ninactive_file 1\ntotal_inactive_file 100000\n"}, 200000, false},
+		{"v2", hierarchy{memory: true, v2: true}, map[string]string{
+			"memory.current": "300000\n", "memory.stat": "anon 7\ninactive_file 50000\n"}, 250000, false},
+		{"inactive above usage", hierarchy{memory: true, v2: true}, map[string]string{
+			"memory.current": "10\n", "memory.stat": "inactive_file 50\n"}, 0, false},
+		{"no stat key", hierarchy{memory: true, v2: true}, map[string]string{
+			"memory.current": "10\n", "memory.stat": "anon 7\n"}, 0, true},
+		{"no usage", hierarchy{memory: true}, map[string]string{"memory.stat": "total_inactive_file 1\n"}, 0, true},
+	} {
+		root := t.TempDir()
+		tc.h.dir = root
+		if err := os.MkdirAll(filepath.Join(root, "pod", "sb"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, v := range tc.files {
+			if err := os.WriteFile(filepath.Join(root, "pod", "sb", name), []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := tc.h.workingSet("/pod/sb")
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("%s: workingSet = %d, %v; want %d, error %v", tc.name, got, err, tc.want, tc.err)
 		}
 	}
 }

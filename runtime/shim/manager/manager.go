@@ -2,7 +2,7 @@
 // `start` action that spawns (or reuses) the long-running shim of a pod, and
 // the `delete` action that cleans up after a shim that is gone. It mirrors
 // containerd's runc shim manager, grouping a pod's containers into one shim
-// (and therefore one VM) by the CRI sandbox-id annotation.
+// (and therefore one VM) by the CRI sandbox-id annotation (runtime/shim/grouping).
 package manager
 
 import (
@@ -32,15 +32,9 @@ import (
 
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/sandbox/crash"
+	"github.com/podvm/podvm/runtime/shim/grouping"
 	"github.com/podvm/podvm/version"
 )
-
-// groupAnnotations name the group a container's shim is shared by, in order
-// of preference: an explicit podvm group, then the CRI pod.
-var groupAnnotations = []string{
-	"io.containerd.podvm.v2.group",
-	"io.kubernetes.cri.sandbox-id",
-}
 
 // New returns the shim manager for runtime name (io.containerd.podvm.v2).
 func New(name string) shim.Shim { return manager{name: name} }
@@ -49,7 +43,8 @@ type manager struct{ name string }
 
 func (m manager) Name() string { return m.name }
 
-// groupOf reads the bundle's spec annotations to find the container's group.
+// groupOf reads the bundle's spec annotations to find the container's group
+// (grouping.Of: a CRI container's sandbox id, whatever else it names).
 func groupOf(id string) (string, error) {
 	b, err := os.ReadFile("config.json")
 	if err != nil {
@@ -61,12 +56,7 @@ func groupOf(id string) (string, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return "", fmt.Errorf("parse OCI spec of %s: %w", id, err)
 	}
-	for _, a := range groupAnnotations {
-		if g := s.Annotations[a]; g != "" {
-			return g, nil
-		}
-	}
-	return id, nil
+	return grouping.Of(id, s.Annotations)
 }
 
 // Start spawns the shim daemon of the container's group, or returns the

@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"math/bits"
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -9,8 +10,17 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/podvm/podvm/agent/api"
-	"github.com/podvm/podvm/runtime/sandbox"
 )
+
+// oomPace is the least time between two GetOOMEvent calls: the agent is
+// the guest's and may answer at once, forever. Real OOM kills are rare and
+// their exits carry the OOM too (waitExit), so 50 a second loses nothing.
+const oomPace = 20 * time.Millisecond
+
+// oomSource is the part of the agent the OOM loop asks.
+type oomSource interface {
+	GetOOMEvent(ctx context.Context, r *api.GetOOMEventRequest) (*api.OOMEvent, error)
+}
 
 func (s *Service) send(evt any) {
 	select {
@@ -32,35 +42,62 @@ func (s *Service) forwardEvents() {
 }
 
 // forwardOOMEvents keeps one GetOOMEvent call pending and publishes each
-// OOM kill the guest reports, until the VM is gone.
-func (s *Service) forwardOOMEvents(sb *sandbox.Sandbox) {
+// OOM kill the guest reports for one of this shim's containers, until done
+// closes. Calls are paced by oomPace (a second after an error), whatever
+// the agent answers.
+func (s *Service) forwardOOMEvents(agent oomSource, done <-chan struct{}) {
+	var rejected uint64
+	pace := time.NewTimer(0)
+	defer pace.Stop()
 	for {
-		ev, err := sb.Agent.GetOOMEvent(s.ctx, &api.GetOOMEventRequest{})
 		select {
-		case <-sb.Done():
+		case <-done:
 			return
-		default:
+		case <-pace.C:
 		}
+		ev, err := agent.GetOOMEvent(s.ctx, &api.GetOOMEventRequest{})
+		pace.Reset(oomPace)
 		if err != nil {
 			log.G(s.ctx).WithError(err).Debug("GetOOMEvent")
-			select {
-			case <-sb.Done():
-				return
-			case <-time.After(time.Second):
-			}
+			pace.Reset(time.Second)
 			continue
 		}
-		s.sendOOM(ev.ContainerId)
+		if !s.sendOOM(ev.ContainerId) {
+			rejected++
+			logRejectedOOM(s.ctx, ev.ContainerId, rejected)
+		}
 	}
 }
 
-// sendOOM publishes TaskOOM for a container once.
-func (s *Service) sendOOM(containerID string) {
+// logRejectedOOM logs the 1st, 2nd, 4th, 8th, ... OOM event naming no
+// container of this shim: a flood must not flood the log too.
+func logRejectedOOM(ctx context.Context, id string, n uint64) {
+	if bits.OnesCount64(n) != 1 {
+		return
+	}
+	const show = 80
+	if len(id) > show {
+		id = id[:show] + "..."
+	}
+	log.G(ctx).WithField("container", id).WithField("rejected", n).
+		Warn("the guest reported an OOM kill of a container this shim does not run; ignored")
+}
+
+// sendOOM publishes TaskOOM for one of the shim's containers, once; it
+// reports false, and keeps nothing, for an id that names none of them.
+// The check and the mark are made under s.mu, as forget drops both, so
+// oomReported never holds more than the container table.
+func (s *Service) sendOOM(containerID string) bool {
 	s.mu.Lock()
+	if !s.containers.Has(containerID) {
+		s.mu.Unlock()
+		return false
+	}
 	dup := s.oomReported[containerID]
 	s.oomReported[containerID] = true
 	s.mu.Unlock()
 	if !dup {
 		s.send(&eventstypes.TaskOOM{ContainerID: containerID})
 	}
+	return true
 }

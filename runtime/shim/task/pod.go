@@ -16,6 +16,7 @@ import (
 	"github.com/podvm/podvm/runtime/sandbox"
 	"github.com/podvm/podvm/runtime/sandbox/crash"
 	"github.com/podvm/podvm/runtime/sandbox/share"
+	"github.com/podvm/podvm/runtime/shim/grouping"
 )
 
 // ensureSandbox returns the shim's sandbox, booting it on first use; owner
@@ -24,7 +25,7 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sb != nil {
-		sb, err = s.joinSandbox(spec)
+		sb, err = s.joinSandbox(r.ID, spec)
 		return sb, false, err
 	}
 	if spec.Annotations[annotationContainerType] == "container" {
@@ -38,12 +39,16 @@ func (s *Service) ensureSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 }
 
 // joinSandbox checks that another container of the pod may use the booted
-// VM. Called with s.mu held.
-func (s *Service) joinSandbox(spec *specs.Spec) (*sandbox.Sandbox, error) {
+// VM: it must be of the VM's pod (grouping.VM.CheckJoin), whatever group
+// the shim manager routed it by. Called with s.mu held.
+func (s *Service) joinSandbox(id string, spec *specs.Spec) (*sandbox.Sandbox, error) {
 	select {
 	case <-s.sb.Done():
 		return nil, fmt.Errorf("the pod VM of sandbox %s is gone: %v", s.sb.ID, s.sb.ExitError())
 	default:
+	}
+	if err := s.vm.CheckJoin(id, spec); err != nil {
+		return nil, errdefs.ErrPermissionDenied.WithMessage(fmt.Sprintf("refused to join the pod VM of sandbox %s: %v", s.sb.ID, err))
 	}
 	// The pod's annotations must still be allowed (CRI copies the pod's
 	// annotations to every container).
@@ -56,6 +61,10 @@ func (s *Service) joinSandbox(spec *specs.Spec) (*sandbox.Sandbox, error) {
 // bootSandbox boots the pod's VM for its first container. Called with
 // s.mu held.
 func (s *Service) bootSandbox(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (*sandbox.Sandbox, error) {
+	vm, err := grouping.NewVM(r.ID, spec, int(s.hostPid()))
+	if err != nil {
+		return nil, errdefs.ErrPermissionDenied.WithMessage(err.Error())
+	}
 	opts, err := sandboxOptions(ctx, r, spec)
 	if err != nil {
 		return nil, err
@@ -76,9 +85,10 @@ func (s *Service) bootSandbox(ctx context.Context, r *taskAPI.CreateTaskRequest,
 		"sandbox": sb.ID, "guest_kernel": d.KernelRelease, "agent": d.AgentVersion, "transport": d.Transport,
 		"boot_to_agent": sb.Timings.AgentReady.Sub(sb.Timings.Begin).String(),
 	}).WithFields(startPhaseFields(sb)).Info("pod VM ready")
-	s.cfg, s.sb, s.guestPodCgroup = opts.Config, sb, opts.GuestPodCgroup
+	s.cfg, s.sb, s.vm, s.guestPodCgroup = opts.Config, sb, vm, opts.GuestPodCgroup
+	s.agent, s.mem = sb.Agent, newPodMemory(ctx, opts.HostCgroup, opts.Config.Hypervisor.DefaultMemoryMiB)
 	go s.watchVM(sb)
-	go s.forwardOOMEvents(sb)
+	go s.forwardOOMEvents(sb.Agent, sb.Done())
 	return sb, nil
 }
 

@@ -21,16 +21,32 @@ import (
 // (github.com/containerd/cgroups/v3/cgroup2/stats.Metrics); CRI decodes it.
 const cgroupV2MetricsType = "io.containerd.cgroups.v2.Metrics"
 
-// Stats returns the container's guest cgroup stats.
+// Stats returns the container's guest cgroup stats, its memory usage
+// bounded by the host's figure where the host can measure (podMemory).
 func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
 	if _, err := s.getContainer(r.ID); err != nil {
 		return nil, err
 	}
-	resp, err := s.sandbox().Agent.StatsContainer(ctx, &api.StatsContainerRequest{ContainerId: r.ID})
+	agent, mem := s.guest()
+	resp, err := agent.StatsContainer(ctx, &api.StatsContainerRequest{ContainerId: r.ID})
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("stats of container %s: %w", r.ID, err))
 	}
-	return &taskAPI.StatsResponse{Stats: &anypb.Any{TypeUrl: cgroupV2MetricsType, Value: resp.CgroupV2Metrics}}, nil
+	metrics := resp.CgroupV2Metrics
+	if mem != nil {
+		if metrics, err = mem.bound(ctx, r.ID, metrics, s.containers.All()); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+	}
+	return &taskAPI.StatsResponse{Stats: &anypb.Any{TypeUrl: cgroupV2MetricsType, Value: metrics}}, nil
+}
+
+// guest returns the VM's agent and the bound on its memory figures (nil
+// when the host cannot measure the VM).
+func (s *Service) guest() (api.AgentServiceService, *podMemory) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.agent, s.mem
 }
 
 // Update changes the container's resources inside the guest. The VM's own

@@ -32,6 +32,7 @@ import (
 	"github.com/podvm/podvm/runtime/sandbox"
 	"github.com/podvm/podvm/runtime/sandbox/crash"
 	"github.com/podvm/podvm/runtime/shim/container"
+	"github.com/podvm/podvm/runtime/shim/grouping"
 	"github.com/podvm/podvm/runtime/stdio"
 )
 
@@ -39,8 +40,8 @@ var _ taskAPI.TTRPCTaskService = (*Service)(nil)
 
 // CRI annotations that group a pod's containers into one sandbox.
 const (
-	annotationContainerType = "io.kubernetes.cri.container-type"
-	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
+	annotationContainerType = grouping.AnnotationContainerType
+	annotationSandboxID     = grouping.AnnotationSandboxID
 )
 
 // Service is the shim's TaskService.
@@ -54,9 +55,15 @@ type Service struct {
 	mu  sync.Mutex
 	cfg *config.Config
 	sb  *sandbox.Sandbox
+	// vm identifies sb's pod: which containers may join it.
+	vm grouping.VM
+	// agent is sb's agent; mem bounds its memory figures (nil when the
+	// host cannot measure the VM).
+	agent api.AgentServiceService
+	mem   *podMemory
 	// oomReported names containers a TaskOOM was published for: the guest
 	// reports an init's OOM kill both with its exit and on GetOOMEvent, and
-	// CRI needs it once, before the exit.
+	// CRI needs it once, before the exit. Only ids in containers are kept.
 	oomReported map[string]bool
 	// sandboxGuestPid is the guest pid of the pod's sandbox container,
 	// whose IPC/UTS/PID namespaces the pod's other containers join.
@@ -271,11 +278,13 @@ func (s *Service) deleteContainer(ctx context.Context, c *container.Container) {
 }
 
 // forget drops what the shim knows of a deleted container.
+// Both under s.mu, as sendOOM checks and marks under it.
 func (s *Service) forget(id string) {
-	s.containers.Remove(id)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.containers.Remove(id)
 	delete(s.oomReported, id)
-	s.mu.Unlock()
+	s.mem.forget(id)
 }
 
 func (s *Service) deleteResponse(p *container.Process) *taskAPI.DeleteResponse {
