@@ -210,7 +210,7 @@ for t in "${want[@]}"; do
 	# The Rust virtio-fs daemon (needs libcap-ng-dev and libseccomp-dev).
 	virtiofsd) install_crate virtiofsd "$VIRTIOFSD_VERSION" 3 ;;
 	# A vhost-user vsock device whose host end is a unix socket (hybrid vsock).
-	vhost-device-vsock) install_crate vhost-device-vsock "$VHOST_DEVICE_VSOCK_VERSION" 5 ;;
+	vhost-device-vsock) install_crate vhost-device-vsock "$VHOST_DEVICE_VSOCK_VERSION" 2 ;;
 	*) die "unknown tool $t (known: containerd runc cri-tools kubernetes agnhost etcd gvisor virtiofsd vhost-device-vsock)" ;;
 	esac
 done
