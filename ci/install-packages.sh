@@ -10,6 +10,8 @@ packages=(
 	linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev xz-utils rsync
 	# static runc for the guest and runc on the host
 	libseccomp-dev pkg-config
+	# the Rust virtiofsd (ci/install-tools.sh virtiofsd; also libseccomp-dev)
+	libcap-ng-dev
 	# protobuf generation (make generate)
 	protobuf-compiler
 	# pod networking for the CRI and cluster tests

@@ -3,9 +3,10 @@
 # $PODVM_CACHE/tools/<name>-<version>/bin. A tool whose cache directory holds a
 # complete build is not rebuilt. Prints the bin directories to put on PATH.
 #
-# Usage: ci/install-tools.sh [containerd|runc|cri-tools|kubernetes|agnhost|etcd|gvisor]...
+# Usage: ci/install-tools.sh [containerd|runc|cri-tools|kubernetes|agnhost|etcd|gvisor|virtiofsd|vhost-device-vsock]...
 # (default: containerd runc cri-tools; kubernetes, agnhost and etcd are for
-# make conformance, gvisor for make bench)
+# make conformance, gvisor for make bench; virtiofsd and vhost-device-vsock
+# are Rust crates that nothing uses yet, see docs/vsock-virtiofsd.md)
 source "$(dirname "$0")/lib.sh"
 
 CONTAINERD_VERSION=v2.4.2
@@ -16,6 +17,9 @@ ETCD_VERSION=v3.7.3
 # gVisor tags no Go module version: a pseudo-version of gvisor.dev/gvisor that
 # builds with the go command (bench/hostenv looks for the same one).
 GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
+# Crates from the Rust registry, built with the locked dependencies they publish.
+VIRTIOFSD_VERSION=1.14.0
+VHOST_DEVICE_VSOCK_VERSION=0.3.0
 
 tools_dir="$PODVM_CACHE/tools"
 
@@ -167,6 +171,31 @@ install_gvisor() {
 	rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
 
+# cargo_command prints the cargo to use: the one on PATH, else rustup's default
+# place (a CI shell may not have sourced ~/.cargo/env).
+cargo_command() {
+	command -v cargo 2>/dev/null && return
+	[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ] && { echo "${CARGO_HOME:-$HOME/.cargo}/bin/cargo"; return; }
+	die "cargo not found on PATH nor in ${CARGO_HOME:-$HOME/.cargo}/bin: install a Rust toolchain (rustup)"
+}
+
+# install_crate NAME VERSION MINUTES: cargo install of crate NAME, whose binary
+# is also NAME, into the cache. MINUTES is the cold build time measured here
+# (2 cores). The registry index and crate sources go to CARGO_HOME as usual;
+# CARGO_BUILD_JOBS limits the build's parallelism on a busy machine.
+install_crate() {
+	local name=$1 version=$2 minutes=$3 dir="$tools_dir/$1-$2" cargo
+	if cached "$name" "$version" "$name"; then
+		step "$name $version: cached"; return
+	fi
+	cargo=$(cargo_command)
+	step "$name $version: building with cargo (about $minutes min cold on 2 cores)"
+	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
+	run_logged "$PODVM_CACHE/logs/$name.log" \
+		"$cargo" install --locked --version "=$version" --root "$dir.tmp" "$name"
+	rm -rf "$dir"; mv "$dir.tmp" "$dir"
+}
+
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=(containerd runc cri-tools)
 for t in "${want[@]}"; do
@@ -178,6 +207,10 @@ for t in "${want[@]}"; do
 	agnhost) install_agnhost ;;
 	etcd) install_etcd ;;
 	gvisor) install_gvisor ;;
-	*) die "unknown tool $t (known: containerd runc cri-tools kubernetes agnhost etcd gvisor)" ;;
+	# The Rust virtio-fs daemon (needs libcap-ng-dev and libseccomp-dev).
+	virtiofsd) install_crate virtiofsd "$VIRTIOFSD_VERSION" 3 ;;
+	# A vhost-user vsock device whose host end is a unix socket (hybrid vsock).
+	vhost-device-vsock) install_crate vhost-device-vsock "$VHOST_DEVICE_VSOCK_VERSION" 2 ;;
+	*) die "unknown tool $t (known: containerd runc cri-tools kubernetes agnhost etcd gvisor virtiofsd vhost-device-vsock)" ;;
 	esac
 done
