@@ -257,6 +257,12 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("create container %s in the guest: %w", r.ID, err))
 	}
+	if spec.Root.Readonly {
+		if err := sb.SealRootfs(r.ID); err != nil {
+			sb.Agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: r.ID})
+			return nil, errgrpc.ToGRPC(err)
+		}
+	}
 	p := newProcess(r.ID, "", streams)
 	p.guestPid = resp.Pid
 	p.relay, err = stdio.Start(ctx, sb.Agent, r.ID, "", streams)
