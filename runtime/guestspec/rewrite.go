@@ -67,6 +67,10 @@ type SharedMount struct {
 	// Alone: bind HostSource without the mounts below it; those that the
 	// container should see are shares of their own (Options.Submounts).
 	Alone bool
+	// Under, set for a submount, is the source of the volume it is below:
+	// the path from there to HostSource runs through directories the
+	// guest may write, so the shim resolves it without following symlinks.
+	Under string
 	// UIDMappings and GIDMappings, when set, make the host side of the
 	// share an idmapped mount (a user namespace pod's volume): the guest's
 	// virtio-fs cannot be idmapped, so the shim maps on the host and the
@@ -305,7 +309,7 @@ func shareBind(g *specs.Spec, res *Result, id string, m specs.Mount, o Options) 
 			return fmt.Errorf("mount below %s: %q is not a path inside it", m.Source, sub.Rel)
 		}
 		ssh := SharedMount{HostSource: path.Join(m.Source, sub.Rel), Destination: path.Join(m.Destination, sub.Rel),
-			ReadOnly: rro || hasOption(sub.Options, "ro"), Alone: true,
+			ReadOnly: rro || hasOption(sub.Options, "ro"), Alone: true, Under: m.Source,
 			UIDMappings: sh.UIDMappings, GIDMappings: sh.GIDMappings}
 		g.Mounts = append(g.Mounts, specs.Mount{Destination: ssh.Destination, Type: "bind",
 			Source: addShare(res, id, ssh), Options: SubmountOptions(m.Options, sub.Options)})

@@ -261,6 +261,9 @@ func TestBoundarySharedDirIntegration(t *testing.T) {
 		{"a symlink where a container's directory would go", "ln -s / /share/next-container"},
 		{"a symlink where a volume's mount point would go", "ln -s /etc /share/" + inspector + "/mounts/99"},
 		{"a directory in a container's directory", "mkdir /share/" + inspector + "/planted"},
+		// The pause container's spec has root.readonly (containerd sets it):
+		// its rootfs is sealed on the host side too, not only in the guest.
+		{"a file in a read-only root filesystem", "echo x > /share/" + pod + "/rootfs/planted"},
 	} {
 		r := sh(attempt.script)
 		why := lastLine(r.Stderr)

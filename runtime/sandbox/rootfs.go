@@ -27,6 +27,13 @@ func (s *Sandbox) MountRootfs(ctx context.Context, containerID string, mounts []
 	return nil
 }
 
+// SealRootfs makes a container's root filesystem read-only on the host too
+// (share.Share.SealRootfs), for a spec with root.readonly; the shim calls
+// it once the guest has created the container.
+func (s *Sandbox) SealRootfs(containerID string) error {
+	return s.share.SealRootfs(containerID)
+}
+
 // ShareMounts bind-mounts each host source into the shared directory where
 // the guest spec expects it (share.Share.ShareMounts). Undone with the
 // container's rootfs by UnmountRootfs.

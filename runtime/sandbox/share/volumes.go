@@ -28,6 +28,24 @@ func (s Share) MountRootfs(containerID string, mounts []mount.Mount) error {
 	return mirrorReadOnly(s.HostDir, s.SharedDir, containerID)
 }
 
+// SealRootfs makes a container's root filesystem read-only on the host
+// side too, in mounts/ and in the guest's view that virtiofsd serves: for
+// a spec with root.readonly, so that a guest that owns its kernel cannot
+// write the container's snapshot through virtiofsd either. It comes once
+// the guest has created the container, because runc in the guest first
+// creates the mount points the spec needs in the rootfs, as it does on a
+// host before it makes the root read-only. An idmapped rootfs (a user
+// namespace pod's) is sealed the same way: only the read-only attribute
+// of the mount changes.
+func (s Share) SealRootfs(containerID string) error {
+	target := filepath.Join(s.HostDir, guestspec.RootfsDir(containerID))
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(unix.AT_FDCWD, target, 0, &attr); err != nil {
+		return fmt.Errorf("make the rootfs of %s read-only on the host: %w", containerID, err)
+	}
+	return mirrorReadOnly(s.HostDir, s.SharedDir, containerID)
+}
+
 // ShareMounts bind-mounts each host source into the shared directory where
 // the guest spec expects it (volumes, configMaps, secrets, /etc/hosts...).
 // Only these paths become visible to the guest; read-only ones are remounted
@@ -44,15 +62,20 @@ func (s Share) ShareMounts(containerID string, shares []guestspec.SharedMount) e
 }
 
 func shareOne(sh guestspec.SharedMount, target string) error {
-	st, err := os.Stat(sh.HostSource)
+	src, err := openSource(sh)
 	if err != nil {
 		return err
+	}
+	defer unix.Close(src)
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", sh.HostSource, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 		return err
 	}
 	// The mount point must be of the source's kind: a file over a file.
-	if st.IsDir() {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		err = os.Mkdir(target, 0o755)
 	} else {
 		var f *os.File
@@ -67,7 +90,7 @@ func shareOne(sh guestspec.SharedMount, target string) error {
 	// Alone: the mounts below the source are shared on their own, and a
 	// recursive copy here would keep their mount points busy on the host.
 	if len(sh.UIDMappings) > 0 || len(sh.GIDMappings) > 0 {
-		if err := idmappedBind(sh, target); err != nil {
+		if err := idmappedBind(sh, src, target); err != nil {
 			return err
 		}
 	} else {
@@ -75,7 +98,10 @@ func shareOne(sh guestspec.SharedMount, target string) error {
 		if sh.Alone {
 			bind = unix.MS_BIND
 		}
-		if err := unix.Mount(sh.HostSource, target, "", bind, ""); err != nil {
+		// mount(2) through the fd: the same bind as from the path (peer
+		// group and all, which propagation relies on), of the object
+		// openSource checked.
+		if err := unix.Mount(fdPath(src), target, "", bind, ""); err != nil {
 			return fmt.Errorf("bind mount: %w", err)
 		}
 	}
@@ -202,24 +228,24 @@ func visibleSubmounts(mounts []mountInfo, rootID int, dir string) []guestspec.Su
 	return out
 }
 
-// idmappedBind binds sh.HostSource on target as an idmapped mount with the
-// share's mappings (a user namespace pod's volume), as runc would in the
+// idmappedBind binds src (sh.HostSource, open) on target as an idmapped
+// mount with the share's mappings (a user namespace pod's volume), as runc would in the
 // container on a host: the guest's virtio-fs cannot be idmapped, so the
 // guest gets the ids already shifted. The user namespace that carries the
 // mappings comes from containerd's helper (a short-lived child process).
-func idmappedBind(sh guestspec.SharedMount, target string) error {
+func idmappedBind(sh guestspec.SharedMount, src int, target string) error {
 	userns, err := mount.GetUsernsFD(formatIDMappings(sh.UIDMappings), formatIDMappings(sh.GIDMappings))
 	if err != nil {
 		return fmt.Errorf("user namespace for an idmapped mount: %w", err)
 	}
 	defer userns.Close()
-	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC | unix.AT_EMPTY_PATH)
 	setFlags := uint(unix.AT_EMPTY_PATH)
 	if !sh.Alone {
 		flags |= unix.AT_RECURSIVE
 		setFlags |= unix.AT_RECURSIVE
 	}
-	tree, err := unix.OpenTree(unix.AT_FDCWD, sh.HostSource, flags)
+	tree, err := unix.OpenTree(src, "", flags)
 	if err != nil {
 		return fmt.Errorf("open_tree %s: %w", sh.HostSource, err)
 	}

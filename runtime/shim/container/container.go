@@ -39,6 +39,9 @@ type Pod interface {
 	MountRootfs(ctx context.Context, containerID string, mounts []mount.Mount) error
 	ShareMounts(ctx context.Context, containerID string, shares []guestspec.SharedMount) error
 	UnmountRootfs(containerID string) error
+	// SealRootfs makes the container's rootfs read-only on the host too,
+	// once the guest has created the container (docs/design.md).
+	SealRootfs(containerID string) error
 	Done() <-chan struct{}
 }
 
@@ -109,6 +112,9 @@ func New(ctx context.Context, pod Pod, agent api.AgentServiceService, cfg Config
 	if err != nil {
 		return nil, err
 	}
+	if err := sealReadonlyRootfs(ctx, pod, agent, cfg); err != nil {
+		return nil, err
+	}
 	relay, err := stdio.Start(ctx, agent, cfg.ID, "", cfg.Streams)
 	if err != nil {
 		agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: cfg.ID})
@@ -119,6 +125,21 @@ func New(ctx context.Context, pod Pod, agent api.AgentServiceService, cfg Config
 		ID: cfg.ID, Bundle: cfg.Bundle, Owner: cfg.Owner,
 		pod: pod, agent: agent, init: proc, execs: map[string]*Process{},
 	}, nil
+}
+
+// sealReadonlyRootfs makes a read-only rootfs (root.readonly, as every
+// pause container has) read-only on the host as well, so a guest that owns
+// its kernel cannot write it through virtiofsd. Not at mount time: runc in
+// the guest first creates the spec's mount points in the rootfs.
+func sealReadonlyRootfs(ctx context.Context, pod Pod, agent api.AgentServiceService, cfg Config) error {
+	if cfg.Spec.Guest.Root == nil || !cfg.Spec.Guest.Root.Readonly {
+		return nil
+	}
+	if err := pod.SealRootfs(cfg.ID); err != nil {
+		agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: cfg.ID})
+		return err
+	}
+	return nil
 }
 
 // createInGuest asks the agent to create the container (runc create): its

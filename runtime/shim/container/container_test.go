@@ -42,6 +42,7 @@ func (f *fakeVM) ShareMounts(context.Context, string, []guestspec.SharedMount) e
 	return f.call("share")
 }
 func (f *fakeVM) UnmountRootfs(string) error { return f.call("unmount") }
+func (f *fakeVM) SealRootfs(string) error    { return f.call("seal") }
 func (f *fakeVM) Done() <-chan struct{}      { return f.done }
 
 func (f *fakeVM) CreateContainer(context.Context, *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
@@ -216,5 +217,30 @@ func TestTable(t *testing.T) {
 	tb.Remove("c1")
 	if tb.Has("c1") || len(tb.All()) != 0 {
 		t.Error("removed container still in the table")
+	}
+}
+
+// A read-only rootfs is sealed on the host once the guest created the
+// container; a seal that fails removes it from the guest and unmounts.
+func TestNewSealsReadonlyRootfs(t *testing.T) {
+	for _, tc := range []struct {
+		readonly bool
+		fail     string
+		calls    []string
+	}{
+		{false, "", []string{"mount", "share", "create"}},
+		{true, "", []string{"mount", "share", "create", "seal"}},
+		{true, "seal", []string{"mount", "share", "create", "seal", "remove", "unmount"}},
+	} {
+		vm := newFakeVM(tc.fail)
+		cfg := testConfig(stdio.Streams{})
+		cfg.Spec.Guest.Root = &specs.Root{Path: "/rootfs", Readonly: tc.readonly}
+		_, err := New(context.Background(), vm, vm, cfg)
+		if (err != nil) != (tc.fail != "") {
+			t.Errorf("readonly %v, fail %q: New error %v", tc.readonly, tc.fail, err)
+		}
+		if !reflect.DeepEqual(vm.calls, tc.calls) {
+			t.Errorf("readonly %v, fail %q: calls %v, want %v", tc.readonly, tc.fail, vm.calls, tc.calls)
+		}
 	}
 }

@@ -47,6 +47,7 @@ type fakePod struct {
 func (fakePod) MountRootfs(context.Context, string, []mount.Mount) error           { return nil }
 func (fakePod) ShareMounts(context.Context, string, []guestspec.SharedMount) error { return nil }
 func (fakePod) UnmountRootfs(string) error                                         { return nil }
+func (fakePod) SealRootfs(string) error                                            { return nil }
 func (f fakePod) Done() <-chan struct{}                                            { return f.done }
 func (fakePod) CreateContainer(context.Context, *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
 	return &api.CreateContainerResponse{Pid: 7}, nil
