@@ -54,6 +54,9 @@ type Options struct {
 	// Accelerator is the default mode (auto, kvm, tcg) for VMs whose Config
 	// does not force one.
 	Accelerator string
+	// ConsoleMaxBytes caps console.log and console.log.1 each; default
+	// vmm.DefaultConsoleMaxBytes.
+	ConsoleMaxBytes int64
 }
 
 // Defaults.

@@ -45,6 +45,9 @@ type Spec struct {
 	// LogName, PidName and ConsoleName are the VMM's log, pid file and
 	// the guest console log, in StateDir.
 	LogName, PidName, ConsoleName string
+	// ConsoleMaxBytes caps ConsoleName and its one rotation,
+	// ConsoleName.1, each (ConsolePipe); 0: DefaultConsoleMaxBytes.
+	ConsoleMaxBytes int64
 	// Sockets are files in StateDir that the VMM and virtiofsd bind:
 	// removed before a start (a crashed shim may have left them) and
 	// after a stop.
@@ -81,6 +84,9 @@ type Machine struct {
 	vmm      *childproc.Process
 	fsd      *virtiofsd.Daemon
 	info     hypervisor.Info
+	// consoleDone closes when the console reader has copied all the VMM
+	// wrote; nil without ConsolePipe.
+	consoleDone chan struct{}
 
 	done     chan struct{}
 	doneOnce sync.Once
