@@ -87,7 +87,7 @@ type Options struct {
 	// AgentDialTimeout bounds one DialAgent, retries included; default 5 s.
 	AgentDialTimeout time.Duration
 	// ConsoleMaxBytes caps console.log and console.log.1 each; default
-	// vmm.DefaultConsoleMaxBytes.
+	// caplog.DefaultMaxBytes (1 MiB).
 	ConsoleMaxBytes int64
 }
 

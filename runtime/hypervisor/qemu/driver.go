@@ -55,7 +55,7 @@ type Options struct {
 	// does not force one.
 	Accelerator string
 	// ConsoleMaxBytes caps console.log and console.log.1 each; default
-	// vmm.DefaultConsoleMaxBytes.
+	// caplog.DefaultMaxBytes (1 MiB).
 	ConsoleMaxBytes int64
 }
 
