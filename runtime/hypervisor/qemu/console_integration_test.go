@@ -16,16 +16,7 @@ import (
 // floodInit is a hostile guest's /init: a background loop writes to the
 // console (the serial port) without end while the foreground answers the
 // host's agent handshake and then echoes every line it is sent.
-const floodInit = `#!/bin/sh
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-port=
-for d in /sys/class/virtio-ports/*; do
-	[ "$(cat $d/name)" = podvm.agent ] && port=/dev/${d##*/}
-done
-line=FLOOD-0123456789abcdefghijklmnopqrstuvwxyz-0123456789abcdefghijklmnopqrstuvwxyz-0123456789
+const floodInit = guestPreamble + `line=FLOOD-0123456789abcdefghijklmnopqrstuvwxyz-0123456789abcdefghijklmnopqrstuvwxyz-0123456789
 while true; do echo $line; echo $line; echo $line; echo $line; done &
 exec 3<>$port
 printf 'podvm-agent ready\n' >&3

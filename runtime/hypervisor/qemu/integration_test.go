@@ -45,12 +45,9 @@ func needRootAndQEMU(t *testing.T) {
 	}
 }
 
-// guestInit is the test guest's /init: it finds the agent port, mounts the
-// share, does the agent's side of the handshake (ready line, hello, its
-// echo), says hello-from-guest, waits for a line from the host (sent after
-// the host bind-mounted "late" into the share) and answers with a listing of
-// the share, on the port and on the console.
-const guestInit = `#!/bin/sh
+// guestPreamble starts a test guest's /init: the kernel filesystems, and
+// $port, the agent's virtio-serial port.
+const guestPreamble = `#!/bin/sh
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -59,7 +56,14 @@ port=
 for d in /sys/class/virtio-ports/*; do
 	[ "$(cat $d/name)" = podvm.agent ] && port=/dev/${d##*/}
 done
-echo "agent port: $port"
+`
+
+// guestInit is the test guest's /init: it finds the agent port, mounts the
+// share, does the agent's side of the handshake (ready line, hello, its
+// echo), says hello-from-guest, waits for a line from the host (sent after
+// the host bind-mounted "late" into the share) and answers with a listing of
+// the share, on the port and on the console.
+const guestInit = guestPreamble + `echo "agent port: $port"
 mkdir -p /mnt
 mount -t %s podvm /mnt || echo MOUNT-FAILED
 exec 3<>$port
