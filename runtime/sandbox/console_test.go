@@ -1,10 +1,17 @@
 package sandbox
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+
+	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
 func TestReadTail(t *testing.T) {
@@ -82,5 +89,49 @@ func TestHangLimiter(t *testing.T) {
 	}
 	if hangReportInterval < 10*time.Second {
 		t.Errorf("hangReportInterval %v: a hostile guest could fill the shim's log", hangReportInterval)
+	}
+}
+
+// consoleVM is a fakeVM whose Info names a console log.
+type consoleVM struct {
+	*fakeVM
+	console string
+}
+
+func (v consoleVM) Info() hypervisor.Info {
+	return hypervisor.Info{Driver: "fake", ConsolePath: v.console}
+}
+
+// A guest whose calls keep hanging gets one report into the shim's log per
+// interval, with the console's tail, and the next report counts the rest.
+func TestHangReportsAreRateLimited(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console.log")
+	if err := os.WriteFile(path, []byte("agent: slow call Exec\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &Sandbox{ID: "hung", vm: consoleVM{&fakeVM{done: make(chan struct{})}, path}}
+	var out bytes.Buffer
+	logger := log.L.Logger
+	prevOut, prevLevel := logger.Out, logger.Level
+	logger.SetOutput(&out)
+	logger.SetLevel(logrus.InfoLevel)
+	t.Cleanup(func() { logger.SetOutput(prevOut); logger.SetLevel(prevLevel) })
+
+	for i := 0; i < 5; i++ {
+		s.logConsoleTail("ExecProcess")
+	}
+	if n := strings.Count(out.String(), "the guest console ends with"); n != 1 {
+		t.Fatalf("%d reports for 5 hung calls within an interval, want 1:\n%s", n, out.String())
+	}
+	if !strings.Contains(out.String(), "slow call Exec") || !strings.Contains(out.String(), "hung_calls_not_reported=0") {
+		t.Errorf("the report lacks the console or the count:\n%s", out.String())
+	}
+	out.Reset()
+	s.hangs.mu.Lock()
+	s.hangs.last = s.hangs.last.Add(-hangReportInterval)
+	s.hangs.mu.Unlock()
+	s.logConsoleTail("ExecProcess")
+	if !strings.Contains(out.String(), "the guest console ends with") || !strings.Contains(out.String(), "hung_calls_not_reported=4") {
+		t.Errorf("the report after the interval does not count the 4 held back:\n%s", out.String())
 	}
 }
