@@ -74,6 +74,7 @@ type Sandbox struct {
 	destroy sync.Once
 	mu      sync.Mutex
 	rootfs  map[string]bool // containers with mounts in the share
+	hangs   hangLimiter     // hang reports (watch.go)
 
 	// done closes when the VM is gone: it died, the agent's channel was
 	// lost (then the VM is stopped), or Destroy stopped it. exitErr says

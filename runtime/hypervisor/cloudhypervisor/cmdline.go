@@ -29,8 +29,12 @@ const (
 // the first guest CID.
 const guestCID = 3
 
-// eventMonitorFD is the child's fd number of the event monitor pipe.
-const eventMonitorFD = 3
+// eventMonitorFD is the child's fd number of the event monitor pipe,
+// consoleFD that of the console pipe's write end.
+const (
+	eventMonitorFD = 3
+	consoleFD      = 4
+)
 
 // Queue sizes. virtio-fs: one request queue of 1024 entries, as Cloud
 // Hypervisor's defaults. virtio-net: one queue pair per tap fd.
@@ -193,13 +197,25 @@ func vmConfigFor(l launch) vmConfig {
 		Vsock: &vsockConfig{CID: guestCID, Socket: l.Path(vsockSocketName), ID: "podvm-vsock"},
 		// The 8250 UART is the guest console (console=ttyS0): it works
 		// from the first line of boot, before any virtio driver.
-		Serial:  &consoleConfig{Mode: "File", File: l.Path(consoleLogName)},
+		Serial:  serialConfig(),
 		Console: &consoleConfig{Mode: "Off"},
 	}
 	if len(l.Secret) > 0 {
 		c.Platform = &platformConfig{OEMStrings: []string{contract.OEMString(l.Secret)}}
 	}
 	return c
+}
+
+// serialConfig sends the serial port to the inherited console pipe
+// (vmm.Machine.ConsolePipe), which the shim copies into a capped file: a
+// File of its own would grow as long as the guest writes and fill the
+// node's /run. Mode File on /proc/self/fd/N is the pipe itself (opening
+// a pipe's /proc fd opens the pipe; its O_TRUNC does nothing there); Socket
+// mode would drop the boot's first lines, written before the shim could
+// connect, and Pty and Tty need a terminal the shim would have to drain
+// all the same.
+func serialConfig() *consoleConfig {
+	return &consoleConfig{Mode: "File", File: "/proc/self/fd/" + strconv.Itoa(consoleFD)}
 }
 
 // netConfigFor is vm.add-net's body for NIC i.

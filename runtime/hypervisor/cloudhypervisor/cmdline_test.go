@@ -96,7 +96,7 @@ func TestVMConfigMatchesSchema(t *testing.T) {
 			if c.Vsock == nil || *c.Vsock != (vsockConfig{CID: 3, Socket: "/run/podvm/sb/vsock.sock", ID: "podvm-vsock"}) {
 				t.Errorf("vsock = %+v", c.Vsock)
 			}
-			if c.Serial == nil || *c.Serial != (consoleConfig{Mode: "File", File: "/run/podvm/sb/console.log"}) {
+			if c.Serial == nil || *c.Serial != (consoleConfig{Mode: "File", File: "/proc/self/fd/4"}) {
 				t.Errorf("serial = %+v", c.Serial)
 			}
 			if c.Console == nil || c.Console.Mode != "Off" {

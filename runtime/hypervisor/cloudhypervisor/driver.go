@@ -87,6 +87,9 @@ type Options struct {
 	StopTimeout time.Duration
 	// AgentDialTimeout bounds one DialAgent, retries included; default 5 s.
 	AgentDialTimeout time.Duration
+	// ConsoleMaxBytes caps console.log and console.log.1 each; default
+	// caplog.DefaultMaxBytes (1 MiB).
+	ConsoleMaxBytes int64
 }
 
 // Defaults of Options.

@@ -44,7 +44,8 @@ func newVM(d *Driver, bin string, cfg hypervisor.Config, acc hypervisor.Accelera
 	v := &VM{driver: d, bin: bin, cfg: cfg, accel: acc, accelWhy: accWhy}
 	v.Machine = vmm.New(vmm.Spec{
 		Driver: Name, ID: cfg.ID, StateDir: cfg.StateDir,
-		LogName: vmmLogName, PidName: vmmPidName, ConsoleName: consoleLogName,
+		LogName: vmmLogName, PidName: vmmPidName,
+		ConsoleName: consoleLogName, ConsoleMaxBytes: d.opts.ConsoleMaxBytes,
 		Sockets:       []string{apiSocketName, apiLockName, vsockSocketName, virtiofsdSocketName},
 		CleanExitNote: "the guest powered off, or the VMM was told to exit", // Cloud Hypervisor exits with it
 		Shutdown:      v.shutdownVMM,
@@ -112,12 +113,20 @@ func (v *VM) boot(ctx context.Context) error {
 }
 
 // startVMM starts cloud-hypervisor with its event monitor on a pipe, whose
-// guest resets end the VM like a death of the process.
+// guest resets end the VM like a death of the process, and its serial port
+// on the console pipe.
 func (v *VM) startVMM(l launch, info hypervisor.Info) (*apiClient, error) {
 	evR, evW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("event monitor pipe: %w", err)
 	}
+	console, err := v.Machine.ConsolePipe()
+	if err != nil {
+		evR.Close()
+		evW.Close()
+		return nil, err
+	}
+	defer console.Close() // the child has its copy
 	info.StartedAt = time.Now()
 	api := newAPIClient(l.Path(apiSocketName), v.driver.opts.APITimeout)
 	v.SetInfo(info)
@@ -130,7 +139,7 @@ func (v *VM) startVMM(l launch, info hypervisor.Info) (*apiClient, error) {
 		Path:       v.bin,
 		Args:       vmmArgs(l),
 		LogPath:    l.Path(vmmLogName),
-		ExtraFiles: []*os.File{evW},
+		ExtraFiles: []*os.File{evW, console}, // eventMonitorFD, consoleFD
 		Cgroup:     v.cfg.Cgroup,
 	}, dead)
 	// The child has its copy; ours would keep the stream open after the

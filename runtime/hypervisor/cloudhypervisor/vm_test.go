@@ -116,7 +116,7 @@ func TestBootResizeTeardownSequence(t *testing.T) {
 		!strings.HasSuffix(created.Payload.Cmdline, " podvm.test=1") ||
 		created.Fs[0].Socket != filepath.Join(sd, "virtiofsd.sock") || created.Fs[0].Tag != "podvm" ||
 		created.Vsock.Socket != filepath.Join(sd, "vsock.sock") || created.Vsock.CID != 3 ||
-		created.Serial.File != filepath.Join(sd, "console.log") {
+		created.Serial.File != "/proc/self/fd/4" {
 		t.Errorf("vm.create body = %s", e.fake.body("vm.create"))
 	}
 	var net0 netConfig

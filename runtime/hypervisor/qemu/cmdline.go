@@ -39,8 +39,11 @@ type launch struct {
 	Transport contract.Transport
 	// VsockCID is the guest's context id; VsockFD, if not 0, is the child's
 	// fd number of a /dev/vhost-vsock handle that already holds that CID.
-	VsockCID  uint32
-	VsockFD   int
+	VsockCID uint32
+	VsockFD  int
+	// ConsoleFD is the child's fd number of the console pipe's write end
+	// (vmm.Machine.ConsolePipe).
+	ConsoleFD int
 	SharedFS  string
 	SharedDir string
 	// Net are the guest NICs, in guest order.
@@ -102,8 +105,9 @@ func qemuArgs(l launch) []string {
 		"-kernel", l.Kernel,
 		"-initrd", l.Initrd,
 		"-append", l.Cmdline,
-		"-chardev", "file,id=console,path="+l.Path(consoleLogName),
-		"-serial", "chardev:console",
+	)
+	a = append(a, consoleArgs(l.ConsoleFD)...)
+	a = append(a,
 		"-qmp", "unix:"+l.Path(qmpSocketName)+",server=on,wait=off",
 	)
 	a = append(a, agentArgs(l)...)
@@ -149,6 +153,24 @@ func sharedFSArgs(l launch) []string {
 	return []string{
 		"-chardev", "socket,id=fs,path=" + l.Path(virtiofsdSocketName),
 		"-device", "vhost-user-fs-device,chardev=fs,tag=" + contract.SharedFSTag,
+	}
+}
+
+// consoleFDSet is the QEMU fd set that holds the console pipe.
+const consoleFDSet = 10
+
+// consoleArgs sends the serial console to the inherited pipe fd, through
+// an fd set (QEMU opens /dev/fdset/N by duplicating the fd it was given).
+// append=on: without it QEMU truncates what it opened, which a pipe
+// refuses (EINVAL).
+// The shim reads the pipe into a capped file: a guest that writes without
+// end must not fill the node's /run, as a file chardev would let it.
+func consoleArgs(fd int) []string {
+	set := strconv.Itoa(consoleFDSet)
+	return []string{
+		"-add-fd", "fd=" + strconv.Itoa(fd) + ",set=" + set + ",opaque=console",
+		"-chardev", "file,id=console,path=/dev/fdset/" + set + ",append=on",
+		"-serial", "chardev:console",
 	}
 }
 

@@ -18,6 +18,7 @@ func baseLaunch() launch {
 			VCPUs: 2, MemoryMiB: 256},
 		TBSizeMiB: 64,
 		SharedDir: "/run/podvm/sb1/shared", Seccomp: true,
+		ConsoleFD: 4,
 	}
 }
 
@@ -29,7 +30,7 @@ func TestQEMUArgs(t *testing.T) {
 		"-name podvm-sb1,debug-threads=on",
 		"-smp 2 -m 256M -object memory-backend-memfd,id=mem,size=256M,share=on",
 		"-kernel /k/vmlinux -initrd /k/initrd -append console=ttyS0",
-		"-chardev file,id=console,path=/run/podvm/sb1/console.log -serial chardev:console",
+		"-add-fd fd=4,set=10,opaque=console -chardev file,id=console,path=/dev/fdset/10,append=on -serial chardev:console",
 		"-qmp unix:/run/podvm/sb1/qmp.sock,server=on,wait=off",
 		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 	}

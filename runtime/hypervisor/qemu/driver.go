@@ -55,6 +55,9 @@ type Options struct {
 	// Accelerator is the default (auto, kvm, tcg; empty is auto) for VMs
 	// whose Config does not force one.
 	Accelerator hypervisor.Accelerator
+	// ConsoleMaxBytes caps console.log and console.log.1 each; default
+	// caplog.DefaultMaxBytes (1 MiB).
+	ConsoleMaxBytes int64
 }
 
 // Defaults.

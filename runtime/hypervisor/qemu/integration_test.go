@@ -46,29 +46,34 @@ func needRootAndQEMU(t *testing.T) {
 	}
 }
 
-// guestInit is the test guest's /init: it reads the agent secret through
-// fw_cfg, finds the agent port, mounts the share, does the agent's side of
-// the handshake (ready line, hello, its echo, then the secret's check in
-// shell: guestAuth), says hello-from-guest, waits for a line from the host (sent after
-// the host bind-mounted "late" into the share) and answers with a listing of
-// the share, on the port and on the console.
-const guestInit = `#!/bin/sh
+// guestPreamble starts a test guest's /init: the kernel filesystems, the
+// shell function auth (guestAuth: the agent's check of the host's secret)
+// and $port, the agent's virtio-serial port. It is not a format string.
+const guestPreamble = `#!/bin/sh
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-%s
+` + guestAuth + `
 port=
 for d in /sys/class/virtio-ports/*; do
 	[ "$(cat $d/name)" = podvm.agent ] && port=/dev/${d##*/}
 done
-echo "agent port: $port"
+`
+
+// guestInit is the test guest's /init (after guestPreamble; MOUNT_ARGS is
+// the share's file system type and options): it mounts the share, does the
+// agent's side of the handshake (ready line, hello, its echo, then auth),
+// says hello-from-guest, waits for a line from the host (sent after
+// the host bind-mounted "late" into the share) and answers with a listing of
+// the share, on the port and on the console.
+const guestInit = guestPreamble + `echo "agent port: $port"
 mkdir -p /mnt
-mount -t %s podvm /mnt || echo MOUNT-FAILED
+mount -t MOUNT_ARGS podvm /mnt || echo MOUNT-FAILED
 exec 3<>$port
 printf 'podvm-agent ready\n' >&3
 read -r hello <&3
-printf 'podvm-ok %%s\n' "${hello#podvm-hello }" >&3
+printf 'podvm-ok %s\n' "${hello#podvm-hello }" >&3
 auth
 echo hello-from-guest >&3
 read -r cmd <&3
@@ -80,7 +85,7 @@ read -r cmd <&3
 sleep 1
 printf 'podvm-agent ready\n' >&3
 read -r hello <&3
-printf 'podvm-ok %%s\n' "${hello#podvm-hello }" >&3
+printf 'podvm-ok %s\n' "${hello#podvm-hello }" >&3
 auth
 while true; do sleep 3600; done
 `
@@ -134,7 +139,7 @@ func buildInitramfs(t *testing.T, sharedFS string) string {
 	if sharedFS == contract.SharedFS9p {
 		mountArgs = "9p -o trans=virtio,version=9p2000.L"
 	}
-	return buildInitramfsWith(t, fmt.Sprintf(guestInit, guestAuth, mountArgs))
+	return buildInitramfsWith(t, strings.ReplaceAll(guestInit, "MOUNT_ARGS", mountArgs))
 }
 
 // buildInitramfsWith writes a newc cpio archive with busybox and init.

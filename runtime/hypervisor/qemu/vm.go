@@ -62,7 +62,8 @@ func newVM(d *Driver, qemuPath string, cfg hypervisor.Config, want hypervisor.Ac
 	v := &VM{driver: d, qemuPath: qemuPath, cfg: cfg, wantAccel: want}
 	v.Machine = vmm.New(vmm.Spec{
 		Driver: "qemu", ID: cfg.ID, StateDir: cfg.StateDir,
-		LogName: qemuLogName, PidName: qemuPidName, ConsoleName: consoleLogName,
+		LogName: qemuLogName, PidName: qemuPidName,
+		ConsoleName: consoleLogName, ConsoleMaxBytes: d.opts.ConsoleMaxBytes,
 		Sockets:       []string{qmpSocketName, agentSocketName, virtiofsdSocketName},
 		CleanExitNote: "the guest shut down, rebooted or panicked", // panic=-1 reboots, -no-reboot exits
 		Shutdown:      v.quit,
@@ -136,7 +137,7 @@ func (v *VM) boot(ctx context.Context) error {
 }
 
 // passFiles lists the fds QEMU inherits (the vhost-vsock handle that
-// holds the guest's CID, the taps) and sets their numbers in l. release
+// holds the guest's CID, the taps, the console pipe) and sets their numbers in l. release
 // closes what is ours once QEMU has its copies.
 func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) {
 	release = func() {}
@@ -156,6 +157,15 @@ func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) 
 		l.Net[i].FD = 3 + len(extra)
 		extra = append(extra, v.cfg.Net[i].Tap)
 	}
+	console, err := v.Machine.ConsolePipe()
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	l.ConsoleFD = 3 + len(extra)
+	extra = append(extra, console)
+	releaseVsock := release
+	release = func() { releaseVsock(); console.Close() }
 	return extra, release, nil
 }
 

@@ -85,6 +85,7 @@ func (m *Machine) vmmExitReason(proc *childproc.Process) error {
 	if proc.WaitStatus() == "exit status 0" && m.spec.CleanExitNote != "" {
 		notes = append(notes, m.spec.CleanExitNote)
 	}
+	m.drainConsole()
 	return m.withConsoleTail(proc.ExitReason(LogTailLines, notes...))
 }
 

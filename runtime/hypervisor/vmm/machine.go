@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/internal/caplog"
 	"github.com/podvm/podvm/runtime/internal/childproc"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
@@ -45,6 +46,9 @@ type Spec struct {
 	// LogName, PidName and ConsoleName are the VMM's log, pid file and
 	// the guest console log, in StateDir.
 	LogName, PidName, ConsoleName string
+	// ConsoleMaxBytes caps ConsoleName and its one rotation,
+	// ConsoleName.1, each (ConsolePipe); 0: caplog.DefaultMaxBytes.
+	ConsoleMaxBytes int64
 	// Sockets are files in StateDir that the VMM and virtiofsd bind:
 	// removed before a start (a crashed shim may have left them) and
 	// after a stop.
@@ -81,6 +85,7 @@ type Machine struct {
 	vmm      *childproc.Process
 	fsd      *virtiofsd.Daemon
 	info     hypervisor.Info
+	console  *caplog.Copier // nil without ConsolePipe
 
 	done     chan struct{}
 	doneOnce sync.Once

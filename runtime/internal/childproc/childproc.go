@@ -13,7 +13,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/podvm/podvm/runtime/internal/caplog"
 )
+
+// logDrainWait bounds how long the reaping of a child waits for the copy
+// of its log to reach the end of what it wrote.
+const logDrainWait = time.Second
 
 // Spec describes one process to start.
 type Spec struct {
@@ -21,8 +27,13 @@ type Spec struct {
 	Name string
 	Path string
 	Args []string
-	// LogPath receives stdout and stderr; it is truncated at start.
-	LogPath string
+	// LogPath receives stdout and stderr; it is truncated at start. What
+	// the child writes goes through a pipe the shim copies into the file,
+	// capped at LogMaxBytes (0: caplog.DefaultMaxBytes) with one rotation,
+	// LogPath.1: a guest can make its VMM or virtiofsd log (a warning per
+	// bad request), and the file is on the node's /run.
+	LogPath     string
+	LogMaxBytes int64
 	// ExtraFiles become fds 3, 4, ... in the child, as in exec.Cmd.
 	ExtraFiles []*os.File
 	// Cgroup, when set, receives the child right after it is spawned,
@@ -50,21 +61,26 @@ type Process struct {
 // in its own process group so a terminal's ^C reaches only the shim, which
 // then stops its VMs in order.
 func Start(spec Spec) (*Process, error) {
-	logFile, err := os.OpenFile(spec.LogPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o640)
+	logFile, err := caplog.Open(spec.LogPath, spec.LogMaxBytes, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("open log for %s: %w", spec.Name, err)
 	}
-	// The child holds its own copy of the log fd; ours is not needed after
-	// the fork.
-	defer logFile.Close()
 	// The command line heads the log: the first thing wanted when a VM
 	// misbehaves.
 	fmt.Fprintf(logFile, "+ %s\n", shellQuote(append([]string{spec.Path}, spec.Args...)))
+	logPipe, logCopy, err := caplog.Pipe(logFile)
+	if err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("log for %s: %w", spec.Name, err)
+	}
+	// The child holds its own copy of the pipe; ours would keep the copy
+	// going after the child exited.
+	defer logPipe.Close()
 
 	cmd := exec.Command(spec.Path, spec.Args...)
 	cmd.Stdin = nil // /dev/null
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
+	cmd.Stdout = logPipe
+	cmd.Stderr = logPipe
 	cmd.ExtraFiles = spec.ExtraFiles
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -87,6 +103,9 @@ func Start(spec Spec) (*Process, error) {
 	p := &Process{name: spec.Name, logPath: spec.LogPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
+		// The exit reason quotes the log's last lines: let the copy
+		// reach them (bounded: a grandchild may hold the pipe).
+		logCopy.Wait(logDrainWait)
 		close(p.done)
 	}()
 	return p, nil

@@ -139,3 +139,34 @@ func TestCgroupFailureKillsTheChild(t *testing.T) {
 		t.Errorf("child %d still exists after a failed placement", cg.pids[0])
 	}
 }
+
+// A child that logs without end (a VMM or virtiofsd that a guest makes
+// warn on every request) keeps its log and the rotation under the cap, and
+// its exit reason still quotes its last line.
+func TestLogIsCapped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.log")
+	const limit = 4096
+	p, err := Start(Spec{Name: "chatty", Path: "/bin/sh",
+		Args:    []string{"-c", "i=0; while [ $i -lt 3000 ]; do echo warning number $i >&2; i=$((i+1)); done; echo last-words; exit 1"},
+		LogPath: path, LogMaxBytes: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("child did not exit")
+	}
+	for _, f := range []string{path, path + ".1"} {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > limit {
+			t.Errorf("%s is %d bytes, over the cap %d", f, st.Size(), limit)
+		}
+	}
+	if got := p.ExitReason(2).Error(); !strings.Contains(got, "warning number 2999 | last-words") {
+		t.Errorf("ExitReason = %q, want the last lines", got)
+	}
+}
