@@ -14,7 +14,9 @@ import (
 func TestFitsVM(t *testing.T) {
 	vm := sandbox.Size{VCPUs: 2, MemoryMiB: 320}
 	mem := func(b int64) *specs.LinuxMemory { return &specs.LinuxMemory{Limit: &b} }
-	cpu := func(quota int64, period uint64) *specs.LinuxCPU { return &specs.LinuxCPU{Quota: &quota, Period: &period} }
+	cpu := func(quota int64, period uint64) *specs.LinuxCPU {
+		return &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
 	for _, tc := range []struct {
 		name string
 		res  specs.LinuxResources
