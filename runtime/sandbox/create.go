@@ -47,7 +47,7 @@ func claim(ctx context.Context, o Options) (*Sandbox, error) {
 	if strings.Contains(o.ID, "/") || o.ID == "" || o.ID == "." || o.ID == ".." {
 		return nil, fmt.Errorf("sandbox id %q cannot name a directory", o.ID)
 	}
-	s := &Sandbox{ID: o.ID, StateDir: StateDir(o.Config, o.ID), rootfs: map[string]bool{}, done: make(chan struct{})}
+	s := &Sandbox{ID: o.ID, StateDir: StateDir(o.Config, o.ID), Size: o.Size, rootfs: map[string]bool{}, done: make(chan struct{})}
 	s.Timings.Begin = time.Now()
 	s.share = share.At(s.StateDir)
 	root := filepath.Dir(s.StateDir)

@@ -64,6 +64,7 @@ type Sandbox struct {
 	StateDir string
 	Agent    *agentclient.Client
 	Timings  Timings
+	Size     Size // the VM's shape as booted; it does not change
 
 	share   share.Share
 	vm      hypervisor.VM

@@ -50,7 +50,8 @@ func (s *Service) guest() (api.AgentServiceService, *podMemory) {
 }
 
 // Update changes the container's resources inside the guest. The VM's own
-// size stays as it was booted (no hot-plug).
+// size stays as it was booted (no hot-plug): a resize beyond it is refused
+// (fitsVM), never applied as a limit the container cannot reach.
 func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
 	if _, err := s.getContainer(r.ID); err != nil {
 		return nil, err
@@ -63,11 +64,15 @@ func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*pt
 	if !ok {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "resources for %s are %T, want LinuxResources", r.ID, v)
 	}
+	sb := s.sandbox()
+	if err := fitsVM(r.ID, res, sb.Size); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
 	b, err := json.Marshal(res)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if _, err := s.sandbox().Agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: r.ID, Resources: b}); err != nil {
+	if _, err := sb.Agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: r.ID, Resources: b}); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("update resources of %s: %w", r.ID, err))
 	}
 	return &ptypes.Empty{}, nil
