@@ -28,6 +28,9 @@ type Spec struct {
 	// Cgroup, when set, receives the child right after it is spawned,
 	// before it can have allocated much: the pod's host cgroup.
 	Cgroup Cgroup
+	// Jail, when set, runs the child as an unprivileged user with no
+	// capabilities at all (see jail.go).
+	Jail *Jail
 }
 
 // Cgroup is a host cgroup a child is moved into.
@@ -71,7 +74,12 @@ func Start(spec Spec) (*Process, error) {
 		Setpgid:   true,
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := startOnSpawnThread(cmd); err != nil {
+	start := startOnSpawnThread
+	if spec.Jail != nil {
+		cmd.SysProcAttr.Credential = spec.Jail.credential()
+		start = startOnJailThread
+	}
+	if err := start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, spec.Path, err)
 	}
 	// exec has happened when Start returns: the child is in its dynamic

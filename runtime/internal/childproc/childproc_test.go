@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -137,5 +138,46 @@ func TestCgroupFailureKillsTheChild(t *testing.T) {
 	}
 	if err := syscall.Kill(cg.pids[0], 0); err == nil {
 		t.Errorf("child %d still exists after a failed placement", cg.pids[0])
+	}
+}
+
+func TestJailedChildHasNoPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch uid")
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	p, err := Start(Spec{
+		Name: "jailed", Path: "/bin/sh", LogPath: log,
+		Args: []string{"-c", "grep -E '^(Uid|Gid|Groups|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status"},
+		Jail: &Jail{UID: 4242, GID: 4343},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	out, _ := os.ReadFile(log)
+	for _, want := range []string{
+		"Uid:\t4242\t4242\t4242\t4242", "Gid:\t4343\t4343\t4343\t4343",
+		"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000",
+		"CapBnd:\t0000000000000000", "CapAmb:\t0000000000000000", "NoNewPrivs:\t1",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("jailed child's status lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`Groups:\s*\n`).Match(out) {
+		t.Errorf("jailed child kept supplementary groups:\n%s", out)
+	}
+	// Unjailed children after a jailed one are still root with every
+	// capability: the jail thread's drop is its own.
+	p, err = Start(Spec{Name: "plain", Path: "/bin/sh", LogPath: log, Args: []string{"-c", "grep -E '^(Uid|CapBnd):' /proc/self/status"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	out, _ = os.ReadFile(log)
+	if !strings.Contains(string(out), "Uid:\t0\t0\t0\t0") || strings.Contains(string(out), "CapBnd:\t0000000000000000") {
+		t.Errorf("unjailed child after a jailed one:\n%s", out)
 	}
 }
