@@ -75,7 +75,7 @@ func (d *Driver) jailReason(l launch) string {
 // newJail leases a uid for VM l, hands it the state dir (mode 0700, so
 // only the shim, as root, and this uid get in) and the agent secret, and
 // opens what QEMU reads by path.
-func newJail(r jailuid.Range, l launch) (j *jail, err error) {
+func newJail(r jailuid.Range, qemuPath string, l launch) (j *jail, err error) {
 	lease, err := r.Acquire(l.ID)
 	if err != nil {
 		return nil, err
@@ -95,7 +95,10 @@ func newJail(r jailuid.Range, l launch) (j *jail, err error) {
 		if gid >= 0 {
 			j.cred.Groups = []uint32{uint32(gid)}
 		}
+		j.cred.ReadWrite = append(j.cred.ReadWrite, kvmDevice)
 	}
+	j.cred.ReadOnly = readOnlyPaths(qemuPath, l)
+	j.cred.ReadWrite = append(j.cred.ReadWrite, l.StateDir)
 	for _, p := range []string{l.StateDir, l.SecretPath} {
 		if p == "" {
 			continue
@@ -120,6 +123,24 @@ func newJail(r jailuid.Range, l launch) (j *jail, err error) {
 		j.files = append(j.files, f)
 	}
 	return j, nil
+}
+
+// systemPaths are what QEMU reads once it runs: its dynamic loader and
+// libraries, its modules and firmware (microvm's bios-microvm.bin). Those
+// missing on this host are left out.
+var systemPaths = []string{"/usr", "/lib", "/lib64", "/etc/ld.so.cache"}
+
+// readOnlyPaths is what QEMU may read and execute (Landlock, when the
+// kernel has it): the system's files, its binary, the guest's kernel and
+// initramfs.
+func readOnlyPaths(qemuPath string, l launch) []string {
+	var ro []string
+	for _, p := range systemPaths {
+		if _, err := os.Stat(p); err == nil {
+			ro = append(ro, p)
+		}
+	}
+	return append(ro, qemuPath, l.Kernel, l.Initrd)
 }
 
 // kvmGroup is the group to give QEMU for /dev/kvm: -1 if the device is

@@ -170,7 +170,7 @@ func (v *VM) jail(l launch) (*jail, error) {
 		v.mu.Unlock()
 		return nil, nil
 	}
-	j, err := newJail(v.driver.opts.jailRange(), l)
+	j, err := newJail(v.driver.opts.jailRange(), v.qemuPath, l)
 	if err != nil {
 		return nil, err
 	}

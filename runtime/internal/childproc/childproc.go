@@ -74,10 +74,11 @@ func Start(spec Spec) (*Process, error) {
 		Setpgid:   true,
 		Pdeathsig: syscall.SIGKILL,
 	}
+	done := make(chan struct{})
 	start := startOnSpawnThread
 	if spec.Jail != nil {
 		cmd.SysProcAttr.Credential = spec.Jail.credential()
-		start = startOnJailThread
+		start = func(cmd *exec.Cmd) error { return startOnJailThread(cmd, spec.Jail, done) }
 	}
 	if err := start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, spec.Path, err)
@@ -89,10 +90,11 @@ func Start(spec Spec) (*Process, error) {
 		if err := spec.Cgroup.Add(cmd.Process.Pid); err != nil {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			_ = cmd.Wait()
+			close(done)
 			return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 		}
 	}
-	p := &Process{name: spec.Name, logPath: spec.LogPath, cmd: cmd, done: make(chan struct{})}
+	p := &Process{name: spec.Name, logPath: spec.LogPath, cmd: cmd, done: done}
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)

@@ -181,3 +181,40 @@ func TestJailedChildHasNoPrivileges(t *testing.T) {
 		t.Errorf("unjailed child after a jailed one:\n%s", out)
 	}
 }
+
+func TestJailLandlock(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch uid")
+	}
+	if LandlockABI() == 0 {
+		t.Skip("the kernel has no Landlock")
+	}
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Chown(dir, 4242, 4242))
+	secret := filepath.Join(t.TempDir(), "secret")
+	must(os.WriteFile(secret, []byte("x"), 0o644))
+	log := filepath.Join(dir, "log")
+	var ro []string
+	for _, p := range []string{"/bin", "/usr", "/lib", "/lib64", "/etc/ld.so.cache"} {
+		if _, err := os.Stat(p); err == nil {
+			ro = append(ro, p)
+		}
+	}
+	p, err := Start(Spec{
+		Name: "landlocked", Path: "/bin/sh", LogPath: log,
+		Args: []string{"-c", "echo ok > " + dir + "/made && echo wrote; cat " + secret + " || echo denied"},
+		Jail: &Jail{UID: 4242, GID: 4242, ReadOnly: ro, ReadWrite: []string{dir}},
+	})
+	must(err)
+	<-p.Done()
+	out, _ := os.ReadFile(log)
+	if !strings.Contains(string(out), "wrote") || !strings.Contains(string(out), "denied") {
+		t.Errorf("landlocked child: want a write in its dir and a denied read of a world-readable file outside:\n%s", out)
+	}
+}

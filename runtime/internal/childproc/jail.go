@@ -2,19 +2,26 @@ package childproc
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
-	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// Jail is the unprivileged identity a child runs as.
+// Jail is the unprivileged identity a child runs as, and the files it may
+// reach.
 type Jail struct {
 	UID, GID uint32
 	// Groups are the supplementary groups; empty clears root's.
 	Groups []uint32
+	// ReadOnly and ReadWrite, when either is set, confine the child's
+	// file access with Landlock to what lies beneath these paths (files
+	// or directories): ReadOnly may be read and executed, ReadWrite also
+	// written, created and removed. Where the kernel has no Landlock the
+	// child runs without this second wall (LandlockABI says).
+	ReadOnly, ReadWrite []string
 }
 
 func (j *Jail) credential() *syscall.Credential {
@@ -22,44 +29,45 @@ func (j *Jail) credential() *syscall.Credential {
 }
 
 // The fork switches to the Jail's uid before exec (SysProcAttr.Credential),
-// which empties the permitted and effective sets; the bounding set and
-// no_new_privs are inherited from the forking thread and Go offers no hook
-// between fork and exec to change them. So jailed children are forked from
-// a second locked thread of their own, whose bounding set is empty and
-// no_new_privs set: the thread keeps its effective capabilities (the
-// fork still needs CAP_SETUID), but nothing it execs can ever gain one.
-// Like the spawn thread it never exits, for Pdeathsig's sake (spawn.go).
-
-var (
-	jailOnce sync.Once
-	jailReqs chan func()
-	jailErr  error
-)
-
-func startOnJailThread(cmd *exec.Cmd) error {
-	jailOnce.Do(func() {
-		jailReqs = make(chan func())
-		ready := make(chan error)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread's privileges differ from the others'
-			ready <- dropThreadPrivileges()
-			for f := range jailReqs {
-				f()
-			}
-		}()
-		jailErr = <-ready
-	})
-	if jailErr != nil {
-		return jailErr
+// which empties the permitted and effective sets. The bounding set,
+// no_new_privs and a Landlock domain are properties of the forking thread
+// that the child inherits, and Go offers no hook between fork and exec to
+// set them in the child. So each jailed child is forked from a locked
+// thread of its own that first drops them: the thread keeps its effective
+// capabilities (the fork still needs CAP_SETUID), but nothing it execs can
+// gain one. The thread lives until the child is reaped, since Pdeathsig
+// fires when the forking thread exits (spawn.go), and then exits with its
+// goroutine (never unlocked), taking its reduced privileges along.
+func startOnJailThread(cmd *exec.Cmd, j *Jail, reaped <-chan struct{}) error {
+	if cmd.Stdin == nil {
+		// exec.Cmd would open /dev/null on the confined thread, which
+		// Landlock may not allow.
+		null, err := os.Open(os.DevNull)
+		if err != nil {
+			return fmt.Errorf("jail: %w", err)
+		}
+		defer null.Close()
+		cmd.Stdin = null
 	}
 	errc := make(chan error, 1)
-	jailReqs <- func() { errc <- cmd.Start() }
+	go func() {
+		runtime.LockOSThread()
+		if err := confineThread(j); err != nil {
+			errc <- err
+			return
+		}
+		err := cmd.Start()
+		errc <- err
+		if err == nil {
+			<-reaped
+		}
+	}()
 	return <-errc
 }
 
-// dropThreadPrivileges empties the calling thread's capability bounding set
-// and sets no_new_privs on it.
-func dropThreadPrivileges() error {
+// confineThread empties the calling thread's capability bounding set, sets
+// no_new_privs and applies the Jail's Landlock rules to it.
+func confineThread(j *Jail) error {
 	// 0..63 covers every capability a kernel can have; dropping one this
 	// kernel does not know fails with EINVAL, which is skipped.
 	for c := 0; c < 64; c++ {
@@ -70,5 +78,8 @@ func dropThreadPrivileges() error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("jail: set no_new_privs: %w", err)
 	}
-	return nil
+	if len(j.ReadOnly)+len(j.ReadWrite) == 0 {
+		return nil
+	}
+	return landlockThread(j.ReadOnly, j.ReadWrite)
 }
