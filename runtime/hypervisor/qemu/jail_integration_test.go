@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/internal/childproc"
 )
 
 // TestQEMUJailIntegration boots two VMs and reads, from /proc, what each
@@ -47,7 +49,12 @@ func TestQEMUJailIntegration(t *testing.T) {
 		if fmt.Sprint(fi.Uid) != uid[0] || fi.Mode&0o077 != 0 {
 			t.Errorf("VM %d: state dir is uid %d mode %o, want QEMU's uid %s and 0700", i, fi.Uid, fi.Mode&0o777, uid[0])
 		}
-		t.Logf("VM %d: QEMU pid %d uid %s root %s", i, pid, uid[0], readLink(pid, "root"))
+		if d := vm.(*VM).Diagnose(context.Background()); !strings.Contains(d, "QEMU is jailed as uid "+uid[0]) || !strings.Contains(d, "run state: running") {
+			t.Errorf("VM %d: the hang report does not say QEMU runs jailed, or cannot reach it:\n%s", i, d)
+		}
+		checkFileWall(t, vm.(*VM), i)
+		t.Logf("VM %d: QEMU pid %d uid %s root %s, namespaces mnt %s pid %s net %s (the host's: no mount or pid namespace yet)",
+			i, pid, uid[0], readLink(pid, "root"), readLink(pid, "ns/mnt"), readLink(pid, "ns/pid"), readLink(pid, "ns/net"))
 		pids, uids = append(pids, pid), append(uids, uid[0])
 	}
 	if uids[0] == uids[1] {
@@ -60,6 +67,44 @@ func TestQEMUJailIntegration(t *testing.T) {
 	}
 	if out, err := killAs(t, uids[0], pids[1]); err == nil {
 		t.Errorf("uid %s signalled the other VM's QEMU (pid %d, uid %s): %s", uids[0], pids[1], uids[1], out)
+	}
+}
+
+// checkFileWall asks QEMU, over QMP, to create a file in its state dir
+// and one in /tmp, which any uid may write: Landlock lets only the first
+// through.
+func checkFileWall(t *testing.T, vm *VM, i int) {
+	t.Helper()
+	vm.mu.Lock()
+	qmp := vm.qmp
+	vm.mu.Unlock()
+	// QEMU's name for its state dir: /proc/self/fd/N, from its -qmp.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", vm.Pids()[0]))
+	must(t, err)
+	dir := ""
+	for _, a := range strings.Split(string(cmdline), "\x00") {
+		if p, ok := strings.CutPrefix(a, "unix:"); ok && strings.Contains(p, "/"+qmpSocketName) {
+			dir = p[:strings.Index(p, "/"+qmpSocketName)]
+		}
+	}
+	outside, err := os.MkdirTemp("", "pvjail")
+	must(t, err)
+	defer os.RemoveAll(outside)
+	must(t, os.Chmod(outside, 0o777))
+	add := func(id, path string) error {
+		args := map[string]any{"id": id, "backend": map[string]any{"type": "file", "data": map[string]any{"out": path}}}
+		return qmp.Execute(context.Background(), "chardev-add", args, nil)
+	}
+	if err := add("inside", dir+"/jail-probe"); err != nil {
+		t.Errorf("VM %d: QEMU cannot create a file in its state dir: %v", i, err)
+	}
+	err = add("outside", outside+"/probe")
+	if _, serr := os.Stat(outside + "/probe"); serr == nil || err == nil {
+		if childprocLandlock() {
+			t.Errorf("VM %d: QEMU created a file in a world-writable dir outside its state dir (err %v)", i, err)
+		}
+	} else {
+		t.Logf("VM %d: QEMU may not create a file outside its state dir: %v", i, err)
 	}
 }
 
@@ -95,3 +140,5 @@ func killAs(t *testing.T, uid string, pid int) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+func childprocLandlock() bool { return childproc.LandlockABI() > 0 }
