@@ -53,6 +53,11 @@ func TestQEMUJailIntegration(t *testing.T) {
 			t.Errorf("VM %d: the hang report does not say QEMU runs jailed, or cannot reach it:\n%s", i, d)
 		}
 		checkFileWall(t, vm.(*VM), i)
+		if !holdsOpen(pid, cfg.StateDir) {
+			// The crash sweep finds a jailed QEMU by this fd, its command line
+			// naming the dir only as /proc/self/fd/N.
+			t.Errorf("VM %d: QEMU holds no fd of its state dir %s", i, cfg.StateDir)
+		}
 		t.Logf("VM %d: QEMU pid %d uid %s root %s, namespaces mnt %s pid %s net %s (the host's: no mount or pid namespace yet)",
 			i, pid, uid[0], readLink(pid, "root"), readLink(pid, "ns/mnt"), readLink(pid, "ns/pid"), readLink(pid, "ns/net"))
 		pids, uids = append(pids, pid), append(uids, uid[0])
@@ -106,6 +111,17 @@ func checkFileWall(t *testing.T, vm *VM, i int) {
 	} else {
 		t.Logf("VM %d: QEMU may not create a file outside its state dir: %v", i, err)
 	}
+}
+
+// holdsOpen reports whether process pid has dir open.
+func holdsOpen(pid int, dir string) bool {
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, fd := range fds {
+		if readLink(pid, "fd/"+fd.Name()) == dir {
+			return true
+		}
+	}
+	return false
 }
 
 // procStatus is /proc/<pid>/status as key -> value.
