@@ -1,7 +1,9 @@
 // Package childproc runs the long-lived helper processes of a pod VM (the VMM,
 // virtiofsd): each with its own log file, in its own process group, killed by
 // the kernel if the shim dies, and reaped by a goroutine that reports its
-// death at once.
+// death at once. A child may be jailed: run as an unprivileged uid with no
+// capabilities and, where the kernel has Landlock, only the files it needs
+// (jail.go).
 package childproc
 
 import (
