@@ -22,6 +22,7 @@ func New(cfg *config.Config) (hypervisor.Driver, error) {
 			VirtiofsdPath: h.QEMU.VirtiofsdPath,
 			TBSizeMiB:     h.QEMU.TCGTBSizeMiB,
 			Accelerator:   hypervisor.Accelerator(h.Accelerator),
+			Jail:          qemu.JailOptions{Off: !h.QEMU.Jail, UIDBase: h.QEMU.JailUIDBase, UIDCount: h.QEMU.JailUIDCount},
 		}), nil
 	case cloudhypervisor.Name:
 		c := h.CloudHypervisor

@@ -52,6 +52,8 @@ type Options struct {
 	// NoSeccomp turns off QEMU's seccomp filter (-sandbox on,...), for
 	// QEMU builds without seccomp or for debugging.
 	NoSeccomp bool
+	// Jail is QEMU's per-VM uid and what it may reach (jail.go).
+	Jail JailOptions
 	// Accelerator is the default (auto, kvm, tcg; empty is auto) for VMs
 	// whose Config does not force one.
 	Accelerator hypervisor.Accelerator
