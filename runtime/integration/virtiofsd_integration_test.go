@@ -177,8 +177,12 @@ func TestBoundaryGuestMknodIntegration(t *testing.T) {
 	if err := os.Mkdir(sgid, 0o775); err != nil {
 		t.Fatal(err)
 	}
-	os.Chown(sgid, 0, 1234)
-	os.Chmod(sgid, 0o2775)
+	if err := os.Chown(sgid, 0, 1234); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Chmod(sgid, 0o2775); err != nil { // os.Chmod drops a raw 02000
+		t.Fatal(err)
+	}
 	r := sh("touch /rw/sgid/f && mkdir /rw/sgid/d && stat -c '%g %A' /rw/sgid/f /rw/sgid/d")
 	t.Logf("in a setgid directory, the guest made: %s%s", r.Stdout, lastLine(r.Stderr))
 	if got := strings.Fields(r.Stdout); r.ExitCode != 0 || len(got) != 4 || got[0] != "1234" || got[2] != "1234" || !strings.HasPrefix(got[3], "drwxr-sr") {
@@ -187,7 +191,7 @@ func TestBoundaryGuestMknodIntegration(t *testing.T) {
 	// What dropping CAP_FSETID changes (docs/security.md H5): guest root's
 	// chmod g+s on a directory of a group it is not in loses the bit
 	// (under runc it is kept). Said, not asserted.
-	r = sh("mkdir /rw/foreign && chown 0:1234 /rw/foreign && chmod 2775 /rw/foreign; chmod 4755 /bin/busybox; stat -c '%n %g %A' /rw/foreign /bin/busybox")
+	r = sh("mkdir /rw/foreign && chown 0:1234 /rw/foreign && chmod 2775 /rw/foreign; cp /bin/sh /rw/own && chmod 4755 /rw/own; stat -c '%n %u %g %A' /rw/foreign /rw/own")
 	t.Logf("guest root sets setgid on a foreign group's dir, setuid on its own file: %s", strings.TrimSpace(r.Stdout))
 
 	// On the host: what the guest made, and nothing else.
