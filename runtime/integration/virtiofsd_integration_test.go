@@ -52,15 +52,14 @@ func childOf(pid int) int {
 // Capability bits (linux/capability.h) virtiofsd must not hold.
 var virtiofsdForbiddenCaps = map[string]uint{
 	"dac_read_search": 2, "fsetid": 4, "net_admin": 12, "net_raw": 13, "sys_ptrace": 19,
-	"sys_admin": 21, "sys_resource": 24, "mknod": 27, "setfcap": 31,
+	"sys_chroot": 18, "sys_admin": 21, "sys_resource": 24, "mknod": 27, "setfcap": 31,
 }
 
 // TestBoundaryVirtiofsdProcIntegration: while a sandbox runs, the virtiofsd
 // process that serves its guest holds none of the capabilities a hostile
 // guest could use through a FUSE bug (mknod, fsetid, setfcap,
-// dac_read_search, sys_admin, ...), an empty bounding set, a seccomp filter
-// and no_new_privs, and lives in mount, pid and network namespaces other
-// than the shim's, with the share as its root.
+// dac_read_search, sys_admin, sys_chroot, ...), an empty bounding set, a
+// seccomp filter and no_new_privs, with the share as its root.
 func TestBoundaryVirtiofsdProcIntegration(t *testing.T) {
 	h := startCRIHarness(t)
 	podCfg := h.podConfig("virtiofsd-proc", nil)
@@ -108,13 +107,13 @@ func TestBoundaryVirtiofsdProcIntegration(t *testing.T) {
 			t.Errorf("virtiofsd %s = %s; want %s", k, st[k], v)
 		}
 	}
+	// Its chroot sandbox keeps the shim's namespaces (the namespace
+	// sandbox would lose read-only volumes: see virtiofsd.chooseSandbox);
+	// said, so that a change shows.
 	for _, ns := range []string{"mnt", "pid", "net"} {
 		mine, _ := os.Readlink("/proc/" + strconv.Itoa(shim) + "/ns/" + ns)
 		its, _ := os.Readlink("/proc/" + strconv.Itoa(serving) + "/ns/" + ns)
 		t.Logf("%s namespace: shim %s, virtiofsd %s", ns, mine, its)
-		if mine == "" || mine == its {
-			t.Errorf("virtiofsd shares the shim's %s namespace (%s)", ns, its)
-		}
 	}
 	// Its root is the share: the host's / is not reachable through it.
 	var rootSt, hostSt syscall.Stat_t
@@ -126,6 +125,9 @@ func TestBoundaryVirtiofsdProcIntegration(t *testing.T) {
 	t.Logf("virtiofsd's root: %q (dev %d ino %d; host / dev %d ino %d)", root, rootSt.Dev, rootSt.Ino, hostSt.Dev, hostSt.Ino)
 	if rootSt.Dev == hostSt.Dev && rootSt.Ino == hostSt.Ino {
 		t.Errorf("virtiofsd's root is the host's /")
+	}
+	if want := filepath.Join(stateDir, "shared"); root != want {
+		t.Errorf("virtiofsd's root is %s; want the share %s", root, want)
 	}
 	if _, err := os.Stat("/proc/" + strconv.Itoa(serving) + "/root/etc/passwd"); err == nil {
 		t.Errorf("the host's /etc/passwd is reachable from virtiofsd's root")

@@ -20,9 +20,7 @@ type Sandbox string
 
 const (
 	// SandboxNamespace: new mount, pid and network namespaces, pivoted into
-	// the share. It sees a mount the shim makes under the share after it
-	// started only if the share receives mount propagation (see
-	// receivesPropagation).
+	// the share. Not used yet: see chooseSandbox.
 	SandboxNamespace Sandbox = "namespace"
 	// SandboxChroot: the shim's namespaces with a chroot; sees every mount.
 	SandboxChroot Sandbox = "chroot"
