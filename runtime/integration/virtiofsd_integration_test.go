@@ -165,7 +165,13 @@ func TestBoundaryGuestMknodIntegration(t *testing.T) {
 		{"a char device in the rootfs layer", "/chr", "c 1 3"},
 	} {
 		r := sh("mknod " + a.path + " " + a.args)
-		t.Logf("guest makes %s: exit %d %s", a.what, r.ExitCode, lastLine(r.Stderr))
+		why := lastLine(r.Stderr)
+		for _, l := range strings.Split(r.Stderr, "\n") {
+			if strings.HasPrefix(l, "mknod:") {
+				why = l
+			}
+		}
+		t.Logf("guest makes %s: exit %d %s", a.what, r.ExitCode, why)
 		if r.ExitCode == 0 || !strings.Contains(r.Stderr, "Operation not permitted") {
 			t.Errorf("guest made %s (exit %d, %s); want EPERM", a.what, r.ExitCode, r.Stderr)
 		}
@@ -193,8 +199,11 @@ func TestBoundaryGuestMknodIntegration(t *testing.T) {
 	// What dropping CAP_FSETID changes (docs/security.md H5): guest root's
 	// chmod g+s on a directory of a group it is not in loses the bit
 	// (under runc it is kept). Said, not asserted.
-	r = sh("mkdir /rw/foreign && chown 0:1234 /rw/foreign && chmod 2775 /rw/foreign; cp /bin/sh /rw/own && chmod 4755 /rw/own; stat -c '%n %u %g %A' /rw/foreign /rw/own")
-	t.Logf("guest root sets setgid on a foreign group's dir, setuid on its own file: %s", strings.TrimSpace(r.Stdout))
+	r = sh("mkdir /rw/foreign && chown 0:1234 /rw/foreign && chmod 2775 /rw/foreign; touch /rw/own; chmod 4755 /rw/own; stat -c '%n %u %g %A' /rw/foreign /rw/own")
+	t.Logf("guest root sets setgid on a foreign group's dir, setuid on its own file: %q", strings.TrimSpace(r.Stdout))
+	if fi, err := os.Stat(filepath.Join(rw, "own")); err == nil {
+		t.Logf("on the host, the guest's setuid file: %v (hole 5's setuid half: open)", fi.Mode())
+	}
 
 	// On the host: what the guest made, and nothing else.
 	rootfs := filepath.Join(hostbed.DefaultStateDir, "sandboxes", pod, "mounts", attacker, "rootfs")
