@@ -4,36 +4,41 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/podvm/podvm/runtime/config"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
 )
 
 func newInstallCommand() *cobra.Command {
-	var prefix, imageDir string
+	var prefix, imageDir, vsockd string
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install the shim, the guest image and a default configuration under a prefix",
 		Long: `Copies containerd-shim-podvm-v2, podvm and podvm-agent (taken from beside this
-binary) into PREFIX/bin, the guest image into PREFIX/share/podvm, writes
+binary) into PREFIX/bin, vhost-device-vsock (from --vhost-device-vsock, else
+PATH; without it the agent channel is virtio-serial) into PREFIX/libexec/podvm,
+the guest image into PREFIX/share/podvm, writes
 PREFIX/share/podvm/config.toml (the defaults, pointing at that image), and prints
 the containerd configuration that adds the 'podvm' runtime handler.
 
 It never edits containerd's configuration itself.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return install(prefix, imageDir, cmd.OutOrStdout())
+			return install(prefix, imageDir, vsockd, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "/opt/podvm", "installation prefix")
 	cmd.Flags().StringVar(&imageDir, "image-dir", defaultImageDir, "directory holding vmlinux and initramfs.cpio (from `podvm image build --out`)")
+	cmd.Flags().StringVar(&vsockd, "vhost-device-vsock", "", "the vhost-device-vsock binary to ship (default: found on PATH; none: the agent channel is virtio-serial)")
 	return cmd
 }
 
-func install(prefix, imageDir string, out io.Writer) error {
+func install(prefix, imageDir, vsockd string, out io.Writer) error {
 	prefix, err := filepath.Abs(prefix)
 	if err != nil {
 		return err
@@ -60,6 +65,9 @@ func install(prefix, imageDir string, out io.Writer) error {
 			return fmt.Errorf("install guest image file %s: %w (run `podvm image build --out %s` first)", name, err, imageDir)
 		}
 	}
+	if err := installVsockd(vsockd, prefix, out); err != nil {
+		return err
+	}
 	// One configuration per runtime handler: podvm (qemu, KVM or TCG) and
 	// podvm-clh (cloud-hypervisor, hardware KVM only).
 	cfgText, err := config.ForPrefix(config.DefaultTOML(), prefix)
@@ -78,6 +86,30 @@ func install(prefix, imageDir string, out io.Writer) error {
 		}
 	}
 	printHandlers(out, prefix, filepath.Join(binDir, "containerd-shim-podvm-v2"), cfgPath, clhPath)
+	return nil
+}
+
+// installVsockd copies vhost-device-vsock (path, else found on PATH) to
+// <prefix>/libexec/podvm/, where the QEMU driver looks first
+// (vmm.FindHybridVsock). A named path must exist; none found on PATH is
+// said and skipped, as the runtime then uses virtio-serial.
+func installVsockd(path, prefix string, out io.Writer) error {
+	name := vmm.HybridVsockBinaryName
+	if path == "" {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			fmt.Fprintf(out, "%s not found on PATH: not installed, the agent channel will be virtio-serial (give --vhost-device-vsock)\n", name)
+			return nil
+		}
+		path = p
+	}
+	dir := filepath.Join(prefix, "libexec", "podvm")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := copyFile(path, filepath.Join(dir, name), 0o755); err != nil {
+		return fmt.Errorf("install %s: %w", name, err)
+	}
 	return nil
 }
 

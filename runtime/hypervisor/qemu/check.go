@@ -35,6 +35,7 @@ func (d *Driver) Check(ctx context.Context) []hypervisor.CheckResult {
 	}
 	res = append(res, vmm.CheckMemfd())
 	res = append(res, d.checkVirtiofsd())
+	res = append(res, d.checkHybridVsock(ctx, qemuPath))
 	res = append(res, checkVsock())
 	res = append(res, d.checkAccel())
 	return res
@@ -83,6 +84,33 @@ func checkQEMUHelp(ctx context.Context, bin, name string, args []string, want st
 func (d *Driver) checkVirtiofsd() hypervisor.CheckResult {
 	return vmm.CheckVirtiofsd(d.opts.VirtiofsdPath,
 		"apt-get install qemu-system-common (C virtiofsd) or virtiofsd, or set [hypervisor.qemu] virtiofsd_path; 9p works without it (shared_fs = \"9p\")")
+}
+
+// checkHybridVsock finds vhost-device-vsock, reports its version and
+// whether QEMU has the device that uses it.
+func (d *Driver) checkHybridVsock(ctx context.Context, qemuPath string) hypervisor.CheckResult {
+	r := hypervisor.CheckResult{Name: "vhost-device-vsock", Optional: d.opts.VhostDeviceVsockPath == "",
+		Fix: "install vhost-device-vsock (podvm install ships it in <prefix>/libexec/podvm) or set [hypervisor.qemu] vhost_device_vsock_path; without it the agent channel is virtio-serial"}
+	bin, err := vmm.FindHybridVsock(d.opts.VhostDeviceVsockPath)
+	if err != nil {
+		r.Detail = err.Error()
+		return r
+	}
+	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
+	if err != nil {
+		r.Detail = fmt.Sprintf("%s --version: %v", bin, err)
+		return r
+	}
+	r.Detail = fmt.Sprintf("%s: %s; the agent channel is hybrid vsock", bin, firstLine(string(out)))
+	if qemuPath != "" {
+		if dev := checkQEMUHelp(ctx, qemuPath, "device", []string{"-device", "help"}, "vhost-user-vsock-device"); !dev.OK {
+			r.Detail, r.Optional = dev.Detail, false
+			r.Fix = "install a QEMU with vhost-user-vsock-device (7.0 or newer), or set transport = \"serial\""
+			return r
+		}
+	}
+	r.OK, r.Optional, r.Fix = true, false, ""
+	return r
 }
 
 func checkVsock() hypervisor.CheckResult {

@@ -28,6 +28,9 @@ type Spec struct {
 	// Cgroup, when set, receives the child right after it is spawned,
 	// before it can have allocated much: the pod's host cgroup.
 	Cgroup Cgroup
+	// Credential, when set, is the uid and gids the child runs as; a
+	// non-root uid leaves it no capabilities.
+	Credential *syscall.Credential
 }
 
 // Cgroup is a host cgroup a child is moved into.
@@ -70,6 +73,9 @@ func Start(spec Spec) (*Process, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:   true,
 		Pdeathsig: syscall.SIGKILL,
+		// The child changes uid before it sets Pdeathsig, so the change
+		// (which clears the parent-death signal) does not undo it.
+		Credential: spec.Credential,
 	}
 	if err := startOnSpawnThread(cmd); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, spec.Path, err)
