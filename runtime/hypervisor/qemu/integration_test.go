@@ -161,6 +161,8 @@ func testConfig(t *testing.T, kernel, initrd, sharedFS string) hypervisor.Config
 		KernelPath: kernel, InitrdPath: initrd,
 		VCPUs: 1, MemoryMiB: 256,
 		SharedDir: shared, SharedFS: sharedFS,
+		// The busybox guests speak the serial port's handshake.
+		Transport: contract.TransportSerial,
 	}
 }
 
@@ -561,7 +563,7 @@ func TestShimDeathKillsVMIntegration(t *testing.T) {
 func runOwner(t *testing.T) {
 	cfg := hypervisor.Config{ID: os.Getenv("OWNER_ID"), StateDir: os.Getenv("OWNER_STATE"),
 		KernelPath: os.Getenv("OWNER_KERNEL"), InitrdPath: os.Getenv("OWNER_INITRD"),
-		VCPUs: 1, MemoryMiB: 128, SharedDir: os.Getenv("OWNER_SHARED")}
+		VCPUs: 1, MemoryMiB: 128, SharedDir: os.Getenv("OWNER_SHARED"), Transport: contract.TransportSerial}
 	vm, err := New(Options{}).Create(context.Background(), cfg)
 	must(t, err)
 	must(t, vm.Start(context.Background()))
