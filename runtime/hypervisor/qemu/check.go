@@ -117,8 +117,11 @@ func checkVsock() hypervisor.CheckResult {
 	ok, why := vhostVsockUsable()
 	r := hypervisor.CheckResult{Name: "vhost-vsock", OK: ok, Optional: true, Detail: why}
 	if !ok {
-		r.Detail += "; the agent channel falls back to virtio-serial"
-		r.Fix = "modprobe vhost_vsock to use vsock (optional)"
+		// Kernel vhost-vsock is the last choice (hybridvsock.go): its
+		// absence costs nothing unless transport = "vsock" is configured
+		// and vhost-device-vsock is missing.
+		r.Detail += "; kernel vsock is used only with transport = \"vsock\" and no vhost-device-vsock"
+		r.Fix = "none needed: the agent channel is hybrid vsock (vhost-device-vsock) or virtio-serial"
 	}
 	return r
 }
