@@ -96,7 +96,8 @@ func connectAgent(t *testing.T, vm *VM) *agentclient.Client {
 	t.Helper()
 	c, err := agentclient.Connect(context.Background(), vm.DialAgent, 60*time.Second, vm.Done())
 	if err != nil {
-		t.Fatalf("agent: %v; console: %s", err, tailFile(vm.Info().ConsolePath))
+		t.Fatalf("agent: %v; console: %s; vhost-device-vsock.log: %s", err, tailFile(vm.Info().ConsolePath),
+			tailFile(vm.Path(vmm.HybridVsockLogName)))
 	}
 	return c
 }
