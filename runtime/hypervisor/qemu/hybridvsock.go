@@ -89,12 +89,8 @@ const hybridDialTimeout = 5 * time.Second
 // dialHybrid connects through vhost-device-vsock's socket: CONNECT, OK,
 // then the proof of the VM's secret (contract.HostAuth). Every call is a
 // new guest stream; the agent serves the newest session.
-//
-// The pause between CONNECTs stays hvsock's (up to 100 ms). In 2 of
-// about 90 boots under TCG, both with a 20 ms pause, no CONNECT was ever
-// answered although the agent was serving (vhost-device-vsock 0.3.0
-// logging nothing); not seen in 35 boots with 100 ms, nor in 30 more with
-// 20 ms and its debug log on. The cause is not known.
+// The pause between CONNECTs is hvsock's, up to 100 ms (docs/design.md,
+// "Agent channel", has a hang seen with a shorter one).
 func (v *VM) dialHybrid(ctx context.Context, l launch) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, hybridDialTimeout)
 	defer cancel()
