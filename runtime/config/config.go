@@ -64,7 +64,11 @@ type CloudHypervisor struct {
 type QEMU struct {
 	Path          string `toml:"path"`
 	VirtiofsdPath string `toml:"virtiofsd_path"`
-	TCGTBSizeMiB  uint32 `toml:"tcg_tb_size_mib"`
+	// VhostDeviceVsockPath is vhost-device-vsock, which makes the agent's
+	// channel hybrid vsock. "" looks in the install's libexec/podvm, then
+	// on PATH; not found there, the channel is virtio-serial.
+	VhostDeviceVsockPath string `toml:"vhost_device_vsock_path"`
+	TCGTBSizeMiB         uint32 `toml:"tcg_tb_size_mib"`
 	// Jail runs each VM's QEMU as a uid of its own from
 	// [JailUIDBase, JailUIDBase+JailUIDCount), without capabilities
 	// (docs/design.md, "QEMU's jail").

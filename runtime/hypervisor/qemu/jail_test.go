@@ -27,7 +27,7 @@ func TestJailedQEMUArgs(t *testing.T) {
 	got := joined(qemuArgs(jl))
 	for _, want := range []string{
 		"-kernel /proc/self/fd/5 -initrd /proc/self/fd/6",
-		"path=/proc/self/fd/4/console.log",
+		"-chardev file,id=console,path=/dev/fdset/", // the console is a pipe, named by no path
 		"-qmp unix:/proc/self/fd/4/qmp.sock,server=on,wait=off",
 		"-chardev socket,id=fs,path=/proc/self/fd/4/virtiofsd.sock",
 		"name=" + contract.FwCfgSecretName + ",file=/proc/self/fd/4/agent.secret",

@@ -86,7 +86,7 @@ func (v *VM) Start(ctx context.Context) error {
 // boot is QEMU's part of Start (vmm.Machine.Start runs it and stops
 // everything if it fails): plan, helpers, QEMU, then QMP's "running".
 func (v *VM) boot(ctx context.Context) error {
-	l, info, err := v.plan()
+	l, info, ch, err := v.plan()
 	if err != nil {
 		return err
 	}
@@ -107,6 +107,11 @@ func (v *VM) boot(ctx context.Context) error {
 	}
 	if j != nil {
 		defer j.closeFiles()
+	}
+	if ch.HybridVsock != "" {
+		if err := v.startHybridVsock(ctx, ch.HybridVsock, j); err != nil {
+			return err
+		}
 	}
 	if err := v.startQEMU(l, info, j, extra); err != nil {
 		return err
@@ -186,7 +191,7 @@ func (v *VM) jail(l launch) (*jail, error) {
 // closes what is ours once QEMU has its copies.
 func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) {
 	release = func() {}
-	if l.Transport == contract.TransportVsock {
+	if l.Transport == contract.TransportVsock && !l.HybridVsock {
 		f, cid, err := reserveCID(v.cfg.ID)
 		if err != nil {
 			return nil, nil, err
@@ -214,20 +219,16 @@ func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) 
 	return extra, release, nil
 }
 
-// plan decides accelerator, transport and kernel command line.
-func (v *VM) plan() (launch, hypervisor.Info, error) {
+// plan decides accelerator, agent channel and kernel command line.
+func (v *VM) plan() (launch, hypervisor.Info, agentChannel, error) {
 	cfg := v.cfg
 	acc, accWhy, err := v.driver.decideAccel(v.wantAccel)
 	if err != nil {
-		return launch{}, hypervisor.Info{}, err
+		return launch{}, hypervisor.Info{}, agentChannel{}, err
 	}
-	transport, transportWhy := cfg.Transport, "configured"
-	if transport == "" {
-		if ok, why := vhostVsockUsable(); ok {
-			transport, transportWhy = contract.TransportVsock, why
-		} else {
-			transport, transportWhy = contract.TransportSerial, why+": using virtio-serial"
-		}
+	ch, err := v.driver.chooseChannel(cfg.Transport)
+	if err != nil {
+		return launch{}, hypervisor.Info{}, agentChannel{}, err
 	}
 	var tsc uint64
 	if acc == hypervisor.AccelTCG {
@@ -236,31 +237,31 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	}
 	cmdline, err := kernelCmdline(acc, cfg.Debug, tsc, cfg.KernelParams)
 	if err != nil {
-		return launch{}, hypervisor.Info{}, err
+		return launch{}, hypervisor.Info{}, agentChannel{}, err
 	}
 	nics, err := netLaunches(cfg.Net)
 	if err != nil {
-		return launch{}, hypervisor.Info{}, err
+		return launch{}, hypervisor.Info{}, agentChannel{}, err
 	}
 	l := launch{
 		Guest: vmm.GuestOf(cfg, cmdline),
 		Accel: acc, TBSizeMiB: v.driver.opts.TBSizeMiB,
 		Seccomp:   !v.driver.opts.NoSeccomp,
-		Transport: transport,
-		SharedFS:  cfg.SharedFS, SharedDir: cfg.SharedDir,
+		Transport: ch.Transport, HybridVsock: ch.HybridVsock != "",
+		SharedFS: cfg.SharedFS, SharedDir: cfg.SharedDir,
 		Net: nics,
 	}
 	info := hypervisor.Info{
 		Driver:          v.driver.Name(),
 		Accelerator:     acc,
 		AccelReason:     accWhy,
-		Transport:       transport,
-		TransportReason: transportWhy,
+		Transport:       ch.Transport,
+		TransportReason: ch.Why,
 		VCPUs:           cfg.VCPUs,
 		MemoryMiB:       cfg.MemoryMiB,
 		ConsolePath:     l.Path(consoleLogName),
 	}
-	return l, info, nil
+	return l, info, ch, nil
 }
 
 // quit asks QEMU over QMP to exit and waits up to quitTimeout

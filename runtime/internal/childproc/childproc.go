@@ -95,6 +95,8 @@ func Start(spec Spec) (*Process, error) {
 	done := make(chan struct{})
 	start := startOnSpawnThread
 	if spec.Jail != nil {
+		// The child changes uid before it sets Pdeathsig, so the change
+		// (which clears the parent-death signal) does not undo it.
 		cmd.SysProcAttr.Credential = spec.Jail.credential()
 		start = func(cmd *exec.Cmd) error { return startOnJailThread(cmd, spec.Jail, done) }
 	}
