@@ -5,8 +5,9 @@
 #
 # Usage: ci/install-tools.sh [containerd|runc|cri-tools|kubernetes|agnhost|etcd|gvisor|virtiofsd|vhost-device-vsock]...
 # (default: containerd runc cri-tools; kubernetes, agnhost and etcd are for
-# make conformance, gvisor for make bench; virtiofsd and vhost-device-vsock
-# are Rust crates that nothing uses yet, see docs/vsock-virtiofsd.md)
+# make conformance, gvisor for make bench; virtiofsd (make deps; install-dev
+# ships it) and vhost-device-vsock (make test-hybrid-vsock) are Rust crates,
+# see docs/vsock-virtiofsd.md)
 source "$(dirname "$0")/lib.sh"
 
 CONTAINERD_VERSION=v2.4.2

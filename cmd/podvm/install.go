@@ -10,30 +10,39 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podvm/podvm/runtime/config"
+	"github.com/podvm/podvm/runtime/hypervisor/vmm"
+	"github.com/podvm/podvm/runtime/virtiofsd"
 )
 
 func newInstallCommand() *cobra.Command {
 	var prefix, imageDir string
+	var h helpers
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install the shim, the guest image and a default configuration under a prefix",
 		Long: `Copies containerd-shim-podvm-v2, podvm and podvm-agent (taken from beside this
-binary) into PREFIX/bin, the guest image into PREFIX/share/podvm, writes
+binary) into PREFIX/bin, the helpers given by --virtiofsd and
+--vhost-device-vsock into PREFIX/libexec/podvm (only when given: without
+vhost-device-vsock the agent channel is virtio-serial; hybrid vsock is opt-in
+while an intermittent hang is open), the guest image into PREFIX/share/podvm,
+writes
 PREFIX/share/podvm/config.toml (the defaults, pointing at that image), and prints
 the containerd configuration that adds the 'podvm' runtime handler.
 
 It never edits containerd's configuration itself.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return install(prefix, imageDir, cmd.OutOrStdout())
+			return install(prefix, imageDir, h, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "/opt/podvm", "installation prefix")
 	cmd.Flags().StringVar(&imageDir, "image-dir", defaultImageDir, "directory holding vmlinux and initramfs.cpio (from `podvm image build --out`)")
+	cmd.Flags().StringVar(&h.vsockd, "vhost-device-vsock", "", "the vhost-device-vsock binary to ship, making the agent channel hybrid vsock (default: none, virtio-serial)")
+	cmd.Flags().StringVar(&h.virtiofsd, "virtiofsd", "", "the Rust virtiofsd binary to ship (default: none, the runtime looks in the usual places)")
 	return cmd
 }
 
-func install(prefix, imageDir string, out io.Writer) error {
+func install(prefix, imageDir string, h helpers, out io.Writer) error {
 	prefix, err := filepath.Abs(prefix)
 	if err != nil {
 		return err
@@ -60,6 +69,9 @@ func install(prefix, imageDir string, out io.Writer) error {
 			return fmt.Errorf("install guest image file %s: %w (run `podvm image build --out %s` first)", name, err, imageDir)
 		}
 	}
+	if err := h.install(prefix, out); err != nil {
+		return err
+	}
 	// One configuration per runtime handler: podvm (qemu, KVM or TCG) and
 	// podvm-clh (cloud-hypervisor, hardware KVM only).
 	cfgText, err := config.ForPrefix(config.DefaultTOML(), prefix)
@@ -78,6 +90,40 @@ func install(prefix, imageDir string, out io.Writer) error {
 		}
 	}
 	printHandlers(out, prefix, filepath.Join(binDir, "containerd-shim-podvm-v2"), cfgPath, clhPath)
+	return nil
+}
+
+// helpers are the optional daemons shipped into <prefix>/libexec/podvm/,
+// where the runtime looks first (vmm.FindHybridVsock,
+// virtiofsd.Candidates); each path is empty when not given.
+type helpers struct {
+	vsockd, virtiofsd string
+}
+
+// install copies the helpers given. vhost-device-vsock is never looked up
+// here: shipping it makes hybrid vsock every pod's channel, which stays a
+// deliberate choice while its unanswered-CONNECT hang is open
+// (docs/design.md, "Agent channel").
+func (h helpers) install(prefix string, out io.Writer) error {
+	if h.vsockd == "" {
+		fmt.Fprintf(out, "%s not installed (no --vhost-device-vsock): the agent channel will be virtio-serial\n", vmm.HybridVsockBinaryName)
+	}
+	for _, f := range []struct{ src, rel string }{
+		{h.vsockd, filepath.Join("libexec", "podvm", vmm.HybridVsockBinaryName)},
+		{h.virtiofsd, virtiofsd.InstalledRel},
+	} {
+		src, rel := f.src, f.rel
+		if src == "" {
+			continue
+		}
+		dst := filepath.Join(prefix, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", filepath.Dir(dst), err)
+		}
+		if err := copyFile(src, dst, 0o755); err != nil {
+			return fmt.Errorf("install %s: %w", filepath.Base(dst), err)
+		}
+	}
 	return nil
 }
 

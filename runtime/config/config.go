@@ -64,7 +64,17 @@ type CloudHypervisor struct {
 type QEMU struct {
 	Path          string `toml:"path"`
 	VirtiofsdPath string `toml:"virtiofsd_path"`
-	TCGTBSizeMiB  uint32 `toml:"tcg_tb_size_mib"`
+	// VhostDeviceVsockPath is vhost-device-vsock, which makes the agent's
+	// channel hybrid vsock. "" looks in the install's libexec/podvm, then
+	// on PATH; not found there, the channel is virtio-serial.
+	VhostDeviceVsockPath string `toml:"vhost_device_vsock_path"`
+	TCGTBSizeMiB         uint32 `toml:"tcg_tb_size_mib"`
+	// Jail runs each VM's QEMU as a uid of its own from
+	// [JailUIDBase, JailUIDBase+JailUIDCount), without capabilities
+	// (docs/design.md, "QEMU's jail").
+	Jail         bool   `toml:"jail"`
+	JailUIDBase  uint32 `toml:"jail_uid_base"`
+	JailUIDCount uint32 `toml:"jail_uid_count"`
 }
 
 // Runtime holds host-side settings of the shim.
@@ -227,6 +237,10 @@ func (c *Config) Validate() error {
 	}
 	if h.DefaultMemoryMiB < 64 {
 		errs = append(errs, fmt.Errorf("hypervisor.default_memory_mib = %d: a guest needs at least 64", h.DefaultMemoryMiB))
+	}
+	if q := h.QEMU; q.Jail && (q.JailUIDBase < 65536 || q.JailUIDCount == 0 || uint64(q.JailUIDBase)+uint64(q.JailUIDCount) > 1<<31) {
+		errs = append(errs, fmt.Errorf("hypervisor.qemu.jail_uid_base = %d, jail_uid_count = %d: need a non-empty range from 65536 up that ends by 2^31",
+			q.JailUIDBase, q.JailUIDCount))
 	}
 	if h.Kernel == "" || h.Initrd == "" {
 		errs = append(errs, errors.New("hypervisor.kernel and hypervisor.initrd must be set"))

@@ -62,6 +62,13 @@ func TestParse(t *testing.T) {
 			wantErr: []string{`hypervisor.driver = "firecracker"`, "qemu, cloud-hypervisor"}},
 		{name: "too little memory", input: "[hypervisor]\ndefault_memory_mib = 8\n",
 			wantErr: []string{"default_memory_mib = 8"}},
+		{name: "jail uid range below 65536", input: "[hypervisor.qemu]\njail_uid_base = 1000\n",
+			wantErr: []string{"jail_uid_base = 1000", "from 65536 up"}},
+		{name: "jail on by default, off by key", input: "[hypervisor.qemu]\njail = false\njail_uid_base = 1000\n", check: func(t *testing.T, c *Config) {
+			if c.Hypervisor.QEMU.Jail || Default().Hypervisor.QEMU.Jail != true || Default().Hypervisor.QEMU.JailUIDCount == 0 {
+				t.Errorf("got %+v, default %+v", c.Hypervisor.QEMU, Default().Hypervisor.QEMU)
+			}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

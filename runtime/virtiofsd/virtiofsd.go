@@ -17,15 +17,21 @@ import (
 	"github.com/podvm/podvm/runtime/internal/childproc"
 )
 
-// DefaultPaths are where distributions install virtiofsd: the C daemon of
-// QEMU <= 7.2 (Debian bookworm), then the Rust one (Debian trixie, Fedora).
-var DefaultPaths = []string{"/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd", "/usr/lib/virtiofsd"}
+// DefaultPaths are where distributions install virtiofsd: the Rust one
+// (Debian trixie, Fedora) first, then the C daemon of QEMU <= 7.2 (Debian
+// bookworm), only a fallback: it is unmaintained and cannot drop what the
+// Rust one drops (see RustHardening).
+var DefaultPaths = []string{"/usr/libexec/virtiofsd", "/usr/lib/virtiofsd", "/usr/lib/qemu/virtiofsd"}
+
+// InstalledRel is where `podvm install` puts the Rust virtiofsd, relative
+// to the install prefix (the directory above the shim's bin/).
+const InstalledRel = "libexec/podvm/virtiofsd"
 
 // Config describes one virtiofsd instance.
 type Config struct {
 	// Name is used in errors, e.g. "virtiofsd for sandbox abc".
 	Name string
-	// Binary is the daemon; empty means the first of DefaultPaths present.
+	// Binary is the daemon; empty means the first of Candidates present.
 	Binary string
 	// SocketPath is the vhost-user socket the VMM connects to.
 	SocketPath string
@@ -58,6 +64,7 @@ const listenFD = 3
 // (Probing readiness by connecting is not an option: virtiofsd serves exactly
 // one connection and exits when it closes.)
 func Start(cfg Config) (*Daemon, error) {
+	configured := cfg.Binary != ""
 	bin, err := FindBinary(cfg.Binary)
 	if err != nil {
 		return nil, err
@@ -70,7 +77,8 @@ func Start(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	args, err := Args(flavor, cfg, listenFD)
+	sandbox := chooseSandbox(cfg, flavor, configured)
+	args, err := Args(flavor, cfg, sandbox, listenFD)
 	if err != nil {
 		return nil, err
 	}
@@ -119,8 +127,19 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	return nil
 }
 
-// FindBinary returns path if set (and present), else the first DefaultPaths
-// entry that exists.
+// Candidates are the binaries tried when none is configured: the one the
+// running program's install ships (<prefix>/libexec/podvm/virtiofsd, for a
+// program in <prefix>/bin), then DefaultPaths.
+func Candidates() []string {
+	var c []string
+	if exe, err := os.Executable(); err == nil {
+		c = append(c, filepath.Join(filepath.Dir(filepath.Dir(exe)), InstalledRel))
+	}
+	return append(c, DefaultPaths...)
+}
+
+// FindBinary returns path if set (and present), else the first of
+// Candidates that exists.
 func FindBinary(path string) (string, error) {
 	if path != "" {
 		if _, err := os.Stat(path); err != nil {
@@ -128,13 +147,14 @@ func FindBinary(path string) (string, error) {
 		}
 		return path, nil
 	}
-	for _, p := range DefaultPaths {
+	candidates := Candidates()
+	for _, p := range candidates {
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("virtiofsd not found in %s (install qemu-system-common or virtiofsd, or set [hypervisor.qemu] virtiofsd_path in the podvm config)",
-		strings.Join(DefaultPaths, ", "))
+	return "", fmt.Errorf("virtiofsd not found in %s (podvm install ships it; or install virtiofsd, or set [hypervisor.qemu] virtiofsd_path in the podvm config)",
+		strings.Join(candidates, ", "))
 }
 
 // Version runs `virtiofsd --version` and returns its first line.

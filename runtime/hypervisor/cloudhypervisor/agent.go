@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+
+	"github.com/podvm/podvm/runtime/hypervisor/hvsock"
 )
 
 // DialAgent connects to podvm-agent through the VM's hybrid vsock socket:
@@ -24,7 +26,7 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	v.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, v.driver.opts.AgentDialTimeout)
 	defer cancel()
-	h := newHybridVsock(l.Path(vsockSocketName), v.driver.opts.AgentPort)
+	h := hvsock.New(l.Path(vsockSocketName), v.driver.opts.AgentPort)
 	h.Secret = l.Secret
 	c, err := h.Dial(ctx, v.Machine.Done())
 	if err != nil {

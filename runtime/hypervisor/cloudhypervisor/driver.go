@@ -8,8 +8,8 @@
 // Create and its validation), cmdline.go (process arguments, kernel command
 // line and the VmConfig, pure functions), vm.go (start and stop: Cloud
 // Hypervisor's own part, the processes being package vmm's; resize),
-// agent.go (DialAgent), vsock.go (the hybrid
-// vsock handshake), api.go (REST client over the unix socket), events.go
+// agent.go (DialAgent, through package hvsock's hybrid vsock dialer),
+// api.go (REST client over the unix socket), events.go
 // (the --event-monitor stream), check.go (`podvm check`).
 //
 // Decisions (docs/cloud-hypervisor.md has the reasons):

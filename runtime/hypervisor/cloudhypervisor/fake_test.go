@@ -26,6 +26,7 @@ import (
 
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/hypervisor/hvsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -534,7 +535,7 @@ func (g *fakeGuest) accept() {
 		go func(c net.Conn, hostPort uint32) {
 			defer g.wg.Done()
 			defer c.Close()
-			line, err := readLine(c, maxReplyLine)
+			line, err := hvsock.ReadLine(c, hvsock.MaxReplyLine)
 			if err != nil || line != "CONNECT "+strconv.Itoa(contract.VsockPort) {
 				return // a wrong port or command: nothing listens, the VMM closes
 			}

@@ -123,7 +123,7 @@ func ourGoroutines() []string {
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		for _, marker := range []string{
 			"cloudhypervisor.(*VM).supervise", "cloudhypervisor.watchEvents",
-			"cloudhypervisor.hybridVsock", "cloudhypervisor.(*fakeGuest)", "cloudhypervisor.(*fakeVMM)",
+			"hvsock.Dialer", "cloudhypervisor.(*fakeGuest)", "cloudhypervisor.(*fakeVMM)",
 			"net/http.(*persistConn)", "net/http.(*conn).serve", "childproc.Start.func",
 		} {
 			if strings.Contains(g, marker) {

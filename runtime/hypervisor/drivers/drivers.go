@@ -18,10 +18,12 @@ func New(cfg *config.Config) (hypervisor.Driver, error) {
 	switch h.Driver {
 	case "qemu":
 		return qemu.New(qemu.Options{
-			QEMUPath:      h.QEMU.Path,
-			VirtiofsdPath: h.QEMU.VirtiofsdPath,
-			TBSizeMiB:     h.QEMU.TCGTBSizeMiB,
-			Accelerator:   hypervisor.Accelerator(h.Accelerator),
+			QEMUPath:             h.QEMU.Path,
+			VirtiofsdPath:        h.QEMU.VirtiofsdPath,
+			VhostDeviceVsockPath: h.QEMU.VhostDeviceVsockPath,
+			TBSizeMiB:            h.QEMU.TCGTBSizeMiB,
+			Accelerator:          hypervisor.Accelerator(h.Accelerator),
+			Jail:                 qemu.JailOptions{Off: !h.QEMU.Jail, UIDBase: h.QEMU.JailUIDBase, UIDCount: h.QEMU.JailUIDCount},
 		}), nil
 	case cloudhypervisor.Name:
 		c := h.CloudHypervisor

@@ -18,7 +18,10 @@ const frontendCheckTimeout = time.Second
 
 // DialAgent connects to podvm-agent.
 //
-// vsock: AF_VSOCK to (CID, contract.VsockPort); refused at once while the agent
+// hybrid vsock: CONNECT through vhost-device-vsock's unix socket, retried
+// while the guest boots (dialHybrid).
+//
+// kernel vsock: AF_VSOCK to (CID, contract.VsockPort); refused at once while the agent
 // does not listen.
 //
 // serial: QEMU's end of the virtio-serial port is a unix socket that accepts
@@ -34,8 +37,10 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	v.mu.Lock()
 	l, qmp := v.launch, v.qmp
 	v.mu.Unlock()
-	switch l.Transport {
-	case contract.TransportVsock:
+	switch {
+	case l.HybridVsock:
+		return v.dialHybrid(ctx, l)
+	case l.Transport == contract.TransportVsock:
 		c, err := dialVsock(ctx, l.VsockCID, contract.VsockPort)
 		if err == nil {
 			err = handshake(ctx, c, maxHandshakeTimeout, l)

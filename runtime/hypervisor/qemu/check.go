@@ -35,6 +35,7 @@ func (d *Driver) Check(ctx context.Context) []hypervisor.CheckResult {
 	}
 	res = append(res, vmm.CheckMemfd())
 	res = append(res, d.checkVirtiofsd())
+	res = append(res, d.checkHybridVsock(ctx, qemuPath))
 	res = append(res, checkVsock())
 	res = append(res, d.checkAccel())
 	return res
@@ -85,12 +86,42 @@ func (d *Driver) checkVirtiofsd() hypervisor.CheckResult {
 		"apt-get install qemu-system-common (C virtiofsd) or virtiofsd, or set [hypervisor.qemu] virtiofsd_path; 9p works without it (shared_fs = \"9p\")")
 }
 
+// checkHybridVsock finds vhost-device-vsock, reports its version and
+// whether QEMU has the device that uses it.
+func (d *Driver) checkHybridVsock(ctx context.Context, qemuPath string) hypervisor.CheckResult {
+	r := hypervisor.CheckResult{Name: "vhost-device-vsock", Optional: d.opts.VhostDeviceVsockPath == "",
+		Fix: "install vhost-device-vsock (podvm install ships it in <prefix>/libexec/podvm) or set [hypervisor.qemu] vhost_device_vsock_path; without it the agent channel is virtio-serial"}
+	bin, err := vmm.FindHybridVsock(d.opts.VhostDeviceVsockPath)
+	if err != nil {
+		r.Detail = err.Error()
+		return r
+	}
+	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
+	if err != nil {
+		r.Detail = fmt.Sprintf("%s --version: %v", bin, err)
+		return r
+	}
+	r.Detail = fmt.Sprintf("%s: %s; the agent channel is hybrid vsock", bin, firstLine(string(out)))
+	if qemuPath != "" {
+		if dev := checkQEMUHelp(ctx, qemuPath, "device", []string{"-device", "help"}, "vhost-user-vsock-device"); !dev.OK {
+			r.Detail, r.Optional = dev.Detail, false
+			r.Fix = "install a QEMU with vhost-user-vsock-device (7.0 or newer), or set transport = \"serial\""
+			return r
+		}
+	}
+	r.OK, r.Optional, r.Fix = true, false, ""
+	return r
+}
+
 func checkVsock() hypervisor.CheckResult {
 	ok, why := vhostVsockUsable()
 	r := hypervisor.CheckResult{Name: "vhost-vsock", OK: ok, Optional: true, Detail: why}
 	if !ok {
-		r.Detail += "; the agent channel falls back to virtio-serial"
-		r.Fix = "modprobe vhost_vsock to use vsock (optional)"
+		// Kernel vhost-vsock is the last choice (hybridvsock.go): its
+		// absence costs nothing unless transport = "vsock" is configured
+		// and vhost-device-vsock is missing.
+		r.Detail += "; kernel vsock is used only with transport = \"vsock\" and no vhost-device-vsock"
+		r.Fix = "none needed: the agent channel is hybrid vsock (vhost-device-vsock) or virtio-serial"
 	}
 	return r
 }

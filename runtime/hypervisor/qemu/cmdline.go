@@ -44,8 +44,11 @@ type launch struct {
 	// ConsoleFD is the child's fd number of the console pipe's write end
 	// (vmm.Machine.ConsolePipe).
 	ConsoleFD int
-	SharedFS  string
-	SharedDir string
+	// HybridVsock, for transport vsock, says the device is
+	// vhost-device-vsock's (vmm.StartHybridVsock) instead of the kernel's.
+	HybridVsock bool
+	SharedFS    string
+	SharedDir   string
 	// Net are the guest NICs, in guest order.
 	Net []netLaunch
 	// SecretPath is the agent secret's file (vmsecret.Create), which QEMU
@@ -122,9 +125,16 @@ func qemuArgs(l launch) []string {
 	return a
 }
 
-// agentArgs is the agent's channel: a vhost-vsock device, or a
-// virtio-serial port on a unix socket.
+// agentArgs is the agent's channel: a vhost-user-vsock device on
+// vhost-device-vsock's socket, a vhost-vsock device, or a virtio-serial
+// port on a unix socket.
 func agentArgs(l launch) []string {
+	if l.Transport == contract.TransportVsock && l.HybridVsock {
+		return []string{
+			"-chardev", "socket,id=vsock,path=" + l.Path(vmm.HybridVsockVhostSocket),
+			"-device", "vhost-user-vsock-device,chardev=vsock",
+		}
+	}
 	if l.Transport == contract.TransportVsock {
 		dev := fmt.Sprintf("vhost-vsock-device,guest-cid=%d", l.VsockCID)
 		if l.VsockFD != 0 {

@@ -5,8 +5,9 @@
 // Files, one job each: driver.go (options, Create and its validation),
 // cmdline.go (QEMU and kernel command lines, pure functions), vm.go
 // (start and stop: QEMU's own part; the processes, their supervision and
-// their stop are package vmm's), agent.go (DialAgent), vsock.go
-// (CIDs and AF_VSOCK), qmp.go (QMP client), tsc.go (host TSC rate for TCG
+// their stop are package vmm's), agent.go (DialAgent), hybridvsock.go
+// (the agent channel's choice, vhost-device-vsock and its dialing),
+// vsock.go (kernel vhost-vsock: CIDs and AF_VSOCK), qmp.go (QMP client), tsc.go (host TSC rate for TCG
 // guests), check.go (`podvm check`).
 //
 // Decisions:
@@ -14,8 +15,10 @@
 //     /dev/kvm existing: kvm_pvm hosts get TCG with -cpu max.
 //   - virtiofsd and QEMU start side by side: the vhost-user socket is bound
 //     by us before either runs (package virtiofsd).
-//   - QEMU and virtiofsd are children of the shim and die with it (see
-//     package vmm).
+//   - The agent's channel is hybrid vsock when vhost-device-vsock is
+//     found, else virtio-serial (hybridvsock.go has the order and why).
+//   - QEMU and its helpers (virtiofsd, vhost-device-vsock) are children of
+//     the shim and die with it (see package vmm).
 //   - Start returns when QMP answers query-status with "running"; the guest
 //     is booting then, and DialAgent tells when its agent is reachable.
 //   - Resize is not supported: VMs are sized statically at creation.
@@ -41,6 +44,10 @@ type Options struct {
 	QEMUPath string
 	// VirtiofsdPath is the virtiofsd binary; default: virtiofsd.DefaultPaths.
 	VirtiofsdPath string
+	// VhostDeviceVsockPath is vhost-device-vsock, which makes the agent's
+	// channel hybrid vsock; default: <prefix>/libexec/podvm/ of the
+	// install, then PATH (vmm.FindHybridVsock). Not found: virtio-serial.
+	VhostDeviceVsockPath string
 	// VirtiofsCache is virtiofsd's cache mode: auto (default), always, none.
 	VirtiofsCache string
 	// VirtiofsdExtraArgs are appended to virtiofsd's command line, e.g.
@@ -52,6 +59,8 @@ type Options struct {
 	// NoSeccomp turns off QEMU's seccomp filter (-sandbox on,...), for
 	// QEMU builds without seccomp or for debugging.
 	NoSeccomp bool
+	// Jail is QEMU's per-VM uid and what it may reach (jail.go).
+	Jail JailOptions
 	// Accelerator is the default (auto, kvm, tcg; empty is auto) for VMs
 	// whose Config does not force one.
 	Accelerator hypervisor.Accelerator
@@ -126,10 +135,8 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 	if want, err = hypervisor.ParseAccelerator(string(want)); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	if cfg.Transport == contract.TransportVsock {
-		if ok, why := vhostVsockUsable(); !ok {
-			return nil, fmt.Errorf("qemu: sandbox %s: agent transport vsock is configured but %s: load vhost_vsock or use transport serial", cfg.ID, why)
-		}
+	if _, err := d.chooseChannel(cfg.Transport); err != nil {
+		return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
 	}
 	return newVM(d, qemuPath, cfg, want), nil
 }
@@ -145,7 +152,7 @@ func (d *Driver) qemuBinary() (string, error) {
 func validate(cfg hypervisor.Config) error {
 	// The longest of the socket paths QEMU and virtiofsd bind.
 	lim := vmm.Limits{MinMemoryMiB: minMemoryMiB, MaxMemoryMiB: maxMemoryMiB, MaxVCPUs: maxVCPUs}
-	if err := vmm.ValidateCommon(cfg, []string{virtiofsdSocketName}, lim); err != nil {
+	if err := vmm.ValidateCommon(cfg, []string{virtiofsdSocketName, vmm.HybridVsockVhostSocket}, lim); err != nil {
 		return err
 	}
 	switch cfg.SharedFS {

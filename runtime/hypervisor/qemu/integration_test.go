@@ -166,6 +166,8 @@ func testConfig(t *testing.T, kernel, initrd, sharedFS string) hypervisor.Config
 		KernelPath: kernel, InitrdPath: initrd,
 		VCPUs: 1, MemoryMiB: 256,
 		SharedDir: shared, SharedFS: sharedFS,
+		// The busybox guests speak the serial port's handshake.
+		Transport: contract.TransportSerial,
 	}
 }
 
@@ -527,11 +529,24 @@ func TestShimDeathKillsVMIntegration(t *testing.T) {
 		return
 	}
 	needRootAndQEMU(t)
+	testShimDeath(t, "", 2)
+}
+
+// With hybrid vsock, vhost-device-vsock (another uid) dies with the shim
+// too.
+func TestShimDeathKillsHybridVsockIntegration(t *testing.T) {
+	needRootAndQEMU(t)
+	testShimDeath(t, vsockdForTest(t), 3)
+}
+
+// testShimDeath starts an owner (with vhost-device-vsock vsockd, if set),
+// kills it and waits for its wantPids processes to go.
+func testShimDeath(t *testing.T, vsockd string, wantPids int) {
 	kernel := testKernel(t)
 	cfg := testConfig(t, kernel, buildInitramfs(t, contract.SharedFSVirtiofs), contract.SharedFSVirtiofs)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestShimDeathKillsVMIntegration$", "-test.v")
 	cmd.Env = append(os.Environ(), "PODVM_TEST_OWNER=1", "OWNER_KERNEL="+kernel, "OWNER_INITRD="+cfg.InitrdPath,
-		"OWNER_STATE="+cfg.StateDir, "OWNER_SHARED="+cfg.SharedDir, "OWNER_ID="+cfg.ID)
+		"OWNER_STATE="+cfg.StateDir, "OWNER_SHARED="+cfg.SharedDir, "OWNER_ID="+cfg.ID, "OWNER_VSOCKD="+vsockd)
 	out, err := cmd.StdoutPipe()
 	must(t, err)
 	must(t, cmd.Start())
@@ -547,10 +562,10 @@ func TestShimDeathKillsVMIntegration(t *testing.T) {
 			break
 		}
 	}
-	if len(pids) != 2 {
+	if len(pids) != wantPids {
 		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("owner did not report two pids: %v", pids)
+		t.Fatalf("owner did not report %d pids: %v", wantPids, pids)
 	}
 	t.Cleanup(func() { // should the test fail: no strays
 		for _, pid := range pids {
@@ -566,12 +581,15 @@ func TestShimDeathKillsVMIntegration(t *testing.T) {
 func runOwner(t *testing.T) {
 	cfg := hypervisor.Config{ID: os.Getenv("OWNER_ID"), StateDir: os.Getenv("OWNER_STATE"),
 		KernelPath: os.Getenv("OWNER_KERNEL"), InitrdPath: os.Getenv("OWNER_INITRD"),
-		VCPUs: 1, MemoryMiB: 128, SharedDir: os.Getenv("OWNER_SHARED")}
-	vm, err := New(Options{}).Create(context.Background(), cfg)
+		VCPUs: 1, MemoryMiB: 128, SharedDir: os.Getenv("OWNER_SHARED"), Transport: contract.TransportSerial}
+	vsockd := os.Getenv("OWNER_VSOCKD")
+	if vsockd != "" {
+		cfg.Transport = ""
+	}
+	vm, err := New(Options{VhostDeviceVsockPath: vsockd}).Create(context.Background(), cfg)
 	must(t, err)
 	must(t, vm.Start(context.Background()))
-	pids := vm.Pids()
-	fmt.Printf("OWNER-PIDS %d %d\n", pids[0], pids[1])
+	fmt.Printf("OWNER-PIDS %s\n", strings.Trim(fmt.Sprint(vm.Pids()), "[]"))
 	<-vm.Done()
 	t.Fatalf("VM died while its owner lived: %v", vm.ExitError())
 }

@@ -54,6 +54,9 @@ type VM struct {
 	// life, connections that reached a session and handshakes that
 	// failed: the hang report says whether the host had reconnected.
 	serialSessions, serialHandshakeFailures int
+	// jailed is QEMU's jail while it runs; unjailed says why there is none.
+	jailed   *jail
+	unjailed string
 }
 
 var _ hypervisor.VM = (*VM)(nil)
@@ -83,7 +86,7 @@ func (v *VM) Start(ctx context.Context) error {
 // boot is QEMU's part of Start (vmm.Machine.Start runs it and stops
 // everything if it fails): plan, helpers, QEMU, then QMP's "running".
 func (v *VM) boot(ctx context.Context) error {
-	l, info, err := v.plan()
+	l, info, ch, err := v.plan()
 	if err != nil {
 		return err
 	}
@@ -98,24 +101,19 @@ func (v *VM) boot(ctx context.Context) error {
 		return err
 	}
 	defer release()
-	if l.SharedFS == contract.SharedFSVirtiofs {
-		if err := v.Machine.StartVirtiofsd(v.driver.opts.virtiofsdConfig(v.cfg, v.cfg.StateDir)); err != nil {
+	j, err := v.jail(l)
+	if err != nil {
+		return err
+	}
+	if j != nil {
+		defer j.closeFiles()
+	}
+	if ch.HybridVsock != "" {
+		if err := v.startHybridVsock(ctx, ch.HybridVsock, j); err != nil {
 			return err
 		}
 	}
-	info.StartedAt = time.Now()
-	v.mu.Lock()
-	v.launch = l
-	v.mu.Unlock()
-	v.SetInfo(info)
-	if _, err := v.Machine.StartVMM(childproc.Spec{
-		Name:       "qemu for sandbox " + v.cfg.ID,
-		Path:       v.qemuPath,
-		Args:       qemuArgs(l),
-		LogPath:    l.Path(qemuLogName),
-		ExtraFiles: extra,
-		Cgroup:     v.cfg.Cgroup,
-	}, nil); err != nil {
+	if err := v.startQEMU(l, info, j, extra); err != nil {
 		return err
 	}
 	var qmp *qmpClient
@@ -136,12 +134,64 @@ func (v *VM) boot(ctx context.Context) error {
 	return nil
 }
 
+// startQEMU starts virtiofsd, if the VM shares by virtio-fs, and QEMU:
+// jailed if j is not nil, with its paths then rewritten to its fds.
+func (v *VM) startQEMU(l launch, info hypervisor.Info, j *jail, extra []*os.File) error {
+	if l.SharedFS == contract.SharedFSVirtiofs {
+		if err := v.Machine.StartVirtiofsd(v.driver.opts.virtiofsdConfig(v.cfg, v.cfg.StateDir)); err != nil {
+			return err
+		}
+		if j != nil {
+			if err := j.grantSocket(l.Path(virtiofsdSocketName)); err != nil {
+				return err
+			}
+		}
+	}
+	info.StartedAt = time.Now()
+	v.mu.Lock()
+	v.launch = l
+	v.mu.Unlock()
+	v.SetInfo(info)
+	spec := childproc.Spec{
+		Name:    "qemu for sandbox " + v.cfg.ID,
+		Path:    v.qemuPath,
+		LogPath: l.Path(qemuLogName),
+		Cgroup:  v.cfg.Cgroup,
+	}
+	if j != nil {
+		l, extra = j.pass(l, extra)
+		spec.Jail = &j.cred
+	}
+	spec.Args, spec.ExtraFiles = qemuArgs(l), extra
+	_, err := v.Machine.StartVMM(spec, nil)
+	return err
+}
+
+// jail puts QEMU in a jail of its own (jail.go) unless jailReason says
+// why not, which Info then reports. The uid is held until release.
+func (v *VM) jail(l launch) (*jail, error) {
+	if why := v.driver.jailReason(l); why != "" {
+		v.mu.Lock()
+		v.unjailed = why
+		v.mu.Unlock()
+		return nil, nil
+	}
+	j, err := newJail(v.driver.opts.jailRange(), v.qemuPath, l)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	v.jailed = j
+	v.mu.Unlock()
+	return j, nil
+}
+
 // passFiles lists the fds QEMU inherits (the vhost-vsock handle that
 // holds the guest's CID, the taps, the console pipe) and sets their numbers in l. release
 // closes what is ours once QEMU has its copies.
 func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) {
 	release = func() {}
-	if l.Transport == contract.TransportVsock {
+	if l.Transport == contract.TransportVsock && !l.HybridVsock {
 		f, cid, err := reserveCID(v.cfg.ID)
 		if err != nil {
 			return nil, nil, err
@@ -169,20 +219,16 @@ func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) 
 	return extra, release, nil
 }
 
-// plan decides accelerator, transport and kernel command line.
-func (v *VM) plan() (launch, hypervisor.Info, error) {
+// plan decides accelerator, agent channel and kernel command line.
+func (v *VM) plan() (launch, hypervisor.Info, agentChannel, error) {
 	cfg := v.cfg
 	acc, accWhy, err := v.driver.decideAccel(v.wantAccel)
 	if err != nil {
-		return launch{}, hypervisor.Info{}, err
+		return launch{}, hypervisor.Info{}, agentChannel{}, err
 	}
-	transport, transportWhy := cfg.Transport, "configured"
-	if transport == "" {
-		if ok, why := vhostVsockUsable(); ok {
-			transport, transportWhy = contract.TransportVsock, why
-		} else {
-			transport, transportWhy = contract.TransportSerial, why+": using virtio-serial"
-		}
+	ch, err := v.driver.chooseChannel(cfg.Transport)
+	if err != nil {
+		return launch{}, hypervisor.Info{}, agentChannel{}, err
 	}
 	var tsc uint64
 	if acc == hypervisor.AccelTCG {
@@ -191,31 +237,31 @@ func (v *VM) plan() (launch, hypervisor.Info, error) {
 	}
 	cmdline, err := kernelCmdline(acc, cfg.Debug, tsc, cfg.KernelParams)
 	if err != nil {
-		return launch{}, hypervisor.Info{}, err
+		return launch{}, hypervisor.Info{}, agentChannel{}, err
 	}
 	nics, err := netLaunches(cfg.Net)
 	if err != nil {
-		return launch{}, hypervisor.Info{}, err
+		return launch{}, hypervisor.Info{}, agentChannel{}, err
 	}
 	l := launch{
 		Guest: vmm.GuestOf(cfg, cmdline),
 		Accel: acc, TBSizeMiB: v.driver.opts.TBSizeMiB,
 		Seccomp:   !v.driver.opts.NoSeccomp,
-		Transport: transport,
-		SharedFS:  cfg.SharedFS, SharedDir: cfg.SharedDir,
+		Transport: ch.Transport, HybridVsock: ch.HybridVsock != "",
+		SharedFS: cfg.SharedFS, SharedDir: cfg.SharedDir,
 		Net: nics,
 	}
 	info := hypervisor.Info{
 		Driver:          v.driver.Name(),
 		Accelerator:     acc,
 		AccelReason:     accWhy,
-		Transport:       transport,
-		TransportReason: transportWhy,
+		Transport:       ch.Transport,
+		TransportReason: ch.Why,
 		VCPUs:           cfg.VCPUs,
 		MemoryMiB:       cfg.MemoryMiB,
 		ConsolePath:     l.Path(consoleLogName),
 	}
-	return l, info, nil
+	return l, info, ch, nil
 }
 
 // quit asks QEMU over QMP to exit and waits up to quitTimeout
@@ -241,8 +287,10 @@ func (v *VM) quit(ctx context.Context, proc *childproc.Process) {
 // (vmm.Spec.Release).
 func (v *VM) release() {
 	v.mu.Lock()
-	qmp, agentConn := v.qmp, v.agentConn
+	qmp, agentConn, j := v.qmp, v.agentConn, v.jailed
+	v.jailed = nil
 	v.mu.Unlock()
+	j.release()
 	if qmp != nil {
 		qmp.Close()
 	}
@@ -317,6 +365,7 @@ func (v *VM) Diagnose(ctx context.Context) string {
 			fmt.Fprintf(&b, "virtiofsd (pid %d) threads (tid:(name) state:waits in): %s\n", fsd.Pid(), threadStates(fsd.Pid()))
 		}
 	}
+	b.WriteString(v.jailNote())
 	b.WriteString(qmp.lapicTimer(ctx))
 	if regs, err := qmp.hmp(ctx, "info registers"); err != nil {
 		fmt.Fprintf(&b, "info registers: %v\n", err)
@@ -343,4 +392,14 @@ func unreadBytes(c net.Conn) (int, error) {
 		return 0, err
 	}
 	return n, ierr
+}
+
+// jailNote is the hang report's line on QEMU's jail.
+func (v *VM) jailNote() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.jailed != nil {
+		return fmt.Sprintf("QEMU is jailed as uid %d\n", v.jailed.cred.UID)
+	}
+	return fmt.Sprintf("QEMU is not jailed: %s\n", v.unjailed)
 }

@@ -15,14 +15,24 @@ import (
 // seen on a socket often means the VMM is exiting right now.
 const dyingGrace = 100 * time.Millisecond
 
-// supervise waits for the first of: the VMM exiting, virtiofsd exiting,
+// helpers are the VMM's helper processes, each nil if not started.
+type helpers struct {
+	fsd    *virtiofsd.Daemon
+	vsockd *childproc.Process
+}
+
+// supervise waits for the first of: the VMM exiting, a helper exiting,
 // the guest gone (guestGone). Unless a Stop asked for it, that is the VM's
 // death: record why, close Done, and kill what is left, which is useless
 // now.
-func (m *Machine) supervise(proc *childproc.Process, fsd *virtiofsd.Daemon, guestGone <-chan string) {
-	var fsdDone <-chan struct{}
+func (m *Machine) supervise(proc *childproc.Process, h helpers, guestGone <-chan string) {
+	fsd := h.fsd
+	var fsdDone, vsockdDone <-chan struct{}
 	if fsd != nil {
 		fsdDone = fsd.Done()
+	}
+	if h.vsockd != nil {
+		vsockdDone = h.vsockd.Done()
 	}
 	var reason error
 	select {
@@ -37,6 +47,9 @@ func (m *Machine) supervise(proc *childproc.Process, fsd *virtiofsd.Daemon, gues
 		} else {
 			reason = fsd.ExitReason("the guest lost its shared directory, so the VM is stopped")
 		}
+	case <-vsockdDone:
+		// It never exits by itself, not even when its VMM goes.
+		reason = h.vsockd.ExitReason(LogTailLines, "the guest lost its agent channel, so the VM is stopped")
 	case why := <-guestGone:
 		reason = m.withConsoleTail(fmt.Errorf("%s: %s", proc.Name(), why))
 	}
@@ -52,16 +65,23 @@ func (m *Machine) supervise(proc *childproc.Process, fsd *virtiofsd.Daemon, gues
 		if fsd != nil {
 			fsd.Stop(context.Background())
 		}
+		if h.vsockd != nil {
+			h.vsockd.Kill()
+		}
 	}
 }
 
-// Failure adds what the processes said to a start error. If the VMM or
-// virtiofsd died, their exit reasons say more than the symptom; the VMM's
-// first, since virtiofsd exits whenever its VMM does.
+// Failure adds what the processes said to a start error. If the VMM or a
+// helper died, their exit reasons say more than the symptom:
+// vhost-device-vsock's first (it outlives its VMM, so its death is a
+// cause), then the VMM's, since virtiofsd exits whenever its VMM does.
 func (m *Machine) Failure(err error) error {
 	m.mu.Lock()
-	proc, fsd := m.vmm, m.fsd
+	proc, fsd, vsockd := m.vmm, m.fsd, m.vsockd
 	m.mu.Unlock()
+	if vsockd != nil && vsockd.Exited() {
+		return fmt.Errorf("%w: %w", err, vsockd.ExitReason(LogTailLines))
+	}
 	if proc != nil && exitedWithin(proc, dyingGrace) {
 		return fmt.Errorf("%w: %w", err, m.vmmExitReason(proc))
 	}

@@ -84,6 +84,7 @@ type Machine struct {
 	exitErr  error
 	vmm      *childproc.Process
 	fsd      *virtiofsd.Daemon
+	vsockd   *childproc.Process // vhost-device-vsock, see StartHybridVsock
 	info     hypervisor.Info
 	console  *caplog.Copier // nil without ConsolePipe
 
@@ -158,8 +159,8 @@ func (m *Machine) StartVirtiofsd(cfg virtiofsd.Config) error {
 	return nil
 }
 
-// StartVMM starts the VMM, records its pid and watches it and virtiofsd
-// from now on (supervise). guestGone, if not nil, reports a guest that
+// StartVMM starts the VMM, records its pid and watches it and its helpers
+// (virtiofsd, vhost-device-vsock) from now on (supervise). guestGone, if not nil, reports a guest that
 // died while its VMM lives on (a reset), with why.
 func (m *Machine) StartVMM(spec childproc.Spec, guestGone <-chan string) (*childproc.Process, error) {
 	proc, err := childproc.Start(spec)
@@ -169,9 +170,9 @@ func (m *Machine) StartVMM(spec childproc.Spec, guestGone <-chan string) (*child
 	writePid(m.Path(m.spec.PidName), proc.Pid())
 	m.mu.Lock()
 	m.vmm = proc
-	fsd := m.fsd
+	helpers := helpers{fsd: m.fsd, vsockd: m.vsockd}
 	m.mu.Unlock()
-	go m.supervise(proc, fsd, guestGone)
+	go m.supervise(proc, helpers, guestGone)
 	return proc, nil
 }
 
@@ -229,7 +230,7 @@ func (m *Machine) Stop(ctx context.Context) error {
 // teardown stops everything Start may have started. Called with opMu held.
 func (m *Machine) teardown(ctx context.Context) error {
 	m.mu.Lock()
-	proc, fsd := m.vmm, m.fsd
+	proc, fsd, vsockd := m.vmm, m.fsd, m.vsockd
 	m.state = stateStopped
 	m.mu.Unlock()
 	var errs []error
@@ -243,6 +244,9 @@ func (m *Machine) teardown(ctx context.Context) error {
 		if err := fsd.Stop(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := m.stopHybridVsock(vsockd); err != nil {
+		errs = append(errs, err)
 	}
 	if m.spec.Release != nil {
 		m.spec.Release()
@@ -304,7 +308,8 @@ func (m *Machine) ExitError() error {
 	return m.exitErr
 }
 
-// Pids lists the live host processes: the VMM first, then virtiofsd.
+// Pids lists the live host processes: the VMM first, then virtiofsd and
+// vhost-device-vsock.
 func (m *Machine) Pids() []int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -318,6 +323,9 @@ func (m *Machine) Pids() []int {
 		default:
 			pids = append(pids, m.fsd.Pid())
 		}
+	}
+	if m.vsockd != nil && !m.vsockd.Exited() {
+		pids = append(pids, m.vsockd.Pid())
 	}
 	return pids
 }

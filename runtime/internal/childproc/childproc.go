@@ -1,7 +1,9 @@
 // Package childproc runs the long-lived helper processes of a pod VM (the VMM,
 // virtiofsd): each with its own log file, in its own process group, killed by
 // the kernel if the shim dies, and reaped by a goroutine that reports its
-// death at once.
+// death at once. A child may be jailed: run as an unprivileged uid with no
+// capabilities and, where the kernel has Landlock, only the files it needs
+// (jail.go).
 package childproc
 
 import (
@@ -39,6 +41,9 @@ type Spec struct {
 	// Cgroup, when set, receives the child right after it is spawned,
 	// before it can have allocated much: the pod's host cgroup.
 	Cgroup Cgroup
+	// Jail, when set, runs the child as an unprivileged user with no
+	// capabilities at all (see jail.go).
+	Jail *Jail
 }
 
 // Cgroup is a host cgroup a child is moved into.
@@ -87,7 +92,15 @@ func Start(spec Spec) (*Process, error) {
 		Setpgid:   true,
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := startOnSpawnThread(cmd); err != nil {
+	done := make(chan struct{})
+	start := startOnSpawnThread
+	if spec.Jail != nil {
+		// The child changes uid before it sets Pdeathsig, so the change
+		// (which clears the parent-death signal) does not undo it.
+		cmd.SysProcAttr.Credential = spec.Jail.credential()
+		start = func(cmd *exec.Cmd) error { return startOnJailThread(cmd, spec.Jail, done) }
+	}
+	if err := start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, spec.Path, err)
 	}
 	// exec has happened when Start returns: the child is in its dynamic
@@ -97,10 +110,11 @@ func Start(spec Spec) (*Process, error) {
 		if err := spec.Cgroup.Add(cmd.Process.Pid); err != nil {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			_ = cmd.Wait()
+			close(done)
 			return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 		}
 	}
-	p := &Process{name: spec.Name, logPath: spec.LogPath, cmd: cmd, done: make(chan struct{})}
+	p := &Process{name: spec.Name, logPath: spec.LogPath, cmd: cmd, done: done}
 	go func() {
 		p.waitErr = cmd.Wait()
 		// The exit reason quotes the log's last lines: let the copy

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -168,5 +169,83 @@ func TestLogIsCapped(t *testing.T) {
 	}
 	if got := p.ExitReason(2).Error(); !strings.Contains(got, "warning number 2999 | last-words") {
 		t.Errorf("ExitReason = %q, want the last lines", got)
+	}
+}
+
+func TestJailedChildHasNoPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch uid")
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	p, err := Start(Spec{
+		Name: "jailed", Path: "/bin/sh", LogPath: log,
+		Args: []string{"-c", "grep -E '^(Uid|Gid|Groups|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status"},
+		Jail: &Jail{UID: 4242, GID: 4343},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	out, _ := os.ReadFile(log)
+	for _, want := range []string{
+		"Uid:\t4242\t4242\t4242\t4242", "Gid:\t4343\t4343\t4343\t4343",
+		"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000",
+		"CapBnd:\t0000000000000000", "CapAmb:\t0000000000000000", "NoNewPrivs:\t1",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("jailed child's status lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`Groups:\s*\n`).Match(out) {
+		t.Errorf("jailed child kept supplementary groups:\n%s", out)
+	}
+	// Unjailed children after a jailed one are still root with every
+	// capability: the jail thread's drop is its own.
+	p, err = Start(Spec{Name: "plain", Path: "/bin/sh", LogPath: log, Args: []string{"-c", "grep -E '^(Uid|CapBnd):' /proc/self/status"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	out, _ = os.ReadFile(log)
+	if !strings.Contains(string(out), "Uid:\t0\t0\t0\t0") || strings.Contains(string(out), "CapBnd:\t0000000000000000") {
+		t.Errorf("unjailed child after a jailed one:\n%s", out)
+	}
+}
+
+func TestJailLandlock(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch uid")
+	}
+	if LandlockABI() == 0 {
+		t.Skip("the kernel has no Landlock")
+	}
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Chown(dir, 4242, 4242))
+	secret := filepath.Join(t.TempDir(), "secret")
+	must(os.WriteFile(secret, []byte("x"), 0o644))
+	log := filepath.Join(dir, "log")
+	var ro []string
+	for _, p := range []string{"/bin", "/usr", "/lib", "/lib64", "/etc/ld.so.cache"} {
+		if _, err := os.Stat(p); err == nil {
+			ro = append(ro, p)
+		}
+	}
+	p, err := Start(Spec{
+		Name: "landlocked", Path: "/bin/sh", LogPath: log,
+		Args: []string{"-c", "echo ok > " + dir + "/made && echo wrote; cat " + secret + " || echo denied"},
+		Jail: &Jail{UID: 4242, GID: 4242, ReadOnly: ro, ReadWrite: []string{dir}},
+	})
+	must(err)
+	<-p.Done()
+	out, _ := os.ReadFile(log)
+	if !strings.Contains(string(out), "wrote") || !strings.Contains(string(out), "denied") {
+		t.Errorf("landlocked child: want a write in its dir and a denied read of a world-readable file outside:\n%s", out)
 	}
 }

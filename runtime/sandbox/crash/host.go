@@ -93,14 +93,22 @@ func killRecordedPids(stateDir string) error {
 }
 
 // namesDir reports whether process pid has dir, or a path below it, on its
-// command line.
+// command line or open as a file: a jailed QEMU names its state dir only
+// as /proc/self/fd/N (docs/design.md, "QEMU's jail").
 func namesDir(pid int, dir string) bool {
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	proc := "/proc/" + strconv.Itoa(pid)
+	cmdline, err := os.ReadFile(proc + "/cmdline")
 	if err != nil {
 		return false
 	}
 	for _, arg := range strings.Split(string(cmdline), "\x00") {
 		if strings.Contains(arg, dir+"/") || strings.HasSuffix(arg, dir) {
+			return true
+		}
+	}
+	fds, _ := os.ReadDir(proc + "/fd")
+	for _, fd := range fds {
+		if t, err := os.Readlink(proc + "/fd/" + fd.Name()); err == nil && (t == dir || strings.HasPrefix(t, dir+"/")) {
 			return true
 		}
 	}

@@ -1,4 +1,11 @@
-package cloudhypervisor
+// Package hvsock dials a guest vsock port through a hybrid vsock socket,
+// the host end of a VM's vsock device as a unix socket: Cloud Hypervisor's
+// and Firecracker's own, and vhost-device-vsock's for QEMU
+// (vhost-user-vsock-device). Its callers are the hypervisor drivers'
+// DialAgent. The host end is a file in the sandbox's 0700 state dir, so
+// unlike AF_VSOCK (not network-namespaced) no other pod on the node can
+// reach it.
+package hvsock
 
 import (
 	"context"
@@ -15,15 +22,18 @@ import (
 	"github.com/podvm/podvm/agent/api/contract"
 )
 
-// Hybrid vsock (Firecracker's design, which Cloud Hypervisor shares): the
-// VMM listens on a unix socket; a host process connects, writes
+// Hybrid vsock (Firecracker's design, which Cloud Hypervisor and
+// vhost-device-vsock share): the VMM listens on a unix socket; a host process connects, writes
 // "CONNECT <port>\n", and the VMM opens a vsock stream to that guest port.
 // When the guest accepts, the VMM answers "OK <host port>\n", where the
-// number is the host-side port it assigned to the stream (1<<30 and up), not
-// the guest port; from then on the socket carries the stream. When nothing
+// number is the host-side port it assigned to the stream (1<<30 and up;
+// vhost-device-vsock answers with the guest port instead, so any number is
+// accepted); from then on the socket carries the stream. When nothing
 // listens on the guest port, or the guest's vsock driver does not answer
 // within the VMM's own timeout (2 s), the VMM closes the socket without a
-// word. Anything else is not a hybrid vsock socket, or not a sane one.
+// word; vhost-device-vsock may close before the client has written its
+// CONNECT, which the client sees as EPIPE or ECONNRESET on the write.
+// Anything else is not a hybrid vsock socket, or not a sane one.
 
 // ErrGuestNotListening is a refused CONNECT: the VMM closed the connection
 // without answering, which is what it does while nothing listens on the
@@ -41,11 +51,11 @@ func (e *HandshakeError) Error() string {
 	return fmt.Sprintf("hybrid vsock: unexpected reply %q to \"CONNECT %d\" (want \"OK <port>\")", e.Reply, e.Port)
 }
 
-// maxReplyLine bounds the answer to CONNECT; "OK 4294967295\n" is 14 bytes.
-const maxReplyLine = 32
+// MaxReplyLine bounds the answer to CONNECT; "OK 4294967295\n" is 14 bytes.
+const MaxReplyLine = 32
 
-// hybridVsock dials one guest port through a VMM's hybrid vsock socket.
-type hybridVsock struct {
+// Dialer dials one guest port through a VMM's hybrid vsock socket.
+type Dialer struct {
 	// Path is the VMM's vsock unix socket (VsockConfig.socket).
 	Path string
 	// Port is the guest port.
@@ -63,15 +73,17 @@ type hybridVsock struct {
 	Secret []byte
 }
 
-// Defaults of hybridVsock.
+// Defaults of Dialer.
 const (
 	defaultHandshakeTimeout = 3 * time.Second
 	defaultMinBackoff       = 5 * time.Millisecond
 	defaultMaxBackoff       = 100 * time.Millisecond
 )
 
-func newHybridVsock(path string, port uint32) hybridVsock {
-	return hybridVsock{Path: path, Port: port, HandshakeTimeout: defaultHandshakeTimeout,
+// New returns a Dialer of port through the socket at path, with the
+// default timeout and backoff.
+func New(path string, port uint32) Dialer {
+	return Dialer{Path: path, Port: port, HandshakeTimeout: defaultHandshakeTimeout,
 		MinBackoff: defaultMinBackoff, MaxBackoff: defaultMaxBackoff}
 }
 
@@ -80,7 +92,7 @@ func newHybridVsock(path string, port uint32) hybridVsock {
 // (the VM died). An answer that is not OK ends the retries at once. The
 // error of a failed Dial says how many attempts were made and the last
 // attempt's error.
-func (h hybridVsock) Dial(ctx context.Context, abort <-chan struct{}) (net.Conn, error) {
+func (h Dialer) Dial(ctx context.Context, abort <-chan struct{}) (net.Conn, error) {
 	start := time.Now()
 	delay := h.MinBackoff
 	for attempt := 1; ; attempt++ {
@@ -105,19 +117,20 @@ func (h hybridVsock) Dial(ctx context.Context, abort <-chan struct{}) (net.Conn,
 	}
 }
 
-func (h hybridVsock) giveUp(attempts int, start time.Time, err error) error {
+func (h Dialer) giveUp(attempts int, start time.Time, err error) error {
 	return fmt.Errorf("guest port %d through %s: %d attempt(s) in %v: %w",
 		h.Port, h.Path, attempts, time.Since(start).Round(time.Millisecond), err)
 }
 
 // retryable says whether another attempt may succeed: the guest was not
-// listening yet, did not answer within the handshake timeout, or the VMM's
-// socket is not (yet, or any more) there.
+// listening yet (a silent close, seen on the write of CONNECT as EPIPE or
+// ECONNRESET when it comes first), did not answer within the handshake
+// timeout, or the VMM's socket is not (yet, or any more) there.
 func retryable(err error) bool {
 	var ne net.Error
 	return errors.Is(err, ErrGuestNotListening) ||
 		errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, os.ErrDeadlineExceeded) ||
 		(errors.As(err, &ne) && ne.Timeout())
 }
@@ -125,7 +138,7 @@ func retryable(err error) bool {
 // DialOnce makes one attempt. On success the returned connection carries
 // the guest stream, positioned just after the VMM's OK line: the answer is
 // read byte by byte so that no byte the guest sent right after it is lost.
-func (h hybridVsock) DialOnce(ctx context.Context) (net.Conn, error) {
+func (h Dialer) DialOnce(ctx context.Context) (net.Conn, error) {
 	timeout := h.HandshakeTimeout
 	if timeout <= 0 {
 		timeout = defaultHandshakeTimeout
@@ -144,7 +157,7 @@ func (h hybridVsock) DialOnce(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
-func (h hybridVsock) handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
+func (h Dialer) handshake(ctx context.Context, c net.Conn, timeout time.Duration) error {
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
@@ -155,7 +168,7 @@ func (h hybridVsock) handshake(ctx context.Context, c net.Conn, timeout time.Dur
 	if _, err := io.WriteString(c, "CONNECT "+strconv.FormatUint(uint64(h.Port), 10)+"\n"); err != nil {
 		return fmt.Errorf("send CONNECT %d: %w", h.Port, err)
 	}
-	line, err := readLine(c, maxReplyLine)
+	line, err := ReadLine(c, MaxReplyLine)
 	switch {
 	case errors.Is(err, io.EOF) && line == "":
 		return ErrGuestNotListening
@@ -190,9 +203,9 @@ func (h hybridVsock) handshake(ctx context.Context, c net.Conn, timeout time.Dur
 
 var errLineTooLong = errors.New("line too long")
 
-// readLine reads up to and without '\n', one byte at a time, at most limit
+// ReadLine reads up to and without '\n', one byte at a time, at most limit
 // bytes. It returns what it read with the error that stopped it.
-func readLine(r io.Reader, limit int) (string, error) {
+func ReadLine(r io.Reader, limit int) (string, error) {
 	var b [1]byte
 	var line []byte
 	for len(line) < limit {

@@ -1,9 +1,10 @@
-package cloudhypervisor
+package hvsock
 
 import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +35,7 @@ type vsockPeer struct {
 
 func newVsockPeer(t *testing.T, behave func(n int, line string, c net.Conn)) *vsockPeer {
 	t.Helper()
-	p := &vsockPeer{path: apiSocket(t)}
+	p := &vsockPeer{path: socketPath(t)}
 	p.listen(t, behave)
 	return p
 }
@@ -61,7 +63,7 @@ func (p *vsockPeer) listen(t *testing.T, behave func(n int, line string, c net.C
 			go func() {
 				defer p.wg.Done()
 				defer c.Close()
-				line, err := readLine(c, maxReplyLine)
+				line, err := ReadLine(c, MaxReplyLine)
 				if err != nil {
 					return
 				}
@@ -114,8 +116,8 @@ var (
 	}
 )
 
-func testVsock(path string, port uint32) hybridVsock {
-	h := newHybridVsock(path, port)
+func testVsock(path string, port uint32) Dialer {
+	h := New(path, port)
 	h.HandshakeTimeout = 300 * time.Millisecond
 	return h
 }
@@ -229,7 +231,7 @@ func TestHybridVsockRetriesWhileGuestBoots(t *testing.T) {
 // VM): a missing socket is retried too.
 func TestHybridVsockSocketAppearsLate(t *testing.T) {
 	checkNoLeaks(t)
-	path := apiSocket(t)
+	path := socketPath(t)
 	p := &vsockPeer{path: path}
 	time.AfterFunc(100*time.Millisecond, func() { p.listen(t, accept) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -331,4 +333,42 @@ func TestHybridVsockAuth(t *testing.T) {
 	if n := p.attempts.Load() - before; n != 1 {
 		t.Errorf("a refused secret was tried %d times", n)
 	}
+}
+
+// vhost-device-vsock may close a connection before the client has written
+// CONNECT (its QEMU or guest not ready): the write fails with EPIPE or
+// ECONNRESET, which is a refusal like a silent close, retried.
+func TestHybridVsockRetriesEarlyClose(t *testing.T) {
+	checkNoLeaks(t)
+	for _, err := range []error{syscall.EPIPE, syscall.ECONNRESET} {
+		if !retryable(fmt.Errorf("send CONNECT 1024: %w", err)) {
+			t.Errorf("%v is not retryable", err)
+		}
+	}
+	path := socketPath(t)
+	ln, err := net.Listen("unix", path)
+	must(t, err)
+	defer ln.Close()
+	go func() {
+		for n := 1; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if n <= 3 {
+				c.Close() // before reading anything
+				continue
+			}
+			line, _ := ReadLine(c, MaxReplyLine)
+			if line == "CONNECT 1024" {
+				io.WriteString(c, "OK 1024\n")
+			}
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := testVsock(path, 1024).Dial(ctx, nil)
+	must(t, err)
+	c.Close()
 }

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/podvm/podvm/runtime/virtiofsd"
+)
+
+// vhost-device-vsock and virtiofsd are shipped in libexec/podvm only when
+// given by flag: vhost-device-vsock on PATH is not picked up (hybrid vsock
+// is opt-in), and its absence is said.
+func TestInstallHelpers(t *testing.T) {
+	dir := t.TempDir()
+	vsockd, fsd := filepath.Join(dir, "vhost-device-vsock"), filepath.Join(dir, "virtiofsd")
+	for _, p := range []string{vsockd, fsd} {
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir)
+	for _, tt := range []struct {
+		name    string
+		h       helpers
+		shipped []string
+	}{
+		{"flags", helpers{vsockd: vsockd, virtiofsd: fsd}, []string{"libexec/podvm/vhost-device-vsock", virtiofsd.InstalledRel}},
+		{"virtiofsd only", helpers{virtiofsd: fsd}, []string{virtiofsd.InstalledRel}},
+		{"none, PATH has both", helpers{}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			prefix := t.TempDir()
+			var out bytes.Buffer
+			if err := tt.h.install(prefix, &out); err != nil {
+				t.Fatal(err)
+			}
+			for _, rel := range []string{"libexec/podvm/vhost-device-vsock", virtiofsd.InstalledRel} {
+				st, err := os.Stat(filepath.Join(prefix, rel))
+				want := strings.Contains(strings.Join(tt.shipped, " "), rel)
+				if want && (err != nil || st.Mode().Perm() != 0o755) {
+					t.Errorf("%s not shipped: %v", rel, err)
+				}
+				if !want && err == nil {
+					t.Errorf("%s shipped without its flag", rel)
+				}
+			}
+			if said := strings.Contains(out.String(), "virtio-serial"); said != (tt.h.vsockd == "") {
+				t.Errorf("output %q: saying virtio-serial is %v, want %v", out.String(), said, tt.h.vsockd == "")
+			}
+		})
+	}
+	if err := (helpers{vsockd: vsockd + ".gone"}).install(t.TempDir(), &bytes.Buffer{}); err == nil {
+		t.Error("a missing --vhost-device-vsock was accepted")
+	}
+	if err := (helpers{virtiofsd: fsd + ".gone"}).install(t.TempDir(), &bytes.Buffer{}); err == nil {
+		t.Error("a missing --virtiofsd was accepted")
+	}
+}
