@@ -10,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/boot"
 	"github.com/podvm/podvm/bench/density"
-	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/report"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/startup"
