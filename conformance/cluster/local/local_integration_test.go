@@ -130,11 +130,22 @@ spec:
 `
 	kubectl(pods, "apply", "-f", "-")
 	kubectl("", "wait", "--for=condition=Ready", "--timeout=3m", "pod/on-runc", "pod/on-podvm", "pod/on-fakevm")
+	// Ready is the container started, not its first line logged: a pod
+	// VM's output reaches the log a moment later (seconds under TCG on a
+	// loaded host).
+	logs := func(pod string) string {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+			if got := kubectl("", "logs", pod); got != "" || time.Now().After(deadline) {
+				return got
+			}
+		}
+	}
 	hostKernel := strings.TrimSpace(run(t, "uname", "-r"))
-	if got := kubectl("", "logs", "on-runc"); got != hostKernel {
+	if got := logs("on-runc"); got != hostKernel {
 		t.Errorf("runc pod kernel %q, want the host's %q", got, hostKernel)
 	}
-	if got := kubectl("", "logs", "on-podvm"); got == hostKernel || !strings.Contains(got, "podvm") {
+	if got := logs("on-podvm"); got == hostKernel || !strings.Contains(got, "podvm") {
 		t.Errorf("podvm pod kernel %q, want the guest kernel (host is %q)", got, hostKernel)
 	}
 	if got := kubectl("", "exec", "on-podvm", "--", "cat", "/proc/self/cgroup"); got == "" {
@@ -142,7 +153,7 @@ spec:
 	}
 	// The fake VM shares the host's kernel and shows a VM's /proc/meminfo
 	// (256 MiB without a limit): its wrapper ran, and found the real runc.
-	if got := kubectl("", "logs", "on-fakevm"); got != hostKernel {
+	if got := logs("on-fakevm"); got != hostKernel {
 		t.Errorf("fake-VM pod kernel %q, want the host's %q", got, hostKernel)
 	}
 	if got := kubectl("", "exec", "on-fakevm", "--", "head", "-n1", "/proc/meminfo"); strings.Join(strings.Fields(got), " ") != "MemTotal: 262144 kB" {
