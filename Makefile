@@ -1,8 +1,8 @@
 # podvm: VM-isolated pods for Kubernetes.
 #
 #   make test          install what is missing, build, run every test
-#   make conformance   a local Kubernetes cluster, the isolation specs with runc
-#                      and podvm, upstream RuntimeClass e2e and critest: a report
+#   make conformance   a local Kubernetes cluster, the isolation specs with runc,
+#                      the fake VM and podvm, upstream RuntimeClass e2e, critest
 #
 # Heavy builds (containerd, runc, cri-tools, the guest kernel) are cached in
 # $(PODVM_CACHE), keyed by version or content: a second run takes seconds.
@@ -125,14 +125,17 @@ spec-binary:
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/podvm-testbin ./internal/hostbed/testbin
 
 # A local single-node Kubernetes v1.37.2 (host processes) with podvm
-# installed, the isolation specs with runc and podvm, the upstream
-# RuntimeClass e2e specs and critest; report in _output/conformance.
+# installed, the isolation specs with the baselines runc and runc-fakevm (the
+# fake VM, docs/conformance.md) and with podvm, the upstream RuntimeClass e2e
+# specs and critest; report in _output/conformance.
 CONFORMANCE_FLAGS ?=
 conformance: deps install-dev spec-binary
 	@bash ci/install-tools.sh kubernetes agnhost etcd
 	@$(BIN)/podvm install --prefix $(OUT)/cluster-podvm --image-dir $(OUT)/share/podvm >/dev/null
+	go build -trimpath -o $(BIN)/podvm-fakevm-runc ./conformance/fakevm/cmd/podvm-fakevm-runc
 	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_CRITEST=1 $(BIN)/podvm conformance \
-		--podvm-prefix $(OUT)/cluster-podvm --testbin $(BIN)/podvm-testbin --out $(OUT)/conformance \
+		--podvm-prefix $(OUT)/cluster-podvm --testbin $(BIN)/podvm-testbin --fakevm-runc $(BIN)/podvm-fakevm-runc \
+		--out $(OUT)/conformance \
 		--critest-command "go test -count=1 -timeout 2h -run TestCritestIntegration ./runtime/integration/" \
 		$(CONFORMANCE_FLAGS)
 

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/podvm/podvm/bench/hostenv"
+	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/stats"
 )
@@ -40,7 +40,7 @@ const runTimeout = 3 * time.Minute
 // every handler, interleaved. A warm-up run of each (not recorded) comes
 // first, so that no figure includes a first-time cost (page cache, shim
 // binary, containerd's lazily made state).
-func Run(ctx context.Context, h *hostenv.Host, o Options) (*result.Boot, error) {
+func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Boot, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -93,12 +93,12 @@ func Run(ctx context.Context, h *hostenv.Host, o Options) (*result.Boot, error) 
 
 // bootOnce runs one podvm container that prints outputText and reads its
 // start phases back from the shim's log lines.
-func bootOnce(ctx context.Context, h *hostenv.Host, id string) (result.BootSample, error) {
+func bootOnce(ctx context.Context, h *benchhost.Host, id string) (result.BootSample, error) {
 	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
 	h.Track(id)
 	cmd := h.Ctr(ctx, "run", "--rm", "--runtime", h.Tools.Shim, "--runtime-config-path", h.PodvmConfig,
-		hostenv.BusyboxImage, id, "echo", outputText)
+		benchhost.BusyboxImage, id, "echo", outputText)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -155,24 +155,24 @@ type ctrRuntime struct {
 	args          []string
 }
 
-func ctrRuntimes(h *hostenv.Host) []ctrRuntime {
+func ctrRuntimes(h *benchhost.Host) []ctrRuntime {
 	out := []ctrRuntime{
-		{"runc", "runc", []string{"--runtime", "io.containerd.runc.v2", "--runc-binary", h.Tools.Runc, "--runc-root", hostenv.RuncRoot(h.Dir)}},
+		{"runc", "runc", []string{"--runtime", "io.containerd.runc.v2", "--runc-binary", h.Tools.Runc, "--runc-root", benchhost.RuncRoot(h.Dir)}},
 		{"podvm", "podvm", []string{"--runtime", h.Tools.Shim, "--runtime-config-path", h.PodvmConfig}},
 	}
 	if h.Tools.Runsc != "" {
-		out = append(out, ctrRuntime{"runsc", hostenv.RuntimeName("runsc"),
-			[]string{"--runtime", "io.containerd.runc.v2", "--runc-binary", h.Tools.Runsc, "--runc-root", hostenv.RuncRoot(h.Dir)}})
+		out = append(out, ctrRuntime{"runsc", benchhost.RuntimeName("runsc"),
+			[]string{"--runtime", "io.containerd.runc.v2", "--runc-binary", h.Tools.Runsc, "--runc-root", benchhost.RuncRoot(h.Dir)}})
 	}
 	return out
 }
 
 // ctrRunTrue times `ctr run --rm IMAGE ID true`, whole.
-func ctrRunTrue(ctx context.Context, h *hostenv.Host, rt ctrRuntime, id string) (time.Duration, error) {
+func ctrRunTrue(ctx context.Context, h *benchhost.Host, rt ctrRuntime, id string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
 	h.Track(id)
-	args := append(append([]string{"run", "--rm"}, rt.args...), hostenv.BusyboxImage, id, "true")
+	args := append(append([]string{"run", "--rm"}, rt.args...), benchhost.BusyboxImage, id, "true")
 	cmd := h.Ctr(ctx, args...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()

@@ -14,7 +14,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/podvm/podvm/bench/hostenv"
+	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/procmem"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/stats"
@@ -37,7 +37,7 @@ const podTimeout = 3 * time.Minute
 
 // Run climbs to Pods for each handler, one handler at a time, removing each
 // handler's pods before the next begins.
-func Run(ctx context.Context, h *hostenv.Host, o Options) (*result.Density, error) {
+func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Density, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -56,10 +56,10 @@ func Run(ctx context.Context, h *hostenv.Host, o Options) (*result.Density, erro
 	return out, nil
 }
 
-func climb(ctx context.Context, h *hostenv.Host, handler string, o Options) (result.HandlerDensity, error) {
-	d := result.HandlerDensity{Handler: handler, Runtime: hostenv.RuntimeName(handler), Requested: o.Pods}
-	availBefore := hostenv.MemAvailableMiB()
-	var pods []*hostenv.Pod
+func climb(ctx context.Context, h *benchhost.Host, handler string, o Options) (result.HandlerDensity, error) {
+	d := result.HandlerDensity{Handler: handler, Runtime: benchhost.RuntimeName(handler), Requested: o.Pods}
+	availBefore := benchhost.MemAvailableMiB()
+	var pods []*benchhost.Pod
 	defer func() {
 		for _, p := range pods {
 			if err := h.RemovePod(context.WithoutCancel(ctx), p); err != nil {
@@ -114,7 +114,7 @@ func climb(ctx context.Context, h *hostenv.Host, handler string, o Options) (res
 }
 
 // podsCPUSeconds is the CPU time every pod's host processes have used.
-func podsCPUSeconds(h *hostenv.Host, pods []*hostenv.Pod) float64 {
+func podsCPUSeconds(h *benchhost.Host, pods []*benchhost.Pod) float64 {
 	total := 0.0
 	for _, p := range pods {
 		procs, err := h.Processes(p)
@@ -162,7 +162,7 @@ func checkpoints(n int) map[int]bool {
 }
 
 // measure reads every pod's processes.
-func measure(h *hostenv.Host, pods []*hostenv.Pod, availBefore float64) (result.DensityPoint, error) {
+func measure(h *benchhost.Host, pods []*benchhost.Pod, availBefore float64) (result.DensityPoint, error) {
 	images := []string{h.Config.Hypervisor.Kernel, h.Config.Hypervisor.Initrd}
 	var all []result.PodMemory
 	for _, p := range pods {
@@ -179,11 +179,11 @@ func measure(h *hostenv.Host, pods []*hostenv.Pod, availBefore float64) (result.
 		}
 		all = append(all, m)
 	}
-	return point(all, hostenv.MemAvailableMiB(), availBefore), nil
+	return point(all, benchhost.MemAvailableMiB(), availBefore), nil
 }
 
 // podMemory measures one pod's processes.
-func podMemory(p hostenv.PodProcesses, images []string) (result.PodMemory, error) {
+func podMemory(p benchhost.PodProcesses, images []string) (result.PodMemory, error) {
 	read := func(pids []int) (procmem.Breakdown, error) {
 		var sum procmem.Breakdown
 		for _, pid := range pids {

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/podvm/podvm/bench/hostenv"
+	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/stats"
 )
@@ -34,7 +34,7 @@ const outputText = "podvm-bench-startup"
 const podTimeout = 5 * time.Minute
 
 // Run measures every handler of h.
-func Run(ctx context.Context, h *hostenv.Host, o Options) (*result.Startup, error) {
+func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -81,7 +81,7 @@ func Run(ctx context.Context, h *hostenv.Host, o Options) (*result.Startup, erro
 
 // startAndRemove starts a pod, waits for its output, and removes it (the
 // removal is not timed).
-func startAndRemove(ctx context.Context, h *hostenv.Host, handler, name string, cmd []string) (hostenv.PodTimes, error) {
+func startAndRemove(ctx context.Context, h *benchhost.Host, handler, name string, cmd []string) (benchhost.PodTimes, error) {
 	sctx, cancel := context.WithTimeout(ctx, podTimeout)
 	defer cancel()
 	p, t, err := h.StartPod(sctx, handler, name, cmd, outputText)
@@ -97,7 +97,7 @@ type serialRuns struct {
 	failures                           []string
 }
 
-func (s *serialRuns) add(t hostenv.PodTimes, err error) {
+func (s *serialRuns) add(t benchhost.PodTimes, err error) {
 	if err != nil {
 		s.failures = append(s.failures, err.Error())
 		return
@@ -111,7 +111,7 @@ func (s *serialRuns) add(t hostenv.PodTimes, err error) {
 
 func (s *serialRuns) result(handler string) result.HandlerStartup {
 	return result.HandlerStartup{
-		Handler: handler, Runtime: hostenv.RuntimeName(handler), Runs: len(s.total) + len(s.failures),
+		Handler: handler, Runtime: benchhost.RuntimeName(handler), Runs: len(s.total) + len(s.failures),
 		ToFirstOutput: stats.Summarize(s.total), RunPodSandbox: stats.Summarize(s.runp),
 		CreateContainer: stats.Summarize(s.create), StartContainer: stats.Summarize(s.start),
 		Output: stats.Summarize(s.output), SamplesMs: s.total, Failures: s.failures,
@@ -119,14 +119,14 @@ func (s *serialRuns) result(handler string) result.HandlerStartup {
 }
 
 // parallel starts n pods of handler at once and removes them after.
-func parallel(ctx context.Context, h *hostenv.Host, handler string, n int, cmd []string) result.HandlerParallel {
-	out := result.HandlerParallel{Handler: handler, Runtime: hostenv.RuntimeName(handler), Pods: n}
+func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd []string) result.HandlerParallel {
+	out := result.HandlerParallel{Handler: handler, Runtime: benchhost.RuntimeName(handler), Pods: n}
 	pctx, cancel := context.WithTimeout(ctx, podTimeout)
 	defer cancel()
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
-		pods []*hostenv.Pod
+		pods []*benchhost.Pod
 	)
 	start := time.Now()
 	var last time.Time
@@ -190,7 +190,7 @@ func setRatios(s *result.Startup) {
 
 // setAccelerators records which accelerator podvm's VMs ran with, from
 // the shim's log.
-func setAccelerators(h *hostenv.Host, s *result.Startup) {
+func setAccelerators(h *benchhost.Host, s *result.Startup) {
 	accel := h.VMAccelerator()
 	for i := range s.Serial {
 		if s.Serial[i].Handler == "podvm" {

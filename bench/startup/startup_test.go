@@ -5,17 +5,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podvm/podvm/bench/hostenv"
+	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/stats"
 )
 
 func TestSerialRuns(t *testing.T) {
 	var s serialRuns
-	s.add(hostenv.PodTimes{RunPodSandbox: 100 * time.Millisecond, CreateContainer: 10 * time.Millisecond,
+	s.add(benchhost.PodTimes{RunPodSandbox: 100 * time.Millisecond, CreateContainer: 10 * time.Millisecond,
 		StartContainer: 50 * time.Millisecond, Output: 5 * time.Millisecond, Total: 165 * time.Millisecond}, nil)
-	s.add(hostenv.PodTimes{Total: 300 * time.Millisecond}, nil)
-	s.add(hostenv.PodTimes{}, errors.New("RunPodSandbox: boom"))
+	s.add(benchhost.PodTimes{Total: 300 * time.Millisecond}, nil)
+	s.add(benchhost.PodTimes{}, errors.New("RunPodSandbox: boom"))
 	r := s.result("podvm")
 	if r.Runs != 3 || r.ToFirstOutput.N != 2 || r.ToFirstOutput.Median != 232.5 || len(r.Failures) != 1 {
 		t.Errorf("result %+v", r)

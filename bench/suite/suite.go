@@ -13,9 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/boot"
 	"github.com/podvm/podvm/bench/density"
-	"github.com/podvm/podvm/bench/hostenv"
 	"github.com/podvm/podvm/bench/report"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/startup"
@@ -23,7 +23,7 @@ import (
 
 // Options choose and size the benchmarks.
 type Options struct {
-	Host hostenv.Options
+	Host benchhost.Options
 	// OutDir receives results.json, the plots and summary.md.
 	OutDir string
 
@@ -44,7 +44,7 @@ func Run(ctx context.Context, o Options) (*result.Results, error) {
 		return nil, err
 	}
 	res := &result.Results{Schema: result.Schema, StartedAt: time.Now().UTC(), Leaks: []string{}}
-	h, err := hostenv.Start(ctx, o.Host)
+	h, err := benchhost.Start(ctx, o.Host)
 	if err != nil {
 		return nil, err
 	}

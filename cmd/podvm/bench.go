@@ -10,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/boot"
 	"github.com/podvm/podvm/bench/density"
-	"github.com/podvm/podvm/bench/hostenv"
 	"github.com/podvm/podvm/bench/report"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/startup"
@@ -91,12 +91,12 @@ Writes results.json (schema: docs/benchmarks.md), PNG plots and summary.md to
 func (f *benchFlags) run(cmd *cobra.Command, doBoot, doStartup, doDensity bool) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tools, err := hostenv.FindTools(f.prefix, f.cache, f.runsc, f.testbin)
+	tools, err := benchhost.FindTools(f.prefix, f.cache, f.runsc, f.testbin)
 	if err != nil {
 		return err
 	}
 	o := suite.Options{
-		Host:   hostenv.Options{Tools: tools, Debug: f.debug, Keep: f.keep, Progress: cmd.ErrOrStderr()},
+		Host:   benchhost.Options{Tools: tools, Debug: f.debug, Keep: f.keep, Progress: cmd.ErrOrStderr()},
 		OutDir: f.out,
 	}
 	if doBoot {

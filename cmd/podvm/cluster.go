@@ -45,6 +45,7 @@ func (o *clusterOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&l.PodvmPrefix, "podvm-prefix", l.PodvmPrefix, "where podvm is installed ('podvm install --prefix')")
 	f.StringVar(&l.Busybox, "busybox", l.Busybox, "static busybox for the images")
 	f.StringVar(&l.Testbin, "testbin", l.Testbin, "podvm's testbin program (the pause image)")
+	f.StringVar(&l.FakeVMRunc, "fakevm-runc", l.FakeVMRunc, "the fake-VM baseline's runc wrapper (runc-fakevm handler)")
 	f.StringVar(&l.Agnhost, "agnhost", l.Agnhost, "agnhost binary for the upstream e2e image")
 	f.IntVar(&l.APIServerPort, "apiserver-port", l.APIServerPort, "kube-apiserver port (on the node address)")
 	f.IntVar(&l.KubeletPort, "kubelet-port", l.KubeletPort, "kubelet port (on the node address)")
@@ -78,8 +79,8 @@ func newClusterCommand() *cobra.Command {
 		Short: "Bring a single-node Kubernetes cluster with podvm up or down (for conformance)",
 		Long: `Runs a real single-node Kubernetes (v1.37) from host processes: etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler and a kubelet whose CRI is
-a private containerd with the runc, podvm and test-handler handlers, and the
-RuntimeClasses runc and podvm. Images come from a registry on 127.0.0.1 that
+a private containerd with the runc, podvm, runc-fakevm (the fake-VM baseline) and
+test-handler handlers, and the RuntimeClasses runc, podvm and runc-fakevm. Images come from a registry on 127.0.0.1 that
 serves locally built images; pods sit on a bridge and reach only the host.
 
 Everything lives under --dir; 'down' stops every process, removes every pod

@@ -43,7 +43,8 @@ junit.xml to --out, and exits non-zero unless every result is the expected one.
 Providers:
   local     a single-node Kubernetes from host processes ('podvm cluster up'),
             brought up if it is not running and taken down after (unless --keep)
-  existing  any cluster: --kubeconfig and --runtime-classes (e.g. "runc,kata")`,
+  existing  any cluster: --kubeconfig, --runtime-classes and --baseline
+            (e.g. --runtime-classes runc,kata --baseline runc)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -61,8 +62,8 @@ func (o *conformanceOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.providerName, "provider", "local", "cluster provider: local or existing")
 	f.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of an existing cluster")
 	f.StringVar(&o.kubectl, "kubectl", "kubectl", "kubectl binary (existing provider)")
-	f.StringVar(&o.classes, "runtime-classes", "runc,podvm", "runtime classes to run the specs with, comma-separated")
-	f.StringVar(&o.baseline, "baseline", "runc", "the shared-kernel classes among them (comma-separated, e.g. runc,runc-fakevm), on which every isolation spec must fail")
+	f.StringVar(&o.classes, "runtime-classes", "runc,runc-fakevm,podvm", "runtime classes to run the specs with, comma-separated")
+	f.StringVar(&o.baseline, "baseline", "runc,runc-fakevm", "the shared-kernel classes among them (comma-separated), on which every isolation spec must fail")
 	f.StringVar(&o.outDir, "out", "_output/conformance", "directory for the report, JUnit and logs")
 	f.StringVar(&o.specBinary, "spec-binary", filepath.Join(filepath.Dir(self), "podvm-spec.test"), "the compiled isolation specs (cd spec && go test -c)")
 	f.StringVar(&o.labelFilter, "label-filter", "", "run only specs matching this Ginkgo label filter (e.g. 'kernel || limits')")
@@ -75,6 +76,7 @@ func (o *conformanceOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.local.Dir, "cluster-dir", o.local.Dir, "state directory of the local cluster")
 	f.StringVar(&o.local.PodvmPrefix, "podvm-prefix", o.local.PodvmPrefix, "where podvm is installed for the local cluster")
 	f.StringVar(&o.local.Testbin, "testbin", o.local.Testbin, "podvm's testbin program (the pause image)")
+	f.StringVar(&o.local.FakeVMRunc, "fakevm-runc", o.local.FakeVMRunc, "the fake-VM baseline's runc wrapper (runc-fakevm handler)")
 }
 
 // provider is the cluster provider --provider names, and its description

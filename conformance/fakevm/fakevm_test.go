@@ -9,6 +9,9 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/podvm/podvm/conformance/cluster"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 var testHost = Host{Now: time.Unix(1_800_000_000, 0), BootTime: 5000 * time.Second, Monotonic: 4990 * time.Second, TimeNamespaces: true}
@@ -147,14 +150,15 @@ func TestCommand(t *testing.T) {
 }
 
 func TestWiring(t *testing.T) {
-	toml := HandlerTOML(`plugins."io.containerd.cri.v1.runtime".containerd.runtimes`, "/opt/podvm/bin/podvm-fakevm-runc")
+	toml := hostbed.ContainerdConfig{Dir: "/w", Address: "/w/c.sock", CRI: &hostbed.CRIConfig{
+		Handlers: []hostbed.Handler{Handler("/opt/podvm/bin/podvm-fakevm-runc")}}}.Render()
 	for _, want := range []string{`[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc-fakevm]`, `runtime_type = "io.containerd.runc.v2"`,
 		`BinaryName = "/opt/podvm/bin/podvm-fakevm-runc"`} {
 		if !strings.Contains(toml, want) {
 			t.Errorf("handler TOML lacks %q:\n%s", want, toml)
 		}
 	}
-	if rc := RuntimeClassManifest(); !strings.Contains(rc, "name: runc-fakevm\nhandler: runc-fakevm\n") {
+	if rc := cluster.RuntimeClassesManifest("", RuntimeClass()); !strings.Contains(rc, "name: runc-fakevm\nhandler: runc-fakevm\n") {
 		t.Errorf("RuntimeClass:\n%s", rc)
 	}
 }

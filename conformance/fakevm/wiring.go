@@ -1,34 +1,28 @@
 package fakevm
 
-import "fmt"
+import (
+	"github.com/podvm/podvm/conformance/cluster"
+	"github.com/podvm/podvm/internal/hostbed"
+)
 
 // HandlerName is the name of the fake VM's CRI runtime handler and of its
 // RuntimeClass.
 const HandlerName = "runc-fakevm"
 
+// WrapperName is the wrapper's file name (cmd/podvm-fakevm-runc).
+const WrapperName = "podvm-fakevm-runc"
+
 // RuncEnv names the real runc for the wrapper; without it the wrapper runs
 // the first runc on its PATH (containerd's).
 const RuncEnv = "PODVM_FAKEVM_RUNC"
 
-// HandlerTOML is the containerd CRI runtime entry of the fake VM: a runc
-// handler whose binary is the wrapper. runtimes is the table the handlers
-// live in, e.g. `plugins."io.containerd.cri.v1.runtime".containerd.runtimes`
-// in a version 3 config.
-func HandlerTOML(runtimes, wrapper string) string {
-	return fmt.Sprintf(`    [%[1]s.%[2]s]
-      runtime_type = "io.containerd.runc.v2"
-      [%[1]s.%[2]s.options]
-        BinaryName = %[3]q
-        SystemdCgroup = false
-`, runtimes, HandlerName, wrapper)
+// Handler is the fake VM's containerd CRI runtime handler: a runc handler
+// whose binary is the wrapper.
+func Handler(wrapper string) hostbed.Handler {
+	return hostbed.RuncHandler(HandlerName, wrapper, "")
 }
 
-// RuntimeClassManifest is the RuntimeClass that puts a pod on the fake VM.
-func RuntimeClassManifest() string {
-	return `apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata:
-  name: ` + HandlerName + `
-handler: ` + HandlerName + `
-`
+// RuntimeClass is the RuntimeClass that puts a pod on the fake VM.
+func RuntimeClass() cluster.RuntimeClass {
+	return cluster.RuntimeClass{Name: HandlerName, Handler: HandlerName}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/podvm/podvm/runtime/config"
 )
 
 // ContainerdConfig is the configuration (version 4) of a private
@@ -51,7 +53,7 @@ type Handler struct {
 	// the host-wide /run/containerd/runc.
 	Runc, RuncRoot string
 	// Shim is containerd-shim-podvm-v2 of a podvm handler, PodvmConfig the
-	// podvm configuration it is given.
+	// podvm configuration it is given ("" for its install's own).
 	Shim, PodvmConfig string
 }
 
@@ -61,14 +63,11 @@ func RuncHandler(name, runc, root string) Handler {
 }
 
 // PodvmHandler is a handler name for the podvm shim with podvm
-// configuration config.
-//
-// An empty config gives the handler no options: the shim then finds the
-// config of its own install (config.ResolveFor). containerd 2.4 starts user
-// namespace containers only for such a handler (it merges runc's options
-// into the handler's and fails on any other kind; containerd issue 11091).
-func PodvmHandler(name, shim, config string) Handler {
-	return Handler{Name: name, Shim: shim, PodvmConfig: config}
+// configuration cfg. It is rendered by config.Handler, which leaves out
+// the options table for the shim's install's own config ("" or
+// InstallConfig): see config.Handler for why.
+func PodvmHandler(name, shim, cfg string) Handler {
+	return Handler{Name: name, Shim: shim, PodvmConfig: cfg}
 }
 
 // NoCRIPlugins are the plugins a containerd without CRI turns off: `ctr`
@@ -112,7 +111,7 @@ func (c ContainerdConfig) Render() string {
 }
 
 func (c *CRIConfig) render(b *strings.Builder) {
-	rt := `plugins."io.containerd.cri.v1.runtime"`
+	rt := fmt.Sprintf("plugins.%q", config.CRIRuntimePlugin)
 	def := ""
 	if len(c.Handlers) > 0 {
 		def = c.Handlers[0].Name
@@ -149,14 +148,9 @@ func (c *CRIConfig) render(b *strings.Builder) {
 
 func (h Handler) render(b *strings.Builder, table string) {
 	if h.Shim != "" {
-		fmt.Fprintf(b, `    [%[1]s]
-      runtime_type = "io.containerd.podvm.v2"
-      runtime_path = %[2]q
-`, table, h.Shim)
-		if h.PodvmConfig != "" {
-			fmt.Fprintf(b, `      [%[1]s.options]
-        ConfigPath = %[2]q
-`, table, h.PodvmConfig)
+		podvm := config.Handler{Name: h.Name, Shim: h.Shim, ConfigPath: h.PodvmConfig, Plugin: config.CRIRuntimePlugin}
+		for line := range strings.SplitSeq(strings.TrimSuffix(podvm.TOML(), "\n"), "\n") {
+			b.WriteString("    " + line + "\n")
 		}
 		return
 	}

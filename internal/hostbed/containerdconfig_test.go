@@ -49,9 +49,17 @@ func runcRuntime(binary, root string) map[string]any {
 	return map[string]any{"runtime_type": "io.containerd.runc.v2", "options": opts}
 }
 
+// podvmRuntime is the podvm handler with a config of its own (not its
+// install's), as the benchmarks give it.
 func podvmRuntime() map[string]any {
 	return map[string]any{"runtime_type": "io.containerd.podvm.v2", "runtime_path": "/p/bin/containerd-shim-podvm-v2",
-		"options": map[string]any{"ConfigPath": "/p/share/podvm/config.toml"}}
+		"options": map[string]any{"ConfigPath": "/w/podvm.toml"}}
+}
+
+// podvmInstallRuntime is the podvm handler without options: the shim finds
+// its install's config itself.
+func podvmInstallRuntime() map[string]any {
+	return map[string]any{"runtime_type": "io.containerd.podvm.v2", "runtime_path": "/p/bin/containerd-shim-podvm-v2"}
 }
 
 func set(m map[string]any, key string, v any) map[string]any { m[key] = v; return m }
@@ -62,7 +70,8 @@ func TestContainerdConfigRender(t *testing.T) {
 			CNIBinDir: "/usr/lib/cni", CNIConfDir: "/w/cni/net.d", Handlers: handlers}
 	}
 	runc := RuncHandler("runc", "/c/runc", "")
-	podvm := PodvmHandler("podvm", "/p/bin/containerd-shim-podvm-v2", "/p/share/podvm/config.toml")
+	podvm := PodvmHandler("podvm", "/p/bin/containerd-shim-podvm-v2", "/w/podvm.toml")
+	installed := PodvmHandler("podvm", "/p/bin/containerd-shim-podvm-v2", "/p/share/podvm/config.toml")
 	for _, tc := range []struct {
 		name string
 		cfg  ContainerdConfig
@@ -103,8 +112,14 @@ func TestContainerdConfigRender(t *testing.T) {
 			name: "podvm without options (the shim finds its install's config)",
 			cfg: ContainerdConfig{Dir: "/w", Address: "/w/c.sock", DisabledPlugins: NoNRI,
 				CRI: cri(runc, PodvmHandler("podvm", "/p/bin/containerd-shim-podvm-v2", ""))},
-			want: set(withCRI(base(), map[string]any{"runc": runcRuntime("/c/runc", ""), "podvm": map[string]any{"runtime_type": "io.containerd.podvm.v2",
-				"runtime_path": "/p/bin/containerd-shim-podvm-v2"}}), "disabled_plugins", []any{"io.containerd.nri.v1.nri"}),
+			want: set(withCRI(base(), map[string]any{"runc": runcRuntime("/c/runc", ""), "podvm": podvmInstallRuntime()}),
+				"disabled_plugins", []any{"io.containerd.nri.v1.nri"}),
+		},
+		{
+			name: "podvm with its install's own config: no options either (config.Handler)",
+			cfg:  ContainerdConfig{Dir: "/w", Address: "/w/c.sock", DisabledPlugins: NoNRI, CRI: cri(runc, installed)},
+			want: set(withCRI(base(), map[string]any{"runc": runcRuntime("/c/runc", ""), "podvm": podvmInstallRuntime()}),
+				"disabled_plugins", []any{"io.containerd.nri.v1.nri"}),
 		},
 		{
 			name: "runc with its own root, and podvm (benchmarks)",
@@ -116,9 +131,9 @@ func TestContainerdConfigRender(t *testing.T) {
 		{
 			name: "conf.d import and a header, runc, test-handler and podvm (local cluster)",
 			cfg: ContainerdConfig{Header: "Written by podvm cluster up.\nSecond line.", Imports: []string{"/w/conf.d/*.toml"},
-				Dir: "/w", Address: "/w/c.sock", CRI: cri(runc, RuncHandler("test-handler", "/c/runc", ""), podvm)},
+				Dir: "/w", Address: "/w/c.sock", CRI: cri(runc, RuncHandler("test-handler", "/c/runc", ""), installed)},
 			want: set(withCRI(base(), map[string]any{"runc": runcRuntime("/c/runc", ""),
-				"test-handler": runcRuntime("/c/runc", ""), "podvm": podvmRuntime()}),
+				"test-handler": runcRuntime("/c/runc", ""), "podvm": podvmInstallRuntime()}),
 				"imports", []any{"/w/conf.d/*.toml"}),
 			order: []string{"# Written by podvm cluster up.\n# Second line.\nversion = 4\nimports = ", "root = ",
 				"runtimes.runc]", "runtimes.test-handler]", "runtimes.podvm]"},

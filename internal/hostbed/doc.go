@@ -1,5 +1,5 @@
 // Package hostbed sets a host up for podvm's integration tests
-// (runtime/integration/testenv), its benchmarks (bench/hostenv) and its
+// (runtime/integration), its benchmarks (bench/benchhost) and its
 // local Kubernetes cluster (conformance/cluster/local): a private
 // containerd with CRI (its configuration and its process), a CNI bridge
 // network (its configuration, its bridge, and the iptables chains its

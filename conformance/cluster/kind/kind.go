@@ -125,24 +125,19 @@ func (p *Provider) Config() (string, error) {
 	return b.String(), err
 }
 
-// RuntimeClassManifest is the podvm RuntimeClass for the kind cluster.
+// runtimeClasses are the classes the kind cluster offers: podvm, with its
+// pod overhead, and runc.
+func (p *Provider) runtimeClasses() []cluster.RuntimeClass {
+	return []cluster.RuntimeClass{
+		{Name: "podvm", Handler: "podvm", OverheadMemory: p.opts.OverheadMemory, OverheadCPU: p.opts.OverheadCPU},
+		{Name: "runc", Handler: "runc"},
+	}
+}
+
+// RuntimeClassManifest is the podvm and runc RuntimeClasses for the kind
+// cluster.
 func (p *Provider) RuntimeClassManifest() string {
-	return fmt.Sprintf(`apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata:
-  name: podvm
-handler: podvm
-overhead:
-  podFixed:
-    memory: %s
-    cpu: %s
----
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata:
-  name: runc
-handler: runc
-`, p.opts.OverheadMemory, p.opts.OverheadCPU)
+	return cluster.RuntimeClassesManifest("", p.runtimeClasses()...)
 }
 
 // nodeSetup installs what podvm needs on a kindest/node (Debian based):
@@ -200,7 +195,7 @@ func (p *Provider) Up(ctx context.Context, out io.Writer) (*cluster.Cluster, err
 	if _, err := p.run(ctx, []byte(p.RuntimeClassManifest()), o.Kubectl, "--kubeconfig", p.kubeconfig(), "apply", "-f", "-"); err != nil {
 		return nil, err
 	}
-	return &cluster.Cluster{Kubeconfig: p.kubeconfig(), RuntimeClasses: map[string]string{"podvm": "podvm", "runc": "runc"}}, nil
+	return &cluster.Cluster{Kubeconfig: p.kubeconfig(), RuntimeClasses: cluster.Handlers(p.runtimeClasses())}, nil
 }
 
 // Down implements cluster.Provider.

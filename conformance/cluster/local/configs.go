@@ -7,22 +7,24 @@ package local
 import (
 	"fmt"
 	"path/filepath"
-	"strings"
 
+	"github.com/podvm/podvm/conformance/cluster"
+	"github.com/podvm/podvm/conformance/fakevm"
 	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // containerdConfig is a private containerd (version 4 config) serving CRI
-// on our socket with three handlers: runc (the default, and the
-// reference), podvm, and test-handler (runc again, the handler upstream
-// [Feature:RuntimeHandler] e2e specs expect to exist).
+// on our socket with four handlers: runc (the default, and the
+// reference), test-handler (runc again, the handler upstream
+// [Feature:RuntimeHandler] e2e specs expect to exist), podvm, and
+// runc-fakevm (the fake-VM baseline).
 func containerdConfig(l layout, o Options) string {
 	handlers := []hostbed.Handler{
 		hostbed.RuncHandler("runc", o.Runc, ""),
 		hostbed.RuncHandler("test-handler", o.Runc, ""),
 	}
 	if !o.WithoutPodvmHandler {
-		handlers = append(handlers, hostbed.PodvmHandler("podvm", o.shim(), o.podvmConfig()))
+		handlers = append(handlers, hostbed.PodvmHandler("podvm", o.shim(), o.podvmConfig()), fakevm.Handler(o.FakeVMRunc))
 	}
 	return hostbed.ContainerdConfig{
 		Header: "Written by podvm cluster up; removed by podvm cluster down.",
@@ -119,31 +121,21 @@ current-context: %[3]s@podvm-local
 `, l.apiServerURL(s), l.pki("ca.crt"), user, l.pki(certName+".crt"), l.pki(certName+".key"))
 }
 
-// runtimeClassesManifest declares the classes the specs run against.
-// podvm's overhead.podFixed is what the pod costs the node beyond its
-// containers' requests: see docs/conformance.md for the derivation.
-func runtimeClassesManifest(o Options) string {
-	var b strings.Builder
-	b.WriteString(`# Written by podvm cluster up.
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata:
-  name: runc
-handler: runc
-`)
+// runtimeClasses are the classes the specs run against: runc, podvm and
+// the fake VM. podvm's overhead.podFixed is what the pod costs the node
+// beyond its containers' requests: see docs/conformance.md for the
+// derivation.
+func runtimeClasses(o Options) []cluster.RuntimeClass {
+	classes := []cluster.RuntimeClass{{Name: "runc", Handler: "runc"}}
 	if o.WithoutPodvmHandler {
-		return b.String()
+		return classes
 	}
-	fmt.Fprintf(&b, `---
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata:
-  name: podvm
-handler: podvm
-overhead:
-  podFixed:
-    memory: %s
-    cpu: %s
-`, o.OverheadMemory, o.OverheadCPU)
-	return b.String()
+	return append(classes,
+		cluster.RuntimeClass{Name: "podvm", Handler: "podvm", OverheadMemory: o.OverheadMemory, OverheadCPU: o.OverheadCPU},
+		fakevm.RuntimeClass())
+}
+
+// runtimeClassesManifest declares runtimeClasses.
+func runtimeClassesManifest(o Options) string {
+	return cluster.RuntimeClassesManifest("Written by podvm cluster up.", runtimeClasses(o)...)
 }

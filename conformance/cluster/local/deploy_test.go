@@ -11,7 +11,8 @@ import (
 )
 
 // A cluster for podvm deploy: containerd imports its drop-in directory and
-// has no podvm handler, and there is no podvm RuntimeClass.
+// has no podvm (nor fake VM) handler, and there is no podvm (nor fake VM)
+// RuntimeClass.
 func TestWithoutPodvmHandler(t *testing.T) {
 	l := layout{dir: "/var/lib/podvm/cluster"}
 	for _, without := range []bool{false, true} {
@@ -29,14 +30,23 @@ func TestWithoutPodvmHandler(t *testing.T) {
 		if len(ctrd.Imports) != 1 || ctrd.Imports[0] != "/var/lib/podvm/cluster/containerd/conf.d/*.toml" {
 			t.Errorf("imports = %q", ctrd.Imports)
 		}
-		_, hasPodvm := ctrd.Plugins["io.containerd.cri.v1.runtime"].Containerd.Runtimes["podvm"]
-		if hasPodvm == without {
-			t.Errorf("WithoutPodvmHandler=%v: podvm handler present %v", without, hasPodvm)
+		runtimes := ctrd.Plugins["io.containerd.cri.v1.runtime"].Containerd.Runtimes
+		for _, h := range []string{"podvm", "runc-fakevm"} {
+			if _, has := runtimes[h]; has == without {
+				t.Errorf("WithoutPodvmHandler=%v: %s handler present %v", without, h, has)
+			}
+		}
+		if fake, _ := runtimes["runc-fakevm"].(map[string]any); !without &&
+			fake["options"].(map[string]any)["BinaryName"] != o.FakeVMRunc {
+			t.Errorf("runc-fakevm handler %v, want BinaryName %s", fake, o.FakeVMRunc)
 		}
 		if rc := runtimeClassesManifest(o); strings.Contains(rc, "name: podvm") == without {
 			t.Errorf("WithoutPodvmHandler=%v: RuntimeClasses\n%s", without, rc)
 		}
 		p := New(o)
+		if _, ok := p.Cluster().RuntimeClasses["runc-fakevm"]; ok == without {
+			t.Errorf("WithoutPodvmHandler=%v: Cluster().RuntimeClasses %v", without, p.Cluster().RuntimeClasses)
+		}
 		if _, ok := p.Cluster().RuntimeClasses["podvm"]; ok == without {
 			t.Errorf("WithoutPodvmHandler=%v: Cluster().RuntimeClasses %v", without, p.Cluster().RuntimeClasses)
 		}

@@ -1,8 +1,8 @@
 // Package local is the conformance harness's own cluster: a real
 // single-node Kubernetes run as host processes (etcd, kube-apiserver,
 // kube-controller-manager, kube-scheduler, kubelet) with a private
-// containerd as its CRI, offering the runc, podvm and test-handler
-// handlers. Images come from a local registry on 127.0.0.1; pods live on
+// containerd as its CRI, offering the runc, podvm, runc-fakevm (the fake-VM
+// baseline, conformance/fakevm) and test-handler handlers. Images come from a local registry on 127.0.0.1; pods live on
 // a bridge this package creates and reach nothing beyond the host.
 //
 // This package is the control plane: the components as daemons (daemon.go),
@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/conformance/cluster"
+	"github.com/podvm/podvm/conformance/fakevm"
 )
 
 // Versions the local cluster is built from; ci/install-tools.sh builds the
@@ -57,6 +58,9 @@ type Options struct {
 	Crictl        string
 	CNIBinDir     string
 	PodvmPrefix   string // `podvm install --prefix`: bin/containerd-shim-podvm-v2, share/podvm/config.toml
+	// FakeVMRunc is the fake-VM baseline's runc wrapper
+	// (podvm-fakevm-runc), the runc-fakevm handler's binary; it runs Runc.
+	FakeVMRunc string
 
 	// Registry content: busybox-static, the testbin program (pause), and
 	// agnhost (the image upstream e2e specs exec into).
@@ -69,9 +73,10 @@ type Options struct {
 	EtcdPort      int
 	KubeletPort   int
 	PodPidsLimit  int
-	// WithoutPodvmHandler leaves the podvm handler out of containerd and
-	// the podvm RuntimeClass out of the cluster: a node as podvm deploy
-	// finds it (PodvmPrefix is then not needed).
+	// WithoutPodvmHandler leaves the podvm and runc-fakevm handlers out of
+	// containerd and their RuntimeClasses out of the cluster: a node as
+	// podvm deploy finds it (PodvmPrefix and FakeVMRunc are then not
+	// needed).
 	WithoutPodvmHandler bool
 	// RuntimeClass podvm's overhead.podFixed.
 	OverheadMemory string
@@ -101,6 +106,7 @@ func DefaultOptions() Options {
 		Podvm:          self,
 		Busybox:        "/bin/busybox",
 		Testbin:        filepath.Join(filepath.Dir(self), "podvm-testbin"),
+		FakeVMRunc:     filepath.Join(filepath.Dir(self), fakevm.WrapperName),
 		Agnhost:        filepath.Join(tool("agnhost", KubernetesVersion), "agnhost"),
 		APIServerPort:  6443,
 		EtcdPort:       2379,
@@ -139,13 +145,9 @@ var components = []string{"registry", "etcd", "containerd", "kube-apiserver", "k
 
 // Cluster describes the cluster this provider runs (whether or not it is up).
 func (p *Provider) Cluster() *cluster.Cluster {
-	classes := map[string]string{"runc": "runc", "podvm": "podvm"}
-	if p.opts.WithoutPodvmHandler {
-		delete(classes, "podvm")
-	}
 	return &cluster.Cluster{
 		Kubeconfig:     p.l.kubeconfig("admin"),
-		RuntimeClasses: classes,
+		RuntimeClasses: cluster.Handlers(runtimeClasses(p.opts)),
 		CRIEndpoint:    p.l.criEndpoint(),
 		LogDir:         filepath.Join(p.opts.Dir, "logs"),
 	}
@@ -171,7 +173,8 @@ func (p *Provider) preflight() error {
 	}
 	if !o.WithoutPodvmHandler {
 		needs = append(needs, need{o.shim(), "podvm install --prefix " + o.PodvmPrefix + " (make install-dev for _output)"},
-			need{o.podvmConfig(), "podvm install --prefix " + o.PodvmPrefix})
+			need{o.podvmConfig(), "podvm install --prefix " + o.PodvmPrefix},
+			need{o.FakeVMRunc, "make conformance builds it (go build -o _output/bin/" + fakevm.WrapperName + " ./conformance/fakevm/cmd/" + fakevm.WrapperName + ")"})
 	}
 	var missing []string
 	for _, n := range needs {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podvm/podvm/conformance/fakevm"
 	"github.com/podvm/podvm/internal/hostbed"
 )
 
@@ -45,8 +46,11 @@ func requireLocal(t *testing.T, o *Options) {
 	} else {
 		o.Testbin = tb
 		o.Podvm = filepath.Join(bin, "podvm")
+		o.FakeVMRunc = filepath.Join(bin, fakevm.WrapperName)
 		if out, err := exec.Command("go", "build", "-o", o.Podvm, "github.com/podvm/podvm/cmd/podvm").CombinedOutput(); err != nil {
 			missing = fmt.Sprintf("podvm binary: %v: %s", err, out)
+		} else if out, err := exec.Command("go", "build", "-o", o.FakeVMRunc, "github.com/podvm/podvm/conformance/fakevm/cmd/"+fakevm.WrapperName).CombinedOutput(); err != nil {
+			missing = fmt.Sprintf("fake VM wrapper: %v: %s", err, out)
 		} else if err := New(*o).preflight(); err != nil {
 			missing = err.Error()
 		}
@@ -60,8 +64,9 @@ func requireLocal(t *testing.T, o *Options) {
 	t.Skipf("local cluster test needs: %s", missing)
 }
 
-// TestLocalClusterIntegration brings the local cluster up, runs a runc pod
-// and a podvm pod on it, takes it down and checks the host is as before.
+// TestLocalClusterIntegration brings the local cluster up, runs a runc pod,
+// a podvm pod and a fake-VM pod on it, takes it down and checks the host
+// is as before.
 func TestLocalClusterIntegration(t *testing.T) {
 	o := testOptions(t)
 	requireLocal(t, &o)
@@ -115,18 +120,44 @@ metadata: {name: on-podvm}
 spec:
   runtimeClassName: podvm
   containers: [{name: c, image: docker.io/library/busybox:1.37, command: [sh, -c, "uname -r; sleep 600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-fakevm}
+spec:
+  runtimeClassName: runc-fakevm
+  containers: [{name: c, image: docker.io/library/busybox:1.37, command: [sh, -c, "uname -r; sleep 600"]}]
 `
 	kubectl(pods, "apply", "-f", "-")
-	kubectl("", "wait", "--for=condition=Ready", "--timeout=3m", "pod/on-runc", "pod/on-podvm")
+	kubectl("", "wait", "--for=condition=Ready", "--timeout=3m", "pod/on-runc", "pod/on-podvm", "pod/on-fakevm")
+	// Ready is the container started, not its first line logged: a pod
+	// VM's output reaches the log a moment later (seconds under TCG on a
+	// loaded host).
+	logs := func(pod string) string {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+			if got := kubectl("", "logs", pod); got != "" || time.Now().After(deadline) {
+				return got
+			}
+		}
+	}
 	hostKernel := strings.TrimSpace(run(t, "uname", "-r"))
-	if got := kubectl("", "logs", "on-runc"); got != hostKernel {
+	if got := logs("on-runc"); got != hostKernel {
 		t.Errorf("runc pod kernel %q, want the host's %q", got, hostKernel)
 	}
-	if got := kubectl("", "logs", "on-podvm"); got == hostKernel || !strings.Contains(got, "podvm") {
+	if got := logs("on-podvm"); got == hostKernel || !strings.Contains(got, "podvm") {
 		t.Errorf("podvm pod kernel %q, want the guest kernel (host is %q)", got, hostKernel)
 	}
 	if got := kubectl("", "exec", "on-podvm", "--", "cat", "/proc/self/cgroup"); got == "" {
 		t.Errorf("exec into the podvm pod printed nothing")
+	}
+	// The fake VM shares the host's kernel and shows a VM's /proc/meminfo
+	// (256 MiB without a limit): its wrapper ran, and found the real runc.
+	if got := logs("on-fakevm"); got != hostKernel {
+		t.Errorf("fake-VM pod kernel %q, want the host's %q", got, hostKernel)
+	}
+	if got := kubectl("", "exec", "on-fakevm", "--", "head", "-n1", "/proc/meminfo"); strings.Join(strings.Fields(got), " ") != "MemTotal: 262144 kB" {
+		t.Errorf("fake-VM pod /proc/meminfo starts %q, want the fake's MemTotal: 262144 kB", got)
 	}
 
 	// Other test packages run VMs at the same time, so the leak check looks
@@ -137,8 +168,8 @@ spec:
 		t.Fatalf("crictl pods: %v", err)
 	}
 	sandboxes := strings.Fields(string(out2))
-	if len(sandboxes) < 2 {
-		t.Fatalf("crictl pods listed %d sandboxes, want the 2 pods of this test", len(sandboxes))
+	if len(sandboxes) < 3 {
+		t.Fatalf("crictl pods listed %d sandboxes, want the 3 pods of this test", len(sandboxes))
 	}
 
 	// Down with the pods still running: it must remove them.

@@ -82,8 +82,8 @@ func TestRenderedConfigsParse(t *testing.T) {
 	}
 
 	docs := strings.Split(runtimeClassesManifest(o), "\n---\n")
-	if len(docs) != 2 {
-		t.Fatalf("want 2 RuntimeClasses, got %d", len(docs))
+	if len(docs) != 3 {
+		t.Fatalf("want 3 RuntimeClasses (runc, podvm, runc-fakevm), got %d", len(docs))
 	}
 	var rc struct {
 		Handler  string `yaml:"handler"`
@@ -93,6 +93,9 @@ func TestRenderedConfigsParse(t *testing.T) {
 	}
 	if err := yaml.Unmarshal([]byte(docs[1]), &rc); err != nil || rc.Handler != "podvm" || rc.Overhead.PodFixed["memory"] != o.OverheadMemory {
 		t.Errorf("podvm RuntimeClass: %+v, %v", rc, err)
+	}
+	if !strings.Contains(docs[2], "name: runc-fakevm\nhandler: runc-fakevm\n") || strings.Contains(docs[2], "overhead") {
+		t.Errorf("fake VM RuntimeClass:\n%s", docs[2])
 	}
 }
 

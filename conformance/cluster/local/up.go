@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/conformance/cluster"
+	"github.com/podvm/podvm/conformance/fakevm"
 	"github.com/podvm/podvm/internal/hostbed"
 )
 
@@ -153,7 +154,7 @@ func (p *Provider) startEtcd(ctx context.Context, s *state, step stepf) error {
 // its socket.
 func (p *Provider) startContainerd(ctx context.Context, s *state, step stepf) error {
 	o, l := p.opts, p.l
-	handlers := "runc, podvm, test-handler"
+	handlers := "runc, podvm, runc-fakevm, test-handler"
 	if o.WithoutPodvmHandler {
 		handlers = "runc, test-handler (no podvm: podvm deploy adds it)"
 	}
@@ -167,7 +168,8 @@ func (p *Provider) startContainerd(ctx context.Context, s *state, step stepf) er
 	binary := filepath.Join(o.ContainerdDir, "containerd")
 	if _, err := startDaemon(l, daemon{name: "containerd", path: binary,
 		args: []string{"--config", l.containerdConfig(), "--log-level", "info"},
-		env:  []string{hostbed.ContainerdPath(binary, filepath.Join(o.PodvmPrefix, "bin"))},
+		// The fake VM's wrapper runs the runc handler's runc.
+		env: []string{hostbed.ContainerdPath(binary, filepath.Join(o.PodvmPrefix, "bin")), fakevm.RuncEnv + "=" + o.Runc},
 	}); err != nil {
 		return err
 	}
@@ -267,7 +269,7 @@ func (p *Provider) applyRuntimeClasses(ctx context.Context, _ *state, step stepf
 	if o.WithoutPodvmHandler {
 		step("RuntimeClass runc")
 	} else {
-		step("RuntimeClasses runc and podvm (overhead %s memory, %s cpu)", o.OverheadMemory, o.OverheadCPU)
+		step("RuntimeClasses runc, podvm (overhead %s memory, %s cpu) and runc-fakevm", o.OverheadMemory, o.OverheadCPU)
 	}
 	if err := os.WriteFile(l.runtimeClasses(), []byte(runtimeClassesManifest(o)), 0o644); err != nil {
 		return err

@@ -1,4 +1,4 @@
-package hostenv
+package benchhost
 
 import (
 	"reflect"
@@ -75,9 +75,11 @@ func TestContainerdConfig(t *testing.T) {
 	}
 }
 
-func TestPodvmConfig(t *testing.T) {
+// TestStateDirConfig checks that the shipped configuration, given the
+// benchmark's StateDir, keeps everything else.
+func TestStateDirConfig(t *testing.T) {
 	installed := config.DefaultTOML()
-	out, err := podvmConfig(installed, StateDir)
+	out, err := config.WithStateDir(installed, StateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +96,7 @@ func TestPodvmConfig(t *testing.T) {
 	if !reflect.DeepEqual(cfg, def) {
 		t.Errorf("rewriting changed more than state_dir:\n%+v\n%+v", cfg, def)
 	}
-	if _, err := podvmConfig([]byte("not toml ["), StateDir); err == nil {
+	if _, err := config.WithStateDir([]byte("not toml ["), StateDir); err == nil {
 		t.Error("no error for a broken config")
 	}
 }

@@ -1,4 +1,4 @@
-package hostenv
+package benchhost
 
 import (
 	"fmt"

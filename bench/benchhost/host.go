@@ -1,4 +1,4 @@
-package hostenv
+package benchhost
 
 import (
 	"context"
@@ -111,7 +111,7 @@ func (h *Host) writePodvmConfig() error {
 	if err != nil {
 		return err
 	}
-	cfgText, err := podvmConfig(installed, StateDir)
+	cfgText, err := config.WithStateDir(installed, StateDir)
 	if err != nil {
 		return fmt.Errorf("%s: %w", h.Tools.PodvmConfig, err)
 	}

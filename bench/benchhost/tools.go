@@ -1,17 +1,16 @@
-// Package hostenv gives the benchmarks a host to run on: a private
+// Package benchhost gives the benchmarks a host to run on: a private
 // containerd with CRI and the runc, podvm (and, when built, runsc) runtime
 // handlers, a pod network of its own (a Linux bridge with Debian's CNI
 // plugins), a local image registry on 127.0.0.1, a CRI client, pods placed
-// in host cgroups as the kubelet places them, and a leak check. It is the
-// benchmarks' counterpart of runtime/integration/testenv, for a program
-// rather than a test: nothing here takes a testing.TB, and nothing it
+// in host cgroups as the kubelet places them, and a leak check. It is for
+// a program rather than a test: nothing here takes a testing.TB, and nothing it
 // creates collides with a test or a cluster running beside it (its own
 // bridge, subnet, podvm state directory and cgroup). The setup (registry,
 // network, containerd: a hostbed.Stack) comes from internal/hostbed; what
 // is here is what the measurements need: pods started through CRI with
 // their timings, their host processes and cgroup charge, the host's
 // description, and the leak check after a run.
-package hostenv
+package benchhost
 
 import (
 	"fmt"

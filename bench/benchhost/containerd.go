@@ -1,14 +1,10 @@
-package hostenv
+package benchhost
 
 import (
-	"fmt"
 	"path/filepath"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
-
 	"github.com/podvm/podvm/internal/hostbed"
-	"github.com/podvm/podvm/runtime/config"
 )
 
 // stackOptions are the bench host's hostbed stack in dir: a registry
@@ -48,34 +44,6 @@ func stackOptions(dir string, t *Tools, podvmConfig string, images []hostbed.Ima
 // RuncRoot is where runc (and runsc) keep container state for the bench
 // host in dir: `ctr run --runc-root` and the CRI runc handler's Root.
 func RuncRoot(dir string) string { return filepath.Join(dir, "runc") }
-
-// podvmConfig rewrites the installed podvm configuration with the
-// benchmark's own state directory, so that its sandboxes (and the leak
-// check) never mix with those of a test or cluster using the install.
-func podvmConfig(installed []byte, stateDir string) ([]byte, error) {
-	var m map[string]any
-	if err := toml.Unmarshal(installed, &m); err != nil {
-		return nil, fmt.Errorf("podvm config: %w", err)
-	}
-	rt, _ := m["runtime"].(map[string]any)
-	if rt == nil {
-		rt = map[string]any{}
-		m["runtime"] = rt
-	}
-	rt["state_dir"] = stateDir
-	out, err := toml.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := config.Parse(out, "benchmark podvm config")
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Runtime.StateDir != stateDir {
-		return nil, fmt.Errorf("podvm config: state_dir is %q after rewriting, want %q", cfg.Runtime.StateDir, stateDir)
-	}
-	return out, nil
-}
 
 // containerdGrace is how long containerd may take to stop on SIGTERM.
 const containerdGrace = 15 * time.Second
