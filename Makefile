@@ -131,7 +131,8 @@ spec-binary:
 CONFORMANCE_FLAGS ?=
 conformance: deps install-dev spec-binary
 	@bash ci/install-tools.sh kubernetes agnhost etcd
-	@$(BIN)/podvm install --prefix $(OUT)/cluster-podvm --image-dir $(OUT)/share/podvm >/dev/null
+	@$(BIN)/podvm install --prefix $(OUT)/cluster-podvm --image-dir $(OUT)/share/podvm \
+		--virtiofsd $(PODVM_CACHE)/tools/virtiofsd-1.14.0/bin/virtiofsd >/dev/null
 	go build -trimpath -o $(BIN)/podvm-fakevm-runc ./conformance/fakevm/cmd/podvm-fakevm-runc
 	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_CRITEST=1 $(BIN)/podvm conformance \
 		--podvm-prefix $(OUT)/cluster-podvm --testbin $(BIN)/podvm-testbin --fakevm-runc $(BIN)/podvm-fakevm-runc \
