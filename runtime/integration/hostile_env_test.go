@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,16 +115,38 @@ func (b *hostileBed) shimOf(pod string) int {
 	return 0
 }
 
-// dirBytes is the size of the files under dir (what a pod keeps in /run).
-func dirBytes(dir string) int64 {
+// runBytes is what the files under dir hold on dir's own file system
+// (/run's tmpfs): the space allocated, not files' apparent sizes, and not
+// what is mounted below dir (the share's volumes and root filesystems).
+func runBytes(dir string) int64 {
+	var root syscall.Stat_t
+	if syscall.Stat(dir, &root) != nil {
+		return 0
+	}
 	var n int64
 	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() {
-			n += fi.Size()
+		if err != nil {
+			return nil
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || st.Dev != root.Dev {
+			return filepath.SkipDir
+		}
+		if fi.Mode().IsRegular() {
+			n += st.Blocks * 512
 		}
 		return nil
 	})
 	return n
+}
+
+// crictlWithin runs crictl with a CRI call deadline of d, as the kubelet
+// gives each call one.
+func (b *hostileBed) crictlWithin(d time.Duration, args ...string) cmdResult {
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	full := append([]string{"--runtime-endpoint", b.c.CRIEndpoint(), "--timeout", d.String()}, args...)
+	return run(exec.CommandContext(ctx, b.c.crictl, full...), nil, nil)
 }
 
 // hostileInitramfs builds the hostile agent and returns the install's
