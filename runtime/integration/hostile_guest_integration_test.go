@@ -16,7 +16,8 @@ const (
 	hostileShimGrowKiB = 32 << 10         // a shim's RSS growth under attack
 	hostileRunBytes    = 16 << 20         // a sandbox's state directory in /run
 	hostileDeadline    = 10 * time.Second // the CRI call deadline (the kubelet's)
-	hostileCallBound   = 15 * time.Second // when such a call must have failed
+	hostileCallBound   = 20 * time.Second // when such a call must have failed (an ExecSync's deadline is its own timeout plus the call's)
+	hostileRemoveBound = 2 * time.Minute  // stopp and rmp of a pod, a silent guest's included (77 s measured)
 )
 
 // TestHostileGuestIntegration runs a well-behaved podvm pod (the victim)
@@ -57,7 +58,14 @@ func TestHostileGuestIntegration(t *testing.T) {
 	t.Run("silent guest", func(t *testing.T) { hostileSilent(t, b, lorisCtr) })
 	t.Run("removal leaves nothing", func(t *testing.T) {
 		for _, a := range hostileAttacks {
-			if leaks := b.removePod(pods[a]); len(leaks) > 0 {
+			start := time.Now()
+			leaks := b.removePod(pods[a])
+			d := time.Since(start).Round(time.Millisecond)
+			t.Logf("%s pod removed in %s", a, d)
+			if d > hostileRemoveBound {
+				t.Errorf("the %s pod took %s to remove, bound %s", a, d, hostileRemoveBound)
+			}
+			if len(leaks) > 0 {
 				t.Errorf("the %s pod %s left:\n  %s", a, pods[a], strings.Join(leaks, "\n  "))
 			}
 		}
