@@ -70,7 +70,8 @@ func requireCRI(t testing.TB) *criTools {
 // reference, and podvm, the installed shim, which finds the installed
 // config beside itself. Everything it creates is removed when the test
 // ends; pods still there are removed first, so CNI DEL runs for each.
-func startCRI(t testing.TB, e *testEnv, tools *criTools) *testContainerd {
+// Handlers in extra are added after those two.
+func startCRI(t testing.TB, e *testEnv, tools *criTools, extra ...hostbed.Handler) *testContainerd {
 	t.Helper()
 	start := time.Now()
 	work := t.TempDir()
@@ -85,13 +86,13 @@ func startCRI(t testing.TB, e *testEnv, tools *criTools) *testContainerd {
 		// network per host at a time.
 		Network: &hostbed.BridgeOptions{Name: "podvm-test", Bridge: "podvm-test0", BinDir: tools.CNIBinDir,
 			SubnetOctet: 213, Portmap: true, RemoveCNICache: true},
-		Handlers: []hostbed.Handler{
+		Handlers: append([]hostbed.Handler{
 			hostbed.RuncHandler("runc", tools.Runc, ""),
 			// No options: the shim finds its install's config,
 			// e.ConfigPath; with options containerd 2.4 could not start
 			// user namespace containers (hostbed.PodvmHandler).
 			hostbed.PodvmHandler("podvm", e.ShimBinary, ""),
-		},
+		}, extra...),
 	})
 	c.crictl = tools.Crictl
 	t.Cleanup(func() {
