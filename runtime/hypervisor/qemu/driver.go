@@ -135,8 +135,15 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 	if want, err = hypervisor.ParseAccelerator(string(want)); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	if _, err := d.chooseChannel(cfg.Transport); err != nil {
+	ch, err := d.chooseChannel(cfg.Transport)
+	if err != nil {
 		return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
+	}
+	if ch.HybridVsock != "" {
+		// Only hybrid vsock binds this one; it is the longest path.
+		if err := vmm.ValidateCommon(cfg, []string{vmm.HybridVsockVhostSocket}, vmm.Limits{MaxMemoryMiB: maxMemoryMiB, MaxVCPUs: maxVCPUs}); err != nil {
+			return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
+		}
 	}
 	return newVM(d, qemuPath, cfg, want), nil
 }
@@ -152,7 +159,7 @@ func (d *Driver) qemuBinary() (string, error) {
 func validate(cfg hypervisor.Config) error {
 	// The longest of the socket paths QEMU and virtiofsd bind.
 	lim := vmm.Limits{MinMemoryMiB: minMemoryMiB, MaxMemoryMiB: maxMemoryMiB, MaxVCPUs: maxVCPUs}
-	if err := vmm.ValidateCommon(cfg, []string{virtiofsdSocketName, vmm.HybridVsockVhostSocket}, lim); err != nil {
+	if err := vmm.ValidateCommon(cfg, []string{virtiofsdSocketName}, lim); err != nil {
 		return err
 	}
 	switch cfg.SharedFS {
