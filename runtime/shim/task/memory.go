@@ -90,6 +90,10 @@ func (m *podMemory) bound(ctx context.Context, id string, raw []byte, cs []*cont
 	if share == 0 {
 		return raw, nil
 	}
+	// containerd's working set is usage less inactive_file, and 0 when
+	// the guest claims more inactive file memory than usage: that claim is
+	// cut to the usage it reported, so the raised figure counts in full.
+	mt.Memory.InactiveFile = min(mt.Memory.InactiveFile, mt.Memory.Usage)
 	mt.Memory.Usage += share
 	if mt.Memory.Usage < share { // wrapped
 		mt.Memory.Usage = ^uint64(0)

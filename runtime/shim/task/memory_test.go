@@ -114,3 +114,38 @@ func TestStatsWithoutHostFigure(t *testing.T) {
 		t.Errorf("usage %d, anon %d; want the guest's figures", m.Memory.Usage, m.Memory.Anon)
 	}
 }
+
+// inactiveLiar claims more inactive file memory than its usage, which
+// containerd's working set (usage less inactive_file, 0 when inactive is
+// larger) would turn into 0 whatever the usage.
+type inactiveLiar struct{ lyingGuest }
+
+func (inactiveLiar) StatsContainer(context.Context, *api.StatsContainerRequest) (*api.StatsContainerResponse, error) {
+	b, err := proto.Marshal(&stats.Metrics{Memory: &stats.MemoryStat{Usage: 1 * mib, InactiveFile: 1 << 60}})
+	return &api.StatsContainerResponse{CgroupV2Metrics: b}, err
+}
+
+// TestStatsOfInactiveFileLiar: the floor holds for the working set CRI
+// computes, not only for the usage field.
+func TestStatsOfInactiveFileLiar(t *testing.T) {
+	s, _ := testService(t)
+	addTestContainer(t, s, "sandbox", true)
+	addTestContainer(t, s, "app", false)
+	s.agent = inactiveLiar{}
+	s.mem = &podMemory{host: func() (uint64, error) { return 760 * mib, nil }, base: 160 * mib, reported: map[string]uint64{}}
+	resp, err := s.Stats(context.Background(), &taskAPI.StatsRequest{ID: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m stats.Metrics
+	if err := proto.Unmarshal(resp.Stats.Value, &m); err != nil {
+		t.Fatal(err)
+	}
+	var ws uint64 // as containerd's CRI computes it
+	if m.Memory.InactiveFile < m.Memory.Usage {
+		ws = m.Memory.Usage - m.Memory.InactiveFile
+	}
+	if ws < 599*mib {
+		t.Errorf("working set as CRI computes it: %d MiB (usage %d, inactive_file %d); the host charges 600 MiB over the VM's base", ws/mib, m.Memory.Usage, m.Memory.InactiveFile)
+	}
+}
