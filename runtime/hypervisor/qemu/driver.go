@@ -141,7 +141,7 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 	}
 	if ch.HybridVsock != "" {
 		// Only hybrid vsock binds this one; it is the longest path.
-		if err := vmm.ValidateCommon(cfg, []string{vmm.HybridVsockVhostSocket}, vmm.Limits{MaxMemoryMiB: maxMemoryMiB, MaxVCPUs: maxVCPUs}); err != nil {
+		if err := vmm.CheckSocketPaths(cfg.StateDir, []string{vmm.HybridVsockVhostSocket}); err != nil {
 			return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
 		}
 	}

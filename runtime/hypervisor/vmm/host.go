@@ -39,6 +39,18 @@ type Limits struct {
 	MinMemoryMiB, MaxMemoryMiB, MaxVCPUs uint32
 }
 
+// CheckSocketPaths checks that the sockets (names in stateDir) the VMM and
+// its helpers bind fit in sun_path, which holds 107 bytes.
+func CheckSocketPaths(stateDir string, sockets []string) error {
+	for _, name := range sockets {
+		if p := filepath.Join(stateDir, name); len(p) > 107 {
+			return fmt.Errorf("state dir %s is too long for unix sockets (%s is %d bytes, the limit is 107): use a shorter state dir",
+				stateDir, p, len(p))
+		}
+	}
+	return nil
+}
+
 // ValidateCommon checks what every driver needs of cfg before anything
 // starts: the id, a state dir whose sockets (names in it) fit in sun_path,
 // the guest kernel and initramfs, the size within limits, and the shared
@@ -50,12 +62,8 @@ func ValidateCommon(cfg hypervisor.Config, sockets []string, lim Limits) error {
 	if cfg.StateDir == "" || !filepath.IsAbs(cfg.StateDir) {
 		return fmt.Errorf("state dir %q must be an absolute path", cfg.StateDir)
 	}
-	// The VMM and virtiofsd bind these paths; sun_path holds 107 bytes.
-	for _, name := range sockets {
-		if p := filepath.Join(cfg.StateDir, name); len(p) > 107 {
-			return fmt.Errorf("state dir %s is too long for unix sockets (%s is %d bytes, the limit is 107): use a shorter state dir",
-				cfg.StateDir, p, len(p))
-		}
+	if err := CheckSocketPaths(cfg.StateDir, sockets); err != nil {
+		return err
 	}
 	for _, f := range []struct{ what, path string }{{"kernel", cfg.KernelPath}, {"initramfs", cfg.InitrdPath}} {
 		if f.path == "" {
