@@ -80,9 +80,26 @@ func BuildImage(s ImageSources) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("installer image, binaries layer: %w", err)
 	}
+	return OCIImage([]v1.Layer{guestLayer, binLayer}, v1.Config{
+		Entrypoint: []string{PayloadDir + "/bin/podvm"},
+		Cmd:        []string{"deploy", "node", "--help"},
+		Env:        []string{"PATH=" + PayloadDir + "/bin"},
+		WorkingDir: "/",
+		Labels: map[string]string{
+			"org.opencontainers.image.title":       "podvm-installer",
+			"org.opencontainers.image.description": "Installs podvm (VM-isolated pods) on Kubernetes nodes: podvm deploy",
+			"org.opencontainers.image.version":     s.Version,
+		},
+	})
+}
+
+// OCIImage is an OCI image of layers, with no base, for linux on this
+// architecture, created at the epoch (so the same inputs give the same
+// digest), running as cfg says.
+func OCIImage(layers []v1.Layer, cfg v1.Config) (v1.Image, error) {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err = mutate.AppendLayers(img, guestLayer, binLayer)
+	img, err := mutate.AppendLayers(img, layers...)
 	if err != nil {
 		return nil, err
 	}
@@ -93,17 +110,7 @@ func BuildImage(s ImageSources) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", runtime.GOARCH
 	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
-	cf.Config = v1.Config{
-		Entrypoint: []string{PayloadDir + "/bin/podvm"},
-		Cmd:        []string{"deploy", "node", "--help"},
-		Env:        []string{"PATH=" + PayloadDir + "/bin"},
-		WorkingDir: "/",
-		Labels: map[string]string{
-			"org.opencontainers.image.title":       "podvm-installer",
-			"org.opencontainers.image.description": "Installs podvm (VM-isolated pods) on Kubernetes nodes: podvm deploy",
-			"org.opencontainers.image.version":     s.Version,
-		},
-	}
+	cf.Config = cfg
 	return mutate.ConfigFile(img, cf)
 }
 

@@ -3,13 +3,11 @@ package hostbed
 import (
 	"errors"
 	"fmt"
+	"github.com/podvm/podvm/deploy"
 	"os"
 	"runtime"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // ProbeImage is busybox with testbin as /usr/local/bin/probe (see
@@ -176,24 +174,11 @@ func buildImage(id string, cfg v1.Config, base v1.Layer, layers []*layerBuilder)
 		}
 		all = append(all, l)
 	}
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err := mutate.AppendLayers(img, all...)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", runtime.GOARCH
 	if cfg.Env == nil {
 		cfg.Env = []string{defaultPath}
 	}
 	cfg.Labels = map[string]string{labelTestID: id}
-	cf.Config = cfg
-	return mutate.ConfigFile(img, cf)
+	return deploy.OCIImage(all, cfg)
 }
 
 // PushAll pushes every image under each of its references.
