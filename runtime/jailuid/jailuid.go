@@ -38,6 +38,7 @@ type Range struct {
 type Lease struct {
 	UID  uint32
 	lock *os.File
+	path string
 }
 
 // Acquire takes a free uid. The first candidate derives from key (the
@@ -66,6 +67,10 @@ func (r Range) Acquire(key string) (*Lease, error) {
 }
 
 // try locks uid's file: a lease, nil if another holder has it, or an error.
+// Release unlinks the file under the lock, so a lock taken on a file
+// that is no longer the one at its path (opened before a Release unlinked
+// it) holds nothing: that counts as taken, and the next try makes a new
+// file.
 func (r Range) try(uid uint32) (*Lease, error) {
 	path := filepath.Join(r.Dir, strconv.FormatUint(uint64(uid), 10))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
@@ -79,13 +84,28 @@ func (r Range) try(uid uint32) (*Lease, error) {
 		}
 		return nil, fmt.Errorf("jail uids: lock %s: %w", path, err)
 	}
-	return &Lease{UID: uid, lock: f}, nil
+	if !samePathFile(f, path) {
+		f.Close()
+		return nil, nil
+	}
+	return &Lease{UID: uid, lock: f, path: path}, nil
+}
+
+// samePathFile reports whether f is still the file at path.
+func samePathFile(f *os.File, path string) bool {
+	var held, now unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &held) != nil || unix.Stat(path, &now) != nil {
+		return false
+	}
+	return held.Dev == now.Dev && held.Ino == now.Ino
 }
 
 // Release gives the uid back; the caller must have ended every process
-// running as it. Releasing twice is harmless.
+// running as it. Its file is removed, so the directory holds only the
+// uids in use. Releasing twice is harmless.
 func (l *Lease) Release() {
 	if l != nil && l.lock != nil {
+		os.Remove(l.path)
 		l.lock.Close()
 		l.lock = nil
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -292,7 +293,9 @@ func (s *Service) deleteResponse(p *container.Process) *taskAPI.DeleteResponse {
 	return &taskAPI.DeleteResponse{Pid: s.hostPid(), ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}
 }
 
-// Kill signals the container's init (or all its processes).
+// Kill signals the container's init (or all its processes). A SIGKILL the
+// guest does not confirm with an exit within killConfirmTimeout is
+// recorded as done (confirmKill).
 func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
 	_, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
@@ -301,12 +304,43 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	if status, _, _ := p.State(); status == task.Status_STOPPED {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
 	}
-	sb := s.sandbox()
-	if _, err := sb.Agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All}); err != nil {
+	agent, _ := s.guest()
+	if _, err := agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All}); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("signal %d to container %s: %w", r.Signal, r.ID, err))
+	}
+	if r.Signal == uint32(syscall.SIGKILL) {
+		go s.confirmKill(p, killConfirmTimeout)
 	}
 	return &ptypes.Empty{}, nil
 }
+
+// killConfirmTimeout is how long a SIGKILL'd process may take to be
+// reported exited by the guest: runc kill and the reap take well under a
+// second even under TCG on a loaded host. (A variable for tests.)
+var killConfirmTimeout = 10 * time.Second
+
+// confirmKill records p as killed (exit 137) if the guest has not reported
+// its exit within timeout. The exit is the guest's to report, and a guest
+// that owns its agent may never do so: without this a pod whose guest went
+// silent could never be stopped, as CRI's StopContainer waits for the exit
+// and the VM is only destroyed after it. What the guest still runs goes
+// with the VM.
+func (s *Service) confirmKill(p *container.Process, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+	if p.Wait(ctx) == nil || s.ctx.Err() != nil {
+		return
+	}
+	log.G(s.ctx).WithFields(log.Fields{"container": p.ContainerID(), "exec": p.ExecID()}).
+		Warnf("the guest did not report the exit of a SIGKILLed process within %s; recording it as killed", timeout)
+	p.CloseRelay()
+	if p.SetExited(killedExitStatus, time.Now()) {
+		s.sendExit(p)
+	}
+}
+
+// killedExitStatus is what a shell reports for a process ended by SIGKILL.
+const killedExitStatus = 128 + uint32(syscall.SIGKILL)
 
 // Wait blocks until the process exits.
 func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
