@@ -98,6 +98,9 @@ func Start(spec Spec) (*Process, error) {
 		// The child changes uid before it sets Pdeathsig, so the change
 		// (which clears the parent-death signal) does not undo it.
 		cmd.SysProcAttr.Credential = spec.Jail.credential()
+		if spec.Jail.Namespaces {
+			cmd.SysProcAttr.Cloneflags = jailNamespaces
+		}
 		start = func(cmd *exec.Cmd) error { return startOnJailThread(cmd, spec.Jail, done) }
 	}
 	if err := start(cmd); err != nil {

@@ -249,3 +249,34 @@ func TestJailLandlock(t *testing.T) {
 		t.Errorf("landlocked child: want a write in its dir and a denied read of a world-readable file outside:\n%s", out)
 	}
 }
+
+// A jailed child with Namespaces is alone in its PID namespace (pid 1,
+// no other process in view), has a network namespace of its own, and does not
+// share the host's IPC or UTS namespaces.
+func TestJailNamespaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch uid and make namespaces")
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	script := `echo pid=$$; for n in pid net ipc uts; do echo $n=$(readlink /proc/self/ns/$n); done`
+	p, err := Start(Spec{Name: "namespaced", Path: "/bin/sh", LogPath: log, Args: []string{"-c", script},
+		Jail: &Jail{UID: 4242, GID: 4242, Namespaces: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	out, _ := os.ReadFile(log)
+	if !strings.Contains(string(out), "pid=1\n") {
+		t.Errorf("the child is not pid 1 of a PID namespace of its own:\n%s", out)
+	}
+	for _, n := range []string{"pid", "net", "ipc", "uts"} {
+		host, err := os.Readlink("/proc/self/ns/" + n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), n+"="+host+"\n") {
+			t.Errorf("the child shares the host's %s namespace (%s):\n%s", n, host, out)
+		}
+	}
+}
