@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -66,5 +67,49 @@ func TestKillUnconfirmedBySilentGuest(t *testing.T) {
 				t.Errorf("exit status %d, want %d", got[0].ExitStatus, tc.wantStatus)
 			}
 		})
+	}
+}
+
+// stallingStats never answers StatsContainer until the caller gives up,
+// and counts the calls.
+type stallingStats struct {
+	api.AgentServiceService
+	calls atomic.Int32
+}
+
+func (g *stallingStats) StatsContainer(ctx context.Context, _ *api.StatsContainerRequest) (*api.StatsContainerResponse, error) {
+	g.calls.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// containerd asks for stats while it handles an exit (to look for an OOM
+// kill) within 10 s: a silent guest must not hold that, and a stopped
+// container's stats need no guest at all.
+func TestStatsOfSilentGuestBounded(t *testing.T) {
+	defer func(d time.Duration) { statsTimeout = d }(statsTimeout)
+	statsTimeout = 300 * time.Millisecond
+	s, _ := testService(t)
+	g := &stallingStats{}
+	s.agent = g
+	addTestContainer(t, s, "app", false)
+	c, _ := s.containers.Get("app")
+	c.Init().SetRunning()
+
+	start := time.Now()
+	if _, err := s.Stats(context.Background(), &taskAPI.StatsRequest{ID: "app"}); err == nil {
+		t.Fatal("stats of a running container whose guest never answers: no error")
+	}
+	if d := time.Since(start); d > 3*statsTimeout {
+		t.Errorf("stats of a silent guest took %s, bound %s", d, statsTimeout)
+	}
+
+	c.Init().SetExited(137, time.Now())
+	resp, err := s.Stats(context.Background(), &taskAPI.StatsRequest{ID: "app"})
+	if err != nil || resp.Stats.GetTypeUrl() != cgroupV2MetricsType {
+		t.Fatalf("stats of a stopped container: %v, %v; want empty cgroup v2 metrics", resp, err)
+	}
+	if n := g.calls.Load(); n != 1 {
+		t.Errorf("the guest was asked %d times, want once (never for the stopped container)", n)
 	}
 }

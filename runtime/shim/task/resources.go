@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
@@ -21,13 +22,29 @@ import (
 // (github.com/containerd/cgroups/v3/cgroup2/stats.Metrics); CRI decodes it.
 const cgroupV2MetricsType = "io.containerd.cgroups.v2.Metrics"
 
+// statsTimeout bounds the guest's answer to a stats call. containerd asks
+// for a container's stats while it handles the container's exit (to look
+// for an OOM kill) within a 10 s budget: a guest that answers later, or
+// never, must not use it up, or CRI never sees the container stop. (A
+// variable for tests.)
+var statsTimeout = 5 * time.Second
+
 // Stats returns the container's guest cgroup stats, its memory usage
-// bounded by the host's figure where the host can measure (podMemory).
+// bounded by the host's figure where the host can measure (podMemory). A
+// stopped container has no cgroup left in the guest: it gets empty stats
+// without a guest call (its OOM kill, if any, was published before its
+// exit).
 func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	if _, err := s.getContainer(r.ID); err != nil {
+	c, err := s.getContainer(r.ID)
+	if err != nil {
 		return nil, err
 	}
+	if status, _, _ := c.Init().State(); status == task.Status_STOPPED {
+		return &taskAPI.StatsResponse{Stats: &anypb.Any{TypeUrl: cgroupV2MetricsType}}, nil
+	}
 	agent, mem := s.guest()
+	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
+	defer cancel()
 	resp, err := agent.StatsContainer(ctx, &api.StatsContainerRequest{ContainerId: r.ID})
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("stats of container %s: %w", r.ID, err))
