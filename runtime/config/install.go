@@ -12,12 +12,6 @@ import (
 // (default.toml) names in its guest image paths.
 const ShippedPrefix = "/opt/podvm"
 
-// InstallConfig is the config of the install that executable (a program in
-// <prefix>/bin) belongs to: <prefix>/share/podvm/config.toml.
-func InstallConfig(executable string) string {
-	return filepath.Join(filepath.Dir(filepath.Dir(executable)), InstalledRel)
-}
-
 // ForPrefix is shipped (a configuration naming ShippedPrefix, such as
 // DefaultTOML) with its paths moved from ShippedPrefix to prefix, checked
 // by the parser. `podvm install` and the node installer write it.
