@@ -123,9 +123,9 @@ func TestResolveInstalledEtcDir(t *testing.T) {
 func TestResolveValidatesTheResult(t *testing.T) {
 	root := t.TempDir()
 	files(t, root, map[string]string{
-		"etc/config.d/10.toml": "[hypervisor]\ndriver = \"cloud-hypervisor\"\naccelerator = \"tcg\"\n",
-		"etc/config.d/20.toml": "[hypervisor]\naccelerator = \"kvm\"\n",
-		"bad/config.d/10.toml": "[hypervisor]\ndefault_vcpus = 0\n",
+		"etc/config.d/10.toml":  "[hypervisor]\ndriver = \"cloud-hypervisor\"\naccelerator = \"tcg\"\n",
+		"etc/config.d/20.toml":  "[hypervisor]\naccelerator = \"kvm\"\n",
+		"bad/config.d/10.toml":  "[hypervisor]\ndefault_vcpus = 0\n",
 		"typo/config.d/10.toml": "[hypervisor]\nkernal = \"/x\"\n",
 	})
 	etc := EtcDir
