@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podvm/podvm/guestimage"
+	"github.com/podvm/podvm/internal/estimate"
 )
 
 // defaultImageDir is where the default configuration expects the image.
@@ -21,8 +22,9 @@ func newImageCommand() *cobra.Command {
 		Use:   "build",
 		Short: "Build the guest kernel and initramfs, reusing cached builds",
 		Long: `Builds the guest kernel from Debian's linux-source-6.1 with podvm's config
-fragment (about 5 minutes on 2 cores, cached by content hash afterwards) and an
-initramfs holding podvm-agent as /init and a static runc, then copies both to --image-dir.`,
+fragment (` + estimate.KernelBuild.About() + `, cached by content hash
+afterwards) and an initramfs holding podvm-agent as /init and a static runc,
+then copies both to --image-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Progress = os.Stderr
