@@ -78,6 +78,7 @@ func strictTree(root *cobra.Command) {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
+		c.SuggestionsMinimumDistance = 2
 		if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
 			c.Args = cobra.ArbitraryArgs
 			c.RunE = groupRunE

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 
@@ -72,6 +73,22 @@ func writeOutput(w io.Writer, format string, v any) error {
 	return err
 }
 
+// warnings is where podvm warns, the run's stderr (cobra prints pflag's
+// own deprecation notes to stdout, into -o json output).
+var warnings io.Writer = os.Stderr
+
+// aliasValue is a deprecated name of another flag: setting it sets that
+// flag's value and warns.
+type aliasValue struct {
+	pflag.Value
+	old, new string
+}
+
+func (a aliasValue) Set(s string) error {
+	fmt.Fprintf(warnings, "podvm: --%s is deprecated, use --%s\n", a.old, a.new)
+	return a.Value.Set(s)
+}
+
 // aliasFlag adds old as a hidden, deprecated name of the flag new, so
 // that scripts written for old keep working (and are told the new name).
 func aliasFlag(f *pflag.FlagSet, old, new string) {
@@ -79,8 +96,8 @@ func aliasFlag(f *pflag.FlagSet, old, new string) {
 	if flag == nil {
 		panic("podvm: alias of an undefined flag --" + new)
 	}
-	f.Var(flag.Value, old, flag.Usage)
-	if err := f.MarkDeprecated(old, "use --"+new); err != nil {
+	f.Var(aliasValue{flag.Value, old, new}, old, "deprecated: use --"+new)
+	if err := f.MarkHidden(old); err != nil {
 		panic(err)
 	}
 }

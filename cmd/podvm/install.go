@@ -38,7 +38,7 @@ and never edits containerd's configuration.`,
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "/opt/podvm", "installation prefix")
-	cmd.Flags().StringVar(&imageDir, "image-dir", defaultImageDir, "directory holding vmlinux and initramfs.cpio (from `podvm image build --image-dir`)")
+	cmd.Flags().StringVar(&imageDir, "image-dir", defaultImageDir, "directory holding vmlinux and initramfs.cpio (from 'podvm image build --image-dir')")
 	cmd.Flags().StringVar(&etcDir, "etc-dir", config.EtcDir, "the operator's configuration directory of this install (a test install gives its own, away from the machine's)")
 	cmd.Flags().StringVar(&h.vsockd, "vhost-device-vsock", "", "the vhost-device-vsock binary to ship, making the agent channel hybrid vsock (default: none, virtio-serial)")
 	cmd.Flags().StringVar(&h.virtiofsd, "virtiofsd", "", "the Rust virtiofsd binary to ship (default: none, the runtime looks in the usual places)")

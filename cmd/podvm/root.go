@@ -39,6 +39,7 @@ Exit codes (docs/cli.md):
 
 // run runs podvm with args and returns its exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	warnings = stderr
 	root := newRootCommand()
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -24,10 +24,10 @@ var (
 	// KernelBuild is extract, configure and `make -j2 vmlinux` from a
 	// fresh tree: 3 min 39 s and 4 min 12 s in two runs
 	// (docs/guest-image.md, "Figures").
-	KernelBuild = Step{"guest kernel build", 4 * time.Minute, "fresh tree, 2 cores"}
+	KernelBuild = Step{"guest kernel build", 4 * time.Minute, "2 cores, fresh tree"}
 	// Critest is critest with the runc and podvm handlers under TCG
 	// (docs/critest.md).
-	Critest = Step{"critest", 10 * time.Minute, "runc and podvm handlers, TCG"}
+	Critest = Step{"critest", 10 * time.Minute, "TCG, runc and podvm handlers"}
 )
 
 // About is the step's estimate as progress lines print it.

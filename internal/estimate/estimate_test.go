@@ -26,7 +26,7 @@ func (s *syncBuffer) String() string {
 }
 
 func TestAbout(t *testing.T) {
-	if got := KernelBuild.About(); got != "about 4 min on fresh tree, 2 cores" {
+	if got := KernelBuild.About(); got != "about 4 min on 2 cores, fresh tree" {
 		t.Errorf("KernelBuild.About() = %q", got)
 	}
 	if got := (Step{Typical: 90 * time.Second, Where: "x"}).About(); got != "about 1.5 min on x" {
