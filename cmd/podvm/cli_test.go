@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"maps"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -93,12 +94,7 @@ func keys(t *testing.T, raw json.RawMessage) []string {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		t.Fatalf("not a JSON object: %v\n%s", err, raw)
 	}
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(m))
 }
 
 func TestVersionJSON(t *testing.T) {

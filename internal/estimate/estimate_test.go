@@ -1,28 +1,17 @@
 package estimate
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// lines receives each Write.
+type lines chan string
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func (l lines) Write(p []byte) (int, error) {
+	l <- string(p)
+	return len(p), nil
 }
 
 func TestAbout(t *testing.T) {
@@ -36,15 +25,21 @@ func TestAbout(t *testing.T) {
 
 // The first line comes within First, well before Every.
 func TestTickerFirstLineSoon(t *testing.T) {
-	var w syncBuffer
-	stop := Ticker(&w, "kernel: compiling", KernelBuild)
-	deadline := time.Now().Add(First + time.Second)
-	for w.String() == "" && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	w := make(lines, 4)
+	stop := Ticker(w, "kernel: compiling", KernelBuild)
+	defer stop()
+	select {
+	case got := <-w:
+		if !strings.HasPrefix(got, "kernel: compiling... 2s (about 4 min") {
+			t.Errorf("first line %q", got)
+		}
+	case <-time.After(First + time.Second):
+		t.Fatalf("no line after %s", First+time.Second)
 	}
 	stop()
-	stop()
-	if got := w.String(); !strings.HasPrefix(got, "kernel: compiling... 2s (about 4 min") || strings.Count(got, "\n") != 1 {
-		t.Errorf("after %s: %q, want one line", First+time.Second, got)
+	select {
+	case got := <-w:
+		t.Errorf("a line after stop: %q", got)
+	default:
 	}
 }
