@@ -176,10 +176,13 @@ func installedOptions(ctx context.Context, cmd *cobra.Command, k deploy.Kubectl,
 		}
 		return given, nil
 	}
-	// The flags given again, parsed onto the record.
+	// The flags given again, parsed onto the record. Defining a flag sets
+	// its variable to the default: the record is put in after.
 	again := &cobra.Command{}
-	selector := ""
-	manifestFlags(again, &rec, &selector)
+	var merged deploy.Options
+	var selector string
+	manifestFlags(again, &merged, &selector)
+	merged, selector = rec, selectorString(rec.NodeSelector)
 	var setErr error
 	cmd.Flags().Visit(func(fl *pflag.Flag) {
 		if f := again.Flags().Lookup(fl.Name); f != nil && setErr == nil {
@@ -189,10 +192,10 @@ func installedOptions(ctx context.Context, cmd *cobra.Command, k deploy.Kubectl,
 	if setErr != nil {
 		return given, usageError{setErr}
 	}
-	if rec.NodeSelector, err = parseSelector(selector); err != nil {
+	if merged.NodeSelector, err = parseSelector(selector); err != nil {
 		return given, usageError{err}
 	}
-	return rec, nil
+	return merged, nil
 }
 
 // selectorString is m as --node-selector takes it.
