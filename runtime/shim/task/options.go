@@ -33,7 +33,7 @@ func loadConfig(opts *anypb.Any) (*config.Config, string, error) {
 	}
 	e, err := config.Resolve(path, executable())
 	if err != nil {
-		return nil, config.ResolveFor(path, executable()), err
+		return nil, path, err
 	}
 	return e.Config, e.Base(), nil
 }
