@@ -87,7 +87,7 @@ func (r checkReport) failed() int {
 func runChecks(cmd *cobra.Command, f *configFlags) checkReport {
 	e, err := f.resolve()
 	if err != nil {
-		return checkReport{Results: []checkResult{{Name: "config", Status: "missing", Detail: err.Error(),
+		return checkReport{Config: []config.Source{}, Results: []checkResult{{Name: "config", Status: "missing", Detail: err.Error(),
 			Fix: "correct the file, or see `podvm config default` and `podvm config show`"}}}
 	}
 	cfg := e.Config
