@@ -40,11 +40,11 @@ image: build
 	@bash ci/install-packages.sh
 	@bash ci/install-tools.sh runc
 	$(BIN)/podvm image build --agent $(BIN)/podvm-agent \
-		--runc $(PODVM_CACHE)/tools/runc-v1.5.2/bin/runc-static --out $(OUT)/share/podvm
+		--runc $(PODVM_CACHE)/tools/runc-v1.5.2/bin/runc-static --image-dir $(OUT)/share/podvm
 
 # A complete install under _output, used by the integration tests.
 install-dev: image
-	$(BIN)/podvm install --prefix $(OUT) --image-dir $(OUT)/share/podvm \
+	$(BIN)/podvm install --prefix $(OUT) --image-dir $(OUT)/share/podvm --etc-dir $(OUT)/etc/podvm \
 		--virtiofsd $(PODVM_CACHE)/tools/virtiofsd-1.14.0/bin/virtiofsd >/dev/null
 
 lint:
@@ -131,11 +131,11 @@ spec-binary:
 CONFORMANCE_FLAGS ?=
 conformance: deps install-dev spec-binary
 	@bash ci/install-tools.sh kubernetes agnhost etcd
-	@$(BIN)/podvm install --prefix $(OUT)/cluster-podvm --image-dir $(OUT)/share/podvm \
+	@$(BIN)/podvm install --prefix $(OUT)/cluster-podvm --image-dir $(OUT)/share/podvm --etc-dir $(OUT)/cluster-podvm/etc/podvm \
 		--virtiofsd $(PODVM_CACHE)/tools/virtiofsd-1.14.0/bin/virtiofsd >/dev/null
 	go build -trimpath -o $(BIN)/podvm-fakevm-runc ./conformance/fakevm/cmd/podvm-fakevm-runc
 	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_CRITEST=1 $(BIN)/podvm conformance \
-		--podvm-prefix $(OUT)/cluster-podvm --testbin $(BIN)/podvm-testbin --fakevm-runc $(BIN)/podvm-fakevm-runc \
+		--prefix $(OUT)/cluster-podvm --testbin $(BIN)/podvm-testbin --fakevm-runc $(BIN)/podvm-fakevm-runc \
 		--out $(OUT)/conformance \
 		--critest-command "go test -count=1 -timeout 2h -run TestCritestIntegration ./runtime/integration/" \
 		$(CONFORMANCE_FLAGS)

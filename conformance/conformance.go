@@ -22,6 +22,7 @@ import (
 
 	"github.com/podvm/podvm/conformance/cluster"
 	"github.com/podvm/podvm/conformance/report"
+	"github.com/podvm/podvm/internal/estimate"
 )
 
 // Options configures one conformance run.
@@ -89,7 +90,7 @@ func Run(ctx context.Context, o Options) (*report.Report, error) {
 		rep.Runs = append(rep.Runs, run)
 	}
 	if len(o.CritestCommand) > 0 {
-		progress("critest with every handler (about 10 min under TCG)")
+		progress("critest with every handler (%s)", estimate.Critest.About())
 		runs := runCritest(ctx, o)
 		for _, r := range runs {
 			progress("   %s: %s", r.RuntimeClass, summary(r))

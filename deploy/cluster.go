@@ -21,6 +21,7 @@ import (
 type Kubectl struct {
 	Path       string // the kubectl binary
 	Kubeconfig string
+	Context    string // the kubeconfig's context; "" is its current one
 	// run replaces executing kubectl (tests).
 	run func(ctx context.Context, stdin []byte, args ...string) ([]byte, error)
 }
@@ -30,10 +31,14 @@ func (k Kubectl) Run(ctx context.Context, stdin []byte, args ...string) ([]byte,
 	if k.run != nil {
 		return k.run(ctx, stdin, args...)
 	}
-	full := args
+	var full []string
 	if k.Kubeconfig != "" {
-		full = append([]string{"--kubeconfig", k.Kubeconfig}, args...)
+		full = append(full, "--kubeconfig", k.Kubeconfig)
 	}
+	if k.Context != "" {
+		full = append(full, "--context", k.Context)
+	}
+	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, k.Path, full...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)

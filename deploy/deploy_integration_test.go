@@ -192,9 +192,9 @@ func TestDeployIntegration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restart := filepath.Join(e.binDir, "podvm") + " cluster restart-containerd --dir " + o.Dir
+	restart := filepath.Join(e.binDir, "podvm") + " cluster restart-containerd --cluster-dir " + o.Dir
 	deployFlags := []string{"--kubeconfig", c.Kubeconfig, "--kubectl", kubectlPath, "--image", image,
-		"--host-prefix", e.prefix, "--containerd-config", p.ContainerdConfig(), "--containerd-dropin-dir", p.ContainerdDropInDir(),
+		"--prefix", e.prefix, "--containerd-config", p.ContainerdConfig(), "--containerd-dropin-dir", p.ContainerdDropInDir(),
 		"--containerd-socket", sock, "--restart-command", restart, "--api-server", apiServer, "--timeout", "4m"}
 
 	// 2. A node without the label never gets podvm pods: with the
@@ -294,7 +294,9 @@ spec:
 	}
 
 	// 5. Uninstall, and the node is as before.
-	podvmCLI(append([]string{"deploy", "uninstall"}, deployFlags...)...)
+	// The kubeconfig alone: uninstall finds the install's options on the
+	// cluster (deploy.Installed).
+	podvmCLI("deploy", "uninstall", "--kubeconfig", c.Kubeconfig, "--kubectl", kubectlPath, "--timeout", "4m")
 	phase("uninstalled")
 	var left []string
 	if _, err := os.Stat(filepath.Join(p.ContainerdDropInDir(), "podvm.toml")); err == nil {

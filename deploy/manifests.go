@@ -33,6 +33,12 @@ const (
 	// RuntimeClass's node selector, so podvm pods go only there.
 	LabelKey   = "podvm.io/runtime"
 	LabelValue = "ready"
+	// PartOfLabel is on every object the manifests create.
+	PartOfLabel = "app.kubernetes.io/part-of=podvm"
+	// OptionsAnnotation on the namespace records the Options of the
+	// install (JSON), so that `podvm deploy uninstall` finds what to
+	// remove from the kubeconfig alone (Installed).
+	OptionsAnnotation = "podvm.io/install-options"
 	// PayloadDir is where the image holds podvm's files (bin/, share/podvm/).
 	PayloadDir = "/podvm"
 	// hostRootMount is where the installer sees the node's /.
@@ -46,34 +52,35 @@ const (
 )
 
 // Options shape the manifests.
+// Its JSON is the record of an install (OptionsAnnotation).
 type Options struct {
 	// Image is the installer image (`podvm deploy image`). Required.
-	Image           string
-	ImagePullPolicy string
-	Namespace       string
+	Image           string `json:"image"`
+	ImagePullPolicy string `json:"imagePullPolicy"`
+	Namespace       string `json:"namespace"`
 	// RuntimeClass is the RuntimeClass's name; Handler is its CRI handler,
 	// the name of the runtime the installer adds to containerd.
-	RuntimeClass string
-	Handler      string
+	RuntimeClass string `json:"runtimeClass"`
+	Handler      string `json:"handler"`
 	// HostPrefix is where podvm is installed on each node.
-	HostPrefix string
+	HostPrefix string `json:"hostPrefix"`
 	// ContainerdConfig is containerd's main configuration on the nodes; it
 	// must import DropInDir (the installer checks, and never edits it).
-	ContainerdConfig string
-	DropInDir        string
-	ContainerdSocket string
+	ContainerdConfig string `json:"containerdConfig"`
+	DropInDir        string `json:"containerdDropInDir"`
+	ContainerdSocket string `json:"containerdSocket"`
 	// RestartCommand restarts containerd on a node (run chrooted into the
 	// node's /, split on whitespace, no shell). Empty: systemd's
 	// `systemctl restart containerd`.
-	RestartCommand string
+	RestartCommand string `json:"restartCommand,omitempty"`
 	// APIServer is the API server URL the installer labels nodes through;
 	// empty is the in-cluster service address.
-	APIServer string
+	APIServer string `json:"apiServer,omitempty"`
 	// NodeSelector picks the nodes to install on.
-	NodeSelector map[string]string
+	NodeSelector map[string]string `json:"nodeSelector"`
 	// OverheadMemory and OverheadCPU are the RuntimeClass's overhead.podFixed.
-	OverheadMemory string
-	OverheadCPU    string
+	OverheadMemory string `json:"overheadMemory"`
+	OverheadCPU    string `json:"overheadCPU"`
 }
 
 // DefaultOptions install on every Linux node with containerd's stock
@@ -180,6 +187,9 @@ apiVersion: v1
 kind: Namespace
 metadata:
   name: {{q .Namespace}}
+  annotations:
+    # What was installed, for podvm deploy uninstall.
+    {{.OptionsAnnotation}}: {{q .Record}}
   labels:
     app.kubernetes.io/part-of: podvm
     # The installer is a privileged pod.
@@ -421,12 +431,19 @@ func (o Options) daemonSet(name, verb string) daemonSetData {
 type templateData struct {
 	Options
 	LabelKey, LabelValue, PolicyName string
+	// OptionsAnnotation holds Record, the Options as JSON.
+	OptionsAnnotation, Record string
 	// FixedFields are the parts of a node the installer may not change.
 	FixedFields []string
 }
 
 func (o Options) templateData() templateData {
+	record, err := json.Marshal(o)
+	if err != nil {
+		panic(err) // strings and a map of strings
+	}
 	return templateData{Options: o, LabelKey: LabelKey, LabelValue: LabelValue, PolicyName: PolicyName,
+		OptionsAnnotation: OptionsAnnotation, Record: string(record),
 		FixedFields: []string{"spec", "metadata.annotations", "metadata.finalizers", "metadata.ownerReferences"}}
 }
 

@@ -17,9 +17,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/podvm/podvm/internal/estimate"
 )
 
 //go:embed kernel.fragment
@@ -370,30 +371,11 @@ func (b *kernelBuild) configure(ctx context.Context, tree string) error {
 	return nil
 }
 
-// compile runs make vmlinux, printing the elapsed time every 15 s.
+// compile runs make vmlinux, printing the elapsed time (estimate.Ticker).
 func (b *kernelBuild) compile(ctx context.Context, tree string) error {
-	fmt.Fprintf(b.progress, "kernel: compiling vmlinux with make -j%d (from a fresh tree about 4 min on 2 cores; log: %s)\n", b.jobs, b.logPath)
-	start := time.Now()
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(15 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				fmt.Fprintf(b.progress, "kernel: compiling... %s\n", time.Since(start).Round(time.Second))
-			}
-		}
-	}()
-	// Progress writers need not be safe for concurrent use: stop the
-	// ticker before anyone else writes again.
-	defer wg.Wait()
-	defer close(done)
+	fmt.Fprintf(b.progress, "kernel: compiling vmlinux with make -j%d (%s; log: %s)\n", b.jobs, estimate.KernelBuild.About(), b.logPath)
+	stop := estimate.Ticker(b.progress, "kernel: compiling", estimate.KernelBuild)
+	defer stop()
 	if err := b.run(ctx, tree, "make", "-j"+strconv.Itoa(b.jobs), "vmlinux"); err != nil {
 		return fmt.Errorf("kernel: compile: %w", err)
 	}

@@ -93,7 +93,7 @@ func (f *benchFlags) run(cmd *cobra.Command, doBoot, doStartup, doDensity bool) 
 	defer stop()
 	tools, err := benchhost.FindTools(f.prefix, f.cache, f.runsc, f.testbin)
 	if err != nil {
-		return err
+		return prerequisite(err)
 	}
 	o := suite.Options{
 		Host:   benchhost.Options{Tools: tools, Debug: f.debug, Keep: f.keep, Progress: cmd.ErrOrStderr()},

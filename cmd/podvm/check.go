@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 
@@ -12,56 +13,92 @@ import (
 	"github.com/podvm/podvm/runtime/hypervisor/drivers"
 )
 
+// checkResult is one line of `podvm check`, as -o json|yaml prints it.
+type checkResult struct {
+	Name   string `json:"name" yaml:"name"`
+	Status string `json:"status" yaml:"status"` // ok, fallback or missing
+	Detail string `json:"detail" yaml:"detail"`
+	Fix    string `json:"fix,omitempty" yaml:"fix,omitempty"`
+}
+
+// checkReport is the whole of `podvm check -o json|yaml`.
+type checkReport struct {
+	Config  []config.Source `json:"config" yaml:"config"`
+	OK      bool            `json:"ok" yaml:"ok"`
+	Results []checkResult   `json:"results" yaml:"results"`
+}
+
 func newCheckCommand() *cobra.Command {
-	var configPath string
+	var f configFlags
+	var output string
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Report what this host can do for podvm, with a fix for each missing piece",
-		Long: `Checks the configuration, the guest image, the VMM and its helpers, the
-accelerator (hardware KVM or TCG software emulation) and the agent channel
-(vsock or virtio-serial). Exits non-zero when a pod VM could not start here.`,
+		Long: `Checks the configuration the shim would use (resolved as 'podvm config show'
+says, and named in the first line), the guest image, the VMM and its helpers,
+the accelerator (hardware KVM or TCG software emulation) and the agent channel
+(vsock or virtio-serial). Exits 3 when a pod VM could not start here.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			results, fatal := runChecks(cmd, configPath)
-			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-			for _, r := range results {
-				mark := "ok"
-				switch {
-				case !r.OK && r.Optional:
-					mark = "fallback"
-				case !r.OK:
-					mark = "MISSING"
+			rep := runChecks(cmd, &f)
+			if output != outputText {
+				if err := writeOutput(cmd.OutOrStdout(), output, rep); err != nil {
+					return err
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", mark, r.Name, r.Detail)
-				if !r.OK && r.Fix != "" {
-					fmt.Fprintf(w, "\t\tfix: %s\n", r.Fix)
-				}
+			} else {
+				printChecks(cmd.OutOrStdout(), rep.Results)
 			}
-			w.Flush()
-			if fatal > 0 {
-				return fmt.Errorf("%d check(s) failed: pod VMs cannot start on this host until they are fixed", fatal)
+			if !rep.OK {
+				return prerequisite(fmt.Errorf("%d check(s) failed: pod VMs cannot start on this host until they are fixed", rep.failed()))
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&configPath, "config", config.DefaultPath, "podvm configuration file")
+	f.add(cmd)
+	outputFlag(cmd, &output, outputJSON, outputYAML)
 	return cmd
 }
 
-func runChecks(cmd *cobra.Command, configPath string) ([]hypervisor.CheckResult, int) {
-	var results []hypervisor.CheckResult
-	cfg, err := config.Load(configPath)
-	if err != nil {
-		return []hypervisor.CheckResult{{Name: "config", Detail: err.Error(), Fix: "correct the file, or see `podvm config default`"}}, 1
+func printChecks(out io.Writer, results []checkResult) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	for _, r := range results {
+		mark := r.Status
+		if mark == "missing" {
+			mark = "MISSING"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", mark, r.Name, r.Detail)
+		if r.Fix != "" {
+			fmt.Fprintf(w, "\t\tfix: %s\n", r.Fix)
+		}
 	}
-	results = append(results, hypervisor.CheckResult{Name: "config", OK: true, Detail: configPath})
+	w.Flush()
+}
+
+func (r checkReport) failed() int {
+	n := 0
+	for _, c := range r.Results {
+		if c.Status == "missing" {
+			n++
+		}
+	}
+	return n
+}
+
+func runChecks(cmd *cobra.Command, f *configFlags) checkReport {
+	e, err := f.resolve()
+	if err != nil {
+		return checkReport{Config: []config.Source{}, Results: []checkResult{{Name: "config", Status: "missing", Detail: err.Error(),
+			Fix: "correct the file, or see `podvm config default` and `podvm config show`"}}}
+	}
+	cfg := e.Config
+	results := []hypervisor.CheckResult{{Name: "config", OK: true, Detail: e.Describe()}}
 	for _, f := range []struct{ name, path string }{{"guest kernel", cfg.Hypervisor.Kernel}, {"guest initramfs", cfg.Hypervisor.Initrd}} {
 		r := hypervisor.CheckResult{Name: f.name, Detail: f.path}
 		if _, err := os.Stat(f.path); err == nil {
 			r.OK = true
 		} else {
 			r.Detail = fmt.Sprintf("%s not found", f.path)
-			r.Fix = "run `podvm image build --out <dir>` and point hypervisor.kernel/initrd at it (or `podvm install`)"
+			r.Fix = "run `podvm image build --image-dir <dir>` and point hypervisor.kernel/initrd at it (or `podvm install`)"
 		}
 		results = append(results, r)
 	}
@@ -71,11 +108,16 @@ func runChecks(cmd *cobra.Command, configPath string) ([]hypervisor.CheckResult,
 	} else {
 		results = append(results, driver.Check(cmd.Context())...)
 	}
-	fatal := 0
+	rep := checkReport{Config: e.Sources, OK: true}
 	for _, r := range results {
-		if !r.OK && !r.Optional {
-			fatal++
+		c := checkResult{Name: r.Name, Status: "ok", Detail: r.Detail}
+		if !r.OK {
+			c.Status, c.Fix = "fallback", r.Fix
+			if !r.Optional {
+				c.Status, rep.OK = "missing", false
+			}
 		}
+		rep.Results = append(rep.Results, c)
 	}
-	return results, fatal
+	return rep
 }

@@ -32,7 +32,8 @@ func newClusterOptions() *clusterOptions {
 // addFlags adds the flags to cmd and, persistent, to its subcommands.
 func (o *clusterOptions) addFlags(cmd *cobra.Command) {
 	f, l := cmd.PersistentFlags(), &o.local
-	f.StringVar(&l.Dir, "dir", l.Dir, "state directory of the cluster")
+	f.StringVar(&l.Dir, "cluster-dir", l.Dir, "state directory of the cluster")
+	aliasFlag(f, "dir", "cluster-dir")
 	f.StringVar(&l.NodeName, "node-name", l.NodeName, "node name (added to /etc/hosts)")
 	f.StringVar(&l.Bridge, "bridge", l.Bridge, "bridge of the pod network (a second cluster needs its own)")
 	f.StringVar(&l.CgroupRoot, "cgroup-root", l.CgroupRoot, "kubelet cgroupRoot (a second cluster needs its own, e.g. /podvm-2)")
@@ -42,7 +43,8 @@ func (o *clusterOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&l.Runc, "runc", l.Runc, "runc binary for the runc handler")
 	f.StringVar(&l.Crictl, "crictl", l.Crictl, "crictl binary (used to remove pods at 'down')")
 	f.StringVar(&l.CNIBinDir, "cni-bin-dir", l.CNIBinDir, "directory of the CNI plugins (bridge, host-local, portmap)")
-	f.StringVar(&l.PodvmPrefix, "podvm-prefix", l.PodvmPrefix, "where podvm is installed ('podvm install --prefix')")
+	f.StringVar(&l.PodvmPrefix, "prefix", l.PodvmPrefix, "where podvm is installed ('podvm install --prefix')")
+	aliasFlag(f, "podvm-prefix", "prefix")
 	f.StringVar(&l.Busybox, "busybox", l.Busybox, "static busybox for the images")
 	f.StringVar(&l.Testbin, "testbin", l.Testbin, "podvm's testbin program (the pause image)")
 	f.StringVar(&l.FakeVMRunc, "fakevm-runc", l.FakeVMRunc, "the fake-VM baseline's runc wrapper (runc-fakevm handler)")
@@ -52,13 +54,13 @@ func (o *clusterOptions) addFlags(cmd *cobra.Command) {
 	f.IntVar(&l.EtcdPort, "etcd-port", l.EtcdPort, "etcd client port on 127.0.0.1 (peer port is the next one)")
 	f.StringVar(&l.OverheadMemory, "podvm-overhead-memory", l.OverheadMemory, "RuntimeClass podvm overhead.podFixed memory")
 	f.StringVar(&l.OverheadCPU, "podvm-overhead-cpu", l.OverheadCPU, "RuntimeClass podvm overhead.podFixed cpu")
-	f.StringVar(&o.provider, "provider", o.provider, "local (host processes) or kind (Docker nodes; needs hardware KVM)")
+	enumVarP(f, &o.provider, "provider", "", o.provider, []string{"local", "kind"}, "local: host processes; kind: Docker nodes, needs hardware KVM")
 	f.StringVar(&o.kind.Name, "kind-name", o.kind.Name, "kind cluster name")
 	f.StringVar(&o.kind.NodeImage, "kind-node-image", "", "kindest/node image (default: kind's own)")
 	f.IntVar(&o.kind.Workers, "kind-workers", 0, "kind worker nodes besides the control plane")
 }
 
-// kindProvider is the kind provider, with podvm where --podvm-prefix says.
+// kindProvider is the kind provider, with podvm where --prefix says.
 func (o *clusterOptions) kindProvider() *kind.Provider {
 	o.kind.PodvmPrefix = o.local.PodvmPrefix
 	return kind.New(o.kind)
@@ -83,7 +85,7 @@ a private containerd with the runc, podvm, runc-fakevm (the fake-VM baseline) an
 test-handler handlers, and the RuntimeClasses runc, podvm and runc-fakevm. Images come from a registry on 127.0.0.1 that
 serves locally built images; pods sit on a bridge and reach only the host.
 
-Everything lives under --dir; 'down' stops every process, removes every pod
+Everything lives under --cluster-dir; 'down' stops every process, removes every pod
 (so every pod VM is torn down) and undoes each change to the host. The binaries
 come from 'make conformance' (or ci/install-tools.sh kubernetes etcd).`,
 	}
@@ -118,8 +120,32 @@ func newClusterDownCommand(o *clusterOptions) *cobra.Command {
 	}
 }
 
+// clusterStatus is what `podvm cluster status -o json|yaml` prints.
+type clusterStatus struct {
+	Provider   string             `json:"provider" yaml:"provider"`
+	Healthy    bool               `json:"healthy" yaml:"healthy"`
+	Components []clusterComponent `json:"components" yaml:"components"`
+}
+
+type clusterComponent struct {
+	Name   string `json:"name" yaml:"name"`
+	PID    int    `json:"pid,omitempty" yaml:"pid,omitempty"`
+	Up     bool   `json:"up" yaml:"up"`
+	Detail string `json:"detail,omitempty" yaml:"detail,omitempty"`
+	Log    string `json:"log,omitempty" yaml:"log,omitempty"`
+}
+
+func newClusterStatus(st *cluster.Status) clusterStatus {
+	out := clusterStatus{Provider: st.Provider, Healthy: st.Healthy(), Components: []clusterComponent{}}
+	for _, c := range st.Components {
+		out.Components = append(out.Components, clusterComponent(c))
+	}
+	return out
+}
+
 func newClusterStatusCommand(o *clusterOptions) *cobra.Command {
-	return &cobra.Command{
+	var output string
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show each process of the cluster and whether the node is Ready (exit 1 if not healthy)",
 		Args:  cobra.NoArgs,
@@ -128,13 +154,19 @@ func newClusterStatusCommand(o *clusterOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(cmd.OutOrStdout(), st)
-			if !st.Healthy() {
-				return fmt.Errorf("cluster is not healthy")
+			if output != outputText {
+				err = writeOutput(cmd.OutOrStdout(), output, newClusterStatus(st))
+			} else {
+				fmt.Fprint(cmd.OutOrStdout(), st)
 			}
-			return nil
+			if err == nil && !st.Healthy() {
+				err = fmt.Errorf("cluster is not healthy")
+			}
+			return err
 		},
 	}
+	outputFlag(cmd, &output, outputJSON, outputYAML)
+	return cmd
 }
 
 func newKindConfigCommand(o *clusterOptions) *cobra.Command {
@@ -177,8 +209,9 @@ func newServeRegistryCommand(o *clusterOptions) *cobra.Command {
 // installer runs there as its --restart-command, chrooted into the node.
 func newRestartContainerdCommand(dir *string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "restart-containerd",
-		Short: "Restart the local cluster's containerd in its own namespaces and cgroups (the installer's --restart-command there)",
+		Use:    "restart-containerd",
+		Hidden: true,
+		Short:  "Restart the local cluster's containerd in its own namespaces and cgroups (the installer's --restart-command there)",
 		Long: `Restarts the containerd of a local cluster ('podvm cluster up') with the same
 command line, environment, namespaces, cgroups and limits, appending to its log and
 updating its pid file, so that 'podvm cluster status' and 'down' follow the new

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -21,11 +22,12 @@ import (
 
 // conformanceOptions are the flags of `podvm conformance`.
 type conformanceOptions struct {
-	local                                                        local.Options
-	providerName, kubeconfig, kubectl, classes, baseline, outDir string
-	specBinary, labelFilter, e2eBinary, e2eFocus, critestCmd     string
-	specArgs                                                     []string
-	keep                                                         bool
+	local                                                         local.Options
+	providerName, kubeconfig, context, kubectl, classes, baseline string
+	outDir                                                        string
+	specBinary, labelFilter, e2eBinary, e2eFocus, critestCmd      string
+	specArgs                                                      []string
+	keep                                                          bool
 }
 
 func newConformanceCommand() *cobra.Command {
@@ -59,8 +61,9 @@ Providers:
 func (o *conformanceOptions) addFlags(cmd *cobra.Command) {
 	self, _ := os.Executable()
 	f := cmd.Flags()
-	f.StringVar(&o.providerName, "provider", "local", "cluster provider: local or existing")
+	enumVarP(f, &o.providerName, "provider", "", "local", []string{"local", "existing"}, "cluster provider")
 	f.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of an existing cluster")
+	f.StringVar(&o.context, "context", "", "kubeconfig context to use (default: the kubeconfig's current context)")
 	f.StringVar(&o.kubectl, "kubectl", "kubectl", "kubectl binary (existing provider)")
 	f.StringVar(&o.classes, "runtime-classes", "runc,runc-fakevm,podvm", "runtime classes to run the specs with, comma-separated")
 	f.StringVar(&o.baseline, "baseline", "runc,runc-fakevm", "the shared-kernel classes among them (comma-separated), on which every isolation spec must fail")
@@ -74,7 +77,8 @@ func (o *conformanceOptions) addFlags(cmd *cobra.Command) {
 	f.BoolVar(&o.keep, "keep", false, "leave a local cluster this run brought up running")
 	// The local cluster's own settings.
 	f.StringVar(&o.local.Dir, "cluster-dir", o.local.Dir, "state directory of the local cluster")
-	f.StringVar(&o.local.PodvmPrefix, "podvm-prefix", o.local.PodvmPrefix, "where podvm is installed for the local cluster")
+	f.StringVar(&o.local.PodvmPrefix, "prefix", o.local.PodvmPrefix, "where podvm is installed for the local cluster")
+	aliasFlag(f, "podvm-prefix", "prefix")
 	f.StringVar(&o.local.Testbin, "testbin", o.local.Testbin, "podvm's testbin program (the pause image)")
 	f.StringVar(&o.local.FakeVMRunc, "fakevm-runc", o.local.FakeVMRunc, "the fake-VM baseline's runc wrapper (runc-fakevm handler)")
 }
@@ -90,6 +94,31 @@ func (o *conformanceOptions) provider() (cluster.Provider, string, error) {
 	default:
 		return nil, "", fmt.Errorf("unknown provider %q (local or existing; kind clusters are used as existing ones, see docs/conformance.md)", o.providerName)
 	}
+}
+
+// pinContext replaces --kubeconfig with a copy holding only --context
+// (kubectl config view --minify --flatten), so that every suite, kubectl
+// and the spec binary alike, talks to that context's cluster.
+func (o *conformanceOptions) pinContext(ctx context.Context) error {
+	if o.context == "" {
+		return nil
+	}
+	if o.providerName != "existing" {
+		return usageErrorf("--context %q: only the existing provider takes a kubeconfig", o.context)
+	}
+	args := []string{"config", "view", "--minify", "--flatten", "--context", o.context}
+	if o.kubeconfig != "" {
+		args = append([]string{"--kubeconfig", o.kubeconfig}, args...)
+	}
+	b, err := exec.CommandContext(ctx, o.kubectl, args...).Output()
+	if err != nil {
+		return fmt.Errorf("kubeconfig of context %q: %w", o.context, err)
+	}
+	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
+		return err
+	}
+	o.kubeconfig = filepath.Join(o.outDir, "kubeconfig-"+strings.NewReplacer("/", "_", ":", "_").Replace(o.context))
+	return os.WriteFile(o.kubeconfig, b, 0o600)
 }
 
 // suiteOptions are the conformance run's options on cluster c.
@@ -121,6 +150,9 @@ func (o *conformanceOptions) run(ctx context.Context, out io.Writer) error {
 	if err := report.CheckClasses(strings.Split(o.classes, ","), o.baselines()); err != nil {
 		return fmt.Errorf("--runtime-classes %q, --baseline %q: %w", o.classes, o.baseline, err)
 	}
+	if err := o.pinContext(ctx); err != nil {
+		return err
+	}
 	p, desc, err := o.provider()
 	if err != nil {
 		return err
@@ -138,7 +170,7 @@ func (o *conformanceOptions) run(ctx context.Context, out io.Writer) error {
 	}
 	opts := o.suiteOptions(c, desc, out)
 	if _, err := os.Stat(opts.SpecBinary); err != nil {
-		return fmt.Errorf("spec suite %s: %w (build it: cd spec && go test -c -o %s .)", opts.SpecBinary, err, opts.SpecBinary)
+		return prerequisiteErrorf("spec suite %s: %w (build it: cd spec && go test -c -o %s .)", opts.SpecBinary, err, opts.SpecBinary)
 	}
 	rep, err := conformance.Run(ctx, opts)
 	if err != nil {

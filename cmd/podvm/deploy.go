@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/podvm/podvm/deploy"
 	"github.com/podvm/podvm/deploy/node"
@@ -30,7 +32,7 @@ pods only onto labelled nodes. See docs/deploy.md.
 
   podvm deploy image --push REGISTRY/podvm/installer:TAG   # build and push the installer image
   podvm deploy install --kubeconfig K --image REGISTRY/podvm/installer:TAG
-  podvm deploy uninstall --kubeconfig K --image REGISTRY/podvm/installer:TAG
+  podvm deploy uninstall --kubeconfig K   # finds what install put there
   podvm deploy render --image ... | kubectl apply -f -     # the manifests alone`,
 	}
 	cmd.AddCommand(newDeployRenderCommand(), newDeployInstallCommand(false), newDeployInstallCommand(true),
@@ -42,15 +44,16 @@ pods only onto labelled nodes. See docs/deploy.md.
 func manifestFlags(cmd *cobra.Command, o *deploy.Options, nodeSelector *string) {
 	f := cmd.Flags()
 	f.StringVar(&o.Image, "image", "", "installer image reference, as the nodes pull it (required; see 'podvm deploy image')")
-	f.StringVar(&o.ImagePullPolicy, "image-pull-policy", o.ImagePullPolicy, "imagePullPolicy of the installer pods")
-	f.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the installer")
-	f.StringVar(&o.HostPrefix, "host-prefix", o.HostPrefix, "directory podvm is installed into on each node")
+	enumVarP(f, &o.ImagePullPolicy, "image-pull-policy", "", o.ImagePullPolicy, []string{"Always", "IfNotPresent", "Never"}, "imagePullPolicy of the installer pods")
+	f.StringVarP(&o.Namespace, "namespace", "n", o.Namespace, "namespace of the installer")
+	f.StringVar(&o.HostPrefix, "prefix", o.HostPrefix, "directory podvm is installed into on each node")
+	aliasFlag(f, "host-prefix", "prefix")
 	f.StringVar(&o.ContainerdConfig, "containerd-config", o.ContainerdConfig, "containerd's main configuration on the nodes (must import the drop-in directory; never edited)")
 	f.StringVar(&o.DropInDir, "containerd-dropin-dir", o.DropInDir, "directory of containerd drop-in files on the nodes")
 	f.StringVar(&o.ContainerdSocket, "containerd-socket", o.ContainerdSocket, "containerd's CRI socket on the nodes")
 	f.StringVar(&o.RestartCommand, "restart-command", "", "command that restarts containerd on a node, run chrooted into the node's / (split on spaces, no shell); default: systemctl restart containerd")
 	f.StringVar(&o.APIServer, "api-server", "", "API server URL the installers label nodes through (default: the in-cluster service)")
-	f.StringVar(nodeSelector, "node-selector", "kubernetes.io/os=linux", "nodes to install on: comma-separated key=value labels")
+	f.StringVarP(nodeSelector, "node-selector", "l", selectorString(o.NodeSelector), "nodes to install on: comma-separated key=value labels")
 	f.StringVar(&o.OverheadMemory, "overhead-memory", o.OverheadMemory, "RuntimeClass overhead.podFixed.memory (docs/deploy.md, Derivation)")
 	f.StringVar(&o.OverheadCPU, "overhead-cpu", o.OverheadCPU, "RuntimeClass overhead.podFixed.cpu")
 }
@@ -81,7 +84,7 @@ func newDeployRenderCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if o.NodeSelector, err = parseSelector(selector); err != nil {
-				return err
+				return usageError{err}
 			}
 			render := deploy.Render
 			if cleanup {
@@ -112,11 +115,14 @@ func newDeployInstallCommand(uninstall bool) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if o.NodeSelector, err = parseSelector(selector); err != nil {
-				return err
+				return usageError{err}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if uninstall {
+				if o, err = installedOptions(ctx, cmd, k, o); err != nil {
+					return err
+				}
 				return deploy.Uninstall(ctx, k, o, timeout, cmd.OutOrStdout())
 			}
 			nodes, err := deploy.Install(ctx, k, o, timeout, cmd.OutOrStdout())
@@ -132,18 +138,77 @@ func newDeployInstallCommand(uninstall bool) *cobra.Command {
 	if uninstall {
 		cmd.Use = "uninstall"
 		cmd.Short = "Remove podvm from every node (cleanup DaemonSet) and delete everything install created"
-		cmd.Long = `Refuses while pods with runtimeClassName podvm exist. Deletes the RuntimeClass,
+		cmd.Long = `Finds the install from the kubeconfig alone: the namespace labelled
+` + deploy.PartOfLabel + ` records the install's options (annotation
+` + deploy.OptionsAnnotation + `); flags given here override them, and
+are needed only for an install made by an older podvm.
+
+Refuses while pods with runtimeClassName podvm exist. Deletes the RuntimeClass,
 the installer DaemonSet, runs the cleanup DaemonSet (each node: label removed,
 containerd drop-in removed, containerd restarted, files removed), then deletes
-the cleanup DaemonSet, the RBAC objects and the namespace. Pass the same
---host-prefix, --containerd-* and --restart-command as at install.`
+the cleanup DaemonSet, the RBAC objects and the namespace.`
 	}
 	manifestFlags(cmd, &o, &selector)
 	f := cmd.Flags()
 	f.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default: kubectl's own choice)")
+	f.StringVar(&k.Context, "context", "", "kubeconfig context to use (default: its current context)")
 	f.StringVar(&k.Path, "kubectl", k.Path, "kubectl binary")
 	f.DurationVar(&timeout, "timeout", timeout, "how long to wait for the nodes")
 	return cmd
+}
+
+// installedOptions are the options the cluster's install recorded, with
+// the manifest flags given on cmd's command line on top; without a
+// record, the flags alone (given is what they say).
+func installedOptions(ctx context.Context, cmd *cobra.Command, k deploy.Kubectl, given deploy.Options) (deploy.Options, error) {
+	ns := ""
+	if cmd.Flags().Changed("namespace") {
+		ns = given.Namespace
+	}
+	rec, found, err := deploy.Installed(ctx, k, ns)
+	if err != nil {
+		return given, err
+	}
+	if !found {
+		if given.Image == "" {
+			return given, fmt.Errorf("no podvm install found on the cluster (no namespace labelled %s): nothing to uninstall, "+
+				"or give the install's flags (--image, --prefix, ...)", deploy.PartOfLabel)
+		}
+		return given, nil
+	}
+	// The flags given again, parsed onto the record. Defining a flag sets
+	// its variable to the default: the record is put in after.
+	again := &cobra.Command{}
+	var merged deploy.Options
+	var selector string
+	manifestFlags(again, &merged, &selector)
+	merged, selector = rec, selectorString(rec.NodeSelector)
+	var setErr error
+	cmd.Flags().Visit(func(fl *pflag.Flag) {
+		if f := again.Flags().Lookup(fl.Name); f != nil && setErr == nil {
+			setErr = f.Value.Set(fl.Value.String())
+		}
+	})
+	if setErr != nil {
+		return given, usageError{setErr}
+	}
+	if merged.NodeSelector, err = parseSelector(selector); err != nil {
+		return given, usageError{err}
+	}
+	return merged, nil
+}
+
+// selectorString is m as --node-selector takes it.
+func selectorString(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + m[k]
+	}
+	return strings.Join(keys, ",")
 }
 
 func newDeployImageCommand() *cobra.Command {
@@ -204,8 +269,9 @@ the default configuration. --tar writes a docker-save tarball for
 
 func newDeployNodeCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "node",
-		Short: "The node installer: runs inside the installer and cleanup DaemonSets' pods",
+		Use:    "node",
+		Hidden: true,
+		Short:  "The node installer: runs inside the installer and cleanup DaemonSets' pods",
 		Long: `'podvm deploy node install' and 'uninstall' are what the DaemonSets run on
 each node, in the DaemonSets' privileged init containers (the node's /
 mounted at --host-root); 'wait' is the unprivileged container that stays.

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podvm/podvm/guestimage"
+	"github.com/podvm/podvm/internal/estimate"
 )
 
 // defaultImageDir is where the default configuration expects the image.
@@ -21,8 +22,9 @@ func newImageCommand() *cobra.Command {
 		Use:   "build",
 		Short: "Build the guest kernel and initramfs, reusing cached builds",
 		Long: `Builds the guest kernel from Debian's linux-source-6.1 with podvm's config
-fragment (about 5 minutes on 2 cores, cached by content hash afterwards) and an
-initramfs holding podvm-agent as /init and a static runc, then copies both to --out.`,
+fragment (` + estimate.KernelBuild.About() + `, cached by content hash
+afterwards) and an initramfs holding podvm-agent as /init and a static runc,
+then copies both to --image-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Progress = os.Stderr
@@ -42,7 +44,8 @@ initramfs holding podvm-agent as /init and a static runc, then copies both to --
 	build.Flags().StringVar(&o.AgentBinary, "agent", besideSelf("podvm-agent"), "static podvm-agent binary to use as /init")
 	build.Flags().StringVar(&o.RuncBinary, "runc", cachedRuncStatic(), "static runc binary for the guest (ci/install-tools.sh runc builds it)")
 	build.Flags().IntVar(&o.Jobs, "jobs", 0, "parallel kernel build jobs (default: number of CPUs)")
-	build.Flags().StringVar(&out, "out", defaultImageDir, "directory to install vmlinux and initramfs.cpio into")
+	build.Flags().StringVar(&out, "image-dir", defaultImageDir, "directory to install vmlinux and initramfs.cpio into")
+	aliasFlag(build.Flags(), "out", "image-dir")
 	cmd.AddCommand(build)
 	return cmd
 }

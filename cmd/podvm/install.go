@@ -15,7 +15,7 @@ import (
 )
 
 func newInstallCommand() *cobra.Command {
-	var prefix, imageDir string
+	var prefix, imageDir, etcDir string
 	var h helpers
 	cmd := &cobra.Command{
 		Use:   "install",
@@ -29,22 +29,28 @@ writes
 PREFIX/share/podvm/config.toml (the defaults, pointing at that image), and prints
 the containerd configuration that adds the 'podvm' runtime handler.
 
-It never edits containerd's configuration itself.`,
+It never writes the operator's configuration (--etc-dir: config.toml and
+config.d/*.toml there win over the shipped file, see 'podvm config --help'),
+and never edits containerd's configuration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return install(prefix, imageDir, h, cmd.OutOrStdout())
+			return install(prefix, imageDir, etcDir, h, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "/opt/podvm", "installation prefix")
-	cmd.Flags().StringVar(&imageDir, "image-dir", defaultImageDir, "directory holding vmlinux and initramfs.cpio (from `podvm image build --out`)")
+	cmd.Flags().StringVar(&imageDir, "image-dir", defaultImageDir, "directory holding vmlinux and initramfs.cpio (from 'podvm image build --image-dir')")
+	cmd.Flags().StringVar(&etcDir, "etc-dir", config.EtcDir, "the operator's configuration directory of this install (a test install gives its own, away from the machine's)")
 	cmd.Flags().StringVar(&h.vsockd, "vhost-device-vsock", "", "the vhost-device-vsock binary to ship, making the agent channel hybrid vsock (default: none, virtio-serial)")
 	cmd.Flags().StringVar(&h.virtiofsd, "virtiofsd", "", "the Rust virtiofsd binary to ship (default: none, the runtime looks in the usual places)")
 	return cmd
 }
 
-func install(prefix, imageDir string, h helpers, out io.Writer) error {
+func install(prefix, imageDir, etcDir string, h helpers, out io.Writer) error {
 	prefix, err := filepath.Abs(prefix)
 	if err != nil {
+		return err
+	}
+	if etcDir, err = filepath.Abs(etcDir); err != nil {
 		return err
 	}
 	binDir := filepath.Join(prefix, "bin")
@@ -57,7 +63,7 @@ func install(prefix, imageDir string, h helpers, out io.Writer) error {
 	for _, name := range []string{"containerd-shim-podvm-v2", "podvm", "podvm-agent"} {
 		src := besideSelf(name)
 		if err := copyFile(src, filepath.Join(binDir, name), 0o755); err != nil {
-			return fmt.Errorf("install %s: %w (build it with `make build`)", name, err)
+			return prerequisiteErrorf("install %s: %w (build it with `make build`)", name, err)
 		}
 	}
 	for _, name := range []string{"vmlinux", "initramfs.cpio", "kernel.release", "runc-features.json"} {
@@ -66,7 +72,7 @@ func install(prefix, imageDir string, h helpers, out io.Writer) error {
 			continue // optional: the guest runc could not describe itself
 		}
 		if err := copyFile(src, filepath.Join(shareDir, name), 0o644); err != nil {
-			return fmt.Errorf("install guest image file %s: %w (run `podvm image build --out %s` first)", name, err, imageDir)
+			return prerequisiteErrorf("install guest image file %s: %w (run `podvm image build --image-dir %s` first)", name, err, imageDir)
 		}
 	}
 	if err := h.install(prefix, out); err != nil {
@@ -84,13 +90,28 @@ func install(prefix, imageDir string, h helpers, out io.Writer) error {
 	if _, err := config.Parse([]byte(clhText), clhPath); err != nil {
 		return fmt.Errorf("generated configuration is invalid: %w", err)
 	}
-	for path, text := range map[string][]byte{cfgPath: cfgText, clhPath: []byte(clhText)} {
+	etcFile := filepath.Join(prefix, config.InstalledEtcDirRel)
+	for path, text := range map[string][]byte{cfgPath: cfgText, clhPath: []byte(clhText), etcFile: []byte(etcDir + "\n")} {
 		if err := writeAtomic(path, text, 0o644); err != nil {
 			return err
 		}
 	}
 	printHandlers(out, prefix, filepath.Join(binDir, "containerd-shim-podvm-v2"), cfgPath, clhPath)
+	printOperatorConfig(out, etcDir, cfgPath)
 	return nil
+}
+
+// printOperatorConfig says which configuration the shim will use: the
+// operator's file is never written here, and wins when it exists.
+func printOperatorConfig(out io.Writer, etcDir, shipped string) {
+	own := filepath.Join(etcDir, "config.toml")
+	if _, err := os.Stat(own); err == nil {
+		fmt.Fprintf(out, "\nYour %s was left as it is: it wins over the shipped %s.\n", own, shipped)
+	} else {
+		fmt.Fprintf(out, "\nThe shim uses the shipped %s (rewritten by every install).\nTo change a setting, put it in %s or %s/config.d/*.toml: no install overwrites those.\n",
+			shipped, own, etcDir)
+	}
+	fmt.Fprintln(out, "'podvm config show' prints the files in effect and every value.")
 }
 
 // helpers are the optional daemons shipped into <prefix>/libexec/podvm/,

@@ -59,3 +59,23 @@ func TestInstallHelpers(t *testing.T) {
 		t.Error("a missing --virtiofsd was accepted")
 	}
 }
+
+// install says which file the shim will use and that the operator's is
+// never written.
+func TestInstallNamesTheOperatorConfig(t *testing.T) {
+	etc := t.TempDir()
+	var out bytes.Buffer
+	printOperatorConfig(&out, etc, "/p/share/podvm/config.toml")
+	if s := out.String(); !strings.Contains(s, "uses the shipped /p/share/podvm/config.toml") || !strings.Contains(s, filepath.Join(etc, "config.toml")) ||
+		!strings.Contains(s, "no install overwrites those") {
+		t.Errorf("without an operator file:\n%s", s)
+	}
+	if err := os.WriteFile(filepath.Join(etc, "config.toml"), []byte("# mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	printOperatorConfig(&out, etc, "/p/share/podvm/config.toml")
+	if s := out.String(); !strings.Contains(s, "was left as it is: it wins over the shipped") {
+		t.Errorf("with an operator file:\n%s", s)
+	}
+}

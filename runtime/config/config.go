@@ -8,19 +8,12 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
-
-// DefaultPath is where the shim looks when containerd names no config file.
-const DefaultPath = "/etc/podvm/config.toml"
-
-// EnvPath overrides DefaultPath in the shim's environment.
-const EnvPath = "PODVM_CONFIG"
 
 //go:embed default.toml
 var defaultTOML []byte
@@ -114,58 +107,25 @@ func Default() *Config {
 	return c
 }
 
-// Resolve names the file to load: path if set (containerd's ConfigPath
-// runtime option), else $PODVM_CONFIG, else DefaultPath.
-func Resolve(path string) string { return ResolveFor(path, "") }
-
-// InstalledRel is where an install keeps its config, relative to its
-// prefix (`podvm install --prefix P`: P/bin/<shim>, P/share/podvm/...).
-const InstalledRel = "share/podvm/config.toml"
-
-// ResolveFor is Resolve for the program at executable: before DefaultPath
-// it tries the config of the install the program belongs to
-// (InstallConfig), so that a runtime handler configured without options
-// finds its own install's config (the containerd 2.4 user namespace
-// workaround, see Handler).
-func ResolveFor(path, executable string) string {
-	if path == "" {
-		path = os.Getenv(EnvPath)
-	}
-	if path == "" && executable != "" {
-		beside := InstallConfig(executable)
-		if _, err := os.Stat(beside); err == nil {
-			path = beside
-		}
-	}
-	if path == "" {
-		path = DefaultPath
-	}
-	return path
-}
-
-// Load reads path on top of the defaults. A missing file at DefaultPath is
-// not an error (the defaults apply); a missing file anywhere else is, since
-// someone asked for it by name.
-func Load(path string) (*Config, error) {
-	if path == "" {
-		path = DefaultPath
-	}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) && path == DefaultPath {
-		return Default(), nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read podvm config: %w", err)
-	}
-	return parse(data, path, Default())
-}
-
 // Parse decodes data (named name in errors) on top of the defaults.
 func Parse(data []byte, name string) (*Config, error) {
 	return parse(data, name, Default())
 }
 
 func parse(data []byte, name string, base *Config) (*Config, error) {
+	c, err := decode(data, name, base)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("podvm config %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// decode reads data (named name in errors) on top of a copy of base,
+// without validating: a drop-in may be valid only with the files after it.
+func decode(data []byte, name string, base *Config) (*Config, error) {
 	c := &Config{}
 	if base != nil {
 		*c = *base
@@ -176,9 +136,6 @@ func parse(data []byte, name string, base *Config) (*Config, error) {
 	dec := toml.NewDecoder(strings.NewReader(string(data))).DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
 		return nil, describeDecodeError(name, err)
-	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("podvm config %s: %w", name, err)
 	}
 	return c, nil
 }

@@ -12,12 +12,6 @@ import (
 // (default.toml) names in its guest image paths.
 const ShippedPrefix = "/opt/podvm"
 
-// InstallConfig is the config of the install that executable (a program in
-// <prefix>/bin) belongs to: <prefix>/share/podvm/config.toml.
-func InstallConfig(executable string) string {
-	return filepath.Join(filepath.Dir(filepath.Dir(executable)), InstalledRel)
-}
-
 // ForPrefix is shipped (a configuration naming ShippedPrefix, such as
 // DefaultTOML) with its paths moved from ShippedPrefix to prefix, checked
 // by the parser. `podvm install` and the node installer write it.
@@ -113,7 +107,7 @@ func (h Handler) TOML() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[%s]\n  runtime_type = \"io.containerd.podvm.v2\"\n  runtime_path = %q\n", h.Table(), h.Shim)
 	if !h.HasOptions() {
-		fmt.Fprintf(&b, "  # No options: the shim reads %s, its install's config.\n", InstallConfig(h.Shim))
+		fmt.Fprintf(&b, "  # No options: the shim reads %s, its install's config,\n  # unless the operator's %s/config.toml exists ('podvm config show' says which).\n", InstallConfig(h.Shim), EtcDir)
 		return b.String()
 	}
 	fmt.Fprintf(&b, "  [%s.options]\n    ConfigPath = %q\n", h.Table(), h.ConfigPath)

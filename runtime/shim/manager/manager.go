@@ -208,11 +208,11 @@ func (m manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeIn
 		path = o.ConfigPath
 	}
 	exe, _ := os.Executable()
-	cfg, err := config.Load(config.ResolveFor(path, exe))
+	cfg, err := config.Resolve(path, exe)
 	if err != nil {
 		return nil, err
 	}
-	f, err := guestFeatures(cfg.Hypervisor.RuncFeatures)
+	f, err := guestFeatures(cfg.Config.Hypervisor.RuncFeatures)
 	if err != nil {
 		return nil, err
 	}

@@ -11,10 +11,12 @@ import (
 	"github.com/podvm/podvm/runtime/config"
 )
 
-// loadConfig finds the config file the way Kata does: the runtime option
-// ConfigPath from containerd (CRI `options.ConfigPath`, ctr
-// --runtime-config-path), else $PODVM_CONFIG, else the config of the
-// shim's own install, else the default path (config.ResolveFor). Options of
+// loadConfig resolves the configuration as every podvm command does
+// (config.Resolve, Kata's precedence): the runtime option ConfigPath from
+// containerd (CRI `options.ConfigPath`, ctr --runtime-config-path), else
+// $PODVM_CONFIG, else the operator's /etc/podvm/config.toml, else the
+// config of the shim's own install, else the defaults, with the operator's
+// drop-ins on top of the last three. It returns the base file. Options of
 // another kind are not an error: containerd gives runc's (IoUid, IoGid) to
 // a user namespace container of a handler that has no options, and they
 // mean nothing here (the container's stdio is in the guest).
@@ -29,9 +31,11 @@ func loadConfig(opts *anypb.Any) (*config.Config, string, error) {
 			path = o.ConfigPath
 		}
 	}
-	path = config.ResolveFor(path, executable())
-	c, err := config.Load(path)
-	return c, path, err
+	e, err := config.Resolve(path, executable())
+	if err != nil {
+		return nil, path, err
+	}
+	return e.Config, e.Base(), nil
 }
 
 // executable is the shim's own path, "" if the kernel cannot say.
