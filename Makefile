@@ -17,7 +17,7 @@ LDFLAGS := -X github.com/podvm/podvm/version.Version=$(VERSION) -X github.com/po
 GO_TEST_FLAGS ?= -count=1
 export PATH := $(PODVM_CACHE)/tools/containerd-v2.4.2/bin:$(PODVM_CACHE)/tools/runc-v1.5.2/bin:$(PODVM_CACHE)/tools/cri-tools-v1.37.0/bin:$(PATH)
 
-.PHONY: all build deps image install-dev test test-hybrid-vsock unit-test integration-test critest critest-run lint generate spec-binary conformance bench fuzz soak clean help
+.PHONY: all build deps image install-dev test test-hybrid-vsock unit-test integration-test critest critest-run lint generate spec-binary conformance conformance-specs bench fuzz soak clean help
 
 all: build
 
@@ -139,6 +139,13 @@ conformance: deps install-dev spec-binary
 		--out $(OUT)/conformance \
 		--critest-command "go test -count=1 -timeout 2h -run TestCritestIntegration ./runtime/integration/" \
 		$(CONFORMANCE_FLAGS)
+
+# What make test runs of make conformance: the isolation and lift-and-shift
+# specs on runc, the fake VM and podvm through a local cluster, with the
+# report's verdict rules (no critest, which make test runs on its own, and no
+# upstream e2e). Its report is $(OUT)/conformance-specs/report.md.
+conformance-specs:
+	@$(MAKE) --no-print-directory conformance CONFORMANCE_FLAGS="--critest-command= --e2e-binary= --label-filter='isolation || lift-and-shift' --out=$(OUT)/conformance-specs $(CONFORMANCE_FLAGS)"
 
 # Boot, pod startup and density, podvm beside runc (and runsc) in the same
 # run: results.json, PNG plots and summary.md in _output/bench

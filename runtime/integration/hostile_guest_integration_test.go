@@ -2,7 +2,6 @@ package integration
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,7 +17,7 @@ const (
 	hostileRunBytes    = 16 << 20         // a sandbox's state directory in /run
 	hostileDeadline    = 10 * time.Second // the CRI call deadline (the kubelet's)
 	hostileCallBound   = 20 * time.Second // when such a call must have failed (an ExecSync's deadline is its own timeout plus the call's)
-	hostileRemoveBound = 2 * time.Minute  // stopp and rmp of a pod, a silent guest's included (77 s measured)
+	hostileRemoveBound = 45 * time.Second // stopp and rmp of a pod, a silent guest's included (its kill is confirmed by the shim after 10 s)
 )
 
 // TestHostileGuestIntegration runs a well-behaved podvm pod (the victim)
@@ -38,15 +37,8 @@ func TestHostileGuestIntegration(t *testing.T) {
 	b.writeConfig(t, "oom", []string{victim, victimPod})
 	oomPod, oomCtr := b.runHostilePod("oom", nil)
 	forgePod, forgeCtr := b.runHostilePod("forge", map[string]any{"cgroup_parent": testCgroupParent(t, "hostile-forge-uid")})
-	pods := map[string]string{"oom": oomPod, "forge": forgePod}
-	// The silent guest finds an open bug (docs/reliability.md, "Hostile-guest
-	// suite"): its pod takes over 2 minutes to stop. Until that is fixed it
-	// runs on request only, so make test stays within its time.
-	silent := os.Getenv("PODVM_TEST_HOSTILE_SILENT") == "1"
-	var lorisCtr string
-	if silent {
-		pods["loris"], lorisCtr = b.runHostilePod("loris", nil)
-	}
+	lorisPod, lorisCtr := b.runHostilePod("loris", nil)
+	pods := map[string]string{"oom": oomPod, "forge": forgePod, "loris": lorisPod}
 
 	t.Run("bounded", func(t *testing.T) { hostileWatchBounds(t, b, pods, victim) })
 	t.Run("victim untouched", func(t *testing.T) {
@@ -63,12 +55,7 @@ func TestHostileGuestIntegration(t *testing.T) {
 		}
 	})
 	t.Run("forged replies", func(t *testing.T) { hostileForged(t, b, forgePod, forgeCtr) })
-	t.Run("silent guest", func(t *testing.T) {
-		if !silent {
-			t.Skip("open bug: a pod whose guest never answers takes over 2 min to stop (docs/reliability.md); PODVM_TEST_HOSTILE_SILENT=1 runs it")
-		}
-		hostileSilent(t, b, lorisCtr)
-	})
+	t.Run("silent guest", func(t *testing.T) { hostileSilent(t, b, lorisCtr) })
 	t.Run("removal leaves nothing", func(t *testing.T) {
 		for _, a := range hostileAttacks {
 			if pods[a] == "" {
@@ -157,15 +144,17 @@ func hostileForged(t *testing.T, b *hostileBed, pod, ctr string) {
 	}
 }
 
-// hostileSilent checks that calls to a guest that never answers fail in
-// bounded time.
+// hostileSilent checks that calls to a guest that never answers end in
+// bounded time: an exec fails; stats may come back without the guest's
+// figures (the shim gives the guest statsTimeout, and CRI then answers
+// with what it has), as long as the kubelet is not held.
 func hostileSilent(t *testing.T, b *hostileBed, ctr string) {
-	for _, args := range [][]string{{"stats", "--id", ctr}, {"exec", "-s", "--timeout", "5", ctr, "true"}} {
+	for _, args := range [][]string{{"stats", "-o", "json", "--id", ctr}, {"exec", "-s", "--timeout", "5", ctr, "true"}} {
 		r := b.crictlWithin(hostileDeadline, args...)
 		d := r.Duration.Round(time.Millisecond)
-		t.Logf("crictl %s against a silent guest: exit %d after %s: %.300s", args[0], r.ExitCode, d, lastLine(r.Stderr))
-		if r.ExitCode == 0 || r.Duration > hostileCallBound {
-			t.Errorf("crictl %s: exit %d after %s; want a failure within %s", args[0], r.ExitCode, d, hostileCallBound)
+		t.Logf("crictl %s against a silent guest: exit %d after %s: %.300s %.300s", args[0], r.ExitCode, d, lastLine(r.Stderr), r.Stdout)
+		if r.Duration > hostileCallBound || (args[0] == "exec" && r.ExitCode == 0) {
+			t.Errorf("crictl %s: exit %d after %s; want an answer within %s (a failure, for exec)", args[0], r.ExitCode, d, hostileCallBound)
 		}
 	}
 }
