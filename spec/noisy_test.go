@@ -18,10 +18,11 @@ import (
 
 const (
 	// minNeighbourShare is the share of its solo throughput the measured pod must keep next to
-	// the hog. Its work is one single-threaded awk loop (pure CPU, one process). A fair scheduler gives each of two busy
-	// pods half the node; half a node is at least one CPU on a node with two or more, all that
-	// one thread can use, so a fair split costs the neighbour little. Even on a one-CPU node a
-	// fair split leaves it half. Keeping less than half means the hog took more than its share.
+	// the hog. Its work is one single-threaded awk loop (pure CPU, one process) and it requests
+	// that one CPU, which its cgroup weight (1024 against the hog's 102) gives it while the hog
+	// is held to one CPU's worth: it keeps nearly all of it (0.82-1.04 on runc, the fake VM and
+	// podvm, docs/specs.md). Half leaves room for a busy node and still fails a neighbour that
+	// the hog took its requested CPU from.
 	minNeighbourShare = 0.5
 
 	// minWorkDuration is the least time one measured unit of work must take alone: /proc/uptime
@@ -60,11 +61,8 @@ const (
 	hogLoopsPerCPU = 4
 
 	// hogCPULimit holds the hog to one CPU, as a tenant's pod is held to its limit: by a CFS
-	// quota on a shared kernel, by that and its vCPU count in a VM. The throughput spec is then
-	// a limits spec that must hold everywhere, not an isolation one: unlimited, the hog took
-	// runc's neighbour down to 28-50% of its throughput and podvm's to 57-96% (2-CPU node,
-	// 2026-11-25), a gap of 0.07 around the 0.5 line, and what made it was the hog's size
-	// (the node's 2 CPUs against 1 vCPU), which a quota gives a shared kernel too.
+	// quota on a shared kernel, by that and its vCPU count in a VM. Unlimited, the hog measured
+	// its own size (the node's CPUs against one vCPU), not the kernel (docs/specs.md).
 	hogCPULimit = "1"
 
 	// memorySampleInterval is how often the hog's host memory is read while it runs.
@@ -72,15 +70,14 @@ const (
 
 	// neighbourCPURequest is what the neighbour requests: the one CPU its one thread uses. A
 	// request is what Kubernetes promises a pod under contention (its cgroup's CPU weight); a
-	// BestEffort neighbour is promised nothing and got 45-48% of its throughput on runc and the
-	// fake VM next to a hog held to 1 CPU (2026-12-07): the hog's loops spread over both CPUs
-	// until its quota ran out, and a weight of 2 against the hog's 102 left it the rest.
+	// BestEffort neighbour is promised nothing, and on a shared kernel it got next to nothing
+	// while the hog's loops ran on every CPU (docs/specs.md).
 	neighbourCPURequest = "1"
 
 	// hogMemoryDeadline bounds how long the hog may take to try each memory part once. On the
-	// node's kernel that is the time to fill them and hold them 5 s; in a VM the guest's OOM
-	// killer ends the tries, under TCG in tens of seconds.
-	hogMemoryDeadline = 90 * time.Second
+	// node's kernel that is the time to fill them and hold them 5 s (about 10 s here); in a VM
+	// the guest's OOM killer ends the tries (about 60 s for podvm under TCG, 2 cores).
+	hogMemoryDeadline = 3 * time.Minute
 
 	// hogPollInterval is how often the hog's memory tries are counted.
 	hogPollInterval = 2 * time.Second
@@ -183,6 +180,10 @@ var _ = Describe("A noisy neighbour", Label("noisy-neighbour"), Serial, Ordered,
 			shows(factHostMemory, "the hog's pod used up to %s of host memory (it asked for %s in %s): more than the %s it can see plus %s for the VMM",
 				mib(peak), mib(ask), tries, mib(hogSees), mib(hostOverheadAllowance)))
 		Expect(peak).To(BeNumerically("<", ask), shows(factHostMemory, "the hog got on the host all the %s it asked for", mib(ask)))
+		// Within the bound proves something only if the hog asked: a hog starved of CPU (as the
+		// fake VM's was beside its own busy loops) stays within it on any kernel.
+		Expect(tries.ended).To(BeNumerically(">=", tries.parts),
+			"the hog ended only %d tries of its %d memory parts within %s, so its host peak of %s does not show a bound", tries.ended, tries.parts, hogMemoryDeadline, mib(peak))
 	})
 })
 
