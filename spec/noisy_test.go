@@ -75,8 +75,8 @@ const (
 	neighbourCPURequest = "1"
 
 	// hogMemoryDeadline bounds how long the hog may take to try each memory part once. On the
-	// node's kernel that is the time to fill them and hold them 5 s (about 10 s here); in a VM
-	// the guest's OOM killer ends the tries (about 60 s for podvm under TCG, 2 cores).
+	// node's kernel that is the time to fill them and hold them 5 s (13-28 s here); in a VM the
+	// guest's OOM killer ends the tries (59-63 s for podvm under TCG, 2 cores).
 	hogMemoryDeadline = 3 * time.Minute
 
 	// hogPollInterval is how often the hog's memory tries are counted.
@@ -219,7 +219,11 @@ func waitHogTried(ctx context.Context, hog *corev1.Pod) hogTries {
 	var t hogTries
 	deadline := time.Now().Add(hogMemoryDeadline)
 	for time.Now().Before(deadline) {
-		time.Sleep(hogPollInterval)
+		select {
+		case <-ctx.Done():
+			return t
+		case <-time.After(hogPollInterval):
+		}
 		readCtx, cancel := context.WithTimeout(ctx, execTimeout)
 		out, err := cluster.Sh(readCtx, hog.Namespace, hog.Name, "c", `echo "parts=$(cat /tmp/parts)"; echo "ended=$(cat /tmp/tries 2>/dev/null | wc -l)"`)
 		cancel()
