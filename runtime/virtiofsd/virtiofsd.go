@@ -96,6 +96,7 @@ func Start(cfg Config) (*Daemon, error) {
 		LogPath:    cfg.LogPath,
 		ExtraFiles: []*os.File{lf},
 		Cgroup:     cfg.Cgroup,
+		Confine:    installSetidFilter,
 	})
 	if err != nil {
 		os.Remove(cfg.SocketPath)
