@@ -87,11 +87,10 @@ func TestBoundaryGuestSetuidIntegration(t *testing.T) {
 		t.Errorf("the guest left a set-id executable on the host: %s (uid %d gid %d mode %o)", p, s.Uid, s.Gid, s.Mode&0o7777)
 	}
 	for _, p := range []string{"rw/chmod", "rw/cpp", "rw/chown", "rw/host", "rw/hostsuid", "rw/sgid", "a/chmod", "a/cpp", "a/chown"} {
-		dir := rw
+		file := filepath.Join(rw, strings.TrimPrefix(p, "rw/"), "nnp")
 		if strings.HasPrefix(p, "a/") {
-			dir = rootfs
+			file = filepath.Join(rootfs, p, "nnp")
 		}
-		file := filepath.Join(dir, strings.TrimPrefix(strings.TrimPrefix(p, "rw/"), "a/"), "nnp")
 		if _, err := os.Stat(file); err != nil {
 			continue
 		}
