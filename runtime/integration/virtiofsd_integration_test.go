@@ -196,13 +196,14 @@ func TestBoundaryGuestMknodIntegration(t *testing.T) {
 	if got := strings.Fields(r.Stdout); r.ExitCode != 0 || len(got) != 4 || got[0] != "1234" || got[2] != "1234" || !strings.HasPrefix(got[3], "drwxr-sr") {
 		t.Errorf("a setgid directory does not pass on its group in the guest: %q", r.Stdout)
 	}
-	// What dropping CAP_FSETID changes (docs/security.md H5): guest root's
-	// chmod g+s on a directory of a group it is not in loses the bit
-	// (under runc it is kept). Said, not asserted.
+	// What hole 5's defences change (docs/security.md H5): guest root's
+	// chmod g+s on a directory, and u+s on its own file, are refused
+	// (under runc they are kept); TestBoundaryGuestSetuidIntegration
+	// asserts the setuid side. Said, not asserted here.
 	r = sh("mkdir /rw/foreign && chown 0:1234 /rw/foreign && chmod 2775 /rw/foreign; touch /rw/own; chmod 4755 /rw/own; stat -c '%n %u %g %A' /rw/foreign /rw/own")
 	t.Logf("guest root sets setgid on a foreign group's dir, setuid on its own file: %q", strings.TrimSpace(r.Stdout))
 	if fi, err := os.Stat(filepath.Join(rw, "own")); err == nil {
-		t.Logf("on the host, the guest's setuid file: %v (hole 5's setuid half: open)", fi.Mode())
+		t.Logf("on the host, the guest's file: %v", fi.Mode())
 	}
 
 	// On the host: what the guest made, and nothing else.

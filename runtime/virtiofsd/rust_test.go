@@ -59,11 +59,13 @@ func TestRustDaemonHardened(t *testing.T) {
 			t.Fatalf("virtiofsd exited (flags refused?): %s", log)
 		}
 		status = string(b)
-		if strings.Contains(status, "Seccomp:\t2") {
+		// The set-id filter is on from exec: wait for the daemon's own
+		// (a second filter) and its dropped capabilities.
+		if strings.Contains(status, "Seccomp_filters:\t2") && strings.Contains(status, "CapBnd:\t0000000000000000") {
 			break
 		}
 	}
-	for _, want := range []string{"CapEff:\t00000000000000cb", "CapBnd:\t0000000000000000", "Seccomp:\t2", "NoNewPrivs:\t1"} {
+	for _, want := range []string{"CapEff:\t00000000000000cb", "CapBnd:\t0000000000000000", "Seccomp:\t2", "Seccomp_filters:\t2", "NoNewPrivs:\t1"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("virtiofsd status lacks %q:\n%s", want, status)
 		}

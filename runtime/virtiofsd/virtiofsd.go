@@ -1,6 +1,8 @@
 // Package virtiofsd starts and stops the virtio-fs daemon that serves a pod's
 // shared directory to its VMM over vhost-user. It is VMM-neutral: QEMU and
-// Cloud Hypervisor both connect to the socket it creates.
+// Cloud Hypervisor both connect to the socket it creates. The daemon runs
+// under a seccomp filter of the shim's that refuses setuid and setgid modes
+// (setid.go), besides its own hardening (RustHardening).
 package virtiofsd
 
 import (
@@ -96,6 +98,7 @@ func Start(cfg Config) (*Daemon, error) {
 		LogPath:    cfg.LogPath,
 		ExtraFiles: []*os.File{lf},
 		Cgroup:     cfg.Cgroup,
+		Confine:    installSetidFilter,
 	})
 	if err != nil {
 		os.Remove(cfg.SocketPath)

@@ -44,6 +44,10 @@ type Spec struct {
 	// Jail, when set, runs the child as an unprivileged user with no
 	// capabilities at all (see jail.go).
 	Jail *Jail
+	// Confine, when set, runs on the thread that forks the child, just
+	// before the fork: what it sets on that thread (a seccomp filter) the
+	// child inherits and cannot undo.
+	Confine func() error
 }
 
 // Cgroup is a host cgroup a child is moved into.
@@ -101,7 +105,9 @@ func Start(spec Spec) (*Process, error) {
 		if spec.Jail.Namespaces {
 			cmd.SysProcAttr.Cloneflags = jailNamespaces
 		}
-		start = func(cmd *exec.Cmd) error { return startOnJailThread(cmd, spec.Jail, done) }
+		start = func(cmd *exec.Cmd) error { return startOnJailThread(cmd, spec.Jail, spec.Confine, done) }
+	} else if spec.Confine != nil {
+		start = func(cmd *exec.Cmd) error { return startOnConfinedThread(cmd, spec.Confine, done) }
 	}
 	if err := start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, spec.Path, err)

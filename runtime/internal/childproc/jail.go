@@ -48,7 +48,7 @@ func (j *Jail) credential() *syscall.Credential {
 // gain one. The thread lives until the child is reaped, since Pdeathsig
 // fires when the forking thread exits (spawn.go), and then exits with its
 // goroutine (never unlocked), taking its reduced privileges along.
-func startOnJailThread(cmd *exec.Cmd, j *Jail, reaped <-chan struct{}) error {
+func startOnJailThread(cmd *exec.Cmd, j *Jail, confine func() error, reaped <-chan struct{}) error {
 	if cmd.Stdin == nil {
 		// exec.Cmd would open /dev/null on the confined thread, which
 		// Landlock may not allow.
@@ -59,10 +59,25 @@ func startOnJailThread(cmd *exec.Cmd, j *Jail, reaped <-chan struct{}) error {
 		defer null.Close()
 		cmd.Stdin = null
 	}
+	return startOnConfinedThread(cmd, func() error {
+		if err := confineThread(j); err != nil {
+			return err
+		}
+		if confine != nil {
+			return confine()
+		}
+		return nil
+	}, reaped)
+}
+
+// startOnConfinedThread forks cmd from a locked thread of its own after
+// confine has restricted that thread; the thread lives until the child is
+// reaped and then exits with its goroutine (see startOnJailThread).
+func startOnConfinedThread(cmd *exec.Cmd, confine func() error, reaped <-chan struct{}) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := confineThread(j); err != nil {
+		if err := confine(); err != nil {
 			errc <- err
 			return
 		}
