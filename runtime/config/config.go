@@ -38,9 +38,12 @@ type Hypervisor struct {
 	DefaultVCPUs     uint32   `toml:"default_vcpus"`
 	DefaultMemoryMiB uint32   `toml:"default_memory_mib"`
 	SharedFS         string   `toml:"shared_fs"`
-	AgentTransport   string   `toml:"agent_transport"`
-	Debug            bool     `toml:"debug"`
-	QEMU             QEMU     `toml:"qemu"`
+	// AllowGuestSetID lets the guest make setuid and setgid files in the
+	// share (docs/security.md, H5); off, virtiofsd refuses those modes.
+	AllowGuestSetID bool   `toml:"allow_guest_setid"`
+	AgentTransport  string `toml:"agent_transport"`
+	Debug           bool   `toml:"debug"`
+	QEMU            QEMU   `toml:"qemu"`
 	// CloudHypervisor holds the cloud-hypervisor driver's own settings.
 	CloudHypervisor CloudHypervisor `toml:"cloud_hypervisor"`
 }

@@ -64,6 +64,9 @@ type Config struct {
 	SharedDir string
 	// SharedFS is contract.SharedFSVirtiofs (default) or contract.SharedFS9p.
 	SharedFS string
+	// AllowGuestSetID lets virtiofsd apply setuid and setgid modes the
+	// guest asks for; by default it refuses them (virtiofsd.Config).
+	AllowGuestSetID bool
 
 	// Net are the guest's network interfaces, in order.
 	Net []NetDevice

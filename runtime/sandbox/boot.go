@@ -17,18 +17,19 @@ import (
 func (s *Sandbox) vmConfig(o Options) hypervisor.Config {
 	h := o.Config.Hypervisor
 	cfg := hypervisor.Config{
-		ID:           o.ID,
-		StateDir:     s.StateDir,
-		KernelPath:   h.Kernel,
-		InitrdPath:   h.Initrd,
-		KernelParams: h.KernelParams,
-		VCPUs:        o.Size.VCPUs,
-		MemoryMiB:    o.Size.MemoryMiB,
-		SharedDir:    s.share.SharedDir,
-		SharedFS:     h.SharedFS,
-		Transport:    transport(h.AgentTransport),
-		Accelerator:  accelerator(h.Accelerator),
-		Debug:        h.Debug,
+		ID:              o.ID,
+		StateDir:        s.StateDir,
+		KernelPath:      h.Kernel,
+		InitrdPath:      h.Initrd,
+		KernelParams:    h.KernelParams,
+		VCPUs:           o.Size.VCPUs,
+		MemoryMiB:       o.Size.MemoryMiB,
+		SharedDir:       s.share.SharedDir,
+		SharedFS:        h.SharedFS,
+		AllowGuestSetID: h.AllowGuestSetID,
+		Transport:       transport(h.AgentTransport),
+		Accelerator:     accelerator(h.Accelerator),
+		Debug:           h.Debug,
 	}
 	if s.net != nil {
 		cfg.Net = s.net.Devices()

@@ -105,3 +105,12 @@ func installSetidFilter() error {
 	}
 	return nil
 }
+
+// confine is what runs on the forking thread before the daemon: the set-id
+// filter, unless the operator allowed set-id modes.
+func (c Config) confine() func() error {
+	if c.AllowSetID {
+		return nil
+	}
+	return installSetidFilter
+}

@@ -138,3 +138,13 @@ func errName(err error) string {
 	}
 	return err.Error()
 }
+
+// The filter is on unless the operator turned it off.
+func TestSetidFilterIsTheDefault(t *testing.T) {
+	if (Config{}).confine() == nil {
+		t.Error("a default Config starts virtiofsd without the set-id filter")
+	}
+	if (Config{AllowSetID: true}).confine() != nil {
+		t.Error("AllowSetID still installs the set-id filter")
+	}
+}

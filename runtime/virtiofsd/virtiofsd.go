@@ -48,6 +48,11 @@ type Config struct {
 	// Cgroup, when set, receives the daemon right after it is spawned (the
 	// pod's host cgroup).
 	Cgroup childproc.Cgroup
+	// AllowSetID runs the daemon without the set-id filter (setid.go), so
+	// the guest may make setuid and setgid files on the host, as under
+	// runc and Kata. Off by default: the operator's choice
+	// (hypervisor.allow_guest_setid).
+	AllowSetID bool
 }
 
 // Daemon is a running virtiofsd.
@@ -91,15 +96,16 @@ func Start(cfg Config) (*Daemon, error) {
 	// The child has its own copy after the fork; ours would keep the socket
 	// accepting connections after virtiofsd died.
 	defer lf.Close()
-	proc, err := childproc.Start(childproc.Spec{
+	spec := childproc.Spec{
 		Name:       cfg.Name,
 		Path:       bin,
 		Args:       args,
 		LogPath:    cfg.LogPath,
 		ExtraFiles: []*os.File{lf},
 		Cgroup:     cfg.Cgroup,
-		Confine:    installSetidFilter,
-	})
+		Confine:    cfg.confine(),
+	}
+	proc, err := childproc.Start(spec)
 	if err != nil {
 		os.Remove(cfg.SocketPath)
 		return nil, err

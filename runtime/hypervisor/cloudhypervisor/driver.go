@@ -266,5 +266,6 @@ func (o Options) virtiofsdConfig(cfg hypervisor.Config) virtiofsd.Config {
 		ExtraArgs:  o.VirtiofsdExtraArgs,
 		LogPath:    filepath.Join(cfg.StateDir, virtiofsdLogName),
 		Cgroup:     cfg.Cgroup,
+		AllowSetID: cfg.AllowGuestSetID,
 	}
 }

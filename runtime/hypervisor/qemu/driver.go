@@ -192,5 +192,6 @@ func (o Options) virtiofsdConfig(cfg hypervisor.Config, dir string) virtiofsd.Co
 		ExtraArgs:  o.VirtiofsdExtraArgs,
 		LogPath:    filepath.Join(dir, "virtiofsd.log"),
 		Cgroup:     cfg.Cgroup,
+		AllowSetID: cfg.AllowGuestSetID,
 	}
 }
