@@ -94,7 +94,14 @@ func Start(spec Spec) (*Process, error) {
 	}
 	done := make(chan struct{})
 	start := startOnSpawnThread
-	if spec.Jail != nil {
+	switch {
+	case spec.Jail != nil && spec.Jail.OwnRoot:
+		// The jailer, still root, builds the root, then drops privileges
+		// and sets the parent-death signal again (jailroot.go).
+		if err := jailerCommand(cmd, spec.Jail); err != nil {
+			return nil, err
+		}
+	case spec.Jail != nil:
 		// The child changes uid before it sets Pdeathsig, so the change
 		// (which clears the parent-death signal) does not undo it.
 		cmd.SysProcAttr.Credential = spec.Jail.credential()
