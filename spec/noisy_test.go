@@ -18,10 +18,11 @@ import (
 
 const (
 	// minNeighbourShare is the share of its solo throughput the measured pod must keep next to
-	// the hog. Its work is one single-threaded awk loop (pure CPU, one process). A fair scheduler gives each of two busy
-	// pods half the node; half a node is at least one CPU on a node with two or more, all that
-	// one thread can use, so a fair split costs the neighbour little. Even on a one-CPU node a
-	// fair split leaves it half. Keeping less than half means the hog took more than its share.
+	// the hog. Its work is one single-threaded awk loop (pure CPU, one process) and it requests
+	// that one CPU, which its cgroup weight (1024 against the hog's 102) gives it while the hog
+	// is held to one CPU's worth: it keeps nearly all of it (0.82-1.04 on runc, the fake VM and
+	// podvm, docs/specs.md). Half leaves room for a busy node and still fails a neighbour that
+	// the hog took its requested CPU from.
 	minNeighbourShare = 0.5
 
 	// minWorkDuration is the least time one measured unit of work must take alone: /proc/uptime
@@ -36,8 +37,7 @@ const (
 	// outlier (a kubelet housekeeping burst) does not decide the result.
 	workRuns = 3
 
-	// hogWarmup is how long the hog runs before the loaded measurement starts, so its busy
-	// loops run and its memory churns by then.
+	// hogWarmup is how long the hog's busy loops run before the loaded measurement starts.
 	hogWarmup = 5 * time.Second
 
 	// hogOverAsk is how much more memory than it can see the hog asks for: far more than
@@ -61,15 +61,26 @@ const (
 	hogLoopsPerCPU = 4
 
 	// hogCPULimit holds the hog to one CPU, as a tenant's pod is held to its limit: by a CFS
-	// quota on a shared kernel, by that and its vCPU count in a VM. The throughput spec is then
-	// a limits spec that must hold everywhere, not an isolation one: unlimited, the hog took
-	// runc's neighbour down to 28-50% of its throughput and podvm's to 57-96% (2-CPU node,
-	// 2026-11-25), a gap of 0.07 around the 0.5 line, and what made it was the hog's size
-	// (the node's 2 CPUs against 1 vCPU), which a quota gives a shared kernel too.
+	// quota on a shared kernel, by that and its vCPU count in a VM. Unlimited, the hog measured
+	// its own size (the node's CPUs against one vCPU), not the kernel (docs/specs.md).
 	hogCPULimit = "1"
 
 	// memorySampleInterval is how often the hog's host memory is read while it runs.
 	memorySampleInterval = time.Second
+
+	// neighbourCPURequest is what the neighbour requests: the one CPU its one thread uses. A
+	// request is what Kubernetes promises a pod under contention (its cgroup's CPU weight); a
+	// BestEffort neighbour is promised nothing, and on a shared kernel it got next to nothing
+	// while the hog's loops ran on every CPU (docs/specs.md).
+	neighbourCPURequest = "1"
+
+	// hogMemoryDeadline bounds how long the hog may take to try each memory part once. On the
+	// node's kernel that is the time to fill them and hold them 5 s (13-28 s here); in a VM the
+	// guest's OOM killer ends the tries (59-63 s for podvm under TCG, 2 cores).
+	hogMemoryDeadline = 3 * time.Minute
+
+	// hogPollInterval is how often the hog's memory tries are counted.
+	hogPollInterval = 2 * time.Second
 )
 
 var _ = Describe("A noisy neighbour", Label("noisy-neighbour"), Serial, Ordered, ContinueOnFailure, func() {
@@ -82,10 +93,13 @@ var _ = Describe("A noisy neighbour", Label("noisy-neighbour"), Serial, Ordered,
 		cgFound                  bool
 		peak                     int64
 		hogBurning               string
+		tries                    hogTries
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		victim := startPods(ctx, newPod("neighbour", idle("c")))[0]
+		neighbourC := idle("c")
+		neighbourC.Resources = resources(neighbourCPURequest, "", "", "")
+		victim := startPods(ctx, newPod("neighbour", neighbourC))[0]
 		node := victim.Spec.NodeName
 		probeFor(ctx, node)
 
@@ -116,34 +130,37 @@ var _ = Describe("A noisy neighbour", Label("noisy-neighbour"), Serial, Ordered,
 		ask = min(hogSees+hogOverAsk, nodeMem/8)
 		cg, cgFound = facts.PickMemoryCgroup(probeSh(ctx, node, facts.MemoryCgroupScript(kube.HostCgroup, string(hog.UID))))
 
-		sampler := startMemorySampler(ctx, node, cg, cgFound)
-		sh(ctx, hog, "c", fmt.Sprintf("echo %d > /tmp/go.new && mv /tmp/go.new /tmp/go", ask))
+		By("timing the same work next to the hog's busy loops")
+		sh(ctx, hog, "c", "touch /tmp/cpu")
 		time.Sleep(hogWarmup)
-
-		By("timing the same work next to the hog")
 		for range workRuns {
 			loadedRuns = append(loadedRuns, timeWork(ctx, victim, workIterations))
 		}
 		loadedMedian = facts.Median(loadedRuns)
+		hogBurning = sh(ctx, hog, "c", "cat /tmp/burning")
+
+		By(fmt.Sprintf("letting the hog ask for %s of memory", mib(ask)))
+		sampler := startMemorySampler(ctx, node, cg, cgFound)
+		sh(ctx, hog, "c", fmt.Sprintf("echo %d > /tmp/go.new && mv /tmp/go.new /tmp/go", ask))
+		tries = waitHogTried(ctx, hog)
 		peak = sampler.stop(ctx)
 
-		hogBurning = sh(ctx, hog, "c", "cat /tmp/burning")
 		now, err := cluster.GetPod(ctx, ns, hog.Name)
 		Expect(err).NotTo(HaveOccurred())
 		s, _ := kube.ContainerStatus(now, "c")
 		Expect(s.RestartCount).To(BeZero(), "the hog must have hogged the whole time, not restarted")
 		AddReportEntry("neighbour", fmt.Sprintf("%d loop iterations: alone %s s (median %.2f), next to the hog %s s (median %.2f)",
 			workIterations, seconds(soloRuns), soloMedian, seconds(loadedRuns), loadedMedian))
-		AddReportEntry("hog", fmt.Sprintf("burning %s loops; sees %s, node %s, asked for %s; host cgroup %q peak %s",
-			hogBurning, mib(hogSees), mib(nodeMem), mib(ask), cg.Dir, mib(peak)))
+		AddReportEntry("hog", fmt.Sprintf("burning %s loops; sees %s, node %s, asked for %s in %s; host cgroup %q peak %s",
+			hogBurning, mib(hogSees), mib(nodeMem), mib(ask), tries, cg.Dir, mib(peak)))
 	}, NodeTimeout(2*podStartTimeout+10*time.Minute))
 
 	It("keeps its neighbour's throughput", func() {
 		Expect(hogBurning).NotTo(Equal("0"), "the hog started no busy loop")
 		share := soloMedian / loadedMedian
 		Expect(share).To(BeNumerically(">=", minNeighbourShare),
-			"next to the hog the neighbour kept %.0f%% of its throughput (%d loop iterations: %.2f s alone, %.2f s loaded)",
-			100*share, workIterations, soloMedian, loadedMedian)
+			"next to the hog the neighbour (CPU request %s) kept %.0f%% of its throughput (%d loop iterations: %.2f s alone, %.2f s loaded)",
+			neighbourCPURequest, 100*share, workIterations, soloMedian, loadedMedian)
 	})
 
 	It("bounds the hog's host memory by what its VM can hold", Label("isolation", factNodeMemory, factHostMemory), func() {
@@ -157,26 +174,75 @@ var _ = Describe("A noisy neighbour", Label("noisy-neighbour"), Serial, Ordered,
 			Skip(fmt.Sprintf("node has %s: the hog could ask for only %s, not more than the bound %s", mib(nodeMem), mib(ask), mib(bound)))
 		}
 		// A runtime can show the hog a made-up MemTotal (the fake VM baseline does); the node's
-		// kernel still gives a process on it every byte it asks for.
+		// kernel still gives a process on it every byte it asks for. The hog has no memory limit,
+		// so on the node's kernel nothing smaller than the node holds it.
 		Expect(peak).To(BeNumerically("<=", bound),
-			shows(factHostMemory, "the hog's pod used up to %s of host memory: more than the %s it can see plus %s for the VMM", mib(peak), mib(hogSees), mib(hostOverheadAllowance)))
+			shows(factHostMemory, "the hog's pod used up to %s of host memory (it asked for %s in %s): more than the %s it can see plus %s for the VMM",
+				mib(peak), mib(ask), tries, mib(hogSees), mib(hostOverheadAllowance)))
 		Expect(peak).To(BeNumerically("<", ask), shows(factHostMemory, "the hog got on the host all the %s it asked for", mib(ask)))
+		// Within the bound proves something only if the hog asked: a hog starved of CPU (as the
+		// fake VM's was beside its own busy loops) stays within it on any kernel.
+		Expect(tries.ended).To(BeNumerically(">=", tries.parts),
+			"the hog ended only %d tries of its %d memory parts within %s, so its host peak of %s does not show a bound", tries.ended, tries.parts, hogMemoryDeadline, mib(peak))
 	})
 })
 
-// hogScript waits for the number of bytes to allocate in /tmp/go, then runs hogLoopsPerCPU busy
-// loops per CPU it sees and holds that many bytes for ever in 256 MiB parts (tail keeps a line with no
-// newline in memory until its input ends; each part is held 5 s, let go and taken again). In a
-// VM the guest's OOM killer ends the tails early, and they try again; on the node's kernel they
-// get every byte.
+// hogScript waits for /tmp/cpu, then runs hogLoopsPerCPU busy loops per CPU it sees. When the
+// number of bytes to allocate appears in /tmp/go it stops the loops (so the allocation has the
+// hog's whole CPU limit, not a sliver of it beside its own loops) and holds that many bytes for
+// ever in 256 MiB parts: tail keeps a line with no newline in memory until its input ends; each
+// part is held 5 s, let go and taken again, and every ended try (held, or killed) adds a line to
+// /tmp/tries. In a VM the guest's OOM killer ends the tails early, and they try again; on the
+// node's kernel they get every byte.
 var hogScript = `trap "exit 0" TERM
-until [ -f /tmp/go ]; do sleep 1; done
-ask=$(cat /tmp/go); n=$(( $(nproc) * ` + strconv.Itoa(hogLoopsPerCPU) + ` )); i=0
-while [ $i -lt $n ]; do (while :; do :; done) & i=$((i+1)); done
+until [ -f /tmp/cpu ]; do sleep 1; done
+n=$(( $(nproc) * ` + strconv.Itoa(hogLoopsPerCPU) + ` )); i=0; loops=
+while [ $i -lt $n ]; do (while :; do :; done) & loops="$loops $!"; i=$((i+1)); done
 echo $n > /tmp/burning
-chunk=268435456; k=$(( (ask + chunk - 1) / chunk )); part=$(( ask / k )); j=0
-while [ $j -lt $k ]; do (while :; do { head -c $part /dev/zero; sleep 5; } | tail > /dev/null; done) & j=$((j+1)); done
+until [ -f /tmp/go ]; do sleep 1; done
+kill $loops
+ask=$(cat /tmp/go); chunk=268435456; k=$(( (ask + chunk - 1) / chunk )); part=$(( ask / k )); j=0
+echo $k > /tmp/parts
+while [ $j -lt $k ]; do (while :; do { head -c $part /dev/zero; sleep 5; } | tail > /dev/null; echo >> /tmp/tries; done) & j=$((j+1)); done
 wait`
+
+// hogTries is how far the hog got with its memory: its parts and the tries that ended.
+type hogTries struct{ parts, ended int }
+
+func (t hogTries) String() string { return fmt.Sprintf("%d parts, %d tries ended", t.parts, t.ended) }
+
+// waitHogTried waits until the hog has tried each of its memory parts once (as many tries ended
+// as it has parts: held for their 5 s, or killed), or hogMemoryDeadline passes. A read that
+// fails (an exec in a guest out of memory can) is taken as no progress yet.
+func waitHogTried(ctx context.Context, hog *corev1.Pod) hogTries {
+	GinkgoHelper()
+	var t hogTries
+	deadline := time.Now().Add(hogMemoryDeadline)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return t
+		case <-time.After(hogPollInterval):
+		}
+		readCtx, cancel := context.WithTimeout(ctx, execTimeout)
+		out, err := cluster.Sh(readCtx, hog.Namespace, hog.Name, "c", `echo "parts=$(cat /tmp/parts)"; echo "ended=$(cat /tmp/tries 2>/dev/null | wc -l)"`)
+		cancel()
+		if err != nil {
+			continue
+		}
+		kv := facts.KeyValues(out)
+		parts, err1 := strconv.Atoi(kv["parts"])
+		ended, err2 := strconv.Atoi(kv["ended"])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		t = hogTries{parts: parts, ended: ended}
+		if t.parts > 0 && t.ended >= t.parts {
+			break
+		}
+	}
+	return t
+}
 
 // timeWork times n iterations of an arithmetic loop in one awk process in the pod, measured
 // with the pod's own clock, and returns seconds.
