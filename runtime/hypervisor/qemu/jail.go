@@ -80,7 +80,7 @@ func newJail(r jailuid.Range, qemuPath string, l launch) (j *jail, err error) {
 	if err != nil {
 		return nil, err
 	}
-	j = &jail{lease: lease, cred: childproc.Jail{UID: lease.UID, GID: lease.UID, Namespaces: true}}
+	j = &jail{lease: lease, cred: childproc.Jail{UID: lease.UID, GID: lease.UID, Namespaces: true, OwnRoot: true}}
 	defer func() {
 		if err != nil {
 			j.closeFiles()

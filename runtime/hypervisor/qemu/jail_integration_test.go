@@ -16,9 +16,9 @@ import (
 
 // TestQEMUJailIntegration boots two VMs and reads, from /proc, what each
 // QEMU may do: its own unprivileged uid, no capabilities (not even in the
-// bounding set), no_new_privs, its seccomp filter, PID, network, IPC and
-// UTS namespaces of its own; and that one VM's QEMU cannot signal the
-// other's.
+// bounding set), no_new_privs, its seccomp filter, mount (a root of its
+// own), PID, network, IPC and UTS namespaces of its own; and that one VM's
+// QEMU cannot signal the other's.
 func TestQEMUJailIntegration(t *testing.T) {
 	needRootAndQEMU(t)
 	kernel := testKernel(t)
@@ -59,12 +59,17 @@ func TestQEMUJailIntegration(t *testing.T) {
 			// naming the dir only as /proc/self/fd/N.
 			t.Errorf("VM %d: QEMU holds no fd of its state dir %s", i, cfg.StateDir)
 		}
-		for _, ns := range []string{"ns/pid", "ns/net", "ns/ipc", "ns/uts"} {
+		if _, err := os.Stat("/etc/hostname"); err == nil {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/etc/hostname", pid)); err == nil {
+				t.Errorf("VM %d: QEMU's root holds the host's /etc/hostname: it has no root of its own", i)
+			}
+		}
+		for _, ns := range []string{"ns/mnt", "ns/pid", "ns/net", "ns/ipc", "ns/uts"} {
 			if own := readLink(os.Getpid(), ns); readLink(pid, ns) == own {
 				t.Errorf("VM %d: QEMU shares the host's %s (%s)", i, ns, own)
 			}
 		}
-		t.Logf("VM %d: QEMU pid %d uid %s root %s, namespaces mnt %s (the host's: Landlock confines files) pid %s net %s ipc %s uts %s",
+		t.Logf("VM %d: QEMU pid %d uid %s root %s, namespaces mnt %s pid %s net %s ipc %s uts %s",
 			i, pid, uid[0], readLink(pid, "root"), readLink(pid, "ns/mnt"), readLink(pid, "ns/pid"), readLink(pid, "ns/net"),
 			readLink(pid, "ns/ipc"), readLink(pid, "ns/uts"))
 		pids, uids = append(pids, pid), append(uids, uid[0])

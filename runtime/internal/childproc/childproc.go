@@ -98,7 +98,18 @@ func Start(spec Spec) (*Process, error) {
 	}
 	done := make(chan struct{})
 	start := startOnSpawnThread
-	if spec.Jail != nil {
+	switch {
+	case spec.Jail != nil && spec.Jail.OwnRoot:
+		// The jailer, still root, builds the root, then drops privileges
+		// and sets the parent-death signal again (jailroot.go). It runs no
+		// Confine: that is a function of this process.
+		if spec.Confine != nil {
+			return nil, fmt.Errorf("start %s: a jail with a root of its own takes no Confine", spec.Name)
+		}
+		if err := jailerCommand(cmd, spec.Jail); err != nil {
+			return nil, err
+		}
+	case spec.Jail != nil:
 		// The child changes uid before it sets Pdeathsig, so the change
 		// (which clears the parent-death signal) does not undo it.
 		cmd.SysProcAttr.Credential = spec.Jail.credential()
@@ -106,7 +117,7 @@ func Start(spec Spec) (*Process, error) {
 			cmd.SysProcAttr.Cloneflags = jailNamespaces
 		}
 		start = func(cmd *exec.Cmd) error { return startOnJailThread(cmd, spec.Jail, spec.Confine, done) }
-	} else if spec.Confine != nil {
+	case spec.Confine != nil:
 		start = func(cmd *exec.Cmd) error { return startOnConfinedThread(cmd, spec.Confine, done) }
 	}
 	if err := start(cmd); err != nil {

@@ -280,3 +280,52 @@ func TestJailNamespaces(t *testing.T) {
 		}
 	}
 }
+
+// A child with OwnRoot sees a root of its own: only the paths it was given
+// (read-only where asked, the root itself read-only), /dev/null and
+// /dev/urandom, a /proc of its own PID namespace; the host's files
+// elsewhere are not there at all (Landlock alone leaves them visible to
+// stat, only unreadable).
+func TestJailOwnRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make mount namespaces")
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	rw := filepath.Join(dir, "rw")
+	must(os.Mkdir(rw, 0o700))
+	must(os.Chown(rw, 4242, 4242))
+	log := filepath.Join(dir, "log")
+	var ro []string
+	for _, p := range []string{"/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"} {
+		if _, err := os.Lstat(p); err == nil {
+			ro = append(ro, p)
+		}
+	}
+	script := `echo pid=$$ uid=$(id -u)
+[ -e /proc/2 ] && echo proc:host || echo proc:own
+[ -e /etc/hostname ] && echo hostname:visible || echo hostname:absent
+[ -e /home ] || [ -e /var ] && echo host-dirs:visible || echo host-dirs:absent
+touch /newfile 2>/dev/null && echo rootfs:writable || echo rootfs:read-only
+touch /usr/podvm-probe 2>/dev/null && echo usr:writable || echo usr:read-only
+echo x > ` + rw + `/f && echo rw:writable || echo rw:read-only`
+	p, err := Start(Spec{Name: "own-root", Path: "/bin/sh", LogPath: log, Args: []string{"-c", script},
+		Jail: &Jail{UID: 4242, GID: 4242, ReadOnly: ro, ReadWrite: []string{rw}, OwnRoot: true}})
+	must(err)
+	<-p.Done()
+	out, _ := os.ReadFile(log)
+	// Whole lines: the log starts with the command line, which names them all.
+	for _, want := range []string{"pid=1 uid=4242", "proc:own", "hostname:absent", "host-dirs:absent", "rootfs:read-only", "usr:read-only", "rw:writable"} {
+		if !strings.Contains(string(out), "\n"+want+"\n") {
+			t.Errorf("jailed child's view lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(rw, "f")); err != nil {
+		t.Errorf("the write through the read-write bind did not reach the host: %v", err)
+	}
+}

@@ -27,6 +27,10 @@ type Jail struct {
 	// own, reaches no network but through the fds it is handed, and shares
 	// no System V IPC with the host. Unix sockets by path still work.
 	Namespaces bool
+	// OwnRoot also gives the child a mount namespace whose root holds only
+	// ReadOnly, ReadWrite and a few devices (jailroot.go); implies
+	// Namespaces.
+	OwnRoot bool
 }
 
 // jailNamespaces are the namespaces a Jail with Namespaces gets. No mount
