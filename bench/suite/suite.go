@@ -16,6 +16,8 @@ import (
 	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/boot"
 	"github.com/podvm/podvm/bench/density"
+	"github.com/podvm/podvm/bench/execsync"
+	"github.com/podvm/podvm/bench/probe"
 	"github.com/podvm/podvm/bench/report"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/startup"
@@ -30,6 +32,8 @@ type Options struct {
 	Boot    *boot.Options
 	Startup *startup.Options
 	Density *density.Options
+	Exec    *execsync.Options
+	Probe   *probe.Options
 }
 
 // Run runs the benchmarks chosen in o (a nil Options skips one) and writes
@@ -69,6 +73,25 @@ func Run(ctx context.Context, o Options) (*result.Results, error) {
 		res.Startup = s
 		if err != nil {
 			errs = append(errs, fmt.Errorf("startup: %w", err))
+		}
+	}
+	if o.Exec != nil && ctx.Err() == nil {
+		fmt.Fprintf(progress, "==> exec: one pod per handler, then ExecSync true x%d per handler\n", o.Exec.Runs)
+		o.Exec.Progress = progress
+		e, err := execsync.Run(ctx, h, *o.Exec)
+		res.Exec = e
+		if err != nil {
+			errs = append(errs, fmt.Errorf("exec: %w", err))
+		}
+	}
+	if o.Probe != nil && ctx.Err() == nil {
+		fmt.Fprintf(progress, "==> probe: HTTP GET x%d into a pod, idle, then while %d pods of its handler start and busy-loop\n",
+			o.Probe.Requests, o.Probe.LoadPods)
+		o.Probe.Progress = progress
+		p, err := probe.Run(ctx, h, *o.Probe)
+		res.Probe = p
+		if err != nil {
+			errs = append(errs, fmt.Errorf("probe: %w", err))
 		}
 	}
 	if o.Density != nil && ctx.Err() == nil {
