@@ -12,20 +12,37 @@ import (
 	"github.com/podvm/podvm/bench/stats"
 )
 
-// getter makes the GETs of one pod's probes.
+// getter makes the GETs of one pod's probes, each after a ping when
+// it has a pinger.
 type getter struct {
 	url    string
 	client *http.Client
+	pinger *pinger
 }
 
-func newGetter(url string) *getter {
+func newGetter(url string, p *pinger) *getter {
 	// A new connection for every GET, as the kubelet's prober makes.
 	tr := &http.Transport{DisableKeepAlives: true, Proxy: nil}
-	return &getter{url: url, client: &http.Client{Transport: tr, Timeout: getTimeout}}
+	return &getter{url: url, client: &http.Client{Transport: tr, Timeout: getTimeout}, pinger: p}
 }
 
-// sample is one GET: its TCP handshake and the whole of it.
-type sample struct{ connect, total time.Duration }
+// sample is one ping and GET: the ping's round trip, the GET's TCP
+// handshake and the whole GET.
+type sample struct{ ping, connect, total time.Duration }
+
+// probe pings (if it can), then GETs.
+func (g *getter) probe(ctx context.Context) (sample, error) {
+	var rtt time.Duration
+	if g.pinger != nil {
+		var err error
+		if rtt, err = g.pinger.ping(getTimeout); err != nil {
+			return sample{}, err
+		}
+	}
+	s, err := g.get(ctx)
+	s.ping = rtt
+	return s, err
+}
 
 func (g *getter) get(ctx context.Context) (sample, error) {
 	var s sample
@@ -78,7 +95,7 @@ func (g *getter) phase(ctx context.Context, name string, n int, interval time.Du
 		if until == nil && i >= n {
 			break
 		}
-		s, err := g.get(ctx)
+		s, err := g.probe(ctx)
 		c.add(s, err)
 		if until != nil && closed(until) {
 			break
@@ -99,15 +116,18 @@ func closed(ch <-chan struct{}) bool {
 
 // collector gathers one phase's GETs.
 type collector struct {
-	connect, total []float64
-	over           int
-	failures       []string
+	ping, connect, total []float64
+	over                 int
+	failures             []string
 }
 
 func (c *collector) add(s sample, err error) {
 	if err != nil {
 		c.failures = append(c.failures, err.Error())
 		return
+	}
+	if s.ping > 0 {
+		c.ping = append(c.ping, result.Ms(s.ping))
 	}
 	c.connect = append(c.connect, result.Ms(s.connect))
 	c.total = append(c.total, result.Ms(s.total))
@@ -117,6 +137,6 @@ func (c *collector) add(s sample, err error) {
 }
 
 func (c *collector) phase(name string) result.ProbePhase {
-	return result.ProbePhase{Name: name, Connect: stats.Summarize(c.connect), Response: stats.Summarize(c.total),
+	return result.ProbePhase{Name: name, Ping: stats.Summarize(c.ping), Connect: stats.Summarize(c.connect), Response: stats.Summarize(c.total),
 		OverKubeletTimeout: c.over, SamplesMs: c.total, Failures: c.failures}
 }

@@ -1,10 +1,11 @@
 // Package probe is the probe benchmark of `podvm bench startup`: HTTP GETs
 // from the host to a pod's web server through the pod network, as the
 // kubelet's HTTP probes reach a pod (a new connection each, no
-// keep-alive), first with the host idle, then while K other pods of the
+// keep-alive) and each after an ICMP ping, first with the host idle, then while K other pods of the
 // same handler start (load_boot) and busy-loop (load_busy). Each GET is
 // split into its TCP handshake, which the pod's network path and kernel
-// answer, and the whole response, which needs the server process to run.
+// answer (as they answer the ping), and the whole response, which needs
+// the server process to run.
 package probe
 
 import (
@@ -66,8 +67,8 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Probe, erro
 	SetRatios(out)
 	for _, hp := range out.Handlers {
 		for _, ph := range hp.Phases {
-			fmt.Fprintf(o.Progress, "    probe %s, %s: GET median %.1f ms, p90 %.1f ms, max %.1f ms (connect median %.1f ms); %d over %s, %d failed, of %d\n",
-				hp.Handler, ph.Name, ph.Response.Median, ph.Response.P90, ph.Response.Max, ph.Connect.Median,
+			fmt.Fprintf(o.Progress, "    probe %s, %s: GET median %.1f ms, p90 %.1f ms, max %.1f ms (ping median %.1f ms, connect median %.1f ms); %d over %s, %d failed, of %d\n",
+				hp.Handler, ph.Name, ph.Response.Median, ph.Response.P90, ph.Response.Max, ph.Ping.Median, ph.Connect.Median,
 				ph.OverKubeletTimeout, kubeletTimeout, len(ph.Failures), ph.Response.N+len(ph.Failures))
 		}
 	}
@@ -100,7 +101,12 @@ func runHandler(ctx context.Context, h *benchhost.Host, handler string, o Option
 	if err != nil {
 		return hp, err
 	}
-	g := newGetter("http://" + ip + ":80/")
+	pg, err := newPinger(ip)
+	if err != nil {
+		return hp, err
+	}
+	defer pg.Close()
+	g := newGetter("http://"+ip+":80/", pg)
 	// Warm-up, not recorded. The server says it serves just before it
 	// listens, so the first GET may be refused for a moment.
 	if err := g.firstGet(sctx); err != nil {

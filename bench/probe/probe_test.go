@@ -63,7 +63,7 @@ func TestGetterPhase(t *testing.T) {
 		fmt.Fprintln(w, "ok")
 	}))
 	defer srv.Close()
-	g := newGetter(srv.URL)
+	g := newGetter(srv.URL, nil)
 	ctx := context.Background()
 	if err := g.firstGet(ctx); err != nil {
 		t.Fatal(err)
@@ -78,9 +78,34 @@ func TestGetterPhase(t *testing.T) {
 	if ph := g.phase(ctx, result.ProbeLoadBoot, 0, time.Millisecond, done); ph.Response.N != 1 {
 		t.Errorf("load_boot phase %+v", ph)
 	}
-	bad := newGetter(srv.URL + "/x")
+	bad := newGetter(srv.URL+"/x", nil)
 	srv.Config.Handler = http.NotFoundHandler()
 	if _, err := bad.get(ctx); err == nil {
 		t.Error("a 404 is not an error")
+	}
+}
+
+func TestChecksum(t *testing.T) {
+	// An echo request with its checksum in place sums to zero.
+	b := echo(8, 0x1234, 7)
+	if checksum(b) != 0 {
+		t.Errorf("checksum of a checksummed message: %#x", checksum(b))
+	}
+	// RFC 1071's example: 0001 f203 f4f5 f6f7 sums to 0xddf2.
+	if got := checksum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); got != ^uint16(0xddf2) {
+		t.Errorf("checksum %#x", got)
+	}
+}
+
+func TestPingLoopback(t *testing.T) {
+	p, err := newPinger("127.0.0.1")
+	if err != nil {
+		t.Skipf("no raw ICMP socket here: %v", err)
+	}
+	defer p.Close()
+	for i := 0; i < 2; i++ {
+		if _, err := p.ping(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -26,14 +26,15 @@ func (w *markdown) exec(e *result.Exec) {
 func (w *markdown) probe(pr *result.Probe) {
 	p := w.p
 	p("## HTTP probes into a pod (`podvm bench startup`, probe)\n\n")
-	p("GET from the host to the pod's web server through the pod network, a new connection each (as the kubelet probes), %.0f ms apart: %d idle; then while %d other pods of the same handler start (`load_boot`) and, %d more, while they busy-loop (`load_busy`). `connect` is the TCP handshake (answered by the pod's kernel: for podvm, tap, virtio-net and the guest kernel), the rest needs the server process to run. Over %s: a kubelet probe with the default `timeoutSeconds: 1` would have failed.\n\n",
+	p("GET from the host to the pod's web server through the pod network, a new connection each (as the kubelet probes), %.0f ms apart: %d idle; then while %d other pods of the same handler start (`load_boot`) and, %d more, while they busy-loop (`load_busy`). Before each GET an ICMP echo (`ping`); `ping` and `connect` (the TCP handshake) are answered by the pod's kernel (for podvm: tap, virtio-net and the guest kernel), the rest of a GET needs the server process to run. Over %s: a kubelet probe with the default `timeoutSeconds: 1` would have failed.\n\n",
 		pr.IntervalMs, pr.Requests, pr.LoadPods, pr.Requests, ms(pr.KubeletTimeoutMs))
-	p("| runtime | phase | GETs | median | p90 | max | connect median | connect p90 | / runc (median) | / runc (p90) | over %s | failures |\n", ms(pr.KubeletTimeoutMs))
-	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	p("| runtime | phase | GETs | median | p90 | max | ping median | ping p90 | connect median | connect p90 | / runc (median) | / runc (p90) | over %s | failures |\n", ms(pr.KubeletTimeoutMs))
+	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, h := range pr.Handlers {
 		for _, ph := range h.Phases {
-			p("| %s | %s | %d | %s | %s | %s | %s | %s | %.2fx | %.2fx | %d | %d |\n", withAccel(h.Runtime, h.Accelerator), ph.Name,
-				ph.Response.N, msFine(ph.Response.Median), msFine(ph.Response.P90), msFine(ph.Response.Max), msFine(ph.Connect.Median),
+			p("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %.2fx | %.2fx | %d | %d |\n", withAccel(h.Runtime, h.Accelerator), ph.Name,
+				ph.Response.N, msFine(ph.Response.Median), msFine(ph.Response.P90), msFine(ph.Response.Max),
+				msFine(ph.Ping.Median), msFine(ph.Ping.P90), msFine(ph.Connect.Median),
 				msFine(ph.Connect.P90), ph.MedianRatioToRunc, ph.P90RatioToRunc, ph.OverKubeletTimeout, len(ph.Failures))
 		}
 		for _, f := range h.Failures {

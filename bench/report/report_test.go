@@ -67,7 +67,7 @@ func sample() *result.Results {
 				{Name: result.ProbeLoadBusy, Connect: sum(0.2, 0.3), Response: sum(0.9, 3.4), MedianRatioToRunc: 1, P90RatioToRunc: 1}}},
 			{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Phases: []result.ProbePhase{
 				{Name: result.ProbeIdle, Connect: sum(1, 2), Response: sum(4, 6), MedianRatioToRunc: 6.25, P90RatioToRunc: 6.9},
-				{Name: result.ProbeLoadBusy, Connect: sum(30, 900), Response: sum(300, 1500), OverKubeletTimeout: 1,
+				{Name: result.ProbeLoadBusy, Ping: sum(20, 40), Connect: sum(30, 900), Response: sum(300, 1500), OverKubeletTimeout: 1,
 					MedianRatioToRunc: 415, P90RatioToRunc: 450, Failures: []string{"timeout"}}}},
 		}},
 		Leaks: []string{},
@@ -149,8 +149,8 @@ func TestSummary(t *testing.T) {
 		"![density](density.png)",
 		// Exec and probes, podvm beside runc with its accelerator.
 		"| podvm (TCG) | 2 | 250 ms | 258 ms | 260 ms | 5.56x | 5.30x | 0 |",
-		"| runc | idle | 2 | 0.8 ms | 0.9 ms | 0.9 ms | 0.2 ms |",
-		"| podvm (TCG) | load_busy | 2 | 900 ms | 1.38 s | 1.50 s | 465 ms | 813 ms | 415.00x | 450.00x | 1 | 1 |",
+		"| runc | idle | 2 | 0.8 ms | 0.9 ms | 0.9 ms | 0.0 ms | 0.0 ms | 0.2 ms |",
+		"| podvm (TCG) | load_busy | 2 | 900 ms | 1.38 s | 1.50 s | 30 ms | 38 ms | 465 ms | 813 ms | 415.00x | 450.00x | 1 | 1 |",
 		"5.56x (medians: runc 45 ms, podvm (TCG) 250 ms; 2 execs each)",
 		"podvm (TCG) load_busy p90 1.38 s max 1.50 s (1 over 1 s, 1 failed)",
 	} {

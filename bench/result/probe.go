@@ -41,6 +41,8 @@ type HandlerProbe struct {
 // ProbePhase is the GETs of one phase.
 type ProbePhase struct {
 	Name string `json:"name"`
+	// Ping is an ICMP echo's round trip just before each GET.
+	Ping stats.Summary `json:"ping_ms"`
 	// Connect is the TCP handshake (tap, virtio-net and the guest's
 	// kernel answer it; no process in the pod has to run), Response the
 	// whole GET from dial to the response read.

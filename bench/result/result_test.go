@@ -44,7 +44,7 @@ func full() *Results {
 			Time: s, MedianRatioToRunc: 2, P90RatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}}}},
 		Probe: &Probe{Requests: 3, IntervalMs: 100, LoadPods: 4, TimeoutMs: 10000, KubeletTimeoutMs: 1000,
 			Handlers: []HandlerProbe{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Failures: []string{"f"},
-				Phases: []ProbePhase{{Name: ProbeIdle, Connect: s, Response: s, OverKubeletTimeout: 1, MedianRatioToRunc: 2,
+				Phases: []ProbePhase{{Name: ProbeIdle, Ping: s, Connect: s, Response: s, OverKubeletTimeout: 1, MedianRatioToRunc: 2,
 					P90RatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}}}}}},
 		Targets: []Target{{Name: "n", Goal: "g", Measured: "m", Status: TargetMet}},
 		Leaks:   []string{"l"},
