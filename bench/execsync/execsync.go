@@ -105,8 +105,8 @@ func (r *runs) add(d time.Duration, err error) {
 }
 
 func (r *runs) result(handler string) result.HandlerExec {
-	return result.HandlerExec{Handler: handler, Runtime: benchhost.RuntimeName(handler),
-		Time: stats.Summarize(r.ms), SamplesMs: r.ms, Failures: r.failures}
+	return result.HandlerExec{HandlerTimes: result.HandlerTimes{Handler: handler, Runtime: benchhost.RuntimeName(handler),
+		Time: stats.Summarize(r.ms), SamplesMs: r.ms, Failures: r.failures}}
 }
 
 // SetRatios compares every handler's execs with runc's.

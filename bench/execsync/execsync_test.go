@@ -27,9 +27,9 @@ func TestSetRatios(t *testing.T) {
 		handlers         []result.HandlerExec
 		wantMed, wantP90 float64
 	}{
-		{"podvm over runc", []result.HandlerExec{{Handler: "runc", Time: sum(40, 60)}, {Handler: "podvm", Time: sum(200, 300)}}, 5, 5},
-		{"runc failed every exec", []result.HandlerExec{{Handler: "runc"}, {Handler: "podvm", Time: sum(200)}}, 0, 0},
-		{"no runc", []result.HandlerExec{{Handler: "podvm", Time: sum(200)}}, 0, 0},
+		{"podvm over runc", []result.HandlerExec{{HandlerTimes: result.HandlerTimes{Handler: "runc", Time: sum(40, 60)}}, {HandlerTimes: result.HandlerTimes{Handler: "podvm", Time: sum(200, 300)}}}, 5, 5},
+		{"runc failed every exec", []result.HandlerExec{{HandlerTimes: result.HandlerTimes{Handler: "runc"}}, {HandlerTimes: result.HandlerTimes{Handler: "podvm", Time: sum(200)}}}, 0, 0},
+		{"no runc", []result.HandlerExec{{HandlerTimes: result.HandlerTimes{Handler: "podvm", Time: sum(200)}}}, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &result.Exec{Handlers: tc.handlers}

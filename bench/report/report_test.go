@@ -58,8 +58,10 @@ func sample() *result.Results {
 				Points: []result.DensityPoint{{Pods: 1, PerPod: pm, ShimPSS: sum(17)}, {Pods: 25, PerPod: pm, ShimPSS: sum(9, 9.4), HostOverhead: sum(113)}}},
 		}},
 		Exec: &result.Exec{Runs: 2, Command: []string{"true"}, Handlers: []result.HandlerExec{
-			{Handler: "runc", Runtime: "runc", Time: sum(40, 50), MedianRatioToRunc: 1, P90RatioToRunc: 1, SamplesMs: []float64{40, 50}},
-			{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Time: sum(240, 260), MedianRatioToRunc: 5.56, P90RatioToRunc: 5.3, SamplesMs: []float64{240, 260}},
+			{HandlerTimes: result.HandlerTimes{Handler: "runc", Runtime: "runc", Time: sum(40, 50), MedianRatioToRunc: 1, SamplesMs: []float64{40, 50}},
+				P90RatioToRunc: 1},
+			{HandlerTimes: result.HandlerTimes{Handler: "podvm", Runtime: "podvm", Time: sum(240, 260), MedianRatioToRunc: 5.56, SamplesMs: []float64{240, 260}},
+				Accelerator: "tcg", P90RatioToRunc: 5.3},
 		}},
 		Probe: &result.Probe{Requests: 2, IntervalMs: 100, LoadPods: 4, TimeoutMs: 10000, KubeletTimeoutMs: 1000, Handlers: []result.HandlerProbe{
 			{Handler: "runc", Runtime: "runc", Phases: []result.ProbePhase{
