@@ -15,7 +15,7 @@ import (
 	"github.com/podvm/podvm/bench/stats"
 )
 
-// Options size the benchmark.
+// Options say how many execs to time.
 type Options struct {
 	// Runs is how many execs each handler is timed for.
 	Runs     int

@@ -21,7 +21,7 @@ import (
 	"github.com/podvm/podvm/bench/stats"
 )
 
-// Options size the benchmark.
+// Options size the probes and their load.
 type Options struct {
 	// Requests is how many GETs the idle and the busy phase make.
 	Requests int
