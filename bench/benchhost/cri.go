@@ -17,6 +17,10 @@ import (
 const (
 	// BusyboxImage is busybox-static, the containers' image.
 	BusyboxImage = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+	// WebImage serves HTTP on port 80 (the test images' nginx stand-in)
+	// and prints WebServing when it listens.
+	WebImage   = "registry.k8s.io/e2e-test-images/nginx:1.14-2"
+	WebServing = "serving HTTP"
 	// podNamespace is the pods' Kubernetes namespace (metadata only).
 	podNamespace = "podvm-bench"
 )
@@ -75,6 +79,12 @@ const outputPoll = 5 * time.Millisecond
 // in the container's log. On error the pod (if created) is returned too,
 // so that the caller can remove it.
 func (h *Host) StartPod(ctx context.Context, handler, name string, command []string, waitFor string) (*Pod, PodTimes, error) {
+	return h.StartPodImage(ctx, handler, name, BusyboxImage, command, waitFor)
+}
+
+// StartPodImage is StartPod with the container's image; a nil command
+// runs the image's own.
+func (h *Host) StartPodImage(ctx context.Context, handler, name, image string, command []string, waitFor string) (*Pod, PodTimes, error) {
 	var t PodTimes
 	p := &Pod{Name: name, Handler: handler, Cgroup: h.cgroupRoot + "/pod" + name}
 	logDir := filepath.Join(h.Dir, "pods", name)
@@ -100,7 +110,7 @@ func (h *Host) StartPod(ctx context.Context, handler, name string, command []str
 		PodSandboxId: p.ID,
 		Config: &runtimeapi.ContainerConfig{
 			Metadata: &runtimeapi.ContainerMetadata{Name: "main"},
-			Image:    &runtimeapi.ImageSpec{Image: BusyboxImage},
+			Image:    &runtimeapi.ImageSpec{Image: image},
 			Command:  command,
 			LogPath:  "main.log",
 		},
@@ -128,6 +138,32 @@ func (h *Host) StartPod(ctx context.Context, handler, name string, command []str
 	}
 	t.Total = time.Since(start)
 	return p, t, nil
+}
+
+// ExecSync runs cmd in the pod's container through CRI, as `crictl exec -s`
+// does, and fails unless it exits 0.
+func (h *Host) ExecSync(ctx context.Context, p *Pod, cmd []string, timeout time.Duration) error {
+	r, err := h.cri.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: p.ContainerID, Cmd: cmd, Timeout: int64(timeout / time.Second)})
+	if err != nil {
+		return fmt.Errorf("ExecSync %v in %s (%s): %w", cmd, p.Name, p.Handler, err)
+	}
+	if r.ExitCode != 0 {
+		return fmt.Errorf("ExecSync %v in %s (%s): exit code %d: %s", cmd, p.Name, p.Handler, r.ExitCode, r.Stderr)
+	}
+	return nil
+}
+
+// PodIP is the pod's address on the pod network.
+func (h *Host) PodIP(ctx context.Context, p *Pod) (string, error) {
+	st, err := h.cri.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.ID})
+	if err != nil {
+		return "", fmt.Errorf("PodSandboxStatus %s: %w", p.Name, err)
+	}
+	ip := st.GetStatus().GetNetwork().GetIp()
+	if ip == "" {
+		return "", fmt.Errorf("pod %s (%s) has no IP", p.Name, p.Handler)
+	}
+	return ip, nil
 }
 
 // waitForLog polls a CRI log until it holds want.

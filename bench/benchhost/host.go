@@ -144,7 +144,7 @@ func (h *Host) startStack() error {
 func (h *Host) pullImages(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	for _, ref := range []string{BusyboxImage, hostbed.SandboxImage} {
+	for _, ref := range []string{BusyboxImage, WebImage, hostbed.SandboxImage} {
 		if err := h.cri.pull(ctx, ref); err != nil {
 			return err
 		}

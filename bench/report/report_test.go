@@ -57,6 +57,21 @@ func sample() *result.Results {
 			{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Requested: 25, Reached: 25, StartMs: sum(1700, 1800), StartSamples: []float64{1700, 1800},
 				Points: []result.DensityPoint{{Pods: 1, PerPod: pm, ShimPSS: sum(17)}, {Pods: 25, PerPod: pm, ShimPSS: sum(9, 9.4), HostOverhead: sum(113)}}},
 		}},
+		Exec: &result.Exec{Runs: 2, Command: []string{"true"}, Handlers: []result.HandlerExec{
+			{HandlerTimes: result.HandlerTimes{Handler: "runc", Runtime: "runc", Time: sum(40, 50), MedianRatioToRunc: 1, SamplesMs: []float64{40, 50}},
+				P90RatioToRunc: 1},
+			{HandlerTimes: result.HandlerTimes{Handler: "podvm", Runtime: "podvm", Time: sum(240, 260), MedianRatioToRunc: 5.56, SamplesMs: []float64{240, 260}},
+				Accelerator: "tcg", P90RatioToRunc: 5.3},
+		}},
+		Probe: &result.Probe{Requests: 2, IntervalMs: 100, LoadPods: 4, TimeoutMs: 10000, KubeletTimeoutMs: 1000, Handlers: []result.HandlerProbe{
+			{Handler: "runc", Runtime: "runc", Phases: []result.ProbePhase{
+				{Name: result.ProbeIdle, Connect: sum(0.2, 0.3), Response: sum(0.7, 0.9), MedianRatioToRunc: 1, P90RatioToRunc: 1},
+				{Name: result.ProbeLoadBusy, Connect: sum(0.2, 0.3), Response: sum(0.9, 3.4), MedianRatioToRunc: 1, P90RatioToRunc: 1}}},
+			{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Phases: []result.ProbePhase{
+				{Name: result.ProbeIdle, Connect: sum(1, 2), Response: sum(4, 6), MedianRatioToRunc: 6.25, P90RatioToRunc: 6.9},
+				{Name: result.ProbeLoadBusy, Ping: sum(20, 40), Connect: sum(30, 900), Response: sum(300, 1500), OverKubeletTimeout: 1,
+					MedianRatioToRunc: 415, P90RatioToRunc: 450, Failures: []string{"timeout"}}}},
+		}},
 		Leaks: []string{},
 	}
 }
@@ -71,13 +86,25 @@ func TestTargets(t *testing.T) {
 	}
 	const boot, shim, density, gvisor = "boot to agent ready (VMM spawn to the agent's first answer), median",
 		"shim PSS per pod", "concurrent idle podvm pods, no failure", "gVisor (runsc) beside runc and podvm"
+	const exec, probe = "CRI exec of `true` in a running pod, podvm over runc, median",
+		"HTTP probe into a pod while other pods start and busy-loop, p90 and max"
 	for _, tc := range []struct {
 		name   string
 		change func(r *result.Results)
 		want   map[string]string
 	}{
 		{"as measured", func(*result.Results) {},
-			map[string]string{boot: result.TargetMissed, shim: result.TargetMet, density: result.TargetMet, gvisor: result.TargetReported}},
+			map[string]string{boot: result.TargetMissed, shim: result.TargetMet, density: result.TargetMet, gvisor: result.TargetReported,
+				exec: result.TargetMissed, probe: result.TargetReported}},
+		{"exec within 3x", func(r *result.Results) { r.Exec.Handlers[1].MedianRatioToRunc = 2.9 }, map[string]string{exec: result.TargetMet}},
+		{"exec failed on podvm", func(r *result.Results) {
+			r.Exec.Handlers[1].Time, r.Exec.Handlers[1].MedianRatioToRunc = stats.Summary{}, 0
+		}, map[string]string{exec: result.TargetNotMeasured}},
+		{"probe idle only", func(r *result.Results) {
+			for i := range r.Probe.Handlers {
+				r.Probe.Handlers[i].Phases = r.Probe.Handlers[i].Phases[:1]
+			}
+		}, map[string]string{probe: result.TargetNotMeasured}},
 		{"fast boot, fat shim", func(r *result.Results) {
 			r.Boot.BootToAgentReady = stats.Summarize([]float64{400, 450})
 			r.Density.Handlers[1].Points[1].ShimPSS = stats.Summarize([]float64{9, 16})
@@ -87,15 +114,16 @@ func TestTargets(t *testing.T) {
 		}, map[string]string{density: result.TargetMissed}},
 		{"too few asked", func(r *result.Results) { r.Density.Handlers[1].Reached = 3 }, map[string]string{density: result.TargetMissed}},
 		{"nothing run", func(r *result.Results) {
-			r.Boot, r.Startup, r.Density, r.Host.Versions.Runsc = nil, nil, nil, ""
-		}, map[string]string{boot: result.TargetNotMeasured, shim: result.TargetNotMeasured, density: result.TargetNotMeasured, gvisor: result.TargetNotMeasured}},
+			r.Boot, r.Startup, r.Density, r.Exec, r.Probe, r.Host.Versions.Runsc = nil, nil, nil, nil, nil, ""
+		}, map[string]string{boot: result.TargetNotMeasured, shim: result.TargetNotMeasured, density: result.TargetNotMeasured,
+			gvisor: result.TargetNotMeasured, exec: result.TargetNotMeasured, probe: result.TargetNotMeasured}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := sample()
 			tc.change(r)
 			got := status(Targets(r))
-			if len(got) != 6 {
-				t.Errorf("%d targets, want 6", len(got))
+			if len(got) != 8 {
+				t.Errorf("%d targets, want 8", len(got))
 			}
 			for name, want := range tc.want {
 				if got[name] != want {
@@ -121,6 +149,12 @@ func TestSummary(t *testing.T) {
 		"| Kata shim PSS per pod | about 18 MB | 9.0 MiB (25 pods) |",
 		"0.39 s (QEMU 0.71 s)", "600 Mi (512 Mi VM + ~88 Mi host)", "81-280 ms", "(TCG)",
 		"![density](density.png)",
+		// Exec and probes, podvm beside runc with its accelerator.
+		"| podvm (TCG) | 2 | 250 ms | 258 ms | 260 ms | 5.56x | 5.30x | 0 |",
+		"| runc | idle | 2 | 0.8 ms | 0.9 ms | 0.9 ms | 0.0 ms | 0.0 ms | 0.2 ms |",
+		"| podvm (TCG) | load_busy | 2 | 900 ms | 1.38 s | 1.50 s | 30 ms | 38 ms | 465 ms | 813 ms | 415.00x | 450.00x | 1 | 1 |",
+		"5.56x (medians: runc 45 ms, podvm (TCG) 250 ms; 2 execs each)",
+		"podvm (TCG) load_busy p90 1.38 s max 1.50 s (1 over 1 s, 1 failed)",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("summary lacks %q:\n%s", want, md)
@@ -196,7 +230,7 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.Boot.BootToAgentReady.Median != 680 || len(back.Targets) != 6 {
+	if back.Boot.BootToAgentReady.Median != 680 || len(back.Targets) != 8 {
 		t.Errorf("read back %+v", back.Boot.BootToAgentReady)
 	}
 	for _, f := range []string{"summary.md", "density.png"} {

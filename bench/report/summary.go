@@ -23,6 +23,12 @@ func Summary(r *result.Results) string {
 	if st := r.Startup; st != nil {
 		w.startup(st)
 	}
+	if e := r.Exec; e != nil {
+		w.exec(e)
+	}
+	if pr := r.Probe; pr != nil {
+		w.probe(pr)
+	}
 	if d := r.Density; d != nil {
 		w.density(d)
 	}

@@ -46,6 +46,8 @@ func Targets(r *result.Results) []result.Target {
 		add(name, "reported", "", result.TargetNotMeasured)
 	}
 
+	out = append(out, execTarget(r), probeTarget(r))
+
 	d := densityOf(r, "podvm")
 	name = "shim PSS per pod"
 	if d != nil && len(d.Points) > 0 {

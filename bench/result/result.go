@@ -17,7 +17,7 @@ import (
 const Schema = "podvm-bench/v1"
 
 // Results is one `podvm bench` run: the host it ran on and whichever of the
-// three benchmarks were run.
+// benchmarks were run.
 type Results struct {
 	Schema     string    `json:"schema"`
 	StartedAt  time.Time `json:"started_at"`
@@ -26,6 +26,8 @@ type Results struct {
 	Boot       *Boot     `json:"boot,omitempty"`
 	Startup    *Startup  `json:"startup,omitempty"`
 	Density    *Density  `json:"density,omitempty"`
+	Exec       *Exec     `json:"exec,omitempty"`
+	Probe      *Probe    `json:"probe,omitempty"`
 	// Targets are the issue's goals, each with the figure measured for it.
 	Targets []Target `json:"targets"`
 	// Leaks lists what the run left on the host (processes, mounts,

@@ -40,6 +40,12 @@ func full() *Results {
 		Density: &Density{Handlers: []HandlerDensity{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Requested: 3, Reached: 2,
 			Failure: "f", StartMs: s, StartSamples: []float64{1},
 			Points: []DensityPoint{{Pods: 2, PerPod: pm, ShimPSS: s, HostOverhead: s, MemAvailableDropPerPodMiB: 1, IdleCPUMillicoresPerPod: 1}}}}},
+		Exec: &Exec{Runs: 3, Command: []string{"true"}, Handlers: []HandlerExec{{HandlerTimes: HandlerTimes{Handler: "podvm", Runtime: "podvm",
+			Time: s, MedianRatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}}, Accelerator: "tcg", P90RatioToRunc: 2}}},
+		Probe: &Probe{Requests: 3, IntervalMs: 100, LoadPods: 4, TimeoutMs: 10000, KubeletTimeoutMs: 1000,
+			Handlers: []HandlerProbe{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Failures: []string{"f"},
+				Phases: []ProbePhase{{Name: ProbeIdle, Ping: s, Connect: s, Response: s, OverKubeletTimeout: 1, MedianRatioToRunc: 2,
+					P90RatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}}}}}},
 		Targets: []Target{{Name: "n", Goal: "g", Measured: "m", Status: TargetMet}},
 		Leaks:   []string{"l"},
 	}

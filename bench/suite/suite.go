@@ -16,6 +16,8 @@ import (
 	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/boot"
 	"github.com/podvm/podvm/bench/density"
+	"github.com/podvm/podvm/bench/execsync"
+	"github.com/podvm/podvm/bench/probe"
 	"github.com/podvm/podvm/bench/report"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/startup"
@@ -30,6 +32,8 @@ type Options struct {
 	Boot    *boot.Options
 	Startup *startup.Options
 	Density *density.Options
+	Exec    *execsync.Options
+	Probe   *probe.Options
 }
 
 // Run runs the benchmarks chosen in o (a nil Options skips one) and writes
@@ -52,34 +56,7 @@ func Run(ctx context.Context, o Options) (*result.Results, error) {
 	fmt.Fprintf(progress, "==> %s, %d CPUs, %.0f MiB; pod VMs: %s (%s)\n", res.Host.CPUModel, res.Host.CPUs,
 		res.Host.MemoryMiB, res.Host.Accelerator, res.Host.AcceleratorReason)
 
-	var errs []error
-	if o.Boot != nil && ctx.Err() == nil {
-		fmt.Fprintf(progress, "==> boot: %d pod VMs, then ctr run true x%d per handler\n", o.Boot.Runs, o.Boot.RatioRuns)
-		o.Boot.Progress = progress
-		b, err := boot.Run(ctx, h, *o.Boot)
-		res.Boot = b
-		if err != nil {
-			errs = append(errs, fmt.Errorf("boot: %w", err))
-		}
-	}
-	if o.Startup != nil && ctx.Err() == nil {
-		fmt.Fprintf(progress, "==> startup: %d pods one by one, then %d at once, per handler\n", o.Startup.SerialRuns, o.Startup.Parallel)
-		o.Startup.Progress = progress
-		s, err := startup.Run(ctx, h, *o.Startup)
-		res.Startup = s
-		if err != nil {
-			errs = append(errs, fmt.Errorf("startup: %w", err))
-		}
-	}
-	if o.Density != nil && ctx.Err() == nil {
-		fmt.Fprintf(progress, "==> density: up to %d idle pods per handler\n", o.Density.Pods)
-		o.Density.Progress = progress
-		d, err := density.Run(ctx, h, *o.Density)
-		res.Density = d
-		if err != nil {
-			errs = append(errs, fmt.Errorf("density: %w", err))
-		}
-	}
+	errs := runBenchmarks(ctx, h, o, res, progress)
 	if ctx.Err() != nil {
 		errs = append(errs, fmt.Errorf("interrupted: %w", ctx.Err()))
 	}
@@ -94,4 +71,41 @@ func Run(ctx context.Context, o Options) (*result.Results, error) {
 		errs = append(errs, err)
 	}
 	return res, errors.Join(errs...)
+}
+
+// runBenchmarks runs each benchmark chosen in o, in order, until ctx
+// ends, and puts what each measured into res.
+func runBenchmarks(ctx context.Context, h *benchhost.Host, o Options, res *result.Results, progress io.Writer) []error {
+	var errs []error
+	step := func(name, header string, run func() error) {
+		if ctx.Err() != nil {
+			return
+		}
+		fmt.Fprintf(progress, "==> %s: %s\n", name, header)
+		if err := run(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	if b := o.Boot; b != nil {
+		b.Progress = progress
+		step("boot", fmt.Sprintf("%d pod VMs, then ctr run true x%d per handler", b.Runs, b.RatioRuns), func() (err error) { res.Boot, err = boot.Run(ctx, h, *b); return err })
+	}
+	if s := o.Startup; s != nil {
+		s.Progress = progress
+		step("startup", fmt.Sprintf("%d pods one by one, then %d at once, per handler", s.SerialRuns, s.Parallel), func() (err error) { res.Startup, err = startup.Run(ctx, h, *s); return err })
+	}
+	if e := o.Exec; e != nil {
+		e.Progress = progress
+		step("exec", fmt.Sprintf("one pod per handler, then ExecSync true x%d per handler", e.Runs), func() (err error) { res.Exec, err = execsync.Run(ctx, h, *e); return err })
+	}
+	if p := o.Probe; p != nil {
+		p.Progress = progress
+		step("probe", fmt.Sprintf("HTTP GET x%d into a pod, idle, then while %d pods of its handler start and busy-loop",
+			p.Requests, p.LoadPods), func() (err error) { res.Probe, err = probe.Run(ctx, h, *p); return err })
+	}
+	if d := o.Density; d != nil {
+		d.Progress = progress
+		step("density", fmt.Sprintf("up to %d idle pods per handler", d.Pods), func() (err error) { res.Density, err = density.Run(ctx, h, *d); return err })
+	}
+	return errs
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/podvm/podvm/bench/benchhost"
 	"github.com/podvm/podvm/bench/boot"
 	"github.com/podvm/podvm/bench/density"
+	"github.com/podvm/podvm/bench/execsync"
+	"github.com/podvm/podvm/bench/probe"
 	"github.com/podvm/podvm/bench/report"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/startup"
@@ -29,7 +31,14 @@ type benchFlags struct {
 	densityPods          int
 	densitySettle        time.Duration
 	densityHandlersPodvm bool
+
+	execRuns                 int
+	probeRequests, probeLoad int
+	probeInterval            time.Duration
 }
+
+// benchParts are the benchmarks one command runs.
+type benchParts struct{ boot, startup, exec, probe, density bool }
 
 func newBenchCommand() *cobra.Command {
 	f := &benchFlags{}
@@ -44,9 +53,13 @@ registry, then removes everything it started and checks that nothing was left.
            agent ready, container started, first output), and 'ctr run --rm true'
            for every handler
   startup  pod sandbox + container through CRI to first output, one at a time
-           and N at once, per handler, as times and as ratios to runc
+           and N at once, per handler, as times and as ratios to runc; then
+           exec and probe
+  exec     CRI ExecSync of 'true' in a running pod, per handler
+  probe    HTTP GETs from the host into a pod through the pod network, idle
+           and while other pods of its handler start and busy-loop
   density  idle pods until N (or the first failure), with each pod's host memory
-  all      the three in one run
+  all      every one in one run
 
 Writes results.json (schema: docs/benchmarks.md), PNG plots and summary.md to
 --out. Needs root. Targets are reported, never asserted.`,
@@ -74,21 +87,29 @@ Writes results.json (schema: docs/benchmarks.md), PNG plots and summary.md to
 	pf.IntVar(&f.densityPods, "pods", 25, "density: idle pods per handler")
 	pf.DurationVar(&f.densitySettle, "settle", 10*time.Second, "density: idle time before the last measurement")
 	pf.BoolVar(&f.densityHandlersPodvm, "density-podvm-only", false, "density: measure podvm only (not runc and runsc)")
+	pf.IntVar(&f.execRuns, "exec-runs", 10, "exec: ExecSync of true per handler")
+	pf.IntVar(&f.probeRequests, "probe-requests", 20, "probe: HTTP GETs per handler, idle and again under load")
+	pf.IntVar(&f.probeLoad, "probe-load", 4, "probe: busy-looping pods of the same handler that make the load")
+	pf.DurationVar(&f.probeInterval, "probe-interval", 100*time.Millisecond, "probe: pause between GETs")
 
-	run := func(boot, startup, density bool) func(*cobra.Command, []string) error {
-		return func(cmd *cobra.Command, _ []string) error { return f.run(cmd, boot, startup, density) }
+	run := func(parts benchParts) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error { return f.run(cmd, parts) }
 	}
 	cmd.AddCommand(
-		&cobra.Command{Use: "all", Short: "Run boot, startup and density in one run", Args: cobra.NoArgs, RunE: run(true, true, true)},
-		&cobra.Command{Use: "boot", Short: "Pod VM start phases, and ctr run true per handler", Args: cobra.NoArgs, RunE: run(true, false, false)},
-		&cobra.Command{Use: "startup", Short: "Pod + container through CRI to first output, serial and parallel", Args: cobra.NoArgs, RunE: run(false, true, false)},
-		&cobra.Command{Use: "density", Short: "Idle pods until N or failure, with host memory per pod", Args: cobra.NoArgs, RunE: run(false, false, true)},
+		&cobra.Command{Use: "all", Short: "Run boot, startup (with exec and probe) and density in one run", Args: cobra.NoArgs,
+			RunE: run(benchParts{boot: true, startup: true, exec: true, probe: true, density: true})},
+		&cobra.Command{Use: "boot", Short: "Pod VM start phases, and ctr run true per handler", Args: cobra.NoArgs, RunE: run(benchParts{boot: true})},
+		&cobra.Command{Use: "startup", Short: "Pod + container through CRI to first output, serial and parallel; exec; probe", Args: cobra.NoArgs,
+			RunE: run(benchParts{startup: true, exec: true, probe: true})},
+		&cobra.Command{Use: "exec", Short: "CRI ExecSync of true in a running pod, per handler", Args: cobra.NoArgs, RunE: run(benchParts{exec: true})},
+		&cobra.Command{Use: "probe", Short: "HTTP probes into a pod, idle and under load, per handler", Args: cobra.NoArgs, RunE: run(benchParts{probe: true})},
+		&cobra.Command{Use: "density", Short: "Idle pods until N or failure, with host memory per pod", Args: cobra.NoArgs, RunE: run(benchParts{density: true})},
 		newBenchReportCommand(),
 	)
 	return cmd
 }
 
-func (f *benchFlags) run(cmd *cobra.Command, doBoot, doStartup, doDensity bool) error {
+func (f *benchFlags) run(cmd *cobra.Command, parts benchParts) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	tools, err := benchhost.FindTools(f.prefix, f.cache, f.runsc, f.testbin)
@@ -99,13 +120,19 @@ func (f *benchFlags) run(cmd *cobra.Command, doBoot, doStartup, doDensity bool) 
 		Host:   benchhost.Options{Tools: tools, Debug: f.debug, Keep: f.keep, Progress: cmd.ErrOrStderr()},
 		OutDir: f.out,
 	}
-	if doBoot {
+	if parts.boot {
 		o.Boot = &boot.Options{Runs: f.bootRuns, RatioRuns: f.ratioRuns}
 	}
-	if doStartup {
+	if parts.startup {
 		o.Startup = &startup.Options{SerialRuns: f.serialRuns, Parallel: f.parallel}
 	}
-	if doDensity {
+	if parts.exec {
+		o.Exec = &execsync.Options{Runs: f.execRuns}
+	}
+	if parts.probe {
+		o.Probe = &probe.Options{Requests: f.probeRequests, Interval: f.probeInterval, LoadPods: f.probeLoad}
+	}
+	if parts.density {
 		o.Density = &density.Options{Pods: f.densityPods, Settle: f.densitySettle}
 		if f.densityHandlersPodvm {
 			o.Density.Handlers = []string{"podvm"}
