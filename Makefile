@@ -63,15 +63,19 @@ integration-test: install-dev
 # PODVM_TEST_KERNEL_BUILD=1 runs the kernel build and boot tests: after
 # install-dev they are a cache hit plus one short boot.
 # The spec module's own unit tests need no cluster (its suite skips, saying so).
-# critest runs last and alone: its podvm half is minutes of TCG guests, and
+# critest runs after them, alone: its podvm half is minutes of TCG guests, and
 # sharing the two cores with the other integration packages would only make
-# its timing-sensitive specs flaky. Its log is $(OUT)/critest.log.
+# its timing-sensitive specs flaky. Its log is $(OUT)/critest.log. Last, the
+# isolation and lift-and-shift specs through a local cluster on runc, the
+# fake VM and podvm (conformance-specs, about 6 min here).
 test: deps lint install-dev
 	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_TEST_KERNEL_BUILD=1 go test $(GO_TEST_FLAGS) -timeout 40m ./... 2>&1 | tee $(OUT)/test.log; rc=$${PIPESTATUS[0]}; \
 	(cd spec && go test $(GO_TEST_FLAGS) ./... 2>&1) | tee -a $(OUT)/test.log; [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
 	[ $$rc -eq 0 ] || exit $$rc; \
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME) 2>&1 | tee -a $(OUT)/test.log; [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
-	$(MAKE) --no-print-directory critest-run
+	$(MAKE) --no-print-directory critest-run; crit=$$?; \
+	$(MAKE) --no-print-directory conformance-specs; spec=$$?; \
+	[ $$crit -eq 0 ] && [ $$spec -eq 0 ]
 
 # Hybrid vsock (vhost-device-vsock) is opt-in while an intermittent hang is
 # open (docs/design.md, "Agent channel"), so its QEMU tests are not part of
