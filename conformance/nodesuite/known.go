@@ -1,0 +1,20 @@
+package nodesuite
+
+import "github.com/podvm/podvm/conformance/report"
+
+// Known are the node conformance specs whose outcome on a class is known
+// to differ from runc's, each with why. A difference not listed here is
+// shown as unexplained and fails the run. Measured on the local cluster
+// (docs/conformance.md has the run).
+var Known = []report.KnownDifference{
+	{Class: "podvm", Spec: "[sig-node] Pod InPlace Resize Container burstable pods - extended resize with equivalents [MinimumKubeletVersion:1.34] [Conformance]",
+		Reason: "issue 18: the container sees the guest's root cgroup, not its own (no private cgroup namespace in the guest), and a resize does not reach the guest's cgroups"},
+	{Class: "podvm", Spec: "[sig-node] Pod InPlace Resize Container burstable pods - extended 6 containers - various operations performed (including adding limits and requests) [MinimumKubeletVersion:1.34] [Conformance]",
+		Reason: "issue 18: in-place resize is not applied in the guest (cgroup files read in the container are the guest root's)"},
+	{Class: "podvm", Spec: "[sig-node] Pod InPlace Resize Container resize pod via the replace endpoint [MinimumKubeletVersion:1.34] [Conformance]",
+		Reason: "issue 18: in-place resize is not applied in the guest (cgroup files read in the container are the guest root's)"},
+	{Class: "podvm", Spec: "[sig-node] Probing container should *not* be restarted with a GRPC liveness probe [Conformance] [NodeConformance]",
+		Reason: "issue 18: probes through the pod network into a TCG guest time out while other pod VMs boot on the 2 cores; passes with fewer VMs at once"},
+	{Class: "podvm", Spec: "[sig-node] Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart http hook properly [Conformance] [NodeConformance]",
+		Reason: "issue 18: the hook's HTTP request into a TCG guest did not arrive in time while other pod VMs booted on the 2 cores"},
+}
