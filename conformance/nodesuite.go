@@ -43,6 +43,9 @@ func runNodeClass(ctx context.Context, o Options, k nodesuite.Kubectl, class str
 	if err == nil {
 		err = k.Install(ctx, c)
 	}
+	if err == nil {
+		err = k.Verify(ctx, c)
+	}
 	defer func() {
 		if err := k.Remove(context.WithoutCancel(ctx), class); err != nil && run.Err == nil {
 			run.Err = err
