@@ -122,7 +122,11 @@ func Run(ctx context.Context, o Options) (*report.Report, error) {
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return nil, err
 	}
-	rep := &report.Report{Title: "podvm conformance report", Cluster: o.ClusterDesc, Classes: o.Classes, Started: time.Now()}
+	classes := o.Classes
+	if !o.runs(SuiteIsolation) && o.runs(SuiteNodeConformance) {
+		classes = o.NodeClasses
+	}
+	rep := &report.Report{Title: "podvm conformance report", Cluster: o.ClusterDesc, Classes: classes, Started: time.Now()}
 	progress := func(format string, a ...any) { fmt.Fprintf(o.Progress, "==> "+format+"\n", a...) }
 
 	for _, class := range o.Classes {

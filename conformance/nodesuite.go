@@ -11,7 +11,7 @@ import (
 )
 
 // NodeSuiteName names the upstream node conformance suite in the report.
-const NodeSuiteName = "upstream node conformance (e2e [sig-node] [Conformance], pods put on the class by admission policy)"
+const NodeSuiteName = "upstream node conformance (e2e [sig-node] [Conformance] through the runtime class)"
 
 // runNodeSuite runs the upstream node conformance specs once per class of
 // o.NodeClasses, each with the admission policy that puts the specs' pods
