@@ -47,8 +47,15 @@ func ClusterImages(busybox, testbin, agnhost string) ([]Image, error) {
 	s.add("busybox", []string{SpecBusybox, e2eBusybox}, v1.Config{Cmd: []string{"sh"}}, base)
 	s.add("pause", []string{SandboxImage}, v1.Config{Entrypoint: []string{"/pause"}}, nil, program(testbin, "pause", 0o755))
 	agnhostCfg := v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}
-	s.add("agnhost", []string{e2eAgnhost}, agnhostCfg, base, program(agnhost, "agnhost", 0o755))
-	s.add("agnhost-prev", []string{e2eAgnhostPrev}, agnhostCfg, base, program(agnhost, "agnhost", 0o755))
+	// The entrypoint spec runs the same program as /agnhost-2, as in the
+	// real image.
+	agnhostProgram := func() *layerBuilder {
+		l := program(agnhost, "agnhost", 0o755)
+		l.hardlink("agnhost-2", "agnhost")
+		return l
+	}
+	s.add("agnhost", []string{e2eAgnhost}, agnhostCfg, base, agnhostProgram())
+	s.add("agnhost-prev", []string{e2eAgnhostPrev}, agnhostCfg, base, agnhostProgram())
 	kitten := newLayer()
 	kitten.file("data.json", 0o644, []byte(`{"image": "kitten.jpg"}`+"\n"))
 	kitten.file("etc/os-release", 0o644, []byte(`NAME="Alpine Linux"`+"\n"))
