@@ -48,10 +48,12 @@ func ClusterImages(busybox, testbin, agnhost string) ([]Image, error) {
 	s.add("pause", []string{SandboxImage}, v1.Config{Entrypoint: []string{"/pause"}}, nil, program(testbin, "pause", 0o755))
 	agnhostCfg := v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}
 	// The entrypoint spec runs the same program as /agnhost-2, as in the
-	// real image.
+	// real image; the exec hook specs run "curl URL", which busybox has
+	// not: wget stands in for that one form.
 	agnhostProgram := func() *layerBuilder {
 		l := program(agnhost, "agnhost", 0o755)
 		l.hardlink("agnhost-2", "agnhost")
+		l.file("usr/bin/curl", 0o755, []byte("#!/bin/sh\nexec wget -q -O - \"$@\"\n"))
 		return l
 	}
 	s.add("agnhost", []string{e2eAgnhost}, agnhostCfg, base, agnhostProgram())
