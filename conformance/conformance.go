@@ -87,7 +87,8 @@ const (
 var AllSuites = []string{SuiteIsolation, SuiteRuntimeClassE2E, SuiteCritest, SuiteNodeConformance}
 
 // DefaultSuites are what `make conformance` runs: the node conformance
-// suite takes hours here (docs/conformance.md) and is asked for by name.
+// suite takes about 1.5 h here (docs/conformance.md) and is asked for by
+// name.
 var DefaultSuites = []string{SuiteIsolation, SuiteRuntimeClassE2E, SuiteCritest}
 
 // CheckSuites checks that every name is a suite.
