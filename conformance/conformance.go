@@ -1,7 +1,8 @@
 // Package conformance is the harness behind `make conformance`: against a
 // cluster from a cluster.Provider it runs podvm's executable isolation
 // specs (spec/) once per runtime class, the upstream Kubernetes e2e
-// RuntimeClass specs, and critest with each CRI handler, then writes a
+// RuntimeClass specs, critest with each CRI handler and, when asked, the
+// upstream node conformance specs once per runtime class, then writes a
 // report (Markdown and JUnit) whose verdict is that every result is the
 // expected one: isolation specs fail on every shared-kernel baseline for
 // the fact each declares (which proves they can fail) and pass on every VM
@@ -56,6 +57,16 @@ type Options struct {
 	CritestDir     string // working directory of CritestCommand
 	CritestEnv     []string
 
+	// Suites are the suites to run (Suite* names); nil runs DefaultSuites.
+	Suites []string
+	// NodeClasses are the runtime classes the upstream node conformance
+	// specs run with; the first is the baseline the others are compared
+	// with. NodeFocus and NodeSkip select the specs; Kubectl installs the
+	// admission policy that puts their pods on each class.
+	NodeClasses         []string
+	NodeFocus, NodeSkip string
+	Kubectl             string
+
 	// Progress receives one line per step.
 	Progress io.Writer
 }
@@ -64,38 +75,88 @@ type Options struct {
 // [Feature:RuntimeHandler] ones that need the test-handler handler.
 const DefaultE2EFocus = `RuntimeClass`
 
+// The suites a run can select.
+const (
+	SuiteIsolation       = "isolation"
+	SuiteRuntimeClassE2E = "runtimeclass-e2e"
+	SuiteCritest         = "critest"
+	SuiteNodeConformance = "node-conformance"
+)
+
+// AllSuites are every suite, in the order they run.
+var AllSuites = []string{SuiteIsolation, SuiteRuntimeClassE2E, SuiteCritest, SuiteNodeConformance}
+
+// DefaultSuites are what `make conformance` runs: the node conformance
+// suite takes about 1.5 h here (docs/conformance.md) and is asked for by
+// name.
+var DefaultSuites = []string{SuiteIsolation, SuiteRuntimeClassE2E, SuiteCritest}
+
+// CheckSuites checks that every name is a suite.
+func CheckSuites(names []string) error {
+	for _, n := range names {
+		if !slices.Contains(AllSuites, n) {
+			return fmt.Errorf("%w: unknown suite %q (suites: %s)", report.ErrUsage, n, strings.Join(AllSuites, ", "))
+		}
+	}
+	return nil
+}
+
+func (o Options) runs(suite string) bool {
+	if o.Suites == nil {
+		return slices.Contains(DefaultSuites, suite)
+	}
+	return slices.Contains(o.Suites, suite)
+}
+
 // Run runs every suite and returns the report; the report is also written
 // to OutDir as report.md and junit.xml. An error means the harness itself
 // failed; failing specs are in the report.
 func Run(ctx context.Context, o Options) (*report.Report, error) {
-	if err := report.CheckClasses(o.Classes, o.Baselines); err != nil {
+	if err := CheckSuites(o.Suites); err != nil {
 		return nil, err
+	}
+	if o.runs(SuiteIsolation) {
+		if err := report.CheckClasses(o.Classes, o.Baselines); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return nil, err
 	}
-	rep := &report.Report{Title: "podvm conformance report", Cluster: o.ClusterDesc, Classes: o.Classes, Started: time.Now()}
+	classes := o.Classes
+	if !o.runs(SuiteIsolation) && o.runs(SuiteNodeConformance) {
+		classes = o.NodeClasses
+	}
+	rep := &report.Report{Title: "podvm conformance report", Cluster: o.ClusterDesc, Classes: classes, Started: time.Now()}
 	progress := func(format string, a ...any) { fmt.Fprintf(o.Progress, "==> "+format+"\n", a...) }
 
 	for _, class := range o.Classes {
+		if !o.runs(SuiteIsolation) {
+			break
+		}
 		progress("isolation specs with runtime class %q", class)
 		run := runSpecs(ctx, o, class)
 		progress("   %s", summary(run))
 		rep.Runs = append(rep.Runs, run)
 	}
-	if o.E2EBinary != "" {
+	if o.E2EBinary != "" && o.runs(SuiteRuntimeClassE2E) {
 		progress("upstream Kubernetes e2e: %s", o.E2EFocus)
 		run := runE2E(ctx, o)
 		progress("   %s", summary(run))
 		rep.Runs = append(rep.Runs, run)
 	}
-	if len(o.CritestCommand) > 0 {
+	if len(o.CritestCommand) > 0 && o.runs(SuiteCritest) {
 		progress("critest with every handler (%s)", estimate.Critest.About())
 		runs := runCritest(ctx, o)
 		for _, r := range runs {
 			progress("   %s: %s", r.RuntimeClass, summary(r))
 		}
 		rep.Runs = append(rep.Runs, runs...)
+	}
+	if o.runs(SuiteNodeConformance) {
+		runs, cmp := runNodeSuite(ctx, o, progress)
+		rep.Runs = append(rep.Runs, runs...)
+		rep.Comparisons = append(rep.Comparisons, cmp)
 	}
 	rep.Elapsed = time.Since(rep.Started)
 	if err := WriteReport(rep, o.OutDir); err != nil {

@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/podvm/podvm/conformance/report"
@@ -36,5 +37,33 @@ func TestRunRefusesARunWithoutItsBaseline(t *testing.T) {
 	_, err := Run(context.Background(), Options{Classes: []string{"podvm"}, Baselines: []string{"runc"}, OutDir: out})
 	if !errors.Is(err, report.ErrUsage) {
 		t.Fatalf("Run with the baseline not among the classes: %v, want a usage error", err)
+	}
+}
+
+func TestSuites(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		suites []string
+		runs   []string
+		usage  bool
+	}{
+		{"default: what make conformance always ran", nil, []string{SuiteIsolation, SuiteRuntimeClassE2E, SuiteCritest}, false},
+		{"node suite alone", []string{SuiteNodeConformance}, []string{SuiteNodeConformance}, false},
+		{"unknown", []string{"node"}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := CheckSuites(tc.suites); errors.Is(err, report.ErrUsage) != tc.usage {
+				t.Fatalf("CheckSuites(%q) = %v, want usage error %v", tc.suites, err, tc.usage)
+			}
+			if tc.usage {
+				return
+			}
+			o := Options{Suites: tc.suites}
+			for _, s := range AllSuites {
+				if want := slices.Contains(tc.runs, s); o.runs(s) != want {
+					t.Errorf("runs(%s) = %v, want %v", s, !want, want)
+				}
+			}
+		})
 	}
 }

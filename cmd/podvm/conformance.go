@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/podvm/podvm/conformance/cluster"
 	"github.com/podvm/podvm/conformance/cluster/existing"
 	"github.com/podvm/podvm/conformance/cluster/local"
+	"github.com/podvm/podvm/conformance/nodesuite"
 	"github.com/podvm/podvm/conformance/report"
 )
 
@@ -26,6 +28,7 @@ type conformanceOptions struct {
 	providerName, kubeconfig, context, kubectl, classes, baseline string
 	outDir                                                        string
 	specBinary, labelFilter, e2eBinary, e2eFocus, critestCmd      string
+	suites, nodeClasses, nodeFocus, nodeSkip                      string
 	specArgs                                                      []string
 	keep                                                          bool
 }
@@ -39,7 +42,10 @@ func newConformanceCommand() *cobra.Command {
 runc and the fake VM runc-fakevm, must fail every isolation spec for a shared-kernel
 fact the spec declares; the VM classes must pass them all), the
 upstream Kubernetes e2e RuntimeClass specs and, on the local provider, critest
-with every CRI handler. Writes report.md (a table of spec x runtime class) and
+with every CRI handler. --suites node-conformance adds the upstream
+[sig-node] [Conformance] specs once per --node-runtime-classes, every pod they
+create put on the class by a MutatingAdmissionPolicy, compared spec by spec
+with the first class (runc). Writes report.md (a table of spec x runtime class) and
 junit.xml to --out, and exits non-zero unless every result is the expected one.
 
 Providers:
@@ -73,6 +79,10 @@ func (o *conformanceOptions) addFlags(cmd *cobra.Command) {
 	f.StringArrayVar(&o.specArgs, "spec-arg", nil, "extra flag for the spec suite (repeatable), e.g. --spec-arg=--vmm-process-regex=qemu")
 	f.StringVar(&o.e2eBinary, "e2e-binary", filepath.Join(o.local.KubeBinDir, "e2e.test"), "Kubernetes e2e.test binary; empty skips the upstream suite")
 	f.StringVar(&o.e2eFocus, "e2e-focus", conformance.DefaultE2EFocus, "Ginkgo focus of the upstream suite")
+	f.StringVar(&o.suites, "suites", strings.Join(conformance.DefaultSuites, ","), "suites to run, comma-separated: "+strings.Join(conformance.AllSuites, ", "))
+	f.StringVar(&o.nodeClasses, "node-runtime-classes", "runc,podvm", "runtime classes for the node-conformance suite; the first is the baseline the others are compared with")
+	f.StringVar(&o.nodeFocus, "node-focus", nodesuite.Focus, "Ginkgo focus of the node-conformance suite")
+	f.StringVar(&o.nodeSkip, "node-skip", "", "Ginkgo skip of the node-conformance suite (e.g. '\\[Slow\\]')")
 	f.StringVar(&o.critestCmd, "critest-command", "", "command that runs critest with every handler (make conformance sets it); empty skips critest")
 	f.BoolVar(&o.keep, "keep", false, "leave a local cluster this run brought up running")
 	// The local cluster's own settings.
@@ -127,6 +137,11 @@ func (o *conformanceOptions) suiteOptions(c *cluster.Cluster, desc string, out i
 		Cluster: c, ClusterDesc: desc, Classes: strings.Split(o.classes, ","), Baselines: o.baselines(), OutDir: o.outDir,
 		SpecBinary: o.specBinary, SpecLabelFilter: o.labelFilter, SpecArgs: o.specArgs,
 		E2EBinary: o.e2eBinary, E2EFocus: o.e2eFocus, Progress: out,
+		Suites: strings.Split(o.suites, ","), NodeClasses: strings.Split(o.nodeClasses, ","),
+		NodeFocus: o.nodeFocus, NodeSkip: o.nodeSkip, Kubectl: o.kubectl,
+	}
+	if o.providerName == "local" {
+		opts.Kubectl = filepath.Join(o.local.KubeBinDir, "kubectl")
 	}
 	if o.critestCmd != "" {
 		opts.CritestCommand = strings.Fields(o.critestCmd)
@@ -145,10 +160,8 @@ func (o *conformanceOptions) baselines() []string {
 // run brings the cluster up if needed, runs the suites, adds the cluster's
 // health, and says whether every result is the expected one.
 func (o *conformanceOptions) run(ctx context.Context, out io.Writer) error {
-	// Checked before a cluster is brought up: a run without its baseline
-	// would pass isolation specs that nothing shows can fail.
-	if err := report.CheckClasses(strings.Split(o.classes, ","), o.baselines()); err != nil {
-		return fmt.Errorf("--runtime-classes %q, --baseline %q: %w", o.classes, o.baseline, err)
+	if err := o.checkSuites(); err != nil {
+		return err
 	}
 	if err := o.pinContext(ctx); err != nil {
 		return err
@@ -169,7 +182,7 @@ func (o *conformanceOptions) run(ctx context.Context, out io.Writer) error {
 		}()
 	}
 	opts := o.suiteOptions(c, desc, out)
-	if _, err := os.Stat(opts.SpecBinary); err != nil {
+	if _, err := os.Stat(opts.SpecBinary); err != nil && slices.Contains(opts.Suites, conformance.SuiteIsolation) {
 		return prerequisiteErrorf("spec suite %s: %w (build it: cd spec && go test -c -o %s .)", opts.SpecBinary, err, opts.SpecBinary)
 	}
 	rep, err := conformance.Run(ctx, opts)
@@ -180,6 +193,27 @@ func (o *conformanceOptions) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	return o.verdict(rep, out)
+}
+
+// checkSuites checks the suites and their classes before a cluster is
+// brought up: a run without its baseline would pass isolation specs that
+// nothing shows can fail, and the node suite compares with its first class.
+func (o *conformanceOptions) checkSuites() error {
+	suites := strings.Split(o.suites, ",")
+	if err := conformance.CheckSuites(suites); err != nil {
+		return fmt.Errorf("--suites %q: %w", o.suites, err)
+	}
+	if slices.Contains(suites, conformance.SuiteIsolation) {
+		if err := report.CheckClasses(strings.Split(o.classes, ","), o.baselines()); err != nil {
+			return fmt.Errorf("--runtime-classes %q, --baseline %q: %w", o.classes, o.baseline, err)
+		}
+	}
+	if slices.Contains(suites, conformance.SuiteNodeConformance) {
+		if o.e2eBinary == "" || len(strings.Split(o.nodeClasses, ",")) < 2 {
+			return usageErrorf("--suites node-conformance needs --e2e-binary and at least two --node-runtime-classes (a baseline first), got %q", o.nodeClasses)
+		}
+	}
+	return nil
 }
 
 // addClusterHealth adds the cluster's health to rep and rewrites the

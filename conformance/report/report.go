@@ -71,8 +71,11 @@ type Report struct {
 	Cluster string // e.g. "local (Kubernetes v1.37.2 from host processes)"
 	Classes []string
 	Runs    []Run
-	Started time.Time
-	Elapsed time.Duration
+	// Comparisons set runs of one suite side by side against a baseline
+	// run (the upstream node conformance suite against runc).
+	Comparisons []Comparison
+	Started     time.Time
+	Elapsed     time.Duration
 }
 
 func (r Run) label() string {
@@ -176,6 +179,11 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 	}
 	for _, s := range suites {
 		writeSuite(&b, s, bySuite[s])
+		for _, c := range rep.Comparisons {
+			if c.Suite == s {
+				c.WriteMarkdown(&b)
+			}
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

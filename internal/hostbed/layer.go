@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"strings"
 	"time"
 
@@ -130,9 +131,20 @@ func busyboxLayer(busybox string) (v1.Layer, error) {
 	// Hard links, as in the busybox images: masking one applet's path
 	// (critest's MaskedPaths masks /bin/ls) must not mask busybox itself,
 	// which it would through a symlink.
-	for _, applet := range strings.Fields(string(out)) {
+	applets := strings.Fields(string(out))
+	inBin := map[string]bool{}
+	for _, applet := range applets {
 		if applet != "bin/busybox" && applet != "bin/pgrep" {
 			l.hardlink(applet, "bin/busybox")
+		}
+		inBin[applet] = true
+	}
+	// The busybox images have every applet in /bin too, and specs call
+	// them there (the upstream sysctl spec runs /bin/sysctl).
+	for _, applet := range applets {
+		if bin := "bin/" + path.Base(applet); !inBin[bin] {
+			l.hardlink(bin, "bin/busybox")
+			inBin[bin] = true
 		}
 	}
 	l.file("bin/pgrep", 0o755, []byte(pgrepScript))

@@ -1,0 +1,74 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/podvm/podvm/conformance/nodesuite"
+	"github.com/podvm/podvm/conformance/report"
+)
+
+// NodeSuiteName names the upstream node conformance suite in the report.
+const NodeSuiteName = "upstream node conformance (e2e [sig-node] [Conformance] through the runtime class)"
+
+// runNodeSuite runs the upstream node conformance specs once per class of
+// o.NodeClasses, each with the admission policy that puts the specs' pods
+// on that class, and compares every class with the first, the baseline.
+func runNodeSuite(ctx context.Context, o Options, progress func(string, ...any)) ([]report.Run, report.Comparison) {
+	k := nodesuite.Kubectl{Binary: o.Kubectl, Kubeconfig: o.Cluster.Kubeconfig}
+	var runs []report.Run
+	for _, class := range o.NodeClasses {
+		progress("upstream node conformance with runtime class %q (pods put on it by a MutatingAdmissionPolicy)", class)
+		run := runNodeClass(ctx, o, k, class)
+		progress("   %s", summary(run))
+		runs = append(runs, run)
+	}
+	cmp := report.Compare(NodeSuiteName, runs, nodesuite.Known)
+	for i := range runs {
+		if runs[i].Err == nil {
+			runs[i].Checked = cmp.Check(runs[i].RuntimeClass)
+		}
+	}
+	return runs, cmp
+}
+
+// runNodeClass installs the class's policy, runs the specs and removes the
+// policy again, also when the run fails or is interrupted.
+func runNodeClass(ctx context.Context, o Options, k nodesuite.Kubectl, class string) (run report.Run) {
+	dir := filepath.Join(o.OutDir, "node-conformance", class)
+	run = report.Run{Suite: NodeSuiteName, RuntimeClass: class, Log: filepath.Join(dir, "e2e.log")}
+	c, err := k.LookupClass(ctx, class)
+	if err == nil {
+		err = k.Install(ctx, c)
+	}
+	if err == nil {
+		err = k.Verify(ctx, c)
+	}
+	defer func() {
+		if err := k.Remove(context.WithoutCancel(ctx), class); err != nil && run.Err == nil {
+			run.Err = err
+		}
+	}()
+	if err != nil {
+		run.Err = err
+		return run
+	}
+	junit := filepath.Join(dir, "junit_01.xml")
+	args := []string{"--kubeconfig", o.Cluster.Kubeconfig, "--provider", "skeleton",
+		"--ginkgo.focus", o.NodeFocus, "--ginkgo.no-color", "--ginkgo.v", "--ginkgo.timeout", "4h",
+		"--ginkgo.junit-report", junit, "--report-dir", dir, "--dump-logs-on-failure=false"}
+	if o.NodeSkip != "" {
+		args = append(args, "--ginkgo.skip", o.NodeSkip)
+	}
+	start := time.Now()
+	runErr := runLogged(ctx, dir, run.Log, nil, o.E2EBinary, args...)
+	run.Duration = time.Since(start)
+	run.Cases, run.Err = readCases(junit, runErr, run.Log)
+	run.Cases = withoutUnselected(run.Cases)
+	if run.Err == nil && len(run.Cases) == 0 {
+		run.Err = fmt.Errorf("no spec matched focus %q (skip %q)", o.NodeFocus, o.NodeSkip)
+	}
+	return run
+}
