@@ -56,13 +56,37 @@ func Compare(suite string, runs []Run, known []KnownDifference) Comparison {
 				continue
 			}
 			d := Difference{Spec: c.Name, Class: r.RuntimeClass, Got: c.Outcome, BaselineGot: want, Message: c.Message}
-			if k := slices.IndexFunc(known, func(k KnownDifference) bool { return k.Class == r.RuntimeClass && k.Spec == c.Name }); k >= 0 {
-				d.Reason = known[k].Reason
-			}
+			d.Reason = knownReason(known, r.RuntimeClass, c.Name)
 			cmp.Differences = append(cmp.Differences, d)
+		}
+		if i > 0 {
+			cmp.Differences = append(cmp.Differences, missingFrom(r, runs[0], known)...)
 		}
 	}
 	return cmp
+}
+
+// missingFrom lists the baseline's specs that run r never reported: a run
+// cut short (a timeout, an interrupt) must not read as agreement.
+func missingFrom(r, baseline Run, known []KnownDifference) []Difference {
+	got := outcomes(r)
+	var out []Difference
+	for _, c := range baseline.Cases {
+		if _, ok := got[c.Name]; ok {
+			continue
+		}
+		out = append(out, Difference{Spec: c.Name, Class: r.RuntimeClass, Got: Missing, BaselineGot: c.Outcome,
+			Reason: knownReason(known, r.RuntimeClass, c.Name)})
+	}
+	return out
+}
+
+// knownReason is the reason a known difference gives for spec on class, "".
+func knownReason(known []KnownDifference, class, spec string) string {
+	if k := slices.IndexFunc(known, func(k KnownDifference) bool { return k.Class == class && k.Spec == spec }); k >= 0 {
+		return known[k].Reason
+	}
+	return ""
 }
 
 func outcomes(r Run) map[string]Outcome {

@@ -40,6 +40,11 @@ func TestCompare(t *testing.T) {
 			[]Difference{{Spec: b, Class: "podvm", Got: Passed, BaselineGot: Missing, Message: "msg passed", Reason: "known: b"}}, 0, 0},
 		{"missing on the baseline, unexplained", []Run{run("runc", Passed, Passed), run("podvm", Passed, Passed, Passed)},
 			[]Difference{{Spec: c, Class: "podvm", Got: Passed, BaselineGot: Missing, Message: "msg passed"}}, 1, 0},
+		{"cut short: specs the baseline ran never ran", []Run{run("runc", Passed, Passed, Passed), run("podvm", Passed)},
+			[]Difference{
+				{Spec: b, Class: "podvm", Got: Missing, BaselineGot: Passed, Reason: "known: b"},
+				{Spec: c, Class: "podvm", Got: Missing, BaselineGot: Passed},
+			}, 1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmp := Compare("node", tc.runs, known)
