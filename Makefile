@@ -134,7 +134,7 @@ spec-binary:
 # specs and critest; report in _output/conformance.
 CONFORMANCE_FLAGS ?=
 conformance: deps install-dev spec-binary
-	@bash ci/install-tools.sh kubernetes agnhost etcd
+	@bash ci/install-tools.sh kubernetes agnhost etcd ginkgo
 	@$(BIN)/podvm install --prefix $(OUT)/cluster-podvm --image-dir $(OUT)/share/podvm --etc-dir $(OUT)/cluster-podvm/etc/podvm \
 		--virtiofsd $(PODVM_CACHE)/tools/virtiofsd-1.14.0/bin/virtiofsd >/dev/null
 	go build -trimpath -o $(BIN)/podvm-fakevm-runc ./conformance/fakevm/cmd/podvm-fakevm-runc

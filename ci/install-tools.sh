@@ -3,8 +3,8 @@
 # $PODVM_CACHE/tools/<name>-<version>/bin. A tool whose cache directory holds a
 # complete build is not rebuilt. Prints the bin directories to put on PATH.
 #
-# Usage: ci/install-tools.sh [containerd|runc|cri-tools|kubernetes|agnhost|etcd|gvisor|virtiofsd|vhost-device-vsock]...
-# (default: containerd runc cri-tools; kubernetes, agnhost and etcd are for
+# Usage: ci/install-tools.sh [containerd|runc|cri-tools|kubernetes|agnhost|etcd|ginkgo|gvisor|virtiofsd|vhost-device-vsock]...
+# (default: containerd runc cri-tools; kubernetes, agnhost, etcd and ginkgo are for
 # make conformance, gvisor for make bench; virtiofsd (make deps; install-dev
 # ships it) and vhost-device-vsock (make test-hybrid-vsock) are Rust crates,
 # see docs/vsock-virtiofsd.md)
@@ -15,6 +15,10 @@ RUNC_VERSION=v1.5.2
 CRI_TOOLS_VERSION=v1.37.0
 KUBERNETES_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
+# The Ginkgo CLI runs e2e.test's specs in parallel processes; it must be the
+# version k8s.io/kubernetes $KUBERNETES_VERSION requires (its go.mod), the one
+# compiled into e2e.test.
+GINKGO_VERSION=v2.32.0
 # gVisor tags no Go module version: a pseudo-version of gvisor.dev/gvisor that
 # builds with the go command (bench/hostenv looks for the same one).
 GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
@@ -157,6 +161,18 @@ install_etcd() {
 	rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
 
+install_ginkgo() {
+	local dir="$tools_dir/ginkgo-$GINKGO_VERSION"
+	if cached ginkgo "$GINKGO_VERSION" ginkgo; then
+		step "ginkgo $GINKGO_VERSION: cached"; return
+	fi
+	step "ginkgo $GINKGO_VERSION: building the CLI (about 10 s)"
+	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/bin"
+	GOBIN="$dir.tmp/bin" GOFLAGS=-mod=mod run_logged "$PODVM_CACHE/logs/ginkgo.log" \
+		go install "github.com/onsi/ginkgo/v2/ginkgo@$GINKGO_VERSION"
+	rm -rf "$dir"; mv "$dir.tmp" "$dir"
+}
+
 # gVisor's runsc, for the benchmarks (make bench runs it beside runc and
 # podvm as the OCI runtime of containerd's runc shim). CGO_ENABLED=0: a cgo
 # runsc cannot start inside its own chroot, which has no dynamic loader.
@@ -207,11 +223,12 @@ for t in "${want[@]}"; do
 	kubernetes) install_kubernetes ;;
 	agnhost) install_agnhost ;;
 	etcd) install_etcd ;;
+	ginkgo) install_ginkgo ;;
 	gvisor) install_gvisor ;;
 	# The Rust virtio-fs daemon (needs libcap-ng-dev and libseccomp-dev).
 	virtiofsd) install_crate virtiofsd "$VIRTIOFSD_VERSION" 3 ;;
 	# A vhost-user vsock device whose host end is a unix socket (hybrid vsock).
 	vhost-device-vsock) install_crate vhost-device-vsock "$VHOST_DEVICE_VSOCK_VERSION" 2 ;;
-	*) die "unknown tool $t (known: containerd runc cri-tools kubernetes agnhost etcd gvisor virtiofsd vhost-device-vsock)" ;;
+	*) die "unknown tool $t (known: containerd runc cri-tools kubernetes agnhost etcd ginkgo gvisor virtiofsd vhost-device-vsock)" ;;
 	esac
 done

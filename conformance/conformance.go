@@ -66,6 +66,10 @@ type Options struct {
 	NodeClasses         []string
 	NodeFocus, NodeSkip string
 	Kubectl             string
+	// NodeProcs > 1 runs the node specs in that many parallel processes
+	// through Ginkgo, the Ginkgo CLI of the version compiled into E2EBinary.
+	NodeProcs int
+	Ginkgo    string
 
 	// Progress receives one line per step.
 	Progress io.Writer

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/podvm/podvm/conformance/nodesuite"
@@ -56,14 +57,9 @@ func runNodeClass(ctx context.Context, o Options, k nodesuite.Kubectl, class str
 		return run
 	}
 	junit := filepath.Join(dir, "junit_01.xml")
-	args := []string{"--kubeconfig", o.Cluster.Kubeconfig, "--provider", "skeleton",
-		"--ginkgo.focus", o.NodeFocus, "--ginkgo.no-color", "--ginkgo.v", "--ginkgo.timeout", "4h",
-		"--ginkgo.junit-report", junit, "--report-dir", dir, "--dump-logs-on-failure=false"}
-	if o.NodeSkip != "" {
-		args = append(args, "--ginkgo.skip", o.NodeSkip)
-	}
+	bin, args := nodeSuiteCommand(o, dir, junit)
 	start := time.Now()
-	runErr := runLogged(ctx, dir, run.Log, nil, o.E2EBinary, args...)
+	runErr := runLogged(ctx, dir, run.Log, nil, bin, args...)
 	run.Duration = time.Since(start)
 	run.Cases, run.Err = readCases(junit, runErr, run.Log)
 	run.Cases = withoutUnselected(run.Cases)
@@ -71,4 +67,30 @@ func runNodeClass(ctx context.Context, o Options, k nodesuite.Kubectl, class str
 		run.Err = fmt.Errorf("no spec matched focus %q (skip %q)", o.NodeFocus, o.NodeSkip)
 	}
 	return run
+}
+
+// nodeSuiteCommand is the command that runs the selected specs: e2e.test
+// itself, one spec at a time, or with o.NodeProcs > 1 the Ginkgo CLI
+// running e2e.test in that many processes. Most node specs wait (a probe's
+// four minutes, a hook's timeout) rather than work, so processes cut the
+// suite's time; Ginkgo still runs the [Serial] specs alone, after the
+// others.
+func nodeSuiteCommand(o Options, dir, junit string) (string, []string) {
+	suite := []string{"--kubeconfig", o.Cluster.Kubeconfig, "--provider", "skeleton",
+		"--report-dir", dir, "--dump-logs-on-failure=false"}
+	if o.NodeProcs <= 1 {
+		args := append(suite, "--ginkgo.focus", o.NodeFocus, "--ginkgo.no-color", "--ginkgo.v",
+			"--ginkgo.timeout", "4h", "--ginkgo.junit-report", junit)
+		if o.NodeSkip != "" {
+			args = append(args, "--ginkgo.skip", o.NodeSkip)
+		}
+		return o.E2EBinary, args
+	}
+	args := []string{"run", "--procs", strconv.Itoa(o.NodeProcs), "--focus", o.NodeFocus, "--no-color", "-v",
+		"--timeout", "4h", "--output-dir", dir, "--junit-report", filepath.Base(junit)}
+	if o.NodeSkip != "" {
+		args = append(args, "--skip", o.NodeSkip)
+	}
+	args = append(args, o.E2EBinary, "--")
+	return o.Ginkgo, append(args, suite...)
 }

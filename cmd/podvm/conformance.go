@@ -31,6 +31,7 @@ type conformanceOptions struct {
 	suites, nodeClasses, nodeFocus, nodeSkip                      string
 	specArgs                                                      []string
 	keep                                                          bool
+	nodeProcs                                                     int
 }
 
 func newConformanceCommand() *cobra.Command {
@@ -83,6 +84,8 @@ func (o *conformanceOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.nodeClasses, "node-runtime-classes", "runc,podvm", "runtime classes for the node-conformance suite; the first is the baseline the others are compared with")
 	f.StringVar(&o.nodeFocus, "node-focus", nodesuite.Focus, "Ginkgo focus of the node-conformance suite")
 	f.StringVar(&o.nodeSkip, "node-skip", "", "Ginkgo skip of the node-conformance suite (e.g. '\\[Slow\\]')")
+	f.IntVar(&o.nodeProcs, "node-procs", 1, "parallel processes of the node-conformance suite (more than 1 runs e2e.test through --ginkgo; [Serial] specs still run alone)")
+	f.StringVar(&o.local.Ginkgo, "ginkgo", o.local.Ginkgo, "the Ginkgo CLI for --node-procs above 1, the version compiled into --e2e-binary")
 	f.StringVar(&o.critestCmd, "critest-command", "", "command that runs critest with every handler (make conformance sets it); empty skips critest")
 	f.BoolVar(&o.keep, "keep", false, "leave a local cluster this run brought up running")
 	// The local cluster's own settings.
@@ -138,7 +141,7 @@ func (o *conformanceOptions) suiteOptions(c *cluster.Cluster, desc string, out i
 		SpecBinary: o.specBinary, SpecLabelFilter: o.labelFilter, SpecArgs: o.specArgs,
 		E2EBinary: o.e2eBinary, E2EFocus: o.e2eFocus, Progress: out,
 		Suites: strings.Split(o.suites, ","), NodeClasses: strings.Split(o.nodeClasses, ","),
-		NodeFocus: o.nodeFocus, NodeSkip: o.nodeSkip, Kubectl: o.kubectl,
+		NodeFocus: o.nodeFocus, NodeSkip: o.nodeSkip, Kubectl: o.kubectl, NodeProcs: o.nodeProcs, Ginkgo: o.local.Ginkgo,
 	}
 	if o.providerName == "local" {
 		opts.Kubectl = filepath.Join(o.local.KubeBinDir, "kubectl")
@@ -211,6 +214,14 @@ func (o *conformanceOptions) checkSuites() error {
 	if slices.Contains(suites, conformance.SuiteNodeConformance) {
 		if o.e2eBinary == "" || len(strings.Split(o.nodeClasses, ",")) < 2 {
 			return usageErrorf("--suites node-conformance needs --e2e-binary and at least two --node-runtime-classes (a baseline first), got %q", o.nodeClasses)
+		}
+		if o.nodeProcs < 1 {
+			return usageErrorf("--node-procs %d: want 1 or more", o.nodeProcs)
+		}
+		if o.nodeProcs > 1 {
+			if _, err := os.Stat(o.local.Ginkgo); err != nil {
+				return fmt.Errorf("--node-procs %d needs the Ginkgo CLI: %w (build it with ci/install-tools.sh ginkgo, or name it with --ginkgo)", o.nodeProcs, err)
+			}
 		}
 	}
 	return nil

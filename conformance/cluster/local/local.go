@@ -39,6 +39,9 @@ const (
 	ContainerdVersion = "v2.4.2"
 	RuncVersion       = "v1.5.2"
 	CRIToolsVersion   = "v1.37.0"
+	// GinkgoVersion is the Ginkgo CLI that runs e2e.test in parallel; it
+	// must be the Ginkgo compiled into e2e.test.
+	GinkgoVersion = "v2.32.0"
 )
 
 // Options says where the cluster lives and which binaries it runs.
@@ -68,6 +71,9 @@ type Options struct {
 	Busybox string
 	Testbin string
 	Agnhost string
+	// Ginkgo is the Ginkgo CLI, for the node suite's parallel processes
+	// (conformance.Options.NodeProcs); not part of the cluster.
+	Ginkgo string
 
 	APIServerPort int
 	EtcdPort      int
@@ -108,6 +114,7 @@ func DefaultOptions() Options {
 		Testbin:        filepath.Join(filepath.Dir(self), "podvm-testbin"),
 		FakeVMRunc:     filepath.Join(filepath.Dir(self), fakevm.WrapperName),
 		Agnhost:        filepath.Join(tool("agnhost", KubernetesVersion), "agnhost"),
+		Ginkgo:         filepath.Join(tool("ginkgo", GinkgoVersion), "ginkgo"),
 		APIServerPort:  6443,
 		EtcdPort:       2379,
 		KubeletPort:    10250,

@@ -24,6 +24,7 @@ func TestVersionsMatchInstallScript(t *testing.T) {
 	for name, want := range map[string]string{
 		"KUBERNETES_VERSION": KubernetesVersion, "ETCD_VERSION": EtcdVersion,
 		"CONTAINERD_VERSION": ContainerdVersion, "RUNC_VERSION": RuncVersion, "CRI_TOOLS_VERSION": CRIToolsVersion,
+		"GINKGO_VERSION": GinkgoVersion,
 	} {
 		m := regexp.MustCompile(`(?m)^` + name + `=(\S+)$`).FindSubmatch(b)
 		if m == nil || string(m[1]) != want {
