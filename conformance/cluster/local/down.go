@@ -9,9 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/podvm/podvm/internal/hostbed"
+	"github.com/podvm/podvm/runtime/config"
+	"github.com/podvm/podvm/runtime/sandbox"
+	"github.com/podvm/podvm/runtime/sandbox/crash"
 )
 
 // Down implements cluster.Provider: it stops every component (the
@@ -64,7 +68,12 @@ func (p *Provider) stopAll(ctx context.Context, step stepf) []error {
 			fail(stopDaemon(p.l, c, 20*time.Second))
 		}
 	}
-	fail(p.killOrphanShims())
+	killed, err := p.killOrphanShims()
+	fail(err)
+	if len(killed) > 0 {
+		step("removing what the killed shims left (VMs, mounts, taps, cgroups)")
+		fail(p.sweepSandboxes(ctx, killed))
+	}
 	return errs
 }
 
@@ -117,19 +126,46 @@ func (p *Provider) removeAllPods(ctx context.Context) error {
 }
 
 // killOrphanShims kills shims of our containerd still running after it
-// stopped (a shim outlives containerd by design): they hold VMs.
-func (p *Provider) killOrphanShims() error {
+// stopped (a shim outlives containerd by design): they hold VMs. It
+// returns the pids it killed.
+func (p *Provider) killOrphanShims() ([]int, error) {
 	sock := p.l.containerdSocket()
+	var pids []int
 	var killed []string
 	for _, shim := range hostbed.Processes(func(pr hostbed.Process) bool {
 		return strings.HasPrefix(pr.Exe, "containerd-shim") && strings.Contains(strings.Join(pr.Cmdline, "\x00"), sock)
 	}) {
 		if proc, err := os.FindProcess(shim.Pid); err == nil && proc.Kill() == nil {
+			pids = append(pids, shim.Pid)
 			killed = append(killed, fmt.Sprintf("%s (pid %d)", shim.Exe, shim.Pid))
 		}
 	}
 	if len(killed) > 0 {
-		return fmt.Errorf("killed shims left after containerd stopped (pods were not removed cleanly): %s", strings.Join(killed, ", "))
+		return pids, fmt.Errorf("killed shims left after containerd stopped (pods were not removed cleanly): %s", strings.Join(killed, ", "))
+	}
+	return nil, nil
+}
+
+// sweepSandboxes waits for the killed shims to be gone and then does what
+// the next shim on this host would do at its start (crash.Sweep): removes
+// the sandboxes no live shim holds, with their VMs, mounts, taps and
+// cgroups. A sandbox whose shim is alive, of another containerd on this
+// host, holds its lock and is left alone, as is one made in the last
+// seconds (crash.Sweep's rule).
+func (p *Provider) sweepSandboxes(ctx context.Context, shims []int) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range shims {
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	eff, err := config.Resolve(p.opts.podvmConfig(), p.opts.shim())
+	if err != nil {
+		return fmt.Errorf("podvm config of the cluster, to find its sandboxes: %w", err)
+	}
+	root := filepath.Dir(sandbox.StateDir(eff.Config, "x"))
+	if swept := crash.Sweep(ctx, root); len(swept) > 0 {
+		return fmt.Errorf("removed sandboxes of killed shims: %s", strings.Join(swept, ", "))
 	}
 	return nil
 }
