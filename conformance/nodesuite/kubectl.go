@@ -67,22 +67,26 @@ func (k Kubectl) Remove(ctx context.Context, class string) error {
 	return nil
 }
 
-// probeNamespace is where Verify asks the API server what the policy does
-// to a pod; it carries the label the binding selects.
-const probeNamespace = "podvm-node-conformance-probe"
+// probeNamespace names the namespace where Verify asks the API server
+// what the policy does to a pod; it carries the label the binding selects.
+// Each Verify makes its own (generateName): the namespace of the class
+// before may still be terminating when the next class is verified.
+const probeNamespace = "podvm-node-conformance-probe-"
 
-// probePod is a pod as the e2e specs create them: no class, no host
-// network.
-const probePod = `apiVersion: v1
+// probePod is a pod in namespace ns as the e2e specs create them: no
+// class, no host network.
+func probePod(ns string) string {
+	return `apiVersion: v1
 kind: Pod
 metadata:
   name: probe
-  namespace: ` + probeNamespace + `
+  namespace: ` + ns + `
 spec:
   containers:
   - name: c
     image: registry.k8s.io/pause:3.10.2
 `
+}
 
 // Verify waits until the policy for c puts a pod on c (the API server
 // loads a new policy within seconds): a server-side dry run of a pod in a
@@ -90,14 +94,16 @@ spec:
 // Without this a policy the API server ignores would make every class
 // look like the default one.
 func (k Kubectl) Verify(ctx context.Context, c Class) error {
-	ns := fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n  labels:\n    %s: probe\n", probeNamespace, E2ENamespaceLabel)
-	if _, err := k.run(ctx, ns, "apply", "-f", "-"); err != nil {
+	manifest := fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  generateName: %s\n  labels:\n    %s: probe\n", probeNamespace, E2ENamespaceLabel)
+	out, err := k.run(ctx, manifest, "create", "-f", "-", "-o", "jsonpath={.metadata.name}")
+	if err != nil {
 		return fmt.Errorf("verify admission policy for %q: %w", c.Name, err)
 	}
-	defer k.run(context.WithoutCancel(ctx), "", "delete", "namespace", probeNamespace, "--wait=false", "--ignore-not-found")
+	ns := strings.TrimSpace(out)
+	defer k.run(context.WithoutCancel(ctx), "", "delete", "namespace", ns, "--wait=false", "--ignore-not-found")
 	var got string
 	for range 30 {
-		out, err := k.run(ctx, probePod, "create", "--dry-run=server", "-f", "-", "-o", "jsonpath={.spec.runtimeClassName}")
+		out, err := k.run(ctx, probePod(ns), "create", "--dry-run=server", "-f", "-", "-o", "jsonpath={.spec.runtimeClassName}")
 		if err != nil {
 			return fmt.Errorf("verify admission policy for %q: %w", c.Name, err)
 		}
