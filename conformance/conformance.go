@@ -91,7 +91,7 @@ const (
 var AllSuites = []string{SuiteIsolation, SuiteRuntimeClassE2E, SuiteCritest, SuiteNodeConformance}
 
 // DefaultSuites are what `make conformance` runs: the node conformance
-// suite takes about 1.5 h here (docs/conformance.md) and is asked for by
+// suite takes more than an hour here (docs/conformance.md) and is asked for by
 // name.
 var DefaultSuites = []string{SuiteIsolation, SuiteRuntimeClassE2E, SuiteCritest}
 
