@@ -81,7 +81,9 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 // returns to SCHED_OTHER before it executes the user's process
 // (resetScheduler), so the process runs under its limit from its first
 // instruction. The runtime's CPU time is still counted in the cgroup's
-// cpu.stat. Where the policy cannot be set, start runs as before.
+// cpu.stat. Where the policy cannot be set, start runs as before. Only a
+// runtime that applies process.scheduler may be started this way (runc
+// 1.2+; crun 1.8 ignores it and would leave the process real-time).
 func outsideCPUQuota(start func() error) error {
 	// The policy is per thread and inherited by what the thread forks; a
 	// locked thread has the Go runtime start its new threads elsewhere.
