@@ -74,7 +74,7 @@ func (c *Container) exec(ctx context.Context, r ExecRequest, proc specs.Process)
 	base, _ := c.m.oom.Check(c.id)
 	resetScheduler(&proc)
 	s, pid, err := spawn(r.Stdio, pidFile, func(io runc.IO, console runc.ConsoleSocket) error {
-		return outsideCPUQuota(func() error {
+		return outsideCPUQuota(c.runc.Command, func() error {
 			return c.runc.Exec(ctx, c.id, proc, &runc.ExecOpts{
 				IO: io, ConsoleSocket: console, PidFile: pidFile, LogFile: logFile, Detach: true,
 			})

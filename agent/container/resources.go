@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"sync"
 
@@ -81,15 +82,14 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 // returns to SCHED_OTHER before it executes the user's process
 // (resetScheduler), so the process runs under its limit from its first
 // instruction. The runtime's CPU time is still counted in the cgroup's
-// cpu.stat. Where the policy cannot be set, start runs as before. Only a
-// runtime that applies process.scheduler may be started this way (runc
-// 1.2+; crun 1.8 ignores it and would leave the process real-time).
-func outsideCPUQuota(start func() error) error {
-	// The policy is per thread and inherited by what the thread forks; a
-	// locked thread has the Go runtime start its new threads elsewhere.
-	if !realtimeUngrouped() {
+// cpu.stat. Where the policy cannot be set, or the runtime is not runc,
+// start runs as before (realtimeStart).
+func outsideCPUQuota(runtimeCommand string, start func() error) error {
+	if !realtimeStart(runtimeCommand) {
 		return start()
 	}
+	// The policy is per thread and inherited by what the thread forks; a
+	// locked thread has the Go runtime start its new threads elsewhere.
 	runtime.LockOSThread()
 	if setScheduler(unix.SCHED_RR, 1) != nil {
 		runtime.UnlockOSThread()
@@ -104,6 +104,14 @@ func outsideCPUQuota(start func() error) error {
 	return err
 }
 
+// realtimeStart says whether outsideCPUQuota starts runtimeCommand under
+// a real-time policy: only runc, which applies process.scheduler (1.2 and
+// later; crun 1.8 ignores it, and its processes would stay real-time), and
+// only where the kernel lets a real-time task into a container's cgroup.
+func realtimeStart(runtimeCommand string) bool {
+	return filepath.Base(runtimeCommand) == "runc" && realtimeUngrouped()
+}
+
 var realtimeUngrouped = sync.OnceValue(func() bool { return !cgroup.RealtimeGrouped() })
 
 func setScheduler(policy uint32, priority uint32) error {
@@ -112,8 +120,9 @@ func setScheduler(policy uint32, priority uint32) error {
 
 // resetScheduler makes the OCI runtime's init set the process's scheduling
 // policy back to SCHED_OTHER (nice 0, what the agent runs with) before it
-// executes it, unless the process asks for a policy of its own: the init
-// was started under outsideCPUQuota's real-time policy.
+// executes it, unless the process asks for a policy of its own, wherever
+// outsideCPUQuota may start the runtime under a real-time policy. (For a
+// runtime started as before, the init is under SCHED_OTHER already.)
 func resetScheduler(p *specs.Process) {
 	if p != nil && p.Scheduler == nil && realtimeUngrouped() {
 		p.Scheduler = &specs.Scheduler{Policy: specs.SchedOther}

@@ -10,9 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestOutsideCPUQuota: what start forks runs under SCHED_RR (so a runtime's
-// init is not throttled by the container's cpu.max), and the calling
-// thread is SCHED_OTHER again afterwards.
+// TestOutsideCPUQuota: what start forks for runc runs under SCHED_RR (so
+// runc's init is not throttled by the container's cpu.max), for another
+// runtime under SCHED_OTHER, and the calling thread is SCHED_OTHER again
+// afterwards.
 func TestOutsideCPUQuota(t *testing.T) {
 	saved := realtimeUngrouped
 	realtimeUngrouped = func() bool { return true }
@@ -27,7 +28,7 @@ func TestOutsideCPUQuota(t *testing.T) {
 	}
 
 	var out []byte
-	err := outsideCPUQuota(func() error {
+	err := outsideCPUQuota("/usr/bin/runc", func() error {
 		var err error
 		// Field 41 of /proc/<pid>/stat is the policy (the command's
 		// name, field 2, has no space).
@@ -39,6 +40,16 @@ func TestOutsideCPUQuota(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(out)); got != "2" {
 		t.Errorf("a process started by outsideCPUQuota's start has policy %q, want 2 (SCHED_RR)", got)
+	}
+	if err := outsideCPUQuota("/usr/bin/crun", func() error {
+		var err error
+		out, err = exec.Command("sh", "-c", "cut -d' ' -f41 /proc/$$/stat").Output()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "0" {
+		t.Errorf("crun, which ignores process.scheduler, was started under policy %q, want 0 (SCHED_OTHER)", got)
 	}
 	attr, err := unix.SchedGetAttr(0, 0)
 	if err != nil {
