@@ -23,8 +23,8 @@ func newImageCommand() *cobra.Command {
 		Short: "Build the guest kernel and initramfs, reusing cached builds",
 		Long: `Builds the guest kernel from Debian's linux-source-6.1 with podvm's config
 fragment (` + estimate.KernelBuild.About() + `, cached by content hash
-afterwards) and an initramfs holding podvm-agent as /init and a static runc,
-then copies both to --image-dir.`,
+afterwards) and an initramfs holding podvm-agent as /init, a static runc and,
+when installed, crun with its shared libraries, then copies both to --image-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Progress = os.Stderr
@@ -43,6 +43,7 @@ then copies both to --image-dir.`,
 	build.Flags().StringVar(&o.CacheDir, "cache", "", "cache directory (default $PODVM_CACHE or /var/cache/podvm)")
 	build.Flags().StringVar(&o.AgentBinary, "agent", besideSelf("podvm-agent"), "static podvm-agent binary to use as /init")
 	build.Flags().StringVar(&o.RuncBinary, "runc", cachedRuncStatic(), "static runc binary for the guest (ci/install-tools.sh runc builds it)")
+	build.Flags().StringVar(&o.CrunBinary, "crun", hostCrun(), "crun binary for the guest, put in with its shared libraries (Debian's crun package); empty: none")
 	build.Flags().IntVar(&o.Jobs, "jobs", 0, "parallel kernel build jobs (default: number of CPUs)")
 	build.Flags().StringVar(&out, "image-dir", defaultImageDir, "directory to install vmlinux and initramfs.cpio into")
 	aliasFlag(build.Flags(), "out", "image-dir")
@@ -58,6 +59,15 @@ func besideSelf(name string) string {
 		return name
 	}
 	return filepath.Join(filepath.Dir(self), name)
+}
+
+// hostCrun is Debian's crun when it is installed, else "".
+func hostCrun() string {
+	const p = "/usr/bin/crun"
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
 }
 
 // cachedRuncStatic is where ci/install-tools.sh caches the guest's runc.
