@@ -48,13 +48,20 @@ func TestSampleOf(t *testing.T) {
 func TestPhasesChainTheMarks(t *testing.T) {
 	// Every phase starts where the one before ended: their sum is the
 	// whole run.
-	for i := 1; i < len(phases); i++ {
-		if phases[i].from != phases[i-1].to {
-			t.Errorf("phase %s starts at %s, the one before ends at %s", phases[i].name, phases[i].from, phases[i-1].to)
+	checkChain(t, phases, MarkCtrStarted, MarkExited)
+}
+
+// checkChain checks that defs run from first to last, each phase starting
+// where the one before ended.
+func checkChain(t *testing.T, defs []phaseDef, first, last string) {
+	t.Helper()
+	for i := 1; i < len(defs); i++ {
+		if defs[i].from != defs[i-1].to {
+			t.Errorf("phase %s starts at %s, the one before ends at %s", defs[i].name, defs[i].from, defs[i-1].to)
 		}
 	}
-	if phases[0].from != MarkCtrStarted || phases[len(phases)-1].to != MarkExited {
-		t.Errorf("phases run from %s to %s", phases[0].from, phases[len(phases)-1].to)
+	if defs[0].from != first || defs[len(defs)-1].to != last {
+		t.Errorf("phases run from %s to %s", defs[0].from, defs[len(defs)-1].to)
 	}
 }
 
@@ -90,14 +97,7 @@ func TestSummarize(t *testing.T) {
 }
 
 func TestContainerPhasesSplitCreateStart(t *testing.T) {
-	for i := 1; i < len(containerPhases); i++ {
-		if containerPhases[i].from != containerPhases[i-1].to {
-			t.Errorf("phase %s starts at %s, the one before ends at %s", containerPhases[i].name, containerPhases[i].from, containerPhases[i-1].to)
-		}
-	}
-	if containerPhases[0].from != MarkSandboxReady || containerPhases[len(containerPhases)-1].to != MarkContainerStarted {
-		t.Errorf("container phases run from %s to %s", containerPhases[0].from, containerPhases[len(containerPhases)-1].to)
-	}
+	checkChain(t, containerPhases, MarkSandboxReady, MarkContainerStarted)
 }
 
 func TestSummarizeContainerPhases(t *testing.T) {
