@@ -34,9 +34,11 @@ type Container struct {
 	id     string
 	bundle string
 	runc   *runc.Runc
-	init   *Process
-	cgroup cgroup.Cgroup // zero if it could not be found
-	marks  []Mark        // create's and start's steps; guarded by mu after create
+	// runtimeName is the OCI runtime's name (contract.OCIRuntime*).
+	runtimeName string
+	init        *Process
+	cgroup      cgroup.Cgroup // zero if it could not be found
+	marks       []Mark        // create's and start's steps; guarded by mu after create
 
 	// mu serialises the lifecycle calls (start, exec, signal, update,
 	// remove), so that none acts on a container another is removing.
@@ -52,10 +54,11 @@ type Container struct {
 
 func newContainer(m *Manager, id, bundle string, rt ociRuntime) *Container {
 	return &Container{
-		m:      m,
-		execs:  make(map[string]*Process),
-		id:     id,
-		bundle: bundle,
+		m:           m,
+		execs:       make(map[string]*Process),
+		id:          id,
+		bundle:      bundle,
+		runtimeName: rt.name,
 		runc: &runc.Runc{
 			Command:   rt.binary,
 			Root:      m.cfg.StateDir,

@@ -41,6 +41,9 @@ type Config struct {
 	// shares it are applied to it here, because runc refuses them for a
 	// container without a network namespace of its own.
 	OwnsNetwork bool
+	// SealRuntime is set when the agent is the VM's PID 1: then it may
+	// mount crun read-only onto itself when crun is chosen (sealCrun).
+	SealRuntime bool
 }
 
 // GuestConfig is the layout inside the pod VM.
@@ -65,6 +68,7 @@ type Manager struct {
 	oom *oom.Watcher
 
 	runtime    ociRuntime // guarded by mu
+	crunSealed bool       // guarded by mu
 	mu         sync.Mutex
 	containers map[string]*Container
 	creating   map[string]struct{}

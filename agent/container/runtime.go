@@ -57,7 +57,43 @@ func (m *Manager) SetRuntime(name string) error {
 	if len(m.containers) > 0 || len(m.creating) > 0 {
 		return fmt.Errorf("switch the OCI runtime from %s to %s: containers exist: %w", m.runtime.name, rt.name, errdefs.ErrFailedPrecondition)
 	}
+	if rt.name == contract.OCIRuntimeCrun && m.cfg.SealRuntime && !m.crunSealed {
+		if err := sealCrun(rt.binary); err != nil {
+			return err
+		}
+		m.crunSealed = true
+	}
 	m.runtime = rt
+	return nil
+}
+
+// clonedBinaryEnv is the variable with which crun (like runc up to 1.1)
+// trusts a binary on a read-only mount as safe to run as it is.
+const clonedBinaryEnv = "_LIBCONTAINER_CLONED_BINARY"
+
+// sealCrun bind-mounts crun read-only onto itself and tells crun so.
+//
+// Against CVE-2019-5736 (a container rewriting the runtime's binary through
+// /proc/<pid>/exe) crun re-executes itself at every start from a read-only
+// bind mount it makes and removes for the purpose, or else from a sealed
+// memfd copy, unless its binary already is on a read-only mount and
+// _LIBCONTAINER_CLONED_BINARY is set. Making that mount once here keeps the
+// protection (the binary cannot be opened for writing through any path a
+// container can reach) and spares every crun call the mount, unmount and
+// second exec. The variable is set in the agent's own environment, which
+// every runtime call inherits: runc 1.2 and later seal their own binary
+// and ignore it, and containers get only their spec's environment.
+func sealCrun(binary string) error {
+	if err := unix.Mount(binary, binary, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind-mount %s onto itself: %w", binary, err)
+	}
+	if err := unix.Mount("", binary, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		_ = unix.Unmount(binary, unix.MNT_DETACH)
+		return fmt.Errorf("make %s read-only: %w", binary, err)
+	}
+	if err := os.Setenv(clonedBinaryEnv, "1"); err != nil {
+		return fmt.Errorf("set %s: %w", clonedBinaryEnv, err)
+	}
 	return nil
 }
 
