@@ -12,11 +12,14 @@ import (
 
 // Options configures Build. Zero values select the defaults.
 type Options struct {
-	CacheDir    string    // default DefaultCacheDir()
-	AgentBinary string    // static podvm-agent; becomes /init
-	RuncBinary  string    // static runc; becomes /usr/bin/runc
-	Progress    io.Writer // one line per step; default io.Discard
-	Jobs        int       // make -j; default runtime.NumCPU()
+	CacheDir    string // default DefaultCacheDir()
+	AgentBinary string // static podvm-agent; becomes /init
+	RuncBinary  string // static runc; becomes /usr/bin/runc
+	// CrunBinary, when set, becomes /usr/bin/crun, with its dynamic loader
+	// and shared libraries; the config's guest_oci_runtime chooses.
+	CrunBinary string
+	Progress   io.Writer // one line per step; default io.Discard
+	Jobs       int       // make -j; default runtime.NumCPU()
 
 	// KernelSource is the linux-source tarball; default DefaultKernelSource.
 	KernelSource string
@@ -71,11 +74,19 @@ func Build(ctx context.Context, o Options) (Image, error) {
 		return Image{}, fmt.Errorf("guest image: %w", err)
 	}
 
+	var crun []initramfsFile
+	if o.CrunBinary != "" {
+		var err error
+		if crun, err = dynamicBinaryFiles(o.CrunBinary, "usr/bin/crun", hostLibDirs); err != nil {
+			return Image{}, fmt.Errorf("guest image: crun: %w; install Debian's crun package, or build without it", err)
+		}
+	}
+
 	k, err := buildKernel(ctx, o.CacheDir, o.KernelSource, o.Jobs, o.Progress)
 	if err != nil {
 		return Image{}, fmt.Errorf("guest image: %w", err)
 	}
-	initrd, err := buildInitramfs(o.CacheDir, o.AgentBinary, o.RuncBinary, o.Progress)
+	initrd, err := buildInitramfs(o.CacheDir, o.AgentBinary, o.RuncBinary, o.Progress, crun...)
 	if err != nil {
 		return Image{}, fmt.Errorf("guest image: %w", err)
 	}

@@ -19,7 +19,7 @@ import (
 const initramfsLayoutVersion = "podvm-initramfs-1"
 
 // initramfsDirs are the directories the agent mounts on or writes to before it
-// has mounted anything. /sys/fs/cgroup is not listed: it appears inside sysfs.
+// has mounted anything (the parents of other files are added for them). /sys/fs/cgroup is not listed: it appears inside sysfs.
 // There is no /etc/passwd or /etc/group: runc resolves users and groups in the
 // container's rootfs, never in the guest's.
 var initramfsDirs = []struct {
@@ -43,18 +43,20 @@ type initramfsFile struct {
 	perm uint32
 }
 
-// initramfsFiles is the archive's file list for the given agent and runc.
-func initramfsFiles(agent, runc string) []initramfsFile {
-	return []initramfsFile{
+// initramfsFiles is the archive's file list for the given agent and runc,
+// and any extra files (crun and its libraries).
+func initramfsFiles(agent, runc string, extra ...initramfsFile) []initramfsFile {
+	return append([]initramfsFile{
 		{name: "init", src: agent, perm: 0o755},
 		{name: "usr/bin/runc", src: runc, perm: 0o755},
-	}
+	}, extra...)
 }
 
-// buildInitramfs writes the archive for agent and runc into cacheDir, unless
-// an archive with the same key is already there, and returns its path.
-func buildInitramfs(cacheDir, agent, runc string, progress io.Writer) (string, error) {
-	files := initramfsFiles(agent, runc)
+// buildInitramfs writes the archive for agent, runc and the extra files into
+// cacheDir, unless an archive with the same key is already there, and
+// returns its path.
+func buildInitramfs(cacheDir, agent, runc string, progress io.Writer, extra ...initramfsFile) (string, error) {
+	files := initramfsFiles(agent, runc, extra...)
 	key, err := initramfsKey(files)
 	if err != nil {
 		return "", err
@@ -166,8 +168,18 @@ func writeInitramfs(w io.Writer, files []initramfsFile) error {
 		src   string
 	}
 	var items []item
+	dirs := map[string]bool{}
 	for _, d := range initramfsDirs {
 		items = append(items, item{entry: cpioEntry{Name: d.name, Mode: modeDir | d.perm}})
+		dirs[d.name] = true
+	}
+	// Directories only extra files need (the libraries' lib/...) are made
+	// for them, 0755.
+	for _, f := range files {
+		for p := filepath.Dir(f.name); p != "." && !dirs[p]; p = filepath.Dir(p) {
+			items = append(items, item{entry: cpioEntry{Name: p, Mode: modeDir | 0o755}})
+			dirs[p] = true
+		}
 	}
 	// The kernel opens /dev/console for PID 1's stdio before anything has
 	// mounted devtmpfs; without this node /init starts with no stdio.

@@ -12,7 +12,7 @@ type AgentServiceService interface {
 	CreateSandbox(context.Context, *CreateSandboxRequest) (*Empty, error)
 	DestroySandbox(context.Context, *DestroySandboxRequest) (*Empty, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
-	StartContainer(context.Context, *StartContainerRequest) (*Empty, error)
+	StartContainer(context.Context, *StartContainerRequest) (*StartContainerResponse, error)
 	RemoveContainer(context.Context, *RemoveContainerRequest) (*Empty, error)
 	WaitProcess(context.Context, *WaitProcessRequest) (*WaitProcessResponse, error)
 	SignalProcess(context.Context, *SignalProcessRequest) (*Empty, error)
@@ -251,8 +251,8 @@ func (c *agentserviceClient) CreateContainer(ctx context.Context, req *CreateCon
 	return &resp, nil
 }
 
-func (c *agentserviceClient) StartContainer(ctx context.Context, req *StartContainerRequest) (*Empty, error) {
-	var resp Empty
+func (c *agentserviceClient) StartContainer(ctx context.Context, req *StartContainerRequest) (*StartContainerResponse, error) {
+	var resp StartContainerResponse
 	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "StartContainer", req, &resp); err != nil {
 		return nil, err
 	}

@@ -40,15 +40,25 @@ func checkID(id string) error {
 	return nil
 }
 
+// bundleOptions are what writeBundle decides besides the spec.
+type bundleOptions struct {
+	terminal    bool   // the process gets a pty (process.terminal)
+	ownsNetwork bool   // Config.OwnsNetwork
+	specVersion string // replaces ociVersion when set (ociRuntime.specVersion)
+}
+
 // writeBundle makes the container's bundle directory with the spec as its
 // config.json, adjusted for the guest. The shim already rewrote the spec for
 // the guest; the agent only fills in what must be decided here.
-func writeBundle(dir, id string, raw []byte, terminal, ownsNetwork bool) (*specs.Spec, error) {
-	spec, err := guestSpec(id, raw, terminal)
+func writeBundle(dir, id string, raw []byte, o bundleOptions) (*specs.Spec, error) {
+	spec, err := guestSpec(id, raw, o.terminal)
 	if err != nil {
 		return nil, err
 	}
-	if ownsNetwork && !hasNamespace(spec, specs.NetworkNamespace) {
+	if o.specVersion != "" {
+		spec.Version = o.specVersion
+	}
+	if o.ownsNetwork && !hasNamespace(spec, specs.NetworkNamespace) {
 		if err := applyNetSysctls(id, spec, "/proc/sys"); err != nil {
 			return nil, err
 		}

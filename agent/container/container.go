@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/agent/cgroup"
 )
 
@@ -33,8 +34,11 @@ type Container struct {
 	id     string
 	bundle string
 	runc   *runc.Runc
-	init   *Process
-	cgroup cgroup.Cgroup // zero if it could not be found
+	// runtimeName is the OCI runtime's name (contract.OCIRuntime*).
+	runtimeName string
+	init        *Process
+	cgroup      cgroup.Cgroup // zero if it could not be found
+	marks       []Mark        // create's and start's steps; guarded by mu after create
 
 	// mu serialises the lifecycle calls (start, exec, signal, update,
 	// remove), so that none acts on a container another is removing.
@@ -48,14 +52,15 @@ type Container struct {
 	execs  map[string]*Process
 }
 
-func newContainer(m *Manager, id, bundle string) *Container {
+func newContainer(m *Manager, id, bundle string, rt ociRuntime) *Container {
 	return &Container{
-		m:      m,
-		execs:  make(map[string]*Process),
-		id:     id,
-		bundle: bundle,
+		m:           m,
+		execs:       make(map[string]*Process),
+		id:          id,
+		bundle:      bundle,
+		runtimeName: rt.name,
 		runc: &runc.Runc{
-			Command:   m.cfg.Runc,
+			Command:   rt.binary,
 			Root:      m.cfg.StateDir,
 			Log:       filepath.Join(bundle, "log.json"),
 			LogFormat: runc.JSON,
@@ -124,11 +129,21 @@ func (c *Container) Start(ctx context.Context) error {
 	case c.init.exited():
 		return fmt.Errorf("container %s exited before it was started: %w", c.id, errdefs.ErrFailedPrecondition)
 	}
+	begin := markNow(contract.MarkStartBegin)
 	if err := c.runc.Start(context.WithoutCancel(ctx), c.id); err != nil {
 		return runcError(fmt.Errorf("start container %s: %w", c.id, err), c.logPath())
 	}
+	c.marks = append(c.marks, begin, markNow(contract.MarkStartEnd))
 	c.started = true
 	return nil
+}
+
+// Marks returns when the agent reached each step of the container's create
+// and start (contract.Mark*), in order.
+func (c *Container) Marks() []Mark {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Mark(nil), c.marks...)
 }
 
 // remove runs runc delete and removes the bundle. A running container is

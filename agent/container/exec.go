@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -73,6 +75,7 @@ func (c *Container) exec(ctx context.Context, r ExecRequest, proc specs.Process)
 	// The count before the process exists: a kill of it is above it.
 	base, _ := c.m.oom.Check(c.id)
 	resetScheduler(&proc)
+	begin := time.Now()
 	s, pid, err := spawn(r.Stdio, pidFile, func(io runc.IO, console runc.ConsoleSocket) error {
 		return outsideCPUQuota(c.runc.Command, func() error {
 			return c.runc.Exec(ctx, c.id, proc, &runc.ExecOpts{
@@ -83,6 +86,7 @@ func (c *Container) exec(ctx context.Context, r ExecRequest, proc specs.Process)
 	if err != nil {
 		return nil, runcError(fmt.Errorf("exec %s in container %s: %w", r.ID, c.id, err), logFile)
 	}
+	log.G(ctx).Debugf("exec %s in container %s: %s exec took %v", r.ID, c.id, c.runtimeName, time.Since(begin))
 	p := newProcess(c, r.ID, pid, s)
 	p.oomBase = base
 	return p, nil

@@ -1,5 +1,5 @@
-// Package container runs the pod's containers in the guest with the runc
-// binary (through go-runc) and keeps, for each, its processes (the init and
+// Package container runs the pod's containers in the guest with an OCI
+// runtime binary, runc or crun (through go-runc), and keeps, for each, its processes (the init and
 // any exec processes): pid, stdio and exit status. It also reads the
 // containers' cgroups for stats, OOM kills and updates.
 //
@@ -21,15 +21,18 @@ import (
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/agent/cgroup"
 	"github.com/podvm/podvm/agent/oom"
 )
 
-// Config says where runc and the containers' files live.
+// Config says where the OCI runtimes and the containers' files live.
 type Config struct {
-	// Runc is the runc binary.
+	// Runc is the runc binary: the runtime unless SetRuntime chose another.
 	Runc string
-	// StateDir is runc's --root: its per-container state.
+	// Crun is the crun binary.
+	Crun string
+	// StateDir is the OCI runtime's --root: its per-container state.
 	StateDir string
 	// BundleDir holds one bundle directory per container.
 	BundleDir string
@@ -38,11 +41,15 @@ type Config struct {
 	// shares it are applied to it here, because runc refuses them for a
 	// container without a network namespace of its own.
 	OwnsNetwork bool
+	// SealRuntime is set when the agent is the VM's PID 1: then it may
+	// mount crun read-only onto itself when crun is chosen (sealCrun).
+	SealRuntime bool
 }
 
 // GuestConfig is the layout inside the pod VM.
 var GuestConfig = Config{
 	Runc:      "/usr/bin/runc",
+	Crun:      "/usr/bin/crun",
 	StateDir:  "/run/podvm/runc",
 	BundleDir: "/run/podvm/containers",
 }
@@ -60,6 +67,8 @@ type Manager struct {
 	cfg Config
 	oom *oom.Watcher
 
+	runtime    ociRuntime // guarded by mu
+	crunSealed bool       // guarded by mu
 	mu         sync.Mutex
 	containers map[string]*Container
 	creating   map[string]struct{}
@@ -75,8 +84,10 @@ type Manager struct {
 // exits, a subscription to the agent's reaper, which it drains until the
 // channel is closed.
 func NewManager(cfg Config, exits <-chan runc.Exit) *Manager {
+	rt, _ := runtimeFor(cfg, contract.OCIRuntimeRunc)
 	m := &Manager{
 		cfg:        cfg,
+		runtime:    rt,
 		oom:        oom.NewWatcher(),
 		containers: make(map[string]*Container),
 		creating:   make(map[string]struct{}),
@@ -87,7 +98,7 @@ func NewManager(cfg Config, exits <-chan runc.Exit) *Manager {
 	return m
 }
 
-// Create runs `runc create` for the container: its init exists, stopped
+// Create runs `<runtime> create` for the container: its init exists, stopped
 // before the user's process, until Start.
 func (m *Manager) Create(ctx context.Context, r CreateRequest) (*Container, error) {
 	if err := checkID(r.ID); err != nil {
@@ -102,9 +113,10 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (*Container, erro
 	}
 	m.creating[r.ID] = struct{}{}
 	m.spawns++
+	rt := m.runtime
 	m.mu.Unlock()
 
-	c, err := m.create(ctx, r)
+	c, err := m.create(ctx, r, rt)
 
 	m.mu.Lock()
 	delete(m.creating, r.ID)
@@ -120,15 +132,19 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (*Container, erro
 	return c, nil
 }
 
-func (m *Manager) create(ctx context.Context, r CreateRequest) (_ *Container, retErr error) {
-	// runc must not be killed half-way because the caller hung up.
+func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_ *Container, retErr error) {
+	marks := []Mark{markNow(contract.MarkCreateBegin)}
+	// The runtime must not be killed half-way because the caller hung up.
 	ctx = context.WithoutCancel(ctx)
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
-	spec, err := writeBundle(bundle, r.ID, r.Spec, r.Terminal, m.cfg.OwnsNetwork)
+	spec, err := writeBundle(bundle, r.ID, r.Spec, bundleOptions{
+		terminal: r.Terminal, ownsNetwork: m.cfg.OwnsNetwork, specVersion: rt.specVersion,
+	})
 	if err != nil {
 		return nil, err
 	}
-	c := newContainer(m, r.ID, bundle)
+	marks = append(marks, markNow(contract.MarkBundleWritten))
+	c := newContainer(m, r.ID, bundle, rt)
 	defer func() {
 		if retErr != nil {
 			_ = c.runc.Delete(ctx, r.ID, &runc.DeleteOpts{Force: true})
@@ -144,6 +160,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest) (_ *Container, re
 	if err != nil {
 		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
 	}
+	marks = append(marks, markNow(contract.MarkRuntimeCreated))
 	c.init = newProcess(c, "", pid, s)
 	c.cgroup = locateCgroup(r.ID, pid, spec.Linux.CgroupsPath)
 	if c.cgroup.Known() {
@@ -153,6 +170,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest) (_ *Container, re
 		}
 		c.init.oomBase = base
 	}
+	c.marks = append(marks, markNow(contract.MarkCreateEnd))
 	return c, nil
 }
 

@@ -30,12 +30,19 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	return &api.CreateContainerResponse{Pid: uint32(c.Pid())}, nil
 }
 
-func (s *Service) StartContainer(ctx context.Context, req *api.StartContainerRequest) (*api.Empty, error) {
+func (s *Service) StartContainer(ctx context.Context, req *api.StartContainerRequest) (*api.StartContainerResponse, error) {
 	c, err := s.cfg.Containers.Get(req.ContainerId)
 	if err != nil {
 		return nil, err
 	}
-	return empty(c.Start(ctx))
+	if err := c.Start(ctx); err != nil {
+		return nil, err
+	}
+	resp := &api.StartContainerResponse{}
+	for _, m := range c.Marks() {
+		resp.Marks = append(resp.Marks, &api.GuestMark{Name: m.Name, BoottimeNs: m.At})
+	}
+	return resp, nil
 }
 
 func (s *Service) RemoveContainer(ctx context.Context, req *api.RemoveContainerRequest) (*api.Empty, error) {

@@ -51,8 +51,17 @@ func startAgentWith(t *testing.T, runcPath string, configure func(*Config)) *age
 		StateDir:  filepath.Join(dir, "runc"),
 		BundleDir: filepath.Join(dir, "containers"),
 	}
+	// PODVM_TEST_CRUN=/usr/bin/crun runs the tests with crun instead.
+	crun := os.Getenv("PODVM_TEST_CRUN")
+	cfg.Crun = crun
 	exits := reaper.Subscribe()
-	svcCfg := Config{Containers: container.NewManager(cfg, exits), StartedNs: 1}
+	mgr := container.NewManager(cfg, exits)
+	if crun != "" {
+		if err := mgr.SetRuntime("crun"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svcCfg := Config{Containers: mgr, StartedNs: 1}
 	if configure != nil {
 		configure(&svcCfg)
 	}

@@ -40,6 +40,9 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 		return nil, fmt.Errorf("create sandbox %s: pids limit %d for pod cgroup %q: want a pod cgroup and a limit of 0 or more: %w",
 			req.SandboxId, *req.PidsLimit, req.PodCgroup, errdefs.ErrInvalidArgument)
 	}
+	if err := s.cfg.Containers.SetRuntime(req.OciRuntime); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", req.SandboxId, err)
+	}
 	if req.Hostname != "" {
 		if s.cfg.Guest {
 			if err := unix.Sethostname([]byte(req.Hostname)); err != nil {

@@ -28,7 +28,7 @@ func run(t0 time.Time, agentReady, guestClock float64) (shimlog.VMStart, time.Ti
 func TestSampleOf(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	vm, started, first, exited := run(t0, 760, 460)
-	s := sampleOf(t0, vm, started, first, exited)
+	s := sampleOf(t0, vm, started, first, exited, nil)
 	want := map[string]float64{
 		MarkCtrStarted: 0, MarkShimStarted: 30, MarkSandboxBegin: 35, MarkVMMSpawned: 40, MarkVMMRunning: 90,
 		// 760 ms (arrival) - 460 ms (guest clock) = 300 ms.
@@ -48,13 +48,20 @@ func TestSampleOf(t *testing.T) {
 func TestPhasesChainTheMarks(t *testing.T) {
 	// Every phase starts where the one before ended: their sum is the
 	// whole run.
-	for i := 1; i < len(phases); i++ {
-		if phases[i].from != phases[i-1].to {
-			t.Errorf("phase %s starts at %s, the one before ends at %s", phases[i].name, phases[i].from, phases[i-1].to)
+	checkChain(t, phases, MarkCtrStarted, MarkExited)
+}
+
+// checkChain checks that defs run from first to last, each phase starting
+// where the one before ended.
+func checkChain(t *testing.T, defs []phaseDef, first, last string) {
+	t.Helper()
+	for i := 1; i < len(defs); i++ {
+		if defs[i].from != defs[i-1].to {
+			t.Errorf("phase %s starts at %s, the one before ends at %s", defs[i].name, defs[i].from, defs[i-1].to)
 		}
 	}
-	if phases[0].from != MarkCtrStarted || phases[len(phases)-1].to != MarkExited {
-		t.Errorf("phases run from %s to %s", phases[0].from, phases[len(phases)-1].to)
+	if defs[0].from != first || defs[len(defs)-1].to != last {
+		t.Errorf("phases run from %s to %s", defs[0].from, defs[len(defs)-1].to)
 	}
 }
 
@@ -63,7 +70,7 @@ func TestSummarize(t *testing.T) {
 	b := &result.Boot{}
 	for _, r := range []struct{ agentReady, guestClock float64 }{{760, 460}, {800, 480}, {780, 470}} {
 		vm, started, first, exited := run(t0, r.agentReady, r.guestClock)
-		b.Samples = append(b.Samples, sampleOf(t0, vm, started, first, exited))
+		b.Samples = append(b.Samples, sampleOf(t0, vm, started, first, exited, nil))
 	}
 	summarize(b)
 	if len(b.Phases) != len(phases) {
@@ -86,6 +93,48 @@ func TestSummarize(t *testing.T) {
 	}
 	if math.Abs(sum-b.Samples[2].TotalMs) > 1e-6 {
 		t.Errorf("phase medians add up to %v, the median run took %v", sum, b.Samples[2].TotalMs)
+	}
+}
+
+func TestContainerPhasesSplitCreateStart(t *testing.T) {
+	checkChain(t, containerPhases, MarkSandboxReady, MarkContainerStarted)
+}
+
+func TestSummarizeContainerPhases(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	// Guest clock 460 ms at the answer that arrived at 760: guest time g
+	// is host 300+g. Sandbox ready at 770, container started at 1460.
+	vm, started, first, exited := run(t0, 760, 460)
+	d := func(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+	marks := map[string]time.Duration{
+		"create_begin": d(480), "bundle_written": d(490), "runtime_created": d(800),
+		"create_end": d(805), "start_begin": d(850), "start_end": d(1100),
+	}
+	b := &result.Boot{Samples: []result.BootSample{sampleOf(t0, vm, started, first, exited, marks)}}
+	summarize(b)
+	want := map[string]float64{
+		"create_call_to_guest": 10, "guest_spec_rewrite": 10, "guest_oci_create": 310, "guest_cgroup_oom_watch": 5,
+		"guest_create_to_start": 45, "guest_oci_start": 250, "start_answer_to_host": 60,
+	}
+	if len(b.ContainerPhases) != len(want) {
+		t.Fatalf("%d container phases, want %d", len(b.ContainerPhases), len(want))
+	}
+	sum := 0.0
+	for _, p := range b.ContainerPhases {
+		sum += p.Duration.Median
+		if math.Abs(p.Duration.Median-want[p.Name]) > 1e-6 {
+			t.Errorf("%s = %v ms, want %v", p.Name, p.Duration.Median, want[p.Name])
+		}
+	}
+	if math.Abs(sum-690) > 1e-6 {
+		t.Errorf("container phases add up to %v ms, container_create_start is 690", sum)
+	}
+
+	// An agent that sends no marks: no container phases.
+	b = &result.Boot{Samples: []result.BootSample{sampleOf(t0, vm, started, first, exited, nil)}}
+	summarize(b)
+	if len(b.ContainerPhases) != 0 {
+		t.Errorf("container phases without marks: %+v", b.ContainerPhases)
 	}
 }
 

@@ -82,6 +82,12 @@ func (w *markdown) boot(bt *result.Boot) {
 	p("| phase | from | to | clock | median | p90 |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, ph := range bt.Phases {
 		p("| %s | %s | %s | %s | %s | %s |\n", ph.Name, ph.From, ph.To, ph.Clock, ms(ph.Duration.Median), ms(ph.Duration.P90))
+		if ph.Name != "container_create_start" {
+			continue
+		}
+		for _, sub := range bt.ContainerPhases {
+			p("| ↳ %s | %s | %s | %s | %s | %s |\n", sub.Name, sub.From, sub.To, sub.Clock, ms(sub.Duration.Median), ms(sub.Duration.P90))
+		}
 	}
 	p("\n`ctr run --rm IMAGE ID true`, whole, same run:\n\n| runtime | runs | median | p90 | / runc | failures |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, t := range bt.CtrRunTrue {

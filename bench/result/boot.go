@@ -9,6 +9,10 @@ type Boot struct {
 	Runs int `json:"runs"`
 	// Phases in the order they happen, each summarized over the runs.
 	Phases []Phase `json:"phases"`
+	// ContainerPhases split the container_create_start phase by the
+	// agent's marks (guest spec rewrite, OCI runtime create and start, and
+	// the calls' way there and back); empty with an agent that sends none.
+	ContainerPhases []Phase `json:"container_phases,omitempty"`
 	// BootToAgentReady is from the VMM's spawn to the shim's first answer
 	// from the agent (host clock), the figure the boot target is about.
 	BootToAgentReady stats.Summary `json:"boot_to_agent_ready_ms"`

@@ -56,13 +56,17 @@ type Log struct {
 	// ContainerStarted is when each container's start returned in the
 	// shim, by container id.
 	ContainerStarted map[string]time.Time
+	// ContainerGuestMarks are the agent's marks of each container's create
+	// and start (contract.Mark*: guest CLOCK_BOOTTIME), by container id;
+	// absent for an agent older than the marks.
+	ContainerGuestMarks map[string]map[string]time.Duration
 }
 
 // Read parses containerd's log; lines that are not the shim's start lines
 // are skipped, and so are start lines this version cannot read (an older
 // shim's "pod VM ready" has no phases).
 func Read(r io.Reader) (*Log, error) {
-	out := &Log{VMs: map[string]VMStart{}, ContainerStarted: map[string]time.Time{}}
+	out := &Log{VMs: map[string]VMStart{}, ContainerStarted: map[string]time.Time{}, ContainerGuestMarks: map[string]map[string]time.Duration{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
 	for sc.Scan() {
@@ -80,10 +84,27 @@ func Read(r io.Reader) (*Log, error) {
 			kv := ParseLogfmt(line)
 			if ns, err := strconv.ParseInt(kv["host_started_ns"], 10, 64); err == nil && kv["container"] != "" {
 				out.ContainerStarted[kv["container"]] = time.Unix(0, ns)
+				out.ContainerGuestMarks[kv["container"]] = guestMarks(kv)
 			}
 		}
 	}
 	return out, sc.Err()
+}
+
+// guestMarks reads the guest_<mark>_ns fields of a "container started" line.
+func guestMarks(kv map[string]string) map[string]time.Duration {
+	marks := map[string]time.Duration{}
+	for k, v := range kv {
+		rest, isGuest := strings.CutPrefix(k, "guest_")
+		name, isNs := strings.CutSuffix(rest, "_ns")
+		if !isGuest || !isNs {
+			continue
+		}
+		if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
+			marks[name] = time.Duration(ns)
+		}
+	}
+	return marks
 }
 
 func vmStart(kv map[string]string) (VMStart, error) {

@@ -30,6 +30,7 @@ func TestParseLogfmt(t *testing.T) {
 const logSample = `time="2026-11-25T22:00:00.000000000Z" level=info msg="loading plugin" id=io.containerd.grpc.v1.cri
 time="2026-11-25T22:00:01.000000000Z" level=info msg="pod VM ready" accelerator=tcg agent=dev boot_to_agent=712ms guest_agent_ready_ns=430000000 guest_agent_started_ns=400000000 guest_clock_ns=450000000 guest_kernel=6.1.192-podvm host_agent_ready_ns=1764108001000000000 host_sandbox_begin_ns=1764108000200000000 host_sandbox_ready_ns=1764108001050000000 host_shim_started_ns=1764108000100000000 host_vmm_running_ns=1764108000400000000 host_vmm_spawned_ns=1764108000300000000 namespace=podvm-bench sandbox=boot-1 transport=serial
 time="2026-11-25T22:00:01.100000000Z" level=info msg="container started in the pod VM" container=boot-1 host_started_ns=1764108001100000000 namespace=podvm-bench
+time="2026-11-25T22:00:01.200000000Z" level=info msg="container started in the pod VM" container=marked guest_create_begin_ns=470000000 guest_start_end_ns=520000000 host_started_ns=1764108001200000000 namespace=podvm-bench
 time="2026-11-25T22:00:02.000000000Z" level=info msg="pod VM ready" boot_to_agent=1s sandbox=old-shim
 `
 
@@ -62,5 +63,12 @@ func TestRead(t *testing.T) {
 	}
 	if got := l.ContainerStarted["boot-1"]; !got.Equal(ms(1100)) {
 		t.Errorf("container started %v", got)
+	}
+	if got := l.ContainerGuestMarks["boot-1"]; len(got) != 0 {
+		t.Errorf("guest marks of a line without them: %v", got)
+	}
+	want := map[string]time.Duration{"create_begin": 470 * time.Millisecond, "start_end": 520 * time.Millisecond}
+	if got := l.ContainerGuestMarks["marked"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("guest marks %v, want %v", got, want)
 	}
 }

@@ -73,6 +73,7 @@ func main() {
 	pid1 := guestinit.IsPID1()
 	opts, flagErrs := parseFlags(os.Args[1:])
 	opts.cfg.OwnsNetwork = pid1
+	opts.cfg.SealRuntime = pid1
 	setupLogging(opts.logLevel)
 	for _, err := range flagErrs {
 		log.G(ctx).WithError(err).Warn("ignoring bad argument")

@@ -23,11 +23,15 @@ func newImageCommand() *cobra.Command {
 		Short: "Build the guest kernel and initramfs, reusing cached builds",
 		Long: `Builds the guest kernel from Debian's linux-source-6.1 with podvm's config
 fragment (` + estimate.KernelBuild.About() + `, cached by content hash
-afterwards) and an initramfs holding podvm-agent as /init and a static runc,
-then copies both to --image-dir.`,
+afterwards) and an initramfs holding podvm-agent as /init, a static runc and,
+when installed, crun with its shared libraries, then copies both to --image-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Progress = os.Stderr
+			if _, err := os.Stat(o.CrunBinary); err != nil && !cmd.Flags().Changed("crun") {
+				fmt.Fprintf(os.Stderr, "no crun at %s: the image gets runc only (guest_oci_runtime = \"crun\" will fail)\n", o.CrunBinary)
+				o.CrunBinary = ""
+			}
 			img, err := guestimage.Build(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -43,6 +47,7 @@ then copies both to --image-dir.`,
 	build.Flags().StringVar(&o.CacheDir, "cache", "", "cache directory (default $PODVM_CACHE or /var/cache/podvm)")
 	build.Flags().StringVar(&o.AgentBinary, "agent", besideSelf("podvm-agent"), "static podvm-agent binary to use as /init")
 	build.Flags().StringVar(&o.RuncBinary, "runc", cachedRuncStatic(), "static runc binary for the guest (ci/install-tools.sh runc builds it)")
+	build.Flags().StringVar(&o.CrunBinary, "crun", debianCrun, "crun binary for the guest, put in with its shared libraries (Debian's crun package; left out when the default is not installed); empty: none")
 	build.Flags().IntVar(&o.Jobs, "jobs", 0, "parallel kernel build jobs (default: number of CPUs)")
 	build.Flags().StringVar(&out, "image-dir", defaultImageDir, "directory to install vmlinux and initramfs.cpio into")
 	aliasFlag(build.Flags(), "out", "image-dir")
@@ -59,6 +64,9 @@ func besideSelf(name string) string {
 	}
 	return filepath.Join(filepath.Dir(self), name)
 }
+
+// debianCrun is where Debian's crun package installs crun.
+const debianCrun = "/usr/bin/crun"
 
 // cachedRuncStatic is where ci/install-tools.sh caches the guest's runc.
 func cachedRuncStatic() string {

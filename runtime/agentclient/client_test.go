@@ -30,7 +30,7 @@ func (g *guest) GuestDetails(context.Context, *api.GuestDetailsRequest) (*api.Gu
 }
 
 // StartContainer never answers until the test ends: a hung guest.
-func (g *guest) StartContainer(ctx context.Context, _ *api.StartContainerRequest) (*api.Empty, error) {
+func (g *guest) StartContainer(ctx context.Context, _ *api.StartContainerRequest) (*api.StartContainerResponse, error) {
 	select {
 	case <-g.block:
 	case <-ctx.Done():

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 //go:embed default.toml
@@ -29,10 +31,13 @@ type Config struct {
 
 // Hypervisor selects and sizes the VMM.
 type Hypervisor struct {
-	Driver           string   `toml:"driver"`
-	Kernel           string   `toml:"kernel"`
-	Initrd           string   `toml:"initrd"`
-	RuncFeatures     string   `toml:"runc_features"`
+	Driver       string `toml:"driver"`
+	Kernel       string `toml:"kernel"`
+	Initrd       string `toml:"initrd"`
+	RuncFeatures string `toml:"runc_features"`
+	// GuestOCIRuntime is the OCI runtime the agent runs containers with:
+	// "runc" or "crun" (both in the initramfs that podvm image build makes).
+	GuestOCIRuntime  string   `toml:"guest_oci_runtime"`
 	KernelParams     []string `toml:"kernel_params"`
 	Accelerator      string   `toml:"accelerator"`
 	DefaultVCPUs     uint32   `toml:"default_vcpus"`
@@ -190,6 +195,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	oneOf("accelerator", h.Accelerator, "auto", "kvm", "tcg")
+	oneOf("guest_oci_runtime", h.GuestOCIRuntime, contract.OCIRuntimeRunc, contract.OCIRuntimeCrun)
 	oneOf("shared_fs", h.SharedFS, "virtiofs", "9p")
 	oneOf("agent_transport", h.AgentTransport, "auto", "vsock", "serial")
 	if h.DefaultVCPUs < 1 || h.DefaultVCPUs > 255 {

@@ -48,6 +48,14 @@ func TestParse(t *testing.T) {
 			wantErr: []string{"unknown key", "hypervisr"}},
 		{name: "bad enum", input: "[hypervisor]\naccelerator = \"fast\"\n",
 			wantErr: []string{`accelerator = "fast"`, "auto, kvm, tcg"}},
+		{name: "guest OCI runtime crun", input: "[hypervisor]\nguest_oci_runtime = \"crun\"\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Hypervisor.GuestOCIRuntime != "crun" {
+					t.Errorf("guest_oci_runtime %q", c.Hypervisor.GuestOCIRuntime)
+				}
+			}},
+		{name: "bad guest OCI runtime", input: "[hypervisor]\nguest_oci_runtime = \"youki\"\n",
+			wantErr: []string{`guest_oci_runtime = "youki"`, "runc, crun"}},
 		{name: "bad duration", input: "[runtime]\nagent_timeout = \"soon\"\n",
 			wantErr: []string{"not a duration"}},
 		{name: "cloud-hypervisor driver with its settings", input: "[hypervisor]\ndriver = \"cloud-hypervisor\"\n[hypervisor.cloud_hypervisor]\npath = \"/usr/local/bin/cloud-hypervisor\"\n",

@@ -27,11 +27,12 @@ func (s *Sandbox) initGuest(ctx context.Context, o Options, pidsLimit *int64) er
 	s.Timings.AgentReady = agent.ReadyAt
 
 	if _, err := agent.CreateSandbox(ctx, &api.CreateSandboxRequest{
-		SandboxId: o.ID,
-		Hostname:  o.Hostname,
-		SharedFs:  &api.SharedFilesystem{Type: o.Config.Hypervisor.SharedFS, Tag: contract.SharedFSTag, MountPoint: contract.GuestSharedDir},
-		PodCgroup: o.GuestPodCgroup,
-		PidsLimit: pidsLimit,
+		SandboxId:  o.ID,
+		Hostname:   o.Hostname,
+		SharedFs:   &api.SharedFilesystem{Type: o.Config.Hypervisor.SharedFS, Tag: contract.SharedFSTag, MountPoint: contract.GuestSharedDir},
+		PodCgroup:  o.GuestPodCgroup,
+		PidsLimit:  pidsLimit,
+		OciRuntime: o.Config.Hypervisor.GuestOCIRuntime,
 	}); err != nil {
 		return fmt.Errorf("agent CreateSandbox for %s: %w", o.ID, err)
 	}

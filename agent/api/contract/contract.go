@@ -43,3 +43,21 @@ const GuestSharedDir = "/run/podvm/shared"
 // level (podvm_agent_log=debug): the kernel hands init an unknown
 // key=value parameter as an environment variable.
 const LogLevelParam = "podvm_agent_log"
+
+// OCI runtimes the agent can run containers with
+// (api.CreateSandboxRequest.oci_runtime); both are in the initramfs.
+const (
+	OCIRuntimeRunc = "runc"
+	OCIRuntimeCrun = "crun"
+)
+
+// Marks of a container's create and start in the guest, in the order they
+// happen (api.StartContainerResponse.marks, docs/agent.md).
+const (
+	MarkCreateBegin    = "create_begin"    // CreateContainer arrived
+	MarkBundleWritten  = "bundle_written"  // spec rewritten, config.json written
+	MarkRuntimeCreated = "runtime_created" // `<runtime> create` returned: the init waits
+	MarkCreateEnd      = "create_end"      // cgroup found, OOM watch set: the answer leaves
+	MarkStartBegin     = "start_begin"     // StartContainer arrived
+	MarkStartEnd       = "start_end"       // `<runtime> start` returned: the answer leaves
+)

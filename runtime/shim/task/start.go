@@ -41,10 +41,15 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	}
 	if r.ExecID == "" {
 		go s.waitExit(sb, p)
-		if _, err := sb.Agent.StartContainer(ctx, &api.StartContainerRequest{ContainerId: r.ID}); err != nil {
+		resp, err := sb.Agent.StartContainer(ctx, &api.StartContainerRequest{ContainerId: r.ID})
+		if err != nil {
 			return nil, errgrpc.ToGRPC(fmt.Errorf("start container %s in the guest: %w", r.ID, err))
 		}
-		log.G(ctx).WithFields(log.Fields{"container": r.ID, "host_started_ns": time.Now().UnixNano()}).Info("container started in the pod VM")
+		fields := log.Fields{"container": r.ID, "host_started_ns": time.Now().UnixNano()}
+		for _, m := range resp.Marks {
+			fields["guest_"+m.Name+"_ns"] = m.BoottimeNs
+		}
+		log.G(ctx).WithFields(fields).Info("container started in the pod VM")
 		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: s.hostPid()})
 		return &taskAPI.StartResponse{Pid: s.hostPid()}, nil
 	}
