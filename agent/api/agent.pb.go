@@ -2101,6 +2101,51 @@ func (*Empty) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
+type HandoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Fresh random bytes from the host, at least 32.
+	Entropy       []byte `protobuf:"bytes,1,opt,name=entropy,proto3" json:"entropy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverRequest) Reset() {
+	*x = HandoverRequest{}
+	mi := &file_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverRequest) ProtoMessage() {}
+
+func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
+func (*HandoverRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *HandoverRequest) GetEntropy() []byte {
+	if x != nil {
+		return x.Entropy
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2243,9 +2288,12 @@ const file_agent_proto_rawDesc = "" +
 	"\tstream_id\x18\x01 \x01(\rR\bstreamId\x12\x1d\n" +
 	"\n" +
 	"write_only\x18\x02 \x01(\bR\twriteOnly\"\a\n" +
-	"\x05Empty2\xb8\x0f\n" +
+	"\x05Empty\"+\n" +
+	"\x0fHandoverRequest\x12\x18\n" +
+	"\aentropy\x18\x01 \x01(\fR\aentropy2\xfc\x0f\n" +
 	"\fAgentService\x12Y\n" +
-	"\fGuestDetails\x12#.podvm.agent.v1.GuestDetailsRequest\x1a$.podvm.agent.v1.GuestDetailsResponse\x12L\n" +
+	"\fGuestDetails\x12#.podvm.agent.v1.GuestDetailsRequest\x1a$.podvm.agent.v1.GuestDetailsResponse\x12B\n" +
+	"\bHandover\x12\x1f.podvm.agent.v1.HandoverRequest\x1a\x15.podvm.agent.v1.Empty\x12L\n" +
 	"\rCreateSandbox\x12$.podvm.agent.v1.CreateSandboxRequest\x1a\x15.podvm.agent.v1.Empty\x12N\n" +
 	"\x0eDestroySandbox\x12%.podvm.agent.v1.DestroySandboxRequest\x1a\x15.podvm.agent.v1.Empty\x12b\n" +
 	"\x0fCreateContainer\x12&.podvm.agent.v1.CreateContainerRequest\x1a'.podvm.agent.v1.CreateContainerResponse\x12N\n" +
@@ -2286,7 +2334,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_agent_proto_goTypes = []any{
 	(*GuestDetailsRequest)(nil),     // 0: podvm.agent.v1.GuestDetailsRequest
 	(*GuestDetailsResponse)(nil),    // 1: podvm.agent.v1.GuestDetailsResponse
@@ -2325,6 +2373,7 @@ var file_agent_proto_goTypes = []any{
 	(*ReadPortRequest)(nil),         // 34: podvm.agent.v1.ReadPortRequest
 	(*ClosePortRequest)(nil),        // 35: podvm.agent.v1.ClosePortRequest
 	(*Empty)(nil),                   // 36: podvm.agent.v1.Empty
+	(*HandoverRequest)(nil),         // 37: podvm.agent.v1.HandoverRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: podvm.agent.v1.CreateSandboxRequest.shared_fs:type_name -> podvm.agent.v1.SharedFilesystem
@@ -2332,55 +2381,57 @@ var file_agent_proto_depIdxs = []int32{
 	28, // 2: podvm.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> podvm.agent.v1.Interface
 	29, // 3: podvm.agent.v1.ConfigureNetworkRequest.routes:type_name -> podvm.agent.v1.Route
 	0,  // 4: podvm.agent.v1.AgentService.GuestDetails:input_type -> podvm.agent.v1.GuestDetailsRequest
-	3,  // 5: podvm.agent.v1.AgentService.CreateSandbox:input_type -> podvm.agent.v1.CreateSandboxRequest
-	4,  // 6: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
-	5,  // 7: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
-	7,  // 8: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
-	8,  // 9: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
-	9,  // 10: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
-	11, // 11: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
-	12, // 12: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
-	14, // 13: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
-	15, // 14: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
-	15, // 15: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
-	17, // 16: podvm.agent.v1.AgentService.ExecProcess:input_type -> podvm.agent.v1.ExecProcessRequest
-	18, // 17: podvm.agent.v1.AgentService.RemoveProcess:input_type -> podvm.agent.v1.RemoveProcessRequest
-	19, // 18: podvm.agent.v1.AgentService.ResizeTTY:input_type -> podvm.agent.v1.ResizeTTYRequest
-	20, // 19: podvm.agent.v1.AgentService.ListProcesses:input_type -> podvm.agent.v1.ListProcessesRequest
-	22, // 20: podvm.agent.v1.AgentService.StatsContainer:input_type -> podvm.agent.v1.StatsContainerRequest
-	24, // 21: podvm.agent.v1.AgentService.UpdateContainer:input_type -> podvm.agent.v1.UpdateContainerRequest
-	25, // 22: podvm.agent.v1.AgentService.GetOOMEvent:input_type -> podvm.agent.v1.GetOOMEventRequest
-	30, // 23: podvm.agent.v1.AgentService.ConfigureNetwork:input_type -> podvm.agent.v1.ConfigureNetworkRequest
-	31, // 24: podvm.agent.v1.AgentService.OpenPort:input_type -> podvm.agent.v1.OpenPortRequest
-	33, // 25: podvm.agent.v1.AgentService.WritePort:input_type -> podvm.agent.v1.WritePortRequest
-	34, // 26: podvm.agent.v1.AgentService.ReadPort:input_type -> podvm.agent.v1.ReadPortRequest
-	35, // 27: podvm.agent.v1.AgentService.ClosePort:input_type -> podvm.agent.v1.ClosePortRequest
-	1,  // 28: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
-	36, // 29: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
-	36, // 30: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
-	6,  // 31: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
-	36, // 32: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.Empty
-	36, // 33: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
-	10, // 34: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
-	36, // 35: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
-	13, // 36: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
-	36, // 37: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
-	16, // 38: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
-	16, // 39: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
-	36, // 40: podvm.agent.v1.AgentService.ExecProcess:output_type -> podvm.agent.v1.Empty
-	36, // 41: podvm.agent.v1.AgentService.RemoveProcess:output_type -> podvm.agent.v1.Empty
-	36, // 42: podvm.agent.v1.AgentService.ResizeTTY:output_type -> podvm.agent.v1.Empty
-	21, // 43: podvm.agent.v1.AgentService.ListProcesses:output_type -> podvm.agent.v1.ListProcessesResponse
-	23, // 44: podvm.agent.v1.AgentService.StatsContainer:output_type -> podvm.agent.v1.StatsContainerResponse
-	36, // 45: podvm.agent.v1.AgentService.UpdateContainer:output_type -> podvm.agent.v1.Empty
-	26, // 46: podvm.agent.v1.AgentService.GetOOMEvent:output_type -> podvm.agent.v1.OOMEvent
-	36, // 47: podvm.agent.v1.AgentService.ConfigureNetwork:output_type -> podvm.agent.v1.Empty
-	32, // 48: podvm.agent.v1.AgentService.OpenPort:output_type -> podvm.agent.v1.OpenPortResponse
-	36, // 49: podvm.agent.v1.AgentService.WritePort:output_type -> podvm.agent.v1.Empty
-	16, // 50: podvm.agent.v1.AgentService.ReadPort:output_type -> podvm.agent.v1.ReadStreamResponse
-	36, // 51: podvm.agent.v1.AgentService.ClosePort:output_type -> podvm.agent.v1.Empty
-	28, // [28:52] is the sub-list for method output_type
-	4,  // [4:28] is the sub-list for method input_type
+	37, // 5: podvm.agent.v1.AgentService.Handover:input_type -> podvm.agent.v1.HandoverRequest
+	3,  // 6: podvm.agent.v1.AgentService.CreateSandbox:input_type -> podvm.agent.v1.CreateSandboxRequest
+	4,  // 7: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
+	5,  // 8: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
+	7,  // 9: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
+	8,  // 10: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
+	9,  // 11: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
+	11, // 12: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
+	12, // 13: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
+	14, // 14: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
+	15, // 15: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
+	15, // 16: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
+	17, // 17: podvm.agent.v1.AgentService.ExecProcess:input_type -> podvm.agent.v1.ExecProcessRequest
+	18, // 18: podvm.agent.v1.AgentService.RemoveProcess:input_type -> podvm.agent.v1.RemoveProcessRequest
+	19, // 19: podvm.agent.v1.AgentService.ResizeTTY:input_type -> podvm.agent.v1.ResizeTTYRequest
+	20, // 20: podvm.agent.v1.AgentService.ListProcesses:input_type -> podvm.agent.v1.ListProcessesRequest
+	22, // 21: podvm.agent.v1.AgentService.StatsContainer:input_type -> podvm.agent.v1.StatsContainerRequest
+	24, // 22: podvm.agent.v1.AgentService.UpdateContainer:input_type -> podvm.agent.v1.UpdateContainerRequest
+	25, // 23: podvm.agent.v1.AgentService.GetOOMEvent:input_type -> podvm.agent.v1.GetOOMEventRequest
+	30, // 24: podvm.agent.v1.AgentService.ConfigureNetwork:input_type -> podvm.agent.v1.ConfigureNetworkRequest
+	31, // 25: podvm.agent.v1.AgentService.OpenPort:input_type -> podvm.agent.v1.OpenPortRequest
+	33, // 26: podvm.agent.v1.AgentService.WritePort:input_type -> podvm.agent.v1.WritePortRequest
+	34, // 27: podvm.agent.v1.AgentService.ReadPort:input_type -> podvm.agent.v1.ReadPortRequest
+	35, // 28: podvm.agent.v1.AgentService.ClosePort:input_type -> podvm.agent.v1.ClosePortRequest
+	1,  // 29: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
+	36, // 30: podvm.agent.v1.AgentService.Handover:output_type -> podvm.agent.v1.Empty
+	36, // 31: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
+	36, // 32: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
+	6,  // 33: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
+	36, // 34: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.Empty
+	36, // 35: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
+	10, // 36: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
+	36, // 37: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
+	13, // 38: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
+	36, // 39: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
+	16, // 40: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
+	16, // 41: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
+	36, // 42: podvm.agent.v1.AgentService.ExecProcess:output_type -> podvm.agent.v1.Empty
+	36, // 43: podvm.agent.v1.AgentService.RemoveProcess:output_type -> podvm.agent.v1.Empty
+	36, // 44: podvm.agent.v1.AgentService.ResizeTTY:output_type -> podvm.agent.v1.Empty
+	21, // 45: podvm.agent.v1.AgentService.ListProcesses:output_type -> podvm.agent.v1.ListProcessesResponse
+	23, // 46: podvm.agent.v1.AgentService.StatsContainer:output_type -> podvm.agent.v1.StatsContainerResponse
+	36, // 47: podvm.agent.v1.AgentService.UpdateContainer:output_type -> podvm.agent.v1.Empty
+	26, // 48: podvm.agent.v1.AgentService.GetOOMEvent:output_type -> podvm.agent.v1.OOMEvent
+	36, // 49: podvm.agent.v1.AgentService.ConfigureNetwork:output_type -> podvm.agent.v1.Empty
+	32, // 50: podvm.agent.v1.AgentService.OpenPort:output_type -> podvm.agent.v1.OpenPortResponse
+	36, // 51: podvm.agent.v1.AgentService.WritePort:output_type -> podvm.agent.v1.Empty
+	16, // 52: podvm.agent.v1.AgentService.ReadPort:output_type -> podvm.agent.v1.ReadStreamResponse
+	36, // 53: podvm.agent.v1.AgentService.ClosePort:output_type -> podvm.agent.v1.Empty
+	29, // [29:54] is the sub-list for method output_type
+	4,  // [4:29] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -2398,7 +2449,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
