@@ -56,6 +56,15 @@ type launch struct {
 	// content, for DialAgent; it is on no command line.
 	SecretPath string
 	Secret     []byte
+	// MemPath, if set, backs guest RAM with this file instead of a
+	// memfd: mapped shared while a template boots (its RAM is saved in
+	// the file), private in a clone (MemPrivate), whose writes then stay
+	// in its own copy-on-write pages.
+	MemPath    string
+	MemPrivate bool
+	// MigrateFD is the child's fd number of the file a template's device
+	// state is saved to; IncomingFD of the file a clone restores from.
+	MigrateFD, IncomingFD int
 }
 
 // netLaunch is one guest NIC backed by a tap fd that QEMU inherits.
@@ -103,8 +112,7 @@ func qemuArgs(l launch) []string {
 	a = append(a,
 		"-smp", strconv.FormatUint(uint64(l.VCPUs), 10),
 		"-m", mem,
-		// Guest RAM as a shared memfd: vhost-user (virtiofsd) maps it.
-		"-object", "memory-backend-memfd,id="+memBackendID+",size="+mem+",share=on",
+		"-object", memBackend(l, mem),
 		"-kernel", l.Kernel,
 		"-initrd", l.Initrd,
 		"-append", l.Cmdline,
@@ -121,6 +129,33 @@ func qemuArgs(l launch) []string {
 	if l.SecretPath != "" {
 		// The path, not the secret: the file is 0600 in the state dir.
 		a = append(a, "-fw_cfg", "name="+contract.FwCfgSecretName+",file="+l.SecretPath)
+	}
+	return append(a, templateArgs(l)...)
+}
+
+// memBackend is guest RAM: a shared memfd, which vhost-user (virtiofsd)
+// maps, or a template's RAM file (launch.MemPath).
+func memBackend(l launch, size string) string {
+	if l.MemPath == "" {
+		return "memory-backend-memfd,id=" + memBackendID + ",size=" + size + ",share=on"
+	}
+	share := "on"
+	if l.MemPrivate {
+		share = "off"
+	}
+	return "memory-backend-file,id=" + memBackendID + ",size=" + size + ",mem-path=" + l.MemPath + ",share=" + share
+}
+
+// templateArgs are a template's or a clone's migration settings.
+// x-ignore-shared leaves RAM in its file: a template's state file holds
+// the devices only, and a clone reads none of RAM from it.
+func templateArgs(l launch) []string {
+	if l.MemPath == "" {
+		return nil
+	}
+	a := []string{"-global", "migration.x-ignore-shared=on"}
+	if l.IncomingFD != 0 {
+		a = append(a, "-incoming", "fd:"+strconv.Itoa(l.IncomingFD))
 	}
 	return a
 }
