@@ -146,18 +146,14 @@ func memBackend(l launch, size string) string {
 	return "memory-backend-file,id=" + memBackendID + ",size=" + size + ",mem-path=" + l.MemPath + ",share=" + share
 }
 
-// templateArgs are a template's or a clone's migration settings.
-// x-ignore-shared leaves RAM in its file: a template's state file holds
-// the devices only, and a clone reads none of RAM from it.
+// templateArgs make a clone wait for its device state: QEMU 7.2 has no
+// command-line form of the x-ignore-shared capability, so the restore
+// itself goes over QMP (restore in template_restore.go).
 func templateArgs(l launch) []string {
-	if l.MemPath == "" {
+	if l.IncomingFD == 0 {
 		return nil
 	}
-	a := []string{"-global", "migration.x-ignore-shared=on"}
-	if l.IncomingFD != 0 {
-		a = append(a, "-incoming", "fd:"+strconv.Itoa(l.IncomingFD))
-	}
-	return a
+	return []string{"-incoming", "defer"}
 }
 
 // agentArgs is the agent's channel: a vhost-user-vsock device on

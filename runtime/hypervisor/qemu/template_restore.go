@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -22,10 +23,18 @@ const handoverEntropy = 64
 // tests set it to show what the hand-over changes.
 var skipHandover = false
 
-// restore is a clone's part of boot once QMP answers: wait until QEMU has
-// loaded the template's state and runs the guest, then hand the VM over
-// (Handover) so that it admits only the holder of own, its own secret.
+// restore is a clone's part of boot once QMP answers: load the template's
+// device state from the inherited fd, wait until the guest runs, then hand
+// the VM over (Handover) so that it admits only the holder of own, its
+// own secret.
 func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
+	if err := ignoreSharedRAM(ctx, qmp); err != nil {
+		return v.Machine.Failure(err)
+	}
+	uri := "fd:" + strconv.Itoa(v.launchCopy().IncomingFD)
+	if err := qmp.Execute(ctx, "migrate-incoming", map[string]any{"uri": uri}, nil); err != nil {
+		return v.Machine.Failure(fmt.Errorf("restore VM template %s: %w", v.tpl.dir, err))
+	}
 	for {
 		st, err := qmp.QueryStatus(ctx)
 		if err != nil {

@@ -87,6 +87,9 @@ func (v *VM) saveState(ctx context.Context) error {
 	if err := qmp.Execute(ctx, "stop", nil, nil); err != nil {
 		return err
 	}
+	if err := ignoreSharedRAM(ctx, qmp); err != nil {
+		return err
+	}
 	if err := qmp.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + strconv.Itoa(fd)}, nil); err != nil {
 		return err
 	}
@@ -110,6 +113,13 @@ func (v *VM) saveState(ctx context.Context) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// ignoreSharedRAM sets the x-ignore-shared capability: RAM in a file
+// stays there, and the stream carries the devices only (about 100 KB).
+func ignoreSharedRAM(ctx context.Context, qmp *qmpClient) error {
+	caps := []map[string]any{{"capability": "x-ignore-shared", "state": true}}
+	return qmp.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil)
 }
 
 // finish writes what clones need besides RAM and state (the command line

@@ -13,15 +13,13 @@ import (
 )
 
 // A template boots with RAM in its file, shared; a clone maps the same
-// file private and restores from the inherited state fd. Both leave RAM
-// out of the migration stream.
+// file private and waits to be given its state (over QMP).
 func TestTemplateArgs(t *testing.T) {
 	l := launch{MemPath: "/tpl/ram", MigrateFD: 7}
 	l.MemoryMiB = 256
 	save := strings.Join(qemuArgs(l), " ")
 	for _, want := range []string{
 		"memory-backend-file,id=mem,size=256M,mem-path=/tpl/ram,share=on",
-		"-global migration.x-ignore-shared=on",
 	} {
 		if !strings.Contains(save, want) {
 			t.Errorf("template command line lacks %q: %s", want, save)
@@ -36,12 +34,12 @@ func TestTemplateArgs(t *testing.T) {
 	if !slices.Contains(clone, "memory-backend-file,id=mem,size=256M,mem-path=/tpl/ram,share=off") {
 		t.Errorf("clone does not map the RAM file private: %q", clone)
 	}
-	if i := slices.Index(clone, "-incoming"); i < 0 || clone[i+1] != "fd:8" {
-		t.Errorf("clone does not restore from fd 8: %q", clone)
+	if i := slices.Index(clone, "-incoming"); i < 0 || clone[i+1] != "defer" {
+		t.Errorf("clone does not wait for its state: %q", clone)
 	}
 	l = launch{}
 	l.MemoryMiB = 256
-	if args := strings.Join(qemuArgs(l), " "); strings.Contains(args, "x-ignore-shared") || !strings.Contains(args, "memory-backend-memfd") {
+	if args := strings.Join(qemuArgs(l), " "); strings.Contains(args, "-incoming") || !strings.Contains(args, "memory-backend-memfd") {
 		t.Errorf("a booted VM changed: %s", args)
 	}
 }
