@@ -87,7 +87,7 @@ func (v *VM) handover(ctx context.Context) error {
 // ctx ends. A refused secret ends it at once.
 func (v *VM) dialAgentReady(ctx context.Context) (net.Conn, error) {
 	for {
-		conn, err := v.DialAgent(ctx)
+		conn, err := v.dialAgent(ctx)
 		if err == nil {
 			return conn, nil
 		}
