@@ -62,9 +62,9 @@ type launch struct {
 	// in its own copy-on-write pages.
 	MemPath    string
 	MemPrivate bool
-	// MigrateFD is the child's fd number of the file a template's device
-	// state is saved to; IncomingFD of the file a clone restores from.
-	MigrateFD, IncomingFD int
+	// IncomingFD is the child's fd number of the template's device state
+	// a clone restores from.
+	IncomingFD int
 }
 
 // netLaunch is one guest NIC backed by a tap fd that QEMU inherits.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/podvm/podvm/runtime/hypervisor"
@@ -60,7 +59,12 @@ func (d *Driver) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir st
 	// The agent must have seen the hang-up, so that every clone starts
 	// waiting for a host rather than inside this session.
 	time.Sleep(serialHangupGrace)
-	if err := v.saveState(ctx); err != nil {
+	state, err := r.stateFile()
+	if err != nil {
+		return err
+	}
+	defer state.Close()
+	if err := v.saveState(ctx, state); err != nil {
 		return err
 	}
 	if err := v.Stop(ctx); err != nil {
@@ -76,21 +80,29 @@ func (v *VM) launchCopy() launch {
 	return v.launch
 }
 
+// stateFDName is the QMP name of the template's state file.
+const stateFDName = "template-state"
+
 // saveState pauses the guest for good and migrates its devices into the
-// state file QEMU inherited (launch.MigrateFD).
-func (v *VM) saveState(ctx context.Context) error {
+// template's state file, passed to QEMU over QMP (getfd): QEMU 7.2's
+// outgoing fd: migration takes a named fd only, and exec: would need a
+// process QEMU's seccomp filter forbids it to spawn.
+func (v *VM) saveState(ctx context.Context, state *os.File) error {
 	v.mu.Lock()
-	qmp, fd := v.qmp, v.launch.MigrateFD
+	qmp := v.qmp
 	v.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
+	if err := qmp.SendFD(ctx, stateFDName, state); err != nil {
+		return err
+	}
 	if err := qmp.Execute(ctx, "stop", nil, nil); err != nil {
 		return err
 	}
 	if err := ignoreSharedRAM(ctx, qmp); err != nil {
 		return err
 	}
-	if err := qmp.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + strconv.Itoa(fd)}, nil); err != nil {
+	if err := qmp.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + stateFDName}, nil); err != nil {
 		return err
 	}
 	for {

@@ -15,7 +15,7 @@ import (
 // A template boots with RAM in its file, shared; a clone maps the same
 // file private and waits to be given its state (over QMP).
 func TestTemplateArgs(t *testing.T) {
-	l := launch{MemPath: "/tpl/ram", MigrateFD: 7}
+	l := launch{MemPath: "/tpl/ram"}
 	l.MemoryMiB = 256
 	save := strings.Join(qemuArgs(l), " ")
 	for _, want := range []string{

@@ -227,17 +227,13 @@ func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) 
 	extra = append(extra, console)
 	releaseVsock := release
 	release = func() { releaseVsock(); console.Close() }
-	if v.tpl != nil {
+	if v.tpl.restoring() {
 		state, err := v.tpl.stateFile()
 		if err != nil {
 			release()
 			return nil, nil, err
 		}
-		if v.tpl.save {
-			l.MigrateFD = 3 + len(extra)
-		} else {
-			l.IncomingFD = 3 + len(extra)
-		}
+		l.IncomingFD = 3 + len(extra)
 		extra = append(extra, state)
 		releaseConsole := release
 		release = func() { releaseConsole(); state.Close() }
