@@ -2211,6 +2211,51 @@ func (*Empty) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
+type HandoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Fresh random bytes from the host, at least 32.
+	Entropy       []byte `protobuf:"bytes,1,opt,name=entropy,proto3" json:"entropy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverRequest) Reset() {
+	*x = HandoverRequest{}
+	mi := &file_agent_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverRequest) ProtoMessage() {}
+
+func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
+func (*HandoverRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *HandoverRequest) GetEntropy() []byte {
+	if x != nil {
+		return x.Entropy
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2361,9 +2406,12 @@ const file_agent_proto_rawDesc = "" +
 	"\tstream_id\x18\x01 \x01(\rR\bstreamId\x12\x1d\n" +
 	"\n" +
 	"write_only\x18\x02 \x01(\bR\twriteOnly\"\a\n" +
-	"\x05Empty2\xc9\x0f\n" +
+	"\x05Empty\"+\n" +
+	"\x0fHandoverRequest\x12\x18\n" +
+	"\aentropy\x18\x01 \x01(\fR\aentropy2\x8d\x10\n" +
 	"\fAgentService\x12Y\n" +
-	"\fGuestDetails\x12#.podvm.agent.v1.GuestDetailsRequest\x1a$.podvm.agent.v1.GuestDetailsResponse\x12L\n" +
+	"\fGuestDetails\x12#.podvm.agent.v1.GuestDetailsRequest\x1a$.podvm.agent.v1.GuestDetailsResponse\x12B\n" +
+	"\bHandover\x12\x1f.podvm.agent.v1.HandoverRequest\x1a\x15.podvm.agent.v1.Empty\x12L\n" +
 	"\rCreateSandbox\x12$.podvm.agent.v1.CreateSandboxRequest\x1a\x15.podvm.agent.v1.Empty\x12N\n" +
 	"\x0eDestroySandbox\x12%.podvm.agent.v1.DestroySandboxRequest\x1a\x15.podvm.agent.v1.Empty\x12b\n" +
 	"\x0fCreateContainer\x12&.podvm.agent.v1.CreateContainerRequest\x1a'.podvm.agent.v1.CreateContainerResponse\x12_\n" +
@@ -2404,7 +2452,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_agent_proto_goTypes = []any{
 	(*GuestDetailsRequest)(nil),     // 0: podvm.agent.v1.GuestDetailsRequest
 	(*GuestDetailsResponse)(nil),    // 1: podvm.agent.v1.GuestDetailsResponse
@@ -2445,6 +2493,7 @@ var file_agent_proto_goTypes = []any{
 	(*ReadPortRequest)(nil),         // 36: podvm.agent.v1.ReadPortRequest
 	(*ClosePortRequest)(nil),        // 37: podvm.agent.v1.ClosePortRequest
 	(*Empty)(nil),                   // 38: podvm.agent.v1.Empty
+	(*HandoverRequest)(nil),         // 39: podvm.agent.v1.HandoverRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: podvm.agent.v1.CreateSandboxRequest.shared_fs:type_name -> podvm.agent.v1.SharedFilesystem
@@ -2453,55 +2502,57 @@ var file_agent_proto_depIdxs = []int32{
 	30, // 3: podvm.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> podvm.agent.v1.Interface
 	31, // 4: podvm.agent.v1.ConfigureNetworkRequest.routes:type_name -> podvm.agent.v1.Route
 	0,  // 5: podvm.agent.v1.AgentService.GuestDetails:input_type -> podvm.agent.v1.GuestDetailsRequest
-	3,  // 6: podvm.agent.v1.AgentService.CreateSandbox:input_type -> podvm.agent.v1.CreateSandboxRequest
-	4,  // 7: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
-	5,  // 8: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
-	7,  // 9: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
-	10, // 10: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
-	11, // 11: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
-	13, // 12: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
-	14, // 13: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
-	16, // 14: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
-	17, // 15: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
-	17, // 16: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
-	19, // 17: podvm.agent.v1.AgentService.ExecProcess:input_type -> podvm.agent.v1.ExecProcessRequest
-	20, // 18: podvm.agent.v1.AgentService.RemoveProcess:input_type -> podvm.agent.v1.RemoveProcessRequest
-	21, // 19: podvm.agent.v1.AgentService.ResizeTTY:input_type -> podvm.agent.v1.ResizeTTYRequest
-	22, // 20: podvm.agent.v1.AgentService.ListProcesses:input_type -> podvm.agent.v1.ListProcessesRequest
-	24, // 21: podvm.agent.v1.AgentService.StatsContainer:input_type -> podvm.agent.v1.StatsContainerRequest
-	26, // 22: podvm.agent.v1.AgentService.UpdateContainer:input_type -> podvm.agent.v1.UpdateContainerRequest
-	27, // 23: podvm.agent.v1.AgentService.GetOOMEvent:input_type -> podvm.agent.v1.GetOOMEventRequest
-	32, // 24: podvm.agent.v1.AgentService.ConfigureNetwork:input_type -> podvm.agent.v1.ConfigureNetworkRequest
-	33, // 25: podvm.agent.v1.AgentService.OpenPort:input_type -> podvm.agent.v1.OpenPortRequest
-	35, // 26: podvm.agent.v1.AgentService.WritePort:input_type -> podvm.agent.v1.WritePortRequest
-	36, // 27: podvm.agent.v1.AgentService.ReadPort:input_type -> podvm.agent.v1.ReadPortRequest
-	37, // 28: podvm.agent.v1.AgentService.ClosePort:input_type -> podvm.agent.v1.ClosePortRequest
-	1,  // 29: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
-	38, // 30: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
-	38, // 31: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
-	6,  // 32: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
-	8,  // 33: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.StartContainerResponse
-	38, // 34: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
-	12, // 35: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
-	38, // 36: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
-	15, // 37: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
-	38, // 38: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
-	18, // 39: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
-	18, // 40: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
-	38, // 41: podvm.agent.v1.AgentService.ExecProcess:output_type -> podvm.agent.v1.Empty
-	38, // 42: podvm.agent.v1.AgentService.RemoveProcess:output_type -> podvm.agent.v1.Empty
-	38, // 43: podvm.agent.v1.AgentService.ResizeTTY:output_type -> podvm.agent.v1.Empty
-	23, // 44: podvm.agent.v1.AgentService.ListProcesses:output_type -> podvm.agent.v1.ListProcessesResponse
-	25, // 45: podvm.agent.v1.AgentService.StatsContainer:output_type -> podvm.agent.v1.StatsContainerResponse
-	38, // 46: podvm.agent.v1.AgentService.UpdateContainer:output_type -> podvm.agent.v1.Empty
-	28, // 47: podvm.agent.v1.AgentService.GetOOMEvent:output_type -> podvm.agent.v1.OOMEvent
-	38, // 48: podvm.agent.v1.AgentService.ConfigureNetwork:output_type -> podvm.agent.v1.Empty
-	34, // 49: podvm.agent.v1.AgentService.OpenPort:output_type -> podvm.agent.v1.OpenPortResponse
-	38, // 50: podvm.agent.v1.AgentService.WritePort:output_type -> podvm.agent.v1.Empty
-	18, // 51: podvm.agent.v1.AgentService.ReadPort:output_type -> podvm.agent.v1.ReadStreamResponse
-	38, // 52: podvm.agent.v1.AgentService.ClosePort:output_type -> podvm.agent.v1.Empty
-	29, // [29:53] is the sub-list for method output_type
-	5,  // [5:29] is the sub-list for method input_type
+	39, // 6: podvm.agent.v1.AgentService.Handover:input_type -> podvm.agent.v1.HandoverRequest
+	3,  // 7: podvm.agent.v1.AgentService.CreateSandbox:input_type -> podvm.agent.v1.CreateSandboxRequest
+	4,  // 8: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
+	5,  // 9: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
+	7,  // 10: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
+	10, // 11: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
+	11, // 12: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
+	13, // 13: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
+	14, // 14: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
+	16, // 15: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
+	17, // 16: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
+	17, // 17: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
+	19, // 18: podvm.agent.v1.AgentService.ExecProcess:input_type -> podvm.agent.v1.ExecProcessRequest
+	20, // 19: podvm.agent.v1.AgentService.RemoveProcess:input_type -> podvm.agent.v1.RemoveProcessRequest
+	21, // 20: podvm.agent.v1.AgentService.ResizeTTY:input_type -> podvm.agent.v1.ResizeTTYRequest
+	22, // 21: podvm.agent.v1.AgentService.ListProcesses:input_type -> podvm.agent.v1.ListProcessesRequest
+	24, // 22: podvm.agent.v1.AgentService.StatsContainer:input_type -> podvm.agent.v1.StatsContainerRequest
+	26, // 23: podvm.agent.v1.AgentService.UpdateContainer:input_type -> podvm.agent.v1.UpdateContainerRequest
+	27, // 24: podvm.agent.v1.AgentService.GetOOMEvent:input_type -> podvm.agent.v1.GetOOMEventRequest
+	32, // 25: podvm.agent.v1.AgentService.ConfigureNetwork:input_type -> podvm.agent.v1.ConfigureNetworkRequest
+	33, // 26: podvm.agent.v1.AgentService.OpenPort:input_type -> podvm.agent.v1.OpenPortRequest
+	35, // 27: podvm.agent.v1.AgentService.WritePort:input_type -> podvm.agent.v1.WritePortRequest
+	36, // 28: podvm.agent.v1.AgentService.ReadPort:input_type -> podvm.agent.v1.ReadPortRequest
+	37, // 29: podvm.agent.v1.AgentService.ClosePort:input_type -> podvm.agent.v1.ClosePortRequest
+	1,  // 30: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
+	38, // 31: podvm.agent.v1.AgentService.Handover:output_type -> podvm.agent.v1.Empty
+	38, // 32: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
+	38, // 33: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
+	6,  // 34: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
+	8,  // 35: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.StartContainerResponse
+	38, // 36: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
+	12, // 37: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
+	38, // 38: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
+	15, // 39: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
+	38, // 40: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
+	18, // 41: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
+	18, // 42: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
+	38, // 43: podvm.agent.v1.AgentService.ExecProcess:output_type -> podvm.agent.v1.Empty
+	38, // 44: podvm.agent.v1.AgentService.RemoveProcess:output_type -> podvm.agent.v1.Empty
+	38, // 45: podvm.agent.v1.AgentService.ResizeTTY:output_type -> podvm.agent.v1.Empty
+	23, // 46: podvm.agent.v1.AgentService.ListProcesses:output_type -> podvm.agent.v1.ListProcessesResponse
+	25, // 47: podvm.agent.v1.AgentService.StatsContainer:output_type -> podvm.agent.v1.StatsContainerResponse
+	38, // 48: podvm.agent.v1.AgentService.UpdateContainer:output_type -> podvm.agent.v1.Empty
+	28, // 49: podvm.agent.v1.AgentService.GetOOMEvent:output_type -> podvm.agent.v1.OOMEvent
+	38, // 50: podvm.agent.v1.AgentService.ConfigureNetwork:output_type -> podvm.agent.v1.Empty
+	34, // 51: podvm.agent.v1.AgentService.OpenPort:output_type -> podvm.agent.v1.OpenPortResponse
+	38, // 52: podvm.agent.v1.AgentService.WritePort:output_type -> podvm.agent.v1.Empty
+	18, // 53: podvm.agent.v1.AgentService.ReadPort:output_type -> podvm.agent.v1.ReadStreamResponse
+	38, // 54: podvm.agent.v1.AgentService.ClosePort:output_type -> podvm.agent.v1.Empty
+	30, // [30:55] is the sub-list for method output_type
+	5,  // [5:30] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -2519,7 +2570,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -9,6 +9,7 @@ import (
 
 type AgentServiceService interface {
 	GuestDetails(context.Context, *GuestDetailsRequest) (*GuestDetailsResponse, error)
+	Handover(context.Context, *HandoverRequest) (*Empty, error)
 	CreateSandbox(context.Context, *CreateSandboxRequest) (*Empty, error)
 	DestroySandbox(context.Context, *DestroySandboxRequest) (*Empty, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
@@ -43,6 +44,13 @@ func RegisterAgentServiceService(srv *ttrpc.Server, svc AgentServiceService) {
 					return nil, err
 				}
 				return svc.GuestDetails(ctx, &req)
+			},
+			"Handover": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req HandoverRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Handover(ctx, &req)
 			},
 			"CreateSandbox": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req CreateSandboxRequest
@@ -222,6 +230,14 @@ func NewAgentServiceClient(client *ttrpc.Client) AgentServiceService {
 func (c *agentserviceClient) GuestDetails(ctx context.Context, req *GuestDetailsRequest) (*GuestDetailsResponse, error) {
 	var resp GuestDetailsResponse
 	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "GuestDetails", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) Handover(ctx context.Context, req *HandoverRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "Handover", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -37,6 +37,9 @@ type Config struct {
 	// Network configures the guest's interfaces; nil refuses
 	// ConfigureNetwork (off the guest it would touch the host's).
 	Network *network.Configurer
+	// Handover reseeds and re-keys a VM restored from a template; nil
+	// refuses Handover (off the guest, and where no key can change).
+	Handover func(ctx context.Context, entropy []byte) error
 }
 
 // Service implements api.AgentServiceService.

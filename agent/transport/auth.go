@@ -10,6 +10,7 @@ import (
 
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/agent/kmsg"
+	agentsecret "github.com/podvm/podvm/agent/secret"
 )
 
 // authTimeout bounds one authentication: the host answers the challenge at
@@ -28,7 +29,7 @@ const failureLogEvery = 10 * time.Second
 // authenticator checks hosts on one transport (contract.GuestAuth) and
 // counts and reports the ones that fail.
 type authenticator struct {
-	secret    []byte
+	secret    *agentsecret.Key
 	transport contract.Transport
 	log       io.Writer // kmsg.Writer; a buffer in tests
 
@@ -39,10 +40,15 @@ type authenticator struct {
 }
 
 func newAuthenticator(secret []byte, transport contract.Transport) (*authenticator, error) {
-	if err := contract.CheckSecret(secret); err != nil {
+	key, err := agentsecret.NewKey(secret)
+	if err != nil {
 		return nil, err
 	}
-	return &authenticator{secret: secret, transport: transport, log: kmsg.Writer{}}, nil
+	return newKeyAuthenticator(key, transport), nil
+}
+
+func newKeyAuthenticator(secret *agentsecret.Key, transport contract.Transport) *authenticator {
+	return &authenticator{secret: secret, transport: transport, log: kmsg.Writer{}}
 }
 
 // deadliner is what check needs of a conn or an open port.
@@ -56,7 +62,7 @@ type deadliner interface {
 // counted and reported.
 func (a *authenticator) check(c deadliner, skip string, peer string) error {
 	c.SetDeadline(time.Now().Add(authTimeout))
-	err := contract.GuestAuth(c, a.secret, a.transport, skip)
+	err := contract.GuestAuth(c, a.secret.Bytes(), a.transport, skip)
 	c.SetDeadline(time.Time{})
 	if err != nil {
 		a.failed(peer, err)

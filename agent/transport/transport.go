@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	agentsecret "github.com/podvm/podvm/agent/secret"
 )
 
 // Unix names the unix-socket transport used by tests on the host.
@@ -39,6 +40,17 @@ const retryInterval = 500 * time.Millisecond
 // The listener yields only connections whose host proved it holds secret
 // (contract.GuestAuth), one session at a time.
 func Listen(ctx context.Context, addr string, secret []byte) (net.Listener, string, error) {
+	key, err := agentsecret.NewKey(secret)
+	if err != nil {
+		return nil, "", err
+	}
+	return ListenKey(ctx, addr, key)
+}
+
+// ListenKey is Listen with a key that may change while it serves (a VM
+// restored from a template is re-keyed by Handover): each connection is
+// checked against the key's secret of the moment.
+func ListenKey(ctx context.Context, addr string, secret *agentsecret.Key) (net.Listener, string, error) {
 	if path, ok := strings.CutPrefix(addr, Unix+":"); ok {
 		l, err := listenUnix(path)
 		if err != nil {
@@ -101,12 +113,8 @@ func chooser(addr string) (func() (net.Listener, string, error), error) {
 
 // secure makes l admit only hosts that hold secret: a serial port checks
 // after its handshake, other listeners through authenticate.
-func secure(l net.Listener, kind string, secret []byte) (net.Listener, string, error) {
-	a, err := newAuthenticator(secret, contract.Transport(kind))
-	if err != nil {
-		l.Close()
-		return nil, "", err
-	}
+func secure(l net.Listener, kind string, secret *agentsecret.Key) (net.Listener, string, error) {
+	a := newKeyAuthenticator(secret, contract.Transport(kind))
 	if sl, ok := l.(*SerialListener); ok {
 		sl.auth = a
 		return sl, kind, nil

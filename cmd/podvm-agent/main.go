@@ -99,7 +99,9 @@ func run(ctx context.Context, opts options, started int64, pid1 bool) error {
 	}
 	containers := container.NewManager(opts.cfg, reaper.Subscribe())
 	cfg := server.Config{Containers: containers, Guest: pid1, StartedNs: started}
+	var key *agentsecret.Key // set below, before anything is served
 	if pid1 {
+		cfg.Handover = func(ctx context.Context, entropy []byte) error { return handover(key, entropy) }
 		// Only the guest's own devices are ours to configure.
 		nw, err := network.Open()
 		if err != nil {
@@ -120,8 +122,11 @@ func run(ctx context.Context, opts options, started int64, pid1 bool) error {
 	if err != nil {
 		return err
 	}
+	if key, err = agentsecret.NewKey(secret); err != nil {
+		return err
+	}
 	for {
-		err := serve(ctx, srv, svc, opts.listen, secret, started)
+		err := serve(ctx, srv, svc, opts.listen, key, started)
 		if errors.Is(err, ttrpc.ErrServerClosed) {
 			// Stopped by a signal: leave no containers behind.
 			return containers.Shutdown(ctx)
@@ -159,9 +164,20 @@ func loadSecret(ctx context.Context, opts options, pid1 bool) ([]byte, error) {
 	}
 }
 
+// handover makes a clone of a template a VM of its own (api Handover):
+// the kernel's random generator leaves the template's state first, so
+// nothing after it, the next auth challenge included, repeats another
+// clone's bytes; then the clone's own secret replaces the template's.
+func handover(key *agentsecret.Key, entropy []byte) error {
+	if err := guestinit.Reseed(entropy); err != nil {
+		return err
+	}
+	return key.Reread()
+}
+
 // serve opens the agent's channel and serves on it until the listener fails.
-func serve(ctx context.Context, srv *ttrpc.Server, svc *server.Service, addr string, secret []byte, started int64) error {
-	l, kind, err := transport.Listen(ctx, addr, secret)
+func serve(ctx context.Context, srv *ttrpc.Server, svc *server.Service, addr string, key *agentsecret.Key, started int64) error {
+	l, kind, err := transport.ListenKey(ctx, addr, key)
 	if err != nil {
 		return err
 	}

@@ -86,6 +86,20 @@ type Config struct {
 	// memory and CPU are charged to the pod. nil leaves them in the
 	// shim's cgroup.
 	Cgroup Cgroup
+
+	// Template, when set, is a directory a TemplateSaver wrote: the VM is
+	// restored from it instead of booted, with the template's kernel, size
+	// and booted guest, and this Config's own state dir, share and agent
+	// secret. A driver that cannot restore templates refuses it.
+	Template string
+}
+
+// TemplateSaver is a driver that saves a booted VM, its agent ready, as a
+// template that Config.Template restores (docs/factory.md).
+type TemplateSaver interface {
+	// SaveTemplate boots a VM from cfg, waits for its agent, saves it
+	// into dir (which must not exist) and stops it.
+	SaveTemplate(ctx context.Context, cfg Config, dir string) error
 }
 
 // Cgroup is a host cgroup the driver moves the VM's processes into.

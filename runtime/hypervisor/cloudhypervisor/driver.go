@@ -178,6 +178,9 @@ func (d *Driver) decideAccel(configured hypervisor.Accelerator) (hypervisor.Acce
 // Create validates cfg and prepares a VM; nothing is started and no host
 // resource is taken, so an unused VM needs no Stop (calling it is harmless).
 func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.VM, error) {
+	if cfg.Template != "" {
+		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: VM templates: %w (use the qemu driver)", cfg.ID, hypervisor.ErrNotSupported)
+	}
 	if err := validate(cfg); err != nil {
 		return nil, fmt.Errorf("cloud-hypervisor: sandbox %s: %w", cfg.ID, err)
 	}

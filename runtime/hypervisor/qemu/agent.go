@@ -34,6 +34,12 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	if err := v.Machine.CheckLive("dial agent"); err != nil {
 		return nil, err
 	}
+	return v.dialAgent(ctx)
+}
+
+// dialAgent is DialAgent without the check that Start has finished: a
+// clone's Start talks to its agent (template_restore.go).
+func (v *VM) dialAgent(ctx context.Context) (net.Conn, error) {
 	v.mu.Lock()
 	l, qmp := v.launch, v.qmp
 	v.mu.Unlock()

@@ -56,6 +56,15 @@ type launch struct {
 	// content, for DialAgent; it is on no command line.
 	SecretPath string
 	Secret     []byte
+	// MemPath, if set, backs guest RAM with this file instead of a
+	// memfd: mapped shared while a template boots (its RAM is saved in
+	// the file), private in a clone (MemPrivate), whose writes then stay
+	// in its own copy-on-write pages.
+	MemPath    string
+	MemPrivate bool
+	// IncomingFD is the child's fd number of the template's device state
+	// a clone restores from.
+	IncomingFD int
 }
 
 // netLaunch is one guest NIC backed by a tap fd that QEMU inherits.
@@ -103,8 +112,7 @@ func qemuArgs(l launch) []string {
 	a = append(a,
 		"-smp", strconv.FormatUint(uint64(l.VCPUs), 10),
 		"-m", mem,
-		// Guest RAM as a shared memfd: vhost-user (virtiofsd) maps it.
-		"-object", "memory-backend-memfd,id="+memBackendID+",size="+mem+",share=on",
+		"-object", memBackend(l, mem),
 		"-kernel", l.Kernel,
 		"-initrd", l.Initrd,
 		"-append", l.Cmdline,
@@ -122,7 +130,30 @@ func qemuArgs(l launch) []string {
 		// The path, not the secret: the file is 0600 in the state dir.
 		a = append(a, "-fw_cfg", "name="+contract.FwCfgSecretName+",file="+l.SecretPath)
 	}
-	return a
+	return append(a, templateArgs(l)...)
+}
+
+// memBackend is guest RAM: a shared memfd, which vhost-user (virtiofsd)
+// maps, or a template's RAM file (launch.MemPath).
+func memBackend(l launch, size string) string {
+	if l.MemPath == "" {
+		return "memory-backend-memfd,id=" + memBackendID + ",size=" + size + ",share=on"
+	}
+	share := "on"
+	if l.MemPrivate {
+		share = "off"
+	}
+	return "memory-backend-file,id=" + memBackendID + ",size=" + size + ",mem-path=" + l.MemPath + ",share=" + share
+}
+
+// templateArgs make a clone wait for its device state: QEMU 7.2 has no
+// command-line form of the x-ignore-shared capability, so the restore
+// itself goes over QMP (restore in template_restore.go).
+func templateArgs(l launch) []string {
+	if l.IncomingFD == 0 {
+		return nil
+	}
+	return []string{"-incoming", "defer"}
 }
 
 // agentArgs is the agent's channel: a vhost-user-vsock device on

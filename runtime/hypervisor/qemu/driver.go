@@ -118,6 +118,16 @@ var _ hypervisor.Driver = (*Driver)(nil)
 // Create validates cfg and prepares a VM; nothing is started and no host
 // resource is taken, so an unused VM needs no Stop (calling it is harmless).
 func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.VM, error) {
+	var tpl *templateRole
+	if cfg.Template != "" {
+		var err error
+		if cfg, err = templateLaunch(cfg); err != nil {
+			return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
+		}
+		if tpl, err = loadTemplate(cfg.Template); err != nil {
+			return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
+		}
+	}
 	if err := validate(cfg); err != nil {
 		return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
 	}
@@ -145,7 +155,9 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.Config) (hypervisor.
 			return nil, fmt.Errorf("qemu: sandbox %s: %w", cfg.ID, err)
 		}
 	}
-	return newVM(d, qemuPath, cfg, want), nil
+	v := newVM(d, qemuPath, cfg, want)
+	v.tpl = tpl
+	return v, nil
 }
 
 // qemuBinary resolves Options.QEMUPath or finds QEMU on PATH.

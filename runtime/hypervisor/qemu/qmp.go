@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // qmpClient speaks just enough QMP (QEMU Machine Protocol) for the driver:
@@ -98,6 +101,12 @@ func (c *qmpClient) executeLocked(cmd string, args, result any) error {
 	if _, err := c.conn.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("qmp %s: send: %w", cmd, err)
 	}
+	return c.await(cmd, id, result)
+}
+
+// await reads until the reply to command id, decoding its "return" into
+// result (if not nil).
+func (c *qmpClient) await(cmd, id string, result any) error {
 	for {
 		m, err := c.read()
 		if err != nil {
@@ -178,6 +187,29 @@ func (c *qmpClient) ChardevFrontendOpen(ctx context.Context, label string) (bool
 		}
 	}
 	return false, fmt.Errorf("qmp: no chardev %q", label)
+}
+
+// SendFD hands QEMU a copy of f under name (getfd, the fd passed with
+// the command as SCM_RIGHTS), for commands that take "fd:name".
+func (c *qmpClient) SendFD(ctx context.Context, name string, f *os.File) error {
+	uc, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("qmp getfd: %T is not a unix socket", c.conn)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	stop := c.watch(ctx)
+	defer stop()
+	c.nextID++
+	id := fmt.Sprintf("podvm-%d", c.nextID)
+	b, err := json.Marshal(map[string]any{"execute": "getfd", "id": id, "arguments": map[string]any{"fdname": name}})
+	if err != nil {
+		return err
+	}
+	if _, _, err := uc.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(f.Fd())), nil); err != nil {
+		return fmt.Errorf("qmp getfd: send: %w", err)
+	}
+	return c.await("getfd", id, nil)
 }
 
 // Quit asks QEMU to exit. QEMU may close the socket right after replying,

@@ -57,6 +57,9 @@ type VM struct {
 	// jailed is QEMU's jail while it runs; unjailed says why there is none.
 	jailed   *jail
 	unjailed string
+	// tpl makes the VM a template being saved or a clone (template.go);
+	// nil for a VM that boots.
+	tpl *templateRole
 }
 
 var _ hypervisor.VM = (*VM)(nil)
@@ -96,6 +99,11 @@ func (v *VM) boot(ctx context.Context) error {
 	if l.Secret, l.SecretPath, err = vmsecret.Create(v.cfg.StateDir); err != nil {
 		return err
 	}
+	own := l.Secret
+	if v.tpl.restoring() {
+		// Until Handover the clone's agent admits the template's secret.
+		l.Secret = v.tpl.secret
+	}
 	extra, release, err := v.passFiles(&l)
 	if err != nil {
 		return err
@@ -124,6 +132,9 @@ func (v *VM) boot(ctx context.Context) error {
 	v.mu.Lock()
 	v.qmp = qmp
 	v.mu.Unlock()
+	if v.tpl.restoring() {
+		return v.restore(ctx, qmp, own)
+	}
 	st, err := qmp.QueryStatus(ctx)
 	if err != nil {
 		return v.Machine.Failure(fmt.Errorf("query-status: %w", err))
@@ -216,6 +227,17 @@ func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) 
 	extra = append(extra, console)
 	releaseVsock := release
 	release = func() { releaseVsock(); console.Close() }
+	if v.tpl.restoring() {
+		state, err := v.tpl.stateFile()
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+		l.IncomingFD = 3 + len(extra)
+		extra = append(extra, state)
+		releaseConsole := release
+		release = func() { releaseConsole(); state.Close() }
+	}
 	return extra, release, nil
 }
 
@@ -260,6 +282,9 @@ func (v *VM) plan() (launch, hypervisor.Info, agentChannel, error) {
 		VCPUs:           cfg.VCPUs,
 		MemoryMiB:       cfg.MemoryMiB,
 		ConsolePath:     l.Path(consoleLogName),
+	}
+	if v.tpl != nil {
+		v.tpl.apply(&l, &info)
 	}
 	return l, info, ch, nil
 }

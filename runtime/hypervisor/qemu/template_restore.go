@@ -1,0 +1,105 @@
+package qemu
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/api/contract"
+)
+
+// handoverEntropy is how many random bytes a clone's agent is given to
+// reseed the guest's generator with.
+const handoverEntropy = 64
+
+// skipHandover leaves a clone with the template's identity and secret:
+// tests set it to show what the hand-over changes.
+var skipHandover = false
+
+// restore is a clone's part of boot once QMP answers: load the template's
+// device state from the inherited fd, wait until the guest runs, then hand
+// the VM over (Handover) so that it admits only the holder of own, its
+// own secret.
+func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
+	if err := ignoreSharedRAM(ctx, qmp); err != nil {
+		return v.Machine.Failure(err)
+	}
+	uri := "fd:" + strconv.Itoa(v.launchCopy().IncomingFD)
+	if err := qmp.Execute(ctx, "migrate-incoming", map[string]any{"uri": uri}, nil); err != nil {
+		return v.Machine.Failure(fmt.Errorf("restore VM template %s: %w", v.tpl.dir, err))
+	}
+	for {
+		st, err := qmp.QueryStatus(ctx)
+		if err != nil {
+			return v.Machine.Failure(fmt.Errorf("query-status while restoring VM template %s: %w", v.tpl.dir, err))
+		}
+		if st.Running {
+			break
+		}
+		if st.Status != "inmigrate" {
+			return v.Machine.Failure(fmt.Errorf("restoring VM template %s: guest is %q, not running (see %s)", v.tpl.dir, st.Status, qemuLogName))
+		}
+		select {
+		case <-ctx.Done():
+			return v.Machine.Failure(fmt.Errorf("restoring VM template %s: %w", v.tpl.dir, ctx.Err()))
+		case <-v.Done():
+			return v.Machine.Failure(fmt.Errorf("QEMU exited while restoring VM template %s", v.tpl.dir))
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	if skipHandover {
+		return nil
+	}
+	if err := v.handover(ctx); err != nil {
+		return v.Machine.Failure(fmt.Errorf("hand over the clone of VM template %s: %w", v.tpl.dir, err))
+	}
+	v.mu.Lock()
+	v.launch.Secret = own
+	v.mu.Unlock()
+	return nil
+}
+
+// handover calls Handover with fresh entropy on a connection that proves
+// the template's secret.
+func (v *VM) handover(ctx context.Context) error {
+	conn, err := v.dialAgentReady(ctx)
+	if err != nil {
+		return err
+	}
+	client := ttrpc.NewClient(conn)
+	defer client.Close()
+	entropy := make([]byte, handoverEntropy)
+	if _, err := rand.Read(entropy); err != nil {
+		return err
+	}
+	_, err = api.NewAgentServiceClient(client).Handover(ctx, &api.HandoverRequest{Entropy: entropy})
+	return err
+}
+
+// dialAgentReady dials the agent until it admits the host, the VM dies or
+// ctx ends. A refused secret ends it at once.
+func (v *VM) dialAgentReady(ctx context.Context) (net.Conn, error) {
+	for {
+		conn, err := v.dialAgent(ctx)
+		if err == nil {
+			return conn, nil
+		}
+		if errors.Is(err, contract.ErrAuthFailed) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for the agent: %w (last: %v)", ctx.Err(), err)
+		case <-v.Done():
+			return nil, fmt.Errorf("the VM exited before its agent answered (last: %v)", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
