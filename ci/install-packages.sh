@@ -6,6 +6,8 @@ source "$(dirname "$0")/lib.sh"
 packages=(
 	# the VMM and what the guest image is made of
 	qemu-system-x86 qemu-utils busybox-static cpio
+	# crun, the guest's optional OCI runtime (hypervisor.guest_oci_runtime)
+	crun
 	# guest kernel build from Debian's source
 	linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev xz-utils rsync
 	# static runc for the guest and runc on the host
