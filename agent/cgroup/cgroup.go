@@ -265,17 +265,3 @@ func CreatePod(root, p string, pidsMax int64) error {
 	}
 	return nil
 }
-
-// RealtimeGrouped reports whether the kernel schedules real-time tasks by
-// cgroup (CONFIG_RT_GROUP_SCHED, seen as cpu.rt_runtime_us in the cpu
-// hierarchy's root): there a real-time task cannot join a cgroup without a
-// real-time budget of its own, which no container cgroup has. The guest
-// kernel is built without it; hosts that run the agent's tests may not be.
-func RealtimeGrouped() bool {
-	for _, f := range []string{"cpu.rt_runtime_us", "cpu/cpu.rt_runtime_us", "cpu,cpuacct/cpu.rt_runtime_us"} {
-		if _, err := os.Stat(filepath.Join(Mountpoint, f)); err == nil {
-			return true
-		}
-	}
-	return false
-}

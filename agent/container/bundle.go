@@ -94,7 +94,6 @@ func guestSpec(id string, raw []byte, terminal bool) (*specs.Spec, error) {
 	if spec.Process == nil {
 		return nil, fmt.Errorf("spec of container %s has no process: %w", id, errdefs.ErrInvalidArgument)
 	}
-	resetScheduler(spec.Process)
 	if spec.Root == nil || spec.Root.Path == "" {
 		return nil, fmt.Errorf("spec of container %s has no root.path: %w", id, errdefs.ErrInvalidArgument)
 	}

@@ -74,13 +74,10 @@ func (c *Container) exec(ctx context.Context, r ExecRequest, proc specs.Process)
 	defer os.Remove(logFile)
 	// The count before the process exists: a kill of it is above it.
 	base, _ := c.m.oom.Check(c.id)
-	resetScheduler(&proc)
 	begin := time.Now()
 	s, pid, err := spawn(r.Stdio, pidFile, func(io runc.IO, console runc.ConsoleSocket) error {
-		return outsideCPUQuota(c.runc.Command, func() error {
-			return c.runc.Exec(ctx, c.id, proc, &runc.ExecOpts{
-				IO: io, ConsoleSocket: console, PidFile: pidFile, LogFile: logFile, Detach: true,
-			})
+		return c.runc.Exec(ctx, c.id, proc, &runc.ExecOpts{
+			IO: io, ConsoleSocket: console, PidFile: pidFile, LogFile: logFile, Detach: true,
 		})
 	})
 	if err != nil {

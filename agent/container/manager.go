@@ -153,9 +153,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	}()
 	pidFile := filepath.Join(bundle, "init.pid")
 	s, pid, err := spawn(r.Stdio, pidFile, func(io runc.IO, console runc.ConsoleSocket) error {
-		return outsideCPUQuota(c.runc.Command, func() error {
-			return c.runc.Create(ctx, r.ID, bundle, &runc.CreateOpts{PidFile: pidFile, IO: io, ConsoleSocket: console})
-		})
+		return c.runc.Create(ctx, r.ID, bundle, &runc.CreateOpts{PidFile: pidFile, IO: io, ConsoleSocket: console})
 	})
 	if err != nil {
 		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())

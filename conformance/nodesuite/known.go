@@ -14,15 +14,14 @@ var Known = []report.KnownDifference{
 	{Class: "runc", Spec: "[sig-node] ConfigMap should be consumable via the environment [Conformance] [NodeConformance]", Reason: envNames},
 	{Class: "runc", Spec: "[sig-node] Secrets should be consumable as environment variable names variable names with various prefixes [Conformance]", Reason: envNames},
 	{Class: "runc", Spec: "[sig-node] Secrets should be consumable via the environment [Conformance] [NodeConformance]", Reason: envNames},
-	// The three resize specs: fixed on branch resize (runc's own setup in the guest is no
-	// longer charged to a 10m CPU limit; TestCRIResizeSmallCPUIntegration), kept until the
-	// local cluster's rerun shows them passing.
+	// The three resize specs fail together: the first one's exec into a 10m-CPU container
+	// times out, and the suite then reads cgroup v1 paths (docs/design.md "Small CPU limits").
 	{Class: "podvm", Spec: "[sig-node] Pod InPlace Resize Container burstable pods - extended resize with equivalents [MinimumKubeletVersion:1.34] [Conformance]",
 		Reason: resizeExec},
 	{Class: "podvm", Spec: "[sig-node] Pod InPlace Resize Container burstable pods - extended 6 containers - various operations performed (including adding limits and requests) [MinimumKubeletVersion:1.34] [Conformance]",
-		Reason: resizeExec + "; it then read cgroup v1 paths, the suite's cached cgroup version"},
+		Reason: resizeExec},
 	{Class: "podvm", Spec: "[sig-node] Pod InPlace Resize Container resize pod via the replace endpoint [MinimumKubeletVersion:1.34] [Conformance]",
-		Reason: resizeExec + "; it then read cgroup v1 paths, the suite's cached cgroup version"},
+		Reason: resizeExec},
 	{Class: "podvm", Spec: "[sig-node] Probing container should *not* be restarted with a GRPC liveness probe [Conformance] [NodeConformance]",
 		Reason: "issue 18: probes through the pod network into a TCG guest time out while other pod VMs boot on the 2 cores; passes with fewer VMs at once"},
 	{Class: "podvm", Spec: "[sig-node] Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart http hook properly [Conformance] [NodeConformance]",
@@ -31,4 +30,4 @@ var Known = []report.KnownDifference{
 
 const envNames = "local cluster: the busybox stand-in is Debian's busybox-static 1.35, whose sh drops environment variables that are not shell names (data-1) before `sh -c env` prints them; the upstream busybox:1.37.0-2 image keeps them"
 
-const resizeExec = "issue 18: an exec into the spec's 10m-CPU container (cpu.max 1000 100000) did not finish within the agent's minute under TCG, runc's own setup charged to the 1% quota; the spec's cgroup-version probe is that exec, and its failure is cached for the whole suite"
+const resizeExec = "issue 18: an exec into the spec's 10m-CPU container (cpu.max 1000 100000) does not finish within the agent's minute under TCG, runc's own setup charged to the 1% quota; the spec's cgroup-version probe is that exec, and its failure is cached for the whole e2e process, so the other resize specs then read cgroup v1 paths"
