@@ -3,9 +3,6 @@ package secret
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 
 	"github.com/podvm/podvm/agent/api/contract"
@@ -34,26 +31,20 @@ func (k *Key) Bytes() []byte {
 	return k.secret
 }
 
-// PlatformDevicesDir lists the guest's platform devices (a variable for tests).
-var PlatformDevicesDir = "/sys/bus/platform/devices"
-
 // Reread replaces the key with the secret the VMM carries now: in a clone
-// of a template that is the clone's own secret (the template's agent read
-// the template's and Forget unbound the fw_cfg driver). It binds the
-// driver again so that sysfs lists the clone's fw_cfg files, reads the
-// secret, and unbinds. A secret equal to the current one is refused: the
-// VMM was not given a new one, and the template's must not stay valid.
+// of a template that is the clone's own secret, under the same fw_cfg name
+// (the template's agent left the fw_cfg driver bound: contract.TemplateParam;
+// sysfs reads the device at each read). It then unbinds the driver, as
+// the agent does after reading the secret at boot. A secret equal to the
+// current one is refused: the VMM was not given a new one, and the
+// template's must not stay valid.
 func (k *Key) Reread() error {
-	if err := bindFwCfg(); err != nil {
-		return err
-	}
 	s, from, err := Read()
-	ferr := Forget()
 	if err != nil {
 		return fmt.Errorf("reread the agent secret: %w", err)
 	}
-	if ferr != nil {
-		return fmt.Errorf("reread the agent secret from %s: %w", from, ferr)
+	if err := Forget(); err != nil {
+		return fmt.Errorf("reread the agent secret from %s: %w", from, err)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -62,32 +53,4 @@ func (k *Key) Reread() error {
 	}
 	k.secret = s
 	return nil
-}
-
-// bindFwCfg binds the fw_cfg driver to every fw_cfg platform device (ACPI
-// id QEMU0002, or "fw_cfg" when described on the command line) not bound.
-func bindFwCfg() error {
-	devs, err := os.ReadDir(PlatformDevicesDir)
-	if err != nil {
-		return fmt.Errorf("find the fw_cfg device: %w", err)
-	}
-	var errs []error
-	found := false
-	for _, d := range devs {
-		name := d.Name()
-		if !strings.HasPrefix(name, "QEMU0002") && !strings.HasPrefix(name, "fw_cfg") {
-			continue
-		}
-		found = true
-		if _, err := os.Stat(filepath.Join(PlatformDevicesDir, name, "driver")); err == nil {
-			continue // bound already
-		}
-		if err := os.WriteFile(filepath.Join(FwCfgDriverDir, "bind"), []byte(name), 0); err != nil {
-			errs = append(errs, fmt.Errorf("bind fw_cfg device %s: %w", name, err))
-		}
-	}
-	if !found {
-		return fmt.Errorf("no fw_cfg device in %s", PlatformDevicesDir)
-	}
-	return errors.Join(errs...)
 }

@@ -151,6 +151,10 @@ func loadSecret(ctx context.Context, opts options, pid1 bool) ([]byte, error) {
 		s, from, err := agentsecret.Read()
 		if err == nil {
 			log.G(ctx).Infof("agent secret read from %s", from)
+			if os.Getenv(contract.TemplateParam) == "1" {
+				log.G(ctx).Info("booted as a VM template: fw_cfg stays bound until Handover")
+				return s, nil
+			}
 			if err := agentsecret.Forget(); err != nil {
 				log.G(ctx).WithError(err).Warn("agent secret stays readable in sysfs")
 			}

@@ -61,3 +61,10 @@ const (
 	MarkStartBegin     = "start_begin"     // StartContainer arrived
 	MarkStartEnd       = "start_end"       // `<runtime> start` returned: the answer leaves
 )
+
+// TemplateParam=1 on the kernel command line marks a VM booted to be saved
+// as a template: its agent leaves the fw_cfg driver bound after reading
+// the secret, because Linux 6.1's fw_cfg driver cannot be bound again
+// once unbound (EBUSY), and each clone's agent must read its own secret
+// through it at Handover.
+const TemplateParam = "podvm_template"

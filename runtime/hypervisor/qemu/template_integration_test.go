@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -232,7 +233,11 @@ func probeSpec(t *testing.T, rootfs string) []byte {
 		Version: specs.Version,
 		Root:    &specs.Root{Path: rootfs, Readonly: true},
 		Process: &specs.Process{Args: []string{"/bin/busybox", "cat", "/probe.txt"}, Env: []string{"PATH=/bin"}, Cwd: "/"},
-		Mounts:  []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			// runc makes device nodes in /dev, which 9p refuses.
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "mode=755", "size=65536k"}},
+		},
 		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
 			{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
 		}},
@@ -242,7 +247,8 @@ func probeSpec(t *testing.T, rootfs string) []byte {
 	return b
 }
 
-// ramPSS is the PSS and RSS of QEMU's mapping of the template's RAM file.
+// ramPSS is the PSS and RSS of QEMU's mappings of the template's RAM
+// file, summed over its VMAs (QEMU maps guest RAM in more than one).
 func ramPSS(t *testing.T, vm *VM, tpl string) string {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", vm.Pids()[0]))
@@ -250,21 +256,26 @@ func ramPSS(t *testing.T, vm *VM, tpl string) string {
 	defer f.Close()
 	path := filepath.Join(tpl, templateRAMName)
 	in := false
-	var pss, rss string
+	var pss, rss, vmas int
 	for sc := bufio.NewScanner(f); sc.Scan(); {
-		line := sc.Text()
-		if fields := strings.Fields(line); len(fields) >= 6 && strings.Contains(fields[0], "-") {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
 			in = fields[len(fields)-1] == path
+			if in {
+				vmas++
+			}
 			continue
 		}
-		if in && strings.HasPrefix(line, "Pss:") {
-			pss = strings.TrimSpace(strings.TrimPrefix(line, "Pss:"))
-		}
-		if in && strings.HasPrefix(line, "Rss:") {
-			rss = strings.TrimSpace(strings.TrimPrefix(line, "Rss:"))
+		if in && len(fields) == 3 && (fields[0] == "Pss:" || fields[0] == "Rss:") {
+			n, _ := strconv.Atoi(fields[1])
+			if fields[0] == "Pss:" {
+				pss += n
+			} else {
+				rss += n
+			}
 		}
 	}
-	return "Pss " + pss + " (Rss " + rss + ")"
+	return fmt.Sprintf("Pss %d kB, Rss %d kB over %d mappings", pss, rss, vmas)
 }
 
 // templateFiles lists the template's files with sizes and blocks in use.

@@ -43,7 +43,14 @@ func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
 		if st.Running {
 			break
 		}
-		if st.Status != "inmigrate" {
+		switch st.Status {
+		case "inmigrate":
+		case "paused":
+			// Restored as saved: the template was stopped before it was saved.
+			if err := qmp.Execute(ctx, "cont", nil, nil); err != nil {
+				return v.Machine.Failure(fmt.Errorf("resume the clone of VM template %s: %w", v.tpl.dir, err))
+			}
+		default:
 			return v.Machine.Failure(fmt.Errorf("restoring VM template %s: guest is %q, not running (see %s)", v.tpl.dir, st.Status, qemuLogName))
 		}
 		select {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
@@ -37,6 +39,7 @@ func (d *Driver) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir st
 		}
 	}()
 	r := &templateRole{dir: dir, save: true}
+	cfg.KernelParams = append(slices.Clip(cfg.KernelParams), contract.TemplateParam+"=1")
 	cfg.SharedDir = r.path(templateShareName)
 	if err := os.Mkdir(cfg.SharedDir, 0o555); err != nil {
 		return err
