@@ -62,6 +62,10 @@ const (
 	MarkStartEnd       = "start_end"       // `<runtime> start` returned: the answer leaves
 )
 
+// ContainerMarks are the marks in their order; the host takes no other
+// name from the guest.
+var ContainerMarks = []string{MarkCreateBegin, MarkBundleWritten, MarkRuntimeCreated, MarkCreateEnd, MarkStartBegin, MarkStartEnd}
+
 // TemplateParam=1 on the kernel command line marks a VM booted to be saved
 // as a template: its agent leaves the fw_cfg driver bound after reading
 // the secret, because Linux 6.1's fw_cfg driver cannot be bound again

@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -14,6 +15,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/sandbox"
 	"github.com/podvm/podvm/runtime/shim/container"
 )
@@ -46,9 +48,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 			return nil, errgrpc.ToGRPC(fmt.Errorf("start container %s in the guest: %w", r.ID, err))
 		}
 		fields := log.Fields{"container": r.ID, "host_started_ns": time.Now().UnixNano()}
-		for _, m := range resp.Marks {
-			fields["guest_"+m.Name+"_ns"] = m.BoottimeNs
-		}
+		addGuestMarks(fields, resp.Marks)
 		log.G(ctx).WithFields(fields).Info("container started in the pod VM")
 		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: s.hostPid()})
 		return &taskAPI.StartResponse{Pid: s.hostPid()}, nil
@@ -117,4 +117,15 @@ func (s *Service) sendExit(p *container.Process) {
 		ContainerID: p.ContainerID(), ID: id, Pid: s.hostPid(),
 		ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
 	})
+}
+
+// addGuestMarks adds the guest's marks of a container's create and start
+// to a log line. The guest names them: only the contract's names are
+// taken, so a hostile guest cannot flood the line or shape its fields.
+func addGuestMarks(fields log.Fields, marks []*api.GuestMark) {
+	for _, m := range marks {
+		if m != nil && slices.Contains(contract.ContainerMarks, m.Name) {
+			fields["guest_"+m.Name+"_ns"] = m.BoottimeNs
+		}
+	}
 }
