@@ -64,9 +64,19 @@ func runNodeClass(ctx context.Context, o Options, k nodesuite.Kubectl, class str
 	run.Cases, run.Err = readCases(junit, runErr, run.Log)
 	run.Cases = withoutUnselected(run.Cases)
 	if run.Err == nil && len(run.Cases) == 0 {
-		run.Err = fmt.Errorf("no spec matched focus %q (skip %q)", o.NodeFocus, o.NodeSkip)
+		run.Err = noCasesError(o, runErr, run.Log)
 	}
 	return run
+}
+
+// noCasesError says why a run's report holds no selected spec: the suite
+// ended before running one (killed, interrupted: Ginkgo still writes a
+// report, with every spec skipped), or nothing matched the focus.
+func noCasesError(o Options, runErr error, log string) error {
+	if runErr != nil {
+		return fmt.Errorf("%v before any selected spec finished (focus %q); log %s ends: %s", runErr, o.NodeFocus, log, lastLine(log))
+	}
+	return fmt.Errorf("no spec matched focus %q (skip %q)", o.NodeFocus, o.NodeSkip)
 }
 
 // nodeSuiteCommand is the command that runs the selected specs: e2e.test

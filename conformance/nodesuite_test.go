@@ -1,6 +1,9 @@
 package conformance
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -33,5 +36,38 @@ func TestNodeSuiteCommand(t *testing.T) {
 	o.NodeSkip = ""
 	if _, args := nodeSuiteCommand(o, "/d", "/d/j.xml"); slices.Contains(args, "--ginkgo.skip") {
 		t.Errorf("an empty skip must not be passed: %v", args)
+	}
+}
+
+// TestNoCasesError: a suite killed before any selected spec finished must
+// not read as a focus that matched nothing (Ginkgo's report of an
+// interrupted run holds only skipped specs).
+func TestNoCasesError(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "e2e.log")
+	if err := os.WriteFile(log, []byte("Running Suite\nReceived interrupt.  Running AfterSuite...\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{NodeFocus: "Pod InPlace Resize", NodeSkip: "Serial"}
+	tests := []struct {
+		name   string
+		runErr error
+		want   []string
+		not    string
+	}{
+		{"killed", errors.New("ginkgo: signal: interrupt"), []string{"signal: interrupt", "before any selected spec finished", "Received interrupt"}, "no spec matched"},
+		{"nothing matched", nil, []string{`no spec matched focus "Pod InPlace Resize" (skip "Serial")`}, "before any"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := noCasesError(o, tt.runErr, log).Error()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q lacks %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, tt.not) {
+				t.Errorf("error %q says %q", msg, tt.not)
+			}
+		})
 	}
 }
