@@ -2,6 +2,7 @@ package hostbed
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -91,9 +92,30 @@ func CNILeaks(c CNIConfig) []string {
 			out = append(out, "host-local lease: "+l.Name())
 		}
 	}
-	results, _ := filepath.Glob(filepath.Join(CNICacheDir, "results", c.Name+"-*"))
-	for _, r := range results {
+	for _, r := range cniResults(c.Name) {
 		out = append(out, "CNI result cache: "+r)
 	}
 	return out
+}
+
+// cniResults are libcni's cached results of network name's attachments.
+func cniResults(name string) []string {
+	results, _ := filepath.Glob(filepath.Join(CNICacheDir, "results", name+"-*"))
+	return results
+}
+
+// RemoveCNIResults removes the cached results of network name's
+// attachments, which pods that were never torn down (their shim killed)
+// leave behind, and returns the paths it removed.
+func RemoveCNIResults(name string) ([]string, error) {
+	var removed []string
+	var errs []error
+	for _, r := range cniResults(name) {
+		if err := os.Remove(r); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, r)
+	}
+	return removed, errors.Join(errs...)
 }

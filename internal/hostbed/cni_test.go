@@ -2,10 +2,12 @@ package hostbed
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -92,5 +94,36 @@ br0	0000C80A	00000000	0001	0	0	0	0000FFFF	0	0	0
 		if got := ParseRoutes(tc.text); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// RemoveCNIResults removes the named network's cached results and only
+// those: another network's (another cluster's or test bed's) stay.
+func TestRemoveCNIResults(t *testing.T) {
+	dir := filepath.Join(CNICacheDir, "results")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Skipf("libcni's cache %s cannot be made here: %v", dir, err)
+	}
+	name := fmt.Sprintf("podvm-unit-%d", os.Getpid())
+	ours := []string{filepath.Join(dir, name+"-aaaa-eth0"), filepath.Join(dir, name+"-bbbb-eth0")}
+	other := filepath.Join(dir, name+"x-cccc-eth0")
+	for _, f := range append(ours, other) {
+		if err := os.WriteFile(f, []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(f) })
+	}
+	removed, err := RemoveCNIResults(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(removed, ours) {
+		t.Errorf("removed %q, want %q", removed, ours)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another network's result is gone: %v", err)
+	}
+	if got := cniResults(name); len(got) != 0 {
+		t.Errorf("left: %q", got)
 	}
 }

@@ -98,6 +98,9 @@ func (p *Provider) undoHostChanges(s state) []error {
 	}
 	fail(hostbed.RemoveCgroupDirs(cgroups, 0))
 	fail(hostbed.DeleteBridge(s.Bridge))
+	if removed, err := hostbed.RemoveCNIResults(cniConfig(p.l, s).Name); len(removed) > 0 || err != nil {
+		fail(errors.Join(fmt.Errorf("removed CNI results of pods never torn down: %s", strings.Join(removed, ", ")), err))
+	}
 	fail(removeHostsLine(s.HostsLine))
 	fail(p.unlinkNodeContainerdConfig(s))
 	if s.ChainsBefore != nil {
