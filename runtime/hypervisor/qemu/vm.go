@@ -60,6 +60,9 @@ type VM struct {
 	// tpl makes the VM a template being saved or a clone (template.go);
 	// nil for a VM that boots.
 	tpl *templateRole
+	// handedOver is a clone's hand-over session, kept for the first
+	// DialAgent (template_handover.go).
+	handedOver *serialConn
 }
 
 var _ hypervisor.VM = (*VM)(nil)
