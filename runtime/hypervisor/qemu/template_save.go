@@ -24,7 +24,7 @@ const migrateTimeout = 30 * time.Second
 // the VM. The agent is asked nothing: GuestDetails would make the guest's
 // boot_id, which every clone would then share. dir must not exist; on
 // failure nothing of it is left. cfg's share and NICs are replaced: a
-// template has an empty share of its own and no NIC.
+// template has an empty share of its own and one NIC without a host side.
 func (d *Driver) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir string) (err error) {
 	if cfg, err = templateLaunch(cfg); err != nil {
 		return fmt.Errorf("qemu: save VM template: %w", err)
@@ -39,6 +39,7 @@ func (d *Driver) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir st
 		}
 	}()
 	r := &templateRole{dir: dir, save: true}
+	cfg.Net = nil
 	cfg.KernelParams = append(slices.Clip(cfg.KernelParams), contract.TemplateParam+"=1")
 	cfg.SharedDir = r.path(templateShareName)
 	if err := os.Mkdir(cfg.SharedDir, 0o555); err != nil {
