@@ -138,15 +138,14 @@ func ignoreSharedRAM(ctx context.Context, qmp *qmpClient) error {
 	return qmp.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil)
 }
 
-// finish writes what clones need besides RAM and state (the command line
-// and the template's agent secret) and makes every file read-only: no
-// clone may change the template.
+// finish writes what clones need besides RAM and state (the template's
+// agent secret and the command line) and makes every file read-only: no
+// clone may change the template. The command line (templateMetaName) is
+// written last: its presence says the template is complete
+// (runtime/sandbox/factory).
 func (r *templateRole) finish(l launch) error {
 	meta, err := json.MarshalIndent(metaOf(l), "", "  ")
 	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(r.path(templateMetaName), append(meta, '\n'), 0o400); err != nil {
 		return err
 	}
 	if err := os.WriteFile(r.path(templateSecretName), l.Secret, 0o400); err != nil {
@@ -156,6 +155,11 @@ func (r *templateRole) finish(l launch) error {
 	for _, name := range []string{templateRAMName, templateStateName} {
 		errs = append(errs, os.Chmod(r.path(name), 0o400))
 	}
-	errs = append(errs, os.Chmod(r.dir, 0o500))
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := os.WriteFile(r.path(templateMetaName), append(meta, '\n'), 0o400); err != nil {
+		return err
+	}
+	return os.Chmod(r.dir, 0o500)
 }
