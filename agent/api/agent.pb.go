@@ -1740,9 +1740,13 @@ type Interface struct {
 	// virtio-net device the MAC of the pod's host interface).
 	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
 	// Name to give it in the guest (the pod's interface name, e.g. eth0).
-	Name          string       `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Addresses     []*IPAddress `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
-	Mtu           uint32       `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Name      string       `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Addresses []*IPAddress `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Mtu       uint32       `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// MAC the guest device has now, if not mac: a VM restored from a
+	// template keeps the template's MAC (docs/factory.md). The agent
+	// finds the device by it and gives it mac. Empty: the device has mac.
+	DeviceMac     string `protobuf:"bytes,5,opt,name=device_mac,json=deviceMac,proto3" json:"device_mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1803,6 +1807,13 @@ func (x *Interface) GetMtu() uint32 {
 		return x.Mtu
 	}
 	return 0
+}
+
+func (x *Interface) GetDeviceMac() string {
+	if x != nil {
+		return x.DeviceMac
+	}
+	return ""
 }
 
 type Route struct {
@@ -2376,12 +2387,14 @@ const file_agent_proto_rawDesc = "" +
 	"\tIPAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1d\n" +
 	"\n" +
-	"prefix_len\x18\x02 \x01(\rR\tprefixLen\"|\n" +
+	"prefix_len\x18\x02 \x01(\rR\tprefixLen\"\x9b\x01\n" +
 	"\tInterface\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
 	"\taddresses\x18\x03 \x03(\v2\x19.podvm.agent.v1.IPAddressR\taddresses\x12\x10\n" +
-	"\x03mtu\x18\x04 \x01(\rR\x03mtu\"s\n" +
+	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x12\x1d\n" +
+	"\n" +
+	"device_mac\x18\x05 \x01(\tR\tdeviceMac\"s\n" +
 	"\x05Route\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +

@@ -1,6 +1,8 @@
 // Package network gives the guest the pod's network configuration: each
-// virtio-net device, found by the MAC of the pod interface it mirrors, gets
-// that interface's name, MTU and addresses, and the guest gets the pod's
+// virtio-net device, found by the MAC of the pod interface it mirrors (or
+// by the MAC it has before it is given that one: a VM cloned from a
+// template keeps the template's), gets that interface's name, MAC, MTU and
+// addresses, and the guest gets the pod's
 // routes. Every pod container uses the guest's root network namespace.
 //
 // Configure may be called again with the same configuration (a shim that
@@ -28,6 +30,9 @@ type Interface struct {
 	Name  string
 	Addrs []netip.Prefix
 	MTU   int // 0 keeps the device's
+	// DeviceMAC, if set, is the device's MAC before it is given MAC: a
+	// VM cloned from a template starts with the template's.
+	DeviceMAC net.HardwareAddr
 }
 
 // Route is one route to install.
@@ -86,6 +91,9 @@ func (c *Configurer) Configure(ifaces []Interface, routes []Route) error {
 	if err != nil {
 		return err
 	}
+	if err := c.setMACs(ifaces, links); err != nil {
+		return err
+	}
 	if err := c.rename(ifaces, links); err != nil {
 		return err
 	}
@@ -97,7 +105,8 @@ func (c *Configurer) Configure(ifaces []Interface, routes []Route) error {
 	return c.addRoutes(routes)
 }
 
-// find returns the device of each interface, by MAC.
+// find returns the device of each interface, by MAC, else by DeviceMAC
+// (a retry finds the device by the MAC it was already given).
 func (c *Configurer) find(ifaces []Interface) ([]netlink.Link, error) {
 	all, err := c.h.LinkList()
 	if err != nil {
@@ -110,17 +119,43 @@ func (c *Configurer) find(ifaces []Interface) ([]netlink.Link, error) {
 				return nil, fmt.Errorf("interface %s (%s): name or MAC given twice: %w", ifc.Name, ifc.MAC, errdefs.ErrInvalidArgument)
 			}
 		}
-		for _, l := range all {
-			if slices.Equal(l.Attrs().HardwareAddr, ifc.MAC) {
-				links[i] = l
-				break
-			}
+		links[i] = byMAC(all, ifc.MAC)
+		if links[i] == nil && len(ifc.DeviceMAC) > 0 {
+			links[i] = byMAC(all, ifc.DeviceMAC)
 		}
 		if links[i] == nil {
 			return nil, fmt.Errorf("interface %s: no device with MAC %s: %w", ifc.Name, ifc.MAC, errdefs.ErrNotFound)
 		}
 	}
 	return links, nil
+}
+
+func byMAC(links []netlink.Link, mac net.HardwareAddr) netlink.Link {
+	for _, l := range links {
+		if slices.Equal(l.Attrs().HardwareAddr, mac) {
+			return l
+		}
+	}
+	return nil
+}
+
+// setMACs gives each device found by DeviceMAC its MAC. A device must be
+// down for that (virtio-net has no live address change without the
+// control queue's feature); rename and setup bring it up again.
+func (c *Configurer) setMACs(ifaces []Interface, links []netlink.Link) error {
+	for i, ifc := range ifaces {
+		l := links[i]
+		if slices.Equal(l.Attrs().HardwareAddr, ifc.MAC) {
+			continue
+		}
+		if err := c.h.LinkSetDown(l); err != nil {
+			return fmt.Errorf("interface %s (device %s): set down: %w", ifc.Name, l.Attrs().Name, err)
+		}
+		if err := c.h.LinkSetHardwareAddr(l, ifc.MAC); err != nil {
+			return fmt.Errorf("interface %s (device %s): set MAC %s: %w", ifc.Name, l.Attrs().Name, ifc.MAC, err)
+		}
+	}
+	return nil
 }
 
 // rename gives each device its name. A device must be down to be renamed.

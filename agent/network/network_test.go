@@ -208,3 +208,25 @@ func TestConfigureErrorsNameTheCulprit(t *testing.T) {
 		t.Errorf("unreachable gateway: %v", err)
 	}
 }
+
+// TestConfigureSetsMAC gives a device found by DeviceMAC (a clone's, with
+// the template's MAC) the pod's MAC; a retry finds it by the new one.
+func TestConfigureSetsMAC(t *testing.T) {
+	h := NewTestNetns(t)
+	addVeth(t, h, "eth0", "peer0", "02:70:64:76:6d:01")
+	ifaces, routes := podConfig()
+	ifaces[0].DeviceMAC, _ = net.ParseMAC("02:70:64:76:6d:01")
+	c := New(h)
+	for i := range 2 {
+		if err := c.Configure(ifaces, routes); err != nil {
+			t.Fatalf("Configure %d: %v", i, err)
+		}
+	}
+	l, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := l.Attrs(); a.HardwareAddr.String() != "02:42:0a:58:00:05" || a.Flags&net.FlagUp == 0 {
+		t.Errorf("eth0: MAC %s flags %v, want the pod's MAC and up", a.HardwareAddr, a.Flags)
+	}
+}

@@ -38,6 +38,11 @@ func parseNetwork(req *api.ConfigureNetworkRequest) ([]network.Interface, []netw
 			return nil, nil, fmt.Errorf("interface with MAC %s: name %q must be 1-15 bytes: %w", in.Mac, in.Name, errdefs.ErrInvalidArgument)
 		}
 		ifc := network.Interface{MAC: mac, Name: in.Name, MTU: int(in.Mtu)}
+		if in.DeviceMac != "" {
+			if ifc.DeviceMAC, err = net.ParseMAC(in.DeviceMac); err != nil {
+				return nil, nil, fmt.Errorf("interface %s: device MAC %q: %v: %w", in.Name, in.DeviceMac, err, errdefs.ErrInvalidArgument)
+			}
+		}
 		for _, a := range in.Addresses {
 			ip, err := netip.ParseAddr(a.Address)
 			if err != nil {

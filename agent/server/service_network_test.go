@@ -100,6 +100,7 @@ func TestService_ConfigureNetwork(t *testing.T) {
 		{"bad address", &api.ConfigureNetworkRequest{Interfaces: []*api.Interface{{Mac: mac, Name: "eth0",
 			Addresses: []*api.IPAddress{{Address: "10.1.2.3", PrefixLen: 33}}}}}, codes.InvalidArgument, "eth0"},
 		{"bad route", &api.ConfigureNetworkRequest{Routes: []*api.Route{{Destination: "10.0.0.0/99"}}}, codes.InvalidArgument, "10.0.0.0/99"},
+		{"bad device MAC", &api.ConfigureNetworkRequest{Interfaces: []*api.Interface{{Mac: mac, DeviceMac: "zz", Name: "eth0"}}}, codes.InvalidArgument, "device MAC"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {

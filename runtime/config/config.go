@@ -27,6 +27,24 @@ func DefaultTOML() []byte { return append([]byte(nil), defaultTOML...) }
 type Config struct {
 	Hypervisor Hypervisor `toml:"hypervisor"`
 	Runtime    Runtime    `toml:"runtime"`
+	Factory    Factory    `toml:"factory"`
+}
+
+// Factory modes (docs/factory.md).
+const (
+	FactoryNone     = "none"
+	FactoryTemplate = "template"
+	FactoryCache    = "cache"
+)
+
+// Factory says how pod VMs come to be: booted (none), or restored from a
+// template of a booted VM (template). cache is designed (issue 16) but not
+// built.
+type Factory struct {
+	Mode string `toml:"mode"`
+	// TemplateDir holds the templates, one directory per key
+	// (runtime/sandbox/factory).
+	TemplateDir string `toml:"template_dir"`
 }
 
 // Hypervisor selects and sizes the VMM.
@@ -211,6 +229,7 @@ func (c *Config) Validate() error {
 	if h.Kernel == "" || h.Initrd == "" {
 		errs = append(errs, errors.New("hypervisor.kernel and hypervisor.initrd must be set"))
 	}
+	errs = append(errs, c.validateFactory()...)
 	if c.Runtime.StateDir == "" {
 		errs = append(errs, errors.New("runtime.state_dir must be set"))
 	}
@@ -228,4 +247,34 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateFactory checks [factory]: template mode needs what a template
+// can carry (docs/factory.md): QEMU, the share by 9p, the agent on
+// virtio-serial.
+func (c *Config) validateFactory() []error {
+	f, h := c.Factory, c.Hypervisor
+	switch f.Mode {
+	case FactoryNone:
+		return nil
+	case FactoryCache:
+		return []error{errors.New(`factory.mode = "cache": not built yet (issue 16, docs/factory.md); use "none" or "template"`)}
+	case FactoryTemplate:
+	default:
+		return []error{fmt.Errorf("factory.mode = %q: must be one of none, template", f.Mode)}
+	}
+	var errs []error
+	if h.Driver != "qemu" {
+		errs = append(errs, fmt.Errorf(`factory.mode = "template": driver %q cannot restore VM templates; use driver "qemu"`, h.Driver))
+	}
+	if h.SharedFS != "9p" {
+		errs = append(errs, fmt.Errorf(`factory.mode = "template": hypervisor.shared_fs = %q, but clones share by 9p (QEMU 7.2 cannot migrate virtio-fs): set shared_fs = "9p"`, h.SharedFS))
+	}
+	if h.AgentTransport == "vsock" {
+		errs = append(errs, errors.New(`factory.mode = "template": hypervisor.agent_transport = "vsock", but a clone's agent channel is virtio-serial: set it to "auto" or "serial"`))
+	}
+	if !filepath.IsAbs(f.TemplateDir) {
+		errs = append(errs, fmt.Errorf("factory.template_dir = %q: must be an absolute path", f.TemplateDir))
+	}
+	return errs
 }

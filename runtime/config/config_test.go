@@ -77,6 +77,17 @@ func TestParse(t *testing.T) {
 				t.Errorf("got %+v, default %+v", c.Hypervisor.QEMU, Default().Hypervisor.QEMU)
 			}
 		}},
+		{name: "factory none by default, template with 9p", input: "[hypervisor]\nshared_fs = \"9p\"\n[factory]\nmode = \"template\"\ntemplate_dir = \"/t\"\n", check: func(t *testing.T, c *Config) {
+			if c.Factory.Mode != FactoryTemplate || c.Factory.TemplateDir != "/t" || Default().Factory.Mode != FactoryNone || Default().Factory.TemplateDir == "" {
+				t.Errorf("got %+v, default %+v", c.Factory, Default().Factory)
+			}
+		}},
+		{name: "factory cache is not built", input: "[factory]\nmode = \"cache\"\n",
+			wantErr: []string{`factory.mode = "cache": not built yet (issue 16`}},
+		{name: "factory unknown mode", input: "[factory]\nmode = \"fork\"\n",
+			wantErr: []string{`factory.mode = "fork"`}},
+		{name: "factory template needs qemu, 9p, serial and an absolute dir", input: "[hypervisor]\ndriver = \"cloud-hypervisor\"\nagent_transport = \"vsock\"\n[factory]\nmode = \"template\"\ntemplate_dir = \"t\"\n",
+			wantErr: []string{`driver "cloud-hypervisor" cannot restore`, `shared_fs = "virtiofs"`, `agent_transport = "vsock"`, `template_dir = "t"`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

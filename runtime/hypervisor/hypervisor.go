@@ -89,8 +89,9 @@ type Config struct {
 
 	// Template, when set, is a directory a TemplateSaver wrote: the VM is
 	// restored from it instead of booted, with the template's kernel, size
-	// and booted guest, and this Config's own state dir, share and agent
-	// secret. A driver that cannot restore templates refuses it.
+	// and booted guest, and this Config's own state dir, share, NIC (at
+	// most one) and agent secret. A driver that cannot restore templates
+	// refuses it.
 	Template string
 }
 
@@ -100,6 +101,11 @@ type TemplateSaver interface {
 	// SaveTemplate boots a VM from cfg, waits for its agent, saves it
 	// into dir (which must not exist) and stops it.
 	SaveTemplate(ctx context.Context, cfg Config, dir string) error
+	// TemplateKey names the template cfg's VM would be cloned from: a
+	// hash of everything the template's command line depends on (guest
+	// image, size, kernel command line, accelerator, VMM binary), so
+	// that a template saved for another guest or VMM is never used.
+	TemplateKey(cfg Config) (string, error)
 }
 
 // Cgroup is a host cgroup the driver moves the VM's processes into.
@@ -193,4 +199,9 @@ type Info struct {
 	StartedAt time.Time
 	// ConsolePath is the guest console log, for error messages.
 	ConsolePath string
+	// NICMACs are the MACs the guest's NICs have at start, in Config.Net
+	// order: Config.Net's own, except in a VM restored from a template,
+	// whose NICs keep the template's until the agent sets the pod's
+	// (api.Interface.device_mac). Empty: as in Config.Net.
+	NICMACs []string
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/sandbox/crash"
 )
@@ -55,10 +56,23 @@ func accelerator(v string) hypervisor.Accelerator {
 }
 
 // bootVM creates and starts the VM and records its processes for package
-// crash. It is the one phase that needs the VMM: a VM factory (VMs booted
-// ahead or restored from a template) would take its place, handing over a
-// running VM and attaching cfg's share, network and cgroup to it.
-func (s *Sandbox) bootVM(ctx context.Context, driver hypervisor.Driver, cfg hypervisor.Config) error {
+// crash. It is the one phase that needs the VMM. With factory.mode =
+// "template" the VM is first tried as a clone of the template of its size
+// and guest image (clone.go); any failure there is logged and the VM
+// boots as it does without a factory.
+func (s *Sandbox) bootVM(ctx context.Context, driver hypervisor.Driver, f config.Factory, cfg hypervisor.Config) error {
+	if f.Mode == config.FactoryTemplate {
+		err := s.cloneVM(ctx, driver, f, cfg)
+		if err == nil {
+			return nil
+		}
+		log.G(ctx).WithError(err).WithField("sandbox", s.ID).Warn("pod VM not cloned from a VM template: booting it")
+	}
+	return s.startVM(ctx, driver, cfg)
+}
+
+// startVM creates and starts the VM cfg describes.
+func (s *Sandbox) startVM(ctx context.Context, driver hypervisor.Driver, cfg hypervisor.Config) error {
 	vm, err := driver.Create(ctx, cfg)
 	if err != nil {
 		return err

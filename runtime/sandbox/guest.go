@@ -37,7 +37,7 @@ func (s *Sandbox) initGuest(ctx context.Context, o Options, pidsLimit *int64) er
 		return fmt.Errorf("agent CreateSandbox for %s: %w", o.ID, err)
 	}
 	if s.net != nil {
-		if _, err := agent.ConfigureNetwork(ctx, s.net.Description().AgentRequest()); err != nil {
+		if _, err := agent.ConfigureNetwork(ctx, s.networkRequest()); err != nil {
 			return fmt.Errorf("configure the network of sandbox %s in the guest: %w", o.ID, err)
 		}
 		go s.startPortForward(context.WithoutCancel(ctx), o.NetNS)

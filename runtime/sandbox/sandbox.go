@@ -2,13 +2,14 @@
 // host (state directory, shared directory, network, cgroup), boots the VM
 // through a hypervisor driver and initializes the guest through its agent;
 // Destroy undoes it all. The rooms it uses are packages of their own: the
-// shared directory (share), cleanup after a crashed shim (crash), the VM's
-// processes (runtime/hypervisor and its drivers). It knows nothing of
+// shared directory (share), cleanup after a crashed shim (crash), VM
+// templates (factory), the VM's processes (runtime/hypervisor and its
+// drivers). It knows nothing of
 // containerd; the shim's task service drives it.
 //
 // Files, one phase or job each: create.go (Create and claiming the state
-// directory), host.go (prepare the host), boot.go (boot the VM), guest.go
-// (initialize the guest), watch.go (the VM's death, the agent's loss, hang
+// directory), host.go (prepare the host), boot.go (boot the VM), clone.go
+// (or clone it from a VM template), guest.go (initialize the guest), watch.go (the VM's death, the agent's loss, hang
 // reports), destroy.go, rootfs.go (containers' mounts in the share),
 // size.go (the VM's size from the pod's spec: Options.Size, computed by
 // the shim before Create).

@@ -64,6 +64,9 @@ func (v *VM) dialAgent(ctx context.Context) (net.Conn, error) {
 }
 
 func (v *VM) dialSerial(ctx context.Context, l launch, qmp *qmpClient) (net.Conn, error) {
+	if c := v.takeHandedOver(); c != nil {
+		return c, nil
+	}
 	v.mu.Lock()
 	busy, closedAt := v.agentConn != nil, v.serialClosedAt
 	v.mu.Unlock()

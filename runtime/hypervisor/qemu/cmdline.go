@@ -67,11 +67,15 @@ type launch struct {
 	IncomingFD int
 }
 
-// netLaunch is one guest NIC backed by a tap fd that QEMU inherits.
+// netLaunch is one guest NIC backed by a tap fd that QEMU inherits, or by
+// nothing on the host (Hub).
 type netLaunch struct {
 	// FD is the child's fd number of the tap.
 	FD  int
 	MAC string
+	// Hub makes the backend a hub port with no other port: a VM
+	// template's NIC, whose clones bring the tap (template.go).
+	Hub bool
 }
 
 // qemuArgs builds the QEMU command line (without argv[0]).
@@ -225,8 +229,12 @@ func consoleArgs(fd int) []string {
 // NetDevice.VnetHdr says the tap has is what QEMU uses.
 func netArgs(i int, n netLaunch) []string {
 	id := "net" + strconv.Itoa(i)
+	backend := "tap,id=" + id + ",fd=" + strconv.Itoa(n.FD)
+	if n.Hub {
+		backend = "hubport,id=" + id + ",hubid=" + strconv.Itoa(i)
+	}
 	return []string{
-		"-netdev", "tap,id=" + id + ",fd=" + strconv.Itoa(n.FD),
+		"-netdev", backend,
 		"-device", "virtio-net-device,netdev=" + id + ",mac=" + n.MAC,
 	}
 }

@@ -8,7 +8,9 @@
 // their stop are package vmm's), agent.go (DialAgent), hybridvsock.go
 // (the agent channel's choice, vhost-device-vsock and its dialing),
 // vsock.go (kernel vhost-vsock: CIDs and AF_VSOCK), qmp.go (QMP client), tsc.go (host TSC rate for TCG
-// guests), check.go (`podvm check`).
+// guests), check.go (`podvm check`), template*.go (VM templates,
+// docs/factory.md: the role and its files, save, restore, the hand-over
+// and its kept session, the key).
 //
 // Decisions:
 //   - The accelerator is probed (package accel), never assumed from

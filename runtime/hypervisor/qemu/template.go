@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,7 +17,10 @@ import (
 // copy-on-write) and restores the device state with its own sockets,
 // share and secret. virtio-fs cannot be migrated by QEMU 7.2, not even
 // into a clone, so templates and clones share by virtio-9p; and the agent
-// channel is virtio-serial, whose state migrates.
+// channel is virtio-serial, whose state migrates. A template has one NIC
+// with a hub port for backend and templateNICMAC; a clone's NIC is the
+// pod's tap (or again a hub port, for a pod without network), and keeps
+// the template's MAC (device state), which the agent then changes.
 
 // Files of a template directory.
 const (
@@ -31,6 +33,10 @@ const (
 	templateShareName = "share"
 )
 
+// templateNICMAC is a template's NIC's MAC (locally administered), which
+// every clone's guest starts with.
+const templateNICMAC = "02:70:64:76:6d:01"
+
 // templateMeta is what a clone must repeat of the template's command line:
 // QEMU restores device state only into a machine built the same way.
 type templateMeta struct {
@@ -41,6 +47,7 @@ type templateMeta struct {
 	Cmdline   string                 `json:"cmdline"`
 	Accel     hypervisor.Accelerator `json:"accelerator"`
 	TBSizeMiB uint32                 `json:"tb_size_mib"`
+	NICMAC    string                 `json:"nic_mac"`
 }
 
 // templateRole makes a VM one that saves a template (save) or a clone
@@ -59,11 +66,11 @@ func (r *templateRole) path(name string) string { return filepath.Join(r.dir, na
 // restoring says the VM is a clone.
 func (r *templateRole) restoring() bool { return r != nil && !r.save }
 
-// templateLaunch checks what a template or a clone must be: no NIC yet,
-// the agent on virtio-serial, the share by 9p.
+// templateLaunch checks what a template or a clone must be: one NIC at
+// most, the agent on virtio-serial, the share by 9p.
 func templateLaunch(cfg hypervisor.Config) (hypervisor.Config, error) {
-	if len(cfg.Net) > 0 {
-		return cfg, errors.New("VM templates carry no network device yet (docs/factory.md): create the VM without a template")
+	if len(cfg.Net) > 1 {
+		return cfg, fmt.Errorf("%d network devices: a VM template carries one (docs/factory.md): create the VM without a template", len(cfg.Net))
 	}
 	switch cfg.Transport {
 	case "", contract.TransportSerial:
@@ -100,6 +107,9 @@ func loadTemplate(dir string) (*templateRole, error) {
 			return nil, fmt.Errorf("VM template %s is incomplete (save it again): %w", dir, err)
 		}
 	}
+	if r.meta.NICMAC == "" {
+		return nil, fmt.Errorf("VM template %s has no NIC (saved by an older podvm): save it again", dir)
+	}
 	for _, p := range []string{r.meta.Kernel, r.meta.Initrd} {
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("VM template %s: the guest image it was booted from is gone (save it again): %w", dir, err)
@@ -113,10 +123,16 @@ func loadTemplate(dir string) (*templateRole, error) {
 func (r *templateRole) apply(l *launch, info *hypervisor.Info) {
 	l.MemPath = r.path(templateRAMName)
 	if r.save {
+		l.Net = []netLaunch{{Hub: true, MAC: templateNICMAC}}
+		info.NICMACs = []string{templateNICMAC}
 		return
 	}
 	l.MemPrivate = true
 	m := r.meta
+	if len(l.Net) == 0 {
+		l.Net = []netLaunch{{Hub: true, MAC: m.NICMAC}}
+	}
+	info.NICMACs = []string{m.NICMAC}
 	l.Kernel, l.Initrd, l.Cmdline, l.VCPUs, l.MemoryMiB = m.Kernel, m.Initrd, m.Cmdline, m.VCPUs, m.MemoryMiB
 	l.Accel, l.TBSizeMiB = m.Accel, m.TBSizeMiB
 	info.Accelerator, info.AccelReason = m.Accel, "restored from VM template "+r.dir
@@ -146,5 +162,6 @@ func metaOf(l launch) templateMeta {
 		VCPUs: l.VCPUs, MemoryMiB: l.MemoryMiB,
 		Kernel: l.Kernel, Initrd: l.Initrd, Cmdline: l.Cmdline,
 		Accel: l.Accel, TBSizeMiB: l.TBSizeMiB,
+		NICMAC: l.Net[0].MAC,
 	}
 }

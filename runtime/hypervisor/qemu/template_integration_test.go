@@ -131,6 +131,19 @@ func readIdentity(t *testing.T, vm *VM, tplSecret []byte) (identity, *agentclien
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// The first DialAgent after a hand-over gets its session: it must
+	// answer a call at once, for the same guest as every later session.
+	keptBootID := ""
+	if vm.handedOverKept() {
+		start := time.Now()
+		kept, err := agentclient.Connect(ctx, vm.DialAgent, time.Second, vm.Done())
+		if err != nil {
+			t.Fatalf("%s: the hand-over's session: %v", vm.cfg.ID, err)
+		}
+		keptBootID = kept.Details.BootId
+		t.Logf("%s: GuestDetails on the hand-over's session in %s", vm.cfg.ID, time.Since(start).Round(time.Millisecond))
+		kept.Close()
+	}
 	time.Sleep(serialHangupGrace)
 	c, err := (&net.Dialer{}).DialContext(ctx, "unix", vm.Path(agentSocketName))
 	must(t, err)
@@ -150,6 +163,9 @@ func readIdentity(t *testing.T, vm *VM, tplSecret []byte) (identity, *agentclien
 	}
 	t.Cleanup(func() { client.Close() })
 	id.BootID = client.Details.BootId
+	if keptBootID != "" && keptBootID != id.BootID {
+		t.Errorf("%s: boot_id %s on the hand-over's session, %s on a later one", vm.cfg.ID, keptBootID, id.BootID)
+	}
 	return id, client
 }
 

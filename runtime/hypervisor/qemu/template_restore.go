@@ -2,16 +2,12 @@ package qemu
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"time"
 
-	"github.com/containerd/ttrpc"
-
-	"github.com/podvm/podvm/agent/api"
 	"github.com/podvm/podvm/agent/api/contract"
 )
 
@@ -25,8 +21,8 @@ var skipHandover = false
 
 // restore is a clone's part of boot once QMP answers: load the template's
 // device state from the inherited fd, wait until the guest runs, then hand
-// the VM over (Handover) so that it admits only the holder of own, its
-// own secret.
+// the VM over (Handover, template_handover.go) so that it admits only
+// the holder of own, its own secret.
 func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
 	if err := ignoreSharedRAM(ctx, qmp); err != nil {
 		return v.Machine.Failure(err)
@@ -71,23 +67,6 @@ func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
 	v.launch.Secret = own
 	v.mu.Unlock()
 	return nil
-}
-
-// handover calls Handover with fresh entropy on a connection that proves
-// the template's secret.
-func (v *VM) handover(ctx context.Context) error {
-	conn, err := v.dialAgentReady(ctx)
-	if err != nil {
-		return err
-	}
-	client := ttrpc.NewClient(conn)
-	defer client.Close()
-	entropy := make([]byte, handoverEntropy)
-	if _, err := rand.Read(entropy); err != nil {
-		return err
-	}
-	_, err = api.NewAgentServiceClient(client).Handover(ctx, &api.HandoverRequest{Entropy: entropy})
-	return err
 }
 
 // dialAgentReady dials the agent until it admits the host, the VM dies or

@@ -24,7 +24,7 @@ const migrateTimeout = 30 * time.Second
 // the VM. The agent is asked nothing: GuestDetails would make the guest's
 // boot_id, which every clone would then share. dir must not exist; on
 // failure nothing of it is left. cfg's share and NICs are replaced: a
-// template has an empty share of its own and no NIC.
+// template has an empty share of its own and one NIC without a host side.
 func (d *Driver) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir string) (err error) {
 	if cfg, err = templateLaunch(cfg); err != nil {
 		return fmt.Errorf("qemu: save VM template: %w", err)
@@ -39,6 +39,7 @@ func (d *Driver) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir st
 		}
 	}()
 	r := &templateRole{dir: dir, save: true}
+	cfg.Net = nil
 	cfg.KernelParams = append(slices.Clip(cfg.KernelParams), contract.TemplateParam+"=1")
 	cfg.SharedDir = r.path(templateShareName)
 	if err := os.Mkdir(cfg.SharedDir, 0o555); err != nil {
@@ -137,15 +138,14 @@ func ignoreSharedRAM(ctx context.Context, qmp *qmpClient) error {
 	return qmp.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil)
 }
 
-// finish writes what clones need besides RAM and state (the command line
-// and the template's agent secret) and makes every file read-only: no
-// clone may change the template.
+// finish writes what clones need besides RAM and state (the template's
+// agent secret and the command line) and makes every file read-only: no
+// clone may change the template. The command line (templateMetaName) is
+// written last: its presence says the template is complete
+// (runtime/sandbox/factory).
 func (r *templateRole) finish(l launch) error {
 	meta, err := json.MarshalIndent(metaOf(l), "", "  ")
 	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(r.path(templateMetaName), append(meta, '\n'), 0o400); err != nil {
 		return err
 	}
 	if err := os.WriteFile(r.path(templateSecretName), l.Secret, 0o400); err != nil {
@@ -155,6 +155,11 @@ func (r *templateRole) finish(l launch) error {
 	for _, name := range []string{templateRAMName, templateStateName} {
 		errs = append(errs, os.Chmod(r.path(name), 0o400))
 	}
-	errs = append(errs, os.Chmod(r.dir, 0o500))
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := os.WriteFile(r.path(templateMetaName), append(meta, '\n'), 0o400); err != nil {
+		return err
+	}
+	return os.Chmod(r.dir, 0o500)
 }

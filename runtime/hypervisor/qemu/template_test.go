@@ -51,8 +51,11 @@ func TestTemplateLaunch(t *testing.T) {
 	if err != nil || cfg.Transport != contract.TransportSerial || cfg.SharedFS != contract.SharedFS9p {
 		t.Errorf("templateLaunch({}) = %+v, %v", cfg, err)
 	}
+	if _, err := templateLaunch(hypervisor.Config{Net: []hypervisor.NetDevice{{}}}); err != nil {
+		t.Errorf("templateLaunch with one NIC: %v", err)
+	}
 	for _, bad := range []hypervisor.Config{
-		{Net: []hypervisor.NetDevice{{}}},
+		{Net: []hypervisor.NetDevice{{}, {}}},
 		{Transport: contract.TransportVsock},
 		{SharedFS: contract.SharedFSVirtiofs},
 	} {
@@ -75,5 +78,75 @@ func TestCreateCloneOfMissingTemplate(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(cfg.Template, templateSecretName), make([]byte, contract.SecretSize), 0o400))
 	if _, err := New(Options{QEMUPath: "/bin/true"}).Create(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "incomplete") {
 		t.Errorf("Create with a template lacking RAM and state: %v", err)
+	}
+}
+
+// A template's NIC has a hub port for backend and the template's MAC; a
+// clone's is the pod's tap, or a hub port again for a pod without network,
+// and its guest keeps the template's MAC (Info.NICMACs).
+func TestTemplateNIC(t *testing.T) {
+	save := &templateRole{dir: "/tpl", save: true}
+	var l launch
+	var info hypervisor.Info
+	save.apply(&l, &info)
+	args := strings.Join(qemuArgs(l), " ")
+	if !strings.Contains(args, "-netdev hubport,id=net0,hubid=0 -device virtio-net-device,netdev=net0,mac="+templateNICMAC) {
+		t.Errorf("template NIC: %s", args)
+	}
+	if metaOf(l).NICMAC != templateNICMAC || !slices.Equal(info.NICMACs, []string{templateNICMAC}) {
+		t.Errorf("template meta %+v, info %v", metaOf(l), info.NICMACs)
+	}
+	clone := &templateRole{dir: "/tpl", meta: templateMeta{NICMAC: "02:00:00:00:00:09"}}
+	l, info = launch{Net: []netLaunch{{FD: 5, MAC: "0a:58:0a:d5:00:05"}}}, hypervisor.Info{}
+	clone.apply(&l, &info)
+	args = strings.Join(qemuArgs(l), " ")
+	if !strings.Contains(args, "-netdev tap,id=net0,fd=5 -device virtio-net-device,netdev=net0,mac=0a:58:0a:d5:00:05") {
+		t.Errorf("clone with a pod tap: %s", args)
+	}
+	if !slices.Equal(info.NICMACs, []string{"02:00:00:00:00:09"}) {
+		t.Errorf("clone's guest NIC MACs %v, want the template's", info.NICMACs)
+	}
+	l = launch{}
+	clone.apply(&l, &info)
+	if args := strings.Join(qemuArgs(l), " "); !strings.Contains(args, "-netdev hubport,id=net0,hubid=0") {
+		t.Errorf("clone without a pod network: %s", args)
+	}
+}
+
+// The template key follows the guest image, the size and the kernel
+// parameters, and nothing else of the pod.
+func TestTemplateKey(t *testing.T) {
+	dir := t.TempDir()
+	kernel, initrd := filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd")
+	must(t, os.WriteFile(kernel, []byte("k"), 0o644))
+	must(t, os.WriteFile(initrd, []byte("i"), 0o644))
+	d := New(Options{QEMUPath: "/bin/true", Accelerator: hypervisor.AccelTCG})
+	base := hypervisor.Config{ID: "a", StateDir: "/s/a", KernelPath: kernel, InitrdPath: initrd, VCPUs: 1, MemoryMiB: 256, SharedDir: "/s/a/share"}
+	key := func(cfg hypervisor.Config) string {
+		t.Helper()
+		k, err := d.TemplateKey(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	k0 := key(base)
+	other := base
+	other.ID, other.StateDir, other.SharedDir = "b", "/s/b", "/s/b/share"
+	if key(other) != k0 || len(k0) != 16 {
+		t.Errorf("key %q depends on the pod's id or dirs", k0)
+	}
+	bigger := base
+	bigger.MemoryMiB = 512
+	params := base
+	params.KernelParams = []string{"x=1"}
+	for name, cfg := range map[string]hypervisor.Config{"memory": bigger, "kernel params": params} {
+		if key(cfg) == k0 {
+			t.Errorf("key does not change with the %s", name)
+		}
+	}
+	must(t, os.WriteFile(initrd, []byte("rebuilt"), 0o644))
+	if key(base) == k0 {
+		t.Error("key does not change with a rebuilt initramfs")
 	}
 }

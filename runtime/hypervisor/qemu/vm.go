@@ -60,6 +60,9 @@ type VM struct {
 	// tpl makes the VM a template being saved or a clone (template.go);
 	// nil for a VM that boots.
 	tpl *templateRole
+	// handedOver is a clone's hand-over session, kept for the first
+	// DialAgent (template_handover.go).
+	handedOver *serialConn
 }
 
 var _ hypervisor.VM = (*VM)(nil)
@@ -215,6 +218,9 @@ func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) 
 	// The taps stay owned by the caller (hypervisor.NetDevice): QEMU gets
 	// its own copies of the fds, ours are not closed here.
 	for i := range l.Net {
+		if l.Net[i].Hub {
+			continue
+		}
 		l.Net[i].FD = 3 + len(extra)
 		extra = append(extra, v.cfg.Net[i].Tap)
 	}
@@ -282,6 +288,9 @@ func (v *VM) plan() (launch, hypervisor.Info, agentChannel, error) {
 		VCPUs:           cfg.VCPUs,
 		MemoryMiB:       cfg.MemoryMiB,
 		ConsolePath:     l.Path(consoleLogName),
+	}
+	for _, n := range nics {
+		info.NICMACs = append(info.NICMACs, n.MAC)
 	}
 	if v.tpl != nil {
 		v.tpl.apply(&l, &info)

@@ -1,0 +1,305 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podvm/podvm/internal/hostbed"
+)
+
+// templateHandler is the runtime handler whose pods are clones of a VM
+// template (factory.mode = "template", docs/factory.md).
+const templateHandler = "podvm-template"
+
+// TestCRITemplateSmokeIntegration runs pods of the template handler
+// through CRI beside a pod of the default handler (factory "none"): the
+// first template pod saves the template and both are clones of it (the
+// shim's log says so for each; a pod that silently booted fails the
+// test), with the pod network (reached from the host at the pod's IP, so
+// the guest took the pod's MAC), exec, an OOM kill, stats, a killed
+// container, port-forward, boot ids of their own, and nothing left behind:
+// no pod, no process of a clone or of the template's save.
+func TestCRITemplateSmokeIntegration(t *testing.T) {
+	env := requireEnv(t)
+	tools := requireCRI(t)
+	tplDir, err := os.MkdirTemp("", "podvm-tpl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tplDir) })
+	cfg := templateConfig(t, env.ConfigPath, tplDir)
+	c := startCRI(t, env, tools, hostbed.PodvmHandler(templateHandler, env.ShimBinary, cfg))
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	t.Cleanup(cancel)
+	h := &criHarness{t: t, c: c, dir: t.TempDir(), ctx: ctx}
+	h.crictl("pull", criBusybox)
+
+	podA, tookA := h.runPodOn(templateHandler, "tpl-a")
+	podB, tookB := h.runPodOn(templateHandler, "tpl-b")
+	podN, tookN := h.runPodOn("podvm", "none-c")
+	t.Logf("RunPodSandbox: template, first (saves the template) %s; template, clone %s; none %s",
+		tookA.Round(time.Millisecond), tookB.Round(time.Millisecond), tookN.Round(time.Millisecond))
+	requireCloned(t, c.LogPath, podA, podB)
+	if clonedIn(readFile(t, c.LogPath), podN) {
+		t.Errorf("the pod of the factory-less handler was cloned")
+	}
+
+	web := h.containerConfig("web", nil, "sh", "-c",
+		"mkdir -p /www && cat /proc/sys/kernel/random/boot_id > /www/index.html && exec httpd -f -p 8080 -h /www")
+	bootIDs := map[string]string{}
+	for _, pod := range []string{podA, podB, podN} {
+		podCfg := filepath.Join(h.dir, podName(t, h, pod)+"-pod.json")
+		ctr := h.startContainer(pod, podCfg, web)
+		id := h.crictl("exec", ctr, "cat", "/proc/sys/kernel/random/boot_id")
+		if other, dup := bootIDs[id]; dup {
+			t.Errorf("pods %s and %s share boot_id %s", other, pod, id)
+		}
+		bootIDs[id] = pod
+		// From the host to the pod's IP: the clone's NIC answers for the
+		// pod's MAC.
+		if got := httpGet(t, "http://"+podIP(t, h, pod)+":8080/"); strings.TrimSpace(got) != id {
+			t.Errorf("pod %s over its network: %q, want its boot_id %s", pod, got, id)
+		}
+		if pod == podB {
+			checkPortForward(t, h, tools, pod, id)
+			checkOOMStatsKill(t, h, pod, podCfg, ctr)
+		}
+	}
+
+	// Per pod, not c.CRILeaks: the CNI result dir is the host's, and other
+	// test beds may have left results there.
+	for _, pod := range []string{podA, podB, podN} {
+		h.crictl("stopp", pod)
+		h.crictl("rmp", pod)
+		assertNoLeaks(t, pod)
+	}
+	if left := h.crictl("pods", "--quiet") + h.crictl("ps", "--all", "--quiet"); left != "" {
+		t.Errorf("CRI still lists: %s", left)
+	}
+	if procs := processesMentioning(tplDir); len(procs) > 0 {
+		t.Errorf("processes still use the template dir %s: %q", tplDir, procs)
+	}
+}
+
+// templateConfig is the install's config with factory.mode = "template"
+// and the share by 9p, which templates need.
+func templateConfig(t *testing.T, base, tplDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := regexp.MustCompile(`(?m)^shared_fs = .*$`).ReplaceAllString(string(b), `shared_fs = "9p"`)
+	if !strings.Contains(text, `shared_fs = "9p"`) || strings.Contains(text, "\n[factory]\nmode = \"template\"") {
+		t.Fatalf("cannot make a template config from %s", base)
+	}
+	text = regexp.MustCompile(`(?m)^mode = "none"$`).ReplaceAllString(text, `mode = "template"`)
+	text = regexp.MustCompile(`(?m)^template_dir = .*$`).ReplaceAllString(text, fmt.Sprintf("template_dir = %q", tplDir))
+	if !strings.Contains(text, `mode = "template"`) || !strings.Contains(text, tplDir) {
+		t.Fatalf("the install's config %s has no [factory] table to set", base)
+	}
+	p := filepath.Join(t.TempDir(), "podvm-template.toml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// runPodOn starts pod name on handler, with removal and leak check at the
+// end, and says how long RunPodSandbox took.
+func (h *criHarness) runPodOn(handler, name string) (string, time.Duration) {
+	h.t.Helper()
+	pod, took := h.crictlTimed("runp", "--runtime", handler, h.podConfig(name, nil))
+	h.t.Cleanup(func() {
+		h.c.Crictl(context.Background(), "stopp", pod)
+		h.c.Crictl(context.Background(), "rmp", "-f", pod)
+		assertNoLeaks(h.t, pod)
+	})
+	return pod, took
+}
+
+// requireCloned fails the test unless the shim logged a clone for each
+// pod and no fall-back to a boot.
+func requireCloned(t *testing.T, logPath string, pods ...string) {
+	t.Helper()
+	log := readFile(t, logPath)
+	if n := strings.Count(log, `msg="VM template saved"`); n != 1 {
+		t.Errorf("the template was saved %d times, want once", n)
+	}
+	for _, pod := range pods {
+		if !clonedIn(log, pod) {
+			t.Errorf("pod %s: no clone in the shim's log (booted instead?); its lines:\n%s", pod, linesWith(log, pod))
+		}
+		for _, l := range strings.Split(linesWith(log, pod), "\n") {
+			if strings.Contains(l, "not cloned from a VM template") {
+				t.Errorf("pod %s fell back to a boot: %s", pod, l)
+			}
+		}
+	}
+}
+
+func clonedIn(log, pod string) bool {
+	for _, l := range strings.Split(linesWith(log, pod), "\n") {
+		if strings.Contains(l, "pod VM cloned from a VM template") {
+			return true
+		}
+	}
+	return false
+}
+
+func linesWith(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// podStatus is what crictl inspectp says of a pod that this test reads.
+type podStatus struct {
+	Status struct {
+		Metadata struct {
+			Name string `json:"name"`
+		} `json:"metadata"`
+		Network struct {
+			IP string `json:"ip"`
+		} `json:"network"`
+	} `json:"status"`
+}
+
+func inspectPod(t *testing.T, h *criHarness, pod string) podStatus {
+	t.Helper()
+	var s podStatus
+	if err := json.Unmarshal([]byte(h.crictl("inspectp", "-o", "json", pod)), &s); err != nil {
+		t.Fatalf("crictl inspectp %s: %v", pod, err)
+	}
+	return s
+}
+
+func podIP(t *testing.T, h *criHarness, pod string) string {
+	t.Helper()
+	ip := inspectPod(t, h, pod).Status.Network.IP
+	if ip == "" {
+		t.Fatalf("pod %s has no IP", pod)
+	}
+	return ip
+}
+
+func podName(t *testing.T, h *criHarness, pod string) string {
+	t.Helper()
+	return inspectPod(t, h, pod).Status.Metadata.Name
+}
+
+// httpGet fetches url, retrying while the server starts.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	var last error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := client.Get(url)
+		if err != nil {
+			last = err
+			continue
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK {
+			return string(b)
+		}
+		last = fmt.Errorf("status %s, body %q, %v", resp.Status, b, err)
+	}
+	t.Errorf("GET %s: %v", url, last)
+	return ""
+}
+
+// checkPortForward reaches the pod's port 8080 through `crictl
+// port-forward`, which gives the CRI's connection in the pod's netns to
+// the shim's forwarder (runtime/portforward).
+func checkPortForward(t *testing.T, h *criHarness, tools *criTools, pod, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tools.Crictl, "--runtime-endpoint", h.c.CRIEndpoint(), "port-forward", pod, "0:8080")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	local := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+) -> 8080`)
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if m := local.FindStringSubmatch(sc.Text()); m != nil {
+			go io.Copy(io.Discard, out)
+			if got := httpGet(t, "http://127.0.0.1:"+m[1]+"/"); strings.TrimSpace(got) != want {
+				t.Errorf("port-forward to pod %s: %q, want %s", pod, got, want)
+			}
+			return
+		}
+	}
+	t.Errorf("crictl port-forward %s printed no local port", pod)
+}
+
+// checkOOMStatsKill: a container past its limit is OOMKilled while the
+// pod's web container runs on and has stats; a killed container exits 137.
+func checkOOMStatsKill(t *testing.T, h *criHarness, pod, podCfg, web string) {
+	t.Helper()
+	hogCfg := h.containerConfig("hog", map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 32 << 20}},
+		"sh", "-c", "exec dd if=/dev/zero of=/dev/null bs=128M count=1")
+	hog := h.startContainer(pod, podCfg, hogCfg)
+	h.waitFor("hog exits", 90*time.Second, func() bool { return h.inspect(hog).Status.State == "CONTAINER_EXITED" })
+	if s := h.inspect(hog).Status; s.Reason != "OOMKilled" || s.ExitCode != 137 {
+		t.Errorf("hog ended with reason %q, exit %d; want OOMKilled, 137", s.Reason, s.ExitCode)
+	}
+	// The guest cgroup's working set of the running container, not zero.
+	workingSet := regexp.MustCompile(`"workingSetBytes":\s*\{\s*"value":\s*"[1-9][0-9]*"`)
+	if out := h.crictl("stats", "-o", "json", "--id", web); !workingSet.MatchString(out) {
+		t.Errorf("crictl stats of web has no working set: %s", out)
+	}
+	sleeper := h.startContainer(pod, podCfg, h.containerConfig("sleeper", nil, "sleep", "1000"))
+	h.crictl("stop", "--timeout", "0", sleeper)
+	if s := h.inspect(sleeper).Status; s.State != "CONTAINER_EXITED" || s.ExitCode != 137 {
+		t.Errorf("killed container: %s, exit %d; want CONTAINER_EXITED, 137", s.State, s.ExitCode)
+	}
+	if s := h.inspect(web).Status; s.State != "CONTAINER_RUNNING" {
+		t.Errorf("web is %s after the OOM kill and the kill beside it", s.State)
+	}
+}
+
+// processesMentioning lists processes whose command line contains s.
+func processesMentioning(s string) []string {
+	var out []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range dirs {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(b), s) {
+			out = append(out, filepath.Base(filepath.Dir(p))+": "+strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return out
+}
