@@ -151,9 +151,11 @@ func (f *cpuFloor) update(ctx context.Context, apply func() error) error {
 	if !f.cg.Known() {
 		return nil
 	}
+	// The update is done; only what an exec gives back is at stake.
 	m, err := f.cg.CPUMax()
 	if err != nil {
-		return err
+		log.G(ctx).WithError(err).Warnf("exec may give back the CPU limit %s from before the update", f.limit)
+		return nil
 	}
 	f.limit = m
 	if floor, raise := setupFloor(m); raise && f.lends > 0 {

@@ -213,6 +213,13 @@ func TestUpdateDuringExec(t *testing.T) {
 	if err := f.update(ctx, func() error { return errors.New("runc update failed") }); err == nil {
 		t.Error("update hid the runtime's error")
 	}
+	// A limit that cannot be read back does not fail an update that was made.
+	if err := f.update(ctx, func() error { return os.Remove(cg.Dir() + "/cpu.max") }); err != nil {
+		t.Errorf("an update that succeeded reported %v", err)
+	}
+	if err := os.WriteFile(cg.Dir()+"/cpu.max", []byte("1000 100000"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	f.lend(ctx)()
 	if got := readCPUMax(t, cg); got != "1000 100000" {
 		t.Errorf("after a failed update and an exec cpu.max is %q, want 1000 100000", got)
