@@ -160,17 +160,18 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
 	}
 	marks = append(marks, markNow(contract.MarkRuntimeCreated))
-	c.init = newProcess(c, "", pid, s)
 	c.cgroup = locateCgroup(r.ID, pid, spec.Linux.CgroupsPath)
+	if err := c.cpu.settle(c.cgroup, func(own *specs.LinuxResources) error { return c.runc.Update(ctx, r.ID, own) }); err != nil {
+		s.close()
+		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
+	}
+	c.init = newProcess(c, "", pid, s)
 	if c.cgroup.Known() {
 		base, err := m.oom.Add(r.ID, c.cgroup)
 		if err != nil {
 			log.G(ctx).WithError(err).Warnf("container %s: OOM kills in cgroup %s cannot be counted", r.ID, c.cgroup)
 		}
 		c.init.oomBase = base
-	}
-	if err := c.cpu.settle(c.cgroup, func(own *specs.LinuxResources) error { return c.runc.Update(ctx, r.ID, own) }); err != nil {
-		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
 	}
 	c.marks = append(marks, markNow(contract.MarkCreateEnd))
 	return c, nil
