@@ -81,7 +81,11 @@ func (f *cpuFloor) raiseInSpec(spec *specs.Spec, unified bool) {
 	if !raise || !unified {
 		return
 	}
-	f.own = r
+	// What settle applies is what a CRI update carries: no device rules,
+	// which runc's update skips and crun's would load again.
+	own := *r
+	own.Devices = nil
+	f.own = &own
 	raised, cpu := *r, *r.CPU
 	cpu.Quota = &floor.Quota
 	raised.CPU = &cpu

@@ -57,8 +57,9 @@ func TestSpecCPUMax(t *testing.T) {
 
 func smallCPUSpec() *specs.Spec {
 	return &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{
-		Memory: &specs.LinuxMemory{Limit: ptr(int64(64 << 20))},
-		CPU:    &specs.LinuxCPU{Quota: ptr(int64(1000)), Period: ptr(uint64(100000)), Shares: ptr(uint64(2))},
+		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+		Memory:  &specs.LinuxMemory{Limit: ptr(int64(64 << 20))},
+		CPU:     &specs.LinuxCPU{Quota: ptr(int64(1000)), Period: ptr(uint64(100000)), Shares: ptr(uint64(2))},
 	}}}
 }
 
@@ -81,6 +82,9 @@ func TestRaiseInSpec(t *testing.T) {
 	}
 	if applied == nil || specCPUMax(applied).String() != "1000 100000" || *applied.Memory.Limit != 64<<20 {
 		t.Fatalf("settle applied %+v, want the spec's own resources (cpu.max 1000 100000)", applied)
+	}
+	if applied.Devices != nil || len(spec.Linux.Resources.Devices) != 1 {
+		t.Errorf("settle applied device rules %v (the bundle has %v), want none, as a CRI update", applied.Devices, spec.Linux.Resources.Devices)
 	}
 	if err := f.settle(cgroup.Cgroup{}, func(*specs.LinuxResources) error { t.Error("applied twice"); return nil }); err != nil {
 		t.Fatal(err)
