@@ -10,6 +10,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/podvm/podvm/agent/cgroup"
 )
 
 // validID says whether id is what runc accepts as a container ID, with a
@@ -45,6 +47,8 @@ type bundleOptions struct {
 	terminal    bool   // the process gets a pty (process.terminal)
 	ownsNetwork bool   // Config.OwnsNetwork
 	specVersion string // replaces ociVersion when set (ociRuntime.specVersion)
+	// cpu, when set, raises a CPU limit too small for the runtime's setup.
+	cpu *cpuFloor
 }
 
 // writeBundle makes the container's bundle directory with the spec as its
@@ -57,6 +61,9 @@ func writeBundle(dir, id string, raw []byte, o bundleOptions) (*specs.Spec, erro
 	}
 	if o.specVersion != "" {
 		spec.Version = o.specVersion
+	}
+	if o.cpu != nil {
+		o.cpu.raiseInSpec(spec, cgroup.Unified())
 	}
 	if o.ownsNetwork && !hasNamespace(spec, specs.NetworkNamespace) {
 		if err := applyNetSysctls(id, spec, "/proc/sys"); err != nil {

@@ -38,6 +38,7 @@ type Container struct {
 	runtimeName string
 	init        *Process
 	cgroup      cgroup.Cgroup // zero if it could not be found
+	cpu         cpuFloor      // the CPU the runtime's setup gets (cpufloor.go)
 	marks       []Mark        // create's and start's steps; guarded by mu after create
 
 	// mu serialises the lifecycle calls (start, exec, signal, update,

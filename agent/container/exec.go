@@ -75,11 +75,13 @@ func (c *Container) exec(ctx context.Context, r ExecRequest, proc specs.Process)
 	// The count before the process exists: a kill of it is above it.
 	base, _ := c.m.oom.Check(c.id)
 	begin := time.Now()
+	giveBack := c.cpu.lend(ctx)
 	s, pid, err := spawn(r.Stdio, pidFile, func(io runc.IO, console runc.ConsoleSocket) error {
 		return c.runc.Exec(ctx, c.id, proc, &runc.ExecOpts{
 			IO: io, ConsoleSocket: console, PidFile: pidFile, LogFile: logFile, Detach: true,
 		})
 	})
+	giveBack()
 	if err != nil {
 		return nil, runcError(fmt.Errorf("exec %s in container %s: %w", r.ID, c.id, err), logFile)
 	}

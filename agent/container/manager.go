@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/agent/cgroup"
@@ -137,14 +138,14 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	// The runtime must not be killed half-way because the caller hung up.
 	ctx = context.WithoutCancel(ctx)
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
+	c := newContainer(m, r.ID, bundle, rt)
 	spec, err := writeBundle(bundle, r.ID, r.Spec, bundleOptions{
-		terminal: r.Terminal, ownsNetwork: m.cfg.OwnsNetwork, specVersion: rt.specVersion,
+		terminal: r.Terminal, ownsNetwork: m.cfg.OwnsNetwork, specVersion: rt.specVersion, cpu: &c.cpu,
 	})
 	if err != nil {
 		return nil, err
 	}
 	marks = append(marks, markNow(contract.MarkBundleWritten))
-	c := newContainer(m, r.ID, bundle, rt)
 	defer func() {
 		if retErr != nil {
 			_ = c.runc.Delete(ctx, r.ID, &runc.DeleteOpts{Force: true})
@@ -159,8 +160,12 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
 	}
 	marks = append(marks, markNow(contract.MarkRuntimeCreated))
-	c.init = newProcess(c, "", pid, s)
 	c.cgroup = locateCgroup(r.ID, pid, spec.Linux.CgroupsPath)
+	if err := c.cpu.settle(c.cgroup, func(own *specs.LinuxResources) error { return c.runc.Update(ctx, r.ID, own) }); err != nil {
+		s.close()
+		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
+	}
+	c.init = newProcess(c, "", pid, s)
 	if c.cgroup.Known() {
 		base, err := m.oom.Add(r.ID, c.cgroup)
 		if err != nil {

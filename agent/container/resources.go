@@ -58,7 +58,9 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 	case c.init.exited():
 		return fmt.Errorf("update container %s: the container is stopped: %w", c.id, errdefs.ErrFailedPrecondition)
 	}
-	if err := c.runc.Update(context.WithoutCancel(ctx), c.id, &r); err != nil {
+	ctx = context.WithoutCancel(ctx)
+	err := c.cpu.update(ctx, func() error { return c.runc.Update(ctx, c.id, &r) })
+	if err != nil {
 		return runcError(fmt.Errorf("update container %s: %w", c.id, err), c.logPath())
 	}
 	return nil
