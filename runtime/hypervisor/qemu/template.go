@@ -130,7 +130,7 @@ func (r *templateRole) apply(l *launch, info *hypervisor.Info) {
 		info.NICMACs = []string{templateNICMAC}
 		return
 	}
-	l.MemPrivate = true
+	l.MemPrivate, l.Proxy9p = true, true
 	m := r.meta
 	if len(l.Net) == 0 {
 		l.Net = []netLaunch{{Hub: true, MAC: m.NICMAC}}

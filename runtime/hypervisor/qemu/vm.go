@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,7 +150,8 @@ func (v *VM) boot(ctx context.Context) error {
 	return nil
 }
 
-// startQEMU starts virtiofsd, if the VM shares by virtio-fs, and QEMU:
+// startQEMU starts virtiofsd, if the VM shares by virtio-fs, or the 9p
+// proxy helper, for a clone, and QEMU:
 // jailed if j is not nil, with its paths then rewritten to its fds.
 func (v *VM) startQEMU(l launch, info hypervisor.Info, j *jail, extra []*os.File) error {
 	if l.SharedFS == contract.SharedFSVirtiofs {
@@ -161,6 +163,15 @@ func (v *VM) startQEMU(l launch, info hypervisor.Info, j *jail, extra []*os.File
 				return err
 			}
 		}
+	}
+	if l.Proxy9p {
+		end, err := v.Machine.StartProxy9p(v.driver.opts.proxy9pConfig(v.cfg, v.cfg.StateDir))
+		if err != nil {
+			return err
+		}
+		defer end.Close() // QEMU has its own copy
+		l.Proxy9pFD = 3 + len(extra)
+		extra = append(slices.Clip(extra), end)
 	}
 	info.StartedAt = time.Now()
 	v.mu.Lock()
