@@ -112,7 +112,7 @@ func wait(s Spec, inputs []string) string {
 		if err == nil && slices.Equal(now, inputs) {
 			continue
 		}
-		if err := removeTemplate(s.Dir); err != nil {
+		if err := RemoveTemplate(s.Dir); err != nil {
 			return fmt.Sprintf("an input of the template changed or went; removing the stale template failed: %v", err)
 		}
 		return "an input of the template changed or went: stale template removed"
@@ -132,8 +132,9 @@ func identify(paths []string) ([]string, error) {
 	return out, nil
 }
 
-// removeTemplate removes a template dir whose files are read-only.
-func removeTemplate(dir string) error {
+// RemoveTemplate removes a template directory, whose tree a template
+// makes read-only (files 0400, directories 0500).
+func RemoveTemplate(dir string) error {
 	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err == nil && e.IsDir() {
 			os.Chmod(p, 0o700)

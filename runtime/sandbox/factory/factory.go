@@ -101,18 +101,11 @@ func lock(path string) (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-// removeAll removes directories whose tree a template made read-only
-// (files 0400, directory 0500).
+// removeAll removes template directories (hold.RemoveTemplate).
 func removeAll(dirs ...string) error {
 	var errs []error
 	for _, d := range dirs {
-		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				os.Chmod(p, 0o700)
-			}
-			return nil
-		})
-		errs = append(errs, os.RemoveAll(d))
+		errs = append(errs, hold.RemoveTemplate(d))
 	}
 	return errors.Join(errs...)
 }
