@@ -174,3 +174,26 @@ func waitGone(t *testing.T, dir string, gone func() bool) {
 	log, _ := os.ReadFile(filepath.Join(dir, LogName))
 	t.Fatalf("holder of %s did not end; its log: %s", dir, log)
 }
+
+// Two shims that find no holder at once both get the memfd of one holder.
+func TestEnsureAtOnce(t *testing.T) {
+	s, ram := template(t)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			f, err := Ensure(s, int64(len(ram)))
+			if err == nil {
+				f.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if Running(s.Dir) == 0 {
+		t.Error("no holder runs")
+	}
+}

@@ -40,7 +40,15 @@ func Ensure(s Spec, size int64) (*os.File, error) {
 	if err := Start(s); err != nil {
 		return nil, err
 	}
-	return Take(s.Dir, size)
+	// Start also succeeds when another shim's holder had the lock first;
+	// that one may still be loading the RAM.
+	lock := filepath.Join(s.Dir, LockName)
+	for deadline := time.Now().Add(startTimeout); ; time.Sleep(20 * time.Millisecond) {
+		f, err := Take(s.Dir, size)
+		if !errors.Is(err, ErrNoHolder) || !locked(lock) || time.Now().After(deadline) {
+			return f, err
+		}
+	}
 }
 
 // Start launches the template's holder and returns once its memfd is
