@@ -93,8 +93,9 @@ func Take(dir string, size int64) (*os.File, error) {
 	}
 	defer unix.Close(pidfd)
 	// With the pidfd held, pid names this process for good: it is the
-	// holder if the lock is still held and the pid file still names it.
-	if !locked(filepath.Join(dir, LockName)) {
+	// holder if the lock is still held, the pid file still names it and
+	// so does the process itself.
+	if !locked(filepath.Join(dir, LockName)) || !isHolder(pid, dir) {
 		return nil, ErrNoHolder
 	}
 	if again, err := os.ReadFile(filepath.Join(dir, PidName)); err != nil || string(again) != string(raw) {
@@ -172,11 +173,23 @@ func Running(dir string) int {
 	return pid
 }
 
+// isHolder says whether process pid is the holder of dir, by its command
+// line (Start's: holderArg0 dir).
+func isHolder(pid int, dir string) bool {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	argv := strings.Split(strings.TrimSuffix(string(raw), "\x00"), "\x00")
+	return len(argv) == 2 && argv[0] == holderArg0 && filepath.Clean(argv[1]) == filepath.Clean(dir)
+}
+
 // stopWait bounds how long Stop waits for a holder to go after SIGTERM.
 const stopWait = 5 * time.Second
 
-// Stop ends the template's holder, if one runs, and waits until it has
-// let go of its lock (it exits then).
+// Stop ends the template's holder, if one runs in this PID namespace,
+// and waits until it has exited. (A holder Stop cannot see ends by itself
+// once its template is removed.)
 func Stop(dir string) error {
 	pid := Running(dir)
 	if pid == 0 {
@@ -187,7 +200,9 @@ func Stop(dir string) error {
 		return nil // gone already
 	}
 	defer unix.Close(pidfd)
-	if !locked(filepath.Join(dir, LockName)) {
+	// In another PID namespace (an installer's container) the number
+	// names some other process, or none: only the holder is signalled.
+	if !locked(filepath.Join(dir, LockName)) || !isHolder(pid, dir) {
 		return nil
 	}
 	if err := unix.PidfdSendSignal(pidfd, unix.SIGTERM, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
