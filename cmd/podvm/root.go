@@ -32,7 +32,7 @@ Exit codes (docs/cli.md):
 	}
 	root.SetVersionTemplate(`{{.Name}} {{.Version}}` + "\n")
 	root.AddCommand(newCheckCommand(), newImageCommand(), newInstallCommand(), newConfigCommand(), newClusterCommand(),
-		newConformanceCommand(), newBenchCommand(), newDeployCommand(), newVersionCommand())
+		newConformanceCommand(), newBenchCommand(), newDeployCommand(), newFactoryCommand(), newVersionCommand())
 	strictTree(root)
 	return root
 }

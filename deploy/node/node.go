@@ -182,6 +182,10 @@ func (in *Installer) Uninstall(ctx context.Context) error {
 	if err := in.converge(ctx, changed, false); err != nil {
 		return err
 	}
+	in.step("stop VM template holders and remove their templates")
+	if err := in.cleanFactory(ctx); err != nil {
+		return err
+	}
 	in.step("remove files from %s", o.Prefix)
 	if err := in.removeFiles(); err != nil {
 		return err

@@ -69,6 +69,9 @@ func (f *fakeNode) run(_ context.Context, root string, argv, env []string) ([]by
 	if slices.Contains(argv, "check") {
 		return []byte("ok  config\n"), f.checkErr
 	}
+	if slices.Contains(argv, "factory") {
+		return nil, nil
+	}
 	// A restart: containerd now serves the handler if the drop-in is there.
 	f.serving = []string{"runc"}
 	if _, err := os.Stat(filepath.Join(f.o.HostRoot, f.o.dropIn())); err == nil {
@@ -99,7 +102,7 @@ func (f *fakeNode) Label(_ context.Context, node, key, value string) error {
 func (f *fakeNode) restarts() int {
 	n := 0
 	for _, c := range f.commands {
-		if !slices.Contains(c, "check") {
+		if !slices.Contains(c, "check") && !slices.Contains(c, "factory") {
 			n++
 		}
 	}
@@ -187,6 +190,9 @@ func TestInstallThenUninstall(t *testing.T) {
 	}
 	if len(f.labels) != 0 || f.exists(f.o.dropIn()) || slices.Contains(f.serving, "podvm") || f.restarts() != 1 {
 		t.Errorf("after uninstall: labels %v, drop-in there %v, serving %v, commands %q", f.labels, f.exists(f.o.dropIn()), f.serving, f.commands)
+	}
+	if !slices.ContainsFunc(f.commands, func(c []string) bool { return len(c) >= 3 && slices.Equal(c[1:3], []string{"factory", "clean"}) }) {
+		t.Errorf("uninstall did not run podvm factory clean: %q", f.commands)
 	}
 	for _, p := range payloadFiles {
 		if f.exists(filepath.Join(f.o.Prefix, p.rel)) {

@@ -105,3 +105,24 @@ func (in *Installer) check(ctx context.Context) error {
 	}
 	return nil
 }
+
+// cleanFactory runs the installed `podvm factory clean` on the node,
+// chrooted: it stops the VM templates' holders and removes template_dir
+// (docs/factory.md). Nothing to do once the binary is gone (an uninstall
+// run again).
+func (in *Installer) cleanFactory(ctx context.Context) error {
+	o := in.o
+	bin := filepath.Join(o.Prefix, "bin", "podvm")
+	if _, err := os.Stat(o.host(bin)); err != nil {
+		return nil
+	}
+	argv := []string{bin, "factory", "clean", "--config", o.podvmConfig()}
+	out, err := in.run(ctx, o.HostRoot, argv, nil)
+	if len(out) > 0 {
+		fmt.Fprintln(in.log, indent(out))
+	}
+	if err != nil {
+		return fmt.Errorf("podvm factory clean failed on node %s (%w): the VM templates are left; the uninstall retries when its pod restarts", o.NodeName, err)
+	}
+	return nil
+}

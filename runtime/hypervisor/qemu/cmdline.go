@@ -20,6 +20,7 @@ const (
 	qemuLogName         = "qemu.log"
 	qemuPidName         = "qemu.pid"
 	virtiofsdPidName    = "virtiofsd.pid"
+	proxy9pLogName      = "virtfs-proxy-helper.log"
 )
 
 // QEMU object ids that the driver refers to again (QMP, tests).
@@ -49,6 +50,11 @@ type launch struct {
 	HybridVsock bool
 	SharedFS    string
 	SharedDir   string
+	// Proxy9p serves a 9p share through QEMU's proxy helper (a clone's,
+	// so that its QEMU can be jailed); Proxy9pFD is the child's fd number
+	// of QEMU's end of the helper's socket.
+	Proxy9p   bool
+	Proxy9pFD int
 	// Net are the guest NICs, in guest order.
 	Net []netLaunch
 	// SecretPath is the agent secret's file (vmsecret.Create), which QEMU
@@ -184,9 +190,17 @@ func agentArgs(l launch) []string {
 	}
 }
 
-// sharedFSArgs is the shared directory's device: virtio-9p, or a
-// vhost-user-fs device on virtiofsd's socket.
+// sharedFSArgs is the shared directory's device: virtio-9p served by QEMU
+// itself or through its proxy helper, or a vhost-user-fs device on
+// virtiofsd's socket.
 func sharedFSArgs(l launch) []string {
+	if l.SharedFS == contract.SharedFS9p && l.Proxy9p {
+		// No multidevs= here: the proxy fsdev does not take it.
+		return []string{
+			"-fsdev", "proxy,id=fs9p,sock_fd=" + strconv.Itoa(l.Proxy9pFD),
+			"-device", "virtio-9p-device,fsdev=fs9p,mount_tag=" + contract.SharedFSTag,
+		}
+	}
 	if l.SharedFS == contract.SharedFS9p {
 		return []string{
 			// multidevs=remap: the share holds bind mounts of several host

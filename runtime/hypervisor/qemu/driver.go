@@ -209,3 +209,11 @@ func (o Options) virtiofsdConfig(cfg hypervisor.Config, dir string) virtiofsd.Co
 		AllowSetID: cfg.AllowGuestSetID,
 	}
 }
+
+// proxy9pConfig is a clone's 9p proxy helper: virtiofsd's settings for the
+// share (cgroup, set-id filter), its own name and log.
+func (o Options) proxy9pConfig(cfg hypervisor.Config, dir string) virtiofsd.Config {
+	c := o.virtiofsdConfig(cfg, dir)
+	c.Name, c.Binary, c.LogPath = "9p proxy helper for sandbox "+cfg.ID, "", filepath.Join(dir, proxy9pLogName)
+	return c
+}

@@ -65,7 +65,7 @@ func (d *Driver) jailReason(l launch) string {
 		return "turned off in the configuration"
 	case os.Geteuid() != 0:
 		return "the runtime is not root, so QEMU already runs as its user"
-	case l.SharedFS == contract.SharedFS9p:
+	case l.SharedFS == contract.SharedFS9p && !l.Proxy9p:
 		// QEMU's 9p server reads the share itself, as its own uid.
 		return "9p makes QEMU serve the share, which needs the runtime's user"
 	}

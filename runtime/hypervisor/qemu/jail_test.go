@@ -51,6 +51,10 @@ func TestJailReason(t *testing.T) {
 	if os.Geteuid() == 0 && New(Options{}).jailReason(l) == "" {
 		t.Error("9p: want QEMU unjailed, it serves the share itself")
 	}
+	l.Proxy9p = true
+	if os.Geteuid() == 0 && New(Options{}).jailReason(l) != "" {
+		t.Error("9p through the proxy helper (a clone): want QEMU jailed")
+	}
 	if New(Options{Jail: JailOptions{Off: true}}).jailReason(baseLaunch()) == "" {
 		t.Error("jail off: want a reason")
 	}

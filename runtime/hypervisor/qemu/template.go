@@ -8,13 +8,15 @@ import (
 	"syscall"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/factory/hold"
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
 // VM templates (docs/factory.md): a booted VM whose agent is ready is
-// saved once, guest RAM in a file and device state in another; each clone
-// maps the RAM file private (untouched pages stay shared between clones,
-// copy-on-write) and restores the device state with its own sockets,
+// saved once, guest RAM in a file and device state in another; a holder
+// process (package hold) keeps the RAM in a sealed memfd, which each clone
+// maps private (untouched pages stay shared between clones, copy-on-write,
+// and no clone can change what later clones start from), and restores the device state with its own sockets,
 // share and secret. virtio-fs cannot be migrated by QEMU 7.2, not even
 // into a clone, so templates and clones share by virtio-9p; and the agent
 // channel is virtio-serial, whose state migrates. A template has one NIC
@@ -118,16 +120,17 @@ func loadTemplate(dir string) (*templateRole, error) {
 	return r, nil
 }
 
-// apply puts the role into the launch plan: RAM in the template's file,
-// and for a clone the template's guest, size and accelerator.
+// apply puts the role into the launch plan: for a template, RAM in the
+// template's file; for a clone, the template's guest, size and
+// accelerator (its RAM, the held memfd, is passed at start: passFiles).
 func (r *templateRole) apply(l *launch, info *hypervisor.Info) {
-	l.MemPath = r.path(templateRAMName)
 	if r.save {
+		l.MemPath = r.path(templateRAMName)
 		l.Net = []netLaunch{{Hub: true, MAC: templateNICMAC}}
 		info.NICMACs = []string{templateNICMAC}
 		return
 	}
-	l.MemPrivate = true
+	l.MemPrivate, l.Proxy9p = true, true
 	m := r.meta
 	if len(l.Net) == 0 {
 		l.Net = []netLaunch{{Hub: true, MAC: m.NICMAC}}
@@ -152,6 +155,27 @@ func (r *templateRole) stateFile() (*os.File, error) {
 	f, err := os.OpenFile(r.path(templateStateName), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("VM template: %w", err)
+	}
+	return f, nil
+}
+
+// holdSpec is the template's holder (package hold): it keeps the RAM
+// file's content in a sealed memfd until the template is removed or an
+// input it was made from (guest image, QEMU) changes.
+func (r *templateRole) holdSpec(qemuPath string) hold.Spec {
+	return hold.Spec{
+		Dir: r.dir, RAM: templateRAMName, Mark: templateMetaName,
+		Inputs: []string{r.meta.Kernel, r.meta.Initrd, qemuPath},
+		Cgroup: hold.Cgroup,
+	}
+}
+
+// heldRAM is the template's RAM as a clone's QEMU maps it: the holder's
+// sealed memfd, the holder started first if none runs.
+func (r *templateRole) heldRAM(qemuPath string) (*os.File, error) {
+	f, err := hold.Ensure(r.holdSpec(qemuPath), int64(r.meta.MemoryMiB)<<20)
+	if err != nil {
+		return nil, fmt.Errorf("VM template %s: %w", r.dir, err)
 	}
 	return f, nil
 }

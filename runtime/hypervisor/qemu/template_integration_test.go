@@ -25,6 +25,7 @@ import (
 	"github.com/podvm/podvm/agent/api"
 	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/runtime/agentclient"
+	"github.com/podvm/podvm/runtime/factory/hold"
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
@@ -56,7 +57,11 @@ func TestTemplateClonesIntegration(t *testing.T) {
 	tpl := filepath.Join(root, "tpl")
 	begin := time.Now()
 	must(t, d.SaveTemplate(context.Background(), cloneConfig(t, root, "tpl", kernel, initrd), tpl))
+	t.Cleanup(func() { hold.Stop(tpl) })
 	t.Logf("template saved in %v: %s", time.Since(begin).Round(time.Millisecond), templateFiles(t, tpl))
+	if hold.Running(tpl) == 0 {
+		t.Error("no holder runs for the template after SaveTemplate")
+	}
 	ramSum := fileSum(t, filepath.Join(tpl, templateRAMName))
 	tplSecret, err := os.ReadFile(filepath.Join(tpl, templateSecretName))
 	must(t, err)
@@ -78,7 +83,10 @@ func TestTemplateClonesIntegration(t *testing.T) {
 		t.Logf("%s: start to agent ready (restore + hand-over) %v; boot_id %s, first random bytes %s, template secret opens it: %v",
 			name, ready.Round(time.Millisecond), id.BootID, id.Random16, id.OpensWith)
 		probeShare(t, client, cfg, name)
-		t.Logf("%s: PSS of its template RAM mapping %s", name, ramPSS(t, vm, tpl))
+		t.Logf("%s: PSS of its template RAM mapping %s", name, ramPSS(t, vm))
+		if err := attackRAM(vm); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 	for _, name := range []string{"c1", "c2"} {
 		if ids[name].OpensWith && !skipAll {
@@ -263,20 +271,23 @@ func probeSpec(t *testing.T, rootfs string) []byte {
 	return b
 }
 
+// heldRAMName is how /proc names the holder's memfd (package hold).
+const heldRAMName = "/memfd:podvm-template"
+
 // ramPSS is the PSS and RSS of QEMU's mappings of the template's RAM
-// file, summed over its VMAs (QEMU maps guest RAM in more than one).
-func ramPSS(t *testing.T, vm *VM, tpl string) string {
+// (the holder's memfd), summed over its VMAs (QEMU maps guest RAM in more
+// than one).
+func ramPSS(t *testing.T, vm *VM) string {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", vm.Pids()[0]))
 	must(t, err)
 	defer f.Close()
-	path := filepath.Join(tpl, templateRAMName)
 	in := false
 	var pss, rss, vmas int
 	for sc := bufio.NewScanner(f); sc.Scan(); {
 		fields := strings.Fields(sc.Text())
 		if len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
-			in = fields[len(fields)-1] == path
+			in = len(fields) >= 6 && strings.HasPrefix(fields[5], heldRAMName)
 			if in {
 				vmas++
 			}
@@ -318,4 +329,48 @@ func fileSum(t *testing.T, path string) string {
 	_, err = io.Copy(h, f)
 	must(t, err)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// attackRAM is what a guest escaped into its QEMU would try on the fd of
+// the template's RAM that QEMU holds: open it again read-write, write(2)
+// a page (its own bytes: against a template RAM file this would succeed
+// and change nothing), map it shared and writable. nil: both refused.
+// (With the RAM file QEMU held before the holder, both succeed.)
+func attackRAM(vm *VM) error {
+	pid := vm.Pids()[0]
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return err
+	}
+	found := 0
+	for _, e := range fds {
+		p := fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())
+		target, err := os.Readlink(p)
+		if err != nil || !(strings.HasPrefix(target, heldRAMName) || strings.HasSuffix(target, "/"+templateRAMName)) {
+			continue
+		}
+		found++
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			continue // refused at open: fine too
+		}
+		page := make([]byte, 4096)
+		_, rerr := f.ReadAt(page, 1<<20)
+		_, werr := f.WriteAt(page, 1<<20)
+		m, merr := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+		if merr == nil {
+			syscall.Munmap(m)
+		}
+		f.Close()
+		if rerr == nil && werr == nil {
+			return fmt.Errorf("QEMU's fd %s (%s) of the template's RAM takes writes", e.Name(), target)
+		}
+		if merr == nil {
+			return fmt.Errorf("QEMU's fd %s (%s) of the template's RAM maps shared and writable", e.Name(), target)
+		}
+	}
+	if found == 0 {
+		return fmt.Errorf("QEMU (pid %d) holds no fd of the template's RAM", pid)
+	}
+	return nil
 }

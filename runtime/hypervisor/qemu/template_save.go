@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/factory/hold"
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
@@ -74,7 +75,13 @@ func (d *Driver) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir st
 	if err := v.Stop(ctx); err != nil {
 		return err
 	}
-	return r.finish(v.launchCopy())
+	l := v.launchCopy()
+	if err := r.finish(l); err != nil {
+		return err
+	}
+	// Clones map the RAM from its holder's sealed memfd, never the file.
+	r.meta = metaOf(l)
+	return hold.Start(r.holdSpec(v.qemuPath))
 }
 
 // launchCopy is the VM's launch plan as started.

@@ -12,8 +12,9 @@ import (
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
-// A template boots with RAM in its file, shared; a clone maps the same
-// file private and waits to be given its state (over QMP).
+// A template boots with RAM in its file, shared; a clone maps the held
+// copy (a memfd it inherits) private, reaches its share only through the
+// 9p proxy helper, and waits to be given its state (over QMP).
 func TestTemplateArgs(t *testing.T) {
 	l := launch{MemPath: "/tpl/ram"}
 	l.MemoryMiB = 256
@@ -28,11 +29,15 @@ func TestTemplateArgs(t *testing.T) {
 	if strings.Contains(save, "-incoming") || strings.Contains(save, "memory-backend-memfd") {
 		t.Errorf("template command line: %s", save)
 	}
-	l = launch{MemPath: "/tpl/ram", MemPrivate: true, IncomingFD: 8}
+	l = launch{MemPath: "/proc/self/fd/9", MemPrivate: true, IncomingFD: 8, Proxy9p: true, Proxy9pFD: 10,
+		SharedFS: contract.SharedFS9p, SharedDir: "/pod/share"}
 	l.MemoryMiB = 256
 	clone := qemuArgs(l)
-	if !slices.Contains(clone, "memory-backend-file,id=mem,size=256M,mem-path=/tpl/ram,share=off") {
-		t.Errorf("clone does not map the RAM file private: %q", clone)
+	if !slices.Contains(clone, "memory-backend-file,id=mem,size=256M,mem-path=/proc/self/fd/9,share=off") {
+		t.Errorf("clone does not map the held RAM private: %q", clone)
+	}
+	if !slices.Contains(clone, "proxy,id=fs9p,sock_fd=10") || strings.Contains(strings.Join(clone, " "), "/pod/share") {
+		t.Errorf("clone does not share through the 9p proxy helper: %q", clone)
 	}
 	if i := slices.Index(clone, "-incoming"); i < 0 || clone[i+1] != "defer" {
 		t.Errorf("clone does not wait for its state: %q", clone)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -148,7 +150,8 @@ func (v *VM) boot(ctx context.Context) error {
 	return nil
 }
 
-// startQEMU starts virtiofsd, if the VM shares by virtio-fs, and QEMU:
+// startQEMU starts virtiofsd, if the VM shares by virtio-fs, or the 9p
+// proxy helper, for a clone, and QEMU:
 // jailed if j is not nil, with its paths then rewritten to its fds.
 func (v *VM) startQEMU(l launch, info hypervisor.Info, j *jail, extra []*os.File) error {
 	if l.SharedFS == contract.SharedFSVirtiofs {
@@ -160,6 +163,15 @@ func (v *VM) startQEMU(l launch, info hypervisor.Info, j *jail, extra []*os.File
 				return err
 			}
 		}
+	}
+	if l.Proxy9p {
+		end, err := v.Machine.StartProxy9p(v.driver.opts.proxy9pConfig(v.cfg, v.cfg.StateDir))
+		if err != nil {
+			return err
+		}
+		defer end.Close() // QEMU has its own copy
+		l.Proxy9pFD = 3 + len(extra)
+		extra = append(slices.Clip(extra), end)
 	}
 	info.StartedAt = time.Now()
 	v.mu.Lock()
@@ -234,17 +246,40 @@ func (v *VM) passFiles(l *launch) (extra []*os.File, release func(), err error) 
 	releaseVsock := release
 	release = func() { releaseVsock(); console.Close() }
 	if v.tpl.restoring() {
-		state, err := v.tpl.stateFile()
+		files, err := v.cloneFiles(l, 3+len(extra))
 		if err != nil {
 			release()
 			return nil, nil, err
 		}
-		l.IncomingFD = 3 + len(extra)
-		extra = append(extra, state)
+		extra = append(extra, files...)
 		releaseConsole := release
-		release = func() { releaseConsole(); state.Close() }
+		release = func() { releaseConsole(); closeAll(files) }
 	}
 	return extra, release, nil
+}
+
+// cloneFiles are a clone's template files, QEMU's fds from first on: the
+// device state it restores and the held RAM it maps
+// (/proc/self/fd/N: the memfd has no other name).
+func (v *VM) cloneFiles(l *launch, first int) ([]*os.File, error) {
+	state, err := v.tpl.stateFile()
+	if err != nil {
+		return nil, err
+	}
+	ram, err := v.tpl.heldRAM(v.qemuPath)
+	if err != nil {
+		state.Close()
+		return nil, err
+	}
+	l.IncomingFD = first
+	l.MemPath = "/proc/self/fd/" + strconv.Itoa(first+1)
+	return []*os.File{state, ram}, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // plan decides accelerator, agent channel and kernel command line.

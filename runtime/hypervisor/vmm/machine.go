@@ -152,11 +152,29 @@ func (m *Machine) StartVirtiofsd(cfg virtiofsd.Config) error {
 	if err != nil {
 		return err
 	}
+	m.adoptShareDaemon(fsd)
+	return nil
+}
+
+// StartProxy9p starts QEMU's 9p proxy helper on cfg's share in place of
+// virtiofsd (watched, stopped and reported as virtiofsd is) and returns
+// the VMM's end of its socket.
+func (m *Machine) StartProxy9p(cfg virtiofsd.Config) (*os.File, error) {
+	fsd, vmmEnd, err := virtiofsd.StartProxy9p(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m.adoptShareDaemon(fsd)
+	return vmmEnd, nil
+}
+
+// adoptShareDaemon records the share's daemon, which StartVMM then
+// watches, and its pid.
+func (m *Machine) adoptShareDaemon(fsd *virtiofsd.Daemon) {
 	m.mu.Lock()
 	m.fsd = fsd
 	m.mu.Unlock()
 	writePid(m.Path(VirtiofsdPidName), fsd.Pid())
-	return nil
 }
 
 // StartVMM starts the VMM, records its pid and watches it and its helpers

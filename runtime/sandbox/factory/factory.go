@@ -6,7 +6,8 @@
 // <key>.lock, while shims that find the lock held boot their VM instead
 // of waiting. A directory without its completion mark (the driver's
 // metadata file) is an interrupted save: the next lock holder removes it.
-// Nothing runs between pods: templates are files.
+// Between pods one process per template runs, its holder (package hold,
+// started by the driver); Clean stops them and removes the templates.
 package factory
 
 import (
@@ -21,6 +22,7 @@ import (
 
 	"github.com/containerd/log"
 
+	"github.com/podvm/podvm/runtime/factory/hold"
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
@@ -99,18 +101,49 @@ func lock(path string) (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-// removeAll removes directories whose tree a template made read-only
-// (files 0400, directory 0500).
+// removeAll removes template directories (hold.RemoveTemplate).
 func removeAll(dirs ...string) error {
 	var errs []error
 	for _, d := range dirs {
-		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				os.Chmod(p, 0o700)
-			}
-			return nil
-		})
-		errs = append(errs, os.RemoveAll(d))
+		errs = append(errs, hold.RemoveTemplate(d))
 	}
 	return errors.Join(errs...)
+}
+
+// Clean stops the holder of every template under Dir (package hold) and
+// removes Dir: `podvm factory clean`. A template a pod is saving right now
+// (its lock held) fails it with ErrBusy, the rest is cleaned first. Pods
+// running keep their VMs: a clone's VMM holds its own copy of the memfd.
+// It returns the templates removed.
+func (t Templates) Clean() (removed []string, err error) {
+	entries, err := os.ReadDir(t.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("VM templates: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || filepath.Ext(e.Name()) != "" { // <key>.boot: a save's VM
+			continue
+		}
+		dir := filepath.Join(t.Dir, e.Name())
+		unlock, err := lock(dir + ".lock")
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", dir, err))
+			continue
+		}
+		err = errors.Join(hold.Stop(dir), removeAll(dir))
+		unlock()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, dir)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return removed, err
+	}
+	return removed, os.RemoveAll(t.Dir)
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/podvm/podvm/runtime/factory/hold"
 	"github.com/podvm/podvm/runtime/hypervisor"
 )
 
@@ -83,5 +84,48 @@ func TestForRemovesAnInterruptedSave(t *testing.T) {
 	dir, err := tpl.For(context.Background(), s, hypervisor.Config{})
 	if err != nil || !complete(dir) || len(s.saves) != 2 {
 		t.Errorf("after an interrupted save: %q, %v, %d saves", dir, err, len(s.saves))
+	}
+}
+
+// Clean stops a template's holder and removes every template, but not
+// one a pod is saving.
+func TestClean(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "templates")
+	tpl := Templates{Dir: root}
+	dir, err := tpl.For(context.Background(), &fakeSaver{}, hypervisor.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ram"), make([]byte, 8192), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := hold.Start(hold.Spec{Dir: dir, RAM: "ram", Mark: CompleteMark}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hold.Stop(dir) })
+	busy := filepath.Join(root, "other")
+	if err := os.Mkdir(busy, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lock(busy + ".lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tpl.Clean(); !errors.Is(err, ErrBusy) {
+		t.Errorf("Clean while a template is saved: %v, want ErrBusy", err)
+	}
+	if hold.Running(dir) != 0 {
+		t.Error("the holder still runs after Clean")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("template %s left: %v", dir, err)
+	}
+	unlock()
+	removed, err := tpl.Clean()
+	if err != nil || len(removed) != 1 || removed[0] != busy {
+		t.Errorf("Clean: %v, %v; want %s removed", removed, err, busy)
+	}
+	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("template_dir left: %v", err)
 	}
 }
