@@ -84,19 +84,21 @@ func install(prefix, imageDir, etcDir string, h helpers, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("generated configuration is invalid: %w", err)
 	}
-	clhText := strings.Replace(string(cfgText), "\ndriver = \"qemu\"\n", "\ndriver = \"cloud-hypervisor\"\n", 1)
 	cfgPath := filepath.Join(shareDir, "config.toml")
-	clhPath := filepath.Join(shareDir, "config-clh.toml")
-	if _, err := config.Parse([]byte(clhText), clhPath); err != nil {
-		return fmt.Errorf("generated configuration is invalid: %w", err)
+	files := map[string][]byte{cfgPath: cfgText, filepath.Join(prefix, config.InstalledEtcDirRel): []byte(etcDir + "\n")}
+	for _, v := range configVariants {
+		text, err := v.of(cfgText, filepath.Join(shareDir, v.file))
+		if err != nil {
+			return err
+		}
+		files[filepath.Join(shareDir, v.file)] = text
 	}
-	etcFile := filepath.Join(prefix, config.InstalledEtcDirRel)
-	for path, text := range map[string][]byte{cfgPath: cfgText, clhPath: []byte(clhText), etcFile: []byte(etcDir + "\n")} {
+	for path, text := range files {
 		if err := writeAtomic(path, text, 0o644); err != nil {
 			return err
 		}
 	}
-	printHandlers(out, prefix, filepath.Join(binDir, "containerd-shim-podvm-v2"), cfgPath, clhPath)
+	printHandlers(out, prefix, filepath.Join(binDir, "containerd-shim-podvm-v2"), shareDir)
 	printOperatorConfig(out, etcDir, cfgPath)
 	return nil
 }
@@ -148,11 +150,44 @@ func (h helpers) install(prefix string, out io.Writer) error {
 	return nil
 }
 
+// configVariant is the shipped configuration of a second runtime handler:
+// config.toml with some settings changed (comments kept).
+type configVariant struct {
+	file string
+	// set are the lines replaced: "key = old" -> "key = new".
+	set [][2]string
+}
+
+// configVariants are the files of the handlers podvm-clh
+// (cloud-hypervisor, hardware KVM only) and podvm-template (pod VMs cloned
+// from a template, docs/factory.md).
+var configVariants = []configVariant{
+	{"config-clh.toml", [][2]string{{`driver = "qemu"`, `driver = "cloud-hypervisor"`}}},
+	{"config-template.toml", [][2]string{{`shared_fs = "virtiofs"`, `shared_fs = "9p"`}, {`mode = "none"`, `mode = "template"`}}},
+}
+
+// of is the variant of base, checked by the parser as path.
+func (v configVariant) of(base []byte, path string) ([]byte, error) {
+	text := string(base)
+	for _, kv := range v.set {
+		if !strings.Contains(text, "\n"+kv[0]+"\n") {
+			return nil, fmt.Errorf("generated configuration %s: the shipped one has no line %q to change", path, kv[0])
+		}
+		text = strings.Replace(text, "\n"+kv[0]+"\n", "\n"+kv[1]+"\n", 1)
+	}
+	if _, err := config.Parse([]byte(text), path); err != nil {
+		return nil, fmt.Errorf("generated configuration is invalid: %w", err)
+	}
+	return []byte(text), nil
+}
+
 // printHandlers tells the operator how to add the podvm runtime handlers
 // to containerd's configuration.
-func printHandlers(out io.Writer, prefix, shim, cfgPath, clhPath string) {
-	qemu := config.Handler{Name: "podvm", Shim: shim, ConfigPath: cfgPath}
-	clh := config.Handler{Name: "podvm-clh", Shim: shim, ConfigPath: clhPath}
+func printHandlers(out io.Writer, prefix, shim, shareDir string) {
+	cfgPath := filepath.Join(shareDir, "config.toml")
+	handler := func(name, file string) string {
+		return indent(config.Handler{Name: name, Shim: shim, ConfigPath: filepath.Join(shareDir, file)}.TOML(), "  ")
+	}
 	fmt.Fprintf(out, `podvm installed under %[1]s
 
 Add the podvm runtime handlers to containerd's configuration (containerd 2.x,
@@ -163,8 +198,12 @@ config version 3 or 4), then restart containerd:
   # Cloud Hypervisor (needs hardware KVM and cloud-hypervisor on PATH;
   # 'podvm check --config %[4]s' tells whether this host can run it).
 %[3]s
+  # QEMU, each pod VM a clone of a saved template (faster start, less
+  # memory; pages shared between pods: docs/factory.md).
+%[7]s
 With ctr: ctr run --runtime %[5]s --runtime-config-path %[6]s IMAGE ID CMD...
-`, prefix, indent(qemu.TOML(), "  "), indent(clh.TOML(), "  "), clhPath, shim, cfgPath)
+`, prefix, handler("podvm", "config.toml"), handler("podvm-clh", "config-clh.toml"), filepath.Join(shareDir, "config-clh.toml"),
+		shim, cfgPath, handler("podvm-template", "config-template.toml"))
 }
 
 // indent puts prefix before each line of text.

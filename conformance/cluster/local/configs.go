@@ -14,9 +14,10 @@ import (
 )
 
 // containerdConfig is a private containerd (version 4 config) serving CRI
-// on our socket with four handlers: runc (the default, and the
+// on our socket with five handlers: runc (the default, and the
 // reference), test-handler (runc again, the handler upstream
-// [Feature:RuntimeHandler] e2e specs expect to exist), podvm, and
+// [Feature:RuntimeHandler] e2e specs expect to exist), podvm,
+// podvm-template (factory.mode = "template", docs/factory.md) and
 // runc-fakevm (the fake-VM baseline).
 func containerdConfig(l layout, o Options) string {
 	handlers := []hostbed.Handler{
@@ -24,7 +25,8 @@ func containerdConfig(l layout, o Options) string {
 		hostbed.RuncHandler("test-handler", o.Runc, ""),
 	}
 	if !o.WithoutPodvmHandler {
-		handlers = append(handlers, hostbed.PodvmHandler("podvm", o.shim(), o.podvmConfig()), fakevm.Handler(o.FakeVMRunc))
+		handlers = append(handlers, hostbed.PodvmHandler("podvm", o.shim(), o.podvmConfig()),
+			hostbed.PodvmHandler(TemplateClass, o.shim(), o.podvmTemplateConfig()), fakevm.Handler(o.FakeVMRunc))
 	}
 	return hostbed.ContainerdConfig{
 		Header: "Written by podvm cluster up; removed by podvm cluster down.",
@@ -121,8 +123,8 @@ current-context: %[3]s@podvm-local
 `, l.apiServerURL(s), l.pki("ca.crt"), user, l.pki(certName+".crt"), l.pki(certName+".key"))
 }
 
-// runtimeClasses are the classes the specs run against: runc, podvm and
-// the fake VM. podvm's overhead.podFixed is what the pod costs the node
+// runtimeClasses are the classes the specs run against: runc, podvm (and
+// podvm-template, its pod VMs cloned from a template) and the fake VM. podvm's overhead.podFixed is what the pod costs the node
 // beyond its containers' requests: see docs/conformance.md for the
 // derivation.
 func runtimeClasses(o Options) []cluster.RuntimeClass {
@@ -132,6 +134,7 @@ func runtimeClasses(o Options) []cluster.RuntimeClass {
 	}
 	return append(classes,
 		cluster.RuntimeClass{Name: "podvm", Handler: "podvm", OverheadMemory: o.OverheadMemory, OverheadCPU: o.OverheadCPU},
+		cluster.RuntimeClass{Name: TemplateClass, Handler: TemplateClass, OverheadMemory: o.OverheadMemory, OverheadCPU: o.OverheadCPU},
 		fakevm.RuntimeClass())
 }
 

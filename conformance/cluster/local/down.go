@@ -16,6 +16,7 @@ import (
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/sandbox"
 	"github.com/podvm/podvm/runtime/sandbox/crash"
+	"github.com/podvm/podvm/runtime/sandbox/factory"
 )
 
 // Down implements cluster.Provider: it stops every component (the
@@ -74,7 +75,27 @@ func (p *Provider) stopAll(ctx context.Context, step stepf) []error {
 		step("removing what the killed shims left (VMs, mounts, taps, cgroups)")
 		fail(p.sweepSandboxes(ctx, killed))
 	}
+	fail(p.cleanTemplates(step))
 	return errs
+}
+
+// cleanTemplates stops the VM templates' holders and removes the templates
+// the podvm-template class's pods made (podvm factory clean): a holder
+// outlives the pods by design, and a cluster that is down keeps nothing
+// running.
+func (p *Provider) cleanTemplates(step stepf) error {
+	eff, err := config.Resolve(p.opts.podvmTemplateConfig(), p.opts.shim())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("podvm config of class %s, to find its VM templates: %w", TemplateClass, err)
+	}
+	removed, err := factory.Templates{Dir: eff.Config.Factory.TemplateDir}.Clean()
+	if len(removed) > 0 {
+		step("stopped the holders of and removed VM templates %s", strings.Join(removed, ", "))
+	}
+	return err
 }
 
 // undoHostChanges unmounts what is left under the state directory and

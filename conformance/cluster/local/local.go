@@ -130,6 +130,14 @@ func (o Options) shim() string {
 func (o Options) podvmConfig() string {
 	return filepath.Join(o.PodvmPrefix, "share", "podvm", "config.toml")
 }
+
+// TemplateClass is the runtime class (and handler) whose pod VMs are
+// clones of a VM template: podvm's config-template.toml.
+const TemplateClass = "podvm-template"
+
+func (o Options) podvmTemplateConfig() string {
+	return filepath.Join(o.PodvmPrefix, "share", "podvm", "config-template.toml")
+}
 func (o Options) kube(name string) string {
 	return filepath.Join(o.KubeBinDir, name)
 }
@@ -181,6 +189,7 @@ func (p *Provider) preflight() error {
 	if !o.WithoutPodvmHandler {
 		needs = append(needs, need{o.shim(), "podvm install --prefix " + o.PodvmPrefix + " (make install-dev for _output)"},
 			need{o.podvmConfig(), "podvm install --prefix " + o.PodvmPrefix},
+			need{o.podvmTemplateConfig(), "podvm install --prefix " + o.PodvmPrefix},
 			need{o.FakeVMRunc, "make conformance builds it (go build -o _output/bin/" + fakevm.WrapperName + " ./conformance/fakevm/cmd/" + fakevm.WrapperName + ")"})
 	}
 	var missing []string

@@ -51,7 +51,7 @@ func TestRenderedConfigsParse(t *testing.T) {
 		t.Fatalf("containerd config: %v", err)
 	}
 	runtimes := ctrd["plugins"].(map[string]any)["io.containerd.cri.v1.runtime"].(map[string]any)["containerd"].(map[string]any)["runtimes"].(map[string]any)
-	for _, h := range []string{"runc", "podvm", "test-handler"} {
+	for _, h := range []string{"runc", "podvm", TemplateClass, "test-handler"} {
 		if _, ok := runtimes[h]; !ok {
 			t.Errorf("containerd config lacks handler %s", h)
 		}
@@ -83,8 +83,8 @@ func TestRenderedConfigsParse(t *testing.T) {
 	}
 
 	docs := strings.Split(runtimeClassesManifest(o), "\n---\n")
-	if len(docs) != 3 {
-		t.Fatalf("want 3 RuntimeClasses (runc, podvm, runc-fakevm), got %d", len(docs))
+	if len(docs) != 4 {
+		t.Fatalf("want 4 RuntimeClasses (runc, podvm, podvm-template, runc-fakevm), got %d", len(docs))
 	}
 	var rc struct {
 		Handler  string `yaml:"handler"`
@@ -95,8 +95,12 @@ func TestRenderedConfigsParse(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(docs[1]), &rc); err != nil || rc.Handler != "podvm" || rc.Overhead.PodFixed["memory"] != o.OverheadMemory {
 		t.Errorf("podvm RuntimeClass: %+v, %v", rc, err)
 	}
-	if !strings.Contains(docs[2], "name: runc-fakevm\nhandler: runc-fakevm\n") || strings.Contains(docs[2], "overhead") {
-		t.Errorf("fake VM RuntimeClass:\n%s", docs[2])
+	rc.Handler, rc.Overhead.PodFixed = "", nil
+	if err := yaml.Unmarshal([]byte(docs[2]), &rc); err != nil || rc.Handler != TemplateClass || rc.Overhead.PodFixed["memory"] != o.OverheadMemory {
+		t.Errorf("podvm-template RuntimeClass: %+v, %v", rc, err)
+	}
+	if !strings.Contains(docs[3], "name: runc-fakevm\nhandler: runc-fakevm\n") || strings.Contains(docs[3], "overhead") {
+		t.Errorf("fake VM RuntimeClass:\n%s", docs[3])
 	}
 }
 
