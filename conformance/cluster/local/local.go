@@ -79,7 +79,7 @@ type Options struct {
 	EtcdPort      int
 	KubeletPort   int
 	PodPidsLimit  int
-	// WithoutPodvmHandler leaves the podvm and runc-fakevm handlers out of
+	// WithoutPodvmHandler leaves the podvm, podvm-template and runc-fakevm handlers out of
 	// containerd and their RuntimeClasses out of the cluster: a node as
 	// podvm deploy finds it (PodvmPrefix and FakeVMRunc are then not
 	// needed).

@@ -269,7 +269,7 @@ func (p *Provider) applyRuntimeClasses(ctx context.Context, _ *state, step stepf
 	if o.WithoutPodvmHandler {
 		step("RuntimeClass runc")
 	} else {
-		step("RuntimeClasses runc, podvm (overhead %s memory, %s cpu) and runc-fakevm", o.OverheadMemory, o.OverheadCPU)
+		step("RuntimeClasses runc, podvm and %s (overhead %s memory, %s cpu each) and runc-fakevm", TemplateClass, o.OverheadMemory, o.OverheadCPU)
 	}
 	if err := os.WriteFile(l.runtimeClasses(), []byte(runtimeClassesManifest(o)), 0o644); err != nil {
 		return err
