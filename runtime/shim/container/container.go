@@ -198,6 +198,22 @@ func (c *Container) Delete(ctx context.Context) {
 		}
 		cancel()
 	}
+	c.unmount(ctx)
+}
+
+// Detach takes the container out of the host side only: the stdio relays
+// stop and its rootfs and shares leave the VM's share. The guest's copy
+// (its runc state, bundle and cgroup) is left to the VM's end: for the last
+// container of a VM about to be destroyed, the guest's runc delete is work
+// nobody waits on.
+func (c *Container) Detach(ctx context.Context) {
+	for _, p := range c.Processes() {
+		p.CloseRelay()
+	}
+	c.unmount(ctx)
+}
+
+func (c *Container) unmount(ctx context.Context) {
 	if err := c.pod.UnmountRootfs(c.ID); err != nil {
 		log.G(ctx).WithError(err).WithField("container", c.ID).Warn("unmount container rootfs")
 	}
