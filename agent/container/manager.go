@@ -133,7 +133,7 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (*Container, erro
 }
 
 func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_ *Container, retErr error) {
-	marks := []Mark{markNow(contract.MarkCreateBegin)}
+	marks := []Mark{MarkNow(contract.MarkCreateBegin)}
 	// The runtime must not be killed half-way because the caller hung up.
 	ctx = context.WithoutCancel(ctx)
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
@@ -143,7 +143,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	if err != nil {
 		return nil, err
 	}
-	marks = append(marks, markNow(contract.MarkBundleWritten))
+	marks = append(marks, MarkNow(contract.MarkBundleWritten))
 	c := newContainer(m, r.ID, bundle, rt)
 	defer func() {
 		if retErr != nil {
@@ -158,7 +158,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	if err != nil {
 		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
 	}
-	marks = append(marks, markNow(contract.MarkRuntimeCreated))
+	marks = append(marks, MarkNow(contract.MarkRuntimeCreated))
 	c.init = newProcess(c, "", pid, s)
 	c.cgroup = locateCgroup(r.ID, pid, spec.Linux.CgroupsPath)
 	if c.cgroup.Known() {
@@ -168,7 +168,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 		}
 		c.init.oomBase = base
 	}
-	c.marks = append(marks, markNow(contract.MarkCreateEnd))
+	c.marks = append(marks, MarkNow(contract.MarkCreateEnd))
 	return c, nil
 }
 

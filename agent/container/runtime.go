@@ -111,7 +111,8 @@ type Mark struct {
 	At   int64
 }
 
-func markNow(name string) Mark {
+// MarkNow is a mark of step name at this instant.
+func MarkNow(name string) Mark {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
 	return Mark{Name: name, At: ts.Nano()}

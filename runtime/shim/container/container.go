@@ -238,6 +238,7 @@ func (c *Container) AddExec(execID string, streams stdio.Streams, processSpec []
 // stdio; if the relay cannot start, the process is killed.
 func (c *Container) StartExec(ctx context.Context, p *Process) error {
 	s := p.streams
+	p.started.Begin = time.Now()
 	_, err := c.agent.ExecProcess(ctx, &api.ExecProcessRequest{
 		ContainerId: p.containerID, ExecId: p.execID, Process: p.execSpec,
 		Stdin: s.Stdin != "", Stdout: s.Stdout != "", Stderr: s.Stderr != "", Terminal: s.Terminal,
@@ -245,12 +246,14 @@ func (c *Container) StartExec(ctx context.Context, p *Process) error {
 	if err != nil {
 		return fmt.Errorf("exec %s in container %s: %w", p.execID, p.containerID, err)
 	}
+	p.started.ExecAnswered = time.Now()
 	relay, err := stdio.Start(ctx, c.agent, p.containerID, p.execID, s)
 	if err != nil {
 		c.agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: p.containerID, ExecId: p.execID, Signal: 9})
 		return err
 	}
 	p.setRelay(relay)
+	p.started.RelayStarted = time.Now()
 	return nil
 }
 
