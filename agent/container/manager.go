@@ -42,8 +42,10 @@ type Config struct {
 	// container without a network namespace of its own.
 	OwnsNetwork bool
 	// SealRuntime is set when the agent is the VM's PID 1: then it may
-	// mount crun read-only onto itself when crun is chosen (sealCrun).
+	// mount a read-only copy of crun over crun when crun is chosen
+	// (sealCrun), kept on a ramfs at SealDir.
 	SealRuntime bool
+	SealDir     string
 }
 
 // GuestConfig is the layout inside the pod VM.
@@ -52,6 +54,7 @@ var GuestConfig = Config{
 	Crun:      "/usr/bin/crun",
 	StateDir:  "/run/podvm/runc",
 	BundleDir: "/run/podvm/containers",
+	SealDir:   "/run/podvm/sealed",
 }
 
 // CreateRequest is what CreateContainer asks for.
