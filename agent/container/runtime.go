@@ -92,7 +92,10 @@ const clonedBinaryEnv = "_LIBCONTAINER_CLONED_BINARY"
 // inherits: runc 1.2 and later seal their own binary and ignore it, and
 // containers get only their spec's environment.
 func sealCrun(binary, copyDir string) error {
-	if err := os.MkdirAll(copyDir, 0o700); err != nil {
+	// 0755 like the rest of /run/podvm, whose parents this may create: a
+	// container's root in a user namespace must still traverse them to
+	// reach its rootfs under the share. The ramfs itself is 0700.
+	if err := os.MkdirAll(copyDir, 0o755); err != nil {
 		return fmt.Errorf("seal %s: %w", binary, err)
 	}
 	if err := unix.Mount("ramfs", copyDir, "ramfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {

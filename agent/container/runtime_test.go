@@ -107,11 +107,18 @@ func TestSealCrun(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		if err := sealCrun(binary, filepath.Join(dir, "sealed")); err != nil {
+		if err := sealCrun(binary, filepath.Join(dir, "run", "sealed")); err != nil {
 			t.Errorf("sealCrun: %v", err)
 			return
 		}
 		checkSealed(t, binary)
+		// The parents it made stay traversable (the share is mounted
+		// below them later, and user-namespace containers reach it).
+		if st, err := os.Stat(filepath.Join(dir, "run")); err != nil {
+			t.Error(err)
+		} else if st.Mode().Perm() != 0o755 {
+			t.Errorf("the parent sealCrun made has mode %v, want 0755", st.Mode().Perm())
+		}
 	}()
 	<-done
 	if os.Getenv(clonedBinaryEnv) != "1" {
