@@ -762,7 +762,11 @@ type WaitProcessResponse struct {
 	// (the cgroup's oom_kill count rose). The shim publishes TaskOOM before
 	// TaskExit from this, since containerd's CRI only reports OOMKilled when
 	// the OOM event comes first.
-	OomKilled     bool `protobuf:"varint,3,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	OomKilled bool `protobuf:"varint,3,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	// The steps of the process's life in the guest, in the order they
+	// happened: for an exec, the ExecProcess call's arrival, the runtime's
+	// exec returning, the reap, and this answer leaving (docs/agent.md).
+	Marks         []*GuestMark `protobuf:"bytes,4,rep,name=marks,proto3" json:"marks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -816,6 +820,13 @@ func (x *WaitProcessResponse) GetOomKilled() bool {
 		return x.OomKilled
 	}
 	return false
+}
+
+func (x *WaitProcessResponse) GetMarks() []*GuestMark {
+	if x != nil {
+		return x.Marks
+	}
+	return nil
 }
 
 type SignalProcessRequest struct {
@@ -2325,14 +2336,15 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"P\n" +
 	"\x12WaitProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"w\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\xa8\x01\n" +
 	"\x13WaitProcessResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\rR\n" +
 	"exitStatus\x12 \n" +
 	"\fexited_at_ns\x18\x02 \x01(\x03R\n" +
 	"exitedAtNs\x12\x1d\n" +
 	"\n" +
-	"oom_killed\x18\x03 \x01(\bR\toomKilled\"|\n" +
+	"oom_killed\x18\x03 \x01(\bR\toomKilled\x12/\n" +
+	"\x05marks\x18\x04 \x03(\v2\x19.podvm.agent.v1.GuestMarkR\x05marks\"|\n" +
 	"\x14SignalProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
@@ -2511,64 +2523,65 @@ var file_agent_proto_goTypes = []any{
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: podvm.agent.v1.CreateSandboxRequest.shared_fs:type_name -> podvm.agent.v1.SharedFilesystem
 	9,  // 1: podvm.agent.v1.StartContainerResponse.marks:type_name -> podvm.agent.v1.GuestMark
-	29, // 2: podvm.agent.v1.Interface.addresses:type_name -> podvm.agent.v1.IPAddress
-	30, // 3: podvm.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> podvm.agent.v1.Interface
-	31, // 4: podvm.agent.v1.ConfigureNetworkRequest.routes:type_name -> podvm.agent.v1.Route
-	0,  // 5: podvm.agent.v1.AgentService.GuestDetails:input_type -> podvm.agent.v1.GuestDetailsRequest
-	39, // 6: podvm.agent.v1.AgentService.Handover:input_type -> podvm.agent.v1.HandoverRequest
-	3,  // 7: podvm.agent.v1.AgentService.CreateSandbox:input_type -> podvm.agent.v1.CreateSandboxRequest
-	4,  // 8: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
-	5,  // 9: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
-	7,  // 10: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
-	10, // 11: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
-	11, // 12: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
-	13, // 13: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
-	14, // 14: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
-	16, // 15: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
-	17, // 16: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
-	17, // 17: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
-	19, // 18: podvm.agent.v1.AgentService.ExecProcess:input_type -> podvm.agent.v1.ExecProcessRequest
-	20, // 19: podvm.agent.v1.AgentService.RemoveProcess:input_type -> podvm.agent.v1.RemoveProcessRequest
-	21, // 20: podvm.agent.v1.AgentService.ResizeTTY:input_type -> podvm.agent.v1.ResizeTTYRequest
-	22, // 21: podvm.agent.v1.AgentService.ListProcesses:input_type -> podvm.agent.v1.ListProcessesRequest
-	24, // 22: podvm.agent.v1.AgentService.StatsContainer:input_type -> podvm.agent.v1.StatsContainerRequest
-	26, // 23: podvm.agent.v1.AgentService.UpdateContainer:input_type -> podvm.agent.v1.UpdateContainerRequest
-	27, // 24: podvm.agent.v1.AgentService.GetOOMEvent:input_type -> podvm.agent.v1.GetOOMEventRequest
-	32, // 25: podvm.agent.v1.AgentService.ConfigureNetwork:input_type -> podvm.agent.v1.ConfigureNetworkRequest
-	33, // 26: podvm.agent.v1.AgentService.OpenPort:input_type -> podvm.agent.v1.OpenPortRequest
-	35, // 27: podvm.agent.v1.AgentService.WritePort:input_type -> podvm.agent.v1.WritePortRequest
-	36, // 28: podvm.agent.v1.AgentService.ReadPort:input_type -> podvm.agent.v1.ReadPortRequest
-	37, // 29: podvm.agent.v1.AgentService.ClosePort:input_type -> podvm.agent.v1.ClosePortRequest
-	1,  // 30: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
-	38, // 31: podvm.agent.v1.AgentService.Handover:output_type -> podvm.agent.v1.Empty
-	38, // 32: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
-	38, // 33: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
-	6,  // 34: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
-	8,  // 35: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.StartContainerResponse
-	38, // 36: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
-	12, // 37: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
-	38, // 38: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
-	15, // 39: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
-	38, // 40: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
-	18, // 41: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
-	18, // 42: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
-	38, // 43: podvm.agent.v1.AgentService.ExecProcess:output_type -> podvm.agent.v1.Empty
-	38, // 44: podvm.agent.v1.AgentService.RemoveProcess:output_type -> podvm.agent.v1.Empty
-	38, // 45: podvm.agent.v1.AgentService.ResizeTTY:output_type -> podvm.agent.v1.Empty
-	23, // 46: podvm.agent.v1.AgentService.ListProcesses:output_type -> podvm.agent.v1.ListProcessesResponse
-	25, // 47: podvm.agent.v1.AgentService.StatsContainer:output_type -> podvm.agent.v1.StatsContainerResponse
-	38, // 48: podvm.agent.v1.AgentService.UpdateContainer:output_type -> podvm.agent.v1.Empty
-	28, // 49: podvm.agent.v1.AgentService.GetOOMEvent:output_type -> podvm.agent.v1.OOMEvent
-	38, // 50: podvm.agent.v1.AgentService.ConfigureNetwork:output_type -> podvm.agent.v1.Empty
-	34, // 51: podvm.agent.v1.AgentService.OpenPort:output_type -> podvm.agent.v1.OpenPortResponse
-	38, // 52: podvm.agent.v1.AgentService.WritePort:output_type -> podvm.agent.v1.Empty
-	18, // 53: podvm.agent.v1.AgentService.ReadPort:output_type -> podvm.agent.v1.ReadStreamResponse
-	38, // 54: podvm.agent.v1.AgentService.ClosePort:output_type -> podvm.agent.v1.Empty
-	30, // [30:55] is the sub-list for method output_type
-	5,  // [5:30] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	9,  // 2: podvm.agent.v1.WaitProcessResponse.marks:type_name -> podvm.agent.v1.GuestMark
+	29, // 3: podvm.agent.v1.Interface.addresses:type_name -> podvm.agent.v1.IPAddress
+	30, // 4: podvm.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> podvm.agent.v1.Interface
+	31, // 5: podvm.agent.v1.ConfigureNetworkRequest.routes:type_name -> podvm.agent.v1.Route
+	0,  // 6: podvm.agent.v1.AgentService.GuestDetails:input_type -> podvm.agent.v1.GuestDetailsRequest
+	39, // 7: podvm.agent.v1.AgentService.Handover:input_type -> podvm.agent.v1.HandoverRequest
+	3,  // 8: podvm.agent.v1.AgentService.CreateSandbox:input_type -> podvm.agent.v1.CreateSandboxRequest
+	4,  // 9: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
+	5,  // 10: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
+	7,  // 11: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
+	10, // 12: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
+	11, // 13: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
+	13, // 14: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
+	14, // 15: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
+	16, // 16: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
+	17, // 17: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
+	17, // 18: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
+	19, // 19: podvm.agent.v1.AgentService.ExecProcess:input_type -> podvm.agent.v1.ExecProcessRequest
+	20, // 20: podvm.agent.v1.AgentService.RemoveProcess:input_type -> podvm.agent.v1.RemoveProcessRequest
+	21, // 21: podvm.agent.v1.AgentService.ResizeTTY:input_type -> podvm.agent.v1.ResizeTTYRequest
+	22, // 22: podvm.agent.v1.AgentService.ListProcesses:input_type -> podvm.agent.v1.ListProcessesRequest
+	24, // 23: podvm.agent.v1.AgentService.StatsContainer:input_type -> podvm.agent.v1.StatsContainerRequest
+	26, // 24: podvm.agent.v1.AgentService.UpdateContainer:input_type -> podvm.agent.v1.UpdateContainerRequest
+	27, // 25: podvm.agent.v1.AgentService.GetOOMEvent:input_type -> podvm.agent.v1.GetOOMEventRequest
+	32, // 26: podvm.agent.v1.AgentService.ConfigureNetwork:input_type -> podvm.agent.v1.ConfigureNetworkRequest
+	33, // 27: podvm.agent.v1.AgentService.OpenPort:input_type -> podvm.agent.v1.OpenPortRequest
+	35, // 28: podvm.agent.v1.AgentService.WritePort:input_type -> podvm.agent.v1.WritePortRequest
+	36, // 29: podvm.agent.v1.AgentService.ReadPort:input_type -> podvm.agent.v1.ReadPortRequest
+	37, // 30: podvm.agent.v1.AgentService.ClosePort:input_type -> podvm.agent.v1.ClosePortRequest
+	1,  // 31: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
+	38, // 32: podvm.agent.v1.AgentService.Handover:output_type -> podvm.agent.v1.Empty
+	38, // 33: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
+	38, // 34: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
+	6,  // 35: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
+	8,  // 36: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.StartContainerResponse
+	38, // 37: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
+	12, // 38: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
+	38, // 39: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
+	15, // 40: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
+	38, // 41: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
+	18, // 42: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
+	18, // 43: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
+	38, // 44: podvm.agent.v1.AgentService.ExecProcess:output_type -> podvm.agent.v1.Empty
+	38, // 45: podvm.agent.v1.AgentService.RemoveProcess:output_type -> podvm.agent.v1.Empty
+	38, // 46: podvm.agent.v1.AgentService.ResizeTTY:output_type -> podvm.agent.v1.Empty
+	23, // 47: podvm.agent.v1.AgentService.ListProcesses:output_type -> podvm.agent.v1.ListProcessesResponse
+	25, // 48: podvm.agent.v1.AgentService.StatsContainer:output_type -> podvm.agent.v1.StatsContainerResponse
+	38, // 49: podvm.agent.v1.AgentService.UpdateContainer:output_type -> podvm.agent.v1.Empty
+	28, // 50: podvm.agent.v1.AgentService.GetOOMEvent:output_type -> podvm.agent.v1.OOMEvent
+	38, // 51: podvm.agent.v1.AgentService.ConfigureNetwork:output_type -> podvm.agent.v1.Empty
+	34, // 52: podvm.agent.v1.AgentService.OpenPort:output_type -> podvm.agent.v1.OpenPortResponse
+	38, // 53: podvm.agent.v1.AgentService.WritePort:output_type -> podvm.agent.v1.Empty
+	18, // 54: podvm.agent.v1.AgentService.ReadPort:output_type -> podvm.agent.v1.ReadStreamResponse
+	38, // 55: podvm.agent.v1.AgentService.ClosePort:output_type -> podvm.agent.v1.Empty
+	31, // [31:56] is the sub-list for method output_type
+	6,  // [6:31] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }

@@ -41,22 +41,25 @@ type Container struct {
 	cpu         cpuFloor      // the CPU the runtime's setup gets (cpufloor.go)
 	marks       []Mark        // create's and start's steps; guarded by mu after create
 
-	// mu serialises the lifecycle calls (start, exec, signal, update,
-	// remove), so that none acts on a container another is removing.
-	mu      sync.Mutex
+	// mu serialises the lifecycle calls, so that none acts on a container
+	// another is removing: start, update and remove hold it alone, exec
+	// and signal share it (they may run side by side).
+	mu      sync.RWMutex
 	started bool
 	removed bool
 
-	// execMu guards execs. It is separate from mu because exits, which
-	// must never wait behind a runc call, look processes up.
-	execMu sync.Mutex
-	execs  map[string]*Process
+	// execMu guards execs and starting. It is separate from mu because
+	// exits, which must never wait behind a runc call, look processes up.
+	execMu   sync.Mutex
+	execs    map[string]*Process
+	starting map[string]struct{} // exec ids whose runtime exec runs
 }
 
 func newContainer(m *Manager, id, bundle string, rt ociRuntime) *Container {
 	return &Container{
 		m:           m,
 		execs:       make(map[string]*Process),
+		starting:    make(map[string]struct{}),
 		id:          id,
 		bundle:      bundle,
 		runtimeName: rt.name,
@@ -79,8 +82,8 @@ func (c *Container) logPath() string { return c.runc.Log }
 
 // State returns the container's lifecycle state.
 func (c *Container) State() State {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	switch {
 	case c.removed:
 		return Removed
@@ -130,11 +133,11 @@ func (c *Container) Start(ctx context.Context) error {
 	case c.init.exited():
 		return fmt.Errorf("container %s exited before it was started: %w", c.id, errdefs.ErrFailedPrecondition)
 	}
-	begin := markNow(contract.MarkStartBegin)
+	begin := MarkNow(contract.MarkStartBegin)
 	if err := c.runc.Start(context.WithoutCancel(ctx), c.id); err != nil {
 		return runcError(fmt.Errorf("start container %s: %w", c.id, err), c.logPath())
 	}
-	c.marks = append(c.marks, begin, markNow(contract.MarkStartEnd))
+	c.marks = append(c.marks, begin, MarkNow(contract.MarkStartEnd))
 	c.started = true
 	return nil
 }
@@ -142,8 +145,8 @@ func (c *Container) Start(ctx context.Context) error {
 // Marks returns when the agent reached each step of the container's create
 // and start (contract.Mark*), in order.
 func (c *Container) Marks() []Mark {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return append([]Mark(nil), c.marks...)
 }
 

@@ -12,6 +12,8 @@ import (
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // ExecRequest is what ExecProcess asks for.
@@ -26,6 +28,7 @@ type ExecRequest struct {
 // (`runc exec --detach`). Its stdio and exit are then kept like the init's,
 // under r.ID, until the container is removed.
 func (c *Container) Exec(ctx context.Context, r ExecRequest) error {
+	begin := MarkNow(contract.MarkExecBegin)
 	if !validID(r.ID) {
 		return fmt.Errorf("exec id %q in container %s: want 1-128 of [A-Za-z0-9_.+-], not starting with a symbol: %w", r.ID, c.id, errdefs.ErrInvalidArgument)
 	}
@@ -39,15 +42,18 @@ func (c *Container) Exec(ctx context.Context, r ExecRequest) error {
 	// As for the init: runc and the agent must agree on the console socket.
 	proc.Terminal = r.Terminal
 
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	// Shared: execs of a container run side by side, so one whose runtime
+	// is slow (its runc init starved of CPU by a small CPU limit) holds up
+	// no other exec and no signal; start, update and remove wait for it.
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	switch {
 	case c.removed:
 		return fmt.Errorf("container %s: %w", c.id, errdefs.ErrNotFound)
 	case c.init.exited():
 		return fmt.Errorf("exec %s in container %s: the container is stopped: %w", r.ID, c.id, errdefs.ErrFailedPrecondition)
 	}
-	if _, err := c.Process(r.ID); err == nil {
+	if !c.reserveExec(r.ID) {
 		return fmt.Errorf("exec %s in container %s: %w", r.ID, c.id, errdefs.ErrAlreadyExists)
 	}
 
@@ -57,12 +63,30 @@ func (c *Container) Exec(ctx context.Context, r ExecRequest) error {
 	m.mu.Unlock()
 	p, err := c.exec(context.WithoutCancel(ctx), r, proc)
 	if err == nil {
-		c.execMu.Lock()
-		c.execs[r.ID] = p
-		c.execMu.Unlock()
+		p.marks = []Mark{begin, MarkNow(contract.MarkExecRunning)}
 	}
+	c.execMu.Lock()
+	delete(c.starting, r.ID)
+	if err == nil {
+		c.execs[r.ID] = p
+	}
+	c.execMu.Unlock()
 	m.spawned(p)
 	return err
+}
+
+// reserveExec claims execID for an exec being started; false if an exec
+// of that id exists or is being started.
+func (c *Container) reserveExec(execID string) bool {
+	c.execMu.Lock()
+	defer c.execMu.Unlock()
+	_, exists := c.execs[execID]
+	_, starting := c.starting[execID]
+	if exists || starting {
+		return false
+	}
+	c.starting[execID] = struct{}{}
+	return true
 }
 
 func (c *Container) exec(ctx context.Context, r ExecRequest, proc specs.Process) (*Process, error) {

@@ -43,8 +43,10 @@ type Config struct {
 	// container without a network namespace of its own.
 	OwnsNetwork bool
 	// SealRuntime is set when the agent is the VM's PID 1: then it may
-	// mount crun read-only onto itself when crun is chosen (sealCrun).
+	// mount a read-only copy of crun over crun when crun is chosen
+	// (sealCrun), kept on a ramfs at SealDir.
 	SealRuntime bool
+	SealDir     string
 }
 
 // GuestConfig is the layout inside the pod VM.
@@ -53,6 +55,7 @@ var GuestConfig = Config{
 	Crun:      "/usr/bin/crun",
 	StateDir:  "/run/podvm/runc",
 	BundleDir: "/run/podvm/containers",
+	SealDir:   "/run/podvm/sealed",
 }
 
 // CreateRequest is what CreateContainer asks for.
@@ -134,7 +137,7 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (*Container, erro
 }
 
 func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_ *Container, retErr error) {
-	marks := []Mark{markNow(contract.MarkCreateBegin)}
+	marks := []Mark{MarkNow(contract.MarkCreateBegin)}
 	// The runtime must not be killed half-way because the caller hung up.
 	ctx = context.WithoutCancel(ctx)
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
@@ -145,7 +148,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	if err != nil {
 		return nil, err
 	}
-	marks = append(marks, markNow(contract.MarkBundleWritten))
+	marks = append(marks, MarkNow(contract.MarkBundleWritten))
 	defer func() {
 		if retErr != nil {
 			_ = c.runc.Delete(ctx, r.ID, &runc.DeleteOpts{Force: true})
@@ -159,7 +162,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	if err != nil {
 		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
 	}
-	marks = append(marks, markNow(contract.MarkRuntimeCreated))
+	marks = append(marks, MarkNow(contract.MarkRuntimeCreated))
 	c.cgroup = locateCgroup(r.ID, pid, spec.Linux.CgroupsPath)
 	if err := c.cpu.settle(c.cgroup, func(own *specs.LinuxResources) error { return c.runc.Update(ctx, r.ID, own) }); err != nil {
 		s.close()
@@ -173,7 +176,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 		}
 		c.init.oomBase = base
 	}
-	c.marks = append(marks, markNow(contract.MarkCreateEnd))
+	c.marks = append(marks, MarkNow(contract.MarkCreateEnd))
 	return c, nil
 }
 

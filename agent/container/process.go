@@ -10,6 +10,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // Exit is how a process ended.
@@ -36,6 +38,10 @@ type Process struct {
 	done chan struct{} // closed once exit is set
 	once sync.Once
 	exit Exit
+	// marks are the steps of the process's life (contract.Mark*): an
+	// exec's start, set before the process is published, and the reap,
+	// set before done closes.
+	marks []Mark
 }
 
 func newProcess(c *Container, execID string, pid int, s *stdio) *Process {
@@ -56,8 +62,20 @@ func (p *Process) Pid() int { return p.pid }
 func (p *Process) setExited(e runc.Exit, oomKilled bool) {
 	p.once.Do(func() {
 		p.exit = Exit{Status: e.Status, At: e.Timestamp, OOMKilled: oomKilled}
+		p.marks = append(p.marks, MarkNow(contract.MarkExited))
 		close(p.done)
 	})
+}
+
+// Marks returns the steps of the process's life so far (contract.Mark*),
+// in order; complete once Wait has returned the exit.
+func (p *Process) Marks() []Mark {
+	select {
+	case <-p.done:
+		return append([]Mark(nil), p.marks...)
+	default:
+		return nil
+	}
 }
 
 func (p *Process) exited() bool {
@@ -91,8 +109,9 @@ func (p *Process) Wait(ctx context.Context) (Exit, error) {
 func (p *Process) Signal(ctx context.Context, sig syscall.Signal, all bool) error {
 	ctx = context.WithoutCancel(ctx)
 	c := p.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	// Shared with exec, so a slow exec delays no kill.
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	if c.removed {
 		return fmt.Errorf("container %s: %w", c.id, errdefs.ErrNotFound)
 	}

@@ -2,7 +2,9 @@ package container
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -58,7 +60,7 @@ func (m *Manager) SetRuntime(name string) error {
 		return fmt.Errorf("switch the OCI runtime from %s to %s: containers exist: %w", m.runtime.name, rt.name, errdefs.ErrFailedPrecondition)
 	}
 	if rt.name == contract.OCIRuntimeCrun && m.cfg.SealRuntime && !m.crunSealed {
-		if err := sealCrun(rt.binary); err != nil {
+		if err := sealCrun(rt.binary, m.cfg.SealDir); err != nil {
 			return err
 		}
 		m.crunSealed = true
@@ -71,30 +73,76 @@ func (m *Manager) SetRuntime(name string) error {
 // trusts a binary on a read-only mount as safe to run as it is.
 const clonedBinaryEnv = "_LIBCONTAINER_CLONED_BINARY"
 
-// sealCrun bind-mounts crun read-only onto itself and tells crun so.
+// sealCrun gives crun a read-only copy of itself that crun accepts as
+// safe to run as it is, and tells crun so.
 //
 // Against CVE-2019-5736 (a container rewriting the runtime's binary through
 // /proc/<pid>/exe) crun re-executes itself at every start from a read-only
 // bind mount it makes and removes for the purpose, or else from a sealed
-// memfd copy, unless its binary already is on a read-only mount and
-// _LIBCONTAINER_CLONED_BINARY is set. Making that mount once here keeps the
-// protection (the binary cannot be opened for writing through any path a
-// container can reach) and spares every crun call the mount, unmount and
-// second exec. The variable is set in the agent's own environment, which
-// every runtime call inherits: runc 1.2 and later seal their own binary
-// and ignore it, and containers get only their spec's environment.
-func sealCrun(binary string) error {
-	if err := unix.Mount(binary, binary, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind-mount %s onto itself: %w", binary, err)
+// memfd copy, unless /proc/self/exe already is such a memfd, or sits on a
+// read-only mount and _LIBCONTAINER_CLONED_BINARY is set. crun asks the
+// memfd question first (F_GET_SEALS), and in the guest the initramfs root is
+// tmpfs, whose files answer it (with F_SEAL_SEAL only), so a read-only bind
+// mount of /usr/bin/crun itself is never accepted: every call executed crun
+// twice more (docs/benchmarks.md). A copy on ramfs, which has no seals,
+// remounted read-only and bind-mounted read-only over the binary, passes the
+// second test: the binary cannot be opened for writing through any path a
+// container can reach, and each call is one exec of the same pages. The
+// variable is set in the agent's own environment, which every runtime call
+// inherits: runc 1.2 and later seal their own binary and ignore it, and
+// containers get only their spec's environment.
+func sealCrun(binary, copyDir string) error {
+	// 0755 like the rest of /run/podvm, whose parents this may create: a
+	// container's root in a user namespace must still traverse them to
+	// reach its rootfs under the share. The ramfs itself is 0700.
+	if err := os.MkdirAll(copyDir, 0o755); err != nil {
+		return fmt.Errorf("seal %s: %w", binary, err)
 	}
-	if err := unix.Mount("", binary, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
-		_ = unix.Unmount(binary, unix.MNT_DETACH)
-		return fmt.Errorf("make %s read-only: %w", binary, err)
+	if err := unix.Mount("ramfs", copyDir, "ramfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
+		return fmt.Errorf("seal %s: mount ramfs on %s: %w", binary, copyDir, err)
+	}
+	sealed := filepath.Join(copyDir, filepath.Base(binary))
+	if err := copyFile(binary, sealed); err != nil {
+		_ = unix.Unmount(copyDir, unix.MNT_DETACH)
+		return fmt.Errorf("seal %s: %w", binary, err)
+	}
+	steps := []struct {
+		src, dst string
+		flags    uintptr
+	}{
+		{"", copyDir, unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV},
+		{sealed, binary, unix.MS_BIND},
+		{"", binary, unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY},
+	}
+	for _, st := range steps {
+		if err := unix.Mount(st.src, st.dst, "", st.flags, ""); err != nil {
+			_ = unix.Unmount(binary, unix.MNT_DETACH)
+			_ = unix.Unmount(copyDir, unix.MNT_DETACH)
+			return fmt.Errorf("seal %s: mount %q on %s: %w", binary, st.src, st.dst, err)
+		}
 	}
 	if err := os.Setenv(clonedBinaryEnv, "1"); err != nil {
 		return fmt.Errorf("set %s: %w", clonedBinaryEnv, err)
 	}
 	return nil
+}
+
+// copyFile copies the executable src to dst.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	return out.Close()
 }
 
 // Runtime names the OCI runtime new containers get.
@@ -111,7 +159,8 @@ type Mark struct {
 	At   int64
 }
 
-func markNow(name string) Mark {
+// MarkNow is a mark of step name at this instant.
+func MarkNow(name string) Mark {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
 	return Mark{Name: name, At: ts.Nano()}

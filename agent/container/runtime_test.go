@@ -1,12 +1,15 @@
 package container
 
 import (
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
 )
 
 func TestSetRuntime(t *testing.T) {
@@ -64,5 +67,83 @@ func TestCrunGetsSpecVersion10(t *testing.T) {
 		if spec.Version != want {
 			t.Errorf("ociVersion %q for %s, want %s (crun 1.8.1 refuses all but 1.0.x)", spec.Version, runtime, want)
 		}
+	}
+}
+
+// TestSealCrun: the sealed crun passes crun's own check of a binary safe to
+// run as it is (is_self_cloned in crun's cloned_binary.c): F_GET_SEALS fails
+// (a tmpfs file would answer it, and crun would then want a sealed memfd),
+// its mount is read-only and _LIBCONTAINER_CLONED_BINARY is set; and it
+// cannot be opened for writing. Run in a mount namespace of its own.
+func TestSealCrun(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mounts)")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	binary := filepath.Join(bin, "crun")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(clonedBinaryEnv, "")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with its mount namespace
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			t.Errorf("unshare: %v", err)
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			t.Errorf("make / private: %v", err)
+			return
+		}
+		// As in the guest, whose root is the initramfs on tmpfs.
+		if err := unix.Mount("tmpfs", bin, "tmpfs", 0, ""); err != nil {
+			t.Errorf("mount tmpfs: %v", err)
+			return
+		}
+		if err := os.WriteFile(binary, []byte("#!/bin/true\n"), 0o755); err != nil {
+			t.Error(err)
+			return
+		}
+		if err := sealCrun(binary, filepath.Join(dir, "run", "sealed")); err != nil {
+			t.Errorf("sealCrun: %v", err)
+			return
+		}
+		checkSealed(t, binary)
+		// The parents it made stay traversable (the share is mounted
+		// below them later, and user-namespace containers reach it).
+		if st, err := os.Stat(filepath.Join(dir, "run")); err != nil {
+			t.Error(err)
+		} else if st.Mode().Perm() != 0o755 {
+			t.Errorf("the parent sealCrun made has mode %v, want 0755", st.Mode().Perm())
+		}
+	}()
+	<-done
+	if os.Getenv(clonedBinaryEnv) != "1" {
+		t.Errorf("%s not set", clonedBinaryEnv)
+	}
+}
+
+func checkSealed(t *testing.T, binary string) {
+	f, err := os.Open(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0); err == nil {
+		t.Errorf("F_GET_SEALS answers on the sealed crun: crun would not accept it")
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("the sealed crun's mount is not read-only (flags %#x, %v)", st.Flags, err)
+	}
+	if w, err := os.OpenFile(binary, os.O_WRONLY, 0); err == nil {
+		w.Close()
+		t.Errorf("the sealed crun opens for writing")
+	}
+	if b, _ := io.ReadAll(f); string(b) != "#!/bin/true\n" {
+		t.Errorf("the sealed crun reads %q", b)
 	}
 }

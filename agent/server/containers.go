@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/api/contract"
 	"github.com/podvm/podvm/agent/container"
 )
 
@@ -38,11 +39,7 @@ func (s *Service) StartContainer(ctx context.Context, req *api.StartContainerReq
 	if err := c.Start(ctx); err != nil {
 		return nil, err
 	}
-	resp := &api.StartContainerResponse{}
-	for _, m := range c.Marks() {
-		resp.Marks = append(resp.Marks, &api.GuestMark{Name: m.Name, BoottimeNs: m.At})
-	}
-	return resp, nil
+	return &api.StartContainerResponse{Marks: guestMarks(c.Marks())}, nil
 }
 
 func (s *Service) RemoveContainer(ctx context.Context, req *api.RemoveContainerRequest) (*api.Empty, error) {
@@ -67,7 +64,8 @@ func (s *Service) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) 
 	if err != nil {
 		return nil, fmt.Errorf("wait for container %s: %w", req.ContainerId, err)
 	}
-	return &api.WaitProcessResponse{ExitStatus: uint32(e.Status), ExitedAtNs: e.At.UnixNano(), OomKilled: e.OOMKilled}, nil
+	marks := append(p.Marks(), container.MarkNow(contract.MarkWaitAnswer))
+	return &api.WaitProcessResponse{ExitStatus: uint32(e.Status), ExitedAtNs: e.At.UnixNano(), OomKilled: e.OOMKilled, Marks: guestMarks(marks)}, nil
 }
 
 func (s *Service) SignalProcess(ctx context.Context, req *api.SignalProcessRequest) (*api.Empty, error) {

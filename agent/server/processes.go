@@ -93,3 +93,12 @@ func (s *Service) GetOOMEvent(ctx context.Context, _ *api.GetOOMEventRequest) (*
 	}
 	return &api.OOMEvent{ContainerId: id}, nil
 }
+
+// guestMarks are the agent's marks as the protocol carries them.
+func guestMarks(marks []container.Mark) []*api.GuestMark {
+	out := make([]*api.GuestMark, 0, len(marks))
+	for _, m := range marks {
+		out = append(out, &api.GuestMark{Name: m.Name, BoottimeNs: m.At})
+	}
+	return out
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/podvm/podvm/agent/api"
+	"github.com/podvm/podvm/agent/api/contract"
 )
 
 // execProcess is the OCI Process of an exec, as containerd sends it.
@@ -64,9 +66,11 @@ func TestServiceRunc_Exec(t *testing.T) {
 	if stdout != "to-stdout\n" || stderr != "to-stderr\n" {
 		t.Errorf("exec stdout %q stderr %q", stdout, stderr)
 	}
-	if s := a.waitExec(t, id, "out").ExitStatus; s != 5 {
-		t.Errorf("exec exit status %d, want 5", s)
+	waited := a.waitExec(t, id, "out")
+	if waited.ExitStatus != 5 {
+		t.Errorf("exec exit status %d, want 5", waited.ExitStatus)
 	}
+	checkProcessMarks(t, waited.Marks)
 	// Exec IDs stay taken after the process ended, as in containerd.
 	_, err := a.ExecProcess(ctxTimeout(t), &api.ExecProcessRequest{ContainerId: id, ExecId: "out", Process: execProcess(t, "true")})
 	wantCode(t, err, codes.AlreadyExists, "out")
@@ -96,8 +100,8 @@ func TestServiceRunc_Exec(t *testing.T) {
 
 	// An exec still running when the init dies ends with it.
 	a.exec(t, &api.ExecProcessRequest{ContainerId: id, ExecId: "orphan", Process: execProcess(t, "sleep", "100")})
-	waited := make(chan uint32, 1)
-	go func() { waited <- a.waitExec(t, id, "orphan").ExitStatus }()
+	orphan := make(chan uint32, 1)
+	go func() { orphan <- a.waitExec(t, id, "orphan").ExitStatus }()
 	if _, err := a.SignalProcess(ctxTimeout(t), &api.SignalProcessRequest{ContainerId: id, Signal: 9}); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +109,7 @@ func TestServiceRunc_Exec(t *testing.T) {
 		t.Errorf("init exited %d", s)
 	}
 	select {
-	case s := <-waited:
+	case s := <-orphan:
 		if s != 137 {
 			t.Errorf("orphaned exec exited %d, want 137", s)
 		}
@@ -314,4 +318,20 @@ func TestServiceRunc_ListProcesses(t *testing.T) {
 	}
 	_, err = a.ListProcesses(ctxTimeout(t), &api.ListProcessesRequest{ContainerId: "nope"})
 	wantCode(t, err, codes.NotFound, "nope")
+}
+
+// checkProcessMarks wants an exec's four marks, in the contract's order,
+// at non-decreasing times.
+func checkProcessMarks(t *testing.T, marks []*api.GuestMark) {
+	t.Helper()
+	var names []string
+	for i, m := range marks {
+		names = append(names, m.Name)
+		if i > 0 && m.BoottimeNs < marks[i-1].BoottimeNs {
+			t.Errorf("mark %s at %d, before %s at %d", m.Name, m.BoottimeNs, marks[i-1].Name, marks[i-1].BoottimeNs)
+		}
+	}
+	if want := contract.ProcessMarks; !slices.Equal(names, want) {
+		t.Errorf("exec marks %v, want %v", names, want)
+	}
 }

@@ -63,45 +63,62 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Exec, error
 	for i := 1; i <= o.Runs && ctx.Err() == nil; i++ {
 		for k := range h.Handlers {
 			handler := h.Handlers[(k+i)%len(h.Handlers)]
-			d, err := timeExec(ctx, h, pods[handler])
-			samples[handler].add(d, err)
+			c, err := timeExec(ctx, h, pods[handler])
+			samples[handler].add(c, err)
 		}
 	}
 	out := &result.Exec{Runs: o.Runs, Command: command}
 	accel := h.VMAccelerator()
+	l, logErr := h.ShimLog()
 	for _, handler := range h.Handlers {
 		r := samples[handler].result(handler)
 		if handler == "podvm" {
 			r.Accelerator = accel
+			if logErr == nil {
+				r.Phases = execPhases(l, pods[handler].ContainerID, samples[handler].calls)
+			}
 		}
 		out.Handlers = append(out.Handlers, r)
 	}
 	SetRatios(out)
-	for _, r := range out.Handlers {
-		fmt.Fprintf(o.Progress, "    exec true, %s: median %.0f ms, p90 %.0f ms, %.2fx runc (%d execs, %d failed)\n",
-			r.Handler, r.Time.Median, r.Time.P90, r.MedianRatioToRunc, r.Time.N, len(r.Failures))
-	}
+	report(o.Progress, out)
 	return out, ctx.Err()
 }
 
-func timeExec(ctx context.Context, h *benchhost.Host, p *benchhost.Pod) (time.Duration, error) {
+// report prints each handler's execs and podvm's phases.
+func report(w io.Writer, out *result.Exec) {
+	for _, r := range out.Handlers {
+		fmt.Fprintf(w, "    exec true, %s: median %.0f ms, p90 %.0f ms, %.2fx runc (%d execs, %d failed)\n",
+			r.Handler, r.Time.Median, r.Time.P90, r.MedianRatioToRunc, r.Time.N, len(r.Failures))
+		for _, p := range r.Phases {
+			fmt.Fprintf(w, "      %-22s %-5s median %6.1f ms, p90 %6.1f ms\n", p.Name, p.Clock, p.Duration.Median, p.Duration.P90)
+		}
+		if r.Handler == "podvm" && len(r.Phases) == 0 {
+			fmt.Fprintf(w, "      (no phases: the shims log each exec's steps at debug level only; run with --debug)\n")
+		}
+	}
+}
+
+func timeExec(ctx context.Context, h *benchhost.Host, p *benchhost.Pod) (call, error) {
 	start := time.Now()
 	err := h.ExecSync(ctx, p, command, execTimeout)
-	return time.Since(start), err
+	return call{start: start, end: time.Now()}, err
 }
 
 // runs collects one handler's execs.
 type runs struct {
 	ms       []float64
+	calls    []call
 	failures []string
 }
 
-func (r *runs) add(d time.Duration, err error) {
+func (r *runs) add(c call, err error) {
 	if err != nil {
 		r.failures = append(r.failures, err.Error())
 		return
 	}
-	r.ms = append(r.ms, result.Ms(d))
+	r.ms = append(r.ms, result.Ms(c.end.Sub(c.start)))
+	r.calls = append(r.calls, c)
 }
 
 func (r *runs) result(handler string) result.HandlerExec {

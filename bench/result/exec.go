@@ -16,4 +16,8 @@ type HandlerExec struct {
 	HandlerTimes
 	Accelerator    string  `json:"accelerator,omitempty"`
 	P90RatioToRunc float64 `json:"p90_ratio_to_runc"`
+	// Phases split podvm's execs by the shim's and the agent's marks
+	// (docs/benchmarks.md, "Exec"); absent when the shims did not log
+	// them (debug level) and for other handlers.
+	Phases []Phase `json:"phases,omitempty"`
 }

@@ -1,7 +1,7 @@
 // Package shimlog reads what containerd-shim-podvm-v2 logs about a pod VM's
 // start from containerd's log (which carries its shims' lines): the "pod
-// VM ready" line with each start phase's timestamp, and "container started
-// in the pod VM". The lines are logrus text (logfmt: key=value, values
+// VM ready" line with each start phase's timestamp, "container started
+// in the pod VM", and each exec's "exec ended in the pod VM". The lines are logrus text (logfmt: key=value, values
 // quoted when they need it).
 package shimlog
 
@@ -18,6 +18,7 @@ import (
 const (
 	msgVMReady          = "pod VM ready"
 	msgContainerStarted = "container started in the pod VM"
+	msgExecEnded        = "exec ended in the pod VM" // at debug level
 )
 
 // VMStart is one pod VM's start as the shim logged it. Host fields are
@@ -60,6 +61,19 @@ type Log struct {
 	// and start (contract.Mark*: guest CLOCK_BOOTTIME), by container id;
 	// absent for an agent older than the marks.
 	ContainerGuestMarks map[string]map[string]time.Duration
+	// Execs are the execs whose end the shims logged (only at debug
+	// level), in the log's order.
+	Execs []ExecEnded
+}
+
+// ExecEnded is one exec's life as the shim logged it once its output
+// drained: the host's steps (Unix nanoseconds, "exec_begin",
+// "exec_answered", "relay_started", "wait_answered", "drained") and the
+// guest's (contract.ProcessMarks: CLOCK_BOOTTIME).
+type ExecEnded struct {
+	Container, Exec string
+	Host            map[string]time.Time
+	Guest           map[string]time.Duration
 }
 
 // Read parses containerd's log; lines that are not the shim's start lines
@@ -86,25 +100,48 @@ func Read(r io.Reader) (*Log, error) {
 				out.ContainerStarted[kv["container"]] = time.Unix(0, ns)
 				out.ContainerGuestMarks[kv["container"]] = guestMarks(kv)
 			}
+		case strings.Contains(line, `msg="`+msgExecEnded+`"`):
+			kv := ParseLogfmt(line)
+			if kv["msg"] == msgExecEnded && kv["exec"] != "" {
+				out.Execs = append(out.Execs, ExecEnded{Container: kv["container"], Exec: kv["exec"], Host: hostMarks(kv), Guest: guestMarks(kv)})
+			}
 		}
 	}
 	return out, sc.Err()
 }
 
-// guestMarks reads the guest_<mark>_ns fields of a "container started" line.
+// guestMarks reads the guest_<mark>_ns fields of a line.
 func guestMarks(kv map[string]string) map[string]time.Duration {
 	marks := map[string]time.Duration{}
+	for name, ns := range nsFields(kv, "guest_") {
+		marks[name] = time.Duration(ns)
+	}
+	return marks
+}
+
+// hostMarks reads the host_<mark>_ns fields of a line.
+func hostMarks(kv map[string]string) map[string]time.Time {
+	marks := map[string]time.Time{}
+	for name, ns := range nsFields(kv, "host_") {
+		marks[name] = time.Unix(0, ns)
+	}
+	return marks
+}
+
+// nsFields reads the <prefix><name>_ns fields of a line, by name.
+func nsFields(kv map[string]string, prefix string) map[string]int64 {
+	out := map[string]int64{}
 	for k, v := range kv {
-		rest, isGuest := strings.CutPrefix(k, "guest_")
+		rest, ok := strings.CutPrefix(k, prefix)
 		name, isNs := strings.CutSuffix(rest, "_ns")
-		if !isGuest || !isNs {
+		if !ok || !isNs {
 			continue
 		}
 		if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
-			marks[name] = time.Duration(ns)
+			out[name] = ns
 		}
 	}
-	return marks
+	return out
 }
 
 func vmStart(kv map[string]string) (VMStart, error) {

@@ -32,6 +32,7 @@ time="2026-11-25T22:00:01.000000000Z" level=info msg="pod VM ready" accelerator=
 time="2026-11-25T22:00:01.100000000Z" level=info msg="container started in the pod VM" container=boot-1 host_started_ns=1764108001100000000 namespace=podvm-bench
 time="2026-11-25T22:00:01.200000000Z" level=info msg="container started in the pod VM" container=marked guest_create_begin_ns=470000000 guest_start_end_ns=520000000 host_started_ns=1764108001200000000 namespace=podvm-bench
 time="2026-11-25T22:00:02.000000000Z" level=info msg="pod VM ready" boot_to_agent=1s sandbox=old-shim
+time="2026-11-25T22:00:03.000000000Z" level=debug msg="exec ended in the pod VM" container=marked exec=e1 guest_exec_begin_ns=600000000 guest_exited_ns=700000000 host_drained_ns=1764108003000000000 host_exec_begin_ns=1764108002900000000 namespace=podvm-bench
 `
 
 func TestRead(t *testing.T) {
@@ -70,5 +71,11 @@ func TestRead(t *testing.T) {
 	want := map[string]time.Duration{"create_begin": 470 * time.Millisecond, "start_end": 520 * time.Millisecond}
 	if got := l.ContainerGuestMarks["marked"]; !reflect.DeepEqual(got, want) {
 		t.Errorf("guest marks %v, want %v", got, want)
+	}
+	wantExec := []ExecEnded{{Container: "marked", Exec: "e1",
+		Host:  map[string]time.Time{"exec_begin": ms(2900), "drained": ms(3000)},
+		Guest: map[string]time.Duration{"exec_begin": 600 * time.Millisecond, "exited": 700 * time.Millisecond}}}
+	if !reflect.DeepEqual(l.Execs, wantExec) {
+		t.Errorf("execs %+v, want %+v", l.Execs, wantExec)
 	}
 }

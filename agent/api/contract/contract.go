@@ -66,6 +66,19 @@ const (
 // name from the guest.
 var ContainerMarks = []string{MarkCreateBegin, MarkBundleWritten, MarkRuntimeCreated, MarkCreateEnd, MarkStartBegin, MarkStartEnd}
 
+// Marks of a process's life in the guest (api.WaitProcessResponse.marks,
+// docs/agent.md): an exec has all four, an init the last two.
+const (
+	MarkExecBegin   = "exec_begin"   // ExecProcess arrived
+	MarkExecRunning = "exec_running" // `<runtime> exec --detach` returned: the process runs
+	MarkExited      = "exited"       // the agent reaped the process
+	MarkWaitAnswer  = "wait_answer"  // WaitProcess's answer leaves
+)
+
+// ProcessMarks are the process marks in their order; the host takes no
+// other name from the guest.
+var ProcessMarks = []string{MarkExecBegin, MarkExecRunning, MarkExited, MarkWaitAnswer}
+
 // TemplateParam=1 on the kernel command line marks a VM booted to be saved
 // as a template: its agent leaves the fw_cfg driver bound after reading
 // the secret, because Linux 6.1's fw_cfg driver cannot be bound again

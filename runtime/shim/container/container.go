@@ -198,6 +198,22 @@ func (c *Container) Delete(ctx context.Context) {
 		}
 		cancel()
 	}
+	c.unmount(ctx)
+}
+
+// Detach takes the container out of the host side only: the stdio relays
+// stop and its rootfs and shares leave the VM's share. The guest's copy
+// (its runc state, bundle and cgroup) is left to the VM's end: for the last
+// container of a VM about to be destroyed, the guest's runc delete is work
+// nobody waits on.
+func (c *Container) Detach(ctx context.Context) {
+	for _, p := range c.Processes() {
+		p.CloseRelay()
+	}
+	c.unmount(ctx)
+}
+
+func (c *Container) unmount(ctx context.Context) {
 	if err := c.pod.UnmountRootfs(c.ID); err != nil {
 		log.G(ctx).WithError(err).WithField("container", c.ID).Warn("unmount container rootfs")
 	}
@@ -222,6 +238,7 @@ func (c *Container) AddExec(execID string, streams stdio.Streams, processSpec []
 // stdio; if the relay cannot start, the process is killed.
 func (c *Container) StartExec(ctx context.Context, p *Process) error {
 	s := p.streams
+	p.started.Begin = time.Now()
 	_, err := c.agent.ExecProcess(ctx, &api.ExecProcessRequest{
 		ContainerId: p.containerID, ExecId: p.execID, Process: p.execSpec,
 		Stdin: s.Stdin != "", Stdout: s.Stdout != "", Stderr: s.Stderr != "", Terminal: s.Terminal,
@@ -229,12 +246,14 @@ func (c *Container) StartExec(ctx context.Context, p *Process) error {
 	if err != nil {
 		return fmt.Errorf("exec %s in container %s: %w", p.execID, p.containerID, err)
 	}
+	p.started.ExecAnswered = time.Now()
 	relay, err := stdio.Start(ctx, c.agent, p.containerID, p.execID, s)
 	if err != nil {
 		c.agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: p.containerID, ExecId: p.execID, Signal: 9})
 		return err
 	}
 	p.setRelay(relay)
+	p.started.RelayStarted = time.Now()
 	return nil
 }
 

@@ -124,6 +124,19 @@ func TestDeleteAsksTheGuestOnlyWhileTheVMRuns(t *testing.T) {
 	}
 }
 
+func TestDetachLeavesTheGuestAlone(t *testing.T) {
+	vm := newFakeVM("")
+	c, err := New(context.Background(), vm, vm, testConfig(stdio.Streams{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm.calls = nil
+	c.Detach(context.Background())
+	if want := []string{"unmount"}; !reflect.DeepEqual(vm.calls, want) {
+		t.Errorf("calls %v, want %v", vm.calls, want)
+	}
+}
+
 func TestExecs(t *testing.T) {
 	vm := newFakeVM("")
 	c, err := New(context.Background(), vm, vm, testConfig(stdio.Streams{}))

@@ -30,6 +30,9 @@ type Process struct {
 	streams     stdio.Streams
 	execSpec    []byte // OCI Process JSON of an exec
 
+	// started marks the host's steps of an exec's start (StartExec).
+	started ExecStart
+
 	mu         sync.Mutex
 	relay      *stdio.Relay
 	status     task.Status
@@ -131,3 +134,16 @@ func (p *Process) CloseRelay() {
 		r.Close()
 	}
 }
+
+// ExecStart is when the shim reached each step of an exec's start, on the
+// host's clock: for the "exec ended in the pod VM" log line, which
+// `podvm bench exec` reads.
+type ExecStart struct {
+	Begin        time.Time // StartExec called
+	ExecAnswered time.Time // the agent's ExecProcess answered: the process runs
+	RelayStarted time.Time // the stdio relay runs
+}
+
+// ExecStarted says when the steps of an exec's start happened; zero for an
+// init, or an exec not started. Complete once Start has returned.
+func (p *Process) ExecStarted() ExecStart { return p.started }

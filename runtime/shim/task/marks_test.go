@@ -18,8 +18,14 @@ func TestAddGuestMarksTakesOnlyContractNames(t *testing.T) {
 		marks = append(marks, &api.GuestMark{Name: strings.Repeat("x", i)})
 	}
 	fields := log.Fields{"container": "c1"}
-	addGuestMarks(fields, marks)
+	addGuestMarks(fields, marks, contract.ContainerMarks)
 	if len(fields) != 2 || fields["guest_start_end_ns"] != int64(7) || fields["container"] != "c1" {
 		t.Errorf("fields = %v, want container and guest_start_end_ns only", fields)
+	}
+	// A container's mark on an exec's line is no contract name either.
+	fields = log.Fields{"exec": "e1"}
+	addGuestMarks(fields, append(marks, &api.GuestMark{Name: contract.MarkExited, BoottimeNs: 9}), contract.ProcessMarks)
+	if len(fields) != 2 || fields["guest_exited_ns"] != int64(9) {
+		t.Errorf("exec fields = %v, want exec and guest_exited_ns only", fields)
 	}
 }

@@ -258,24 +258,49 @@ func (s *Service) deleteInProgress() (done func()) {
 }
 
 // deleteContainer removes c from the VM and from the shim, and destroys
-// the VM with its owner.
+// the VM with its owner. When the owner is the VM's last container (a
+// lone container, or CRI's sandbox container, which CRI deletes last) the
+// VM is destroyed after the answer: nobody waits for the guest's runc
+// delete, the VMM's exit or the share's unmounts, and the shim stays until
+// they are done (Shutdown's callback waits for Destroy). Its record goes
+// first: containerd runs `shim delete` as soon as it has hung up, which
+// could only find the state directory locked by this shim; a shim that
+// dies meanwhile leaves it unlocked for crash.Sweep.
 func (s *Service) deleteContainer(ctx context.Context, c *container.Container) {
 	sb := s.sandbox()
-	c.Delete(ctx)
+	last := c.Owner && s.containers.Len() == 1
+	if last {
+		c.Detach(ctx)
+	} else {
+		c.Delete(ctx)
+	}
 	if init := c.Init(); init.SetExited(container.ExitStatusUnknown, time.Now()) {
 		// Deleted before it ever ran: still report a (synthetic) exit.
 		s.sendExit(init)
 	}
 	s.forget(c.ID)
-	if c.Owner {
+	switch {
+	case last:
+		crash.RemoveRecord(c.Bundle)
+		go s.destroyVM(sb)
+		return
+	case c.Owner:
 		if err := sb.Destroy(ctx); err != nil {
 			log.G(ctx).WithError(err).Warn("destroy pod VM")
 		}
-		// CRI deletes the sandbox container last; anything still here lost
-		// its VM just now and must not stay "running" forever.
+		// Anything still here lost its VM just now and must not stay
+		// "running" forever.
 		s.exitAll(s.containers.All())
 	}
 	crash.RemoveRecord(c.Bundle)
+}
+
+// destroyVM destroys the pod VM once its last container is deleted.
+func (s *Service) destroyVM(sb *sandbox.Sandbox) {
+	ctx := context.WithoutCancel(s.ctx)
+	if err := sb.Destroy(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("destroy pod VM")
+	}
 }
 
 // forget drops what the shim knows of a deleted container.

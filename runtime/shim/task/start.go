@@ -48,7 +48,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 			return nil, errgrpc.ToGRPC(fmt.Errorf("start container %s in the guest: %w", r.ID, err))
 		}
 		fields := log.Fields{"container": r.ID, "host_started_ns": time.Now().UnixNano()}
-		addGuestMarks(fields, resp.Marks)
+		addGuestMarks(fields, resp.Marks, contract.ContainerMarks)
 		log.G(ctx).WithFields(fields).Info("container started in the pod VM")
 		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: s.hostPid()})
 		return &taskAPI.StartResponse{Pid: s.hostPid()}, nil
@@ -75,11 +75,15 @@ func (s *Service) waitExit(sb *sandbox.Sandbox, p *container.Process) {
 		}
 		return
 	}
+	answered := time.Now()
 	dctx, cancel := context.WithTimeout(s.ctx, outputDrainTimeout)
 	if err := p.WaitOutput(dctx); err != nil {
 		log.G(s.ctx).WithField("container", p.ContainerID()).Warn("guest output not drained in time after exit")
 	}
 	cancel()
+	if p.ExecID() != "" {
+		logExecEnded(s.ctx, p, resp.Marks, answered)
+	}
 	at := time.Now()
 	if resp.ExitedAtNs > 0 {
 		at = time.Unix(0, resp.ExitedAtNs)
@@ -119,12 +123,30 @@ func (s *Service) sendExit(p *container.Process) {
 	})
 }
 
-// addGuestMarks adds the guest's marks of a container's create and start
-// to a log line. The guest names them: only the contract's names are
-// taken, so a hostile guest cannot flood the line or shape its fields.
-func addGuestMarks(fields log.Fields, marks []*api.GuestMark) {
+// logExecEnded logs the steps of an exec's life, the host's (Unix
+// nanoseconds) and the guest's (CLOCK_BOOTTIME), once its output drained:
+// `podvm bench exec` splits an exec's time with them. waitAnswered is when
+// the agent's WaitProcess answer arrived.
+func logExecEnded(ctx context.Context, p *container.Process, marks []*api.GuestMark, waitAnswered time.Time) {
+	st := p.ExecStarted()
+	fields := log.Fields{
+		"container": p.ContainerID(), "exec": p.ExecID(),
+		"host_exec_begin_ns":    st.Begin.UnixNano(),
+		"host_exec_answered_ns": st.ExecAnswered.UnixNano(),
+		"host_relay_started_ns": st.RelayStarted.UnixNano(),
+		"host_wait_answered_ns": waitAnswered.UnixNano(),
+		"host_drained_ns":       time.Now().UnixNano(),
+	}
+	addGuestMarks(fields, marks, contract.ProcessMarks)
+	log.G(ctx).WithFields(fields).Debug("exec ended in the pod VM")
+}
+
+// addGuestMarks adds the guest's marks to a log line. The guest names
+// them: only the contract's names (known) are taken, so a hostile guest
+// cannot flood the line or shape its fields.
+func addGuestMarks(fields log.Fields, marks []*api.GuestMark, known []string) {
 	for _, m := range marks {
-		if m != nil && slices.Contains(contract.ContainerMarks, m.Name) {
+		if m != nil && slices.Contains(known, m.Name) {
 			fields["guest_"+m.Name+"_ns"] = m.BoottimeNs
 		}
 	}
