@@ -130,8 +130,7 @@ spec-binary:
 
 # A local single-node Kubernetes v1.37.2 (host processes) with podvm
 # installed, the isolation specs with the baselines runc and runc-fakevm (the
-# fake VM, docs/conformance.md) and with podvm and podvm-template (pod VMs
-# cloned from a VM template, docs/factory.md), the upstream RuntimeClass e2e
+# fake VM, docs/conformance.md) and with podvm, the upstream RuntimeClass e2e
 # specs and critest; report in _output/conformance.
 CONFORMANCE_FLAGS ?=
 conformance: deps install-dev spec-binary
@@ -141,12 +140,12 @@ conformance: deps install-dev spec-binary
 	go build -trimpath -o $(BIN)/podvm-fakevm-runc ./conformance/fakevm/cmd/podvm-fakevm-runc
 	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_CRITEST=1 $(BIN)/podvm conformance \
 		--prefix $(OUT)/cluster-podvm --testbin $(BIN)/podvm-testbin --fakevm-runc $(BIN)/podvm-fakevm-runc \
-		--out $(OUT)/conformance --runtime-classes runc,runc-fakevm,podvm,podvm-template \
+		--out $(OUT)/conformance \
 		--critest-command "go test -count=1 -timeout 2h -run TestCritestIntegration ./runtime/integration/" \
 		$(CONFORMANCE_FLAGS)
 
 # What make test runs of make conformance: the isolation and lift-and-shift
-# specs on runc, the fake VM, podvm and podvm-template through a local cluster, with the
+# specs on runc, the fake VM and podvm through a local cluster, with the
 # report's verdict rules (no critest, which make test runs on its own, and no
 # upstream e2e). Its report is $(OUT)/conformance-specs/report.md.
 conformance-specs:

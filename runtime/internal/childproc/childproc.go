@@ -91,7 +91,10 @@ func Start(spec Spec) (*Process, error) {
 	cmd.Stdout = logPipe
 	cmd.Stderr = logPipe
 	cmd.ExtraFiles = spec.ExtraFiles
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	// LIBC_FATAL_STDERR_: glibc writes its fatal errors (a fortify check,
+	// heap corruption) before it aborts to the terminal, which helpers have
+	// none of; with it they reach the helper's log.
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LIBC_FATAL_STDERR_=1"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:   true,
 		Pdeathsig: syscall.SIGKILL,
