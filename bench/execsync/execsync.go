@@ -71,7 +71,7 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Exec, error
 	accel := h.VMAccelerator()
 	for _, handler := range h.Handlers {
 		r := samples[handler].result(handler)
-		if handler == "podvm" {
+		if benchhost.IsPodvm(handler) {
 			r.Accelerator = accel
 		}
 		out.Handlers = append(out.Handlers, r)

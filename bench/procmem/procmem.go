@@ -101,7 +101,9 @@ type Breakdown struct {
 	RssKB uint64
 	PssKB uint64
 	// GuestRAMKB: shared memfd mappings (QEMU's memory-backend-memfd, and
-	// the same memory mapped by virtiofsd to serve the guest's requests).
+	// the same memory mapped by virtiofsd to serve the guest's requests),
+	// and mappings of files under the guest RAM directories (a VM template
+	// clone's RAM file, mapped private: its untouched pages are shared).
 	GuestRAMKB uint64
 	// JITKB: anonymous writable and executable memory, which in QEMU is
 	// the TCG translation cache (its size is -accel tcg,tb-size).
@@ -124,8 +126,9 @@ func (b Breakdown) Add(o Breakdown) Breakdown {
 const GuestRAMPrefix = "/memfd:"
 
 // Classify adds up mappings; images are absolute paths of files whose
-// mappings count as ImagesKB.
-func Classify(maps []Mapping, images []string) Breakdown {
+// mappings count as ImagesKB, guestRAMDirs directories whose files'
+// mappings count as GuestRAMKB.
+func Classify(maps []Mapping, images []string, guestRAMDirs ...string) Breakdown {
 	isImage := map[string]bool{}
 	for _, p := range images {
 		isImage[p] = true
@@ -137,6 +140,8 @@ func Classify(maps []Mapping, images []string) Breakdown {
 		switch {
 		case strings.HasPrefix(m.Path, GuestRAMPrefix) && strings.HasSuffix(m.Perms, "s"):
 			b.GuestRAMKB += m.PssKB
+		case underAny(m.Path, guestRAMDirs):
+			b.GuestRAMKB += m.PssKB
 		case m.Anonymous() && strings.HasPrefix(m.Perms, "rwx"):
 			b.JITKB += m.PssKB
 		case isImage[m.Path]:
@@ -146,8 +151,19 @@ func Classify(maps []Mapping, images []string) Breakdown {
 	return b
 }
 
-// Read measures process pid (root is needed for another user's process).
-func Read(pid int, images []string) (Breakdown, error) {
+// underAny says whether path is below one of dirs.
+func underAny(path string, dirs []string) bool {
+	for _, d := range dirs {
+		if d != "" && strings.HasPrefix(path, filepath.Clean(d)+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Read measures process pid (root is needed for another user's process);
+// images and guestRAMDirs are Classify's.
+func Read(pid int, images []string, guestRAMDirs ...string) (Breakdown, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
 		return Breakdown{}, err
@@ -157,7 +173,7 @@ func Read(pid int, images []string) (Breakdown, error) {
 	if err != nil {
 		return Breakdown{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	return Classify(maps, images), nil
+	return Classify(maps, images, guestRAMDirs...), nil
 }
 
 // MemfdAllocatedKB is how much of process pid's largest open memfd is

@@ -95,6 +95,22 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// TestClassifyTemplateRAM checks that a VM template clone's RAM file,
+// mapped private, counts as guest RAM when its directory is named.
+func TestClassifyTemplateRAM(t *testing.T) {
+	maps := []Mapping{
+		{Perms: "rw-p", Path: "/w/templates/abc/ram", PssKB: 3000},
+		{Perms: "rw-p", Path: "/w/templates-other/ram", PssKB: 7},
+		{Perms: "r--p", Path: "/usr/bin/qemu-system-x86_64", PssKB: 100},
+	}
+	if got := Classify(maps, nil, "/w/templates/"); got.GuestRAMKB != 3000 || got.PssKB != 3107 {
+		t.Errorf("Classify = %+v, want guest RAM 3000 of 3107", got)
+	}
+	if got := Classify(maps, nil); got.GuestRAMKB != 0 {
+		t.Errorf("without guest RAM dirs: %+v", got)
+	}
+}
+
 func TestBreakdownAdd(t *testing.T) {
 	a := Breakdown{RssKB: 1, PssKB: 2, GuestRAMKB: 3, JITKB: 4, ImagesKB: 5}
 	if got := a.Add(a); got != (Breakdown{RssKB: 2, PssKB: 4, GuestRAMKB: 6, JITKB: 8, ImagesKB: 10}) {
