@@ -35,7 +35,7 @@ func stackOptions(dir string, t *Tools, podvm []hostbed.Handler, images []hostbe
 		Dir: dir, Images: images,
 		Network:    &hostbed.BridgeOptions{Name: "podvm-bench", Bridge: "podvm-bench0", BinDir: t.CNIBinDir, SubnetOctet: 214},
 		Containerd: t.Containerd, ShimDir: filepath.Join(t.Prefix, "bin"), LogLevel: level,
-		Handlers:   append([]hostbed.Handler{hostbed.RuncHandler("runc", t.Runc, RuncRoot(dir))}, podvm...),
+		Handlers: append([]hostbed.Handler{hostbed.RuncHandler("runc", t.Runc, RuncRoot(dir))}, podvm...),
 	}
 }
 
