@@ -88,6 +88,8 @@ func Targets(r *result.Results) []result.Target {
 		add(name, fmt.Sprintf(">= %d", densityGoalPod), "", result.TargetNotMeasured)
 	}
 
+	out = append(out, factoryTargets(r)...)
+
 	name = "gVisor (runsc) beside runc and podvm"
 	if r.Host.Versions.Runsc != "" {
 		add(name, "where possible", "measured: "+r.Host.Versions.Runsc, result.TargetReported)
