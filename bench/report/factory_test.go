@@ -54,7 +54,9 @@ func TestFactoryTargets(t *testing.T) {
 		}, map[string]string{readyTpl: result.TargetNotMeasured, parTpl: result.TargetMissed}},
 		{"sixty reached", func(r *result.Results) { r.Density.Handlers[2].Requested, r.Density.Handlers[2].Reached = 60, 60 },
 			map[string]string{density: result.TargetMet}},
-		{"climb failed", func(r *result.Results) { r.Density.Handlers[2].Reached, r.Density.Handlers[2].Failure = 12, "pod 13: boom" },
+		{"climb failed", func(r *result.Results) {
+			r.Density.Handlers[2].Reached, r.Density.Handlers[2].Failure = 12, "pod 13: boom"
+		},
 			map[string]string{density: result.TargetMissed}},
 		{"no common count", func(r *result.Results) { r.Density.Handlers[2].Points[0].Pods = 24 }, map[string]string{ram: result.TargetNotMeasured}},
 		{"nothing run", func(r *result.Results) { r.Startup, r.Density = nil, nil }, map[string]string{readyTpl: result.TargetNotMeasured,
@@ -63,18 +65,7 @@ func TestFactoryTargets(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := withTemplate()
 			tc.change(r)
-			got := map[string]string{}
-			for _, x := range factoryTargets(r) {
-				got[x.Name] = x.Status
-			}
-			if len(got) != 7 {
-				t.Errorf("%d factory targets, want 7: %v", len(got), got)
-			}
-			for name, want := range tc.want {
-				if got[name] != want {
-					t.Errorf("%s: %q, want %q", name, got[name], want)
-				}
-			}
+			checkTargets(t, factoryTargets(r), 7, tc.want)
 		})
 	}
 }
