@@ -46,9 +46,11 @@ func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure pod VM boot, pod startup and density, side by side with runc (and gVisor)",
-		Long: `Runs podvm's benchmarks on a private containerd (CRI with the runc, podvm and,
-when installed, runsc handlers), its own pod network and a local image
-registry, then removes everything it started and checks that nothing was left.
+		Long: `Runs podvm's benchmarks on a private containerd (CRI with the runc handler and
+a podvm handler per factory mode: podvm for none, podvm-template; runsc through
+ctr when installed), its own pod network and a local image registry, then
+removes everything it started and checks that nothing was left. A template
+mode's first pod, which saves the VM template, is timed before every benchmark.
 
   boot     the phases of one pod VM's start (shim, VMM spawn, guest kernel entry,
            agent ready, container started, first output), and 'ctr run --rm true'
@@ -87,7 +89,7 @@ Writes results.json (schema: docs/benchmarks.md), PNG plots and summary.md to
 	pf.IntVar(&f.parallel, "parallel", 10, "startup: pods per handler started at once (0: none)")
 	pf.IntVar(&f.densityPods, "pods", 25, "density: idle pods per handler")
 	pf.DurationVar(&f.densitySettle, "settle", 10*time.Second, "density: idle time before the last measurement")
-	pf.BoolVar(&f.densityHandlersPodvm, "density-podvm-only", false, "density: measure podvm only (not runc and runsc)")
+	pf.BoolVar(&f.densityHandlersPodvm, "density-podvm-only", false, "density: measure the podvm handlers only, every factory mode (not runc)")
 	pf.StringSliceVar(&f.factoryModes, "factory-modes", benchhost.DefaultFactoryModes,
 		"podvm factory modes measured side by side, each as a CRI handler of its own (podvm for none, podvm-MODE); cache is refused: runtime/config does not accept it yet")
 	pf.IntVar(&f.execRuns, "exec-runs", 10, "exec: ExecSync of true per handler")
