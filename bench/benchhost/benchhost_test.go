@@ -20,13 +20,16 @@ func TestContainerdConfig(t *testing.T) {
 		runsc    string
 		handlers []string
 	}{
-		{"without gVisor", "", []string{"podvm", "runc"}},
+		{"without gVisor", "", []string{"podvm", "podvm-template", "runc"}},
 		// gVisor runs through ctr only.
-		{"with gVisor", "/c/runsc", []string{"podvm", "runc"}},
+		{"with gVisor", "/c/runsc", []string{"podvm", "podvm-template", "runc"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tools.Runsc = tc.runsc
-			rendered, err := stackOptions("/w", tools, "/w/podvm.toml", nil, false).Config("/w/certs.d", n)
+			rendered, err := stackOptions("/w", tools, []hostbed.Handler{
+				hostbed.PodvmHandler("podvm", tools.Shim, "/w/podvm.toml"),
+				hostbed.PodvmHandler("podvm-template", tools.Shim, "/w/podvm-template.toml"),
+			}, nil, false).Config("/w/certs.d", n)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,6 +70,9 @@ func TestContainerdConfig(t *testing.T) {
 			podvm := rt.Containerd.Runtimes["podvm"]
 			if podvm.Type != "io.containerd.podvm.v2" || podvm.Path != tools.Shim || podvm.Options["ConfigPath"] != "/w/podvm.toml" {
 				t.Errorf("podvm handler %+v", podvm)
+			}
+			if tpl := rt.Containerd.Runtimes["podvm-template"]; tpl.Path != tools.Shim || tpl.Options["ConfigPath"] != "/w/podvm-template.toml" {
+				t.Errorf("podvm-template handler %+v", tpl)
 			}
 			if runc := rt.Containerd.Runtimes["runc"]; runc.Options["BinaryName"] != tools.Runc || runc.Options["Root"] != "/w/runc" {
 				t.Errorf("runc handler %+v", runc)

@@ -9,7 +9,8 @@ import (
 
 // stackOptions are the bench host's hostbed stack in dir: a registry
 // serving images, a pod network of its own, and a private containerd
-// serving CRI on dir/c.sock with the runc and podvm handlers. runc keeps
+// serving CRI on dir/c.sock with the runc handler and podvm's (one per
+// factory mode). runc keeps
 // its state under dir/runc (RuncRoot), not in the host-wide
 // /run/containerd/runc.
 //
@@ -25,7 +26,7 @@ import (
 // part of the pause container's sandbox, whose output never reaches the
 // shim and whose StopPodSandbox never returns. It is measured through
 // `ctr run` instead.
-func stackOptions(dir string, t *Tools, podvmConfig string, images []hostbed.Image, debug bool) hostbed.StackOptions {
+func stackOptions(dir string, t *Tools, podvm []hostbed.Handler, images []hostbed.Image, debug bool) hostbed.StackOptions {
 	level := "info"
 	if debug {
 		level = "debug"
@@ -34,11 +35,17 @@ func stackOptions(dir string, t *Tools, podvmConfig string, images []hostbed.Ima
 		Dir: dir, Images: images,
 		Network:    &hostbed.BridgeOptions{Name: "podvm-bench", Bridge: "podvm-bench0", BinDir: t.CNIBinDir, SubnetOctet: 214},
 		Containerd: t.Containerd, ShimDir: filepath.Join(t.Prefix, "bin"), LogLevel: level,
-		Handlers: []hostbed.Handler{
-			hostbed.RuncHandler("runc", t.Runc, RuncRoot(dir)),
-			hostbed.PodvmHandler("podvm", t.Shim, podvmConfig),
-		},
+		Handlers: append([]hostbed.Handler{hostbed.RuncHandler("runc", t.Runc, RuncRoot(dir))}, podvm...),
 	}
+}
+
+// podvmStackHandlers are the host's podvm handlers for containerd.
+func (h *Host) podvmStackHandlers() []hostbed.Handler {
+	var out []hostbed.Handler
+	for _, handler := range h.PodvmHandlers() {
+		out = append(out, hostbed.PodvmHandler(handler, h.Tools.Shim, h.PodvmConfigs[handler]))
+	}
+	return out
 }
 
 // RuncRoot is where runc (and runsc) keep container state for the bench

@@ -16,6 +16,7 @@ import (
 	"github.com/podvm/podvm/bench/shimlog"
 	"github.com/podvm/podvm/internal/hostbed"
 	"github.com/podvm/podvm/runtime/config"
+	"github.com/podvm/podvm/runtime/sandbox/factory"
 )
 
 // StateDir is the podvm state directory of the benchmark's pod VMs, apart
@@ -36,6 +37,9 @@ type Options struct {
 	Progress io.Writer
 	// Keep leaves the work directory (logs, configs) in place.
 	Keep bool
+	// FactoryModes are the podvm factory modes measured, each with a CRI
+	// handler of its own (PodvmHandler); empty: DefaultFactoryModes.
+	FactoryModes []string
 }
 
 // Host is a started bench host. Close it.
@@ -48,9 +52,14 @@ type Host struct {
 	// installed one with StateDir), and Config its parsed form.
 	PodvmConfig string
 	Config      *config.Config
-	// Handlers are the CRI runtime handlers: runc and podvm (gVisor runs
-	// through ctr only: see containerdConfig).
+	// PodvmConfigs are the podvm handlers' configurations by handler: the
+	// installed one (with StateDir) with each factory mode set.
+	PodvmConfigs map[string]string
+	// Handlers are the CRI runtime handlers: runc and one podvm handler
+	// per factory mode (gVisor runs through ctr only: see stackOptions).
 	Handlers []string
+	// FirstPods are the template modes' first pods, timed apart.
+	FirstPods []FirstPod
 
 	opts       Options
 	cgroupRoot string
@@ -68,6 +77,12 @@ func Start(ctx context.Context, o Options) (_ *Host, retErr error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
+	if len(o.FactoryModes) == 0 {
+		o.FactoryModes = DefaultFactoryModes
+	}
+	if err := checkFactoryModes(o.FactoryModes); err != nil {
+		return nil, err
+	}
 	if leftovers := stateLeftovers(); len(leftovers) > 0 {
 		return nil, fmt.Errorf("%s holds sandboxes of an earlier run (%s): remove them (and their processes and mounts) first",
 			StateDir, strings.Join(leftovers, ", "))
@@ -77,7 +92,7 @@ func Start(ctx context.Context, o Options) (_ *Host, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{Tools: o.Tools, Dir: dir, opts: o, Handlers: []string{"runc", "podvm"},
+	h := &Host{Tools: o.Tools, Dir: dir, opts: o, Handlers: []string{"runc"},
 		cgroupRoot: fmt.Sprintf("/podvm-bench-%d", os.Getpid()), tapsBefore: hostTaps()}
 	defer func() {
 		if retErr != nil {
@@ -97,15 +112,16 @@ func Start(ctx context.Context, o Options) (_ *Host, retErr error) {
 		return nil, err
 	}
 	h.step("images pulled from the local registry")
-	return h, nil
+	h.warmTemplates(ctx)
+	return h, ctx.Err()
 }
 
 func (h *Host) step(format string, args ...any) {
 	fmt.Fprintf(h.opts.Progress, "==> "+format+"\n", args...)
 }
 
-// writePodvmConfig writes the installed podvm configuration with StateDir
-// as the podvm handler's.
+// writePodvmConfig writes the installed podvm configuration with StateDir,
+// and from it one configuration per factory mode.
 func (h *Host) writePodvmConfig() error {
 	installed, err := os.ReadFile(h.Tools.PodvmConfig)
 	if err != nil {
@@ -119,8 +135,10 @@ func (h *Host) writePodvmConfig() error {
 	if err := os.WriteFile(h.PodvmConfig, cfgText, 0o644); err != nil {
 		return err
 	}
-	h.Config, err = config.Load(h.PodvmConfig)
-	return err
+	if h.Config, err = config.Load(h.PodvmConfig); err != nil {
+		return err
+	}
+	return h.writeModeConfigs(cfgText)
 }
 
 // startStack starts the registry serving the test images (busybox, the
@@ -130,7 +148,7 @@ func (h *Host) startStack() error {
 	if err != nil {
 		return err
 	}
-	if h.stack, err = hostbed.StartStack(stackOptions(h.Dir, h.Tools, h.PodvmConfig, images, h.opts.Debug)); err != nil {
+	if h.stack, err = hostbed.StartStack(stackOptions(h.Dir, h.Tools, h.podvmStackHandlers(), images, h.opts.Debug)); err != nil {
 		return err
 	}
 	h.step("image registry on %s", h.stack.Registry.Addr)
@@ -190,6 +208,12 @@ func (h *Host) Close(ctx context.Context) (leaks []string) {
 	}
 	if h.stack != nil {
 		h.stack.Containerd.Stop(containerdGrace)
+	}
+	// A VM template's holder outlives the pods by design (package hold):
+	// the bench host ends its templates' holders as `podvm factory clean`
+	// does, and only what is left after that is a leak.
+	if _, err := (factory.Templates{Dir: h.TemplateDir()}).Clean(); err != nil {
+		leaks = append(leaks, "VM templates: "+err.Error())
 	}
 	// What a shim would have removed: give exiting processes a moment.
 	deadline := time.Now().Add(10 * time.Second)

@@ -43,15 +43,15 @@ func (h *Host) Processes(p *Pod) (PodProcesses, error) {
 			}
 		}
 		switch {
-		case p.Handler == "podvm" && strings.HasPrefix(name, "qemu-system"):
+		case IsPodvm(p.Handler) && strings.HasPrefix(name, "qemu-system"):
 			out.VMM = append(out.VMM, pid)
-		case p.Handler == "podvm" && name == "virtiofsd":
+		case IsPodvm(p.Handler) && name == "virtiofsd":
 			out.Virtiofsd = append(out.Virtiofsd, pid)
 		default:
 			out.Containers = append(out.Containers, pid)
 		}
 	}
-	if p.Handler == "podvm" && len(out.VMM) == 0 {
+	if IsPodvm(p.Handler) && len(out.VMM) == 0 {
 		return out, fmt.Errorf("QEMU of pod %s (%s): %w", p.Name, p.ID, errNoProcess)
 	}
 	return out, nil

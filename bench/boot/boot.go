@@ -158,7 +158,9 @@ type ctrRuntime struct {
 func ctrRuntimes(h *benchhost.Host) []ctrRuntime {
 	out := []ctrRuntime{
 		{"runc", "runc", []string{"--runtime", "io.containerd.runc.v2", "--runc-binary", h.Tools.Runc, "--runc-root", benchhost.RuncRoot(h.Dir)}},
-		{"podvm", "podvm", []string{"--runtime", h.Tools.Shim, "--runtime-config-path", h.PodvmConfig}},
+	}
+	for _, handler := range h.PodvmHandlers() {
+		out = append(out, ctrRuntime{handler, handler, []string{"--runtime", h.Tools.Shim, "--runtime-config-path", h.PodvmConfigs[handler]}})
 	}
 	if h.Tools.Runsc != "" {
 		out = append(out, ctrRuntime{"runsc", benchhost.RuntimeName("runsc"),

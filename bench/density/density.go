@@ -107,7 +107,7 @@ func climb(ctx context.Context, h *benchhost.Host, handler string, o Options) (r
 		d.Points = append(d.Points, pt)
 		progress(o.Progress, handler, pt)
 	}
-	if handler == "podvm" {
+	if benchhost.IsPodvm(handler) {
 		d.Accelerator = h.VMAccelerator()
 	}
 	return d, nil
@@ -170,7 +170,7 @@ func measure(h *benchhost.Host, pods []*benchhost.Pod, availBefore float64) (res
 		if err != nil {
 			return result.DensityPoint{}, err
 		}
-		m, err := podMemory(procs, images)
+		m, err := podMemory(procs, images, h.TemplateDir())
 		if err != nil {
 			return result.DensityPoint{}, fmt.Errorf("pod %s: %w", p.Name, err)
 		}
@@ -183,11 +183,12 @@ func measure(h *benchhost.Host, pods []*benchhost.Pod, availBefore float64) (res
 }
 
 // podMemory measures one pod's processes.
-func podMemory(p benchhost.PodProcesses, images []string) (result.PodMemory, error) {
+// VM template clones' RAM files under templateDir count as guest RAM.
+func podMemory(p benchhost.PodProcesses, images []string, templateDir string) (result.PodMemory, error) {
 	read := func(pids []int) (procmem.Breakdown, error) {
 		var sum procmem.Breakdown
 		for _, pid := range pids {
-			b, err := procmem.Read(pid, images)
+			b, err := procmem.Read(pid, images, templateDir)
 			if err != nil {
 				return sum, err
 			}

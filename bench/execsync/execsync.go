@@ -72,7 +72,7 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Exec, error
 	l, logErr := h.ShimLog()
 	for _, handler := range h.Handlers {
 		r := samples[handler].result(handler)
-		if handler == "podvm" {
+		if benchhost.IsPodvm(handler) {
 			r.Accelerator = accel
 			if logErr == nil {
 				r.Phases = execPhases(l, pods[handler].ContainerID, samples[handler].calls)

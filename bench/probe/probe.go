@@ -59,7 +59,7 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Probe, erro
 			hp.Failures = append(hp.Failures, err.Error())
 			errs = append(errs, fmt.Errorf("%s: %w", handler, err))
 		}
-		if handler == "podvm" {
+		if benchhost.IsPodvm(handler) {
 			hp.Accelerator = accel
 		}
 		out.Handlers = append(out.Handlers, hp)

@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/podvm/podvm/runtime/factory/hold"
 )
 
 // Mapping is one region of a process's address space, as smaps lists it.
@@ -101,7 +103,9 @@ type Breakdown struct {
 	RssKB uint64
 	PssKB uint64
 	// GuestRAMKB: shared memfd mappings (QEMU's memory-backend-memfd, and
-	// the same memory mapped by virtiofsd to serve the guest's requests).
+	// the same memory mapped by virtiofsd to serve the guest's requests),
+	// and mappings of files under the guest RAM directories (a VM template
+	// clone's RAM file, mapped private: its untouched pages are shared).
 	GuestRAMKB uint64
 	// JITKB: anonymous writable and executable memory, which in QEMU is
 	// the TCG translation cache (its size is -accel tcg,tb-size).
@@ -123,9 +127,16 @@ func (b Breakdown) Add(o Breakdown) Breakdown {
 // GuestRAMPrefix starts the path of a memfd mapping in smaps.
 const GuestRAMPrefix = "/memfd:"
 
+// TemplateRAMPrefix starts the path of a VM template's RAM as a clone maps
+// it: the template holder's sealed memfd, mapped private (package hold).
+// Its PSS is the clone's guest RAM: the template's pages it shares, split
+// between the clones, and the pages it wrote, its own.
+const TemplateRAMPrefix = GuestRAMPrefix + hold.MemfdName
+
 // Classify adds up mappings; images are absolute paths of files whose
-// mappings count as ImagesKB.
-func Classify(maps []Mapping, images []string) Breakdown {
+// mappings count as ImagesKB, guestRAMDirs directories whose files'
+// mappings count as GuestRAMKB.
+func Classify(maps []Mapping, images []string, guestRAMDirs ...string) Breakdown {
 	isImage := map[string]bool{}
 	for _, p := range images {
 		isImage[p] = true
@@ -137,6 +148,10 @@ func Classify(maps []Mapping, images []string) Breakdown {
 		switch {
 		case strings.HasPrefix(m.Path, GuestRAMPrefix) && strings.HasSuffix(m.Perms, "s"):
 			b.GuestRAMKB += m.PssKB
+		case strings.HasPrefix(m.Path, TemplateRAMPrefix):
+			b.GuestRAMKB += m.PssKB
+		case underAny(m.Path, guestRAMDirs):
+			b.GuestRAMKB += m.PssKB
 		case m.Anonymous() && strings.HasPrefix(m.Perms, "rwx"):
 			b.JITKB += m.PssKB
 		case isImage[m.Path]:
@@ -146,8 +161,19 @@ func Classify(maps []Mapping, images []string) Breakdown {
 	return b
 }
 
-// Read measures process pid (root is needed for another user's process).
-func Read(pid int, images []string) (Breakdown, error) {
+// underAny says whether path is below one of dirs.
+func underAny(path string, dirs []string) bool {
+	for _, d := range dirs {
+		if d != "" && strings.HasPrefix(path, filepath.Clean(d)+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Read measures process pid (root is needed for another user's process);
+// images and guestRAMDirs are Classify's.
+func Read(pid int, images []string, guestRAMDirs ...string) (Breakdown, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
 		return Breakdown{}, err
@@ -157,10 +183,11 @@ func Read(pid int, images []string) (Breakdown, error) {
 	if err != nil {
 		return Breakdown{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	return Classify(maps, images), nil
+	return Classify(maps, images, guestRAMDirs...), nil
 }
 
-// MemfdAllocatedKB is how much of process pid's largest open memfd is
+// MemfdAllocatedKB is how much of process pid's largest open memfd (but
+// a VM template's) is
 // backed by memory: for QEMU's memory-backend-memfd, the guest RAM the
 // guest has touched (pages it never touched take no memory). ok is false
 // when the process has no memfd open.
@@ -174,7 +201,9 @@ func MemfdAllocatedKB(pid int) (kb uint64, ok bool, err error) {
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
 		target, err := os.Readlink(p)
-		if err != nil || !strings.HasPrefix(target, GuestRAMPrefix) {
+		// A clone's template memfd is the holder's memory, not the
+		// clone's: what the clone wrote is in its mapping's PSS.
+		if err != nil || !strings.HasPrefix(target, GuestRAMPrefix) || strings.HasPrefix(target, TemplateRAMPrefix) {
 			continue
 		}
 		var st syscall.Stat_t

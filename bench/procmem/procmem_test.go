@@ -95,6 +95,36 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// TestClassifyTemplateRAM checks that a VM template clone's RAM file,
+// mapped private, counts as guest RAM when its directory is named.
+func TestClassifyTemplateRAM(t *testing.T) {
+	maps := []Mapping{
+		{Perms: "rw-p", Path: "/w/templates/abc/ram", PssKB: 3000},
+		{Perms: "rw-p", Path: "/w/templates-other/ram", PssKB: 7},
+		{Perms: "r--p", Path: "/usr/bin/qemu-system-x86_64", PssKB: 100},
+	}
+	if got := Classify(maps, nil, "/w/templates/"); got.GuestRAMKB != 3000 || got.PssKB != 3107 {
+		t.Errorf("Classify = %+v, want guest RAM 3000 of 3107", got)
+	}
+	if got := Classify(maps, nil); got.GuestRAMKB != 0 {
+		t.Errorf("without guest RAM dirs: %+v", got)
+	}
+}
+
+// TestClassifyTemplateMemfd: a jailed clone maps the template holder's
+// sealed memfd private; its PSS is the clone's guest RAM, while another
+// private memfd mapping is not.
+func TestClassifyTemplateMemfd(t *testing.T) {
+	maps := []Mapping{
+		{Perms: "rw-p", Path: "/memfd:podvm-template (deleted)", PssKB: 2500},
+		{Perms: "rw-p", Path: "/memfd:something-else (deleted)", PssKB: 11},
+		{Perms: "r--p", Path: "/usr/bin/qemu-system-x86_64", PssKB: 100},
+	}
+	if got := Classify(maps, nil); got.GuestRAMKB != 2500 || got.PssKB != 2611 {
+		t.Errorf("Classify = %+v, want guest RAM 2500 of 2611", got)
+	}
+}
+
 func TestBreakdownAdd(t *testing.T) {
 	a := Breakdown{RssKB: 1, PssKB: 2, GuestRAMKB: 3, JITKB: 4, ImagesKB: 5}
 	if got := a.Add(a); got != (Breakdown{RssKB: 2, PssKB: 4, GuestRAMKB: 6, JITKB: 8, ImagesKB: 10}) {

@@ -174,6 +174,13 @@ func densityPlot(r *result.Results) *plot.Plot {
 			series(hd, "podvm: shim", func(m result.PodMemory) float64 { return m.ShimPSS })
 			continue
 		}
+		if isFactoryMode(r, hd.Handler) {
+			// A clone's guest RAM is a template file mapped private: its
+			// PSS, not a memfd's allocation, is what it costs.
+			series(hd, hd.Handler+": guest RAM PSS", func(m result.PodMemory) float64 { return m.VMMGuestRAMPSS })
+			series(hd, hd.Handler+": host overhead (all but guest RAM)", func(m result.PodMemory) float64 { return m.HostOverhead })
+			continue
+		}
 		series(hd, hd.Runtime+": shim + containers", func(m result.PodMemory) float64 { return m.Total })
 	}
 	if len(lines) == 0 {

@@ -17,6 +17,9 @@ func Summary(r *result.Results) string {
 	var w markdown
 	w.host(r)
 	w.targets(r.Targets)
+	if r.Factory != nil {
+		w.factory(r)
+	}
 	if bt := r.Boot; bt != nil {
 		w.boot(bt)
 	}

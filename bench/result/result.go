@@ -28,6 +28,7 @@ type Results struct {
 	Density    *Density  `json:"density,omitempty"`
 	Exec       *Exec     `json:"exec,omitempty"`
 	Probe      *Probe    `json:"probe,omitempty"`
+	Factory    *Factory  `json:"factory,omitempty"`
 	// Targets are the issue's goals, each with the figure measured for it.
 	Targets []Target `json:"targets"`
 	// Leaks lists what the run left on the host (processes, mounts,
@@ -119,3 +120,19 @@ func Ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // MiB converts KiB to MiB.
 func MiB(kb uint64) float64 { return float64(kb) / 1024 }
+
+// Factory is which podvm factory modes (docs/factory.md) the run measured,
+// each as a CRI handler of its own, and the first pod of each mode that
+// saves a VM template, timed before every benchmark and kept out of them.
+type Factory struct {
+	// Handlers maps each podvm handler to its factory mode.
+	Handlers  map[string]string `json:"handlers"`
+	FirstPods []FirstPod        `json:"first_pods"`
+}
+
+// FirstPod is the pod whose start saved a handler's VM template.
+type FirstPod struct {
+	Handler         string  `json:"handler"`
+	ToFirstOutputMs float64 `json:"to_first_output_ms"`
+	Error           string  `json:"error,omitempty"`
+}

@@ -20,6 +20,7 @@ func full() *Results {
 	pm := PodMemory{ShimPSS: 1, VMMPSS: 2, VMMGuestRAMPSS: 3, VMMTCGCachePSS: 4, VMMImagesPSS: 5, VMMOtherPSS: 6,
 		VirtiofsdPSS: 7, VirtiofsdGuestRAMPSS: 8, ContainersPSS: 9, GuestRAMTouched: 10, Total: 11,
 		HostOverhead: 12, HostOverheadExclTCG: 13, CgroupCharge: 14}
+	vms := &PodVMStarts{FactoryMode: "template", VMMSpawnToAgentReady: s, Cloned: 2, Fallbacks: 1, FirstFallback: "f"}
 	return &Results{
 		Schema: Schema, StartedAt: time.Unix(1, 0).UTC(), FinishedAt: time.Unix(2, 0).UTC(),
 		Host: Host{Kernel: "6.18", CPUs: 2, MemoryMiB: 1024, CPUModel: "cpu", Accelerator: "tcg", AcceleratorReason: "why",
@@ -33,9 +34,9 @@ func full() *Results {
 		},
 		Startup: &Startup{
 			Serial: []HandlerStartup{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Runs: 3, ToFirstOutput: s, RunPodSandbox: s,
-				CreateContainer: s, StartContainer: s, Output: s, MedianRatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}}},
+				CreateContainer: s, StartContainer: s, Output: s, MedianRatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}, VMs: vms}},
 			Parallel: []HandlerParallel{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Pods: 3, WallMs: 1, ToFirstOutput: s,
-				WallRatioToRunc: 2, MedianRatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}}},
+				WallRatioToRunc: 2, MedianRatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}, VMs: vms}},
 		},
 		Density: &Density{Handlers: []HandlerDensity{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Requested: 3, Reached: 2,
 			Failure: "f", StartMs: s, StartSamples: []float64{1},
@@ -47,13 +48,15 @@ func full() *Results {
 			Handlers: []HandlerProbe{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Failures: []string{"f"},
 				Phases: []ProbePhase{{Name: ProbeIdle, Ping: s, Connect: s, Response: s, OverKubeletTimeout: 1, MedianRatioToRunc: 2,
 					P90RatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}}}}}},
+		Factory: &Factory{Handlers: map[string]string{"podvm-template": "template"},
+			FirstPods: []FirstPod{{Handler: "podvm-template", ToFirstOutputMs: 1, Error: "e"}}},
 		Targets: []Target{{Name: "n", Goal: "g", Measured: "m", Status: TargetMet}},
 		Leaks:   []string{"l"},
 	}
 }
 
 // keyPaths lists every key of a JSON document as a dotted path; array
-// items are "[]", map keys of marks_ms are "*".
+// items are "[]", map keys of marks_ms and factory.handlers are "*".
 func keyPaths(prefix string, v any, out map[string]bool) {
 	switch x := v.(type) {
 	case map[string]any:
@@ -62,7 +65,7 @@ func keyPaths(prefix string, v any, out map[string]bool) {
 			if prefix != "" {
 				p = prefix + "." + k
 			}
-			if strings.HasSuffix(prefix, "marks_ms") {
+			if strings.HasSuffix(prefix, "marks_ms") || prefix == "factory.handlers" {
 				p = prefix + ".*"
 			}
 			out[p] = true

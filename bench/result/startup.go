@@ -27,6 +27,8 @@ type HandlerStartup struct {
 	MedianRatioToRunc float64       `json:"median_ratio_to_runc"`
 	SamplesMs         []float64     `json:"samples_ms"`
 	Failures          []string      `json:"failures"`
+	// VMs are the pods' VM starts (podvm handlers only).
+	VMs *PodVMStarts `json:"vms,omitempty"`
 }
 
 // HandlerParallel is one handler's pods started all at once.
@@ -44,4 +46,21 @@ type HandlerParallel struct {
 	MedianRatioToRunc float64   `json:"median_ratio_to_runc"`
 	SamplesMs         []float64 `json:"samples_ms"`
 	Failures          []string  `json:"failures"`
+	// VMs are the pods' VM starts (podvm handlers only).
+	VMs *PodVMStarts `json:"vms,omitempty"`
+}
+
+// PodVMStarts are a podvm handler's VM starts in a set of pods, from the
+// shims' log lines.
+type PodVMStarts struct {
+	// FactoryMode is the handler's factory.mode (docs/factory.md).
+	FactoryMode string `json:"factory_mode"`
+	// VMMSpawnToAgentReady is from the VMM's spawn to the shim's first
+	// answer from the agent (host clock), per pod VM.
+	VMMSpawnToAgentReady stats.Summary `json:"vmm_spawn_to_agent_ready_ms"`
+	// Cloned counts VMs cloned from a VM template; Fallbacks those booted
+	// because the clone failed (FirstFallback says why).
+	Cloned        int    `json:"cloned"`
+	Fallbacks     int    `json:"fallbacks"`
+	FirstFallback string `json:"first_fallback,omitempty"`
 }

@@ -42,7 +42,7 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 	cmd := []string{"echo", outputText}
 	// Warm-up, not recorded: one pod per handler.
 	for _, handler := range h.Handlers {
-		if _, err := startAndRemove(ctx, h, handler, "warmup-"+handler, cmd); err != nil {
+		if _, _, err := startAndRemove(ctx, h, handler, "warmup-"+handler, cmd); err != nil {
 			return nil, fmt.Errorf("warm-up pod (%s): %w", handler, err)
 		}
 	}
@@ -53,8 +53,8 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 	for i := 1; i <= o.SerialRuns; i++ {
 		for k := range h.Handlers {
 			handler := h.Handlers[(k+i)%len(h.Handlers)]
-			t, err := startAndRemove(ctx, h, handler, fmt.Sprintf("serial-%s-%d", handler, i), cmd)
-			serial[handler].add(t, err)
+			id, t, err := startAndRemove(ctx, h, handler, fmt.Sprintf("serial-%s-%d", handler, i), cmd)
+			serial[handler].add(id, t, err)
 			if err != nil {
 				fmt.Fprintf(o.Progress, "    serial %s %d: %v\n", handler, i, err)
 			}
@@ -62,13 +62,15 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 	}
 	for _, handler := range h.Handlers {
 		r := serial[handler].result(handler)
+		r.VMs = vmStarts(h, handler, serial[handler].ids)
 		out.Serial = append(out.Serial, r)
 		fmt.Fprintf(o.Progress, "    serial, %s: median %.0f ms, p90 %.0f ms (%d pods, %d failed)\n",
 			handler, r.ToFirstOutput.Median, r.ToFirstOutput.P90, r.ToFirstOutput.N, len(r.Failures))
 	}
 	if o.Parallel > 0 {
 		for _, handler := range h.Handlers {
-			p := parallel(ctx, h, handler, o.Parallel, cmd)
+			p, ids := parallel(ctx, h, handler, o.Parallel, cmd)
+			p.VMs = vmStarts(h, handler, ids)
 			out.Parallel = append(out.Parallel, p)
 			fmt.Fprintf(o.Progress, "    %d at once, %s: all out in %.0f ms, each median %.0f ms p90 %.0f ms (%d failed)\n",
 				o.Parallel, handler, p.WallMs, p.ToFirstOutput.Median, p.ToFirstOutput.P90, len(p.Failures))
@@ -81,23 +83,30 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 
 // startAndRemove starts a pod, waits for its output, and removes it (the
 // removal is not timed).
-func startAndRemove(ctx context.Context, h *benchhost.Host, handler, name string, cmd []string) (benchhost.PodTimes, error) {
+func startAndRemove(ctx context.Context, h *benchhost.Host, handler, name string, cmd []string) (id string, _ benchhost.PodTimes, _ error) {
 	sctx, cancel := context.WithTimeout(ctx, podTimeout)
 	defer cancel()
 	p, t, err := h.StartPod(sctx, handler, name, cmd, outputText)
+	if p != nil {
+		id = p.ID
+	}
 	if rerr := h.RemovePod(context.WithoutCancel(ctx), p); rerr != nil && err == nil {
 		err = rerr
 	}
-	return t, err
+	return id, t, err
 }
 
 // serialRuns collects one handler's serial pods.
 type serialRuns struct {
 	total, runp, create, start, output []float64
 	failures                           []string
+	ids                                []string
 }
 
-func (s *serialRuns) add(t benchhost.PodTimes, err error) {
+func (s *serialRuns) add(id string, t benchhost.PodTimes, err error) {
+	if id != "" {
+		s.ids = append(s.ids, id)
+	}
 	if err != nil {
 		s.failures = append(s.failures, err.Error())
 		return
@@ -118,8 +127,9 @@ func (s *serialRuns) result(handler string) result.HandlerStartup {
 	}
 }
 
-// parallel starts n pods of handler at once and removes them after.
-func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd []string) result.HandlerParallel {
+// parallel starts n pods of handler at once and removes them after; it
+// returns their sandbox ids too.
+func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd []string) (result.HandlerParallel, []string) {
 	out := result.HandlerParallel{Handler: handler, Runtime: benchhost.RuntimeName(handler), Pods: n}
 	pctx, cancel := context.WithTimeout(ctx, podTimeout)
 	defer cancel()
@@ -158,12 +168,14 @@ func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd
 	out.ToFirstOutput = stats.Summarize(out.SamplesMs)
 	// Removed one after another: the removal is not measured, and a
 	// host full of exiting VMs would only slow the next batch.
+	var ids []string
 	for _, p := range pods {
+		ids = append(ids, p.ID)
 		if err := h.RemovePod(context.WithoutCancel(ctx), p); err != nil {
 			out.Failures = append(out.Failures, err.Error())
 		}
 	}
-	return out
+	return out, ids
 }
 
 // setRatios compares every handler with runc.
@@ -193,12 +205,12 @@ func setRatios(s *result.Startup) {
 func setAccelerators(h *benchhost.Host, s *result.Startup) {
 	accel := h.VMAccelerator()
 	for i := range s.Serial {
-		if s.Serial[i].Handler == "podvm" {
+		if benchhost.IsPodvm(s.Serial[i].Handler) {
 			s.Serial[i].Accelerator = accel
 		}
 	}
 	for i := range s.Parallel {
-		if s.Parallel[i].Handler == "podvm" {
+		if benchhost.IsPodvm(s.Parallel[i].Handler) {
 			s.Parallel[i].Accelerator = accel
 		}
 	}

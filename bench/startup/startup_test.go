@@ -12,16 +12,19 @@ import (
 
 func TestSerialRuns(t *testing.T) {
 	var s serialRuns
-	s.add(benchhost.PodTimes{RunPodSandbox: 100 * time.Millisecond, CreateContainer: 10 * time.Millisecond,
+	s.add("a", benchhost.PodTimes{RunPodSandbox: 100 * time.Millisecond, CreateContainer: 10 * time.Millisecond,
 		StartContainer: 50 * time.Millisecond, Output: 5 * time.Millisecond, Total: 165 * time.Millisecond}, nil)
-	s.add(benchhost.PodTimes{Total: 300 * time.Millisecond}, nil)
-	s.add(benchhost.PodTimes{}, errors.New("RunPodSandbox: boom"))
+	s.add("b", benchhost.PodTimes{Total: 300 * time.Millisecond}, nil)
+	s.add("", benchhost.PodTimes{}, errors.New("RunPodSandbox: boom"))
 	r := s.result("podvm")
 	if r.Runs != 3 || r.ToFirstOutput.N != 2 || r.ToFirstOutput.Median != 232.5 || len(r.Failures) != 1 {
 		t.Errorf("result %+v", r)
 	}
 	if r.RunPodSandbox.Max != 100 || r.Output.Max != 5 || r.Runtime != "podvm" {
 		t.Errorf("phases %+v %+v", r.RunPodSandbox, r.Output)
+	}
+	if len(s.ids) != 2 {
+		t.Errorf("sandbox ids %v, want the two created", s.ids)
 	}
 }
 

@@ -53,6 +53,7 @@ func Run(ctx context.Context, o Options) (*result.Results, error) {
 		return nil, err
 	}
 	res.Host = h.Describe()
+	res.Factory = factoryOf(h)
 	fmt.Fprintf(progress, "==> %s, %d CPUs, %.0f MiB; pod VMs: %s (%s)\n", res.Host.CPUModel, res.Host.CPUs,
 		res.Host.MemoryMiB, res.Host.Accelerator, res.Host.AcceleratorReason)
 
@@ -108,4 +109,20 @@ func runBenchmarks(ctx context.Context, h *benchhost.Host, o Options, res *resul
 		step("density", fmt.Sprintf("up to %d idle pods per handler", d.Pods), func() (err error) { res.Density, err = density.Run(ctx, h, *d); return err })
 	}
 	return errs
+}
+
+// factoryOf is the factory modes h measures and their first pods.
+func factoryOf(h *benchhost.Host) *result.Factory {
+	f := &result.Factory{Handlers: map[string]string{}, FirstPods: []result.FirstPod{}}
+	for _, handler := range h.PodvmHandlers() {
+		f.Handlers[handler] = benchhost.FactoryMode(handler)
+	}
+	for _, p := range h.FirstPods {
+		fp := result.FirstPod{Handler: p.Handler, ToFirstOutputMs: result.Ms(p.Times.Total)}
+		if p.Err != nil {
+			fp.Error = p.Err.Error()
+		}
+		f.FirstPods = append(f.FirstPods, fp)
+	}
+	return f
 }

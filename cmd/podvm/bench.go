@@ -31,6 +31,7 @@ type benchFlags struct {
 	densityPods          int
 	densitySettle        time.Duration
 	densityHandlersPodvm bool
+	factoryModes         []string
 
 	execRuns                 int
 	probeRequests, probeLoad int
@@ -45,9 +46,11 @@ func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure pod VM boot, pod startup and density, side by side with runc (and gVisor)",
-		Long: `Runs podvm's benchmarks on a private containerd (CRI with the runc, podvm and,
-when installed, runsc handlers), its own pod network and a local image
-registry, then removes everything it started and checks that nothing was left.
+		Long: `Runs podvm's benchmarks on a private containerd (CRI with the runc handler and
+a podvm handler per factory mode: podvm for none, podvm-template; runsc through
+ctr when installed), its own pod network and a local image registry, then
+removes everything it started and checks that nothing was left. A template
+mode's first pod, which saves the VM template, is timed before every benchmark.
 
   boot     the phases of one pod VM's start (shim, VMM spawn, guest kernel entry,
            agent ready, container started, first output), and 'ctr run --rm true'
@@ -86,7 +89,9 @@ Writes results.json (schema: docs/benchmarks.md), PNG plots and summary.md to
 	pf.IntVar(&f.parallel, "parallel", 10, "startup: pods per handler started at once (0: none)")
 	pf.IntVar(&f.densityPods, "pods", 25, "density: idle pods per handler")
 	pf.DurationVar(&f.densitySettle, "settle", 10*time.Second, "density: idle time before the last measurement")
-	pf.BoolVar(&f.densityHandlersPodvm, "density-podvm-only", false, "density: measure podvm only (not runc and runsc)")
+	pf.BoolVar(&f.densityHandlersPodvm, "density-podvm-only", false, "density: measure the podvm handlers only, every factory mode (not runc)")
+	pf.StringSliceVar(&f.factoryModes, "factory-modes", benchhost.DefaultFactoryModes,
+		"podvm factory modes measured side by side, each as a CRI handler of its own (podvm for none, podvm-MODE); cache is refused: runtime/config does not accept it yet")
 	pf.IntVar(&f.execRuns, "exec-runs", 10, "exec: ExecSync of true per handler")
 	pf.IntVar(&f.probeRequests, "probe-requests", 20, "probe: HTTP GETs per handler, idle and again under load")
 	pf.IntVar(&f.probeLoad, "probe-load", 4, "probe: busy-looping pods of the same handler that make the load")
@@ -117,7 +122,8 @@ func (f *benchFlags) run(cmd *cobra.Command, parts benchParts) error {
 		return prerequisite(err)
 	}
 	o := suite.Options{
-		Host:   benchhost.Options{Tools: tools, Debug: f.debug, Keep: f.keep, Progress: cmd.ErrOrStderr()},
+		Host: benchhost.Options{Tools: tools, Debug: f.debug, Keep: f.keep, Progress: cmd.ErrOrStderr(),
+			FactoryModes: f.factoryModes},
 		OutDir: f.out,
 	}
 	if parts.boot {
@@ -135,7 +141,7 @@ func (f *benchFlags) run(cmd *cobra.Command, parts benchParts) error {
 	if parts.density {
 		o.Density = &density.Options{Pods: f.densityPods, Settle: f.densitySettle}
 		if f.densityHandlersPodvm {
-			o.Density.Handlers = []string{"podvm"}
+			o.Density.Handlers = podvmHandlers(f.factoryModes)
 		}
 	}
 	res, err := suite.Run(ctx, o)
@@ -170,4 +176,13 @@ func newBenchReportCommand() *cobra.Command {
 	cmd.Flags().StringVar(&in, "in", "bench-results/results.json", "results to report on")
 	cmd.Flags().StringVar(&out, "out", "", "directory to write to (default: the one --in is in)")
 	return cmd
+}
+
+// podvmHandlers are the CRI handlers of the podvm factory modes.
+func podvmHandlers(modes []string) []string {
+	var out []string
+	for _, m := range modes {
+		out = append(out, benchhost.PodvmHandler(m))
+	}
+	return out
 }

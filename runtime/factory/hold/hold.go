@@ -43,6 +43,11 @@ const (
 // and no seal can be added or removed any more.
 const Seals = unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL
 
+// MemfdName names every held memfd: a clone's VMM maps it as
+// "/memfd:podvm-template (deleted)", which is how a reader of its mappings
+// (the density bench) tells the template's RAM.
+const MemfdName = "podvm-template"
+
 // Cgroup is the host cgroup of every holder: the factory's own, charged
 // for the templates' memory rather than any pod or shim.
 const Cgroup = "/podvm-factory"

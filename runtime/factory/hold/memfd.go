@@ -27,11 +27,11 @@ func load(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := unix.MemfdCreate("podvm-template", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	fd, err := unix.MemfdCreate(MemfdName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
-	mem := os.NewFile(uintptr(fd), "memfd:podvm-template")
+	mem := os.NewFile(uintptr(fd), "memfd:"+MemfdName)
 	if err := fill(mem, ram, st.Size()); err != nil {
 		mem.Close()
 		return nil, fmt.Errorf("copy %s into a memfd: %w", path, err)
