@@ -259,17 +259,14 @@ func (s *Service) deleteInProgress() (done func()) {
 
 // deleteContainer removes c from the VM and from the shim, and destroys
 // the VM with its owner. When the owner is the VM's last container (a
-// lone container, or CRI's sandbox container, which CRI deletes last) the
-// VM is destroyed after the answer: nobody waits for the guest's runc
-// delete, the VMM's exit or the share's unmounts, and the shim stays until
-// they are done (Shutdown's callback waits for Destroy). Its record goes
-// first: containerd runs `shim delete` as soon as it has hung up, which
-// could only find the state directory locked by this shim; a shim that
-// dies meanwhile leaves it unlocked for crash.Sweep.
+// lone container, or CRI's sandbox container, which CRI deletes last) its
+// guest runc delete is skipped: the VM is destroyed next. The destroy stays
+// before the answer: callers rely on a deleted pod having left nothing
+// (its host cgroup gone when RemovePodSandbox returns, which the kubelet
+// then removes the pod's cgroup after).
 func (s *Service) deleteContainer(ctx context.Context, c *container.Container) {
 	sb := s.sandbox()
-	last := c.Owner && s.containers.Len() == 1
-	if last {
+	if c.Owner && s.containers.Len() == 1 {
 		c.Detach(ctx)
 	} else {
 		c.Delete(ctx)
@@ -279,12 +276,7 @@ func (s *Service) deleteContainer(ctx context.Context, c *container.Container) {
 		s.sendExit(init)
 	}
 	s.forget(c.ID)
-	switch {
-	case last:
-		crash.RemoveRecord(c.Bundle)
-		go s.destroyVM(sb)
-		return
-	case c.Owner:
+	if c.Owner {
 		if err := sb.Destroy(ctx); err != nil {
 			log.G(ctx).WithError(err).Warn("destroy pod VM")
 		}
@@ -293,14 +285,6 @@ func (s *Service) deleteContainer(ctx context.Context, c *container.Container) {
 		s.exitAll(s.containers.All())
 	}
 	crash.RemoveRecord(c.Bundle)
-}
-
-// destroyVM destroys the pod VM once its last container is deleted.
-func (s *Service) destroyVM(sb *sandbox.Sandbox) {
-	ctx := context.WithoutCancel(s.ctx)
-	if err := sb.Destroy(ctx); err != nil {
-		log.G(ctx).WithError(err).Warn("destroy pod VM")
-	}
 }
 
 // forget drops what the shim knows of a deleted container.
