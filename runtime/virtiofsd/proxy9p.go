@@ -23,7 +23,8 @@ const proxyFD = 3
 // StartProxy9p starts virtfs-proxy-helper on cfg.SharedDir, with cfg's
 // name, binary (default ProxyHelperPath), log, cgroup and set-id filter
 // (setid.go; the helper serves guest root as host root, as virtiofsd
-// does), and returns it with the VMM's end of their socket pair, for
+// does), with only its own capabilities and a no-op capset (proxycaps.go:
+// without them it aborts), and returns it with the VMM's end of their socket pair, for
 // `-fsdev proxy,sock_fd=`. cfg's socket, cache and extra arguments are
 // not used. The helper exits when the VMM closes its end.
 func StartProxy9p(cfg Config) (*Daemon, *os.File, error) {
@@ -45,7 +46,7 @@ func StartProxy9p(cfg Config) (*Daemon, *os.File, error) {
 		LogPath:    cfg.LogPath,
 		ExtraFiles: []*os.File{helperEnd},
 		Cgroup:     cfg.Cgroup,
-		Confine:    cfg.confine(),
+		Confine:    cfg.confineProxyHelper(),
 	})
 	if err != nil {
 		vmmEnd.Close()

@@ -196,6 +196,33 @@ func TestProxy9pHelperServesAWritingPod(t *testing.T) {
 	if target, err := os.Readlink(filepath.Join(share, "data/link")); err != nil || target != "app.txt" {
 		t.Errorf("data/link -> %q, %v", target, err)
 	}
+	helperConfined(t, c.d.Pid(), share)
+}
+
+// helperConfined checks that every thread of the helper runs chrooted in
+// share as root with the same nine capabilities (proxyHelperCaps), under
+// no_new_privs and the two filters.
+func helperConfined(t *testing.T, pid int, share string) {
+	t.Helper()
+	proc := fmt.Sprintf("/proc/%d", pid)
+	if root, _ := os.Readlink(proc + "/root"); root != share {
+		t.Errorf("the helper's root is %q; want %s", root, share)
+	}
+	tasks, _ := os.ReadDir(proc + "/task")
+	if len(tasks) != 2 {
+		t.Errorf("the helper has %d threads; want 2 (main, QEMU's call_rcu)", len(tasks))
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(proc + "/task/" + task.Name() + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"Uid:\t0\t0\t0\t0", "CapEff:\t00000000080401db", "CapPrm:\t00000000080401db", "NoNewPrivs:\t1", "Seccomp_filters:\t2"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("thread %s of the helper: no %q in its status:\n%s", task.Name(), want, b)
+			}
+		}
+	}
 }
 
 // A guest cannot leave a setuid or setgid file on the host through the

@@ -16,3 +16,8 @@ func hostSetidFilter() ([]unix.SockFilter, error) {
 		{Nr: unix.SYS_OPENAT, Mode: 3, Flags: 2},
 	}, unix.SYS_OPENAT2), nil
 }
+
+// hostCapsetNoopFilter is capsetNoopFilter for x86-64.
+func hostCapsetNoopFilter() ([]unix.SockFilter, error) {
+	return capsetNoopFilter(unix.AUDIT_ARCH_X86_64, unix.SYS_CAPSET), nil
+}

@@ -13,3 +13,8 @@ func hostSetidFilter() ([]unix.SockFilter, error) {
 		{Nr: unix.SYS_OPENAT, Mode: 3, Flags: 2},
 	}, unix.SYS_OPENAT2), nil
 }
+
+// hostCapsetNoopFilter is capsetNoopFilter for arm64.
+func hostCapsetNoopFilter() ([]unix.SockFilter, error) {
+	return capsetNoopFilter(unix.AUDIT_ARCH_AARCH64, unix.SYS_CAPSET), nil
+}

@@ -14,3 +14,8 @@ import (
 func hostSetidFilter() ([]unix.SockFilter, error) {
 	return nil, fmt.Errorf("set-id filter: no syscall table for %s", runtime.GOARCH)
 }
+
+// hostCapsetNoopFilter: no syscall table for this architecture.
+func hostCapsetNoopFilter() ([]unix.SockFilter, error) {
+	return nil, fmt.Errorf("capset filter: no syscall table for %s", runtime.GOARCH)
+}
