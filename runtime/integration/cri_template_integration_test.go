@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,6 +83,7 @@ func TestCRITemplateSmokeIntegration(t *testing.T) {
 		if pod == podB {
 			checkPortForward(t, h, tools, pod, id)
 			checkOOMStatsKill(t, h, pod, podCfg, ctr)
+			checkWrites(t, h, pod, podCfg, ctr)
 		}
 	}
 
@@ -306,6 +308,68 @@ func checkOOMStatsKill(t *testing.T, h *criHarness, pod, podCfg, web string) {
 	}
 	if s := h.inspect(web).Status; s.State != "CONTAINER_RUNNING" {
 		t.Errorf("web is %s after the OOM kill and the kill beside it", s.State)
+	}
+}
+
+// checkWrites writes into a volume of the pod the way the lift-and-shift
+// spec's pod does (spec/liftshift_test.go): a volume of the group 2000 with
+// setgid, like an emptyDir of fsGroup 2000; a root container creates,
+// makes a directory, chowns and links; then a container of uid 1000 creates,
+// renames, makes a directory and links, and reads it all back. On a clone
+// every one of these goes through the 9p proxy helper, which used to die of
+// SIGABRT at the second container's first create (docs/factory.md, section
+// 7). The pod's VM and its helper must still run after.
+func checkWrites(t *testing.T, h *criHarness, pod, podCfg, web string) {
+	t.Helper()
+	vol := hostVolume(t)
+	if err := os.Chown(vol, 0, 2000); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(vol, 0o2777); err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, sc map[string]any, script string) {
+		ctr := h.startContainer(pod, podCfg, h.writeJSON(name+".json", map[string]any{
+			"metadata": map[string]string{"name": name},
+			"image":    map[string]string{"image": criBusybox},
+			"command":  []string{"sh", "-c", script},
+			"log_path": name + ".log",
+			"linux":    map[string]any{"security_context": sc},
+			"mounts":   []map[string]any{{"container_path": "/data", "host_path": vol}},
+		}))
+		h.waitFor(name+" exits", 60*time.Second, func() bool { return h.inspect(ctr).Status.State == "CONTAINER_EXITED" })
+		if s := h.inspect(ctr).Status; s.ExitCode != 0 {
+			log, _ := os.ReadFile(filepath.Join(h.dir, "logs", podName(t, h, pod), name+".log"))
+			t.Errorf("%s exited %d: %s", name, s.ExitCode, log)
+		}
+	}
+	run("init-writer", nil, "echo init > /data/init.txt && mkdir /data/conf && echo c > /data/conf/app.conf && "+
+		"chown 1000 /data/init.txt && ln -s conf/app.conf /data/conf.link")
+	user := map[string]any{"run_as_user": map[string]any{"value": 1000}, "run_as_group": map[string]any{"value": 1000}}
+	run("app-writer", user, "echo app > /data/app.tmp && mv /data/app.tmp /data/app.txt && mkdir /data/own && "+
+		"echo own > /data/own/f && ln -s app.txt /data/app.link && cat /data/init.txt /data/app.link /data/conf.link /data/own/f")
+	for path, want := range map[string][2]uint32{
+		"init.txt": {1000, 2000}, "conf": {0, 2000}, "conf/app.conf": {0, 2000}, "conf.link": {0, 2000},
+		"app.txt": {1000, 2000}, "own": {1000, 2000}, "own/f": {1000, 2000}, "app.link": {1000, 2000},
+	} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(vol, path), &st); err != nil {
+			t.Errorf("the pod's %s: %v", path, err)
+		} else if st.Uid != want[0] || st.Gid != want[1] {
+			t.Errorf("the pod's %s is %d:%d on the host; want %d:%d", path, st.Uid, st.Gid, want[0], want[1])
+		}
+	}
+	if out := h.crictl("exec", web, "cat", "/proc/sys/kernel/random/boot_id"); out == "" {
+		t.Errorf("pod %s: no answer after the writes", pod)
+	}
+	helpers := 0
+	for _, p := range processesMentioning(pod) {
+		if strings.Contains(p, "virtfs-proxy-helper") {
+			helpers++
+		}
+	}
+	if helpers != 1 {
+		t.Errorf("pod %s: %d 9p proxy helpers run after the writes; want 1", pod, helpers)
 	}
 }
 

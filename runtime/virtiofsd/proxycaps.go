@@ -2,9 +2,12 @@ package virtiofsd
 
 import (
 	"fmt"
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/podvm/podvm/runtime/internal/childproc"
 )
 
 // Debian's virtfs-proxy-helper (QEMU 7.2) aborts, silently, once a guest
@@ -30,6 +33,10 @@ import (
 //   - SECBIT_NO_SETUID_FIXUP (locked): its uid switches leave the
 //     effective set alone, so CAP_DAC_OVERRIDE stays effective while it
 //     creates a file as the guest's user, as the helper intends.
+//
+// CAP_SYS_CHROOT would let a helper taken over leave its chroot; Landlock
+// (where the kernel has it) keeps it to the share and the read-only files
+// it runs from wherever it goes (proxyReadOnly).
 //
 // Before, main dropped to seven but call_rcu kept all of root's
 // capabilities (CAP_SYS_ADMIN among them), which a helper taken over could
@@ -67,11 +74,27 @@ func (c Config) confineProxyHelper() func() error {
 		if err := installCapsetNoop(); err != nil {
 			return fmt.Errorf("proxy helper: %w", err)
 		}
+		if err := childproc.Landlock(proxyReadOnly(c.Binary), []string{c.SharedDir}); err != nil {
+			return fmt.Errorf("proxy helper: %w", err)
+		}
 		if setid != nil {
 			return setid()
 		}
 		return nil
 	}
+}
+
+// proxyReadOnly are the paths the helper reads and executes: binary, its
+// libraries and the loader's cache (merged /usr: /lib is /usr/lib), and
+// /dev/null, its stdin. Paths missing here are left out.
+func proxyReadOnly(binary string) []string {
+	var paths []string
+	for _, p := range []string{binary, "/usr/lib", "/lib", "/lib64", "/etc/ld.so.cache", os.DevNull} {
+		if _, err := os.Stat(p); err == nil {
+			paths = append(paths, p)
+		}
+	}
+	return paths
 }
 
 // keepOnlyCaps narrows the calling thread's bounding set to keep and

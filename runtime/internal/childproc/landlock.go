@@ -102,3 +102,8 @@ func landlockAllow(rfd int, path string, access uint64) error {
 	}
 	return nil
 }
+
+// Landlock restricts the calling thread, and what it forks, to readOnly
+// (read and execute) and readWrite, as a Jail does, for a Spec's Confine
+// of a child that keeps its uid. Without Landlock it does nothing.
+func Landlock(readOnly, readWrite []string) error { return landlockThread(readOnly, readWrite) }
