@@ -96,12 +96,18 @@ func installSetidFilter() error {
 	if err != nil {
 		return err
 	}
+	return installFilter("set-id filter", filter)
+}
+
+// installFilter sets no_new_privs and installs filter on the calling
+// thread only.
+func installFilter(name string, filter []unix.SockFilter) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("set-id filter: no_new_privs: %w", err)
+		return fmt.Errorf("%s: no_new_privs: %w", name, err)
 	}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&prog))); errno != 0 {
-		return fmt.Errorf("set-id filter: seccomp: %w", errno)
+		return fmt.Errorf("%s: seccomp: %w", name, errno)
 	}
 	return nil
 }
