@@ -325,7 +325,7 @@ func checkWrites(t *testing.T, h *criHarness, pod, podCfg, web string) {
 	if err := os.Chown(vol, 0, 2000); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(vol, 0o2777); err != nil {
+	if err := os.Chmod(vol, os.ModeSetgid|0o777); err != nil {
 		t.Fatal(err)
 	}
 	run := func(name string, sc map[string]any, script string) {

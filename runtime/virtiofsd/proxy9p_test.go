@@ -158,7 +158,7 @@ func TestProxy9pHelperServesAWritingPod(t *testing.T) {
 	if err := os.Chown(filepath.Join(share, "data"), 0, 2000); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(filepath.Join(share, "data"), 0o2777); err != nil {
+	if err := os.Chmod(filepath.Join(share, "data"), os.ModeSetgid|0o777); err != nil {
 		t.Fatal(err)
 	}
 	c := startProxyClient(t, share, false)
@@ -190,10 +190,12 @@ func TestProxy9pHelperServesAWritingPod(t *testing.T) {
 	owned(t, share, "data/init.txt", 1000, 2000)
 	owned(t, share, "data/conf", 0, 2000)
 	owned(t, share, "data/app.txt", 1000, 2000)
-	owned(t, share, "data/own", 1000, 1000)
-	owned(t, share, "data/own/f", 1000, 1000)
-	owned(t, share, "data/link", 1000, 1000)
-	owned(t, share, "data/root.txt", 0, 0)
+	// The directory's setgid gives what is made in it its group, whatever
+	// gid the request names.
+	owned(t, share, "data/own", 1000, 2000)
+	owned(t, share, "data/own/f", 1000, 2000)
+	owned(t, share, "data/link", 1000, 2000)
+	owned(t, share, "data/root.txt", 0, 2000)
 	owned(t, share, "data/last", 1000, 2000)
 	if target, err := os.Readlink(filepath.Join(share, "data/link")); err != nil || target != "app.txt" {
 		t.Errorf("data/link -> %q, %v", target, err)
