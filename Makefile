@@ -67,7 +67,8 @@ integration-test: install-dev
 # sharing the two cores with the other integration packages would only make
 # its timing-sensitive specs flaky. Its log is $(OUT)/critest.log. Last, the
 # isolation and lift-and-shift specs through a local cluster on runc, the
-# fake VM and podvm (conformance-specs, about 6 min here).
+# fake VM, podvm and podvm-template (template clones; conformance-specs,
+# about 10 min here).
 test: deps lint install-dev
 	PODVM_PREFIX=$(OUT) PODVM_REQUIRE_INTEGRATION=1 PODVM_TEST_KERNEL_BUILD=1 go test $(GO_TEST_FLAGS) -timeout 40m ./... 2>&1 | tee $(OUT)/test.log; rc=$${PIPESTATUS[0]}; \
 	(cd spec && go test $(GO_TEST_FLAGS) ./... 2>&1) | tee -a $(OUT)/test.log; [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
@@ -145,7 +146,7 @@ conformance: deps install-dev spec-binary
 		$(CONFORMANCE_FLAGS)
 
 # What make test runs of make conformance: the isolation and lift-and-shift
-# specs on runc, the fake VM and podvm through a local cluster, with the
+# specs on runc, the fake VM, podvm and podvm-template through a local cluster, with the
 # report's verdict rules (no critest, which make test runs on its own, and no
 # upstream e2e). Its report is $(OUT)/conformance-specs/report.md.
 conformance-specs:
