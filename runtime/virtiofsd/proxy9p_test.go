@@ -148,8 +148,9 @@ func owned(t *testing.T, share, path string, uid, gid uint32) {
 // as they reach the helper: an emptyDir of the pod's fsGroup (2000, setgid),
 // written by a root init container (its files get the group 2000), then by
 // a sidecar as 1000:1000: creates, mkdir, symlink, chown, rename. Debian's
-// helper (QEMU 7.2) died of SIGABRT, silently, at the sidecar's first create
-// (docs/factory.md, section 7).
+// helper (QEMU 7.2), started as before, died of SIGABRT, silently, at the
+// second request, the first to switch gid after the root create of group
+// 2000 (docs/factory.md, section 7).
 func TestProxy9pHelperServesAWritingPod(t *testing.T) {
 	share := t.TempDir()
 	if err := os.Mkdir(filepath.Join(share, "data"), 0o777); err != nil {

@@ -37,11 +37,8 @@ import (
 // (where the kernel has it) keeps it to the share and the read-only files
 // it runs from wherever it goes (proxyReadOnly).
 //
-// Before, main dropped to seven but call_rcu kept all of root's
-// capabilities (CAP_SYS_ADMIN among them), which a helper taken over could
-// use as well as main's. The set-id filter (setid.go) is installed as
-// before: the filter, not the lack of CAP_FSETID, keeps set-id modes off
-// the host.
+// The set-id filter (setid.go) is installed as before: the filter, not
+// the lack of CAP_FSETID, keeps set-id modes off the host.
 
 // proxyHelperCaps are the capabilities the helper keeps (its
 // init_capabilities), CAP_SYS_CHROOT and CAP_SETPCAP.

@@ -4,7 +4,8 @@
 // under a seccomp filter of the shim's that refuses setuid and setgid modes
 // (setid.go), besides its own hardening (RustHardening). QEMU's 9p proxy
 // helper, the daemon of a share a jailed QEMU serves by 9p, is started
-// and stopped the same way (proxy9p.go).
+// and stopped the same way (proxy9p.go), confined so that it cannot abort
+// (proxycaps.go).
 package virtiofsd
 
 import (
