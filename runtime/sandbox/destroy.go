@@ -14,12 +14,13 @@ import (
 
 // Destroy tells the agent to stop everything, stops the VM, unmounts every
 // rootfs and removes the state directory. It is idempotent, and a second
-// caller waits for the first one's Destroy to finish. The time each step
-// took is logged ("pod VM destroyed").
+// caller waits for the first one's Destroy to finish. When each step ended
+// is logged ("pod VM destroyed").
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	var errs []error
 	s.destroy.Do(func() {
-		begin := time.Now()
+		var m destroyMarks
+		m.begin = time.Now()
 		s.mu.Lock()
 		s.destroying = true
 		forward := s.forward
@@ -28,21 +29,32 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 			forward.Close()
 		}
 		s.destroyGuest(ctx)
-		guestDone := time.Now()
+		m.guest = time.Now()
 		if s.vm != nil {
 			if err := s.vm.Stop(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop VM of sandbox %s: %w", s.ID, err))
 			}
 		}
-		vmDone := time.Now()
-		errs = append(errs, s.releaseHost()...)
-		log.G(ctx).WithFields(log.Fields{
-			"sandbox":  s.ID,
-			"guest_ms": ms(guestDone.Sub(begin)), "vm_stop_ms": ms(vmDone.Sub(guestDone)),
-			"host_ms": ms(time.Since(vmDone)),
-		}).Info("pod VM destroyed")
+		m.vm = time.Now()
+		errs = append(errs, s.releaseHost(&m)...)
+		log.G(ctx).WithField("sandbox", s.ID).WithFields(m.fields()).Info("pod VM destroyed")
 	})
 	return errors.Join(errs...)
+}
+
+// destroyMarks are when Destroy began and each of its steps ended: the
+// guest told (DestroySandbox), the VMM and virtiofsd stopped and reaped,
+// the taps removed, the host cgroup removed, the share unmounted and the
+// state directory removed. `podvm bench boot` splits teardown with them.
+type destroyMarks struct{ begin, guest, vm, net, cgroup, share time.Time }
+
+func (m *destroyMarks) fields() log.Fields {
+	return log.Fields{
+		"guest_ms": ms(m.guest.Sub(m.begin)), "vm_stop_ms": ms(m.vm.Sub(m.guest)), "host_ms": ms(m.share.Sub(m.vm)),
+		"host_destroy_begin_ns": m.begin.UnixNano(), "host_guest_done_ns": m.guest.UnixNano(),
+		"host_vm_stopped_ns": m.vm.UnixNano(), "host_net_done_ns": m.net.UnixNano(),
+		"host_cgroup_done_ns": m.cgroup.UnixNano(), "host_share_done_ns": m.share.UnixNano(),
+	}
 }
 
 // destroyGuest asks the agent to remove every container, unless the VM is
@@ -65,7 +77,7 @@ func (s *Sandbox) destroyGuest(ctx context.Context) {
 
 // releaseHost undoes the host's side once the VM is stopped: the network,
 // the host cgroup, the share and the state directory, then the lock.
-func (s *Sandbox) releaseHost() []error {
+func (s *Sandbox) releaseHost(m *destroyMarks) []error {
 	var errs []error
 	// After the VMM: it holds the taps open until it exits.
 	if s.net != nil {
@@ -73,6 +85,7 @@ func (s *Sandbox) releaseHost() []error {
 			errs = append(errs, fmt.Errorf("tear down the network of sandbox %s: %w", s.ID, err))
 		}
 	}
+	m.net = time.Now()
 	// After the VMM and virtiofsd have been reaped: the kernel removes
 	// no cgroup that still holds a process.
 	if s.cgroup != nil {
@@ -80,9 +93,11 @@ func (s *Sandbox) releaseHost() []error {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", s.ID, err))
 		}
 	}
+	m.cgroup = time.Now()
 	if err := share.UnmountAndRemove(s.StateDir); err != nil {
 		errs = append(errs, fmt.Errorf("clean up sandbox %s: %w", s.ID, err))
 	}
+	m.share = time.Now()
 	if s.lock != nil {
 		s.lock.Close() // after the directory is gone: a sweep finds nothing
 	}
