@@ -16,7 +16,19 @@ import (
 // rootfs and removes the state directory. It is idempotent, and a second
 // caller waits for the first one's Destroy to finish. When each step ended
 // is logged ("pod VM destroyed").
-func (s *Sandbox) Destroy(ctx context.Context) error {
+func (s *Sandbox) Destroy(ctx context.Context) error { return s.destroyVM(ctx, true) }
+
+// DestroyIdle destroys a VM whose guest has nothing left to end: its last
+// container's processes have exited and what they wrote to the share has
+// reached the host (a FUSE file is written back when it is closed, and an
+// exited process has closed its files). It is Destroy without the agent's
+// DestroySandbox, which would only run `runc delete --force` of that
+// container (a Go-runtime start under TCG, most of Destroy's time) and
+// unmount the share, all of it gone with the VM. Whichever of Destroy and
+// DestroyIdle comes first decides; the other waits for it.
+func (s *Sandbox) DestroyIdle(ctx context.Context) error { return s.destroyVM(ctx, false) }
+
+func (s *Sandbox) destroyVM(ctx context.Context, tellGuest bool) error {
 	var errs []error
 	s.destroy.Do(func() {
 		var m destroyMarks
@@ -28,7 +40,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		if forward != nil { // before the agent: its relays use it
 			forward.Close()
 		}
-		s.destroyGuest(ctx)
+		s.destroyGuest(ctx, tellGuest)
 		m.guest = time.Now()
 		if s.vm != nil {
 			if err := s.vm.Stop(ctx); err != nil {
@@ -37,7 +49,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		}
 		m.vm = time.Now()
 		errs = append(errs, s.releaseHost(&m)...)
-		log.G(ctx).WithField("sandbox", s.ID).WithFields(m.fields()).Info("pod VM destroyed")
+		log.G(ctx).WithFields(log.Fields{"sandbox": s.ID, "guest_told": tellGuest}).WithFields(m.fields()).Info("pod VM destroyed")
 	})
 	return errors.Join(errs...)
 }
@@ -57,15 +69,13 @@ func (m *destroyMarks) fields() log.Fields {
 	}
 }
 
-// destroyGuest asks the agent to remove every container, unless the VM is
-// already gone, and closes the agent's channel.
-func (s *Sandbox) destroyGuest(ctx context.Context) {
+// destroyGuest asks the agent to remove every container (if tell, and
+// unless the VM is already gone), and closes the agent's channel.
+func (s *Sandbox) destroyGuest(ctx context.Context, tell bool) {
 	if s.Agent == nil {
 		return
 	}
-	select {
-	case <-s.vm.Done():
-	default:
+	if tell && !s.vmGone() {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if _, err := s.Agent.DestroySandbox(actx, &api.DestroySandboxRequest{SandboxId: s.ID}); err != nil {
 			log.G(ctx).WithError(err).Debug("agent DestroySandbox (the VM is stopped next regardless)")
@@ -73,6 +83,16 @@ func (s *Sandbox) destroyGuest(ctx context.Context) {
 		cancel()
 	}
 	s.Agent.Close()
+}
+
+// vmGone says whether the VMM has exited or been stopped.
+func (s *Sandbox) vmGone() bool {
+	select {
+	case <-s.vm.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // releaseHost undoes the host's side once the VM is stopped: the network,

@@ -78,6 +78,10 @@ type Service struct {
 	// after each; ending the shim while the owner's Delete still destroys
 	// the VM would lose that Delete's answer ("ttrpc: closed").
 	deleting int
+	// vmGone closes when the destroy of the VM that its last container's
+	// Delete began is done (destroyIdleVM); nil before. Shutdown waits
+	// for it.
+	vmGone chan struct{}
 }
 
 // NewService starts the service; shutdown's callbacks stop the VM.
@@ -235,6 +239,11 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	}
 	agent, _ := s.guest()
 	if _, err := agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All}); err != nil {
+		if status, _, _ := p.State(); status == task.Status_STOPPED {
+			// It ended while the signal was on its way, and its VM may be
+			// gone with it: containerd's usual answer, as runc's shim gives.
+			return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
+		}
 		return nil, errgrpc.ToGRPC(fmt.Errorf("signal %d to container %s: %w", r.Signal, r.ID, err))
 	}
 	if r.Signal == uint32(syscall.SIGKILL) {
