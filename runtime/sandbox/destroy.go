@@ -21,7 +21,8 @@ func (s *Sandbox) Destroy(ctx context.Context) error { return s.destroyVM(ctx, t
 // DestroyIdle destroys a VM whose guest has nothing left to end: its last
 // container's processes have exited and what they wrote to the share has
 // reached the host (a FUSE file is written back when it is closed, and an
-// exited process has closed its files). It is Destroy without the agent's
+// exited process has closed its files), or it is a CRI pod's pause
+// container, which writes nothing. It is Destroy without the agent's
 // DestroySandbox, which would only run `runc delete --force` of that
 // container (a Go-runtime start under TCG, most of Destroy's time) and
 // unmount the share, all of it gone with the VM. Whichever of Destroy and

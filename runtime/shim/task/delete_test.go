@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 
@@ -123,5 +125,65 @@ func TestKillOfProcessEndingWithItsVM(t *testing.T) {
 	_, err := s.Kill(context.Background(), &taskAPI.KillRequest{ID: "app", Signal: 9})
 	if !errdefs.IsNotFound(errgrpc.ToNative(err)) {
 		t.Errorf("kill: %v, want not found (process already finished)", err)
+	}
+}
+
+// countingGuest counts the signals sent into the guest.
+type countingGuest struct {
+	silentGuest
+	signals *atomic.Int32
+}
+
+func (g countingGuest) SignalProcess(ctx context.Context, r *api.SignalProcessRequest) (*api.Empty, error) {
+	g.signals.Add(1)
+	return &api.Empty{}, nil
+}
+
+// StopPodSandbox's SIGKILL of a pod's pause container, alone in its VM,
+// is recorded at once; any other kill goes to the guest.
+func TestKillOfSandboxContainerAloneInItsVM(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		cri         bool
+		others      bool
+		signal      uint32
+		wantSignals int32
+		wantExit    bool
+	}{
+		{"CRI sandbox alone, SIGKILL: recorded, nothing sent", true, false, 9, 0, true},
+		{"CRI sandbox alone, SIGTERM: sent", true, false, 15, 1, false},
+		{"CRI sandbox with a container left: sent", true, true, 9, 1, false},
+		{"lone container (ctr run), SIGKILL: sent", false, false, 9, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, pub := testService(t)
+			var n atomic.Int32
+			s.agent = countingGuest{signals: &n}
+			addTestContainer(t, s, "pod", true)
+			if tc.cri {
+				s.criSandbox = "pod"
+			}
+			if tc.others {
+				addTestContainer(t, s, "app", false)
+			}
+			c, _ := s.containers.Get("pod")
+			c.Init().SetRunning()
+			if _, err := s.Kill(context.Background(), &taskAPI.KillRequest{ID: "pod", Signal: tc.signal}); err != nil {
+				t.Fatal(err)
+			}
+			if got := n.Load(); got != tc.wantSignals {
+				t.Errorf("%d signals sent into the guest, want %d", got, tc.wantSignals)
+			}
+			status, exit, _ := c.Init().State()
+			if stopped := status == task.Status_STOPPED; stopped != tc.wantExit || (stopped && exit != 137) {
+				t.Errorf("after the kill: status %v, exit %d; want stopped %v with 137", status, exit, tc.wantExit)
+			}
+			if tc.wantExit {
+				time.Sleep(50 * time.Millisecond)
+				if x := exits(pub); len(x) != 1 || x[0].ExitStatus != 137 {
+					t.Errorf("published exits %v, want one with 137", x)
+				}
+			}
+		})
 	}
 }

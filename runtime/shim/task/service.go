@@ -78,6 +78,9 @@ type Service struct {
 	// after each; ending the shim while the owner's Delete still destroys
 	// the VM would lose that Delete's answer ("ttrpc: closed").
 	deleting int
+	// criSandbox is the id of the CRI sandbox (pause) container that
+	// booted the VM; "" for a lone container.
+	criSandbox string
 	// vmGone closes when the destroy of the VM that its last container's
 	// Delete began is done (destroyIdleVM); nil before. Shutdown waits
 	// for it.
@@ -179,6 +182,11 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, errgrpc.ToGRPC(err)
 	}
 	s.addContainer(c)
+	if owner && spec.Annotations[annotationContainerType] == "sandbox" {
+		s.mu.Lock()
+		s.criSandbox = r.ID
+		s.mu.Unlock()
+	}
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
@@ -230,12 +238,15 @@ func (s *Service) addContainer(c *container.Container) {
 // guest does not confirm with an exit within killConfirmTimeout is
 // recorded as done (confirmKill).
 func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
-	_, p, err := s.getProcess(r.ID, r.ExecID)
+	c, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
 	if status, _, _ := p.State(); status == task.Status_STOPPED {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
+	}
+	if s.killWithVM(c, p, r) {
+		return &ptypes.Empty{}, nil
 	}
 	agent, _ := s.guest()
 	if _, err := agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All}); err != nil {
@@ -250,6 +261,26 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 		go s.confirmKill(p, killConfirmTimeout)
 	}
 	return &ptypes.Empty{}, nil
+}
+
+// killWithVM records a SIGKILL of a CRI pod's sandbox container, left
+// alone in its VM, as done (exit 137) without the guest's `runc kill` (a
+// Go-runtime start under TCG): CRI's StopPodSandbox sends it and deletes
+// the task on its exit, and the VM's destroy, which that Delete begins,
+// ends the pause process with everything else in the guest. Nothing else
+// lives in the VM to see the difference.
+func (s *Service) killWithVM(c *container.Container, p *container.Process, r *taskAPI.KillRequest) bool {
+	s.mu.Lock()
+	alone := c.ID == s.criSandbox && s.containers.Len() == 1
+	s.mu.Unlock()
+	if !alone || r.Signal != uint32(syscall.SIGKILL) || r.ExecID != "" {
+		return false
+	}
+	p.CloseRelay()
+	if p.SetExited(killedExitStatus, time.Now()) {
+		s.sendExit(p)
+	}
+	return true
 }
 
 // killConfirmTimeout is how long a SIGKILL'd process may take to be
