@@ -95,6 +95,15 @@ func NewService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 	}
 	go s.forwardEvents()
 	sd.RegisterCallback(func(ctx context.Context) error {
+		s.mu.Lock()
+		gone := s.vmGone
+		s.mu.Unlock()
+		if gone != nil { // the last Delete's destroy, and its record's removal
+			select {
+			case <-gone:
+			case <-ctx.Done():
+			}
+		}
 		if sb := s.sandbox(); sb != nil {
 			return sb.Destroy(ctx)
 		}
