@@ -127,7 +127,9 @@ func bootOnce(ctx context.Context, h *benchhost.Host, id string) (result.BootSam
 	if !ok || !ok2 {
 		return result.BootSample{}, fmt.Errorf("the shim's start lines for %s are not in containerd's log %s (is the shim older than this podvm?)", id, h.LogPath())
 	}
-	return sampleOf(t0, vm, started, first, exited, l.ContainerGuestMarks[id]), nil
+	s := sampleOf(t0, vm, started, first, exited, l.ContainerGuestMarks[id])
+	addTeardownMarks(&s, t0, l.Teardowns[id])
+	return s, nil
 }
 
 // readTimed reads r to its end and says when its first byte came.

@@ -104,6 +104,10 @@ func summarize(b *result.Boot) {
 	if cp := summarizePhases(b.Samples, containerPhases); len(cp) > 0 && cp[0].Duration.N > 0 {
 		b.ContainerPhases = cp
 	}
+	b.TeardownPhases = nil
+	if tp := summarizePhases(b.Samples, teardownPhases); tp[1].Duration.N > 0 {
+		b.TeardownPhases = tp
+	}
 	var toAgent, guestToAgent, toOutput []float64
 	for _, s := range b.Samples {
 		toAgent = append(toAgent, s.Marks[MarkHostAgentReady]-s.Marks[MarkVMMSpawned])

@@ -85,10 +85,8 @@ func (w *markdown) boot(bt *result.Boot) {
 	p("| phase | from | to | clock | median | p90 |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, ph := range bt.Phases {
 		p("| %s | %s | %s | %s | %s | %s |\n", ph.Name, ph.From, ph.To, ph.Clock, ms(ph.Duration.Median), ms(ph.Duration.P90))
-		if ph.Name != "container_create_start" {
-			continue
-		}
-		for _, sub := range bt.ContainerPhases {
+		subs := map[string][]result.Phase{"container_create_start": bt.ContainerPhases, "output_to_exit": bt.TeardownPhases}[ph.Name]
+		for _, sub := range subs {
 			p("| ↳ %s | %s | %s | %s | %s | %s |\n", sub.Name, sub.From, sub.To, sub.Clock, ms(sub.Duration.Median), ms(sub.Duration.P90))
 		}
 	}

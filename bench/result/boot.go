@@ -13,6 +13,10 @@ type Boot struct {
 	// agent's marks (guest spec rewrite, OCI runtime create and start, and
 	// the calls' way there and back); empty with an agent that sends none.
 	ContainerPhases []Phase `json:"container_phases,omitempty"`
+	// TeardownPhases split the output_to_exit phase (`--rm`'s teardown)
+	// by the shim's marks, then the VM's destroy by its steps; empty with
+	// a shim that logs none.
+	TeardownPhases []Phase `json:"teardown_phases,omitempty"`
 	// BootToAgentReady is from the VMM's spawn to the shim's first answer
 	// from the agent (host clock), the figure the boot target is about.
 	BootToAgentReady stats.Summary `json:"boot_to_agent_ready_ms"`

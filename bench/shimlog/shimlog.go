@@ -1,7 +1,9 @@
 // Package shimlog reads what containerd-shim-podvm-v2 logs about a pod VM's
-// start from containerd's log (which carries its shims' lines): the "pod
-// VM ready" line with each start phase's timestamp, "container started
-// in the pod VM", and each exec's "exec ended in the pod VM". The lines are logrus text (logfmt: key=value, values
+// start and teardown from containerd's log (which carries its shims'
+// lines): the "pod VM ready" line with each start phase's timestamp,
+// "container started in the pod VM", each exec's "exec ended in the pod
+// VM", and the teardown's "container deleted from the pod VM", "pod VM
+// destroyed" and "shim shut down". The lines are logrus text (logfmt: key=value, values
 // quoted when they need it).
 package shimlog
 
@@ -19,6 +21,10 @@ const (
 	msgVMReady          = "pod VM ready"
 	msgContainerStarted = "container started in the pod VM"
 	msgExecEnded        = "exec ended in the pod VM" // at debug level
+	// The teardown's lines: host_<mark>_ns fields each.
+	msgContainerDeleted = "container deleted from the pod VM"
+	msgVMDestroyed      = "pod VM destroyed"
+	msgShutDown         = "shim shut down"
 )
 
 // VMStart is one pod VM's start as the shim logged it. Host fields are
@@ -64,6 +70,11 @@ type Log struct {
 	// Execs are the execs whose end the shims logged (only at debug
 	// level), in the log's order.
 	Execs []ExecEnded
+	// Teardowns are the host marks of each container's Delete, of its
+	// VM's destroy and of its shim's Shutdown (the host_<mark>_ns fields
+	// of those lines, by container id; a VM's by its sandbox id, which is
+	// its owner's container id).
+	Teardowns map[string]map[string]time.Time
 }
 
 // ExecEnded is one exec's life as the shim logged it once its output
@@ -80,7 +91,7 @@ type ExecEnded struct {
 // are skipped, and so are start lines this version cannot read (an older
 // shim's "pod VM ready" has no phases).
 func Read(r io.Reader) (*Log, error) {
-	out := &Log{VMs: map[string]VMStart{}, ContainerStarted: map[string]time.Time{}, ContainerGuestMarks: map[string]map[string]time.Duration{}}
+	out := &Log{VMs: map[string]VMStart{}, ContainerStarted: map[string]time.Time{}, ContainerGuestMarks: map[string]map[string]time.Duration{}, Teardowns: map[string]map[string]time.Time{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
 	for sc.Scan() {
@@ -105,9 +116,29 @@ func Read(r io.Reader) (*Log, error) {
 			if kv["msg"] == msgExecEnded && kv["exec"] != "" {
 				out.Execs = append(out.Execs, ExecEnded{Container: kv["container"], Exec: kv["exec"], Host: hostMarks(kv), Guest: guestMarks(kv)})
 			}
+		case strings.Contains(line, `msg="`+msgContainerDeleted+`"`), strings.Contains(line, `msg="`+msgVMDestroyed+`"`),
+			strings.Contains(line, `msg="`+msgShutDown+`"`):
+			out.addTeardown(ParseLogfmt(line))
 		}
 	}
 	return out, sc.Err()
+}
+
+// addTeardown adds the host marks of a teardown line to its container's.
+func (l *Log) addTeardown(kv map[string]string) {
+	id := kv["container"]
+	if kv["msg"] == msgVMDestroyed {
+		id = kv["sandbox"]
+	}
+	if id == "" {
+		return
+	}
+	if l.Teardowns[id] == nil {
+		l.Teardowns[id] = map[string]time.Time{}
+	}
+	for name, t := range hostMarks(kv) {
+		l.Teardowns[id][name] = t
+	}
 }
 
 // guestMarks reads the guest_<mark>_ns fields of a line.

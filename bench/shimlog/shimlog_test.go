@@ -33,6 +33,9 @@ time="2026-11-25T22:00:01.100000000Z" level=info msg="container started in the p
 time="2026-11-25T22:00:01.200000000Z" level=info msg="container started in the pod VM" container=marked guest_create_begin_ns=470000000 guest_start_end_ns=520000000 host_started_ns=1764108001200000000 namespace=podvm-bench
 time="2026-11-25T22:00:02.000000000Z" level=info msg="pod VM ready" boot_to_agent=1s sandbox=old-shim
 time="2026-11-25T22:00:03.000000000Z" level=debug msg="exec ended in the pod VM" container=marked exec=e1 guest_exec_begin_ns=600000000 guest_exited_ns=700000000 host_drained_ns=1764108003000000000 host_exec_begin_ns=1764108002900000000 namespace=podvm-bench
+time="2026-11-25T22:00:04.000000000Z" level=info msg="container deleted from the pod VM" container=boot-1 host_delete_begin_ns=1764108004000000000 host_delete_answered_ns=1764108004050000000 namespace=podvm-bench
+time="2026-11-25T22:00:04.100000000Z" level=info msg="pod VM destroyed" guest_ms=1 host_destroy_begin_ns=1764108004060000000 host_share_done_ns=1764108004090000000 namespace=podvm-bench sandbox=boot-1
+time="2026-11-25T22:00:04.100000000Z" level=info msg="shim shut down" container=boot-1 host_shutdown_answered_ns=1764108004100000000 namespace=podvm-bench
 `
 
 func TestRead(t *testing.T) {
@@ -77,5 +80,11 @@ func TestRead(t *testing.T) {
 		Guest: map[string]time.Duration{"exec_begin": 600 * time.Millisecond, "exited": 700 * time.Millisecond}}}
 	if !reflect.DeepEqual(l.Execs, wantExec) {
 		t.Errorf("execs %+v, want %+v", l.Execs, wantExec)
+	}
+	wantTeardown := map[string]map[string]time.Time{"boot-1": {
+		"delete_begin": ms(4000), "delete_answered": ms(4050), "destroy_begin": ms(4060), "share_done": ms(4090), "shutdown_answered": ms(4100),
+	}}
+	if !reflect.DeepEqual(l.Teardowns, wantTeardown) {
+		t.Errorf("teardowns %v, want %v", l.Teardowns, wantTeardown)
 	}
 }

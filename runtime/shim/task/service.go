@@ -78,6 +78,13 @@ type Service struct {
 	// after each; ending the shim while the owner's Delete still destroys
 	// the VM would lose that Delete's answer ("ttrpc: closed").
 	deleting int
+	// criSandbox is the id of the CRI sandbox (pause) container that
+	// booted the VM; "" for a lone container.
+	criSandbox string
+	// vmGone closes when the destroy of the VM that its last container's
+	// Delete began is done (destroyIdleVM); nil before. Shutdown waits
+	// for it.
+	vmGone chan struct{}
 }
 
 // NewService starts the service; shutdown's callbacks stop the VM.
@@ -88,6 +95,15 @@ func NewService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 	}
 	go s.forwardEvents()
 	sd.RegisterCallback(func(ctx context.Context) error {
+		s.mu.Lock()
+		gone := s.vmGone
+		s.mu.Unlock()
+		if gone != nil { // the last Delete's destroy, and its record's removal
+			select {
+			case <-gone:
+			case <-ctx.Done():
+			}
+		}
 		if sb := s.sandbox(); sb != nil {
 			return sb.Destroy(ctx)
 		}
@@ -175,6 +191,11 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, errgrpc.ToGRPC(err)
 	}
 	s.addContainer(c)
+	if owner && spec.Annotations[annotationContainerType] == "sandbox" {
+		s.mu.Lock()
+		s.criSandbox = r.ID
+		s.mu.Unlock()
+	}
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
@@ -222,105 +243,53 @@ func (s *Service) addContainer(c *container.Container) {
 	}
 }
 
-// Delete removes a stopped (or never started) process; deleting the init
-// removes the container, and deleting the container that booted the VM
-// stops the VM.
-func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	c, p, err := s.getProcess(r.ID, r.ExecID)
-	if err != nil {
-		return nil, err
-	}
-	if status, _, _ := p.State(); status == task.Status_RUNNING {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "process %s of container %s is still running; kill it first", r.ExecID, r.ID)
-	}
-	if r.ExecID != "" {
-		c.DeleteExec(ctx, p)
-		return s.deleteResponse(p), nil
-	}
-	defer s.deleteInProgress()()
-	s.deleteContainer(ctx, c)
-	resp := s.deleteResponse(p)
-	s.send(&eventstypes.TaskDelete{ContainerID: r.ID, Pid: resp.Pid, ExitStatus: resp.ExitStatus, ExitedAt: resp.ExitedAt})
-	return resp, nil
-}
-
-// deleteInProgress counts a container Delete for Shutdown until the
-// returned function is called.
-func (s *Service) deleteInProgress() (done func()) {
-	s.mu.Lock()
-	s.deleting++
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		s.deleting--
-		s.mu.Unlock()
-	}
-}
-
-// deleteContainer removes c from the VM and from the shim, and destroys
-// the VM with its owner. When the owner is the VM's last container (a
-// lone container, or CRI's sandbox container, which CRI deletes last) its
-// guest runc delete is skipped: the VM is destroyed next. The destroy stays
-// before the answer: callers rely on a deleted pod having left nothing
-// (its host cgroup gone when RemovePodSandbox returns, which the kubelet
-// then removes the pod's cgroup after).
-func (s *Service) deleteContainer(ctx context.Context, c *container.Container) {
-	sb := s.sandbox()
-	if c.Owner && s.containers.Len() == 1 {
-		c.Detach(ctx)
-	} else {
-		c.Delete(ctx)
-	}
-	if init := c.Init(); init.SetExited(container.ExitStatusUnknown, time.Now()) {
-		// Deleted before it ever ran: still report a (synthetic) exit.
-		s.sendExit(init)
-	}
-	s.forget(c.ID)
-	if c.Owner {
-		if err := sb.Destroy(ctx); err != nil {
-			log.G(ctx).WithError(err).Warn("destroy pod VM")
-		}
-		// Anything still here lost its VM just now and must not stay
-		// "running" forever.
-		s.exitAll(s.containers.All())
-	}
-	crash.RemoveRecord(c.Bundle)
-}
-
-// forget drops what the shim knows of a deleted container.
-// Both under s.mu, as sendOOM checks and marks under it.
-func (s *Service) forget(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.containers.Remove(id)
-	delete(s.oomReported, id)
-	s.mem.forget(id)
-}
-
-func (s *Service) deleteResponse(p *container.Process) *taskAPI.DeleteResponse {
-	_, status, at := p.State()
-	return &taskAPI.DeleteResponse{Pid: s.hostPid(), ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}
-}
-
 // Kill signals the container's init (or all its processes). A SIGKILL the
 // guest does not confirm with an exit within killConfirmTimeout is
 // recorded as done (confirmKill).
 func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
-	_, p, err := s.getProcess(r.ID, r.ExecID)
+	c, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
 	if status, _, _ := p.State(); status == task.Status_STOPPED {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
 	}
+	if s.killWithVM(c, p, r) {
+		return &ptypes.Empty{}, nil
+	}
 	agent, _ := s.guest()
 	if _, err := agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All}); err != nil {
+		if status, _, _ := p.State(); status == task.Status_STOPPED {
+			// It ended while the signal was on its way, and its VM may be
+			// gone with it: containerd's usual answer, as runc's shim gives.
+			return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
+		}
 		return nil, errgrpc.ToGRPC(fmt.Errorf("signal %d to container %s: %w", r.Signal, r.ID, err))
 	}
 	if r.Signal == uint32(syscall.SIGKILL) {
 		go s.confirmKill(p, killConfirmTimeout)
 	}
 	return &ptypes.Empty{}, nil
+}
+
+// killWithVM records a SIGKILL of a CRI pod's sandbox container, left
+// alone in its VM, as done (exit 137) without the guest's `runc kill` (a
+// Go-runtime start under TCG): CRI's StopPodSandbox sends it and deletes
+// the task on its exit, and the VM's destroy, which that Delete begins,
+// ends the pause process with everything else in the guest. Nothing else
+// lives in the VM to see the difference.
+func (s *Service) killWithVM(c *container.Container, p *container.Process, r *taskAPI.KillRequest) bool {
+	s.mu.Lock()
+	alone := c.ID == s.criSandbox && s.containers.Len() == 1
+	s.mu.Unlock()
+	if !alone || r.Signal != uint32(syscall.SIGKILL) || r.ExecID != "" {
+		return false
+	}
+	p.CloseRelay()
+	if p.SetExited(killedExitStatus, time.Now()) {
+		s.sendExit(p)
+	}
+	return true
 }
 
 // killConfirmTimeout is how long a SIGKILL'd process may take to be
@@ -382,19 +351,6 @@ func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 // Connect reports the shim's pid.
 func (s *Service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: s.hostPid()}, nil
-}
-
-// Shutdown ends the shim once it serves no container and deletes none:
-// containerd calls it again after each Delete it is still waiting for.
-func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
-	s.mu.Lock()
-	n := s.containers.Len() + s.deleting
-	s.mu.Unlock()
-	if n > 0 {
-		return &ptypes.Empty{}, nil
-	}
-	s.shutdown.Shutdown()
-	return &ptypes.Empty{}, nil
 }
 
 func notYet(what string) error {

@@ -67,7 +67,11 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 func (s *Service) waitExit(sb *sandbox.Sandbox, p *container.Process) {
 	resp, err := sb.Agent.WaitProcess(s.ctx, &api.WaitProcessRequest{ContainerId: p.ContainerID(), ExecId: p.ExecID()})
 	if err != nil {
-		// The VM's death is reported by watchVM; anything else is logged.
+		// The VM's death is reported by watchVM, a process recorded
+		// killed with it by killWithVM; anything else is logged.
+		if status, _, _ := p.State(); status == task.Status_STOPPED {
+			return
+		}
 		select {
 		case <-sb.Done():
 		default:
