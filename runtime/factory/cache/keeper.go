@@ -1,0 +1,206 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/log"
+)
+
+// VM is a cached VM as the process that booted it holds it.
+type VM interface {
+	// Stop stops the VM and its helpers. The keeper calls it only for a
+	// VM still its own: in the pool or in the retired area.
+	Stop(ctx context.Context) error
+	// Release is called once a pod claimed the VM: the keeper forgets
+	// it and must not stop it. What the booter still holds for it (the
+	// VMM's exit status, the jail uid's lock until the VMM exits) stays.
+	Release()
+	// Done is closed when the VM died.
+	Done() <-chan struct{}
+}
+
+// BootFunc boots a VM whose state lives in dir (the pool's directory of
+// VM id) and returns its entry, ID and Booted filled by the keeper.
+type BootFunc func(ctx context.Context, id, dir string) (Entry, VM, error)
+
+// LeftoverFunc ends what remains of a VM a previous keeper left in the
+// pool (it died or was killed): e is its entry, if it had one.
+type LeftoverFunc func(dir string, e Entry, hasEntry bool)
+
+// Keeper keeps Size VMs ready in Pool, replaces each one older than
+// MaxAge or dead, and stops every VM still its own when its context ends.
+type Keeper struct {
+	Pool     Pool
+	Size     int
+	MaxAge   time.Duration // 0: no limit
+	Boot     BootFunc
+	Leftover LeftoverFunc // nil: leftovers' directories are only removed
+	Poll     time.Duration
+	Log      *log.Entry
+
+	vms map[string]kept
+}
+
+type kept struct {
+	vm     VM
+	booted time.Time
+}
+
+// pollEvery is how often a keeper looks at its VMs when Poll is 0.
+const pollEvery = 200 * time.Millisecond
+
+// Run sweeps what an earlier keeper left, then keeps the pool full until
+// ctx ends; then it stops the VMs that are still its own.
+func (k *Keeper) Run(ctx context.Context) error {
+	if k.Log == nil {
+		k.Log = log.L
+	}
+	k.vms = map[string]kept{}
+	if err := k.sweep(); err != nil {
+		return err
+	}
+	poll := k.Poll
+	if poll == 0 {
+		poll = pollEvery
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		k.tend(ctx)
+		select {
+		case <-ctx.Done():
+			k.stopAll(context.WithoutCancel(ctx))
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// tend forgets claimed VMs, retires dead and old ones and boots until the
+// pool holds Size VMs.
+func (k *Keeper) tend(ctx context.Context) {
+	now := time.Now()
+	for id, v := range k.vms {
+		if _, err := os.Stat(k.Pool.VMDir(id)); errors.Is(err, fs.ErrNotExist) {
+			delete(k.vms, id)
+			v.vm.Release()
+			k.Log.WithField("vm", id).Info("cached VM claimed by a pod")
+			continue
+		}
+		why := ""
+		select {
+		case <-v.vm.Done():
+			why = "died"
+		default:
+			if k.MaxAge > 0 && now.Sub(v.booted) > k.MaxAge {
+				why = "older than the cache's max age"
+			}
+		}
+		if why != "" {
+			k.Log.WithField("vm", id).Info("cached VM " + why + ": replacing it")
+			k.retire(ctx, id, v)
+		}
+	}
+	for len(k.vms) < k.Size && ctx.Err() == nil {
+		if err := k.bootOne(ctx); err != nil {
+			k.Log.WithError(err).Warn("boot a cached VM (tried again later)")
+			return
+		}
+	}
+}
+
+// bootOne boots a VM into a new directory of the pool and publishes it.
+func (k *Keeper) bootOne(ctx context.Context) error {
+	id, err := k.Pool.NewDir()
+	if err != nil {
+		return err
+	}
+	dir := k.Pool.VMDir(id)
+	begin := time.Now()
+	e, vm, err := k.Boot(ctx, id, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	e.ID, e.Booted = id, time.Now()
+	if err := k.Pool.Publish(e); err != nil {
+		vm.Stop(context.WithoutCancel(ctx))
+		os.RemoveAll(dir)
+		return err
+	}
+	k.vms[id] = kept{vm: vm, booted: e.Booted}
+	k.Log.WithFields(log.Fields{"vm": id, "vcpus": e.VCPUs, "memory_mib": e.MemoryMiB, "key": e.Key,
+		"took": time.Since(begin).Round(time.Millisecond)}).Info("cached VM ready")
+	return nil
+}
+
+// retire takes VM id back from the pool and stops it, unless a pod
+// claimed it first (then it is released).
+func (k *Keeper) retire(ctx context.Context, id string, v kept) {
+	delete(k.vms, id)
+	dir, ok, err := k.Pool.retire(id)
+	if err != nil {
+		k.Log.WithError(err).WithField("vm", id).Warn("retire a cached VM")
+		return
+	}
+	if !ok {
+		v.vm.Release()
+		return
+	}
+	if err := v.vm.Stop(ctx); err != nil {
+		k.Log.WithError(err).WithField("vm", id).Warn("stop a retired cached VM")
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		k.Log.WithError(err).WithField("vm", id).Warn("remove a retired cached VM")
+	}
+}
+
+// stopAll retires every VM still the keeper's.
+func (k *Keeper) stopAll(ctx context.Context) {
+	for id, v := range k.vms {
+		k.retire(ctx, id, v)
+	}
+}
+
+// sweep ends what an earlier keeper left: every directory in the pool
+// (ready VMs, interrupted boots) is retired, and every retired directory
+// is handed to Leftover and removed.
+func (k *Keeper) sweep() error {
+	ents, err := os.ReadDir(k.Pool.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("VM cache: sweep: %w", err)
+	}
+	for _, d := range ents {
+		if d.IsDir() && d.Name() != retiredName {
+			if _, _, err := k.Pool.retire(d.Name()); err != nil {
+				return err
+			}
+		}
+	}
+	area := filepath.Join(k.Pool.Dir, retiredName)
+	left, err := os.ReadDir(area)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("VM cache: sweep: %w", err)
+	}
+	for _, d := range left {
+		dir := filepath.Join(area, d.Name())
+		e, err := ReadEntry(dir)
+		if k.Leftover != nil {
+			k.Leftover(dir, e, err == nil)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("VM cache: sweep: %w", err)
+		}
+		k.Log.WithField("vm", d.Name()).Info("removed a cached VM an earlier keeper left")
+	}
+	return nil
+}
