@@ -37,14 +37,19 @@ const (
 	FactoryCache    = "cache"
 )
 
-// Factory says how pod VMs come to be: booted (none), or restored from a
-// template of a booted VM (template). cache is designed (issue 16) but not
-// built.
+// Factory says how pod VMs come to be: booted (none), restored from a
+// template of a booted VM (template), or taken from VMs booted ahead
+// (cache: its pool is runtime/factory/cache; the sandbox's side is not
+// built yet, so Validate refuses it).
 type Factory struct {
 	Mode string `toml:"mode"`
 	// TemplateDir holds the templates, one directory per key
 	// (runtime/sandbox/factory).
 	TemplateDir string `toml:"template_dir"`
+	// CacheSize is how many VMs the cache keeps booted ahead.
+	CacheSize int `toml:"cache_size"`
+	// CacheMaxAge retires a cached VM older than this (0: never).
+	CacheMaxAge Duration `toml:"cache_max_age"`
 }
 
 // Hypervisor selects and sizes the VMM.
@@ -249,21 +254,32 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// maxCacheSize bounds factory.cache_size: each cached VM holds its guest
+// RAM while it waits.
+const maxCacheSize = 64
+
 // validateFactory checks [factory]: template mode needs what a template
 // can carry (docs/factory.md): QEMU, the share by 9p, the agent on
 // virtio-serial.
 func (c *Config) validateFactory() []error {
 	f, h := c.Factory, c.Hypervisor
+	var errs []error
+	if f.CacheSize < 0 || f.CacheSize > maxCacheSize {
+		errs = append(errs, fmt.Errorf("factory.cache_size = %d: must be from 0 to %d", f.CacheSize, maxCacheSize))
+	}
+	if f.CacheMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("factory.cache_max_age = %s: must not be negative", time.Duration(f.CacheMaxAge)))
+	}
 	switch f.Mode {
 	case FactoryNone:
-		return nil
+		return errs
 	case FactoryCache:
-		return []error{errors.New(`factory.mode = "cache": not built yet (issue 16, docs/factory.md); use "none" or "template"`)}
+		return append(errs, errors.New(`factory.mode = "cache": not built yet (issue 16): the VM cache's pool and claim are (runtime/factory/cache), `+
+			`but not the daemon that boots VMs into it (podvm factory serve), the driver's adoption of a claimed VM, nor the sandbox's claim (docs/factory.md, section 8); use "none" or "template"`))
 	case FactoryTemplate:
 	default:
-		return []error{fmt.Errorf("factory.mode = %q: must be one of none, template", f.Mode)}
+		return append(errs, fmt.Errorf("factory.mode = %q: must be one of none, template", f.Mode))
 	}
-	var errs []error
 	if h.Driver != "qemu" {
 		errs = append(errs, fmt.Errorf(`factory.mode = "template": driver %q cannot restore VM templates; use driver "qemu"`, h.Driver))
 	}
