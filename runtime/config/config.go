@@ -254,6 +254,20 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// validateCache checks what a cached VM needs: the QEMU driver (its VMs
+// are adopted over its state directory's sockets) and the agent on
+// virtio-serial.
+func (c *Config) validateCache() []error {
+	var errs []error
+	if h := c.Hypervisor; h.Driver != "qemu" {
+		errs = append(errs, fmt.Errorf(`factory.mode = "cache": driver %q cannot hand booted VMs to pods; use driver "qemu"`, h.Driver))
+	}
+	if c.Hypervisor.AgentTransport == "vsock" {
+		errs = append(errs, errors.New(`factory.mode = "cache": hypervisor.agent_transport = "vsock", but a cached VM's agent channel is virtio-serial: set it to "auto" or "serial"`))
+	}
+	return errs
+}
+
 // maxCacheSize bounds factory.cache_size: each cached VM holds its guest
 // RAM while it waits.
 const maxCacheSize = 64
@@ -274,11 +288,10 @@ func (c *Config) validateFactory() []error {
 	case FactoryNone:
 		return errs
 	case FactoryCache:
-		return append(errs, errors.New(`factory.mode = "cache": not built yet (issue 16): the VM cache's pool and claim are (runtime/factory/cache), `+
-			`but not the daemon that boots VMs into it (podvm factory serve), the driver's adoption of a claimed VM, nor the sandbox's claim (docs/factory.md, section 8); use "none" or "template"`))
+		return append(errs, c.validateCache()...)
 	case FactoryTemplate:
 	default:
-		return append(errs, fmt.Errorf("factory.mode = %q: must be one of none, template", f.Mode))
+		return append(errs, fmt.Errorf("factory.mode = %q: must be one of none, cache, template", f.Mode))
 	}
 	if h.Driver != "qemu" {
 		errs = append(errs, fmt.Errorf(`factory.mode = "template": driver %q cannot restore VM templates; use driver "qemu"`, h.Driver))

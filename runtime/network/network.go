@@ -120,6 +120,9 @@ func (nw *Network) Devices() []hypervisor.NetDevice {
 	defer nw.mu.Unlock()
 	var ds []hypervisor.NetDevice
 	for _, m := range nw.mirrors {
+		if m.file == nil { // adopted: the VMM holds the tap (Adopt)
+			continue
+		}
 		ds = append(ds, hypervisor.NetDevice{Tap: m.file, VnetHdr: nw.vnetHdr, MAC: m.iface.MAC.String(), MTU: m.iface.MTU})
 	}
 	return ds
@@ -143,8 +146,8 @@ func (nw *Network) Teardown() error {
 		errs = append(errs, err)
 	}
 	for _, m := range nw.mirrors {
-		if err := m.file.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
-			errs = append(errs, fmt.Errorf("close tap %s of %s: %w", m.tap, nw.nsPath, err))
+		if err := m.closeTap(); err != nil {
+			errs = append(errs, fmt.Errorf("%w of %s", err, nw.nsPath))
 		}
 	}
 	return errors.Join(errs...)

@@ -290,3 +290,33 @@ func TestKeeperSweepsWhatAnEarlierOneLeft(t *testing.T) {
 		t.Errorf("left after the sweep: %v", left)
 	}
 }
+
+func TestKeeperStopsAClaimedVMItsSandboxLost(t *testing.T) {
+	root := t.TempDir()
+	p := Pool{Dir: filepath.Join(root, "cache")}
+	b := &fakeBooter{}
+	k := &Keeper{Pool: p, Size: 1, Boot: b.boot, Poll: 5 * time.Millisecond,
+		Claimed: filepath.Join(root, "sandboxes", "*", "vm")}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go k.Run(ctx)
+	waitFor(t, "a ready VM", func() bool { return readyCount(p) == 1 })
+	sandbox := filepath.Join(root, "sandboxes", "pod-a")
+	if err := os.MkdirAll(sandbox, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e, err := p.Claim(small, filepath.Join(sandbox, "vm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := b.all()[0]
+	waitFor(t, "the claimed VM released and its replacement ready", func() bool { return vm.released.Load() && readyCount(p) == 1 })
+	time.Sleep(20 * time.Millisecond)
+	if vm.stopped.Load() {
+		t.Fatalf("claimed VM %s stopped while its sandbox holds it", e.ID)
+	}
+	if err := os.RemoveAll(sandbox); err != nil { // what a dead shim's cleanup does
+		t.Fatal(err)
+	}
+	waitFor(t, "the claimed VM stopped once its sandbox is gone", vm.stopped.Load)
+}

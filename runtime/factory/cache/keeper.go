@@ -17,9 +17,11 @@ type VM interface {
 	// Stop stops the VM and its helpers. The keeper calls it only for a
 	// VM still its own: in the pool or in the retired area.
 	Stop(ctx context.Context) error
-	// Release is called once a pod claimed the VM: the keeper forgets
-	// it and must not stop it. What the booter still holds for it (the
-	// VMM's exit status, the jail uid's lock until the VMM exits) stays.
+	// Release is called once a pod claimed the VM: from then on the
+	// keeper stops it only when the pod's shim is gone without having
+	// stopped it (Keeper.Claimed). What the booter still holds for it
+	// (the VMM's exit status, the jail uid's lock until the VMM exits)
+	// stays.
 	Release()
 	// Done is closed when the VM died.
 	Done() <-chan struct{}
@@ -41,10 +43,20 @@ type Keeper struct {
 	MaxAge   time.Duration // 0: no limit
 	Boot     BootFunc
 	Leftover LeftoverFunc // nil: leftovers' directories are only removed
-	Poll     time.Duration
-	Log      *log.Entry
+	// Remove removes a VM's directory once its VM is stopped; nil is
+	// os.RemoveAll (the daemon's unmounts the share first).
+	Remove func(dir string) error
+	// Claimed is a glob of where claims put VMs (a sandbox's "vm"
+	// directory). A claimed VM found under none of its matches, still
+	// running, was left by a shim that died: its sandbox's directory has
+	// been cleaned up, so the keeper, the VM's parent, stops it. Empty:
+	// claimed VMs are forgotten at once.
+	Claimed string
+	Poll    time.Duration
+	Log     *log.Entry
 
-	vms map[string]kept
+	vms     map[string]kept
+	claimed map[string]VM
 }
 
 type kept struct {
@@ -61,7 +73,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 	if k.Log == nil {
 		k.Log = log.L
 	}
-	k.vms = map[string]kept{}
+	k.vms, k.claimed = map[string]kept{}, map[string]VM{}
 	if err := k.sweep(); err != nil {
 		return err
 	}
@@ -89,7 +101,7 @@ func (k *Keeper) tend(ctx context.Context) {
 	for id, v := range k.vms {
 		if _, err := os.Stat(k.Pool.VMDir(id)); errors.Is(err, fs.ErrNotExist) {
 			delete(k.vms, id)
-			v.vm.Release()
+			k.release(id, v.vm)
 			k.Log.WithField("vm", id).Info("cached VM claimed by a pod")
 			continue
 		}
@@ -107,12 +119,58 @@ func (k *Keeper) tend(ctx context.Context) {
 			k.retire(ctx, id, v)
 		}
 	}
+	k.watchClaimed(ctx)
 	for len(k.vms) < k.Size && ctx.Err() == nil {
 		if err := k.bootOne(ctx); err != nil {
 			k.Log.WithError(err).Warn("boot a cached VM (tried again later)")
 			return
 		}
 	}
+}
+
+// release lets a claimed VM go, and watches it if Claimed is set.
+func (k *Keeper) release(id string, vm VM) {
+	vm.Release()
+	if k.Claimed != "" {
+		k.claimed[id] = vm
+	}
+}
+
+// watchClaimed stops claimed VMs that still run while no directory of a
+// sandbox holds them (their shim died and its sandbox was cleaned up),
+// and forgets those that ended.
+func (k *Keeper) watchClaimed(ctx context.Context) {
+	for id, vm := range k.claimed {
+		select {
+		case <-vm.Done():
+			delete(k.claimed, id)
+			continue
+		default:
+		}
+		held, err := k.heldByASandbox(id)
+		if err != nil || held {
+			continue
+		}
+		delete(k.claimed, id)
+		k.Log.WithField("vm", id).Warn("a claimed VM runs on without its sandbox (its shim died): stopping it")
+		if err := vm.Stop(ctx); err != nil {
+			k.Log.WithError(err).WithField("vm", id).Warn("stop a claimed VM left without its sandbox")
+		}
+	}
+}
+
+// heldByASandbox says whether a directory matching Claimed holds VM id.
+func (k *Keeper) heldByASandbox(id string) (bool, error) {
+	dirs, err := filepath.Glob(k.Claimed)
+	if err != nil {
+		return false, err
+	}
+	for _, d := range dirs {
+		if e, err := ReadEntry(d); err == nil && e.ID == id {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // bootOne boots a VM into a new directory of the pool and publishes it.
@@ -125,13 +183,13 @@ func (k *Keeper) bootOne(ctx context.Context) error {
 	begin := time.Now()
 	e, vm, err := k.Boot(ctx, id, dir)
 	if err != nil {
-		os.RemoveAll(dir)
+		k.remove(dir)
 		return err
 	}
 	e.ID, e.Booted = id, time.Now()
 	if err := k.Pool.Publish(e); err != nil {
 		vm.Stop(context.WithoutCancel(ctx))
-		os.RemoveAll(dir)
+		k.remove(dir)
 		return err
 	}
 	k.vms[id] = kept{vm: vm, booted: e.Booted}
@@ -150,15 +208,22 @@ func (k *Keeper) retire(ctx context.Context, id string, v kept) {
 		return
 	}
 	if !ok {
-		v.vm.Release()
+		k.release(id, v.vm)
 		return
 	}
 	if err := v.vm.Stop(ctx); err != nil {
 		k.Log.WithError(err).WithField("vm", id).Warn("stop a retired cached VM")
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := k.remove(dir); err != nil {
 		k.Log.WithError(err).WithField("vm", id).Warn("remove a retired cached VM")
 	}
+}
+
+func (k *Keeper) remove(dir string) error {
+	if k.Remove != nil {
+		return k.Remove(dir)
+	}
+	return os.RemoveAll(dir)
 }
 
 // stopAll retires every VM still the keeper's.
@@ -197,7 +262,7 @@ func (k *Keeper) sweep() error {
 		if k.Leftover != nil {
 			k.Leftover(dir, e, err == nil)
 		}
-		if err := os.RemoveAll(dir); err != nil {
+		if err := k.remove(dir); err != nil {
 			return fmt.Errorf("VM cache: sweep: %w", err)
 		}
 		k.Log.WithField("vm", d.Name()).Info("removed a cached VM an earlier keeper left")

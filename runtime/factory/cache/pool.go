@@ -54,6 +54,20 @@ type Entry struct {
 	// Pids are the VM's host processes, VMM first.
 	Pids   []int     `json:"pids"`
 	Booted time.Time `json:"booted"`
+	// Keeper is the pid of the process that booted the VM (its VMM's
+	// parent, holding the jail uid's lock).
+	Keeper      int    `json:"keeper"`
+	Driver      string `json:"driver"`
+	Accelerator string `json:"accelerator"`
+	// AgentSocket and Console are the agent's virtio-serial socket and the
+	// guest console log, relative to the VM's directory.
+	AgentSocket string `json:"agent_socket"`
+	Console     string `json:"console"`
+	// MAC is the guest NIC's address; Tap its tap in the holding network
+	// namespace HoldNS, until a claim moves it into a pod's.
+	MAC    string `json:"mac"`
+	Tap    string `json:"tap"`
+	HoldNS string `json:"hold_ns"`
 }
 
 // Want is the VM a pod needs.
