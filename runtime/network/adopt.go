@@ -29,18 +29,11 @@ func HoldTap(nsPath, name string) (*os.File, error) {
 // own); Teardown removes the tap by name. On error the tap is left where
 // it is, and the pod's namespace as it was.
 func Adopt(nsPath, holdNS, heldTap string) (_ *Network, err error) {
-	n, err := openNS(nsPath)
+	n, links, routes, err := openClean(nsPath)
 	if err != nil {
 		return nil, err
 	}
 	defer n.Close()
-	if err := cleanup(n); err != nil {
-		return nil, fmt.Errorf("remove leftovers of an earlier setup: %w", err)
-	}
-	links, routes, err := inspect(n)
-	if err != nil {
-		return nil, err
-	}
 	if len(links) != 1 {
 		return nil, fmt.Errorf("network namespace %s has %d pod interfaces; a VM taken from the cache has one NIC", nsPath, len(links))
 	}

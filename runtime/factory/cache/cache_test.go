@@ -198,6 +198,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// runKeeper runs k until the returned stop is called (or the test ends)
+// and returns Run's error.
+func runKeeper(t *testing.T, k *Keeper) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- k.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error { once.Do(func() { cancel(); err = <-ran }); return err }
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
 func readyCount(p Pool) int {
 	ready, _, _ := p.Ready()
 	return len(ready)
@@ -207,18 +220,14 @@ func TestKeeperRefillsAndLetsClaimedGo(t *testing.T) {
 	root := t.TempDir()
 	p := Pool{Dir: filepath.Join(root, "cache")}
 	b := &fakeBooter{}
-	k := &Keeper{Pool: p, Size: 2, Boot: b.boot, Poll: 5 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error)
-	go func() { ran <- k.Run(ctx) }()
+	stop := runKeeper(t, &Keeper{Pool: p, Size: 2, Boot: b.boot, Poll: 5 * time.Millisecond})
 	waitFor(t, "two ready VMs", func() bool { return readyCount(p) == 2 })
 	e, err := p.Claim(small, filepath.Join(root, "sandbox"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "a third boot", func() bool { return len(b.all()) == 3 && readyCount(p) == 2 })
-	cancel()
-	if err := <-ran; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	for _, vm := range b.all() {
@@ -242,10 +251,7 @@ func TestKeeperReplacesDeadAndOldVMs(t *testing.T) {
 	root := t.TempDir()
 	p := Pool{Dir: filepath.Join(root, "cache")}
 	b := &fakeBooter{}
-	k := &Keeper{Pool: p, Size: 1, Boot: b.boot, Poll: 5 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go k.Run(ctx)
+	stop := runKeeper(t, &Keeper{Pool: p, Size: 1, Boot: b.boot, Poll: 5 * time.Millisecond})
 	waitFor(t, "a VM", func() bool { return len(b.all()) == 1 })
 	first := b.all()[0]
 	close(first.done)
@@ -253,13 +259,10 @@ func TestKeeperReplacesDeadAndOldVMs(t *testing.T) {
 	if _, err := os.Stat(p.VMDir(first.id)); err == nil {
 		t.Error("the dead VM's directory is still in the pool")
 	}
-	cancel()
+	stop()
 
 	b2 := &fakeBooter{}
-	k2 := &Keeper{Pool: Pool{Dir: filepath.Join(root, "aged")}, Size: 1, MaxAge: 20 * time.Millisecond, Boot: b2.boot, Poll: 5 * time.Millisecond}
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	defer cancel2()
-	go k2.Run(ctx2)
+	runKeeper(t, &Keeper{Pool: Pool{Dir: filepath.Join(root, "aged")}, Size: 1, MaxAge: 20 * time.Millisecond, Boot: b2.boot, Poll: 5 * time.Millisecond})
 	waitFor(t, "an aged VM replaced", func() bool { vms := b2.all(); return len(vms) >= 2 && vms[0].stopped.Load() })
 }
 
@@ -295,11 +298,8 @@ func TestKeeperStopsAClaimedVMItsSandboxLost(t *testing.T) {
 	root := t.TempDir()
 	p := Pool{Dir: filepath.Join(root, "cache")}
 	b := &fakeBooter{}
-	k := &Keeper{Pool: p, Size: 1, Boot: b.boot, Poll: 5 * time.Millisecond,
-		Claimed: filepath.Join(root, "sandboxes", "*", "vm")}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go k.Run(ctx)
+	runKeeper(t, &Keeper{Pool: p, Size: 1, Boot: b.boot, Poll: 5 * time.Millisecond,
+		Claimed: filepath.Join(root, "sandboxes", "*", "vm")})
 	waitFor(t, "a ready VM", func() bool { return readyCount(p) == 1 })
 	sandbox := filepath.Join(root, "sandboxes", "pod-a")
 	if err := os.MkdirAll(sandbox, 0o700); err != nil {
