@@ -38,9 +38,8 @@ const (
 )
 
 // Factory says how pod VMs come to be: booted (none), restored from a
-// template of a booted VM (template), or taken from VMs booted ahead
-// (cache: its pool is runtime/factory/cache; the sandbox's side is not
-// built yet, so Validate refuses it).
+// template of a booted VM (template), or taken from VMs that `podvm
+// factory serve` booted ahead (cache, runtime/factory/cache).
 type Factory struct {
 	Mode string `toml:"mode"`
 	// TemplateDir holds the templates, one directory per key
