@@ -2,10 +2,15 @@ package cache
 
 import (
 	"context"
+	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/vmsecret"
 )
 
 // startNamed starts a process whose command line names id, as a cached
@@ -80,4 +85,55 @@ func TestAdoptRefusesAProcessNotTheVMs(t *testing.T) {
 	if _, err := Adopt(t.TempDir(), Entry{ID: "0123456789abcdef", Pids: []int{other.Process.Pid}}); err == nil {
 		t.Fatal("adopted a process that does not name the VM")
 	}
+}
+
+// TestAdoptedVMDialsItsAgent: DialAgent proves the secret in the VM's
+// directory to an agent on its socket, one connection at a time.
+func TestAdoptedVMDialsItsAgent(t *testing.T) {
+	c, _, _ := adoptTwo(t)
+	secret, _, err := vmsecret.Create(c.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.e.AgentSocket = "agent.sock"
+	l, err := net.Listen("unix", filepath.Join(c.dir, c.e.AgentSocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	admitted := make(chan error, 2)
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			hello, err := contract.GuestHandshake(conn)
+			if err == nil {
+				err = contract.GuestAuth(conn, secret, contract.TransportSerial, hello)
+			}
+			admitted <- err
+		}
+	}()
+	conn, err := c.DialAgent(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-admitted; err != nil {
+		t.Fatalf("the agent did not admit the host: %v", err)
+	}
+	if _, err := c.DialAgent(context.Background()); err == nil {
+		t.Error("a second connection while one is open")
+	}
+	conn.Close()
+	begin := time.Now()
+	conn, err = c.DialAgent(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if waited := time.Since(begin); waited < hangupGrace-10*time.Millisecond {
+		t.Errorf("redialed %s after a hang-up, want at least %s", waited, hangupGrace)
+	}
+	c.Stop(context.Background())
 }
