@@ -35,7 +35,7 @@ func TestCRICacheSmokeIntegration(t *testing.T) {
 	env := requireEnv(t)
 	tools := requireCRI(t)
 	cfgPath := cacheConfig(t, env.ConfigPath)
-	startCacheDaemon(t, cfgPath)
+	startCacheDaemon(t, env, cfgPath)
 	c := startCRI(t, env, tools, hostbed.PodvmHandler(cacheHandler, env.ShimBinary, cfgPath))
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
@@ -47,6 +47,13 @@ func TestCRICacheSmokeIntegration(t *testing.T) {
 	podN, tookN := h.runPodOn("podvm", "none-c")
 	t.Logf("RunPodSandbox: cache %s, %s; none %s", tookA.Round(time.Millisecond), tookB.Round(time.Millisecond), tookN.Round(time.Millisecond))
 	log := readFile(t, c.LogPath)
+	for _, pod := range []string{podA, podB, podN} {
+		for _, l := range strings.Split(linesWith(log, pod), "\n") {
+			if strings.Contains(l, "VM cache") || strings.Contains(l, `msg="pod VM ready"`) {
+				t.Log(l)
+			}
+		}
+	}
 	for _, pod := range []string{podA, podB} {
 		lines := linesWith(log, pod)
 		if !strings.Contains(lines, "pod VM taken from the VM cache") || strings.Contains(lines, "not taken from the VM cache") {
@@ -90,12 +97,17 @@ func TestCRICacheSmokeIntegration(t *testing.T) {
 
 // startCacheDaemon runs the cache's daemon for cfgPath until the test
 // ends, waits for two ready VMs, and at the end checks that the daemon
-// left no VM process and an empty pool.
-func startCacheDaemon(t *testing.T, cfgPath string) {
+// left no VM process and an empty pool. It runs in the test's process, so
+// the install's helpers are named as the installed podvm finds them
+// beside itself.
+func startCacheDaemon(t *testing.T, env *testEnv, cfgPath string) {
 	t.Helper()
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Hypervisor.QEMU.VirtiofsdPath == "" {
+		cfg.Hypervisor.QEMU.VirtiofsdPath = filepath.Join(env.Prefix, "libexec", "podvm", "virtiofsd")
 	}
 	driver, err := drivers.New(cfg)
 	if err != nil {

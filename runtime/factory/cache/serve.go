@@ -135,6 +135,9 @@ func (d *Daemon) boot(ctx context.Context, id, dir string) (_ Entry, _ VM, err e
 		return Entry{}, nil, err
 	}
 	cfg := d.vmConfig(id, dir, sh.SharedDir, []hypervisor.NetDevice{{Tap: tap, VnetHdr: true, MAC: mac, MTU: 1500}})
+	if cfg.Transport == "" { // auto: a shim adopts a cached VM over virtio-serial only (Claimed.DialAgent)
+		cfg.Transport = contract.TransportSerial
+	}
 	vm, err := d.Driver.Create(ctx, cfg)
 	if err != nil {
 		tap.Close()
