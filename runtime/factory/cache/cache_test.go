@@ -320,3 +320,21 @@ func TestKeeperStopsAClaimedVMItsSandboxLost(t *testing.T) {
 	}
 	waitFor(t, "the claimed VM stopped once its sandbox is gone", vm.stopped.Load)
 }
+
+func TestKeeperWaitsAfterAFailedBoot(t *testing.T) {
+	var tries atomic.Int32
+	failing := func(context.Context, string, string) (Entry, VM, error) {
+		tries.Add(1)
+		return Entry{}, nil, errors.New("no guest image")
+	}
+	p := Pool{Dir: filepath.Join(t.TempDir(), "cache")}
+	runKeeper(t, &Keeper{Pool: p, Size: 2, Boot: failing, Poll: time.Millisecond})
+	waitFor(t, "a boot", func() bool { return tries.Load() > 0 })
+	time.Sleep(100 * time.Millisecond)
+	if n := tries.Load(); n != 1 {
+		t.Errorf("%d boots within 100 ms of a failure, want 1 (the next after %s)", n, bootRetry)
+	}
+	if _, booting, _ := p.Ready(); booting != 0 {
+		t.Errorf("a failed boot left %d directories in the pool", booting)
+	}
+}

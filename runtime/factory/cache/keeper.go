@@ -55,8 +55,9 @@ type Keeper struct {
 	Poll    time.Duration
 	Log     *log.Entry
 
-	vms     map[string]kept
-	claimed map[string]VM
+	vms      map[string]kept
+	claimed  map[string]VM
+	nextBoot time.Time // after a failed boot, the next one waits until then
 }
 
 type kept struct {
@@ -66,6 +67,10 @@ type kept struct {
 
 // pollEvery is how often a keeper looks at its VMs when Poll is 0.
 const pollEvery = 200 * time.Millisecond
+
+// bootRetry is how long a keeper waits after a failed boot: a boot that
+// fails (a missing guest image, no memory) would fail again at once.
+const bootRetry = 5 * time.Second
 
 // Run sweeps what an earlier keeper left, then keeps the pool full until
 // ctx ends; then it stops the VMs that are still its own.
@@ -120,9 +125,10 @@ func (k *Keeper) tend(ctx context.Context) {
 		}
 	}
 	k.watchClaimed(ctx)
-	for len(k.vms) < k.Size && ctx.Err() == nil {
+	for len(k.vms) < k.Size && ctx.Err() == nil && now.After(k.nextBoot) {
 		if err := k.bootOne(ctx); err != nil {
-			k.Log.WithError(err).Warn("boot a cached VM (tried again later)")
+			k.nextBoot = time.Now().Add(bootRetry)
+			k.Log.WithError(err).Warnf("boot a cached VM (tried again in %s)", bootRetry)
 			return
 		}
 	}
