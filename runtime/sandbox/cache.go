@@ -49,7 +49,7 @@ func (s *Sandbox) takeCachedVM(ctx context.Context, driver hypervisor.Driver, cf
 	s.share = share.At(dir)
 	s.Timings.VMMStarted = time.Now()
 	log.G(ctx).WithFields(log.Fields{
-		"sandbox": s.ID, "cached_vm": e.ID, "vcpus": e.VCPUs, "memory_mib": e.MemoryMiB,
+		"sandbox": s.ID, "cached_vm": e.ID, "vcpus": e.VCPUs, "memory_mib": e.MemoryMiB, "jail_uid_lock": vm.JailLock(),
 		"cached_for": begin.Sub(e.Booted).Round(time.Millisecond), "took": time.Since(begin).Round(time.Millisecond),
 	}).Info("pod VM taken from the VM cache")
 	return crash.NotePids(s.StateDir, e.Pids)

@@ -214,6 +214,15 @@ func (c *Claimed) closeFds() {
 
 func (c *Claimed) Done() <-chan struct{} { return c.done }
 
+// JailLock is the jail uid lock this process holds a copy of ("" when the
+// VMM is not jailed).
+func (c *Claimed) JailLock() string {
+	if c.lease == nil {
+		return ""
+	}
+	return c.lease.Name()
+}
+
 func (c *Claimed) ExitError() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
