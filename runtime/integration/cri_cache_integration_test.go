@@ -59,6 +59,10 @@ func TestCRICacheSmokeIntegration(t *testing.T) {
 		if !strings.Contains(lines, "pod VM taken from the VM cache") || strings.Contains(lines, "not taken from the VM cache") {
 			t.Errorf("pod %s: its VM was not taken from the cache; its lines:\n%s", pod, lines)
 		}
+		// The shim holds the jailed QEMU's uid lock too, not only the daemon.
+		if !strings.Contains(lines, "jail_uid_lock=/run/podvm/jail-uids/") {
+			t.Errorf("pod %s: the shim took no jail uid lock of its cached VM; its lines:\n%s", pod, lines)
+		}
 		requireJailed(t, filepath.Join(pod, cache.ClaimedName)) // the claimed VM's qemu.pid is in vm/
 	}
 	if strings.Contains(linesWith(log, podN), "VM cache") {
