@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,8 +35,8 @@ const cacheTestNetNS = "podvm-cache-test"
 func TestCRICacheSmokeIntegration(t *testing.T) {
 	env := requireEnv(t)
 	tools := requireCRI(t)
-	cfgPath := cacheConfig(t, env.ConfigPath)
-	startCacheDaemon(t, env, cfgPath)
+	cfgPath := cacheConfig(t, env.ConfigPath, 2)
+	startCacheDaemon(t, env, cfgPath, 2)
 	c := startCRI(t, env, tools, hostbed.PodvmHandler(cacheHandler, env.ShimBinary, cfgPath))
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
@@ -100,11 +101,11 @@ func TestCRICacheSmokeIntegration(t *testing.T) {
 }
 
 // startCacheDaemon runs the cache's daemon for cfgPath until the test
-// ends, waits for two ready VMs, and at the end checks that the daemon
+// ends, waits for n ready VMs, and at the end checks that the daemon
 // left no VM process and an empty pool. It runs in the test's process, so
 // the install's helpers are named as the installed podvm finds them
 // beside itself.
-func startCacheDaemon(t *testing.T, env *testEnv, cfgPath string) {
+func startCacheDaemon(t *testing.T, env *testEnv, cfgPath string, n int) {
 	t.Helper()
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
@@ -135,7 +136,7 @@ func startCacheDaemon(t *testing.T, env *testEnv, cfgPath string) {
 		}
 	})
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if ready, _, _ := pool.Ready(); len(ready) >= 2 {
+		if ready, _, _ := pool.Ready(); len(ready) >= n {
 			return
 		}
 		select {
@@ -144,20 +145,21 @@ func startCacheDaemon(t *testing.T, env *testEnv, cfgPath string) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the cache daemon had no two VMs ready within 2 minutes")
+			t.Fatalf("the cache daemon had no %d VMs ready within 2 minutes", n)
 		}
 	}
 }
 
-// cacheConfig is the install's config with factory.mode = "cache".
-func cacheConfig(t *testing.T, base string) string {
+// cacheConfig is the install's config with factory.mode = "cache" and
+// cache_size = size.
+func cacheConfig(t *testing.T, base string, size int) string {
 	t.Helper()
 	b, err := os.ReadFile(base)
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := regexp.MustCompile(`(?m)^mode = "none"$`).ReplaceAllString(string(b), `mode = "cache"`)
-	text = regexp.MustCompile(`(?m)^cache_size = .*$`).ReplaceAllString(text, `cache_size = 2`)
+	text = regexp.MustCompile(`(?m)^cache_size = .*$`).ReplaceAllString(text, fmt.Sprintf("cache_size = %d", size))
 	if !strings.Contains(text, `mode = "cache"`) {
 		t.Fatalf("the install's config %s has no [factory] table to set", base)
 	}
@@ -166,4 +168,77 @@ func cacheConfig(t *testing.T, base string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestCRICacheTenAtOnceIntegration is a measurement, not a check (set
+// PODVM_TEST_CACHE_TEN=1): ten pods at once to their containers' output,
+// first on the cache handler with ten VMs ready, then on the default
+// handler, in the same bed (issue 16's "ten CRI pods at once" target).
+func TestCRICacheTenAtOnceIntegration(t *testing.T) {
+	if os.Getenv("PODVM_TEST_CACHE_TEN") != "1" {
+		t.Skip("a measurement: set PODVM_TEST_CACHE_TEN=1")
+	}
+	env := requireEnv(t)
+	tools := requireCRI(t)
+	cfgPath := cacheConfig(t, env.ConfigPath, 10)
+	startCacheDaemon(t, env, cfgPath, 10)
+	c := startCRI(t, env, tools, hostbed.PodvmHandler(cacheHandler, env.ShimBinary, cfgPath))
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	t.Cleanup(cancel)
+	h := &criHarness{t: t, c: c, dir: t.TempDir(), ctx: ctx}
+	h.crictl("pull", criBusybox)
+	for _, handler := range []string{cacheHandler, "podvm"} {
+		took := h.tenAtOnce(handler)
+		t.Logf("ten pods at once on %s: all outputs in %s", handler, took.Round(time.Millisecond))
+		if handler == cacheHandler {
+			log := readFile(t, c.LogPath)
+			t.Logf("taken from the cache: %d of 10; booted after no cached VM fit: %d",
+				strings.Count(log, "pod VM taken from the VM cache"), strings.Count(log, "not taken from the VM cache"))
+		}
+	}
+}
+
+// tenAtOnce starts ten pods of handler at once (`crictl run`), each with a
+// container that prints, and returns the time until every output is in
+// its log; then it removes them.
+func (h *criHarness) tenAtOnce(handler string) time.Duration {
+	h.t.Helper()
+	type started struct {
+		ctr string
+		err error
+	}
+	out := make(chan started, 10)
+	begin := time.Now()
+	for i := range 10 {
+		name := fmt.Sprintf("ten-%s-%d", handler, i)
+		pod := h.podConfig(name, nil)
+		ctr := h.containerConfig("main", nil, "echo", "ten-at-once")
+		go func() {
+			r := h.c.Crictl(h.ctx, "run", "--runtime", handler, ctr, pod)
+			if r.ExitCode != 0 {
+				out <- started{err: fmt.Errorf("crictl run %s: exit %d: %s", name, r.ExitCode, r.Stderr)}
+				return
+			}
+			id := strings.TrimSpace(r.Stdout)
+			for h.ctx.Err() == nil {
+				if l := h.c.Crictl(h.ctx, "logs", id); strings.Contains(l.Stdout, "ten-at-once") {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			out <- started{ctr: id}
+		}()
+	}
+	for range 10 {
+		if s := <-out; s.err != nil {
+			h.t.Error(s.err)
+		}
+	}
+	took := time.Since(begin)
+	for _, pod := range strings.Fields(h.crictl("pods", "--quiet")) {
+		h.crictl("stopp", pod)
+		h.crictl("rmp", pod)
+		assertNoLeaks(h.t, pod)
+	}
+	return took
 }
