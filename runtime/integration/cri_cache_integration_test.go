@@ -33,15 +33,8 @@ const cacheTestNetNS = "podvm-cache-test"
 // port-forward, a boot id of its own, and nothing left behind: no pod,
 // and once the daemon ends, no process of a cached VM and an empty pool.
 func TestCRICacheSmokeIntegration(t *testing.T) {
-	env := requireEnv(t)
-	tools := requireCRI(t)
-	cfgPath := cacheConfig(t, env.ConfigPath, 2)
-	startCacheDaemon(t, env, cfgPath, 2)
-	c := startCRI(t, env, tools, hostbed.PodvmHandler(cacheHandler, env.ShimBinary, cfgPath))
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	t.Cleanup(cancel)
-	h := &criHarness{t: t, c: c, dir: t.TempDir(), ctx: ctx}
-	h.crictl("pull", criBusybox)
+	h, tools := cacheBed(t, 2)
+	c := h.c
 
 	podA, tookA := h.runPodOn(cacheHandler, "cache-a")
 	podB, tookB := h.runPodOn(cacheHandler, "cache-b")
@@ -98,6 +91,22 @@ func TestCRICacheSmokeIntegration(t *testing.T) {
 		t.Errorf("CRI still lists: %s", left)
 	}
 
+}
+
+// cacheBed is a CRI bed with the cache handler beside the default one and
+// the cache's daemon keeping size VMs, all of them ready, busybox pulled.
+func cacheBed(t *testing.T, size int) (*criHarness, *criTools) {
+	t.Helper()
+	env := requireEnv(t)
+	tools := requireCRI(t)
+	cfgPath := cacheConfig(t, env.ConfigPath, size)
+	startCacheDaemon(t, env, cfgPath, size)
+	c := startCRI(t, env, tools, hostbed.PodvmHandler(cacheHandler, env.ShimBinary, cfgPath))
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	t.Cleanup(cancel)
+	h := &criHarness{t: t, c: c, dir: t.TempDir(), ctx: ctx}
+	h.crictl("pull", criBusybox)
+	return h, tools
 }
 
 // startCacheDaemon runs the cache's daemon for cfgPath until the test
@@ -178,15 +187,8 @@ func TestCRICacheTenAtOnceIntegration(t *testing.T) {
 	if os.Getenv("PODVM_TEST_CACHE_TEN") != "1" {
 		t.Skip("a measurement: set PODVM_TEST_CACHE_TEN=1")
 	}
-	env := requireEnv(t)
-	tools := requireCRI(t)
-	cfgPath := cacheConfig(t, env.ConfigPath, 10)
-	startCacheDaemon(t, env, cfgPath, 10)
-	c := startCRI(t, env, tools, hostbed.PodvmHandler(cacheHandler, env.ShimBinary, cfgPath))
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	t.Cleanup(cancel)
-	h := &criHarness{t: t, c: c, dir: t.TempDir(), ctx: ctx}
-	h.crictl("pull", criBusybox)
+	h, _ := cacheBed(t, 10)
+	c := h.c
 	for _, handler := range []string{cacheHandler, "podvm"} {
 		took := h.tenAtOnce(handler)
 		t.Logf("ten pods at once on %s: all outputs in %s", handler, took.Round(time.Millisecond))
