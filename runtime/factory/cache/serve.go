@@ -95,7 +95,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.Log.WithFields(log.Fields{"pool": k.Pool.Dir, "size": k.Size, "key": d.key,
 		"vcpus": base.VCPUs, "memory_mib": base.MemoryMiB}).Info("VM cache serving")
-	return k.Run(ctx)
+	err = k.Run(ctx)
+	// Empty now: VMs pods took were moved into their pods' cgroups.
+	if derr := d.cgroup.Delete(); derr != nil {
+		d.Log.WithError(derr).Warn("VM cache: remove its host cgroup")
+	}
+	return err
 }
 
 // vmConfig is a cached VM's configuration: the configuration's guest
