@@ -91,7 +91,7 @@ Writes results.json (schema: docs/benchmarks.md), PNG plots and summary.md to
 	pf.DurationVar(&f.densitySettle, "settle", 10*time.Second, "density: idle time before the last measurement")
 	pf.BoolVar(&f.densityHandlersPodvm, "density-podvm-only", false, "density: measure the podvm handlers only, every factory mode (not runc)")
 	pf.StringSliceVar(&f.factoryModes, "factory-modes", benchhost.DefaultFactoryModes,
-		"podvm factory modes measured side by side, each as a CRI handler of its own (podvm for none, podvm-MODE); cache is refused: runtime/config does not accept it yet")
+		"podvm factory modes measured side by side, each as a CRI handler of its own (podvm for none, podvm-MODE); cache is refused: the bench host does not run its daemon yet")
 	pf.IntVar(&f.execRuns, "exec-runs", 10, "exec: ExecSync of true per handler")
 	pf.IntVar(&f.probeRequests, "probe-requests", 20, "probe: HTTP GETs per handler, idle and again under load")
 	pf.IntVar(&f.probeLoad, "probe-load", 4, "probe: busy-looping pods of the same handler that make the load")

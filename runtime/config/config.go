@@ -37,14 +37,18 @@ const (
 	FactoryCache    = "cache"
 )
 
-// Factory says how pod VMs come to be: booted (none), or restored from a
-// template of a booted VM (template). cache is designed (issue 16) but not
-// built.
+// Factory says how pod VMs come to be: booted (none), restored from a
+// template of a booted VM (template), or taken from VMs that `podvm
+// factory serve` booted ahead (cache, runtime/factory/cache).
 type Factory struct {
 	Mode string `toml:"mode"`
 	// TemplateDir holds the templates, one directory per key
 	// (runtime/sandbox/factory).
 	TemplateDir string `toml:"template_dir"`
+	// CacheSize is how many VMs the cache keeps booted ahead.
+	CacheSize int `toml:"cache_size"`
+	// CacheMaxAge retires a cached VM older than this (0: never).
+	CacheMaxAge Duration `toml:"cache_max_age"`
 }
 
 // Hypervisor selects and sizes the VMM.
@@ -249,21 +253,45 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// validateCache checks what a cached VM needs: the QEMU driver (its VMs
+// are adopted over its state directory's sockets) and the agent on
+// virtio-serial.
+func (c *Config) validateCache() []error {
+	var errs []error
+	if h := c.Hypervisor; h.Driver != "qemu" {
+		errs = append(errs, fmt.Errorf(`factory.mode = "cache": driver %q cannot hand booted VMs to pods; use driver "qemu"`, h.Driver))
+	}
+	if c.Hypervisor.AgentTransport == "vsock" {
+		errs = append(errs, errors.New(`factory.mode = "cache": hypervisor.agent_transport = "vsock", but a cached VM's agent channel is virtio-serial: set it to "auto" or "serial"`))
+	}
+	return errs
+}
+
+// maxCacheSize bounds factory.cache_size: each cached VM holds its guest
+// RAM while it waits.
+const maxCacheSize = 64
+
 // validateFactory checks [factory]: template mode needs what a template
 // can carry (docs/factory.md): QEMU, the share by 9p, the agent on
 // virtio-serial.
 func (c *Config) validateFactory() []error {
 	f, h := c.Factory, c.Hypervisor
+	var errs []error
+	if f.CacheSize < 0 || f.CacheSize > maxCacheSize {
+		errs = append(errs, fmt.Errorf("factory.cache_size = %d: must be from 0 to %d", f.CacheSize, maxCacheSize))
+	}
+	if f.CacheMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("factory.cache_max_age = %s: must not be negative", time.Duration(f.CacheMaxAge)))
+	}
 	switch f.Mode {
 	case FactoryNone:
-		return nil
+		return errs
 	case FactoryCache:
-		return []error{errors.New(`factory.mode = "cache": not built yet (issue 16, docs/factory.md); use "none" or "template"`)}
+		return append(errs, c.validateCache()...)
 	case FactoryTemplate:
 	default:
-		return []error{fmt.Errorf("factory.mode = %q: must be one of none, template", f.Mode)}
+		return append(errs, fmt.Errorf("factory.mode = %q: must be one of none, cache, template", f.Mode))
 	}
-	var errs []error
 	if h.Driver != "qemu" {
 		errs = append(errs, fmt.Errorf(`factory.mode = "template": driver %q cannot restore VM templates; use driver "qemu"`, h.Driver))
 	}

@@ -82,8 +82,20 @@ func TestParse(t *testing.T) {
 				t.Errorf("got %+v, default %+v", c.Factory, Default().Factory)
 			}
 		}},
-		{name: "factory cache is not built", input: "[factory]\nmode = \"cache\"\n",
-			wantErr: []string{`factory.mode = "cache": not built yet (issue 16`}},
+		{name: "factory cache with qemu", input: "[factory]\nmode = \"cache\"\n", check: func(t *testing.T, c *Config) {
+			if c.Factory.Mode != FactoryCache {
+				t.Errorf("got %+v", c.Factory)
+			}
+		}},
+		{name: "factory cache needs qemu and serial", input: "[hypervisor]\ndriver = \"cloud-hypervisor\"\nagent_transport = \"vsock\"\n[factory]\nmode = \"cache\"\n",
+			wantErr: []string{`factory.mode = "cache": driver "cloud-hypervisor"`, `factory.mode = "cache": hypervisor.agent_transport = "vsock"`}},
+		{name: "factory cache keys", input: "[factory]\ncache_size = 4\ncache_max_age = \"10m\"\n", check: func(t *testing.T, c *Config) {
+			if c.Factory.CacheSize != 4 || c.Factory.CacheMaxAge != Duration(10*time.Minute) || Default().Factory.CacheSize != 2 || Default().Factory.CacheMaxAge != Duration(time.Hour) {
+				t.Errorf("got %+v, default %+v", c.Factory, Default().Factory)
+			}
+		}},
+		{name: "factory cache keys out of range", input: "[factory]\ncache_size = -1\ncache_max_age = \"-1s\"\n",
+			wantErr: []string{"factory.cache_size = -1: must be from 0 to 64", "factory.cache_max_age = -1s: must not be negative"}},
 		{name: "factory unknown mode", input: "[factory]\nmode = \"fork\"\n",
 			wantErr: []string{`factory.mode = "fork"`}},
 		{name: "factory template needs qemu, 9p, serial and an absolute dir", input: "[hypervisor]\ndriver = \"cloud-hypervisor\"\nagent_transport = \"vsock\"\n[factory]\nmode = \"template\"\ntemplate_dir = \"t\"\n",

@@ -50,5 +50,7 @@
 // guard.go (what the guest may send, as a program), cbpf.go (the classic
 // BPF it is written in), guardtc.go (its filters on the tap), cleanup.go
 // (removing what Setup made, also after a crash), netns.go (namespace
-// handles), types.go (the description), agent.go (its agent protocol form).
+// handles), types.go (the description), agent.go (its agent protocol form),
+// adopt.go (a tap made ahead for a cached VM, moved into the pod's
+// namespace: docs/factory.md section 8).
 package network

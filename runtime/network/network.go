@@ -38,18 +38,11 @@ type mirror struct {
 func Setup(nsPath string) (*Network, error) { return setup(nsPath, true) }
 
 func setup(nsPath string, vnetHdr bool) (_ *Network, err error) {
-	n, err := openNS(nsPath)
+	n, links, routes, err := openClean(nsPath)
 	if err != nil {
 		return nil, err
 	}
 	defer n.Close()
-	if err := cleanup(n); err != nil {
-		return nil, fmt.Errorf("remove leftovers of an earlier setup: %w", err)
-	}
-	links, routes, err := inspect(n)
-	if err != nil {
-		return nil, err
-	}
 	nw := &Network{nsPath: nsPath, desc: describe(links, routes), vnetHdr: vnetHdr}
 	defer func() {
 		if err != nil {
@@ -70,6 +63,25 @@ func setup(nsPath string, vnetHdr bool) (_ *Network, err error) {
 		}
 	}
 	return nw, nil
+}
+
+// openClean opens the namespace at nsPath, removes what an earlier setup
+// left there (a crashed shim) and reads its pod interfaces and routes.
+func openClean(nsPath string) (*nsHandle, []podLink, []Route, error) {
+	n, err := openNS(nsPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := cleanup(n); err != nil {
+		n.Close()
+		return nil, nil, nil, fmt.Errorf("remove leftovers of an earlier setup: %w", err)
+	}
+	links, routes, err := inspect(n)
+	if err != nil {
+		n.Close()
+		return nil, nil, nil, err
+	}
+	return n, links, routes, nil
 }
 
 // connect configures the new tap and joins it to the pod interface: frames
@@ -120,6 +132,9 @@ func (nw *Network) Devices() []hypervisor.NetDevice {
 	defer nw.mu.Unlock()
 	var ds []hypervisor.NetDevice
 	for _, m := range nw.mirrors {
+		if m.file == nil { // adopted: the VMM holds the tap (Adopt)
+			continue
+		}
 		ds = append(ds, hypervisor.NetDevice{Tap: m.file, VnetHdr: nw.vnetHdr, MAC: m.iface.MAC.String(), MTU: m.iface.MTU})
 	}
 	return ds
@@ -143,8 +158,8 @@ func (nw *Network) Teardown() error {
 		errs = append(errs, err)
 	}
 	for _, m := range nw.mirrors {
-		if err := m.file.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
-			errs = append(errs, fmt.Errorf("close tap %s of %s: %w", m.tap, nw.nsPath, err))
+		if err := m.closeTap(); err != nil {
+			errs = append(errs, fmt.Errorf("%w of %s", err, nw.nsPath))
 		}
 	}
 	return errors.Join(errs...)

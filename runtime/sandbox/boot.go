@@ -58,15 +58,23 @@ func accelerator(v string) hypervisor.Accelerator {
 // bootVM creates and starts the VM and records its processes for package
 // crash. It is the one phase that needs the VMM. With factory.mode =
 // "template" the VM is first tried as a clone of the template of its size
-// and guest image (clone.go); any failure there is logged and the VM
-// boots as it does without a factory.
+// and guest image (clone.go); with "cache" it is first taken from the VMs
+// booted ahead (cache.go). A failure there is logged and the VM boots as
+// it does without a factory, unless a cached VM was already claimed.
 func (s *Sandbox) bootVM(ctx context.Context, driver hypervisor.Driver, f config.Factory, cfg hypervisor.Config) error {
-	if f.Mode == config.FactoryTemplate {
+	switch f.Mode {
+	case config.FactoryTemplate:
 		err := s.cloneVM(ctx, driver, f, cfg)
 		if err == nil {
 			return nil
 		}
 		log.G(ctx).WithError(err).WithField("sandbox", s.ID).Warn("pod VM not cloned from a VM template: booting it")
+	case config.FactoryCache:
+		err := s.takeCachedVM(ctx, driver, cfg)
+		if err == nil || s.vm != nil {
+			return err
+		}
+		log.G(ctx).WithError(err).WithField("sandbox", s.ID).Warn("pod VM not taken from the VM cache: booting it")
 	}
 	return s.startVM(ctx, driver, cfg)
 }

@@ -9,7 +9,7 @@
 //
 // Files, one phase or job each: create.go (Create and claiming the state
 // directory), host.go (prepare the host), boot.go (boot the VM), clone.go
-// (or clone it from a VM template), guest.go (initialize the guest), watch.go (the VM's death, the agent's loss, hang
+// (or clone it from a VM template), cache.go (or take one booted ahead), guest.go (initialize the guest), watch.go (the VM's death, the agent's loss, hang
 // reports), destroy.go, rootfs.go (containers' mounts in the share),
 // size.go (the VM's size from the pod's spec: Options.Size, computed by
 // the shim before Create).

@@ -1,0 +1,82 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/podvm/podvm/runtime/factory/cache"
+	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/network"
+	"github.com/podvm/podvm/runtime/sandbox/crash"
+	"github.com/podvm/podvm/runtime/sandbox/share"
+)
+
+// takeCachedVM takes a VM the cache's daemon booted ahead (docs/factory.md
+// section 8): it claims one of the pod's key and size by renaming its
+// directory into the sandbox's state dir, then attaches the pod to it: its
+// processes (pidfds, the jail uid's lock), the pod's host cgroup, its tap
+// moved into the pod's network namespace, and its share, which becomes
+// the sandbox's. Before the claim an error leaves the sandbox as it was
+// (the caller boots a VM); after it s.vm is set and the error is the
+// sandbox's (Destroy stops the claimed VM).
+func (s *Sandbox) takeCachedVM(ctx context.Context, driver hypervisor.Driver, cfg hypervisor.Config) error {
+	if s.net != nil && len(cfg.Net) != 1 {
+		return fmt.Errorf("the pod has %d network interfaces; a cached VM has one NIC", len(cfg.Net))
+	}
+	key, err := cache.Key(driver.Name(), cfg)
+	if err != nil {
+		return err
+	}
+	begin := time.Now()
+	pool := cache.Pool{Dir: cache.PoolDir(filepath.Dir(filepath.Dir(s.StateDir)))}
+	dir := filepath.Join(s.StateDir, cache.ClaimedName)
+	e, err := pool.Claim(cache.Want{Key: key, VCPUs: cfg.VCPUs, MemoryMiB: cfg.MemoryMiB}, dir)
+	if err != nil {
+		return err
+	}
+	vm, err := cache.Adopt(dir, e)
+	if err != nil {
+		return fmt.Errorf("%w (the claimed VM is stopped with the sandbox)", err)
+	}
+	s.vm = vm
+	if err := s.attachCachedVM(e); err != nil {
+		return err
+	}
+	s.share = share.At(dir)
+	s.Timings.VMMStarted = time.Now()
+	log.G(ctx).WithFields(log.Fields{
+		"sandbox": s.ID, "cached_vm": e.ID, "vcpus": e.VCPUs, "memory_mib": e.MemoryMiB, "jail_uid_lock": vm.JailLock(),
+		"cached_for": begin.Sub(e.Booted).Round(time.Millisecond), "took": time.Since(begin).Round(time.Millisecond),
+	}).Info("pod VM taken from the VM cache")
+	return crash.NotePids(s.StateDir, e.Pids)
+}
+
+// attachCachedVM moves a claimed VM's processes into the pod's host
+// cgroup and its tap into the pod's network namespace.
+func (s *Sandbox) attachCachedVM(e cache.Entry) error {
+	if s.cgroup != nil {
+		for _, pid := range e.Pids {
+			if err := s.cgroup.Add(pid); err != nil {
+				return fmt.Errorf("move cached VM %s into the pod's host cgroup: %w", e.ID, err)
+			}
+		}
+	}
+	if s.net == nil {
+		return nil
+	}
+	nsPath := s.net.NSPath()
+	if err := s.net.Teardown(); err != nil { // the taps prepareHost made for a booted VM
+		return fmt.Errorf("pod network of sandbox %s: %w", s.ID, err)
+	}
+	s.net = nil
+	nw, err := network.Adopt(nsPath, e.HoldNS, e.Tap)
+	if err != nil {
+		return fmt.Errorf("pod network of sandbox %s on cached VM %s: %w", s.ID, e.ID, err)
+	}
+	s.net = nw
+	return nil
+}
