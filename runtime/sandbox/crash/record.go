@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/podvm/podvm/runtime/factory/cache"
 	"github.com/podvm/podvm/runtime/sandbox/share"
 )
 
@@ -54,6 +55,22 @@ func ReadRecord(bundle string) (r Record, ok bool, err error) {
 	return r, true, nil
 }
 
+// shares are the shares a sandbox's containers can be mounted in: the
+// state dir's own, and a VM taken from the cache brings its share along in
+// its claimed directory (docs/factory.md, section 8).
+func shares(stateDir string) []share.Share {
+	all := []share.Share{share.At(stateDir)}
+	if claimed := filepath.Join(stateDir, cache.ClaimedName); dirExists(claimed) {
+		all = append(all, share.At(claimed))
+	}
+	return all
+}
+
+func dirExists(dir string) bool {
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir()
+}
+
 // RemoveRecord deletes the record of bundle.
 func RemoveRecord(bundle string) { os.Remove(filepath.Join(bundle, recordFile)) }
 
@@ -69,8 +86,10 @@ func Cleanup(r Record) error {
 		return fmt.Errorf("sandbox record names container %q, which cannot name a directory", r.ContainerID)
 	}
 	var errs []error
-	if err := share.At(r.StateDir).UnmountContainer(r.ContainerID); err != nil {
-		errs = append(errs, err)
+	for _, sh := range shares(r.StateDir) {
+		if err := sh.UnmountContainer(r.ContainerID); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if r.Owner {
 		f, err := tryLock(r.StateDir, false)

@@ -75,3 +75,27 @@ func TestSweepStale(t *testing.T) {
 		t.Errorf("claim a live sandbox's directory: %v", err)
 	}
 }
+
+// TestCleanupContainerOfCachedVM: a dead shim's container is unmounted from
+// whichever share it was mounted in, a cached VM's (under the claimed vm/
+// directory) as well as a booted VM's.
+func TestCleanupContainerOfCachedVM(t *testing.T) {
+	vmtest.NeedRoot(t)
+	for _, shareDir := range []string{"", "vm"} {
+		stateDir := t.TempDir()
+		mnt := filepath.Join(stateDir, shareDir, "mounts", "c1", "rootfs")
+		if err := os.MkdirAll(mnt, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+		if err := Cleanup(Record{StateDir: stateDir, ContainerID: "c1"}); err != nil {
+			t.Errorf("share %q: %v", shareDir, err)
+		}
+		if left := share.MountsUnder(stateDir); len(left) > 0 {
+			t.Errorf("share %q: the container's mounts are still there: %v", shareDir, left)
+		}
+	}
+}
