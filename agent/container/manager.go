@@ -148,6 +148,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	if err != nil {
 		return nil, err
 	}
+	c.poststartHooks = hasPoststartHooks(spec)
 	marks = append(marks, MarkNow(contract.MarkBundleWritten))
 	defer func() {
 		if retErr != nil {
