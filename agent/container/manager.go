@@ -82,6 +82,8 @@ type Manager struct {
 	// that started it has read its pid file.
 	spawns int
 	early  map[int]runc.Exit
+
+	warm sync.Once // Warm
 }
 
 // NewManager returns a Manager that learns about exited processes from
