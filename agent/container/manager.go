@@ -145,7 +145,7 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
 	c := newContainer(m, r.ID, bundle, rt)
 	spec, err := writeBundle(bundle, r.ID, r.Spec, bundleOptions{
-		terminal: r.Terminal, ownsNetwork: m.cfg.OwnsNetwork, specVersion: rt.specVersion, cpu: &c.cpu,
+		terminal: r.Terminal, ownsNetwork: m.cfg.OwnsNetwork, specVersion: rt.specVersion, personality: rt.personality, cpu: &c.cpu,
 	})
 	if err != nil {
 		return nil, err
