@@ -15,7 +15,7 @@ import (
 // threads and children inherit.
 //
 // Under TCG, QEMU 7.2 finds a translated block by its guest virtual address
-// as well as its physical one, so code that a new process maps at new,
+// as well as its physical one (x86 is not translated pc-relative there), so code that a new process maps at new,
 // randomized addresses is translated anew even though its pages are the
 // same: every crun call translated the loader, libc and crun again
 // (docs/benchmarks.md). crun is a position-independent executable with
