@@ -103,41 +103,37 @@ func buildSystemdStub(ctx context.Context, cc, dir, path string) error {
 
 // importsFrom returns the symbols (name@version) binary imports from soname.
 func importsFrom(binary, soname string) ([]string, error) {
-	f, err := elf.Open(binary)
-	if err != nil {
-		return nil, fmt.Errorf("read ELF %s: %w", binary, err)
-	}
-	defer f.Close()
-	syms, err := f.ImportedSymbols()
-	if err != nil {
-		return nil, fmt.Errorf("imports of %s: %w", binary, err)
-	}
-	var out []string
-	for _, s := range syms {
-		if s.Library == soname {
-			out = append(out, s.Name+"@"+s.Version)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
+	return versionedSymbols(binary, func(s elf.Symbol) bool { return s.Section == elf.SHN_UNDEF && s.Library == soname })
 }
 
 // exportsOf returns the defined dynamic symbols (name@version) of lib.
 func exportsOf(lib string) (map[string]bool, error) {
-	f, err := elf.Open(lib)
+	syms, err := versionedSymbols(lib, func(s elf.Symbol) bool { return s.Section != elf.SHN_UNDEF })
+	out := map[string]bool{}
+	for _, s := range syms {
+		out[s] = true
+	}
+	return out, err
+}
+
+// versionedSymbols returns the dynamic symbols of the ELF file at path that
+// keep accepts, as name@version, sorted.
+func versionedSymbols(path string, keep func(elf.Symbol) bool) ([]string, error) {
+	f, err := elf.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("read ELF %s: %w", lib, err)
+		return nil, fmt.Errorf("read ELF %s: %w", path, err)
 	}
 	defer f.Close()
 	syms, err := f.DynamicSymbols()
 	if err != nil {
-		return nil, fmt.Errorf("symbols of %s: %w", lib, err)
+		return nil, fmt.Errorf("dynamic symbols of %s: %w", path, err)
 	}
-	out := map[string]bool{}
+	var out []string
 	for _, s := range syms {
-		if s.Section != elf.SHN_UNDEF {
-			out[s.Name+"@"+s.Version] = true
+		if keep(s) {
+			out = append(out, s.Name+"@"+s.Version)
 		}
 	}
+	sort.Strings(out)
 	return out, nil
 }
