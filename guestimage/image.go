@@ -74,12 +74,9 @@ func Build(ctx context.Context, o Options) (Image, error) {
 		return Image{}, fmt.Errorf("guest image: %w", err)
 	}
 
-	var crun []initramfsFile
-	if o.CrunBinary != "" {
-		var err error
-		if crun, err = dynamicBinaryFiles(o.CrunBinary, "usr/bin/crun", hostLibDirs); err != nil {
-			return Image{}, fmt.Errorf("guest image: crun: %w; install Debian's crun package, or build without it", err)
-		}
+	crun, err := crunFiles(ctx, o)
+	if err != nil {
+		return Image{}, fmt.Errorf("guest image: crun: %w; install Debian's crun package, or build without it", err)
 	}
 
 	k, err := buildKernel(ctx, o.CacheDir, o.KernelSource, o.Jobs, o.Progress)
@@ -98,6 +95,26 @@ func Build(ctx context.Context, o Options) (Image, error) {
 		features = nil
 	}
 	return Image{KernelPath: k.vmlinux(), InitrdPath: initrd, KernelRelease: k.Release, RuncFeatures: features}, nil
+}
+
+// crunFiles are crun and the libraries it loads, with the libsystemd stub
+// in place of libsystemd when it can stand in (systemdStub); none without
+// o.CrunBinary.
+func crunFiles(ctx context.Context, o Options) ([]initramfsFile, error) {
+	if o.CrunBinary == "" {
+		return nil, nil
+	}
+	stub, why, err := systemdStub(ctx, o.CacheDir, o.CrunBinary)
+	if err != nil {
+		return nil, err
+	}
+	substitutes := map[string]string{}
+	if stub != "" {
+		substitutes[systemdSoname] = stub
+	} else {
+		fmt.Fprintf(o.Progress, "crun: the guest gets the host's %s and its libraries: %s\n", systemdSoname, why)
+	}
+	return dynamicBinaryFiles(o.CrunBinary, "usr/bin/crun", hostLibDirs, substitutes)
 }
 
 const (

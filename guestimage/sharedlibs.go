@@ -21,8 +21,9 @@ var hostLibDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
 // dynamicBinaryFiles returns binary as name in the archive, with its
 // dynamic loader and every shared library it needs (DT_NEEDED, followed
 // through the libraries), looked up in libDirs: exactly what the binary
-// loads, and nothing else of the host's.
-func dynamicBinaryFiles(binary, name string, libDirs []string) ([]initramfsFile, error) {
+// loads, and nothing else of the host's. substitutes maps a soname to the
+// file that stands in for it (its own needs are followed instead).
+func dynamicBinaryFiles(binary, name string, libDirs []string, substitutes map[string]string) ([]initramfsFile, error) {
 	files := []initramfsFile{{name: name, src: binary, perm: 0o755}}
 	interp, needed, err := elfDeps(binary)
 	if err != nil {
@@ -40,9 +41,12 @@ func dynamicBinaryFiles(binary, name string, libDirs []string) ([]initramfsFile,
 			continue
 		}
 		seen[lib] = true
-		src, err := findLib(lib, libDirs)
-		if err != nil {
-			return nil, fmt.Errorf("%s needs %s: %w", binary, lib, err)
+		src, ok := substitutes[lib]
+		if !ok {
+			var err error
+			if src, err = findLib(lib, libDirs); err != nil {
+				return nil, fmt.Errorf("%s needs %s: %w", binary, lib, err)
+			}
 		}
 		if filepath.Base(src) == filepath.Base(interp) {
 			continue // the loader, listed by libc

@@ -22,7 +22,7 @@ func TestDynamicBinaryFilesLoadInAChroot(t *testing.T) {
 	if !isDynamic(bin) {
 		t.Skipf("%s is not dynamically linked", bin)
 	}
-	files, err := dynamicBinaryFiles(bin, "usr/bin/tool", hostLibDirs)
+	files, err := dynamicBinaryFiles(bin, "usr/bin/tool", hostLibDirs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestDynamicBinaryFilesStatic(t *testing.T) {
 	if _, err := os.Stat(bb); err != nil || isDynamic(bb) {
 		t.Skip("no static /bin/busybox (Debian package busybox-static)")
 	}
-	files, err := dynamicBinaryFiles(bb, "usr/bin/busybox", hostLibDirs)
+	files, err := dynamicBinaryFiles(bb, "usr/bin/busybox", hostLibDirs, nil)
 	if err != nil || len(files) != 1 {
 		t.Fatalf("files %+v, err %v: want the binary alone", files, err)
 	}

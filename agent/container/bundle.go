@@ -47,6 +47,9 @@ type bundleOptions struct {
 	terminal    bool   // the process gets a pty (process.terminal)
 	ownsNetwork bool   // Config.OwnsNetwork
 	specVersion string // replaces ociVersion when set (ociRuntime.specVersion)
+	// personality sets the default personality where the spec has none
+	// (ociRuntime.personality, layout.go).
+	personality bool
 	// cpu, when set, raises a CPU limit too small for the runtime's setup.
 	cpu *cpuFloor
 }
@@ -61,6 +64,9 @@ func writeBundle(dir, id string, raw []byte, o bundleOptions) (*specs.Spec, erro
 	}
 	if o.specVersion != "" {
 		spec.Version = o.specVersion
+	}
+	if o.personality {
+		withPersonality(spec)
 	}
 	if o.cpu != nil {
 		o.cpu.raiseInSpec(spec, cgroup.Unified())

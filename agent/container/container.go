@@ -39,7 +39,9 @@ type Container struct {
 	init        *Process
 	cgroup      cgroup.Cgroup // zero if it could not be found
 	cpu         cpuFloor      // the CPU the runtime's setup gets (cpufloor.go)
-	marks       []Mark        // create's and start's steps; guarded by mu after create
+	// poststartHooks: the spec has hooks for start to run (release.go).
+	poststartHooks bool
+	marks          []Mark // create's and start's steps; guarded by mu after create
 
 	// mu serialises the lifecycle calls, so that none acts on a container
 	// another is removing: start, update and remove hold it alone, exec
@@ -134,7 +136,7 @@ func (c *Container) Start(ctx context.Context) error {
 		return fmt.Errorf("container %s exited before it was started: %w", c.id, errdefs.ErrFailedPrecondition)
 	}
 	begin := MarkNow(contract.MarkStartBegin)
-	if err := c.runc.Start(context.WithoutCancel(ctx), c.id); err != nil {
+	if err := c.release(context.WithoutCancel(ctx)); err != nil {
 		return runcError(fmt.Errorf("start container %s: %w", c.id, err), c.logPath())
 	}
 	c.marks = append(c.marks, begin, MarkNow(contract.MarkStartEnd))

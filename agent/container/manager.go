@@ -82,6 +82,8 @@ type Manager struct {
 	// that started it has read its pid file.
 	spawns int
 	early  map[int]runc.Exit
+
+	warm sync.Once // Warm
 }
 
 // NewManager returns a Manager that learns about exited processes from
@@ -143,11 +145,12 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
 	c := newContainer(m, r.ID, bundle, rt)
 	spec, err := writeBundle(bundle, r.ID, r.Spec, bundleOptions{
-		terminal: r.Terminal, ownsNetwork: m.cfg.OwnsNetwork, specVersion: rt.specVersion, cpu: &c.cpu,
+		terminal: r.Terminal, ownsNetwork: m.cfg.OwnsNetwork, specVersion: rt.specVersion, personality: rt.personality, cpu: &c.cpu,
 	})
 	if err != nil {
 		return nil, err
 	}
+	c.poststartHooks = hasPoststartHooks(spec)
 	marks = append(marks, MarkNow(contract.MarkBundleWritten))
 	defer func() {
 		if retErr != nil {

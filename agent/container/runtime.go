@@ -27,6 +27,9 @@ type ociRuntime struct {
 	binary string
 	// specVersion, when set, replaces the spec's ociVersion.
 	specVersion string
+	// personality: the spec gets a personality, which the runtime sets
+	// before it executes a container's program (layout.go).
+	personality bool
 }
 
 // runtimeFor returns the runtime called name ("" is runc) from cfg.
@@ -35,7 +38,7 @@ func runtimeFor(cfg Config, name string) (ociRuntime, error) {
 	case "", contract.OCIRuntimeRunc:
 		return ociRuntime{name: contract.OCIRuntimeRunc, binary: cfg.Runc}, nil
 	case contract.OCIRuntimeCrun:
-		return ociRuntime{name: contract.OCIRuntimeCrun, binary: cfg.Crun, specVersion: crunSpecVersion}, nil
+		return ociRuntime{name: contract.OCIRuntimeCrun, binary: cfg.Crun, specVersion: crunSpecVersion, personality: true}, nil
 	}
 	return ociRuntime{}, fmt.Errorf("OCI runtime %q: want %q or %q: %w", name, contract.OCIRuntimeRunc, contract.OCIRuntimeCrun, errdefs.ErrInvalidArgument)
 }
@@ -61,6 +64,9 @@ func (m *Manager) SetRuntime(name string) error {
 	}
 	if rt.name == contract.OCIRuntimeCrun && m.cfg.SealRuntime && !m.crunSealed {
 		if err := sealCrun(rt.binary, m.cfg.SealDir); err != nil {
+			return err
+		}
+		if err := fixRuntimeLayout(); err != nil {
 			return err
 		}
 		m.crunSealed = true

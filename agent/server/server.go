@@ -69,6 +69,10 @@ func (s *Service) SetReady(transport string, readyNs int64) {
 	s.transport = transport
 	if s.readyNs == 0 {
 		s.readyNs = readyNs
+		// The host connects next; the guest has nothing else to do.
+		if s.cfg.Containers != nil {
+			go s.cfg.Containers.Warm()
+		}
 	}
 }
 
