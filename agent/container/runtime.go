@@ -32,18 +32,26 @@ type ociRuntime struct {
 	personality bool
 }
 
-// runtimeFor returns the runtime called name ("" is runc) from cfg.
+// runtimeFor returns the runtime called name ("" is runc) from cfg; auto
+// is crun when its binary is there (the image was built with it), else
+// runc.
 func runtimeFor(cfg Config, name string) (ociRuntime, error) {
+	if name == contract.OCIRuntimeAuto {
+		name = contract.OCIRuntimeRunc
+		if _, err := os.Stat(cfg.Crun); cfg.Crun != "" && err == nil {
+			name = contract.OCIRuntimeCrun
+		}
+	}
 	switch name {
 	case "", contract.OCIRuntimeRunc:
 		return ociRuntime{name: contract.OCIRuntimeRunc, binary: cfg.Runc}, nil
 	case contract.OCIRuntimeCrun:
 		return ociRuntime{name: contract.OCIRuntimeCrun, binary: cfg.Crun, specVersion: crunSpecVersion, personality: true}, nil
 	}
-	return ociRuntime{}, fmt.Errorf("OCI runtime %q: want %q or %q: %w", name, contract.OCIRuntimeRunc, contract.OCIRuntimeCrun, errdefs.ErrInvalidArgument)
+	return ociRuntime{}, fmt.Errorf("OCI runtime %q: want %q, %q or %q: %w", name, contract.OCIRuntimeRunc, contract.OCIRuntimeCrun, contract.OCIRuntimeAuto, errdefs.ErrInvalidArgument)
 }
 
-// SetRuntime chooses the OCI runtime ("runc", "crun"; "" is runc) for the
+// SetRuntime chooses the OCI runtime ("runc", "crun", "auto"; "" is runc) for the
 // containers created from now on. It is refused once a container exists:
 // one runtime's state is not the other's to read.
 func (m *Manager) SetRuntime(name string) error {
@@ -57,7 +65,7 @@ func (m *Manager) SetRuntime(name string) error {
 		return nil
 	}
 	if _, err := os.Stat(rt.binary); err != nil {
-		return fmt.Errorf("OCI runtime %s: %w", rt.name, err)
+		return fmt.Errorf("OCI runtime %s: %w (an image built without Debian's crun package has runc only: choose hypervisor.guest_oci_runtime = \"auto\" or \"runc\", or rebuild the image with crun installed)", rt.name, err)
 	}
 	if len(m.containers) > 0 || len(m.creating) > 0 {
 		return fmt.Errorf("switch the OCI runtime from %s to %s: containers exist: %w", m.runtime.name, rt.name, errdefs.ErrFailedPrecondition)

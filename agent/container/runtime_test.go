@@ -49,6 +49,30 @@ func TestSetRuntime(t *testing.T) {
 	}
 }
 
+// TestAutoRuntime: auto is crun when the image has crun's binary, else
+// runc.
+func TestAutoRuntime(t *testing.T) {
+	crun := filepath.Join(t.TempDir(), "crun")
+	if err := os.WriteFile(crun, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		crun, want string
+	}{
+		{crun, "crun"},
+		{filepath.Join(t.TempDir(), "crun"), "runc"},
+		{"", "runc"},
+	} {
+		rt, err := runtimeFor(Config{Runc: "/bin/true", Crun: tc.crun}, "auto")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rt.name != tc.want {
+			t.Errorf("auto with crun at %q: %s, want %s", tc.crun, rt.name, tc.want)
+		}
+	}
+}
+
 func TestCrunGetsSpecVersion10(t *testing.T) {
 	for runtime, want := range map[string]string{"crun": "1.0.2", "runc": "1.2.1"} {
 		rt, err := runtimeFor(GuestConfig, runtime)

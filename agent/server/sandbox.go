@@ -43,6 +43,7 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 	if err := s.cfg.Containers.SetRuntime(req.OciRuntime); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", req.SandboxId, err)
 	}
+	log.G(ctx).WithField("asked", req.OciRuntime).Infof("containers run with %s", s.cfg.Containers.Runtime())
 	if req.Hostname != "" {
 		if s.cfg.Guest {
 			if err := unix.Sethostname([]byte(req.Hostname)); err != nil {

@@ -58,7 +58,8 @@ type Hypervisor struct {
 	Initrd       string `toml:"initrd"`
 	RuncFeatures string `toml:"runc_features"`
 	// GuestOCIRuntime is the OCI runtime the agent runs containers with:
-	// "runc" or "crun" (both in the initramfs that podvm image build makes).
+	// "runc", "crun" (in the initramfs when podvm image build found
+	// Debian's crun) or "auto" (crun when the initramfs has it, else runc).
 	GuestOCIRuntime  string   `toml:"guest_oci_runtime"`
 	KernelParams     []string `toml:"kernel_params"`
 	Accelerator      string   `toml:"accelerator"`
@@ -217,7 +218,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	oneOf("accelerator", h.Accelerator, "auto", "kvm", "tcg")
-	oneOf("guest_oci_runtime", h.GuestOCIRuntime, contract.OCIRuntimeRunc, contract.OCIRuntimeCrun)
+	oneOf("guest_oci_runtime", h.GuestOCIRuntime, contract.OCIRuntimeRunc, contract.OCIRuntimeCrun, contract.OCIRuntimeAuto)
 	oneOf("shared_fs", h.SharedFS, "virtiofs", "9p")
 	oneOf("agent_transport", h.AgentTransport, "auto", "vsock", "serial")
 	if h.DefaultVCPUs < 1 || h.DefaultVCPUs > 255 {

@@ -54,6 +54,12 @@ func TestParse(t *testing.T) {
 					t.Errorf("guest_oci_runtime %q", c.Hypervisor.GuestOCIRuntime)
 				}
 			}},
+		{name: "guest OCI runtime auto", input: "[hypervisor]\nguest_oci_runtime = \"auto\"\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Hypervisor.GuestOCIRuntime != "auto" {
+					t.Errorf("guest_oci_runtime %q", c.Hypervisor.GuestOCIRuntime)
+				}
+			}},
 		{name: "bad guest OCI runtime", input: "[hypervisor]\nguest_oci_runtime = \"youki\"\n",
 			wantErr: []string{`guest_oci_runtime = "youki"`, "runc, crun"}},
 		{name: "bad duration", input: "[runtime]\nagent_timeout = \"soon\"\n",

@@ -45,10 +45,13 @@ const GuestSharedDir = "/run/podvm/shared"
 const LogLevelParam = "podvm_agent_log"
 
 // OCI runtimes the agent can run containers with
-// (api.CreateSandboxRequest.oci_runtime); both are in the initramfs.
+// (api.CreateSandboxRequest.oci_runtime). runc is always in the initramfs,
+// crun when the image was built where Debian's crun is installed; auto is
+// crun when the initramfs has it, else runc.
 const (
 	OCIRuntimeRunc = "runc"
 	OCIRuntimeCrun = "crun"
+	OCIRuntimeAuto = "auto"
 )
 
 // Marks of a container's create and start in the guest, in the order they
