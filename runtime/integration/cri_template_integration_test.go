@@ -374,15 +374,20 @@ func checkWrites(t *testing.T, h *criHarness, pod, podCfg, web string) {
 	if out := h.crictl("exec", web, "cat", "/proc/sys/kernel/random/boot_id"); out == "" {
 		t.Errorf("pod %s: no answer after the writes", pod)
 	}
-	helpers := 0
+	if n := proxyHelpers(pod); n != 1 {
+		t.Errorf("pod %s: %d 9p proxy helpers run after the writes; want 1", pod, n)
+	}
+}
+
+// proxyHelpers counts the 9p proxy helpers serving pod's share.
+func proxyHelpers(pod string) int {
+	n := 0
 	for _, p := range processesMentioning(pod) {
 		if strings.Contains(p, "virtfs-proxy-helper") {
-			helpers++
+			n++
 		}
 	}
-	if helpers != 1 {
-		t.Errorf("pod %s: %d 9p proxy helpers run after the writes; want 1", pod, helpers)
-	}
+	return n
 }
 
 // processesMentioning lists processes whose command line contains s.

@@ -52,14 +52,8 @@ func TestBoundaryGuestSetuidIntegration(t *testing.T) {
 		h, _, _ := startTemplateHarness(t)
 		pod := guestSetuidBoundary(t, h, templateHandler)
 		requireCloned(t, h.c.LogPath, pod)
-		helpers := 0
-		for _, p := range processesMentioning(pod) {
-			if strings.Contains(p, "virtfs-proxy-helper") {
-				helpers++
-			}
-		}
-		if helpers != 1 {
-			t.Errorf("pod %s: %d 9p proxy helpers serve its share; want 1", pod, helpers)
+		if n := proxyHelpers(pod); n != 1 {
+			t.Errorf("pod %s: %d 9p proxy helpers serve its share; want 1", pod, n)
 		}
 	})
 }
