@@ -97,13 +97,21 @@ func (h *criHarness) containerConfig(name string, linux map[string]any, cmd ...s
 // runPod starts a podvm pod and registers its removal and leak check.
 func (h *criHarness) runPod(podCfg string) string {
 	h.t.Helper()
-	pod := h.crictl("runp", "--runtime", "podvm", podCfg)
+	pod, _ := h.runPodFrom("podvm", podCfg)
+	return pod
+}
+
+// runPodFrom starts the pod of config podCfg on handler, registers its
+// removal and leak check, and says how long RunPodSandbox took.
+func (h *criHarness) runPodFrom(handler, podCfg string) (string, time.Duration) {
+	h.t.Helper()
+	pod, took := h.crictlTimed("runp", "--runtime", handler, podCfg)
 	h.t.Cleanup(func() {
 		h.c.Crictl(context.Background(), "stopp", pod)
 		h.c.Crictl(context.Background(), "rmp", "-f", pod)
 		assertNoLeaks(h.t, pod)
 	})
-	return pod
+	return pod, took
 }
 
 // startContainer creates and starts a container in pod.

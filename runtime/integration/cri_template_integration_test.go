@@ -36,20 +36,8 @@ const templateHandler = "podvm-template"
 // template's holder the one process left. Each clone's QEMU is jailed:
 // it runs as a uid other than root, without capabilities.
 func TestCRITemplateSmokeIntegration(t *testing.T) {
-	env := requireEnv(t)
-	tools := requireCRI(t)
-	tplDir, err := os.MkdirTemp("", "podvm-tpl-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tplDir) })
-	t.Cleanup(func() { stopHolders(tplDir) })
-	cfg := templateConfig(t, env.ConfigPath, tplDir)
-	c := startCRI(t, env, tools, hostbed.PodvmHandler(templateHandler, env.ShimBinary, cfg))
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	t.Cleanup(cancel)
-	h := &criHarness{t: t, c: c, dir: t.TempDir(), ctx: ctx}
-	h.crictl("pull", criBusybox)
+	h, tools, tplDir := startTemplateHarness(t)
+	c := h.c
 
 	podA, tookA := h.runPodOn(templateHandler, "tpl-a")
 	podB, tookB := h.runPodOn(templateHandler, "tpl-b")
@@ -107,9 +95,31 @@ func TestCRITemplateSmokeIntegration(t *testing.T) {
 	}
 }
 
+// startTemplateHarness is startCRIHarness with a third handler,
+// templateHandler, whose templates live in tplDir (removed at the end,
+// their holders stopped).
+func startTemplateHarness(t *testing.T) (h *criHarness, tools *criTools, tplDir string) {
+	env := requireEnv(t)
+	tools = requireCRI(t)
+	tplDir, err := os.MkdirTemp("", "podvm-tpl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tplDir) })
+	t.Cleanup(func() { stopHolders(tplDir) })
+	cfg := templateConfig(t, env.ConfigPath, tplDir)
+	c := startCRI(t, env, tools, hostbed.PodvmHandler(templateHandler, env.ShimBinary, cfg))
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	t.Cleanup(cancel)
+	h = &criHarness{t: t, c: c, dir: t.TempDir(), ctx: ctx}
+	h.crictl("pull", criBusybox)
+	return h, tools, tplDir
+}
+
 // templateConfig is the install's config with factory.mode = "template"
 // and the share by 9p, which templates need; PODVM_TEST_TEMPLATE_JAIL_OFF=1
-// also turns QEMU's jail off.
+// also turns QEMU's jail off, PODVM_TEST_TEMPLATE_ALLOW_SETID=1 the 9p
+// proxy helper's set-id filter.
 func templateConfig(t *testing.T, base, tplDir string) string {
 	t.Helper()
 	b, err := os.ReadFile(base)
@@ -126,6 +136,14 @@ func templateConfig(t *testing.T, base, tplDir string) string {
 		// To show that requireJailed fails with QEMU's jail off.
 		text = regexp.MustCompile(`(?m)^jail = true$`).ReplaceAllString(text, "jail = false")
 	}
+	if os.Getenv("PODVM_TEST_TEMPLATE_ALLOW_SETID") == "1" {
+		// To show that TestBoundaryGuestSetuidIntegration/clone fails
+		// without the filter.
+		text = regexp.MustCompile(`(?m)^allow_guest_setid = false$`).ReplaceAllString(text, "allow_guest_setid = true")
+		if !strings.Contains(text, "\nallow_guest_setid = true") {
+			t.Fatalf("the install's config %s has no allow_guest_setid to set", base)
+		}
+	}
 	if !strings.Contains(text, `mode = "template"`) || !strings.Contains(text, tplDir) {
 		t.Fatalf("the install's config %s has no [factory] table to set", base)
 	}
@@ -140,13 +158,7 @@ func templateConfig(t *testing.T, base, tplDir string) string {
 // end, and says how long RunPodSandbox took.
 func (h *criHarness) runPodOn(handler, name string) (string, time.Duration) {
 	h.t.Helper()
-	pod, took := h.crictlTimed("runp", "--runtime", handler, h.podConfig(name, nil))
-	h.t.Cleanup(func() {
-		h.c.Crictl(context.Background(), "stopp", pod)
-		h.c.Crictl(context.Background(), "rmp", "-f", pod)
-		assertNoLeaks(h.t, pod)
-	})
-	return pod, took
+	return h.runPodFrom(handler, h.podConfig(name, nil))
 }
 
 // requireCloned fails the test unless the shim logged a clone for each
@@ -362,15 +374,20 @@ func checkWrites(t *testing.T, h *criHarness, pod, podCfg, web string) {
 	if out := h.crictl("exec", web, "cat", "/proc/sys/kernel/random/boot_id"); out == "" {
 		t.Errorf("pod %s: no answer after the writes", pod)
 	}
-	helpers := 0
+	if n := proxyHelpers(pod); n != 1 {
+		t.Errorf("pod %s: %d 9p proxy helpers run after the writes; want 1", pod, n)
+	}
+}
+
+// proxyHelpers counts the 9p proxy helpers serving pod's share.
+func proxyHelpers(pod string) int {
+	n := 0
 	for _, p := range processesMentioning(pod) {
 		if strings.Contains(p, "virtfs-proxy-helper") {
-			helpers++
+			n++
 		}
 	}
-	if helpers != 1 {
-		t.Errorf("pod %s: %d 9p proxy helpers run after the writes; want 1", pod, helpers)
-	}
+	return n
 }
 
 // processesMentioning lists processes whose command line contains s.

@@ -39,14 +39,33 @@ var setuidAttack = []string{
 // container) leaves no setuid or setgid executable on the host, neither in
 // a read-write volume nor in its rootfs layer, and none of what it left
 // gives a host user another euid. An image's setuid-root binary still
-// gives a non-root container process euid 0 inside the guest.
+// gives a non-root container process euid 0 inside the guest. It runs on
+// a booted pod VM (virtiofsd serves the share) and on a clone of a VM
+// template (the share goes through QEMU's 9p proxy helper, which runs as
+// root with CAP_FSETID: the set-id filter alone keeps the modes off).
 func TestBoundaryGuestSetuidIntegration(t *testing.T) {
-	h := startCRIHarness(t)
+	t.Run("booted", func(t *testing.T) {
+		h := startCRIHarness(t)
+		guestSetuidBoundary(t, h, "podvm")
+	})
+	t.Run("clone", func(t *testing.T) {
+		h, _, _ := startTemplateHarness(t)
+		pod := guestSetuidBoundary(t, h, templateHandler)
+		requireCloned(t, h.c.LogPath, pod)
+		if n := proxyHelpers(pod); n != 1 {
+			t.Errorf("pod %s: %d 9p proxy helpers serve its share; want 1", pod, n)
+		}
+	})
+}
+
+// guestSetuidBoundary runs the attack in a pod of handler on h and checks
+// the host after; it returns the pod, still running.
+func guestSetuidBoundary(t *testing.T, h *criHarness, handler string) string {
 	h.crictl("pull", nnpImage)
 	rw := hostVolume(t)
 	guestRoot := map[string]any{"privileged": true}
 	podCfg := h.podConfig("setuid-pod", map[string]any{"security_context": guestRoot})
-	pod := h.runPod(podCfg)
+	pod, _ := h.runPodFrom(handler, podCfg)
 	ctr := func(name string, sc map[string]any) string {
 		return h.startContainer(pod, podCfg, h.writeJSON(name+".json", map[string]any{
 			"metadata": map[string]string{"name": name},
@@ -86,6 +105,14 @@ func TestBoundaryGuestSetuidIntegration(t *testing.T) {
 	for p, s := range found {
 		t.Errorf("the guest left a set-id executable on the host: %s (uid %d gid %d mode %o)", p, s.Uid, s.Gid, s.Mode&0o7777)
 	}
+	checkHostEuids(t, rw, rootfs)
+	return pod
+}
+
+// checkHostEuids runs on the host, as uid 65534, each copy of nnp the
+// attack left in the volume rw and in the container's rootfs: each must
+// run as its caller.
+func checkHostEuids(t *testing.T, rw, rootfs string) {
 	for _, p := range []string{"rw/chmod", "rw/cpp", "rw/chown", "rw/host", "rw/hostsuid", "rw/sgid", "a/chmod", "a/cpp", "a/chown"} {
 		file := filepath.Join(rw, strings.TrimPrefix(p, "rw/"), "nnp")
 		if strings.HasPrefix(p, "a/") {
