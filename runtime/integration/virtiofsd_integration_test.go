@@ -140,13 +140,32 @@ func TestBoundaryVirtiofsdProcIntegration(t *testing.T) {
 // block and of a char device fails with EPERM and nothing appears on the
 // host; a fifo still works (runc containers need mkfifo). And a setgid
 // directory still passes its group on, in the guest and on the host.
+//
+// Subtest clone runs it on a clone of a VM template, whose share the 9p
+// proxy helper serves (docs/security.md T3).
 func TestBoundaryGuestMknodIntegration(t *testing.T) {
-	h := startCRIHarness(t)
+	t.Run("booted", func(t *testing.T) {
+		h := startCRIHarness(t)
+		guestMknodBoundary(t, h, "podvm")
+	})
+	t.Run("clone", func(t *testing.T) {
+		h, _, _ := startTemplateHarness(t)
+		pod := guestMknodBoundary(t, h, templateHandler)
+		requireCloned(t, h.c.LogPath, pod)
+		if n := proxyHelpers(pod); n != 1 {
+			t.Errorf("pod %s: %d 9p proxy helpers serve its share; want 1", pod, n)
+		}
+	})
+}
+
+// guestMknodBoundary runs the attack in a pod of handler on h and checks
+// the host after; it returns the pod, still running.
+func guestMknodBoundary(t *testing.T, h *criHarness, handler string) string {
 	rw := t.TempDir()
 	os.Chmod(rw, 0o777)
 	guestRoot := map[string]any{"privileged": true}
 	podCfg := h.podConfig("mknod-pod", map[string]any{"security_context": guestRoot})
-	pod := h.runPod(podCfg)
+	pod, _ := h.runPodFrom(handler, podCfg)
 	attackerCfg := h.writeJSON("attacker.json", map[string]any{
 		"metadata": map[string]string{"name": "attacker"},
 		"image":    map[string]string{"image": criBusybox},
@@ -224,4 +243,5 @@ func TestBoundaryGuestMknodIntegration(t *testing.T) {
 			t.Errorf("%s on the host: gid %d, %v; want 1234 from its setgid directory", p, s.Gid, err)
 		}
 	}
+	return pod
 }

@@ -23,10 +23,13 @@ import (
 //
 // The shim therefore starts the helper so that its threads' capabilities
 // cannot diverge:
-//   - it runs with only the capabilities it needs (proxyHelperCaps: the
-//     seven it keeps, CAP_SYS_CHROOT for its chroot and CAP_SETPCAP, with
-//     which it empties its bounding set), from exec; it keeps all nine,
-//     as it cannot narrow them (next point);
+//   - it runs with only the capabilities it needs (proxyHelperCaps: six
+//     of the seven it keeps, CAP_SYS_CHROOT for its chroot and CAP_SETPCAP,
+//     with which it empties its bounding set), from exec; it keeps all
+//     eight, as it cannot narrow them (next point). CAP_MKNOD, the
+//     seventh, is left out: a guest makes no device node on the host, as
+//     through virtiofsd (docs/security.md H5, T3); fifos and sockets need
+//     no capability;
 //   - capset(2) does nothing and succeeds (a seccomp filter), so main
 //     never narrows its set;
 //   - SECBIT_NO_SETUID_FIXUP (locked): its uid switches leave the
@@ -41,10 +44,10 @@ import (
 // the lack of CAP_FSETID, keeps set-id modes off the host.
 
 // proxyHelperCaps are the capabilities the helper keeps (its
-// init_capabilities), CAP_SYS_CHROOT and CAP_SETPCAP.
+// init_capabilities but CAP_MKNOD), CAP_SYS_CHROOT and CAP_SETPCAP.
 var proxyHelperCaps = []int{
 	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
-	unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_MKNOD, unix.CAP_SYS_CHROOT, unix.CAP_SETPCAP,
+	unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_SYS_CHROOT, unix.CAP_SETPCAP,
 }
 
 // The securebits of linux/securebits.h that x/sys/unix does not name.
