@@ -44,13 +44,19 @@ var setuidAttack = []string{
 // template (the share goes through QEMU's 9p proxy helper, which runs as
 // root with CAP_FSETID: the set-id filter alone keeps the modes off).
 func TestBoundaryGuestSetuidIntegration(t *testing.T) {
+	onBootedAndClone(t, guestSetuidBoundary)
+}
+
+// onBootedAndClone runs a boundary attack (which returns its pod) in
+// subtest booted on a booted pod VM and in subtest clone on a clone of a
+// VM template, which must be a clone whose share one 9p proxy helper serves.
+func onBootedAndClone(t *testing.T, attack func(t *testing.T, h *criHarness, handler string) string) {
 	t.Run("booted", func(t *testing.T) {
-		h := startCRIHarness(t)
-		guestSetuidBoundary(t, h, "podvm")
+		attack(t, startCRIHarness(t), "podvm")
 	})
 	t.Run("clone", func(t *testing.T) {
 		h, _, _ := startTemplateHarness(t)
-		pod := guestSetuidBoundary(t, h, templateHandler)
+		pod := attack(t, h, templateHandler)
 		requireCloned(t, h.c.LogPath, pod)
 		if n := proxyHelpers(pod); n != 1 {
 			t.Errorf("pod %s: %d 9p proxy helpers serve its share; want 1", pod, n)

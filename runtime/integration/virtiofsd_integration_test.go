@@ -144,18 +144,7 @@ func TestBoundaryVirtiofsdProcIntegration(t *testing.T) {
 // Subtest clone runs it on a clone of a VM template, whose share the 9p
 // proxy helper serves (docs/security.md T3).
 func TestBoundaryGuestMknodIntegration(t *testing.T) {
-	t.Run("booted", func(t *testing.T) {
-		h := startCRIHarness(t)
-		guestMknodBoundary(t, h, "podvm")
-	})
-	t.Run("clone", func(t *testing.T) {
-		h, _, _ := startTemplateHarness(t)
-		pod := guestMknodBoundary(t, h, templateHandler)
-		requireCloned(t, h.c.LogPath, pod)
-		if n := proxyHelpers(pod); n != 1 {
-			t.Errorf("pod %s: %d 9p proxy helpers serve its share; want 1", pod, n)
-		}
-	})
+	onBootedAndClone(t, guestMknodBoundary)
 }
 
 // guestMknodBoundary runs the attack in a pod of handler on h and checks
