@@ -17,7 +17,9 @@ import (
 // VM's QEMU and virtiofsd name their VM.
 func startNamed(t *testing.T, id string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("python3", "-c", "import time; time.sleep(600)", id)
+	// /usr/bin's: a python3 found on PATH may be a wrapper script (pyenv's
+	// shim) whose command line changes when it execs the interpreter.
+	cmd := exec.Command("/usr/bin/python3", "-c", "import time; time.sleep(600)", id)
 	if err := cmd.Start(); err != nil {
 		t.Skipf("python3: %v", err)
 	}
