@@ -82,11 +82,11 @@ func (d *cacheDaemon) waitFull(ctx context.Context) error {
 	}
 }
 
-// waitCacheRefilled waits, after a pod of the cache mode went, until the
-// pool is full again: each measurement then starts as on a node whose
+// WaitCacheRefilled waits, after a pod or container of handler went (a
+// no-op unless handler is the cache mode's), until the pool is full again: each measurement then starts as on a node whose
 // cache had time to refill, and no refill's boots run in the next
 // measurement's time.
-func (h *Host) waitCacheRefilled(ctx context.Context, handler string) error {
+func (h *Host) WaitCacheRefilled(ctx context.Context, handler string) error {
 	if h.cacheD == nil || FactoryMode(handler) != config.FactoryCache {
 		return nil
 	}
