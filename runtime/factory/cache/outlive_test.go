@@ -103,3 +103,48 @@ func TestKillStrays(t *testing.T) {
 		}
 	}
 }
+
+// TestCleanEndsWhatADeadDaemonLeft: `podvm factory clean` (Clean) kills
+// the VMs of the pool a dead daemon left and removes the pool; while a
+// daemon holds the pool's lock it refuses, and so does a second daemon.
+func TestCleanEndsWhatADeadDaemonLeft(t *testing.T) {
+	stateDir := t.TempDir()
+	p := Pool{Dir: PoolDir(stateDir)}
+	id := publish(t, p, 1, small)[0]
+	vmm := exec.Command("sh", "-c", "sleep 60", filepath.Join(p.VMDir(id), "qmp.sock"))
+	if err := vmm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { vmm.Wait(); close(exited) }()
+	defer vmm.Process.Kill()
+	e, _ := ReadEntry(p.VMDir(id))
+	e.Pids, e.Keeper = []int{vmm.Process.Pid}, os.Getpid()+100000
+	if err := p.Publish(e); err != nil {
+		t.Fatal(err)
+	}
+
+	lock, err := lockPool(stateDir) // a daemon runs
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockPool(stateDir); !errors.Is(err, ErrServing) {
+		t.Errorf("a second daemon's lock: %v, want ErrServing", err)
+	}
+	if err := Clean(stateDir, log.L); !errors.Is(err, ErrServing) {
+		t.Errorf("Clean while a daemon runs: %v, want ErrServing", err)
+	}
+	lock.Close() // the daemon died
+
+	if err := Clean(stateDir, log.L); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Error("the left VM's process lives on after Clean")
+	}
+	if _, err := os.Stat(p.Dir); !os.IsNotExist(err) {
+		t.Errorf("the pool is still there: %v", err)
+	}
+}

@@ -73,11 +73,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.Log == nil {
 		d.Log = log.L
 	}
+	lock, err := lockPool(d.Config.Runtime.StateDir) // one daemon per pool
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	name := d.NetNS
 	if name == "" {
 		name = HoldNetNS
 	}
-	var err error
 	if d.nsPath, err = holdingNetNS(name); err != nil {
 		return err
 	}
