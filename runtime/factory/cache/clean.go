@@ -66,4 +66,3 @@ func Clean(stateDir string, lg *log.Entry) error {
 	}
 	return nil
 }
-
