@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -146,5 +147,45 @@ func TestCleanEndsWhatADeadDaemonLeft(t *testing.T) {
 	}
 	if _, err := os.Stat(p.Dir); !os.IsNotExist(err) {
 		t.Errorf("the pool is still there: %v", err)
+	}
+}
+
+// TestKeeperWatchesClaimedVMsOfAnEarlierDaemon: a keeper that starts
+// while a sandbox holds a VM an earlier daemon booted watches it as its
+// own released ones: left while the sandbox holds it, stopped once the
+// sandbox's directory is gone (its shim died).
+func TestKeeperWatchesClaimedVMsOfAnEarlierDaemon(t *testing.T) {
+	root := t.TempDir()
+	id := "00000000000000cc"
+	sandbox := filepath.Join(root, "sandboxes", "s1")
+	if err := os.MkdirAll(filepath.Join(sandbox, ClaimedName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	vmm := exec.Command("sh", "-c", "sleep 60", filepath.Join(root, "cache", id, "qmp.sock"))
+	if err := vmm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { vmm.Wait(); close(exited) }()
+	defer vmm.Process.Kill()
+	waitFor(t, "the exec of the VM's process", func() bool { return namesVM(vmm.Process.Pid, id) })
+	e := []byte(`{"id":"` + id + `","pids":[` + strconv.Itoa(vmm.Process.Pid) + `]}`)
+	if err := os.WriteFile(filepath.Join(sandbox, ClaimedName, EntryName), e, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runKeeper(t, &Keeper{Pool: Pool{Dir: filepath.Join(root, "cache")}, Claimed: filepath.Join(root, "sandboxes", "*", ClaimedName),
+		Inherit: inherit, Poll: 5 * time.Millisecond})
+	select {
+	case <-exited:
+		t.Fatal("the keeper stopped a claimed VM its sandbox holds")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := os.RemoveAll(sandbox); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the keeper did not stop a claimed VM whose sandbox is gone")
 	}
 }
