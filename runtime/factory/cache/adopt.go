@@ -36,6 +36,11 @@ type Claimed struct {
 	e      Entry
 	pidfds []int // VMM first, as e.Pids
 	lease  *os.File
+	// adopted is when the pod took the VM (its claim's rename was just
+	// before): Info's StartedAt, the start of this pod's VM. The daemon
+	// spawned the VMM earlier (e.Booted is when it was ready), and its
+	// wait in the pool is no part of the pod's start.
+	adopted time.Time
 
 	done     chan struct{}
 	stopOnce sync.Once
@@ -53,7 +58,7 @@ type Claimed struct {
 // daemon's lock on the VMM's jail uid (so that the uid stays held while
 // the VM lives, whoever dies first), and a watch on them.
 func Adopt(dir string, e Entry) (_ *Claimed, err error) {
-	c := &Claimed{dir: dir, e: e, done: make(chan struct{}), closedAt: e.Booted}
+	c := &Claimed{dir: dir, e: e, adopted: time.Now(), done: make(chan struct{}), closedAt: e.Booted}
 	defer func() {
 		if err != nil {
 			c.closeFds()
@@ -235,7 +240,7 @@ func (c *Claimed) Info() hypervisor.Info {
 	return hypervisor.Info{
 		Driver: c.e.Driver, Accelerator: hypervisor.Accelerator(c.e.Accelerator), AccelReason: "as the VM cache's daemon booted it",
 		Transport: contract.TransportSerial, TransportReason: "a cached VM's agent channel is virtio-serial",
-		VCPUs: c.e.VCPUs, MemoryMiB: c.e.MemoryMiB, StartedAt: c.e.Booted,
+		VCPUs: c.e.VCPUs, MemoryMiB: c.e.MemoryMiB, StartedAt: c.adopted,
 		ConsolePath: filepath.Join(c.dir, c.e.Console), NICMACs: []string{c.e.MAC},
 	}
 }

@@ -139,3 +139,14 @@ func TestAdoptedVMDialsItsAgent(t *testing.T) {
 	}
 	c.Stop(context.Background())
 }
+
+// TestAdoptedVMStartedWhenTaken: a claimed VM's start, as the pod's
+// phases report it, is its adoption, not its boot in the daemon.
+func TestAdoptedVMStartedWhenTaken(t *testing.T) {
+	before := time.Now()
+	c, _, _ := adoptTwo(t)
+	defer c.Stop(context.Background())
+	if got := c.Info().StartedAt; got.Before(before) || got.After(time.Now()) {
+		t.Errorf("StartedAt %s, want the adoption (after %s)", got, before)
+	}
+}
