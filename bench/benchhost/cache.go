@@ -30,7 +30,13 @@ type cacheDaemon struct {
 	size   int
 	pool   cache.Pool
 	exited chan struct{}
+	// ownNetNS: the daemon's holding network namespace did not exist
+	// before it, so the host removes it at the end.
+	ownNetNS bool
 }
+
+// holdNetNSPath is the daemon's holding network namespace.
+var holdNetNSPath = filepath.Join("/run/netns", cache.HoldNetNS)
 
 // startCacheDaemon starts `podvm factory serve` of the install for the
 // cache mode's handler, if it is measured, and waits until its pool is
@@ -42,6 +48,9 @@ func (h *Host) startCacheDaemon(ctx context.Context) error {
 	}
 	d := &cacheDaemon{log: filepath.Join(h.Dir, "factory-serve.log"), size: h.opts.CacheSize,
 		pool: cache.Pool{Dir: cache.PoolDir(StateDir)}, exited: make(chan struct{})}
+	if _, err := os.Stat(holdNetNSPath); os.IsNotExist(err) {
+		d.ownNetNS = true
+	}
 	logf, err := os.Create(d.log)
 	if err != nil {
 		return err
@@ -116,7 +125,13 @@ func (h *Host) stopCacheDaemon() (leaks []string) {
 		h.step("VM cache: %d pods took a VM from the cache, %d booted their own",
 			strings.Count(string(log), msgCacheTaken), strings.Count(string(log), msgCacheNotTaken))
 	}
-	return append(leaks, poolLeftovers(d.pool.Dir)...)
+	leaks = append(leaks, poolLeftovers(d.pool.Dir)...)
+	if d.ownNetNS && len(leaks) == 0 {
+		if out, err := exec.Command("ip", "netns", "delete", cache.HoldNetNS).CombinedOutput(); err != nil {
+			leaks = append(leaks, fmt.Sprintf("VM cache: ip netns delete %s: %v: %s", cache.HoldNetNS, err, out))
+		}
+	}
+	return leaks
 }
 
 // Log messages of the shim's cache path (runtime/sandbox).
