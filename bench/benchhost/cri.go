@@ -187,7 +187,8 @@ func waitForLog(ctx context.Context, path string, want []byte) error {
 // is left to Close, which reports it.
 const removeTimeout = 2 * time.Minute
 
-// RemovePod stops and removes the pod and its container.
+// RemovePod stops and removes the pod and its container; a pod of the
+// cache mode returns once the pool is full again (WaitCacheRefilled).
 func (h *Host) RemovePod(ctx context.Context, p *Pod) error {
 	if p == nil || p.ID == "" {
 		return nil
@@ -200,7 +201,7 @@ func (h *Host) RemovePod(ctx context.Context, p *Pod) error {
 	if _, err := h.cri.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.ID}); err != nil {
 		return fmt.Errorf("RemovePodSandbox %s: %w", p.Name, err)
 	}
-	return nil
+	return h.WaitCacheRefilled(ctx, p.Handler)
 }
 
 // removeAllPods removes every pod containerd knows, as a drained node's

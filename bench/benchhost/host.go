@@ -40,6 +40,9 @@ type Options struct {
 	// FactoryModes are the podvm factory modes measured, each with a CRI
 	// handler of its own (PodvmHandler); empty: DefaultFactoryModes.
 	FactoryModes []string
+	// CacheSize is the cache mode's pool (factory.cache_size); 0:
+	// DefaultCacheSize.
+	CacheSize int
 }
 
 // Host is a started bench host. Close it.
@@ -62,6 +65,7 @@ type Host struct {
 	FirstPods []FirstPod
 
 	opts       Options
+	cacheD     *cacheDaemon // the cache mode's `podvm factory serve`
 	cgroupRoot string
 	stack      *hostbed.Stack
 	cri        *cri
@@ -82,6 +86,9 @@ func Start(ctx context.Context, o Options) (_ *Host, retErr error) {
 	}
 	if err := checkFactoryModes(o.FactoryModes); err != nil {
 		return nil, err
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultCacheSize
 	}
 	if leftovers := stateLeftovers(); len(leftovers) > 0 {
 		return nil, fmt.Errorf("%s holds sandboxes of an earlier run (%s): remove them (and their processes and mounts) first",
@@ -113,6 +120,9 @@ func Start(ctx context.Context, o Options) (_ *Host, retErr error) {
 	}
 	h.step("images pulled from the local registry")
 	h.warmTemplates(ctx)
+	if err := h.startCacheDaemon(ctx); err != nil {
+		return nil, err
+	}
 	return h, ctx.Err()
 }
 
@@ -209,6 +219,7 @@ func (h *Host) Close(ctx context.Context) (leaks []string) {
 	if h.stack != nil {
 		h.stack.Containerd.Stop(containerdGrace)
 	}
+	leaks = append(leaks, h.stopCacheDaemon()...)
 	// A VM template's holder outlives the pods by design (package hold):
 	// the bench host ends its templates' holders as `podvm factory clean`
 	// does, and only what is left after that is a leak.

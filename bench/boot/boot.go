@@ -181,6 +181,9 @@ func ctrRunTrue(ctx context.Context, h *benchhost.Host, rt ctrRuntime, id string
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	d := time.Since(start)
+	if werr := h.WaitCacheRefilled(ctx, rt.handler); werr != nil && err == nil {
+		err = werr
+	}
 	if err != nil {
 		return 0, fmt.Errorf("ctr run (%s) %s: %v: %s", rt.name, id, err, strings.TrimSpace(string(out)))
 	}

@@ -31,6 +31,7 @@ type benchFlags struct {
 	densityPods          int
 	densitySettle        time.Duration
 	densityHandlersPodvm bool
+	cacheSize            int
 	factoryModes         []string
 
 	execRuns                 int
@@ -91,7 +92,8 @@ Writes results.json (schema: docs/benchmarks.md), PNG plots and summary.md to
 	pf.DurationVar(&f.densitySettle, "settle", 10*time.Second, "density: idle time before the last measurement")
 	pf.BoolVar(&f.densityHandlersPodvm, "density-podvm-only", false, "density: measure the podvm handlers only, every factory mode (not runc)")
 	pf.StringSliceVar(&f.factoryModes, "factory-modes", benchhost.DefaultFactoryModes,
-		"podvm factory modes measured side by side, each as a CRI handler of its own (podvm for none, podvm-MODE); cache is refused: the bench host does not run its daemon yet")
+		"podvm factory modes measured side by side, each as a CRI handler of its own (podvm for none, podvm-MODE): none, template, cache (the bench host runs podvm factory serve for it)")
+	pf.IntVar(&f.cacheSize, "cache-size", benchhost.DefaultCacheSize, "cache mode: VMs its pool keeps booted (each measurement starts with a full pool)")
 	pf.IntVar(&f.execRuns, "exec-runs", 10, "exec: ExecSync of true per handler")
 	pf.IntVar(&f.probeRequests, "probe-requests", 20, "probe: HTTP GETs per handler, idle and again under load")
 	pf.IntVar(&f.probeLoad, "probe-load", 4, "probe: busy-looping pods of the same handler that make the load")
@@ -123,7 +125,7 @@ func (f *benchFlags) run(cmd *cobra.Command, parts benchParts) error {
 	}
 	o := suite.Options{
 		Host: benchhost.Options{Tools: tools, Debug: f.debug, Keep: f.keep, Progress: cmd.ErrOrStderr(),
-			FactoryModes: f.factoryModes},
+			FactoryModes: f.factoryModes, CacheSize: f.cacheSize},
 		OutDir: f.out,
 	}
 	if parts.boot {

@@ -33,19 +33,27 @@ func newFactoryCleanCommand() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "clean",
-		Short: "Stop the templates' holders and remove template_dir",
+		Short: "Stop the templates' holders, remove template_dir, and end the VM cache a stopped daemon left",
 		Long: `Stops the holder of every VM template and removes template_dir (from the
 configuration, or --template-dir). Running pods keep their VMs; the next pod
 of a template mode saves a new template. A template a pod is saving right now
-is left, and the command fails saying so: run it again.`,
+is left, and the command fails saying so: run it again.
+
+With the configuration (not with --template-dir alone) it also ends the VMs of
+the VM cache that no pod took, which outlive a 'podvm factory serve' that died
+or was stopped by a signal it could not handle, and removes its pool
+(<runtime.state_dir>/cache). VMs pods took stay with their pods. While a
+'podvm factory serve' runs, it fails saying so: stop the daemon (which ends
+its VMs) first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var cfg *config.Config
 			if dir == "" {
 				e, err := f.resolve()
 				if err != nil {
 					return err
 				}
-				dir = e.Config.Factory.TemplateDir
+				cfg, dir = e.Config, e.Config.Factory.TemplateDir
 			}
 			removed, err := factory.Templates{Dir: dir}.Clean()
 			for _, r := range removed {
@@ -55,6 +63,13 @@ is left, and the command fails saying so: run it again.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", dir)
+			if cfg == nil {
+				return nil
+			}
+			if err := cache.Clean(cfg.Runtime.StateDir, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed the VM cache %s\n", cache.PoolDir(cfg.Runtime.StateDir))
 			return nil
 		},
 	}
@@ -73,8 +88,11 @@ func newFactoryServeCommand() *cobra.Command {
 renaming its directory, a VM older than cache_max_age is replaced. Its VMs
 run in host cgroup /podvm-cache, their taps in network namespace podvm-cache,
 until a pod takes them. It runs beside containerd, as root, until SIGTERM or
-SIGINT, and then stops the VMs no pod took; a start first removes what an
-earlier one left. While it does not run, cache pods boot their own VMs.`,
+SIGINT, and then stops the VMs no pod took. One runs per pool. The VMs it
+booted outlive it, so that a pod on one does not die with the daemon: after a
+SIGKILL or a crash its unclaimed VMs run on, and no pod takes them, until its
+next start or 'podvm factory clean' ends them. While it does not run, cache
+pods boot their own VMs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			e, err := f.resolve()

@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -243,4 +245,191 @@ func (h *criHarness) tenAtOnce(handler string) time.Duration {
 		assertNoLeaks(h.t, pod)
 	}
 	return took
+}
+
+// TestCRICacheOutlivesDaemonIntegration attacks the daemon: with a pod
+// running on a cached VM, the daemon (`podvm factory serve` of the
+// install, its own process) is killed with SIGKILL. The pod's VM must
+// live on and answer an exec; the VM the daemon held unclaimed lives on
+// too, but no pod takes it (a second cache pod boots its own VM, saying
+// why); a new daemon's start ends it, and at that daemon's end nothing of
+// the cache is left.
+func TestCRICacheOutlivesDaemonIntegration(t *testing.T) {
+	env := requireEnv(t)
+	tools := requireCRI(t)
+	cfgPath := cacheConfig(t, env.ConfigPath, 2)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := cache.Pool{Dir: cache.PoolDir(cfg.Runtime.StateDir)}
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", cache.HoldNetNS).Run() })
+	first := startDaemonProcess(t, env, cfgPath, pool, 2)
+	c := startCRI(t, env, tools, hostbed.PodvmHandler(cacheHandler, env.ShimBinary, cfgPath))
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	t.Cleanup(cancel)
+	h := &criHarness{t: t, c: c, dir: t.TempDir(), ctx: ctx}
+	h.crictl("pull", criBusybox)
+
+	pod, _ := h.runPodOn(cacheHandler, "outlive-a")
+	if lines := linesWith(readFile(t, c.LogPath), pod); !strings.Contains(lines, "pod VM taken from the VM cache") {
+		t.Fatalf("pod %s: its VM was not taken from the cache; its lines:\n%s", pod, lines)
+	}
+	podCfg := filepath.Join(h.dir, "outlive-a-pod.json")
+	ctr := h.startContainer(pod, podCfg, h.containerConfig("main", nil, "sleep", "3600"))
+	bootID := h.crictl("exec", ctr, "cat", "/proc/sys/kernel/random/boot_id")
+	claimed, err := cache.ReadEntry(filepath.Join(hostbed.DefaultStateDir, "sandboxes", pod, cache.ClaimedName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, pool, 2, nil) // the daemon's refill of the VM the pod took
+	ready, _, _ := pool.Ready()
+	var unclaimed []int
+	for _, e := range ready {
+		unclaimed = append(unclaimed, e.Pids...)
+	}
+
+	first.kill(t)
+	time.Sleep(2 * time.Second) // a parent-death signal acts at once; give the pod's exec no head start
+	for _, pid := range claimed.Pids {
+		if !processRuns(pid) {
+			t.Errorf("process %d of pod %s's VM died with the daemon", pid, pod)
+		}
+	}
+	if got := h.crictl("exec", ctr, "cat", "/proc/sys/kernel/random/boot_id"); got != bootID {
+		t.Errorf("pod %s after the daemon's death: boot_id %q, want %q", pod, got, bootID)
+	}
+	for _, pid := range unclaimed {
+		if !processRuns(pid) {
+			t.Errorf("unclaimed VM process %d died with the daemon (expected to outlive it until the next daemon)", pid)
+		}
+	}
+	// While no daemon runs, a cache pod boots its own VM: the orphans'
+	// jail uid locks died with their daemon.
+	podB, _ := h.runPodOn(cacheHandler, "outlive-b")
+	if lines := linesWith(readFile(t, c.LogPath), podB); !strings.Contains(lines, "the daemon that booted them is gone") {
+		t.Errorf("pod %s took a VM of a dead daemon, or booted without saying why; its lines:\n%s", podB, lines)
+	}
+
+	second := startDaemonProcess(t, env, cfgPath, pool, 2)
+	for _, pid := range unclaimed {
+		if processRuns(pid) {
+			t.Errorf("unclaimed VM process %d of the killed daemon runs on after a new daemon started", pid)
+		}
+	}
+	if got := h.crictl("exec", ctr, "cat", "/proc/sys/kernel/random/boot_id"); got != bootID {
+		t.Errorf("pod %s after a new daemon started: boot_id %q, want %q", pod, got, bootID)
+	}
+	for _, p := range []string{pod, podB} {
+		h.crictl("stopp", p)
+		h.crictl("rmp", p)
+		assertNoLeaks(t, p)
+	}
+	for _, pid := range claimed.Pids {
+		if processRuns(pid) {
+			t.Errorf("process %d of pod %s's VM runs on after the pod was removed", pid, pod)
+		}
+	}
+	second.stop(t)
+	if procs := processesMentioning(pool.Dir); len(procs) > 0 {
+		t.Errorf("processes of cached VMs left: %q", procs)
+	}
+	if ready, booting, _ := pool.Ready(); len(ready)+booting > 0 {
+		t.Errorf("the pool %s still has %d ready and %d booting VMs", pool.Dir, len(ready), booting)
+	}
+}
+
+// daemonProcess is `podvm factory serve` of the install under test.
+type daemonProcess struct {
+	cmd    *exec.Cmd
+	log    string
+	exited chan struct{}
+}
+
+// startDaemonProcess starts the install's `podvm factory serve` with
+// cfgPath and waits until the pool has n ready VMs of its own.
+func startDaemonProcess(t *testing.T, env *testEnv, cfgPath string, pool cache.Pool, n int) *daemonProcess {
+	t.Helper()
+	logf, err := os.CreateTemp(t.TempDir(), "factory-serve-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	d := &daemonProcess{log: logf.Name(), exited: make(chan struct{})}
+	d.cmd = exec.Command(filepath.Join(env.Prefix, "bin", "podvm"), "factory", "serve", "--config", cfgPath)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		d.stop(t)
+		if t.Failed() {
+			t.Logf("log of the cache daemon (pid %d):\n%s", d.cmd.Process.Pid, readFile(t, d.log))
+		}
+	})
+	waitReady(t, pool, n, d)
+	return d
+}
+
+// waitReady waits up to two minutes for n ready VMs of a living daemon
+// (d's, if not nil) in pool.
+func waitReady(t *testing.T, pool cache.Pool, n int, d *daemonProcess) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		ready, _, _ := pool.Ready()
+		mine := 0
+		for _, e := range ready {
+			if d == nil || e.Keeper == d.cmd.Process.Pid {
+				mine++
+			}
+		}
+		if mine >= n {
+			return
+		}
+		if d != nil {
+			select {
+			case <-d.exited:
+				t.Fatalf("the cache daemon ended: %s; its log:\n%s", d.cmd.ProcessState, readFile(t, d.log))
+			default:
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cache daemon had no %d VMs ready within 2 minutes", n)
+		}
+	}
+}
+
+// kill ends the daemon with SIGKILL: no chance to stop its VMs.
+func (d *daemonProcess) kill(t *testing.T) {
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+}
+
+// stop ends the daemon as its service would (SIGTERM), at most once.
+func (d *daemonProcess) stop(t *testing.T) {
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(time.Minute):
+		d.cmd.Process.Kill()
+		t.Errorf("the cache daemon did not end within a minute of SIGTERM")
+		<-d.exited
+	}
+}
+
+// processRuns says whether pid is a process that has not exited (a
+// zombie has: PID 1 on this machine reaps no orphan).
+func processRuns(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
 }

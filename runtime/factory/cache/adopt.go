@@ -36,6 +36,11 @@ type Claimed struct {
 	e      Entry
 	pidfds []int // VMM first, as e.Pids
 	lease  *os.File
+	// adopted is when the pod took the VM (its claim's rename was just
+	// before): Info's StartedAt, the start of this pod's VM. The daemon
+	// spawned the VMM earlier (e.Booted is when it was ready), and its
+	// wait in the pool is no part of the pod's start.
+	adopted time.Time
 
 	done     chan struct{}
 	stopOnce sync.Once
@@ -53,7 +58,7 @@ type Claimed struct {
 // daemon's lock on the VMM's jail uid (so that the uid stays held while
 // the VM lives, whoever dies first), and a watch on them.
 func Adopt(dir string, e Entry) (_ *Claimed, err error) {
-	c := &Claimed{dir: dir, e: e, done: make(chan struct{}), closedAt: e.Booted}
+	c := &Claimed{dir: dir, e: e, adopted: time.Now(), done: make(chan struct{}), closedAt: e.Booted}
 	defer func() {
 		if err != nil {
 			c.closeFds()
@@ -235,7 +240,7 @@ func (c *Claimed) Info() hypervisor.Info {
 	return hypervisor.Info{
 		Driver: c.e.Driver, Accelerator: hypervisor.Accelerator(c.e.Accelerator), AccelReason: "as the VM cache's daemon booted it",
 		Transport: contract.TransportSerial, TransportReason: "a cached VM's agent channel is virtio-serial",
-		VCPUs: c.e.VCPUs, MemoryMiB: c.e.MemoryMiB, StartedAt: c.e.Booted,
+		VCPUs: c.e.VCPUs, MemoryMiB: c.e.MemoryMiB, StartedAt: c.adopted,
 		ConsolePath: filepath.Join(c.dir, c.e.Console), NICMACs: []string{c.e.MAC},
 	}
 }
@@ -322,3 +327,72 @@ func (cc *claimedConn) Close() error {
 	cc.once.Do(cc.c.hungUp)
 	return err
 }
+
+// inheritedVM is a claimed VM an earlier daemon booted, as a later one
+// watches it (Keeper.Inherit): pidfds of its processes, no more.
+type inheritedVM struct {
+	id     string
+	done   chan struct{}
+	mu     sync.Mutex
+	pidfds []int // VMM first; nil once it ended
+}
+
+// inherit opens pidfds of e's processes (each checked to still name the
+// VM) and closes Done when its VMM ends.
+func inherit(e Entry) (VM, error) {
+	v := &inheritedVM{id: e.ID, done: make(chan struct{})}
+	for _, pid := range e.Pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err == nil && !namesVM(pid, e.ID) {
+			unix.Close(fd)
+			err = fmt.Errorf("process %d no longer names it", pid)
+		}
+		if err != nil {
+			v.closeFds()
+			return nil, fmt.Errorf("VM cache: cached VM %s: %w", e.ID, err)
+		}
+		v.pidfds = append(v.pidfds, fd)
+	}
+	if len(v.pidfds) == 0 {
+		return nil, fmt.Errorf("VM cache: cached VM %s lists no process", e.ID)
+	}
+	vmm := v.pidfds[0]
+	go func() {
+		for {
+			_, err := unix.Poll([]unix.PollFd{{Fd: int32(vmm), Events: unix.POLLIN}}, -1)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		v.closeFds()
+		close(v.done)
+	}()
+	return v, nil
+}
+
+// Stop kills the VM's processes and waits (bounded) for its VMM's end.
+func (v *inheritedVM) Stop(context.Context) error {
+	v.mu.Lock()
+	for _, fd := range v.pidfds {
+		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	}
+	v.mu.Unlock()
+	select {
+	case <-v.done:
+		return nil
+	case <-time.After(stopWait):
+		return fmt.Errorf("cached VM %s: its VMM did not end within %s of SIGKILL", v.id, stopWait)
+	}
+}
+
+func (v *inheritedVM) closeFds() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, fd := range v.pidfds {
+		unix.Close(fd)
+	}
+	v.pidfds = nil
+}
+
+func (v *inheritedVM) Release()              {}
+func (v *inheritedVM) Done() <-chan struct{} { return v.done }

@@ -17,7 +17,9 @@ import (
 // VM's QEMU and virtiofsd name their VM.
 func startNamed(t *testing.T, id string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("python3", "-c", "import time; time.sleep(600)", id)
+	// /usr/bin's: a python3 found on PATH may be a wrapper script (pyenv's
+	// shim) whose command line changes when it execs the interpreter.
+	cmd := exec.Command("/usr/bin/python3", "-c", "import time; time.sleep(600)", id)
 	if err := cmd.Start(); err != nil {
 		t.Skipf("python3: %v", err)
 	}
@@ -136,4 +138,15 @@ func TestAdoptedVMDialsItsAgent(t *testing.T) {
 		t.Errorf("redialed %s after a hang-up, want at least %s", waited, hangupGrace)
 	}
 	c.Stop(context.Background())
+}
+
+// TestAdoptedVMStartedWhenTaken: a claimed VM's start, as the pod's
+// phases report it, is its adoption, not its boot in the daemon.
+func TestAdoptedVMStartedWhenTaken(t *testing.T) {
+	before := time.Now()
+	c, _, _ := adoptTwo(t)
+	defer c.Stop(context.Background())
+	if got := c.Info().StartedAt; got.Before(before) || got.After(time.Now()) {
+		t.Errorf("StartedAt %s, want the adoption (after %s)", got, before)
+	}
 }

@@ -52,6 +52,10 @@ type Keeper struct {
 	// been cleaned up, so the keeper, the VM's parent, stops it. Empty:
 	// claimed VMs are forgotten at once.
 	Claimed string
+	// Inherit, if set, makes a VM to watch of a claimed VM an earlier
+	// keeper released (found under Claimed at the start), so that this
+	// keeper stops it too once its sandbox is gone; nil: not watched.
+	Inherit func(Entry) (VM, error)
 	Poll    time.Duration
 	Log     *log.Entry
 
@@ -82,6 +86,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 	if err := k.sweep(); err != nil {
 		return err
 	}
+	k.inheritClaimed()
 	poll := k.Poll
 	if poll == 0 {
 		poll = pollEvery
@@ -162,6 +167,27 @@ func (k *Keeper) watchClaimed(ctx context.Context) {
 		if err := vm.Stop(ctx); err != nil {
 			k.Log.WithError(err).WithField("vm", id).Warn("stop a claimed VM left without its sandbox")
 		}
+	}
+}
+
+// inheritClaimed watches the claimed VMs sandboxes hold now: an earlier
+// keeper released them, and no keeper watched them since it ended.
+func (k *Keeper) inheritClaimed() {
+	if k.Claimed == "" || k.Inherit == nil {
+		return
+	}
+	dirs, _ := filepath.Glob(k.Claimed)
+	for _, d := range dirs {
+		e, err := ReadEntry(d)
+		if err != nil || k.claimed[e.ID] != nil {
+			continue
+		}
+		vm, err := k.Inherit(e)
+		if err != nil {
+			k.Log.WithError(err).WithField("vm", e.ID).Info("not watching a claimed VM an earlier daemon booted")
+			continue
+		}
+		k.claimed[e.ID] = vm
 	}
 }
 

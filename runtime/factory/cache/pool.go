@@ -18,6 +18,7 @@
 package cache
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -27,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -187,9 +189,14 @@ func (p Pool) Claim(w Want, dest string) (Entry, error) {
 		return Entry{}, err
 	}
 	var others []string
+	orphans := 0
 	for _, e := range ready {
 		if !w.fits(e) {
 			others = append(others, fmt.Sprintf("%dx%d MiB, key %s", e.VCPUs, e.MemoryMiB, e.Key))
+			continue
+		}
+		if orphaned(e) {
+			orphans++ // the next daemon's start ends it
 			continue
 		}
 		err := unix.Renameat2(unix.AT_FDCWD, p.VMDir(e.ID), unix.AT_FDCWD, dest, unix.RENAME_NOREPLACE)
@@ -202,6 +209,9 @@ func (p Pool) Claim(w Want, dest string) (Entry, error) {
 		return e, nil
 	}
 	reason := fmt.Sprintf("none ready (%d booting)", booting)
+	if orphans > 0 {
+		reason = fmt.Sprintf("%d ready, but the daemon that booted them is gone (their next daemon ends them)", orphans)
+	}
 	if len(others) > 0 {
 		reason = fmt.Sprintf("the pod needs %s; ready: %s", w, strings.Join(others, "; "))
 	}
@@ -224,4 +234,32 @@ func (p Pool) retire(id string) (string, bool, error) {
 		return "", false, fmt.Errorf("VM cache: retire %s: %w", id, err)
 	}
 	return dest, true, nil
+}
+
+// orphaned says whether e's VM outlived the daemon that booted it: its
+// VMM's parent is no longer e.Keeper (the kernel reparented it) or it is
+// gone. Such a VM is not claimed: nobody holds its jail uid's lock for
+// the shim to copy (Adopt), and the next daemon's start ends it. An
+// entry without a keeper (tests' fakes) is never orphaned.
+func orphaned(e Entry) bool {
+	if e.Keeper == 0 || len(e.Pids) == 0 {
+		return false
+	}
+	ppid, err := parentPID(e.Pids[0])
+	return err != nil || ppid != e.Keeper
+}
+
+// parentPID is process pid's parent, from /proc/<pid>/stat.
+func parentPID(pid int) (int, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 2 {
+		return 0, fmt.Errorf("VM cache: /proc/%d/stat: unexpected %q", pid, b)
+	}
+	return strconv.Atoi(f[1])
 }

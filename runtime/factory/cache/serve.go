@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"crypto/rand"
-
 	"fmt"
 	"net"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/hypervisor"
+	"github.com/podvm/podvm/runtime/internal/childproc"
 	"github.com/podvm/podvm/runtime/network"
 	"github.com/podvm/podvm/runtime/sandbox/share"
 )
@@ -73,11 +73,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.Log == nil {
 		d.Log = log.L
 	}
+	lock, err := lockPool(d.Config.Runtime.StateDir) // one daemon per pool
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	name := d.NetNS
 	if name == "" {
 		name = HoldNetNS
 	}
-	var err error
 	if d.nsPath, err = holdingNetNS(name); err != nil {
 		return err
 	}
@@ -88,10 +92,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.key, err = Key(d.Driver.Name(), base); err != nil {
 		return err
 	}
+	// A VM this daemon boots may come to run a pod, which must not die
+	// with the daemon: its VMs outlive it, and its next start ends those
+	// still its own (killStrays, then the keeper's sweep).
+	childproc.SetOutliveParent(true)
+	killStrays(PoolDir(d.Config.Runtime.StateDir), ClaimedGlob(d.Config.Runtime.StateDir), d.Log)
 	f := d.Config.Factory
 	k := &Keeper{
 		Pool: Pool{Dir: PoolDir(d.Config.Runtime.StateDir)}, Size: f.CacheSize, MaxAge: time.Duration(f.CacheMaxAge),
-		Boot: d.boot, Leftover: killLeftover, Remove: share.UnmountAndRemove, Claimed: ClaimedGlob(d.Config.Runtime.StateDir), Log: d.Log,
+		Boot: d.boot, Leftover: killLeftover, Remove: share.UnmountAndRemove, Claimed: ClaimedGlob(d.Config.Runtime.StateDir), Inherit: inherit, Log: d.Log,
 	}
 	d.Log.WithFields(log.Fields{"pool": k.Pool.Dir, "size": k.Size, "key": d.key,
 		"vcpus": base.VCPUs, "memory_mib": base.MemoryMiB}).Info("VM cache serving")
@@ -258,4 +267,55 @@ func killLeftover(_ string, e Entry, hasEntry bool) {
 func namesVM(pid int, id string) bool {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 	return err == nil && id != "" && strings.Contains(string(b), id)
+}
+
+// killStrays kills every process of a VM an earlier daemon booted that
+// neither a sandbox holds nor the pool lists any more: a VM whose boot the
+// daemon's death interrupted (no entry, so the sweep has no pids), or a
+// claimed VM whose shim died while no daemon watched it (its sandbox's
+// directory is gone). Such a process names its VM's directory in the pool
+// on its command line (QEMU's and virtiofsd's sockets and logs are there);
+// one whose VM a sandbox holds is left alone. VMs still listed in the pool
+// are the keeper's sweep's (killLeftover).
+func killStrays(pool, claimed string, lg *log.Entry) {
+	held := map[string]bool{}
+	dirs, _ := filepath.Glob(claimed)
+	for _, d := range dirs {
+		if e, err := ReadEntry(d); err == nil {
+			held[e.ID] = true
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		id := vmOfCmdline(string(b), pool)
+		if id == "" || held[id] {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(pool, id, EntryName)); err == nil {
+			continue // listed: the sweep's
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if pid > 0 && pid != os.Getpid() && syscall.Kill(pid, syscall.SIGKILL) == nil {
+			lg.WithFields(log.Fields{"vm": id, "pid": pid}).Warn("killed a process of a cached VM an earlier daemon left")
+		}
+	}
+}
+
+// vmOfCmdline is the id of the cached VM whose directory in pool (or in
+// its retired area) a command line names, or "".
+func vmOfCmdline(cmdline, pool string) string {
+	_, rest, ok := strings.Cut(cmdline, pool+"/")
+	if !ok {
+		return ""
+	}
+	rest = strings.TrimPrefix(rest, retiredName+"/")
+	id, _, _ := strings.Cut(rest, "/")
+	if len(id) != 16 || strings.Trim(id, "0123456789abcdef") != "" {
+		return ""
+	}
+	return id
 }

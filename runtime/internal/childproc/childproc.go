@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,8 +66,18 @@ type Process struct {
 	waitErr error // set before done is closed
 }
 
-// Start launches the process. The child gets SIGKILL from the kernel if the
-// shim process dies (see spawn.go for why that is reliable in Go), and runs
+// outliveParent is SetOutliveParent's setting.
+var outliveParent atomic.Bool
+
+// SetOutliveParent makes the children this process starts from now on
+// outlive it (on: no parent-death signal) or die with it (off, the
+// default). Only the VM cache's daemon turns it on: a VM it booted may
+// run a pod, which must not die with the daemon; the daemon's next start
+// ends the VMs still its own (docs/factory.md section 8).
+func SetOutliveParent(on bool) { outliveParent.Store(on) }
+
+// Start launches the process. Unless SetOutliveParent is on, the child
+// gets SIGKILL from the kernel if the shim process dies (see spawn.go for why that is reliable in Go), and runs
 // in its own process group so a terminal's ^C reaches only the shim, which
 // then stops its VMs in order.
 func Start(spec Spec) (*Process, error) {
@@ -95,9 +106,9 @@ func Start(spec Spec) (*Process, error) {
 	// heap corruption) before it aborts to the terminal, which helpers have
 	// none of; with it they reach the helper's log.
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LIBC_FATAL_STDERR_=1"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:   true,
-		Pdeathsig: syscall.SIGKILL,
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if !outliveParent.Load() {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
 	done := make(chan struct{})
 	start := startOnSpawnThread

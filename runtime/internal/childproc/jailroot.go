@@ -36,6 +36,8 @@ type jailerSpec struct {
 	Groups    []uint32
 	ReadOnly  []string
 	ReadWrite []string
+	// OutliveParent: no parent-death signal (SetOutliveParent).
+	OutliveParent bool
 }
 
 func init() {
@@ -56,7 +58,7 @@ func init() {
 func jailerCommand(cmd *exec.Cmd, j *Jail) error {
 	spec, err := json.Marshal(jailerSpec{
 		Path: cmd.Path, Argv: cmd.Args, Env: cmd.Env, UID: j.UID, GID: j.GID, Groups: j.Groups,
-		ReadOnly: j.ReadOnly, ReadWrite: j.ReadWrite,
+		ReadOnly: j.ReadOnly, ReadWrite: j.ReadWrite, OutliveParent: outliveParent.Load(),
 	})
 	if err != nil {
 		return fmt.Errorf("jail: %w", err)
@@ -276,6 +278,9 @@ func dropToJail(s jailerSpec) error {
 		if err := landlockThread(s.ReadOnly, append(append([]string{}, jailDevices...), s.ReadWrite...)); err != nil {
 			return err
 		}
+	}
+	if s.OutliveParent {
+		return nil
 	}
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
 		return fmt.Errorf("parent-death signal: %w", err)
