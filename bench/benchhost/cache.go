@@ -134,10 +134,13 @@ func (h *Host) stopCacheDaemon() (leaks []string) {
 	return leaks
 }
 
-// Log messages of the shim's cache path (runtime/sandbox).
+// Log messages of the shim's cache path (runtime/sandbox), and as they
+// stand in a logfmt line.
 const (
-	msgCacheTaken    = `msg="pod VM taken from the VM cache"`
-	msgCacheNotTaken = `msg="pod VM not taken from the VM cache: booting it"`
+	msgCacheTakenMsg    = "pod VM taken from the VM cache"
+	msgCacheNotTakenMsg = "pod VM not taken from the VM cache: booting it"
+	msgCacheTaken       = `msg="` + msgCacheTakenMsg + `"`
+	msgCacheNotTaken    = `msg="` + msgCacheNotTakenMsg + `"`
 )
 
 // poolLeftovers lists what a stopped daemon left in its pool (an empty

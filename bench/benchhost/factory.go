@@ -189,7 +189,9 @@ const (
 	msgNotCloned = "pod VM not cloned from a VM template: booting it"
 )
 
-// ReadClones reads which sandboxes were cloned from containerd's log.
+// ReadClones reads which sandboxes the factory gave a VM (cloned from a
+// VM template, or taken from the VM cache) and which booted their own
+// after it failed, from containerd's log.
 func (h *Host) ReadClones() (Clones, error) {
 	c := Clones{Cloned: map[string]bool{}, Fallbacks: map[string]bool{}}
 	b, err := os.ReadFile(h.LogPath())
@@ -197,14 +199,14 @@ func (h *Host) ReadClones() (Clones, error) {
 		return c, err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if !strings.Contains(line, "from a VM template") {
+		if !strings.Contains(line, "from a VM template") && !strings.Contains(line, "from the VM cache") {
 			continue
 		}
 		kv := shimlog.ParseLogfmt(line)
 		switch {
-		case strings.HasPrefix(kv["msg"], msgCloned):
+		case strings.HasPrefix(kv["msg"], msgCloned), kv["msg"] == msgCacheTakenMsg:
 			c.Cloned[kv["sandbox"]] = true
-		case kv["msg"] == msgNotCloned:
+		case kv["msg"] == msgNotCloned, kv["msg"] == msgCacheNotTakenMsg:
 			c.Fallbacks[kv["sandbox"]] = true
 			if c.FirstFallback == "" {
 				c.FirstFallback = kv["error"]

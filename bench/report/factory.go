@@ -76,18 +76,26 @@ func readyTarget(r *result.Results, mh modeHandler) result.Target {
 			continue
 		}
 		v := s.VMs
-		t.Measured = fmt.Sprintf("%s median, %s p90 (%s, %d VMs; %d cloned, %d booted after a failed clone)",
-			ms(v.VMMSpawnToAgentReady.Median), ms(v.VMMSpawnToAgentReady.P90), accelName(s.Accelerator), v.VMMSpawnToAgentReady.N, v.Cloned, v.Fallbacks)
+		t.Measured = fmt.Sprintf("%s median, %s p90 (%s, %d VMs; %d %s, %d booted after the factory failed)",
+			ms(v.VMMSpawnToAgentReady.Median), ms(v.VMMSpawnToAgentReady.P90), accelName(s.Accelerator), v.VMMSpawnToAgentReady.N, v.Cloned, factoryMade(mh.mode), v.Fallbacks)
 		if v.FirstFallback != "" {
-			t.Measured += "; first clone failure: " + v.FirstFallback
+			t.Measured += "; the factory's first failure: " + v.FirstFallback
 		}
 		t.Status = judge(mh, v.Fallbacks == 0 && v.VMMSpawnToAgentReady.Median <= factoryReadyGoalMs)
 		if mh.mode != "none" && v.Cloned == 0 {
 			t.Status = result.TargetNotMeasured
-			t.Measured = "no VM was cloned: " + t.Measured
+			t.Measured = "no VM was " + factoryMade(mh.mode) + ": " + t.Measured
 		}
 	}
 	return t
+}
+
+// factoryMade says what the factory of mode does to give a pod a VM.
+func factoryMade(mode string) string {
+	if mode == "cache" {
+		return "taken from the cache"
+	}
+	return "cloned"
 }
 
 // parallelTarget is ten CRI pods of mh at once, to the last one's output.
@@ -103,7 +111,7 @@ func parallelTarget(r *result.Results, mh modeHandler) result.Target {
 		}
 		cloned := ""
 		if p.VMs != nil && mh.mode != "none" {
-			cloned = fmt.Sprintf("; %d cloned, %d booted after a failed clone", p.VMs.Cloned, p.VMs.Fallbacks)
+			cloned = fmt.Sprintf("; %d %s, %d booted after the factory failed", p.VMs.Cloned, factoryMade(mh.mode), p.VMs.Fallbacks)
 		}
 		switch {
 		case len(p.Failures) > 0:
@@ -192,11 +200,11 @@ func commonPoint(a, b *result.HandlerDensity) (pa, pb result.DensityPoint, ok bo
 
 // factory is the summary's section on the factory modes: each podvm
 // handler's first pod (which saves a VM template), its VM starts in the
-// serial CRI pods, and how many VMs were clones.
+// serial CRI pods, and how many VMs the factory gave.
 func (w *markdown) factory(r *result.Results) {
 	p := w.p
 	p("## Factory modes\n\nEach podvm factory mode (docs/factory.md) is a CRI handler of its own in the same run. A template mode's first pod saves the VM template; it is timed before every benchmark and is in no other figure.\n\n")
-	p("| handler | factory mode | first pod (saves the template) | VM start to agent ready, serial pods: median (p90) | VMs cloned / booted after a failed clone, serial + at once |\n")
+	p("| handler | factory mode | first pod (saves the template) | VM start to agent ready, serial pods: median (p90) | VMs cloned or taken from the cache / booted after the factory failed, serial + at once |\n")
 	p("| --- | --- | --- | --- | --- |\n")
 	for _, mh := range podvmModes(r) {
 		first := "—"

@@ -58,8 +58,9 @@ type PodVMStarts struct {
 	// VMMSpawnToAgentReady is from the VMM's spawn to the shim's first
 	// answer from the agent (host clock), per pod VM.
 	VMMSpawnToAgentReady stats.Summary `json:"vmm_spawn_to_agent_ready_ms"`
-	// Cloned counts VMs cloned from a VM template; Fallbacks those booted
-	// because the clone failed (FirstFallback says why).
+	// Cloned counts VMs the factory gave (cloned from a VM template, or
+	// taken from the VM cache); Fallbacks those booted because it failed
+	// (FirstFallback says why).
 	Cloned        int    `json:"cloned"`
 	Fallbacks     int    `json:"fallbacks"`
 	FirstFallback string `json:"first_fallback,omitempty"`
