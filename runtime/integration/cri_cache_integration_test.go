@@ -65,34 +65,7 @@ func TestCRICacheSmokeIntegration(t *testing.T) {
 		t.Errorf("the pod of the factory-less handler went to the VM cache")
 	}
 
-	web := h.containerConfig("web", nil, "sh", "-c",
-		"mkdir -p /www && cat /proc/sys/kernel/random/boot_id > /www/index.html && exec httpd -f -p 8080 -h /www")
-	bootIDs := map[string]string{}
-	for _, pod := range []string{podA, podB, podN} {
-		podCfg := filepath.Join(h.dir, podName(t, h, pod)+"-pod.json")
-		ctr := h.startContainer(pod, podCfg, web)
-		id := h.crictl("exec", ctr, "cat", "/proc/sys/kernel/random/boot_id")
-		if other, dup := bootIDs[id]; dup {
-			t.Errorf("pods %s and %s share boot_id %s", other, pod, id)
-		}
-		bootIDs[id] = pod
-		if got := httpGet(t, "http://"+podIP(t, h, pod)+":8080/"); strings.TrimSpace(got) != id {
-			t.Errorf("pod %s over its network: %q, want its boot_id %s", pod, got, id)
-		}
-		if pod == podB {
-			checkPortForward(t, h, tools, pod, id)
-			checkOOMStatsKill(t, h, pod, podCfg, ctr)
-		}
-	}
-	for _, pod := range []string{podA, podB, podN} {
-		h.crictl("stopp", pod)
-		h.crictl("rmp", pod)
-		assertNoLeaks(t, pod)
-	}
-	if left := h.crictl("pods", "--quiet") + h.crictl("ps", "--all", "--quiet"); left != "" {
-		t.Errorf("CRI still lists: %s", left)
-	}
-
+	smokeFactoryPods(t, h, tools, []string{podA, podB, podN}, podB, nil)
 }
 
 // cacheBed is a CRI bed with the cache handler beside the default one and

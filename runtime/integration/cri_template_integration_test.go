@@ -52,39 +52,9 @@ func TestCRITemplateSmokeIntegration(t *testing.T) {
 		t.Errorf("the pod of the factory-less handler was cloned")
 	}
 
-	web := h.containerConfig("web", nil, "sh", "-c",
-		"mkdir -p /www && cat /proc/sys/kernel/random/boot_id > /www/index.html && exec httpd -f -p 8080 -h /www")
-	bootIDs := map[string]string{}
-	for _, pod := range []string{podA, podB, podN} {
-		podCfg := filepath.Join(h.dir, podName(t, h, pod)+"-pod.json")
-		ctr := h.startContainer(pod, podCfg, web)
-		id := h.crictl("exec", ctr, "cat", "/proc/sys/kernel/random/boot_id")
-		if other, dup := bootIDs[id]; dup {
-			t.Errorf("pods %s and %s share boot_id %s", other, pod, id)
-		}
-		bootIDs[id] = pod
-		// From the host to the pod's IP: the clone's NIC answers for the
-		// pod's MAC.
-		if got := httpGet(t, "http://"+podIP(t, h, pod)+":8080/"); strings.TrimSpace(got) != id {
-			t.Errorf("pod %s over its network: %q, want its boot_id %s", pod, got, id)
-		}
-		if pod == podB {
-			checkPortForward(t, h, tools, pod, id)
-			checkOOMStatsKill(t, h, pod, podCfg, ctr)
-			checkWrites(t, h, pod, podCfg, ctr)
-		}
-	}
-
-	// Per pod, not c.CRILeaks: the CNI result dir is the host's, and other
-	// test beds may have left results there.
-	for _, pod := range []string{podA, podB, podN} {
-		h.crictl("stopp", pod)
-		h.crictl("rmp", pod)
-		assertNoLeaks(t, pod)
-	}
-	if left := h.crictl("pods", "--quiet") + h.crictl("ps", "--all", "--quiet"); left != "" {
-		t.Errorf("CRI still lists: %s", left)
-	}
+	smokeFactoryPods(t, h, tools, []string{podA, podB, podN}, podB, func(pod, podCfg, ctr string) {
+		checkWrites(t, h, pod, podCfg, ctr)
+	})
 	// The template's holder outlives the pods; it is the one process
 	// left, and `podvm factory clean` stops it.
 	if n := stopHolders(tplDir); n != 1 {
@@ -92,6 +62,46 @@ func TestCRITemplateSmokeIntegration(t *testing.T) {
 	}
 	if procs := processesMentioning(tplDir); len(procs) > 0 {
 		t.Errorf("processes still use the template dir %s: %q", tplDir, procs)
+	}
+}
+
+// smokeFactoryPods is the CRI smoke of a factory mode's pods: in each pod a
+// web server serving its boot_id, which must differ between pods and
+// answer over the pod's network (a factory VM's NIC answers for the pod's
+// MAC); in pod full also port-forward, OOM, stats, kill and extra. Then
+// every pod is removed and must leave nothing (per pod, not c.CRILeaks:
+// the CNI result dir is the host's, and other test beds may have left
+// results there).
+func smokeFactoryPods(t *testing.T, h *criHarness, tools *criTools, pods []string, full string, extra func(pod, podCfg, ctr string)) {
+	web := h.containerConfig("web", nil, "sh", "-c",
+		"mkdir -p /www && cat /proc/sys/kernel/random/boot_id > /www/index.html && exec httpd -f -p 8080 -h /www")
+	bootIDs := map[string]string{}
+	for _, pod := range pods {
+		podCfg := filepath.Join(h.dir, podName(t, h, pod)+"-pod.json")
+		ctr := h.startContainer(pod, podCfg, web)
+		id := h.crictl("exec", ctr, "cat", "/proc/sys/kernel/random/boot_id")
+		if other, dup := bootIDs[id]; dup {
+			t.Errorf("pods %s and %s share boot_id %s", other, pod, id)
+		}
+		bootIDs[id] = pod
+		if got := httpGet(t, "http://"+podIP(t, h, pod)+":8080/"); strings.TrimSpace(got) != id {
+			t.Errorf("pod %s over its network: %q, want its boot_id %s", pod, got, id)
+		}
+		if pod == full {
+			checkPortForward(t, h, tools, pod, id)
+			checkOOMStatsKill(t, h, pod, podCfg, ctr)
+			if extra != nil {
+				extra(pod, podCfg, ctr)
+			}
+		}
+	}
+	for _, pod := range pods {
+		h.crictl("stopp", pod)
+		h.crictl("rmp", pod)
+		assertNoLeaks(t, pod)
+	}
+	if left := h.crictl("pods", "--quiet") + h.crictl("ps", "--all", "--quiet"); left != "" {
+		t.Errorf("CRI still lists: %s", left)
 	}
 }
 
