@@ -41,6 +41,20 @@ func lockPool(stateDir string) (*os.File, error) {
 	return f, nil
 }
 
+// unlockPool ends a lockPool: the lock file is removed while still held
+// (a later daemon or clean makes a new one), then released.
+func unlockPool(lock *os.File) {
+	os.Remove(lock.Name())
+	lock.Close()
+}
+
+// removeEmptyPool removes the pool directory at dir and its retired area
+// if nothing is left in them (a VM still there keeps both).
+func removeEmptyPool(dir string) {
+	os.Remove(filepath.Join(dir, retiredName))
+	os.Remove(dir)
+}
+
 // Clean ends what a daemon that is gone left of the pool of the runtime
 // whose state_dir is stateDir: the VMs no pod took (they outlive their
 // daemon, docs/factory.md section 8) and stray processes of VMs no
@@ -54,7 +68,7 @@ func Clean(stateDir string, lg *log.Entry) error {
 	if err != nil {
 		return err
 	}
-	defer lock.Close()
+	defer unlockPool(lock)
 	pool := PoolDir(stateDir)
 	killStrays(pool, ClaimedGlob(stateDir), lg)
 	k := &Keeper{Pool: Pool{Dir: pool}, Leftover: killLeftover, Remove: share.UnmountAndRemove, Log: lg}

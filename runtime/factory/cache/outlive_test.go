@@ -148,6 +148,36 @@ func TestCleanEndsWhatADeadDaemonLeft(t *testing.T) {
 	if _, err := os.Stat(p.Dir); !os.IsNotExist(err) {
 		t.Errorf("the pool is still there: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(stateDir, lockName)); !os.IsNotExist(err) {
+		t.Errorf("the pool's lock file is still there: %v", err)
+	}
+}
+
+// TestDaemonEndLeavesNoPool: what a daemon's end does to its pool: an
+// empty pool (its retired area too) and the lock file are removed; a pool
+// that still holds a VM stays.
+func TestDaemonEndLeavesNoPool(t *testing.T) {
+	stateDir := t.TempDir()
+	p := Pool{Dir: PoolDir(stateDir)}
+	if err := os.MkdirAll(filepath.Join(p.Dir, retiredName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := lockPool(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeEmptyPool(p.Dir)
+	unlockPool(lock)
+	for _, left := range []string{p.Dir, filepath.Join(stateDir, lockName)} {
+		if _, err := os.Stat(left); !os.IsNotExist(err) {
+			t.Errorf("%s is still there: %v", left, err)
+		}
+	}
+	id := publish(t, p, 1, small)[0]
+	removeEmptyPool(p.Dir)
+	if _, err := os.Stat(p.VMDir(id)); err != nil {
+		t.Errorf("a pool holding a VM was removed: %v", err)
+	}
 }
 
 // TestKeeperWatchesClaimedVMsOfAnEarlierDaemon: a keeper that starts

@@ -77,7 +77,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer lock.Close()
+	defer unlockPool(lock)
 	name := d.NetNS
 	if name == "" {
 		name = HoldNetNS
@@ -105,6 +105,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.Log.WithFields(log.Fields{"pool": k.Pool.Dir, "size": k.Size, "key": d.key,
 		"vcpus": base.VCPUs, "memory_mib": base.MemoryMiB}).Info("VM cache serving")
 	err = k.Run(ctx)
+	removeEmptyPool(k.Pool.Dir)
 	// Empty now: VMs pods took were moved into their pods' cgroups.
 	if derr := d.cgroup.Delete(); derr != nil {
 		d.Log.WithError(derr).Warn("VM cache: remove its host cgroup")
