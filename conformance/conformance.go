@@ -223,10 +223,18 @@ func runSpecs(ctx context.Context, o Options, class string) report.Run {
 		args = append(args, "--ginkgo.label-filter", o.SpecLabelFilter)
 	}
 	args = append(args, o.SpecArgs...)
+	cacheClass := slices.Contains(o.Cluster.CacheClasses, class) && o.Cluster.ShimLog != ""
+	offset := logOffset(o.Cluster.ShimLog)
 	start := time.Now()
 	err := runLogged(ctx, dir, run.Log, nil, o.SpecBinary, args...)
 	run.Duration = time.Since(start)
 	run.Cases, run.Err = readCases(junit, err, run.Log)
+	if cacheClass {
+		run.Origin = &report.Check{Detail: "cannot read the shims' log " + o.Cluster.ShimLog}
+		if text, err := logSince(o.Cluster.ShimLog, offset); err == nil {
+			run.Origin = cacheOrigin(text)
+		}
+	}
 	if o.SpecLabelFilter != "" {
 		// Specs outside the filter are not results: an isolation spec
 		// left out must not count as "skipped where a failure is expected".

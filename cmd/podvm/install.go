@@ -159,12 +159,19 @@ type configVariant struct {
 }
 
 // configVariants are the files of the handlers podvm-clh
-// (cloud-hypervisor, hardware KVM only) and podvm-template (pod VMs cloned
-// from a template, docs/factory.md).
+// (cloud-hypervisor, hardware KVM only), podvm-template (pod VMs cloned
+// from a template, docs/factory.md) and podvm-cache (pod VMs `podvm
+// factory serve` booted ahead). The cache's state_dir is its own, so that
+// its pool (<state_dir>/cache) is never another handler's and `podvm
+// factory clean` of another configuration never touches it.
 var configVariants = []configVariant{
 	{"config-clh.toml", [][2]string{{`driver = "qemu"`, `driver = "cloud-hypervisor"`}}},
 	{"config-template.toml", [][2]string{{`shared_fs = "virtiofs"`, `shared_fs = "9p"`}, {`mode = "none"`, `mode = "template"`}}},
+	{"config-cache.toml", [][2]string{{`state_dir = "/run/podvm"`, `state_dir = "` + cacheStateDir + `"`}, {`mode = "none"`, `mode = "cache"`}}},
 }
+
+// cacheStateDir is config-cache.toml's runtime.state_dir.
+const cacheStateDir = "/run/podvm-cache"
 
 // of is the variant of base, checked by the parser as path.
 func (v configVariant) of(base []byte, path string) ([]byte, error) {
@@ -201,9 +208,13 @@ config version 3 or 4), then restart containerd:
   # QEMU, each pod VM a clone of a saved template (faster start, less
   # memory; pages shared between pods: docs/factory.md).
 %[7]s
+  # QEMU, each pod VM one booted ahead by 'podvm factory serve --config
+  # %[9]s', which runs beside containerd (docs/factory.md).
+%[8]s
 With ctr: ctr run --runtime %[5]s --runtime-config-path %[6]s IMAGE ID CMD...
 `, prefix, handler("podvm", "config.toml"), handler("podvm-clh", "config-clh.toml"), filepath.Join(shareDir, "config-clh.toml"),
-		shim, cfgPath, handler("podvm-template", "config-template.toml"))
+		shim, cfgPath, handler("podvm-template", "config-template.toml"), handler("podvm-cache", "config-cache.toml"),
+		filepath.Join(shareDir, "config-cache.toml"))
 }
 
 // indent puts prefix before each line of text.

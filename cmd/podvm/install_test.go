@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
 
@@ -77,5 +78,35 @@ func TestInstallNamesTheOperatorConfig(t *testing.T) {
 	printOperatorConfig(&out, etc, "/p/share/podvm/config.toml")
 	if s := out.String(); !strings.Contains(s, "was left as it is: it wins over the shipped") {
 		t.Errorf("with an operator file:\n%s", s)
+	}
+}
+
+// Each handler's shipped configuration parses and differs from config.toml
+// as its handler needs: the cache's has a state_dir of its own, so its
+// pool is never another handler's.
+func TestConfigVariants(t *testing.T) {
+	base, err := config.ForPrefix(config.DefaultTOML(), "/p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]func(*config.Config) bool{
+		"config-clh.toml":      func(c *config.Config) bool { return c.Hypervisor.Driver == "cloud-hypervisor" },
+		"config-template.toml": func(c *config.Config) bool { return c.Factory.Mode == config.FactoryTemplate && c.Hypervisor.SharedFS == "9p" },
+		"config-cache.toml": func(c *config.Config) bool {
+			return c.Factory.Mode == config.FactoryCache && c.Runtime.StateDir == cacheStateDir && c.Runtime.StateDir != "/run/podvm"
+		},
+	}
+	for _, v := range configVariants {
+		text, err := v.of(base, "/p/share/podvm/"+v.file)
+		if err != nil {
+			t.Fatalf("%s: %v", v.file, err)
+		}
+		c, err := config.Parse(text, v.file)
+		if err != nil {
+			t.Fatalf("%s: %v", v.file, err)
+		}
+		if check, ok := want[v.file]; !ok || !check(c) {
+			t.Errorf("%s: mode %q, state_dir %q, driver %q, shared_fs %q", v.file, c.Factory.Mode, c.Runtime.StateDir, c.Hypervisor.Driver, c.Hypervisor.SharedFS)
+		}
 	}
 }

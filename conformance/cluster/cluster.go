@@ -24,6 +24,13 @@ type Cluster struct {
 	CRIEndpoint string
 	// LogDir holds the logs of the cluster's own processes, if any.
 	LogDir string
+	// CacheClasses are the runtime classes whose pod VMs must come from
+	// the VM cache (factory.mode = "cache"), and ShimLog the file where
+	// the node's podvm shims log (containerd's log): after each spec run
+	// on such a class the harness checks there that its pods took cached
+	// VMs. Empty when the harness cannot read the node's logs.
+	CacheClasses []string
+	ShimLog      string
 }
 
 // Provider creates, inspects and removes one kind of cluster.

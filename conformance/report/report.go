@@ -26,6 +26,11 @@ type Run struct {
 	// Checked, when set, is the suite's own verdict on top of its cases
 	// (critest: its differences from runc are all on the documented list).
 	Checked *Check
+	// Origin, when set, is the harness's check that the run's pod VMs came
+	// from where the class says (a cache class: the VM cache), so that a
+	// pass cannot come from pods that silently booted their own VMs. Its
+	// failure is a failure of the run; the cases are judged as usual.
+	Origin *Check
 }
 
 // Check is a verdict a suite reaches itself.
@@ -93,6 +98,9 @@ func (rep *Report) Unexpected() []Unexpected {
 		if r.Err != nil {
 			out = append(out, Unexpected{Run: r.label(), Case: "(whole suite)", Got: Failed, Want: Passed, Message: r.Err.Error()})
 			continue
+		}
+		if r.Origin != nil && !r.Origin.OK {
+			out = append(out, Unexpected{Run: r.label(), Case: "(pod VMs' origin)", Got: Failed, Want: Passed, Message: r.Origin.Detail})
 		}
 		if r.Checked != nil && !r.Checked.OK {
 			out = append(out, Unexpected{Run: r.label(), Case: "(suite check)", Got: Failed, Want: Passed, Message: r.Checked.Detail})
@@ -222,19 +230,26 @@ func writeVerdict(b *strings.Builder, unexpected []Unexpected, skips []Skip) {
 	}
 }
 
+// writeCheck writes a check's line, if there is a check.
+func writeCheck(b *strings.Builder, what string, c *Check) {
+	if c == nil {
+		return
+	}
+	state := "ok"
+	if !c.OK {
+		state = "FAILED"
+	}
+	fmt.Fprintf(b, "- %s %s: %s\n", what, state, mdEscape(c.Detail))
+}
+
 func writeSuite(b *strings.Builder, suite string, runs []Run) {
 	fmt.Fprintf(b, "## %s\n\n", suite)
 	for _, r := range runs {
 		if r.Err != nil {
 			fmt.Fprintf(b, "- %s did not complete: %s (log: %s)\n", r.label(), mdEscape(r.Err.Error()), r.Log)
 		}
-		if r.Checked != nil {
-			state := "ok"
-			if !r.Checked.OK {
-				state = "FAILED"
-			}
-			fmt.Fprintf(b, "- %s check %s: %s\n", r.label(), state, mdEscape(r.Checked.Detail))
-		}
+		writeCheck(b, r.label()+" check", r.Checked)
+		writeCheck(b, r.label()+" pod VMs' origin", r.Origin)
 	}
 	if runs[0].Checked != nil {
 		// Large upstream suites: counts per class, the full list is in the log.
@@ -367,10 +382,16 @@ func (rep *Report) WriteJUnit(w io.Writer) error {
 		if r.Err != nil {
 			add(junitOutCase{Name: "suite completes", Classname: r.label(), Failure: &junitOutFailure{Message: r.Err.Error(), Text: "log: " + r.Log}})
 		}
-		if r.Checked != nil {
-			c := junitOutCase{Name: "suite check", Classname: r.label()}
-			if !r.Checked.OK {
-				c.Failure = &junitOutFailure{Message: r.Checked.Detail}
+		for _, ck := range []struct {
+			name string
+			c    *Check
+		}{{"suite check", r.Checked}, {"pod VMs' origin", r.Origin}} {
+			if ck.c == nil {
+				continue
+			}
+			c := junitOutCase{Name: ck.name, Classname: r.label()}
+			if !ck.c.OK {
+				c.Failure = &junitOutFailure{Message: ck.c.Detail}
 			}
 			add(c)
 		}

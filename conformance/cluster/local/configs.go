@@ -14,11 +14,12 @@ import (
 )
 
 // containerdConfig is a private containerd (version 4 config) serving CRI
-// on our socket with five handlers: runc (the default, and the
+// on our socket with six handlers: runc (the default, and the
 // reference), test-handler (runc again, the handler upstream
 // [Feature:RuntimeHandler] e2e specs expect to exist), podvm,
-// podvm-template (factory.mode = "template", docs/factory.md) and
-// runc-fakevm (the fake-VM baseline).
+// podvm-template (factory.mode = "template", docs/factory.md),
+// podvm-cache (factory.mode = "cache") and runc-fakevm (the fake-VM
+// baseline).
 func containerdConfig(l layout, o Options) string {
 	handlers := []hostbed.Handler{
 		hostbed.RuncHandler("runc", o.Runc, ""),
@@ -26,7 +27,8 @@ func containerdConfig(l layout, o Options) string {
 	}
 	if !o.WithoutPodvmHandler {
 		handlers = append(handlers, hostbed.PodvmHandler("podvm", o.shim(), o.podvmConfig()),
-			hostbed.PodvmHandler(TemplateClass, o.shim(), o.podvmTemplateConfig()), fakevm.Handler(o.FakeVMRunc))
+			hostbed.PodvmHandler(TemplateClass, o.shim(), o.podvmTemplateConfig()),
+			hostbed.PodvmHandler(CacheClass, o.shim(), o.podvmCacheConfig()), fakevm.Handler(o.FakeVMRunc))
 	}
 	return hostbed.ContainerdConfig{
 		Header: "Written by podvm cluster up; removed by podvm cluster down.",
@@ -124,7 +126,8 @@ current-context: %[3]s@podvm-local
 }
 
 // runtimeClasses are the classes the specs run against: runc, podvm (and
-// podvm-template, its pod VMs cloned from a template) and the fake VM. podvm's overhead.podFixed is what the pod costs the node
+// podvm-template, its pod VMs cloned from a template, and podvm-cache,
+// its pod VMs booted ahead) and the fake VM. podvm's overhead.podFixed is what the pod costs the node
 // beyond its containers' requests: see docs/conformance.md for the
 // derivation.
 func runtimeClasses(o Options) []cluster.RuntimeClass {
@@ -135,6 +138,7 @@ func runtimeClasses(o Options) []cluster.RuntimeClass {
 	return append(classes,
 		cluster.RuntimeClass{Name: "podvm", Handler: "podvm", OverheadMemory: o.OverheadMemory, OverheadCPU: o.OverheadCPU},
 		cluster.RuntimeClass{Name: TemplateClass, Handler: TemplateClass, OverheadMemory: o.OverheadMemory, OverheadCPU: o.OverheadCPU},
+		cluster.RuntimeClass{Name: CacheClass, Handler: CacheClass, OverheadMemory: o.OverheadMemory, OverheadCPU: o.OverheadCPU},
 		fakevm.RuntimeClass())
 }
 

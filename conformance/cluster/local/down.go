@@ -31,6 +31,11 @@ func (p *Provider) Down(ctx context.Context, out io.Writer) error {
 	}
 	step := func(format string, a ...any) { fmt.Fprintf(out, "==> "+format+"\n", a...) }
 	errs := p.stopAll(ctx, step)
+	if !p.opts.WithoutPodvmHandler {
+		if err := p.cleanFactory(s, step); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	step("removing bridge %s, /etc/hosts entry and iptables chains", s.Bridge)
 	errs = append(errs, p.undoHostChanges(s)...)
 	if len(errs) == 0 {
@@ -187,8 +192,12 @@ func (p *Provider) sweepSandboxes(ctx context.Context, shims []int) error {
 	if err != nil {
 		return fmt.Errorf("podvm config of the cluster, to find its sandboxes: %w", err)
 	}
-	root := filepath.Dir(sandbox.StateDir(eff.Config, "x"))
-	if swept := crash.Sweep(ctx, root); len(swept) > 0 {
+	swept := crash.Sweep(ctx, filepath.Dir(sandbox.StateDir(eff.Config, "x")))
+	// The podvm-cache class keeps its sandboxes under a state_dir of its own.
+	if cfg, err := p.opts.cacheConfig(); err == nil {
+		swept = append(swept, crash.Sweep(ctx, filepath.Dir(sandbox.StateDir(cfg, "x")))...)
+	}
+	if len(swept) > 0 {
 		return fmt.Errorf("removed sandboxes of killed shims: %s", strings.Join(swept, ", "))
 	}
 	return nil

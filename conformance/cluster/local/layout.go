@@ -71,8 +71,11 @@ type state struct {
 	// /etc/containerd.
 	ConfigLink bool `json:"configLink,omitempty"`
 	// CgroupRoots are the kubelet cgroupRoot directories Up created.
-	CgroupRoots   []string `json:"cgroupRoots,omitempty"`
-	CreatedEtcDir bool     `json:"createdEtcDir,omitempty"`
+	CgroupRoots []string `json:"cgroupRoots,omitempty"`
+	// CacheNetNSBefore: the VM cache's holding network namespace existed
+	// before Up started its daemon, so Down leaves it.
+	CacheNetNSBefore bool `json:"cacheNetNSBefore,omitempty"`
+	CreatedEtcDir    bool `json:"createdEtcDir,omitempty"`
 }
 
 func (s state) apiServerAddr() string {

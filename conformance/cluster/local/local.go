@@ -79,8 +79,9 @@ type Options struct {
 	EtcdPort      int
 	KubeletPort   int
 	PodPidsLimit  int
-	// WithoutPodvmHandler leaves the podvm, podvm-template and runc-fakevm handlers out of
-	// containerd and their RuntimeClasses out of the cluster: a node as
+	// WithoutPodvmHandler leaves the podvm, podvm-template, podvm-cache
+	// and runc-fakevm handlers out of containerd, their RuntimeClasses out
+	// of the cluster and the VM cache's daemon out of the node: a node as
 	// podvm deploy finds it (PodvmPrefix and FakeVMRunc are then not
 	// needed).
 	WithoutPodvmHandler bool
@@ -155,8 +156,9 @@ func New(o Options) *Provider { return &Provider{opts: o, l: layout{dir: o.Dir}}
 func (p *Provider) Name() string { return "local" }
 
 // components in start order; Down stops them in reverse, except that the
-// kubelet goes first so it restarts nothing while pods are removed.
-var components = []string{"registry", "etcd", "containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"}
+// kubelet goes first so it restarts nothing while pods are removed (and so
+// the VM cache's daemon stops once no pod holds a VM of it).
+var components = []string{"registry", "etcd", "containerd", factoryComponent, "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"}
 
 // Cluster describes the cluster this provider runs (whether or not it is up).
 func (p *Provider) Cluster() *cluster.Cluster {
@@ -165,6 +167,8 @@ func (p *Provider) Cluster() *cluster.Cluster {
 		RuntimeClasses: cluster.Handlers(runtimeClasses(p.opts)),
 		CRIEndpoint:    p.l.criEndpoint(),
 		LogDir:         filepath.Join(p.opts.Dir, "logs"),
+		CacheClasses:   cacheClasses(p.opts),
+		ShimLog:        p.l.log("containerd"),
 	}
 }
 
@@ -190,6 +194,7 @@ func (p *Provider) preflight() error {
 		needs = append(needs, need{o.shim(), "podvm install --prefix " + o.PodvmPrefix + " (make install-dev for _output)"},
 			need{o.podvmConfig(), "podvm install --prefix " + o.PodvmPrefix},
 			need{o.podvmTemplateConfig(), "podvm install --prefix " + o.PodvmPrefix},
+			need{o.podvmCacheConfig(), "podvm install --prefix " + o.PodvmPrefix},
 			need{o.FakeVMRunc, "make conformance builds it (go build -o _output/bin/" + fakevm.WrapperName + " ./conformance/fakevm/cmd/" + fakevm.WrapperName + ")"})
 	}
 	var missing []string
@@ -262,7 +267,7 @@ func (p *Provider) Status(ctx context.Context) (*cluster.Status, error) {
 	if !ok {
 		return st, fmt.Errorf("no local cluster in %s: run 'podvm cluster up'", p.opts.Dir)
 	}
-	for _, c := range components {
+	for _, c := range p.running() {
 		pid, why := daemonPID(p.l, c)
 		st.Components = append(st.Components, cluster.Component{Name: c, PID: pid, Up: pid != 0, Detail: why, Log: p.l.log(c)})
 	}

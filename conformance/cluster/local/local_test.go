@@ -51,13 +51,16 @@ func TestRenderedConfigsParse(t *testing.T) {
 		t.Fatalf("containerd config: %v", err)
 	}
 	runtimes := ctrd["plugins"].(map[string]any)["io.containerd.cri.v1.runtime"].(map[string]any)["containerd"].(map[string]any)["runtimes"].(map[string]any)
-	for _, h := range []string{"runc", "podvm", TemplateClass, "test-handler"} {
+	for _, h := range []string{"runc", "podvm", TemplateClass, CacheClass, "test-handler"} {
 		if _, ok := runtimes[h]; !ok {
 			t.Errorf("containerd config lacks handler %s", h)
 		}
 	}
 	if got := runtimes["podvm"].(map[string]any)["runtime_path"]; got != "/opt/podvm/bin/containerd-shim-podvm-v2" {
 		t.Errorf("podvm runtime_path = %v", got)
+	}
+	if got := runtimes[CacheClass].(map[string]any)["options"].(map[string]any)["ConfigPath"]; got != "/opt/podvm/share/podvm/config-cache.toml" {
+		t.Errorf("%s ConfigPath = %v", CacheClass, got)
 	}
 
 	var kc map[string]any
@@ -83,8 +86,8 @@ func TestRenderedConfigsParse(t *testing.T) {
 	}
 
 	docs := strings.Split(runtimeClassesManifest(o), "\n---\n")
-	if len(docs) != 4 {
-		t.Fatalf("want 4 RuntimeClasses (runc, podvm, podvm-template, runc-fakevm), got %d", len(docs))
+	if len(docs) != 5 {
+		t.Fatalf("want 5 RuntimeClasses (runc, podvm, podvm-template, podvm-cache, runc-fakevm), got %d", len(docs))
 	}
 	var rc struct {
 		Handler  string `yaml:"handler"`
@@ -99,8 +102,12 @@ func TestRenderedConfigsParse(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(docs[2]), &rc); err != nil || rc.Handler != TemplateClass || rc.Overhead.PodFixed["memory"] != o.OverheadMemory {
 		t.Errorf("podvm-template RuntimeClass: %+v, %v", rc, err)
 	}
-	if !strings.Contains(docs[3], "name: runc-fakevm\nhandler: runc-fakevm\n") || strings.Contains(docs[3], "overhead") {
-		t.Errorf("fake VM RuntimeClass:\n%s", docs[3])
+	rc.Handler, rc.Overhead.PodFixed = "", nil
+	if err := yaml.Unmarshal([]byte(docs[3]), &rc); err != nil || rc.Handler != CacheClass || rc.Overhead.PodFixed["memory"] != o.OverheadMemory {
+		t.Errorf("podvm-cache RuntimeClass: %+v, %v", rc, err)
+	}
+	if !strings.Contains(docs[4], "name: runc-fakevm\nhandler: runc-fakevm\n") || strings.Contains(docs[4], "overhead") {
+		t.Errorf("fake VM RuntimeClass:\n%s", docs[4])
 	}
 }
 

@@ -37,7 +37,7 @@ func (p *Provider) up(ctx context.Context, out io.Writer) (*cluster.Cluster, err
 		return nil, err
 	}
 	for _, act := range []action{
-		p.createNetwork, p.writeCertificates, p.startRegistry, p.startEtcd, p.startContainerd,
+		p.createNetwork, p.writeCertificates, p.startRegistry, p.startEtcd, p.startContainerd, p.startFactory,
 		p.startAPIServer, p.startControllers, p.startKubelet, p.applyRuntimeClasses,
 	} {
 		if err := act(ctx, &s, step); err != nil {
@@ -154,7 +154,7 @@ func (p *Provider) startEtcd(ctx context.Context, s *state, step stepf) error {
 // its socket.
 func (p *Provider) startContainerd(ctx context.Context, s *state, step stepf) error {
 	o, l := p.opts, p.l
-	handlers := "runc, podvm, runc-fakevm, test-handler"
+	handlers := "runc, podvm, " + TemplateClass + ", " + CacheClass + ", runc-fakevm, test-handler"
 	if o.WithoutPodvmHandler {
 		handlers = "runc, test-handler (no podvm: podvm deploy adds it)"
 	}
@@ -253,7 +253,7 @@ func (p *Provider) startKubelet(ctx context.Context, s *state, step stepf) error
 	if err := waitFor(ctx, l, "kubelet", 3*time.Minute, p.kubectlOK("wait", "--for=condition=Ready", "--timeout=5s", "node/"+s.NodeName)); err != nil {
 		return err
 	}
-	for _, c := range components {
+	for _, c := range p.running() {
 		if pid, why := daemonPID(l, c); pid == 0 {
 			return fmt.Errorf("%s %s; last lines of %s:\n%s", c, why, l.log(c), hostbed.TailLines(l.log(c), 25))
 		}
@@ -269,7 +269,7 @@ func (p *Provider) applyRuntimeClasses(ctx context.Context, _ *state, step stepf
 	if o.WithoutPodvmHandler {
 		step("RuntimeClass runc")
 	} else {
-		step("RuntimeClasses runc, podvm and %s (overhead %s memory, %s cpu each) and runc-fakevm", TemplateClass, o.OverheadMemory, o.OverheadCPU)
+		step("RuntimeClasses runc, podvm, %s and %s (overhead %s memory, %s cpu each) and runc-fakevm", TemplateClass, CacheClass, o.OverheadMemory, o.OverheadCPU)
 	}
 	if err := os.WriteFile(l.runtimeClasses(), []byte(runtimeClassesManifest(o)), 0o644); err != nil {
 		return err

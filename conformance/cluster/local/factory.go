@@ -1,0 +1,131 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/podvm/podvm/runtime/config"
+	"github.com/podvm/podvm/runtime/factory/cache"
+)
+
+// The podvm-cache class: its pod VMs are the ones `podvm factory serve`
+// (the component podvm-factory) booted ahead, as a node runs the daemon
+// beside containerd (docs/factory.md section 8, docs/deploy.md).
+
+// CacheClass is the runtime class (and handler) whose pod VMs come from
+// the VM cache: podvm's config-cache.toml.
+const CacheClass = "podvm-cache"
+
+// factoryComponent is the daemon's name among the cluster's components:
+// its log is logs/podvm-factory.log, its pid file run/podvm-factory.pid.
+const factoryComponent = "podvm-factory"
+
+// factoryFillTimeout bounds the wait for the daemon's full pool: it boots
+// one VM after another, about a second each under TCG here.
+const factoryFillTimeout = 3 * time.Minute
+
+func (o Options) podvmCacheConfig() string {
+	return filepath.Join(o.PodvmPrefix, "share", "podvm", "config-cache.toml")
+}
+
+// cacheConfig is the configuration the podvm-cache handler's shims and
+// the daemon read.
+func (o Options) cacheConfig() (*config.Config, error) {
+	eff, err := config.Resolve(o.podvmCacheConfig(), o.shim())
+	if err != nil {
+		return nil, fmt.Errorf("podvm config of class %s: %w", CacheClass, err)
+	}
+	return eff.Config, nil
+}
+
+// cacheClasses are the cluster's classes whose pod VMs come from the cache.
+func cacheClasses(o Options) []string {
+	if o.WithoutPodvmHandler {
+		return nil
+	}
+	return []string{CacheClass}
+}
+
+// running are the components Up starts: the VM cache's daemon only with
+// the podvm handlers.
+func (p *Provider) running() []string {
+	if !p.opts.WithoutPodvmHandler {
+		return components
+	}
+	var out []string
+	for _, c := range components {
+		if c != factoryComponent {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// startFactory starts the installed `podvm factory serve` for the
+// podvm-cache class as a component (its own log, stopped by Down, its
+// death shown by Status and by the check after the kubelet's start) and
+// waits until its pool is full, so that the class's first pods find VMs.
+func (p *Provider) startFactory(ctx context.Context, s *state, step stepf) error {
+	o, l := p.opts, p.l
+	if o.WithoutPodvmHandler {
+		return nil
+	}
+	cfg, err := o.cacheConfig()
+	if err != nil {
+		return err
+	}
+	_, err = os.Stat(filepath.Join("/run/netns", cache.HoldNetNS))
+	s.CacheNetNSBefore = err == nil
+	if err := p.saveState(*s); err != nil {
+		return err
+	}
+	pool := cache.Pool{Dir: cache.PoolDir(cfg.Runtime.StateDir)}
+	step("VM cache for class %s: podvm factory serve, %d VMs in %s", CacheClass, cfg.Factory.CacheSize, pool.Dir)
+	if _, err := startDaemon(l, daemon{name: factoryComponent, path: filepath.Join(o.PodvmPrefix, "bin", "podvm"),
+		args: []string{"factory", "serve", "--config", o.podvmCacheConfig()}}); err != nil {
+		return err
+	}
+	return waitFor(ctx, l, factoryComponent, factoryFillTimeout, func() error {
+		ready, booting, err := pool.Ready()
+		if err == nil && len(ready) < cfg.Factory.CacheSize {
+			err = fmt.Errorf("%d of %d VMs ready, %d booting", len(ready), cfg.Factory.CacheSize, booting)
+		}
+		return err
+	})
+}
+
+// cleanFactory ends what the stopped daemon left: VMs of its pool (after a
+// SIGKILL they outlive it), the pool and its lock (podvm factory clean),
+// the holding network namespace when Up made it, and the class's state
+// directory once it is empty. Claimed VMs went with their pods before.
+func (p *Provider) cleanFactory(s state, step stepf) error {
+	cfg, err := p.opts.cacheConfig()
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if err := cache.Clean(cfg.Runtime.StateDir, nil); err != nil {
+		errs = append(errs, fmt.Errorf("end the VM cache of class %s: %w", CacheClass, err))
+	}
+	if !s.CacheNetNSBefore {
+		if _, err := os.Stat(filepath.Join("/run/netns", cache.HoldNetNS)); err == nil {
+			step("removing the VM cache's network namespace %s", cache.HoldNetNS)
+			if out, err := exec.Command("ip", "netns", "delete", cache.HoldNetNS).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Errorf("ip netns delete %s: %w: %s", cache.HoldNetNS, err, strings.TrimSpace(string(out))))
+			}
+		}
+	}
+	// Empty directories only: a sandbox a live shim holds stays.
+	os.Remove(filepath.Join(cfg.Runtime.StateDir, "sandboxes"))
+	os.Remove(cfg.Runtime.StateDir)
+	return errors.Join(errs...)
+}
