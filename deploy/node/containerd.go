@@ -146,17 +146,8 @@ func (in *Installer) writeDropIn() (bool, error) {
 		in.info("unchanged  %s", o.dropIn())
 		return false, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return false, fmt.Errorf("create the drop-in directory %s: %w", o.DropInDir, err)
-	}
-	tmp := path + ".podvm-tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-		os.Remove(tmp)
-		return false, fmt.Errorf("write %s: %w", o.dropIn(), err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return false, fmt.Errorf("write %s: %w", o.dropIn(), err)
+	if err := writeHostFile(path, []byte(text)); err != nil {
+		return false, fmt.Errorf("containerd drop-in: %w", err)
 	}
 	in.info("written    %s (config version %d)", o.dropIn(), version)
 	return true, nil

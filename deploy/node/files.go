@@ -41,6 +41,7 @@ const recordRel = "share/podvm/installed-by-podvm-deploy"
 func (in *Installer) installFiles() error {
 	o := in.o
 	var installed []string
+	digest := sha256.New()
 	for _, f := range payloadFiles {
 		src := filepath.Join(o.Payload, f.rel)
 		b, err := os.ReadFile(src)
@@ -53,6 +54,7 @@ func (in *Installer) installFiles() error {
 		if err := in.put(f.rel, b, f.mode); err != nil {
 			return err
 		}
+		fmt.Fprintf(digest, "%s %x\n", f.rel, sha256.Sum256(b))
 		installed = append(installed, f.rel)
 	}
 	cfg, err := configFor(o.Payload, o.Prefix)
@@ -62,6 +64,8 @@ func (in *Installer) installFiles() error {
 	if err := in.put(configRel, cfg, 0o644); err != nil {
 		return err
 	}
+	fmt.Fprintf(digest, "%s %x\n", configRel, sha256.Sum256(cfg))
+	in.installed = fmt.Sprintf("%x", digest.Sum(nil))
 	installed = append(installed, configRel, recordRel)
 	sort.Strings(installed)
 	return in.put(recordRel, []byte(strings.Join(installed, "\n")+"\n"), 0o644)

@@ -49,6 +49,15 @@ type Options struct {
 	RestartCommand []string
 	// ContainerdUnit is containerd's systemd unit.
 	ContainerdUnit string
+	// FactoryCommand starts, restarts and stops a host service on a node
+	// without systemd, run chrooted into the node's / with "start",
+	// "restart" (each followed by "--" and the service's command line) or
+	// "stop" appended: how the VM cache's daemon runs there when the
+	// node's configuration has factory.mode = "cache". Empty means
+	// systemd: a unit in SystemdUnitDir.
+	FactoryCommand []string
+	// SystemdUnitDir is the host directory of the operator's systemd units.
+	SystemdUnitDir string
 	// Handler is the CRI runtime handler to add ("podvm").
 	Handler string
 	// NodeName is this node's name in the Kubernetes API.
@@ -71,6 +80,7 @@ func Defaults() Options {
 		DropInDir:        "/etc/containerd/conf.d",
 		ContainerdSocket: "/run/containerd/containerd.sock",
 		ContainerdUnit:   "containerd",
+		SystemdUnitDir:   "/etc/systemd/system",
 		Handler:          "podvm",
 		LabelKey:         "podvm.io/runtime",
 		LabelValue:       "ready",
@@ -107,6 +117,8 @@ type Installer struct {
 	labeler Labeler
 	cri     CRI
 	log     io.Writer
+	// installed is a digest of the files installFiles put under Prefix.
+	installed string
 	// poll is how often the CRI is asked while waiting.
 	poll time.Duration
 }
@@ -148,6 +160,10 @@ func (in *Installer) Install(ctx context.Context) error {
 	if err := in.converge(ctx, changed, true); err != nil {
 		return err
 	}
+	in.step("VM cache daemon (%s): runs while the node's configuration has factory.mode = \"cache\"", FactoryService)
+	if err := in.convergeFactory(ctx, true); err != nil {
+		return err
+	}
 	in.step("label node %s %s=%s", o.NodeName, o.LabelKey, o.LabelValue)
 	if err := in.labeler.Label(ctx, o.NodeName, o.LabelKey, o.LabelValue); err != nil {
 		return err
@@ -182,7 +198,11 @@ func (in *Installer) Uninstall(ctx context.Context) error {
 	if err := in.converge(ctx, changed, false); err != nil {
 		return err
 	}
-	in.step("stop VM template holders and remove their templates")
+	in.step("stop the VM cache daemon (%s) if it runs", FactoryService)
+	if err := in.convergeFactory(ctx, false); err != nil {
+		return err
+	}
+	in.step("stop VM template holders and remove their templates, end the VM cache")
 	if err := in.cleanFactory(ctx); err != nil {
 		return err
 	}

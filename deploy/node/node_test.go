@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +26,14 @@ type fakeNode struct {
 	serving  []string // handlers containerd serves now
 	checkErr error
 	log      bytes.Buffer
+	// mode is factory.mode in the node's configuration; queries are the
+	// commands that only read the node (podvm config show), not in
+	// commands.
+	mode      string
+	cacheSize int
+	queries   [][]string
+	// active is what `systemctl is-active` answers.
+	active string
 }
 
 func newFakeNode(t *testing.T) *fakeNode {
@@ -41,7 +50,7 @@ func newFakeNode(t *testing.T) *fakeNode {
 	o.CRITimeout = 2 * time.Second
 	write(t, filepath.Join(root, o.ContainerdConfig), "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n")
 	write(t, filepath.Join(root, o.ContainerdSocket), "")
-	return &fakeNode{t: t, o: o, labels: map[string]string{}, serving: []string{"runc"}}
+	return &fakeNode{t: t, o: o, labels: map[string]string{}, serving: []string{"runc"}, mode: "none", cacheSize: 2, active: "active"}
 }
 
 func write(t *testing.T, path, text string) {
@@ -64,8 +73,18 @@ func (f *fakeNode) run(_ context.Context, root string, argv, env []string) ([]by
 	if root != f.o.HostRoot {
 		f.t.Errorf("command %v runs in %s, want chrooted into the host root %s", argv, root, f.o.HostRoot)
 	}
+	if slices.Contains(argv, "config") && slices.Contains(argv, "show") {
+		f.queries = append(f.queries, argv)
+		return fmt.Appendf(nil, `{"sources": [], "config": {"factory": {"mode": %q, "cache_size": %d}}}`, f.mode, f.cacheSize), nil
+	}
 	f.commands = append(f.commands, argv)
 	f.envs = append(f.envs, env)
+	if slices.Contains(argv, "is-active") {
+		return []byte(f.active + "\n"), nil
+	}
+	if f.isService(argv) {
+		return nil, nil
+	}
 	if slices.Contains(argv, "check") {
 		return []byte("ok  config\n"), f.checkErr
 	}
@@ -102,7 +121,7 @@ func (f *fakeNode) Label(_ context.Context, node, key, value string) error {
 func (f *fakeNode) restarts() int {
 	n := 0
 	for _, c := range f.commands {
-		if !slices.Contains(c, "check") && !slices.Contains(c, "factory") {
+		if !slices.Contains(c, "check") && !slices.Contains(c, "factory") && !f.isService(c) {
 			n++
 		}
 	}
@@ -453,4 +472,13 @@ func TestDropInOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// isService tells whether c acts on the VM cache's service.
+func (f *fakeNode) isService(c []string) bool {
+	if slices.Contains(c, FactoryService) || slices.Equal(c, []string{"systemctl", "daemon-reload"}) {
+		return true
+	}
+	n := len(f.o.FactoryCommand)
+	return n > 0 && len(c) >= n && slices.Equal(c[:n], f.o.FactoryCommand)
 }

@@ -116,7 +116,9 @@ func (in *Installer) cleanFactory(ctx context.Context) error {
 	if _, err := os.Stat(o.host(bin)); err != nil {
 		return nil
 	}
-	argv := []string{bin, "factory", "clean", "--config", o.podvmConfig()}
+	// Resolved as the shim and the VM cache's daemon resolve it (the
+	// operator's files included), so that it ends their templates and pool.
+	argv := []string{bin, "factory", "clean", "--prefix", o.Prefix}
 	out, err := in.run(ctx, o.HostRoot, argv, nil)
 	if len(out) > 0 {
 		fmt.Fprintln(in.log, indent(out))
