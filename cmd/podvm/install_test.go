@@ -90,8 +90,10 @@ func TestConfigVariants(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]func(*config.Config) bool{
-		"config-clh.toml":      func(c *config.Config) bool { return c.Hypervisor.Driver == "cloud-hypervisor" },
-		"config-template.toml": func(c *config.Config) bool { return c.Factory.Mode == config.FactoryTemplate && c.Hypervisor.SharedFS == "9p" },
+		"config-clh.toml": func(c *config.Config) bool { return c.Hypervisor.Driver == "cloud-hypervisor" },
+		"config-template.toml": func(c *config.Config) bool {
+			return c.Factory.Mode == config.FactoryTemplate && c.Hypervisor.SharedFS == "9p"
+		},
 		"config-cache.toml": func(c *config.Config) bool {
 			return c.Factory.Mode == config.FactoryCache && c.Runtime.StateDir == cacheStateDir && c.Runtime.StateDir != "/run/podvm"
 		},
