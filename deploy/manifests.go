@@ -73,6 +73,11 @@ type Options struct {
 	// node's /, split on whitespace, no shell). Empty: systemd's
 	// `systemctl restart containerd`.
 	RestartCommand string `json:"restartCommand,omitempty"`
+	// FactoryCommand starts and stops the VM cache's daemon on a node
+	// without systemd (node.Options.FactoryCommand; split on whitespace).
+	// Empty: a systemd unit, when the node's configuration has
+	// factory.mode = "cache".
+	FactoryCommand string `json:"factoryCommand,omitempty"`
 	// APIServer is the API server URL the installer labels nodes through;
 	// empty is the in-cluster service address.
 	APIServer string `json:"apiServer,omitempty"`
@@ -147,6 +152,9 @@ func (o Options) nodeArgs(verb string) []string {
 		"--label=" + LabelKey + "=" + LabelValue, "--exit"}
 	if o.RestartCommand != "" {
 		args = append(args, "--restart-command="+o.RestartCommand)
+	}
+	if o.FactoryCommand != "" {
+		args = append(args, "--factory-command="+o.FactoryCommand)
 	}
 	if o.APIServer != "" {
 		args = append(args, "--api-server="+o.APIServer)
@@ -419,13 +427,14 @@ type daemonSetData struct {
 
 // daemonSet is the installer (verb install) or cleanup (uninstall)
 // DaemonSet. Its pod joins the node's PID namespace only with a restart
-// command: systemd restarts containerd itself, while a command such as
-// the local cluster's signals and starts it, which needs the node's pids
-// and a new process that does not die with the pod's namespace.
+// (or factory) command: systemd restarts containerd itself, while a
+// command such as the local cluster's signals and starts it, which needs
+// the node's pids and a new process that does not die with the pod's
+// namespace.
 func (o Options) daemonSet(name, verb string) daemonSetData {
 	return daemonSetData{Options: o, Name: name, Verb: verb, Command: PayloadDir + "/bin/podvm",
 		HostRootMount: hostRootMount, TokenDir: tokenDir, Args: o.nodeArgs(verb), IdleUID: idleUID,
-		HostPID: o.RestartCommand != ""}
+		HostPID: o.RestartCommand != "" || o.FactoryCommand != ""}
 }
 
 type templateData struct {

@@ -147,7 +147,7 @@ func TestRender(t *testing.T) {
 				}
 			}
 			for _, a := range args {
-				if strings.HasPrefix(a, "--restart-command") || strings.HasPrefix(a, "--api-server") {
+				if strings.HasPrefix(a, "--restart-command") || strings.HasPrefix(a, "--factory-command") || strings.HasPrefix(a, "--api-server") {
 					t.Errorf("default args carry %s", a)
 				}
 			}
@@ -177,6 +177,16 @@ func TestRender(t *testing.T) {
 			}
 			if !ds.Spec.Template.Spec.HostPID {
 				t.Errorf("a restart command runs without the node's PID namespace: the containerd it starts would die with the pod")
+			}
+		}},
+		{name: "factory command only", mod: func(o *Options) {
+			o.FactoryCommand = "/tmp/bin/podvm cluster factory-service --cluster-dir /tmp/c"
+		}, checks: func(t *testing.T, ds object, args []string) {
+			if !slices.Contains(args, "--factory-command=/tmp/bin/podvm cluster factory-service --cluster-dir /tmp/c") {
+				t.Errorf("args %q lack the factory command", args)
+			}
+			if !ds.Spec.Template.Spec.HostPID {
+				t.Errorf("a factory command runs without the node's PID namespace: the daemon it starts would die with the pod")
 			}
 		}},
 	} {

@@ -90,7 +90,7 @@ Everything lives under --cluster-dir; 'down' stops every process, removes every 
 come from 'make conformance' (or ci/install-tools.sh kubernetes etcd).`,
 	}
 	o.addFlags(cmd)
-	cmd.AddCommand(newRestartContainerdCommand(&o.local.Dir), newClusterUpCommand(o), newClusterDownCommand(o),
+	cmd.AddCommand(newRestartContainerdCommand(&o.local.Dir), newFactoryServiceCommand(&o.local.Dir), newClusterUpCommand(o), newClusterDownCommand(o),
 		newClusterStatusCommand(o), newKindConfigCommand(o), newServeRegistryCommand(o))
 	return cmd
 }
@@ -223,6 +223,31 @@ drop-in (docs/deploy.md).`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
 			return local.RestartContainerd(ctx, *dir, cmd.OutOrStdout())
+		},
+	}
+}
+
+// newFactoryServiceCommand starts, restarts or stops the VM cache's daemon
+// on a local cluster's node: what the podvm installer runs there as its
+// --factory-command, chrooted into the node (the local cluster has no
+// systemd).
+func newFactoryServiceCommand(dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:    "factory-service start|restart|stop [-- DAEMON-COMMAND...]",
+		Hidden: true,
+		Short:  "Start, restart or stop the VM cache's daemon of a local cluster (the installer's --factory-command there)",
+		Long: `Runs the VM cache's daemon (podvm factory serve, the DAEMON-COMMAND) on a
+local cluster's node as its component podvm-factory, in containerd's namespaces
+and cgroups, its log in the cluster's logs/podvm-factory.log: 'podvm cluster
+status' shows it and 'down' stops it. start leaves a running daemon as it is;
+it fails, with the log's last lines, when the daemon exits within 3 s. The podvm
+installer DaemonSet runs it chrooted into the node when the node's configuration
+has factory.mode = "cache" (docs/deploy.md).`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Minute)
+			defer cancel()
+			return local.FactoryService(ctx, *dir, args[0], args[1:], cmd.OutOrStdout())
 		},
 	}
 }

@@ -52,6 +52,7 @@ func manifestFlags(cmd *cobra.Command, o *deploy.Options, nodeSelector *string) 
 	f.StringVar(&o.DropInDir, "containerd-dropin-dir", o.DropInDir, "directory of containerd drop-in files on the nodes")
 	f.StringVar(&o.ContainerdSocket, "containerd-socket", o.ContainerdSocket, "containerd's CRI socket on the nodes")
 	f.StringVar(&o.RestartCommand, "restart-command", "", "command that restarts containerd on a node, run chrooted into the node's / (split on spaces, no shell); default: systemctl restart containerd")
+	f.StringVar(&o.FactoryCommand, "factory-command", "", "command that starts|restarts|stops the VM cache's daemon on a node without systemd, run chrooted (split on spaces); default: a systemd unit podvm-factory")
 	f.StringVar(&o.APIServer, "api-server", "", "API server URL the installers label nodes through (default: the in-cluster service)")
 	f.StringVarP(nodeSelector, "node-selector", "l", selectorString(o.NodeSelector), "nodes to install on: comma-separated key=value labels")
 	f.StringVar(&o.OverheadMemory, "overhead-memory", o.OverheadMemory, "RuntimeClass overhead.podFixed.memory (docs/deploy.md, Derivation)")
@@ -286,8 +287,8 @@ They are not meant to be run by hand; see docs/deploy.md.`,
 // nodeOptions are the flags of `podvm deploy node install` and `uninstall`.
 type nodeOptions struct {
 	node.Options
-	label, restart, apiServer, doneFile string
-	exit                                bool
+	label, restart, factory, apiServer, doneFile string
+	exit                                         bool
 }
 
 // newDeployNodeVerbCommand is `podvm deploy node install` (or, with
@@ -317,6 +318,7 @@ func newDeployNodeVerbCommand(use, short string, uninstall bool) *cobra.Command 
 	f.StringVar(&o.ContainerdSocket, "containerd-socket", o.ContainerdSocket, "containerd's CRI socket on the node")
 	f.StringVar(&o.ContainerdUnit, "containerd-unit", o.ContainerdUnit, "containerd's systemd unit")
 	f.StringVar(&o.restart, "restart-command", "", "command restarting containerd, run chrooted into the node's / (default: systemctl restart UNIT)")
+	f.StringVar(&o.factory, "factory-command", "", "command that starts|restarts|stops the VM cache's daemon (factory.mode = \"cache\"), run chrooted into the node's / (default: systemd unit podvm-factory)")
 	f.StringVar(&o.Handler, "handler", o.Handler, "runtime handler name")
 	f.StringVar(&o.NodeName, "node-name", o.NodeName, "this node's name (default $NODE_NAME)")
 	f.StringVar(&o.label, "label", o.LabelKey+"="+o.LabelValue, "label of a node ready for podvm pods")
@@ -334,6 +336,7 @@ func (o *nodeOptions) complete() error {
 	}
 	o.LabelKey, o.LabelValue = key, value
 	o.RestartCommand = strings.Fields(o.restart)
+	o.FactoryCommand = strings.Fields(o.factory)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,8 +88,7 @@ func (p *Provider) startFactory(ctx context.Context, s *state, step stepf) error
 	}
 	pool := cache.Pool{Dir: cache.PoolDir(cfg.Runtime.StateDir)}
 	step("VM cache for class %s: podvm factory serve, %d VMs in %s", CacheClass, cfg.Factory.CacheSize, pool.Dir)
-	if _, err := startDaemon(l, daemon{name: factoryComponent, path: filepath.Join(o.PodvmPrefix, "bin", "podvm"),
-		args: []string{"factory", "serve", "--config", o.podvmCacheConfig()}}); err != nil {
+	if err := startFactoryDaemon(ctx, l, []string{filepath.Join(o.PodvmPrefix, "bin", "podvm"), "factory", "serve", "--config", o.podvmCacheConfig()}); err != nil {
 		return err
 	}
 	return waitFor(ctx, l, factoryComponent, factoryFillTimeout, func() error {
@@ -128,4 +128,68 @@ func (p *Provider) cleanFactory(s state, step stepf) error {
 	os.Remove(filepath.Join(cfg.Runtime.StateDir, "sandboxes"))
 	os.Remove(cfg.Runtime.StateDir)
 	return errors.Join(errs...)
+}
+
+// factoryStartWatch is how long a started daemon must stay up to count as
+// started: one that cannot start (a bad configuration, another daemon on
+// its pool) exits at once.
+const factoryStartWatch = 3 * time.Second
+
+// startFactoryDaemon starts the VM cache's daemon (argv) as the component
+// podvm-factory, its log appended to, and fails with its log's tail if it
+// exits within factoryStartWatch.
+func startFactoryDaemon(ctx context.Context, l layout, argv []string) error {
+	if _, err := startDaemon(l, daemon{name: factoryComponent, path: argv[0], args: argv[1:], appendLog: true}); err != nil {
+		return err
+	}
+	until := time.Now().Add(factoryStartWatch)
+	return waitFor(ctx, l, factoryComponent, time.Minute, func() error {
+		if time.Now().Before(until) {
+			return errors.New("started less than 3 s ago")
+		}
+		return nil
+	})
+}
+
+// FactoryService starts, restarts or stops the VM cache's daemon of the
+// local cluster in dir: the node installer's --factory-command there
+// (`podvm cluster factory-service`), as `podvm cluster restart-containerd`
+// is its --restart-command. The daemon runs as the component
+// podvm-factory, in containerd's namespaces and cgroups (so that it does
+// not live, and die, with the installer's pod), with its own log; Status
+// reports its death and Down stops it. Start leaves a running daemon as it
+// is; argv is the daemon's command line (start and restart).
+func FactoryService(ctx context.Context, dir, action string, argv []string, out io.Writer) error {
+	l := layout{dir: dir}
+	if action != "stop" && len(argv) == 0 {
+		return fmt.Errorf("%s: no command line for the daemon", action)
+	}
+	pid, reexeced, err := intoContainerd(ctx, l, out)
+	if err != nil || reexeced {
+		return err
+	}
+	running, _ := daemonPID(l, factoryComponent)
+	switch action {
+	case "stop", "restart":
+		fmt.Fprintf(out, "stopping %s (pid %d)\n", factoryComponent, running)
+		if err := stopDaemon(l, factoryComponent, 90*time.Second); err != nil || action == "stop" {
+			return err
+		}
+	case "start":
+		if running != 0 {
+			fmt.Fprintf(out, "%s already runs (pid %d)\n", factoryComponent, running)
+			return nil
+		}
+	default:
+		return fmt.Errorf("unknown action %q: start, restart or stop", action)
+	}
+	if err := joinCgroups(pid); err != nil {
+		return err
+	}
+	if err := startFactoryDaemon(ctx, l, argv); err != nil {
+		return err
+	}
+	now, _ := daemonPID(l, factoryComponent)
+	fmt.Fprintf(out, "started %s (pid %d), log %s\n", factoryComponent, now, l.log(factoryComponent))
+	return nil
 }

@@ -70,15 +70,9 @@ const envRestartEntered = "PODVM_RESTART_CONTAINERD_ENTERED"
 // new process, which would otherwise live, and die, with the pod.
 func RestartContainerd(ctx context.Context, dir string, out io.Writer) error {
 	l := layout{dir: dir}
-	pid, why := daemonPID(l, "containerd")
-	if pid == 0 {
-		return fmt.Errorf("the containerd of the local cluster in %s is not running (%s): bring the cluster up with 'podvm cluster up'", dir, why)
-	}
-	if !sameNamespaces(pid) {
-		if os.Getenv(envRestartEntered) != "" {
-			return fmt.Errorf("still outside containerd's namespaces after nsenter (pid %d)", pid)
-		}
-		return reexecInNamespaces(ctx, pid, out)
+	pid, reexeced, err := intoContainerd(ctx, l, out)
+	if err != nil || reexeced {
+		return err
 	}
 	proc := fmt.Sprintf("/proc/%d", pid)
 	argv, err := nulFields(proc + "/cmdline")
@@ -113,6 +107,23 @@ func RestartContainerd(ctx context.Context, dir string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "started containerd (pid %d), waiting for %s\n", newPID, l.containerdSocket())
 	return waitFor(ctx, l, "containerd", time.Minute, dialReady("unix", l.containerdSocket()))
+}
+
+// intoContainerd makes sure this process runs in the namespaces of the
+// cluster's containerd (whose pid it returns): when it does not, it runs
+// this same command again inside them (reexeced: that run did the work).
+func intoContainerd(ctx context.Context, l layout, out io.Writer) (pid int, reexeced bool, err error) {
+	pid, why := daemonPID(l, "containerd")
+	if pid == 0 {
+		return 0, false, fmt.Errorf("the containerd of the local cluster in %s is not running (%s): bring the cluster up with 'podvm cluster up'", l.dir, why)
+	}
+	if sameNamespaces(pid) {
+		return pid, false, nil
+	}
+	if os.Getenv(envRestartEntered) != "" {
+		return 0, false, fmt.Errorf("still outside containerd's namespaces after nsenter (pid %d)", pid)
+	}
+	return pid, true, reexecInNamespaces(ctx, pid, out)
 }
 
 func nulFields(path string) ([]string, error) {
