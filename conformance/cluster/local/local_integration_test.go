@@ -123,13 +123,20 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: on-cache}
+spec:
+  runtimeClassName: podvm-cache
+  containers: [{name: c, image: docker.io/library/busybox:1.37, command: [sh, -c, "uname -r; sleep 600"]}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: on-fakevm}
 spec:
   runtimeClassName: runc-fakevm
   containers: [{name: c, image: docker.io/library/busybox:1.37, command: [sh, -c, "uname -r; sleep 600"]}]
 `
 	kubectl(pods, "apply", "-f", "-")
-	kubectl("", "wait", "--for=condition=Ready", "--timeout=3m", "pod/on-runc", "pod/on-podvm", "pod/on-fakevm")
+	kubectl("", "wait", "--for=condition=Ready", "--timeout=3m", "pod/on-runc", "pod/on-podvm", "pod/on-cache", "pod/on-fakevm")
 	// Ready is the container started, not its first line logged: a pod
 	// VM's output reaches the log a moment later (seconds under TCG on a
 	// loaded host).
@@ -148,6 +155,18 @@ spec:
 	if got := logs("on-podvm"); got == hostKernel || !strings.Contains(got, "podvm") {
 		t.Errorf("podvm pod kernel %q, want the guest kernel (host is %q)", got, hostKernel)
 	}
+	if got := logs("on-cache"); got == hostKernel || !strings.Contains(got, "podvm") {
+		t.Errorf("podvm-cache pod kernel %q, want the guest kernel (host is %q)", got, hostKernel)
+	}
+	if shims, _ := os.ReadFile(c.ShimLog); strings.Count(string(shims), `msg="pod VM taken from the VM cache"`) != 1 {
+		t.Errorf("the podvm-cache pod's VM was not taken from the VM cache (%s)", c.ShimLog)
+	}
+	cacheCfg, err := o.cacheConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = os.Stat("/run/netns/podvm-cache")
+	netnsBefore := err == nil
 	if got := kubectl("", "exec", "on-podvm", "--", "cat", "/proc/self/cgroup"); got == "" {
 		t.Errorf("exec into the podvm pod printed nothing")
 	}
@@ -187,6 +206,17 @@ spec:
 	}
 	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", o.CgroupRoot)); err == nil {
 		left = append(left, "cgroup root "+o.CgroupRoot)
+	}
+	// The VM cache: its daemon, VMs, pool, state dir, netns and cgroup.
+	left = append(left, hostbed.LeaksIn(cacheCfg.Runtime.StateDir, cacheCfg.Runtime.StateDir)...)
+	if _, err := os.Stat(cacheCfg.Runtime.StateDir); err == nil {
+		left = append(left, "the VM cache's state dir "+cacheCfg.Runtime.StateDir)
+	}
+	if _, err := os.Stat("/run/netns/podvm-cache"); err == nil && !netnsBefore {
+		left = append(left, "network namespace podvm-cache")
+	}
+	for _, d := range hostbed.CgroupDirs("/podvm-cache") {
+		left = append(left, "cgroup "+d)
 	}
 	// Only this cluster's line: other tests' clusters (deploy/) add and
 	// remove their own at the same time.
