@@ -113,7 +113,7 @@ type factoryState struct {
 // install run twice does nothing more the second time.
 func planFactory(s factoryState) []factoryStep {
 	switch {
-	case s.want && s.applied == s.definition:
+	case s.want && s.applied == s.definition && (s.kind != "systemd" || s.unitThere):
 		return []factoryStep{stepStart}
 	case s.want && s.kind == "systemd":
 		return []factoryStep{stepWriteUnit, stepReload, stepEnable, stepRestart, stepRecord}

@@ -22,6 +22,8 @@ func TestPlanFactory(t *testing.T) {
 		{"systemd: unchanged", factoryState{kind: "systemd", want: true, definition: def, applied: def, unitThere: true}, []factoryStep{stepStart}},
 		{"systemd: image or configuration changed", factoryState{kind: "systemd", want: true, definition: def, applied: old, unitThere: true},
 			[]factoryStep{stepWriteUnit, stepReload, stepEnable, stepRestart, stepRecord}},
+		{"systemd: unit removed by hand", factoryState{kind: "systemd", want: true, definition: def, applied: def},
+			[]factoryStep{stepWriteUnit, stepReload, stepEnable, stepRestart, stepRecord}},
 		{"systemd: unit written, run cut short before its start", factoryState{kind: "systemd", want: true, definition: def, unitThere: true},
 			[]factoryStep{stepWriteUnit, stepReload, stepEnable, stepRestart, stepRecord}},
 		{"systemd: mode no longer cache", factoryState{kind: "systemd", applied: old, unitThere: true},
