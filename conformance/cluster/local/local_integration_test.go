@@ -77,6 +77,12 @@ func TestLocalClusterIntegration(t *testing.T) {
 	t.Cleanup(release)
 	p := New(o)
 	chainsBefore := clusterChains.Snapshot()
+	cacheCfg, err := o.cacheConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = os.Stat("/run/netns/podvm-cache")
+	netnsBefore := err == nil
 
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -161,12 +167,7 @@ spec:
 	if shims, _ := os.ReadFile(c.ShimLog); strings.Count(string(shims), `msg="pod VM taken from the VM cache"`) != 1 {
 		t.Errorf("the podvm-cache pod's VM was not taken from the VM cache (%s)", c.ShimLog)
 	}
-	cacheCfg, err := o.cacheConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = os.Stat("/run/netns/podvm-cache")
-	netnsBefore := err == nil
+
 	if got := kubectl("", "exec", "on-podvm", "--", "cat", "/proc/self/cgroup"); got == "" {
 		t.Errorf("exec into the podvm pod printed nothing")
 	}
