@@ -131,7 +131,8 @@ spec-binary:
 
 # A local single-node Kubernetes v1.37.2 (host processes) with podvm
 # installed, the isolation specs with the baselines runc and runc-fakevm (the
-# fake VM, docs/conformance.md) and with podvm, the upstream RuntimeClass e2e
+# fake VM, docs/conformance.md) and with podvm, podvm-template and podvm-cache
+# (pod VMs cloned from a template, booted ahead: docs/factory.md), the upstream RuntimeClass e2e
 # specs and critest; report in _output/conformance.
 CONFORMANCE_FLAGS ?=
 conformance: deps install-dev spec-binary
@@ -146,7 +147,7 @@ conformance: deps install-dev spec-binary
 		$(CONFORMANCE_FLAGS)
 
 # What make test runs of make conformance: the isolation and lift-and-shift
-# specs on runc, the fake VM, podvm and podvm-template through a local cluster, with the
+# specs on runc, the fake VM, podvm, podvm-template and podvm-cache through a local cluster, with the
 # report's verdict rules (no critest, which make test runs on its own, and no
 # upstream e2e). Its report is $(OUT)/conformance-specs/report.md.
 conformance-specs:

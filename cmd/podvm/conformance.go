@@ -72,7 +72,7 @@ func (o *conformanceOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of an existing cluster")
 	f.StringVar(&o.context, "context", "", "kubeconfig context to use (default: the kubeconfig's current context)")
 	f.StringVar(&o.kubectl, "kubectl", "kubectl", "kubectl binary (existing provider)")
-	f.StringVar(&o.classes, "runtime-classes", "runc,runc-fakevm,podvm,podvm-template", "runtime classes to run the specs with, comma-separated")
+	f.StringVar(&o.classes, "runtime-classes", "runc,runc-fakevm,podvm,podvm-template,podvm-cache", "runtime classes to run the specs with, comma-separated")
 	f.StringVar(&o.baseline, "baseline", "runc,runc-fakevm", "the shared-kernel classes among them (comma-separated), on which every isolation spec must fail")
 	f.StringVar(&o.outDir, "out", "_output/conformance", "directory for the report, JUnit and logs")
 	f.StringVar(&o.specBinary, "spec-binary", filepath.Join(filepath.Dir(self), "podvm-spec.test"), "the compiled isolation specs (cd spec && go test -c)")
