@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -30,17 +31,23 @@ func (m *Manager) WarmRuntime(ctx context.Context, name string) error {
 	if err := m.SetRuntime(name); err != nil {
 		return err
 	}
-	bundle := filepath.Join(m.cfg.BundleDir, WarmID)
-	defer os.RemoveAll(bundle)
-	if err := makeWarmRootfs(filepath.Join(bundle, "rootfs")); err != nil {
-		return fmt.Errorf("warm the OCI runtime: %w", err)
-	}
 	spec, err := json.Marshal(warmContainerSpec())
 	if err != nil {
 		return fmt.Errorf("warm the OCI runtime: %w", err)
 	}
+	if _, err := m.Get(WarmID); err == nil {
+		return fmt.Errorf("warm the OCI runtime: an earlier warm-up's container is still there: %w", errdefs.ErrFailedPrecondition)
+	}
+	// Until the runtime has the container, the bundle is only ours; after,
+	// Remove (or DestroySandbox, if Remove fails) removes it.
+	bundle := filepath.Join(m.cfg.BundleDir, WarmID)
+	if err := makeWarmRootfs(filepath.Join(bundle, "rootfs")); err != nil {
+		_ = os.RemoveAll(bundle)
+		return fmt.Errorf("warm the OCI runtime: %w", err)
+	}
 	begin := time.Now()
 	if _, err := m.Create(ctx, CreateRequest{ID: WarmID, Spec: spec}); err != nil {
+		_ = os.RemoveAll(bundle)
 		return fmt.Errorf("warm the OCI runtime: %w", err)
 	}
 	created := time.Now()
