@@ -335,6 +335,51 @@ func (x *CreateSandboxRequest) GetOciRuntime() string {
 	return ""
 }
 
+type WarmRuntimeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "runc", "crun" or "auto" (contract.OCIRuntime*); empty: runc.
+	OciRuntime    string `protobuf:"bytes,1,opt,name=oci_runtime,json=ociRuntime,proto3" json:"oci_runtime,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WarmRuntimeRequest) Reset() {
+	*x = WarmRuntimeRequest{}
+	mi := &file_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WarmRuntimeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WarmRuntimeRequest) ProtoMessage() {}
+
+func (x *WarmRuntimeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WarmRuntimeRequest.ProtoReflect.Descriptor instead.
+func (*WarmRuntimeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WarmRuntimeRequest) GetOciRuntime() string {
+	if x != nil {
+		return x.OciRuntime
+	}
+	return ""
+}
+
 type DestroySandboxRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -344,7 +389,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +401,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +414,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -397,7 +442,7 @@ type CreateContainerRequest struct {
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +454,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +467,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateContainerRequest) GetContainerId() string {
@@ -477,7 +522,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +534,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +547,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -521,7 +566,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +578,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +591,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StartContainerRequest) GetContainerId() string {
@@ -567,7 +612,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +624,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +637,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StartContainerResponse) GetMarks() []*GuestMark {
@@ -614,7 +659,7 @@ type GuestMark struct {
 
 func (x *GuestMark) Reset() {
 	*x = GuestMark{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +671,7 @@ func (x *GuestMark) String() string {
 func (*GuestMark) ProtoMessage() {}
 
 func (x *GuestMark) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +684,7 @@ func (x *GuestMark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestMark.ProtoReflect.Descriptor instead.
 func (*GuestMark) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GuestMark) GetName() string {
@@ -665,7 +710,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +722,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +735,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveContainerRequest) GetContainerId() string {
@@ -710,7 +755,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +767,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +780,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -773,7 +818,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +830,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +843,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() uint32 {
@@ -842,7 +887,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +899,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +912,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -909,7 +954,7 @@ type WriteStreamRequest struct {
 
 func (x *WriteStreamRequest) Reset() {
 	*x = WriteStreamRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +966,7 @@ func (x *WriteStreamRequest) String() string {
 func (*WriteStreamRequest) ProtoMessage() {}
 
 func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +979,7 @@ func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
 func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WriteStreamRequest) GetContainerId() string {
@@ -967,7 +1012,7 @@ type WriteStreamResponse struct {
 
 func (x *WriteStreamResponse) Reset() {
 	*x = WriteStreamResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1024,7 @@ func (x *WriteStreamResponse) String() string {
 func (*WriteStreamResponse) ProtoMessage() {}
 
 func (x *WriteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1037,7 @@ func (x *WriteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamResponse.ProtoReflect.Descriptor instead.
 func (*WriteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WriteStreamResponse) GetLen() uint32 {
@@ -1012,7 +1057,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1069,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1082,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -1066,7 +1111,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1123,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1136,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -1125,7 +1170,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1182,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1195,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -1183,7 +1228,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1240,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1253,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExecProcessRequest) GetContainerId() string {
@@ -1270,7 +1315,7 @@ type RemoveProcessRequest struct {
 
 func (x *RemoveProcessRequest) Reset() {
 	*x = RemoveProcessRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1327,7 @@ func (x *RemoveProcessRequest) String() string {
 func (*RemoveProcessRequest) ProtoMessage() {}
 
 func (x *RemoveProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1340,7 @@ func (x *RemoveProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveProcessRequest.ProtoReflect.Descriptor instead.
 func (*RemoveProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveProcessRequest) GetContainerId() string {
@@ -1324,7 +1369,7 @@ type ResizeTTYRequest struct {
 
 func (x *ResizeTTYRequest) Reset() {
 	*x = ResizeTTYRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1381,7 @@ func (x *ResizeTTYRequest) String() string {
 func (*ResizeTTYRequest) ProtoMessage() {}
 
 func (x *ResizeTTYRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1394,7 @@ func (x *ResizeTTYRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTTYRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTTYRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResizeTTYRequest) GetContainerId() string {
@@ -1389,7 +1434,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1446,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1459,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListProcessesRequest) GetContainerId() string {
@@ -1433,7 +1478,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1490,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1503,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListProcessesResponse) GetPids() []uint32 {
@@ -1477,7 +1522,7 @@ type StatsContainerRequest struct {
 
 func (x *StatsContainerRequest) Reset() {
 	*x = StatsContainerRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1534,7 @@ func (x *StatsContainerRequest) String() string {
 func (*StatsContainerRequest) ProtoMessage() {}
 
 func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1547,7 @@ func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
 func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatsContainerRequest) GetContainerId() string {
@@ -1524,7 +1569,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1581,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1594,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatsContainerResponse) GetCgroupV2Metrics() []byte {
@@ -1570,7 +1615,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1627,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1640,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1620,7 +1665,7 @@ type GetOOMEventRequest struct {
 
 func (x *GetOOMEventRequest) Reset() {
 	*x = GetOOMEventRequest{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1677,7 @@ func (x *GetOOMEventRequest) String() string {
 func (*GetOOMEventRequest) ProtoMessage() {}
 
 func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1690,7 @@ func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOOMEventRequest.ProtoReflect.Descriptor instead.
 func (*GetOOMEventRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 type OOMEvent struct {
@@ -1657,7 +1702,7 @@ type OOMEvent struct {
 
 func (x *OOMEvent) Reset() {
 	*x = OOMEvent{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1714,7 @@ func (x *OOMEvent) String() string {
 func (*OOMEvent) ProtoMessage() {}
 
 func (x *OOMEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1727,7 @@ func (x *OOMEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
 func (*OOMEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OOMEvent) GetContainerId() string {
@@ -1703,7 +1748,7 @@ type IPAddress struct {
 
 func (x *IPAddress) Reset() {
 	*x = IPAddress{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1760,7 @@ func (x *IPAddress) String() string {
 func (*IPAddress) ProtoMessage() {}
 
 func (x *IPAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1773,7 @@ func (x *IPAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPAddress.ProtoReflect.Descriptor instead.
 func (*IPAddress) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *IPAddress) GetAddress() string {
@@ -1764,7 +1809,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1821,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1834,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Interface) GetMac() string {
@@ -1843,7 +1888,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +1900,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +1913,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Route) GetDestination() string {
@@ -1909,7 +1954,7 @@ type ConfigureNetworkRequest struct {
 
 func (x *ConfigureNetworkRequest) Reset() {
 	*x = ConfigureNetworkRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +1966,7 @@ func (x *ConfigureNetworkRequest) String() string {
 func (*ConfigureNetworkRequest) ProtoMessage() {}
 
 func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +1979,7 @@ func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ConfigureNetworkRequest) GetInterfaces() []*Interface {
@@ -1961,7 +2006,7 @@ type OpenPortRequest struct {
 
 func (x *OpenPortRequest) Reset() {
 	*x = OpenPortRequest{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2018,7 @@ func (x *OpenPortRequest) String() string {
 func (*OpenPortRequest) ProtoMessage() {}
 
 func (x *OpenPortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2031,7 @@ func (x *OpenPortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenPortRequest.ProtoReflect.Descriptor instead.
 func (*OpenPortRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OpenPortRequest) GetPort() uint32 {
@@ -2005,7 +2050,7 @@ type OpenPortResponse struct {
 
 func (x *OpenPortResponse) Reset() {
 	*x = OpenPortResponse{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2062,7 @@ func (x *OpenPortResponse) String() string {
 func (*OpenPortResponse) ProtoMessage() {}
 
 func (x *OpenPortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2075,7 @@ func (x *OpenPortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenPortResponse.ProtoReflect.Descriptor instead.
 func (*OpenPortResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *OpenPortResponse) GetStreamId() uint32 {
@@ -2050,7 +2095,7 @@ type WritePortRequest struct {
 
 func (x *WritePortRequest) Reset() {
 	*x = WritePortRequest{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2107,7 @@ func (x *WritePortRequest) String() string {
 func (*WritePortRequest) ProtoMessage() {}
 
 func (x *WritePortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2120,7 @@ func (x *WritePortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WritePortRequest.ProtoReflect.Descriptor instead.
 func (*WritePortRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WritePortRequest) GetStreamId() uint32 {
@@ -2103,7 +2148,7 @@ type ReadPortRequest struct {
 
 func (x *ReadPortRequest) Reset() {
 	*x = ReadPortRequest{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2160,7 @@ func (x *ReadPortRequest) String() string {
 func (*ReadPortRequest) ProtoMessage() {}
 
 func (x *ReadPortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2173,7 @@ func (x *ReadPortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadPortRequest.ProtoReflect.Descriptor instead.
 func (*ReadPortRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadPortRequest) GetStreamId() uint32 {
@@ -2155,7 +2200,7 @@ type ClosePortRequest struct {
 
 func (x *ClosePortRequest) Reset() {
 	*x = ClosePortRequest{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2212,7 @@ func (x *ClosePortRequest) String() string {
 func (*ClosePortRequest) ProtoMessage() {}
 
 func (x *ClosePortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2225,7 @@ func (x *ClosePortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClosePortRequest.ProtoReflect.Descriptor instead.
 func (*ClosePortRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ClosePortRequest) GetStreamId() uint32 {
@@ -2205,7 +2250,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2262,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2275,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 type HandoverRequest struct {
@@ -2243,7 +2288,7 @@ type HandoverRequest struct {
 
 func (x *HandoverRequest) Reset() {
 	*x = HandoverRequest{}
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2300,7 @@ func (x *HandoverRequest) String() string {
 func (*HandoverRequest) ProtoMessage() {}
 
 func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2313,7 @@ func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
 func (*HandoverRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HandoverRequest) GetEntropy() []byte {
@@ -2311,7 +2356,10 @@ const file_agent_proto_rawDesc = "" +
 	"pids_limit\x18\x05 \x01(\x03H\x00R\tpidsLimit\x88\x01\x01\x12\x1f\n" +
 	"\voci_runtime\x18\x06 \x01(\tR\n" +
 	"ociRuntimeB\r\n" +
-	"\v_pids_limit\"6\n" +
+	"\v_pids_limit\"5\n" +
+	"\x12WarmRuntimeRequest\x12\x1f\n" +
+	"\voci_runtime\x18\x01 \x01(\tR\n" +
+	"ociRuntime\"6\n" +
 	"\x15DestroySandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\xb8\x01\n" +
@@ -2433,12 +2481,13 @@ const file_agent_proto_rawDesc = "" +
 	"write_only\x18\x02 \x01(\bR\twriteOnly\"\a\n" +
 	"\x05Empty\"+\n" +
 	"\x0fHandoverRequest\x12\x18\n" +
-	"\aentropy\x18\x01 \x01(\fR\aentropy2\x8d\x10\n" +
+	"\aentropy\x18\x01 \x01(\fR\aentropy2\xd7\x10\n" +
 	"\fAgentService\x12Y\n" +
 	"\fGuestDetails\x12#.podvm.agent.v1.GuestDetailsRequest\x1a$.podvm.agent.v1.GuestDetailsResponse\x12B\n" +
 	"\bHandover\x12\x1f.podvm.agent.v1.HandoverRequest\x1a\x15.podvm.agent.v1.Empty\x12L\n" +
 	"\rCreateSandbox\x12$.podvm.agent.v1.CreateSandboxRequest\x1a\x15.podvm.agent.v1.Empty\x12N\n" +
-	"\x0eDestroySandbox\x12%.podvm.agent.v1.DestroySandboxRequest\x1a\x15.podvm.agent.v1.Empty\x12b\n" +
+	"\x0eDestroySandbox\x12%.podvm.agent.v1.DestroySandboxRequest\x1a\x15.podvm.agent.v1.Empty\x12H\n" +
+	"\vWarmRuntime\x12\".podvm.agent.v1.WarmRuntimeRequest\x1a\x15.podvm.agent.v1.Empty\x12b\n" +
 	"\x0fCreateContainer\x12&.podvm.agent.v1.CreateContainerRequest\x1a'.podvm.agent.v1.CreateContainerResponse\x12_\n" +
 	"\x0eStartContainer\x12%.podvm.agent.v1.StartContainerRequest\x1a&.podvm.agent.v1.StartContainerResponse\x12P\n" +
 	"\x0fRemoveContainer\x12&.podvm.agent.v1.RemoveContainerRequest\x1a\x15.podvm.agent.v1.Empty\x12V\n" +
@@ -2477,108 +2526,111 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_agent_proto_goTypes = []any{
 	(*GuestDetailsRequest)(nil),     // 0: podvm.agent.v1.GuestDetailsRequest
 	(*GuestDetailsResponse)(nil),    // 1: podvm.agent.v1.GuestDetailsResponse
 	(*SharedFilesystem)(nil),        // 2: podvm.agent.v1.SharedFilesystem
 	(*CreateSandboxRequest)(nil),    // 3: podvm.agent.v1.CreateSandboxRequest
-	(*DestroySandboxRequest)(nil),   // 4: podvm.agent.v1.DestroySandboxRequest
-	(*CreateContainerRequest)(nil),  // 5: podvm.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 6: podvm.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 7: podvm.agent.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 8: podvm.agent.v1.StartContainerResponse
-	(*GuestMark)(nil),               // 9: podvm.agent.v1.GuestMark
-	(*RemoveContainerRequest)(nil),  // 10: podvm.agent.v1.RemoveContainerRequest
-	(*WaitProcessRequest)(nil),      // 11: podvm.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 12: podvm.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 13: podvm.agent.v1.SignalProcessRequest
-	(*WriteStreamRequest)(nil),      // 14: podvm.agent.v1.WriteStreamRequest
-	(*WriteStreamResponse)(nil),     // 15: podvm.agent.v1.WriteStreamResponse
-	(*CloseStdinRequest)(nil),       // 16: podvm.agent.v1.CloseStdinRequest
-	(*ReadStreamRequest)(nil),       // 17: podvm.agent.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),      // 18: podvm.agent.v1.ReadStreamResponse
-	(*ExecProcessRequest)(nil),      // 19: podvm.agent.v1.ExecProcessRequest
-	(*RemoveProcessRequest)(nil),    // 20: podvm.agent.v1.RemoveProcessRequest
-	(*ResizeTTYRequest)(nil),        // 21: podvm.agent.v1.ResizeTTYRequest
-	(*ListProcessesRequest)(nil),    // 22: podvm.agent.v1.ListProcessesRequest
-	(*ListProcessesResponse)(nil),   // 23: podvm.agent.v1.ListProcessesResponse
-	(*StatsContainerRequest)(nil),   // 24: podvm.agent.v1.StatsContainerRequest
-	(*StatsContainerResponse)(nil),  // 25: podvm.agent.v1.StatsContainerResponse
-	(*UpdateContainerRequest)(nil),  // 26: podvm.agent.v1.UpdateContainerRequest
-	(*GetOOMEventRequest)(nil),      // 27: podvm.agent.v1.GetOOMEventRequest
-	(*OOMEvent)(nil),                // 28: podvm.agent.v1.OOMEvent
-	(*IPAddress)(nil),               // 29: podvm.agent.v1.IPAddress
-	(*Interface)(nil),               // 30: podvm.agent.v1.Interface
-	(*Route)(nil),                   // 31: podvm.agent.v1.Route
-	(*ConfigureNetworkRequest)(nil), // 32: podvm.agent.v1.ConfigureNetworkRequest
-	(*OpenPortRequest)(nil),         // 33: podvm.agent.v1.OpenPortRequest
-	(*OpenPortResponse)(nil),        // 34: podvm.agent.v1.OpenPortResponse
-	(*WritePortRequest)(nil),        // 35: podvm.agent.v1.WritePortRequest
-	(*ReadPortRequest)(nil),         // 36: podvm.agent.v1.ReadPortRequest
-	(*ClosePortRequest)(nil),        // 37: podvm.agent.v1.ClosePortRequest
-	(*Empty)(nil),                   // 38: podvm.agent.v1.Empty
-	(*HandoverRequest)(nil),         // 39: podvm.agent.v1.HandoverRequest
+	(*WarmRuntimeRequest)(nil),      // 4: podvm.agent.v1.WarmRuntimeRequest
+	(*DestroySandboxRequest)(nil),   // 5: podvm.agent.v1.DestroySandboxRequest
+	(*CreateContainerRequest)(nil),  // 6: podvm.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 7: podvm.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 8: podvm.agent.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 9: podvm.agent.v1.StartContainerResponse
+	(*GuestMark)(nil),               // 10: podvm.agent.v1.GuestMark
+	(*RemoveContainerRequest)(nil),  // 11: podvm.agent.v1.RemoveContainerRequest
+	(*WaitProcessRequest)(nil),      // 12: podvm.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 13: podvm.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 14: podvm.agent.v1.SignalProcessRequest
+	(*WriteStreamRequest)(nil),      // 15: podvm.agent.v1.WriteStreamRequest
+	(*WriteStreamResponse)(nil),     // 16: podvm.agent.v1.WriteStreamResponse
+	(*CloseStdinRequest)(nil),       // 17: podvm.agent.v1.CloseStdinRequest
+	(*ReadStreamRequest)(nil),       // 18: podvm.agent.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),      // 19: podvm.agent.v1.ReadStreamResponse
+	(*ExecProcessRequest)(nil),      // 20: podvm.agent.v1.ExecProcessRequest
+	(*RemoveProcessRequest)(nil),    // 21: podvm.agent.v1.RemoveProcessRequest
+	(*ResizeTTYRequest)(nil),        // 22: podvm.agent.v1.ResizeTTYRequest
+	(*ListProcessesRequest)(nil),    // 23: podvm.agent.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),   // 24: podvm.agent.v1.ListProcessesResponse
+	(*StatsContainerRequest)(nil),   // 25: podvm.agent.v1.StatsContainerRequest
+	(*StatsContainerResponse)(nil),  // 26: podvm.agent.v1.StatsContainerResponse
+	(*UpdateContainerRequest)(nil),  // 27: podvm.agent.v1.UpdateContainerRequest
+	(*GetOOMEventRequest)(nil),      // 28: podvm.agent.v1.GetOOMEventRequest
+	(*OOMEvent)(nil),                // 29: podvm.agent.v1.OOMEvent
+	(*IPAddress)(nil),               // 30: podvm.agent.v1.IPAddress
+	(*Interface)(nil),               // 31: podvm.agent.v1.Interface
+	(*Route)(nil),                   // 32: podvm.agent.v1.Route
+	(*ConfigureNetworkRequest)(nil), // 33: podvm.agent.v1.ConfigureNetworkRequest
+	(*OpenPortRequest)(nil),         // 34: podvm.agent.v1.OpenPortRequest
+	(*OpenPortResponse)(nil),        // 35: podvm.agent.v1.OpenPortResponse
+	(*WritePortRequest)(nil),        // 36: podvm.agent.v1.WritePortRequest
+	(*ReadPortRequest)(nil),         // 37: podvm.agent.v1.ReadPortRequest
+	(*ClosePortRequest)(nil),        // 38: podvm.agent.v1.ClosePortRequest
+	(*Empty)(nil),                   // 39: podvm.agent.v1.Empty
+	(*HandoverRequest)(nil),         // 40: podvm.agent.v1.HandoverRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: podvm.agent.v1.CreateSandboxRequest.shared_fs:type_name -> podvm.agent.v1.SharedFilesystem
-	9,  // 1: podvm.agent.v1.StartContainerResponse.marks:type_name -> podvm.agent.v1.GuestMark
-	9,  // 2: podvm.agent.v1.WaitProcessResponse.marks:type_name -> podvm.agent.v1.GuestMark
-	29, // 3: podvm.agent.v1.Interface.addresses:type_name -> podvm.agent.v1.IPAddress
-	30, // 4: podvm.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> podvm.agent.v1.Interface
-	31, // 5: podvm.agent.v1.ConfigureNetworkRequest.routes:type_name -> podvm.agent.v1.Route
+	10, // 1: podvm.agent.v1.StartContainerResponse.marks:type_name -> podvm.agent.v1.GuestMark
+	10, // 2: podvm.agent.v1.WaitProcessResponse.marks:type_name -> podvm.agent.v1.GuestMark
+	30, // 3: podvm.agent.v1.Interface.addresses:type_name -> podvm.agent.v1.IPAddress
+	31, // 4: podvm.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> podvm.agent.v1.Interface
+	32, // 5: podvm.agent.v1.ConfigureNetworkRequest.routes:type_name -> podvm.agent.v1.Route
 	0,  // 6: podvm.agent.v1.AgentService.GuestDetails:input_type -> podvm.agent.v1.GuestDetailsRequest
-	39, // 7: podvm.agent.v1.AgentService.Handover:input_type -> podvm.agent.v1.HandoverRequest
+	40, // 7: podvm.agent.v1.AgentService.Handover:input_type -> podvm.agent.v1.HandoverRequest
 	3,  // 8: podvm.agent.v1.AgentService.CreateSandbox:input_type -> podvm.agent.v1.CreateSandboxRequest
-	4,  // 9: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
-	5,  // 10: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
-	7,  // 11: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
-	10, // 12: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
-	11, // 13: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
-	13, // 14: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
-	14, // 15: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
-	16, // 16: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
-	17, // 17: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
-	17, // 18: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
-	19, // 19: podvm.agent.v1.AgentService.ExecProcess:input_type -> podvm.agent.v1.ExecProcessRequest
-	20, // 20: podvm.agent.v1.AgentService.RemoveProcess:input_type -> podvm.agent.v1.RemoveProcessRequest
-	21, // 21: podvm.agent.v1.AgentService.ResizeTTY:input_type -> podvm.agent.v1.ResizeTTYRequest
-	22, // 22: podvm.agent.v1.AgentService.ListProcesses:input_type -> podvm.agent.v1.ListProcessesRequest
-	24, // 23: podvm.agent.v1.AgentService.StatsContainer:input_type -> podvm.agent.v1.StatsContainerRequest
-	26, // 24: podvm.agent.v1.AgentService.UpdateContainer:input_type -> podvm.agent.v1.UpdateContainerRequest
-	27, // 25: podvm.agent.v1.AgentService.GetOOMEvent:input_type -> podvm.agent.v1.GetOOMEventRequest
-	32, // 26: podvm.agent.v1.AgentService.ConfigureNetwork:input_type -> podvm.agent.v1.ConfigureNetworkRequest
-	33, // 27: podvm.agent.v1.AgentService.OpenPort:input_type -> podvm.agent.v1.OpenPortRequest
-	35, // 28: podvm.agent.v1.AgentService.WritePort:input_type -> podvm.agent.v1.WritePortRequest
-	36, // 29: podvm.agent.v1.AgentService.ReadPort:input_type -> podvm.agent.v1.ReadPortRequest
-	37, // 30: podvm.agent.v1.AgentService.ClosePort:input_type -> podvm.agent.v1.ClosePortRequest
-	1,  // 31: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
-	38, // 32: podvm.agent.v1.AgentService.Handover:output_type -> podvm.agent.v1.Empty
-	38, // 33: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
-	38, // 34: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
-	6,  // 35: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
-	8,  // 36: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.StartContainerResponse
-	38, // 37: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
-	12, // 38: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
-	38, // 39: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
-	15, // 40: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
-	38, // 41: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
-	18, // 42: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
-	18, // 43: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
-	38, // 44: podvm.agent.v1.AgentService.ExecProcess:output_type -> podvm.agent.v1.Empty
-	38, // 45: podvm.agent.v1.AgentService.RemoveProcess:output_type -> podvm.agent.v1.Empty
-	38, // 46: podvm.agent.v1.AgentService.ResizeTTY:output_type -> podvm.agent.v1.Empty
-	23, // 47: podvm.agent.v1.AgentService.ListProcesses:output_type -> podvm.agent.v1.ListProcessesResponse
-	25, // 48: podvm.agent.v1.AgentService.StatsContainer:output_type -> podvm.agent.v1.StatsContainerResponse
-	38, // 49: podvm.agent.v1.AgentService.UpdateContainer:output_type -> podvm.agent.v1.Empty
-	28, // 50: podvm.agent.v1.AgentService.GetOOMEvent:output_type -> podvm.agent.v1.OOMEvent
-	38, // 51: podvm.agent.v1.AgentService.ConfigureNetwork:output_type -> podvm.agent.v1.Empty
-	34, // 52: podvm.agent.v1.AgentService.OpenPort:output_type -> podvm.agent.v1.OpenPortResponse
-	38, // 53: podvm.agent.v1.AgentService.WritePort:output_type -> podvm.agent.v1.Empty
-	18, // 54: podvm.agent.v1.AgentService.ReadPort:output_type -> podvm.agent.v1.ReadStreamResponse
-	38, // 55: podvm.agent.v1.AgentService.ClosePort:output_type -> podvm.agent.v1.Empty
-	31, // [31:56] is the sub-list for method output_type
-	6,  // [6:31] is the sub-list for method input_type
+	5,  // 9: podvm.agent.v1.AgentService.DestroySandbox:input_type -> podvm.agent.v1.DestroySandboxRequest
+	4,  // 10: podvm.agent.v1.AgentService.WarmRuntime:input_type -> podvm.agent.v1.WarmRuntimeRequest
+	6,  // 11: podvm.agent.v1.AgentService.CreateContainer:input_type -> podvm.agent.v1.CreateContainerRequest
+	8,  // 12: podvm.agent.v1.AgentService.StartContainer:input_type -> podvm.agent.v1.StartContainerRequest
+	11, // 13: podvm.agent.v1.AgentService.RemoveContainer:input_type -> podvm.agent.v1.RemoveContainerRequest
+	12, // 14: podvm.agent.v1.AgentService.WaitProcess:input_type -> podvm.agent.v1.WaitProcessRequest
+	14, // 15: podvm.agent.v1.AgentService.SignalProcess:input_type -> podvm.agent.v1.SignalProcessRequest
+	15, // 16: podvm.agent.v1.AgentService.WriteStdin:input_type -> podvm.agent.v1.WriteStreamRequest
+	17, // 17: podvm.agent.v1.AgentService.CloseStdin:input_type -> podvm.agent.v1.CloseStdinRequest
+	18, // 18: podvm.agent.v1.AgentService.ReadStdout:input_type -> podvm.agent.v1.ReadStreamRequest
+	18, // 19: podvm.agent.v1.AgentService.ReadStderr:input_type -> podvm.agent.v1.ReadStreamRequest
+	20, // 20: podvm.agent.v1.AgentService.ExecProcess:input_type -> podvm.agent.v1.ExecProcessRequest
+	21, // 21: podvm.agent.v1.AgentService.RemoveProcess:input_type -> podvm.agent.v1.RemoveProcessRequest
+	22, // 22: podvm.agent.v1.AgentService.ResizeTTY:input_type -> podvm.agent.v1.ResizeTTYRequest
+	23, // 23: podvm.agent.v1.AgentService.ListProcesses:input_type -> podvm.agent.v1.ListProcessesRequest
+	25, // 24: podvm.agent.v1.AgentService.StatsContainer:input_type -> podvm.agent.v1.StatsContainerRequest
+	27, // 25: podvm.agent.v1.AgentService.UpdateContainer:input_type -> podvm.agent.v1.UpdateContainerRequest
+	28, // 26: podvm.agent.v1.AgentService.GetOOMEvent:input_type -> podvm.agent.v1.GetOOMEventRequest
+	33, // 27: podvm.agent.v1.AgentService.ConfigureNetwork:input_type -> podvm.agent.v1.ConfigureNetworkRequest
+	34, // 28: podvm.agent.v1.AgentService.OpenPort:input_type -> podvm.agent.v1.OpenPortRequest
+	36, // 29: podvm.agent.v1.AgentService.WritePort:input_type -> podvm.agent.v1.WritePortRequest
+	37, // 30: podvm.agent.v1.AgentService.ReadPort:input_type -> podvm.agent.v1.ReadPortRequest
+	38, // 31: podvm.agent.v1.AgentService.ClosePort:input_type -> podvm.agent.v1.ClosePortRequest
+	1,  // 32: podvm.agent.v1.AgentService.GuestDetails:output_type -> podvm.agent.v1.GuestDetailsResponse
+	39, // 33: podvm.agent.v1.AgentService.Handover:output_type -> podvm.agent.v1.Empty
+	39, // 34: podvm.agent.v1.AgentService.CreateSandbox:output_type -> podvm.agent.v1.Empty
+	39, // 35: podvm.agent.v1.AgentService.DestroySandbox:output_type -> podvm.agent.v1.Empty
+	39, // 36: podvm.agent.v1.AgentService.WarmRuntime:output_type -> podvm.agent.v1.Empty
+	7,  // 37: podvm.agent.v1.AgentService.CreateContainer:output_type -> podvm.agent.v1.CreateContainerResponse
+	9,  // 38: podvm.agent.v1.AgentService.StartContainer:output_type -> podvm.agent.v1.StartContainerResponse
+	39, // 39: podvm.agent.v1.AgentService.RemoveContainer:output_type -> podvm.agent.v1.Empty
+	13, // 40: podvm.agent.v1.AgentService.WaitProcess:output_type -> podvm.agent.v1.WaitProcessResponse
+	39, // 41: podvm.agent.v1.AgentService.SignalProcess:output_type -> podvm.agent.v1.Empty
+	16, // 42: podvm.agent.v1.AgentService.WriteStdin:output_type -> podvm.agent.v1.WriteStreamResponse
+	39, // 43: podvm.agent.v1.AgentService.CloseStdin:output_type -> podvm.agent.v1.Empty
+	19, // 44: podvm.agent.v1.AgentService.ReadStdout:output_type -> podvm.agent.v1.ReadStreamResponse
+	19, // 45: podvm.agent.v1.AgentService.ReadStderr:output_type -> podvm.agent.v1.ReadStreamResponse
+	39, // 46: podvm.agent.v1.AgentService.ExecProcess:output_type -> podvm.agent.v1.Empty
+	39, // 47: podvm.agent.v1.AgentService.RemoveProcess:output_type -> podvm.agent.v1.Empty
+	39, // 48: podvm.agent.v1.AgentService.ResizeTTY:output_type -> podvm.agent.v1.Empty
+	24, // 49: podvm.agent.v1.AgentService.ListProcesses:output_type -> podvm.agent.v1.ListProcessesResponse
+	26, // 50: podvm.agent.v1.AgentService.StatsContainer:output_type -> podvm.agent.v1.StatsContainerResponse
+	39, // 51: podvm.agent.v1.AgentService.UpdateContainer:output_type -> podvm.agent.v1.Empty
+	29, // 52: podvm.agent.v1.AgentService.GetOOMEvent:output_type -> podvm.agent.v1.OOMEvent
+	39, // 53: podvm.agent.v1.AgentService.ConfigureNetwork:output_type -> podvm.agent.v1.Empty
+	35, // 54: podvm.agent.v1.AgentService.OpenPort:output_type -> podvm.agent.v1.OpenPortResponse
+	39, // 55: podvm.agent.v1.AgentService.WritePort:output_type -> podvm.agent.v1.Empty
+	19, // 56: podvm.agent.v1.AgentService.ReadPort:output_type -> podvm.agent.v1.ReadStreamResponse
+	39, // 57: podvm.agent.v1.AgentService.ClosePort:output_type -> podvm.agent.v1.Empty
+	32, // [32:58] is the sub-list for method output_type
+	6,  // [6:32] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -2596,7 +2648,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

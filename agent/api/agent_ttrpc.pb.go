@@ -12,6 +12,7 @@ type AgentServiceService interface {
 	Handover(context.Context, *HandoverRequest) (*Empty, error)
 	CreateSandbox(context.Context, *CreateSandboxRequest) (*Empty, error)
 	DestroySandbox(context.Context, *DestroySandboxRequest) (*Empty, error)
+	WarmRuntime(context.Context, *WarmRuntimeRequest) (*Empty, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
 	StartContainer(context.Context, *StartContainerRequest) (*StartContainerResponse, error)
 	RemoveContainer(context.Context, *RemoveContainerRequest) (*Empty, error)
@@ -65,6 +66,13 @@ func RegisterAgentServiceService(srv *ttrpc.Server, svc AgentServiceService) {
 					return nil, err
 				}
 				return svc.DestroySandbox(ctx, &req)
+			},
+			"WarmRuntime": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WarmRuntimeRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WarmRuntime(ctx, &req)
 			},
 			"CreateContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req CreateContainerRequest
@@ -254,6 +262,14 @@ func (c *agentserviceClient) CreateSandbox(ctx context.Context, req *CreateSandb
 func (c *agentserviceClient) DestroySandbox(ctx context.Context, req *DestroySandboxRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "DestroySandbox", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentserviceClient) WarmRuntime(ctx context.Context, req *WarmRuntimeRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "podvm.agent.v1.AgentService", "WarmRuntime", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -16,6 +16,17 @@ import (
 	"github.com/podvm/podvm/agent/cgroup"
 )
 
+// WarmRuntime runs a throwaway container with the runtime asked for
+// (container.Manager.WarmRuntime). It waits for a CreateSandbox in flight.
+func (s *Service) WarmRuntime(ctx context.Context, req *api.WarmRuntimeRequest) (*api.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.cfg.Containers.WarmRuntime(ctx, req.OciRuntime); err != nil {
+		return nil, err
+	}
+	return &api.Empty{}, nil
+}
+
 // ninePOptions: 9p2000.L over virtio; cache=mmap so that containers can
 // mmap files shared (plain cache=none cannot); msize 512000, the most the
 // virtio transport takes, instead of the small default cuts round trips

@@ -64,4 +64,21 @@ type PodVMStarts struct {
 	Cloned        int    `json:"cloned"`
 	Fallbacks     int    `json:"fallbacks"`
 	FirstFallback string `json:"first_fallback,omitempty"`
+	// Creates are the guest's container creates in each pod VM, in order:
+	// the pause container's (the VM's first create) and the app
+	// container's (its second), from the agent's marks.
+	Creates []GuestCreate `json:"creates,omitempty"`
+}
+
+// GuestCreate is one container's create and start in the guest, over a
+// set of pod VMs, from the agent's marks (guest clock).
+type GuestCreate struct {
+	// Container is "pause" or "app".
+	Container string `json:"container"`
+	// OCICreate is the runtime's create (bundle written to created).
+	OCICreate stats.Summary `json:"oci_create_ms"`
+	// CreateStart is the agent's CreateContainer and StartContainer,
+	// each from its arrival to its answer, without the host's work
+	// between the two calls.
+	CreateStart stats.Summary `json:"create_start_ms"`
 }

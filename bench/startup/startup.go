@@ -42,7 +42,7 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 	cmd := []string{"echo", outputText}
 	// Warm-up, not recorded: one pod per handler.
 	for _, handler := range h.Handlers {
-		if _, _, err := startAndRemove(ctx, h, handler, "warmup-"+handler, cmd); err != nil {
+		if _, _, _, err := startAndRemove(ctx, h, handler, "warmup-"+handler, cmd); err != nil {
 			return nil, fmt.Errorf("warm-up pod (%s): %w", handler, err)
 		}
 	}
@@ -53,8 +53,8 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 	for i := 1; i <= o.SerialRuns; i++ {
 		for k := range h.Handlers {
 			handler := h.Handlers[(k+i)%len(h.Handlers)]
-			id, t, err := startAndRemove(ctx, h, handler, fmt.Sprintf("serial-%s-%d", handler, i), cmd)
-			serial[handler].add(id, t, err)
+			id, app, t, err := startAndRemove(ctx, h, handler, fmt.Sprintf("serial-%s-%d", handler, i), cmd)
+			serial[handler].add(id, app, t, err)
 			if err != nil {
 				fmt.Fprintf(o.Progress, "    serial %s %d: %v\n", handler, i, err)
 			}
@@ -62,15 +62,16 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 	}
 	for _, handler := range h.Handlers {
 		r := serial[handler].result(handler)
-		r.VMs = vmStarts(h, handler, serial[handler].ids)
+		r.VMs = vmStarts(h, handler, serial[handler].ids, serial[handler].apps)
 		out.Serial = append(out.Serial, r)
 		fmt.Fprintf(o.Progress, "    serial, %s: median %.0f ms, p90 %.0f ms (%d pods, %d failed)\n",
 			handler, r.ToFirstOutput.Median, r.ToFirstOutput.P90, r.ToFirstOutput.N, len(r.Failures))
+		printCreates(o.Progress, r.VMs)
 	}
 	if o.Parallel > 0 {
 		for _, handler := range h.Handlers {
-			p, ids := parallel(ctx, h, handler, o.Parallel, cmd)
-			p.VMs = vmStarts(h, handler, ids)
+			p, ids, apps := parallel(ctx, h, handler, o.Parallel, cmd)
+			p.VMs = vmStarts(h, handler, ids, apps)
 			out.Parallel = append(out.Parallel, p)
 			fmt.Fprintf(o.Progress, "    %d at once, %s: all out in %.0f ms, each median %.0f ms p90 %.0f ms (%d failed)\n",
 				o.Parallel, handler, p.WallMs, p.ToFirstOutput.Median, p.ToFirstOutput.P90, len(p.Failures))
@@ -83,29 +84,32 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 
 // startAndRemove starts a pod, waits for its output, and removes it (the
 // removal is not timed).
-func startAndRemove(ctx context.Context, h *benchhost.Host, handler, name string, cmd []string) (id string, _ benchhost.PodTimes, _ error) {
+func startAndRemove(ctx context.Context, h *benchhost.Host, handler, name string, cmd []string) (id, app string, _ benchhost.PodTimes, _ error) {
 	sctx, cancel := context.WithTimeout(ctx, podTimeout)
 	defer cancel()
 	p, t, err := h.StartPod(sctx, handler, name, cmd, outputText)
 	if p != nil {
-		id = p.ID
+		id, app = p.ID, p.ContainerID
 	}
 	if rerr := h.RemovePod(context.WithoutCancel(ctx), p); rerr != nil && err == nil {
 		err = rerr
 	}
-	return id, t, err
+	return id, app, t, err
 }
 
 // serialRuns collects one handler's serial pods.
 type serialRuns struct {
 	total, runp, create, start, output []float64
 	failures                           []string
-	ids                                []string
+	ids, apps                          []string
 }
 
-func (s *serialRuns) add(id string, t benchhost.PodTimes, err error) {
+func (s *serialRuns) add(id, app string, t benchhost.PodTimes, err error) {
 	if id != "" {
 		s.ids = append(s.ids, id)
+	}
+	if app != "" {
+		s.apps = append(s.apps, app)
 	}
 	if err != nil {
 		s.failures = append(s.failures, err.Error())
@@ -128,8 +132,8 @@ func (s *serialRuns) result(handler string) result.HandlerStartup {
 }
 
 // parallel starts n pods of handler at once and removes them after; it
-// returns their sandbox ids too.
-func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd []string) (result.HandlerParallel, []string) {
+// returns their sandbox and app container ids too.
+func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd []string) (result.HandlerParallel, []string, []string) {
 	out := result.HandlerParallel{Handler: handler, Runtime: benchhost.RuntimeName(handler), Pods: n}
 	pctx, cancel := context.WithTimeout(ctx, podTimeout)
 	defer cancel()
@@ -168,14 +172,29 @@ func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd
 	out.ToFirstOutput = stats.Summarize(out.SamplesMs)
 	// Removed one after another: the removal is not measured, and a
 	// host full of exiting VMs would only slow the next batch.
-	var ids []string
+	var ids, apps []string
 	for _, p := range pods {
 		ids = append(ids, p.ID)
+		if p.ContainerID != "" {
+			apps = append(apps, p.ContainerID)
+		}
 		if err := h.RemovePod(context.WithoutCancel(ctx), p); err != nil {
 			out.Failures = append(out.Failures, err.Error())
 		}
 	}
-	return out, ids
+	return out, ids, apps
+}
+
+// printCreates prints the guest's create + start of a podvm handler's
+// pause and app containers.
+func printCreates(w io.Writer, v *result.PodVMStarts) {
+	if v == nil {
+		return
+	}
+	for _, c := range v.Creates {
+		fmt.Fprintf(w, "      guest create + start, %s container: median %.0f ms (OCI create %.0f ms; %d VMs)\n",
+			c.Container, c.CreateStart.Median, c.OCICreate.Median, c.CreateStart.N)
+	}
 }
 
 // setRatios compares every handler with runc.

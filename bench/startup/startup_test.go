@@ -12,10 +12,10 @@ import (
 
 func TestSerialRuns(t *testing.T) {
 	var s serialRuns
-	s.add("a", benchhost.PodTimes{RunPodSandbox: 100 * time.Millisecond, CreateContainer: 10 * time.Millisecond,
+	s.add("a", "a-app", benchhost.PodTimes{RunPodSandbox: 100 * time.Millisecond, CreateContainer: 10 * time.Millisecond,
 		StartContainer: 50 * time.Millisecond, Output: 5 * time.Millisecond, Total: 165 * time.Millisecond}, nil)
-	s.add("b", benchhost.PodTimes{Total: 300 * time.Millisecond}, nil)
-	s.add("", benchhost.PodTimes{}, errors.New("RunPodSandbox: boom"))
+	s.add("b", "", benchhost.PodTimes{Total: 300 * time.Millisecond}, nil)
+	s.add("", "", benchhost.PodTimes{}, errors.New("RunPodSandbox: boom"))
 	r := s.result("podvm")
 	if r.Runs != 3 || r.ToFirstOutput.N != 2 || r.ToFirstOutput.Median != 232.5 || len(r.Failures) != 1 {
 		t.Errorf("result %+v", r)
@@ -25,6 +25,27 @@ func TestSerialRuns(t *testing.T) {
 	}
 	if len(s.ids) != 2 {
 		t.Errorf("sandbox ids %v, want the two created", s.ids)
+	}
+	if len(s.apps) != 1 || s.apps[0] != "a-app" {
+		t.Errorf("app ids %v, want the one created", s.apps)
+	}
+}
+
+func TestGuestCreates(t *testing.T) {
+	ms := time.Millisecond
+	marks := map[string]map[string]time.Duration{
+		"pod1": {"create_begin": 0, "bundle_written": 10 * ms, "runtime_created": 190 * ms, "create_end": 200 * ms, "start_begin": 250 * ms, "start_end": 260 * ms},
+		"app1": {"create_begin": 0, "bundle_written": 5 * ms, "runtime_created": 85 * ms, "create_end": 90 * ms, "start_begin": 100 * ms, "start_end": 110 * ms},
+	}
+	got := guestCreates(marks, []string{"pod1", "pod2"}, []string{"app1"})
+	if len(got) != 2 || got[0].Container != "pause" || got[1].Container != "app" {
+		t.Fatalf("creates %+v", got)
+	}
+	if got[0].OCICreate.Median != 180 || got[0].CreateStart.Median != 210 || got[0].CreateStart.N != 1 {
+		t.Errorf("pause %+v", got[0])
+	}
+	if got[1].OCICreate.Median != 80 || got[1].CreateStart.Median != 100 {
+		t.Errorf("app %+v", got[1])
 	}
 }
 

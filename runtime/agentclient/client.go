@@ -148,3 +148,18 @@ func (c *Client) Close() error {
 // Lost is closed when the connection ended without Close: the guest end
 // went away, or sent what ttrpc cannot frame. Every call then fails.
 func (c *Client) Lost() <-chan struct{} { return c.lost }
+
+// WarmRuntime asks the agent on conn, an admitted connection that no
+// session uses, to run a throwaway container through the OCI runtime name
+// (api WarmRuntime), and closes conn. It is for a VM nobody waits on yet:
+// a cached VM before it counts as ready.
+func WarmRuntime(ctx context.Context, conn net.Conn, name string) error {
+	c := ttrpc.NewClient(conn)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
+	if _, err := api.NewAgentServiceClient(c).WarmRuntime(ctx, &api.WarmRuntimeRequest{OciRuntime: name}); err != nil {
+		return fmt.Errorf("warm the guest's OCI runtime %q: %w", name, err)
+	}
+	return nil
+}

@@ -217,3 +217,43 @@ func TestConnectStopsOnAuthFailure(t *testing.T) {
 		t.Fatalf("err = %v after %d dials, want ErrAuthFailed after 1", err, dials)
 	}
 }
+
+// warmGuest records the runtime WarmRuntime asked for.
+type warmGuest struct {
+	api.AgentServiceService
+	asked chan string
+}
+
+func (g *warmGuest) WarmRuntime(_ context.Context, req *api.WarmRuntimeRequest) (*api.Empty, error) {
+	g.asked <- req.OciRuntime
+	if req.OciRuntime == "kata" {
+		return nil, errors.New("no such runtime")
+	}
+	return &api.Empty{}, nil
+}
+
+// TestWarmRuntime: the call carries the runtime's name, its error comes
+// back, and the connection is closed either way.
+func TestWarmRuntime(t *testing.T) {
+	for _, name := range []string{"crun", "kata"} {
+		hostEnd, guestEnd := net.Pipe()
+		srv, err := ttrpc.NewServer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := &warmGuest{asked: make(chan string, 1)}
+		api.RegisterAgentServiceService(srv, g)
+		go srv.Serve(context.Background(), &oneConn{conn: guestEnd, done: make(chan struct{})})
+		err = WarmRuntime(context.Background(), hostEnd, name)
+		if got := <-g.asked; got != name {
+			t.Errorf("agent asked to warm %q, want %q", got, name)
+		}
+		if (err != nil) != (name == "kata") || (err != nil && !strings.Contains(err.Error(), "no such runtime")) {
+			t.Errorf("WarmRuntime(%s) = %v", name, err)
+		}
+		if _, werr := hostEnd.Write([]byte{0}); werr == nil {
+			t.Errorf("WarmRuntime(%s) left the connection open", name)
+		}
+		srv.Close()
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/agentclient"
 	"github.com/podvm/podvm/runtime/config"
 	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/hypervisor"
@@ -180,14 +181,16 @@ func (d *Daemon) boot(ctx context.Context, id, dir string) (_ Entry, _ VM, err e
 		MAC: mac, Tap: tapName, HoldNS: d.nsPath}, c, nil
 }
 
-// waitAgent dials the agent until it admits the host, then hangs up.
+// waitAgent dials the agent until it admits the host, has it warm the
+// guest's OCI runtime (so that a claimed VM's first container is not the
+// runtime's first run), then hangs up.
 func (d *Daemon) waitAgent(ctx context.Context, vm hypervisor.VM) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(d.Config.Runtime.AgentTimeout))
 	defer cancel()
 	for {
 		c, err := vm.DialAgent(ctx)
 		if err == nil {
-			return c.Close()
+			return agentclient.WarmRuntime(ctx, c, d.Config.Hypervisor.GuestOCIRuntime)
 		}
 		select {
 		case <-ctx.Done():
