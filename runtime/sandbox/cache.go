@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/podvm/podvm/runtime/factory/cache"
+	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/network"
 	"github.com/podvm/podvm/runtime/sandbox/crash"
@@ -58,12 +59,8 @@ func (s *Sandbox) takeCachedVM(ctx context.Context, driver hypervisor.Driver, cf
 // attachCachedVM moves a claimed VM's processes into the pod's host
 // cgroup and its tap into the pod's network namespace.
 func (s *Sandbox) attachCachedVM(e cache.Entry) error {
-	if s.cgroup != nil {
-		for _, pid := range e.Pids {
-			if err := s.cgroup.Add(pid); err != nil {
-				return fmt.Errorf("move cached VM %s into the pod's host cgroup: %w", e.ID, err)
-			}
-		}
+	if err := s.moveCachedVM(e); err != nil {
+		return err
 	}
 	if s.net == nil {
 		return nil
@@ -78,5 +75,25 @@ func (s *Sandbox) attachCachedVM(e cache.Entry) error {
 		return fmt.Errorf("pod network of sandbox %s on cached VM %s: %w", s.ID, e.ID, err)
 	}
 	s.net = nw
+	return nil
+}
+
+// moveCachedVM moves a claimed VM's processes out of the pool's cgroup,
+// where they ran at idle CPU priority, into the pod's host cgroup, or the
+// root cgroup for a pod without one.
+func (s *Sandbox) moveCachedVM(e cache.Entry) error {
+	cg := s.cgroup
+	if cg == nil {
+		root, err := hostcgroup.Root()
+		if err != nil {
+			return fmt.Errorf("move cached VM %s out of the pool's cgroup: %w", e.ID, err)
+		}
+		cg = root
+	}
+	for _, pid := range e.Pids {
+		if err := cg.Add(pid); err != nil {
+			return fmt.Errorf("move cached VM %s into host cgroup %s: %w", e.ID, cg.Path(), err)
+		}
+	}
 	return nil
 }

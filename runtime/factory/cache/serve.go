@@ -40,6 +40,19 @@ const (
 	ConsoleLog  = "console.log"
 )
 
+// The daemon's refill waits RefillQuiet after the last claim, at most
+// RefillQuietMax after its pool fell short (docs/factory.md section 9):
+// pods start in bursts, and a boot in the burst takes their CPU.
+const (
+	RefillQuiet    = 2 * time.Second
+	RefillQuietMax = 10 * time.Second
+)
+
+// minBootWait is the least a cached VM's boot waits for its agent: at
+// idle CPU priority a boot gets only what the node's pods leave, and one
+// killed at the agent timeout on a busy node would be a boot wasted.
+const minBootWait = 2 * time.Minute
+
 // PoolDir is the pool of the runtime whose state_dir is stateDir: beside
 // the sandboxes' state directories, so that a claim's rename stays on one
 // filesystem.
@@ -88,6 +101,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.cgroup, err = hostcgroup.Create(Cgroup); err != nil {
 		return fmt.Errorf("VM cache: %w", err)
 	}
+	// The pool's VMs take only the CPU the node's pods leave; a claim
+	// moves a VM out, into its pod's cgroup, before the shim talks to it.
+	cpu, err := d.cgroup.SetIdle()
+	if err != nil {
+		d.Log.WithError(err).Warn("VM cache: its VMs run at normal CPU priority")
+	}
 	base := d.vmConfig("", "", "", nil)
 	if d.key, err = Key(d.Driver.Name(), base); err != nil {
 		return err
@@ -101,8 +120,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	k := &Keeper{
 		Pool: Pool{Dir: PoolDir(d.Config.Runtime.StateDir)}, Size: f.CacheSize, MaxAge: time.Duration(f.CacheMaxAge),
 		Boot: d.boot, Leftover: killLeftover, Remove: share.UnmountAndRemove, Claimed: ClaimedGlob(d.Config.Runtime.StateDir), Inherit: inherit, Log: d.Log,
+		Quiet: RefillQuiet, QuietMax: RefillQuietMax,
 	}
-	d.Log.WithFields(log.Fields{"pool": k.Pool.Dir, "size": k.Size, "key": d.key,
+	d.Log.WithFields(log.Fields{"pool": k.Pool.Dir, "size": k.Size, "key": d.key, "cpu_priority": cpu,
 		"vcpus": base.VCPUs, "memory_mib": base.MemoryMiB}).Info("VM cache serving")
 	err = k.Run(ctx)
 	removeEmptyPool(k.Pool.Dir)
@@ -182,7 +202,7 @@ func (d *Daemon) boot(ctx context.Context, id, dir string) (_ Entry, _ VM, err e
 
 // waitAgent dials the agent until it admits the host, then hangs up.
 func (d *Daemon) waitAgent(ctx context.Context, vm hypervisor.VM) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(d.Config.Runtime.AgentTimeout))
+	ctx, cancel := context.WithTimeout(ctx, max(time.Duration(d.Config.Runtime.AgentTimeout), minBootWait))
 	defer cancel()
 	for {
 		c, err := vm.DialAgent(ctx)
