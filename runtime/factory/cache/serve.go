@@ -48,11 +48,6 @@ const (
 	RefillQuietMax = 10 * time.Second
 )
 
-// minBootWait is the least a cached VM's boot waits for its agent: at
-// idle CPU priority a boot gets only what the node's pods leave, and one
-// killed at the agent timeout on a busy node would be a boot wasted.
-const minBootWait = 2 * time.Minute
-
 // PoolDir is the pool of the runtime whose state_dir is stateDir: beside
 // the sandboxes' state directories, so that a claim's rename stays on one
 // filesystem.
@@ -101,8 +96,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.cgroup, err = hostcgroup.Create(Cgroup); err != nil {
 		return fmt.Errorf("VM cache: %w", err)
 	}
-	// The pool's VMs take only the CPU the node's pods leave; a claim
-	// moves a VM out, into its pod's cgroup, before the shim talks to it.
+	// The pool's ready VMs take only the CPU the node's pods leave; a
+	// claim moves a VM out, into its pod's cgroup, before the shim talks
+	// to it.
 	cpu, err := d.cgroup.SetIdle()
 	if err != nil {
 		d.Log.WithError(err).Warn("VM cache: its VMs run at normal CPU priority")
@@ -145,9 +141,6 @@ func (d *Daemon) vmConfig(id, dir, sharedDir string, nic []hypervisor.NetDevice)
 		Transport:   contract.Transport(strings.TrimPrefix(h.AgentTransport, "auto")),
 		Accelerator: hypervisor.Accelerator(strings.TrimPrefix(h.Accelerator, "auto")),
 		Debug:       h.Debug, Net: nic,
-	}
-	if d.cgroup != nil {
-		cfg.Cgroup = d.cgroup
 	}
 	return cfg
 }
@@ -194,15 +187,35 @@ func (d *Daemon) boot(ctx context.Context, id, dir string) (_ Entry, _ VM, err e
 	if err := d.waitAgent(ctx, vm); err != nil {
 		return Entry{}, nil, err
 	}
+	if err := d.idle(vm.Pids()); err != nil {
+		return Entry{}, nil, err
+	}
 	console, _ := filepath.Rel(dir, info.ConsolePath)
 	return Entry{Key: d.key, VCPUs: info.VCPUs, MemoryMiB: info.MemoryMiB, Pids: vm.Pids(), Keeper: os.Getpid(),
 		Driver: info.Driver, Accelerator: string(info.Accelerator), AgentSocket: AgentSocket, Console: console,
 		MAC: mac, Tap: tapName, HoldNS: d.nsPath}, c, nil
 }
 
+// idle moves a booted VM's processes into the pool's cgroup, at idle CPU
+// priority. A VM boots in the daemon's cgroup, at its priority: starved,
+// a boot took 7 s and its QEMU's monitor stopped answering
+// (docs/factory.md section 9); the refill's wait for a quiet moment keeps
+// boots out of pods' bursts instead.
+func (d *Daemon) idle(pids []int) error {
+	if d.cgroup == nil {
+		return nil
+	}
+	for _, pid := range pids {
+		if err := d.cgroup.Add(pid); err != nil {
+			return fmt.Errorf("VM cache: %w", err)
+		}
+	}
+	return nil
+}
+
 // waitAgent dials the agent until it admits the host, then hangs up.
 func (d *Daemon) waitAgent(ctx context.Context, vm hypervisor.VM) error {
-	ctx, cancel := context.WithTimeout(ctx, max(time.Duration(d.Config.Runtime.AgentTimeout), minBootWait))
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(d.Config.Runtime.AgentTimeout))
 	defer cancel()
 	for {
 		c, err := vm.DialAgent(ctx)
