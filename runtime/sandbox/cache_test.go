@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/agentclient"
 )
 
 // dialCounter is a fakeVM whose first failFirst dials fail with an
@@ -26,15 +27,23 @@ func (v *dialCounter) DialAgent(ctx context.Context) (net.Conn, error) {
 	return v.fakeVM.DialAgent(ctx)
 }
 
-func TestConnectAgentTakesTheEarlyConnection(t *testing.T) {
-	vm := &dialCounter{fakeVM: &fakeVM{done: make(chan struct{})}}
+// connectThroughEarly starts a sandbox's early connection to a fake VM
+// whose first failFirst dials fail, then connects as initGuest does.
+func connectThroughEarly(t *testing.T, failFirst int32) (*Sandbox, *dialCounter, *agentclient.Client) {
+	t.Helper()
+	vm := &dialCounter{fakeVM: &fakeVM{done: make(chan struct{})}, failFirst: failFirst}
 	s := &Sandbox{ID: "early", vm: vm}
 	s.early = connectEarly(context.Background(), vm)
 	c, err := s.connectAgent(context.Background(), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return s, vm, c
+}
+
+func TestConnectAgentTakesTheEarlyConnection(t *testing.T) {
+	s, vm, c := connectThroughEarly(t, 0)
 	if c.Details.GetAgentVersion() != "fake" || c.ReadyAt.IsZero() {
 		t.Errorf("the early connection did not ask GuestDetails: %+v", c.Details)
 	}
@@ -47,14 +56,7 @@ func TestConnectAgentTakesTheEarlyConnection(t *testing.T) {
 }
 
 func TestConnectAgentConnectsAgainAfterAFailedEarlyConnection(t *testing.T) {
-	vm := &dialCounter{fakeVM: &fakeVM{done: make(chan struct{})}, failFirst: 1}
-	s := &Sandbox{ID: "early-failed", vm: vm}
-	s.early = connectEarly(context.Background(), vm)
-	c, err := s.connectAgent(context.Background(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, vm, _ := connectThroughEarly(t, 1)
 	if n := vm.dials.Load(); n != 2 {
 		t.Errorf("%d dials, want 2 (the failed early one, then the sandbox's own)", n)
 	}
