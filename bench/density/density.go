@@ -58,6 +58,11 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Density, er
 
 func climb(ctx context.Context, h *benchhost.Host, handler string, o Options) (result.HandlerDensity, error) {
 	d := result.HandlerDensity{Handler: handler, Runtime: benchhost.RuntimeName(handler), Requested: o.Pods}
+	// The cache mode's pool is full at every reading of MemAvailable
+	// (measureFull), so its drop counts the pods' VMs, not the pool's.
+	if err := h.WaitCacheRefilled(ctx, handler); err != nil {
+		return d, err
+	}
 	availBefore := benchhost.MemAvailableMiB()
 	var pods []*benchhost.Pod
 	defer func() {
@@ -86,7 +91,7 @@ func climb(ctx context.Context, h *benchhost.Host, handler string, o Options) (r
 		d.StartSamples = append(d.StartSamples, result.Ms(t.Total))
 		if marks[i] && i < o.Pods {
 			sleep(ctx, short)
-			pt, err := measure(h, pods, availBefore)
+			pt, err := measureFull(ctx, h, handler, pods, availBefore)
 			if err != nil {
 				return d, err
 			}
@@ -99,7 +104,7 @@ func climb(ctx context.Context, h *benchhost.Host, handler string, o Options) (r
 		cpu0, t0 := podsCPUSeconds(h, pods), time.Now()
 		sleep(ctx, o.Settle)
 		cpu1, t1 := podsCPUSeconds(h, pods), time.Now()
-		pt, err := measure(h, pods, availBefore)
+		pt, err := measureFull(ctx, h, handler, pods, availBefore)
 		if err != nil {
 			return d, err
 		}
@@ -159,6 +164,17 @@ func checkpoints(n int) map[int]bool {
 		}
 	}
 	return out
+}
+
+// measureFull measures once the cache mode's pool is full again (a no-op
+// for other handlers): the pool then holds as many VMs as at the climb's
+// start, so the host's MemAvailable drop is the pods'. Each pod's own
+// figures read its processes only, never the pool's.
+func measureFull(ctx context.Context, h *benchhost.Host, handler string, pods []*benchhost.Pod, availBefore float64) (result.DensityPoint, error) {
+	if err := h.WaitCacheRefilled(ctx, handler); err != nil {
+		return result.DensityPoint{}, fmt.Errorf("density of %s: %w", handler, err)
+	}
+	return measure(h, pods, availBefore)
 }
 
 // measure reads every pod's processes.

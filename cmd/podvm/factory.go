@@ -85,9 +85,10 @@ func newFactoryServeCommand() *cobra.Command {
 		Short: "Keep VMs booted ahead for pods of factory.mode = \"cache\" (runs until stopped)",
 		Long: `Boots cache_size VMs of the configuration's default size into the pool
 (<runtime.state_dir>/cache) and keeps it full: a pod's shim takes a VM by
-renaming its directory, a VM older than cache_max_age is replaced. Its VMs
-run in host cgroup /podvm-cache, their taps in network namespace podvm-cache,
-until a pod takes them. It runs beside containerd, as root, until SIGTERM or
+renaming its directory, a VM older than cache_max_age is replaced; after a
+pod took one, the refill waits 10 s without claims (at most 30 s). Its ready
+VMs run in host cgroup /podvm-cache at idle CPU priority (cpu.idle), their
+taps in network namespace podvm-cache, until a pod takes them. It runs beside containerd, as root, until SIGTERM or
 SIGINT, and then stops the VMs no pod took. One runs per pool. The VMs it
 booted outlive it, so that a pod on one does not die with the daemon: after a
 SIGKILL or a crash its unclaimed VMs run on, and no pod takes them, until its

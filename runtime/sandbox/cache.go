@@ -8,7 +8,9 @@ import (
 
 	"github.com/containerd/log"
 
+	"github.com/podvm/podvm/runtime/agentclient"
 	"github.com/podvm/podvm/runtime/factory/cache"
+	"github.com/podvm/podvm/runtime/hostcgroup"
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/network"
 	"github.com/podvm/podvm/runtime/sandbox/crash"
@@ -16,13 +18,14 @@ import (
 )
 
 // takeCachedVM takes a VM the cache's daemon booted ahead (docs/factory.md
-// section 8): it claims one of the pod's key and size by renaming its
-// directory into the sandbox's state dir, then attaches the pod to it: its
-// processes (pidfds, the jail uid's lock), the pod's host cgroup, its tap
-// moved into the pod's network namespace, and its share, which becomes
-// the sandbox's. Before the claim an error leaves the sandbox as it was
-// (the caller boots a VM); after it s.vm is set and the error is the
-// sandbox's (Destroy stops the claimed VM).
+// sections 8 and 9): it claims one of the pod's key and size by renaming
+// its directory into the sandbox's state dir, then attaches the pod to it:
+// its processes (pidfds, the jail uid's lock), the pod's host cgroup, its
+// tap moved into the pod's network namespace, and its share, which
+// becomes the sandbox's. The agent connection starts as soon as the VMM
+// is in the pod's cgroup and runs while the rest moves. Before the claim
+// an error leaves the sandbox as it was (the caller boots a VM); after it
+// s.vm is set and the error is the sandbox's (Destroy stops the VM).
 func (s *Sandbox) takeCachedVM(ctx context.Context, driver hypervisor.Driver, cfg hypervisor.Config) error {
 	if s.net != nil && len(cfg.Net) != 1 {
 		return fmt.Errorf("the pod has %d network interfaces; a cached VM has one NIC", len(cfg.Net))
@@ -43,7 +46,7 @@ func (s *Sandbox) takeCachedVM(ctx context.Context, driver hypervisor.Driver, cf
 		return fmt.Errorf("%w (the claimed VM is stopped with the sandbox)", err)
 	}
 	s.vm = vm
-	if err := s.attachCachedVM(e); err != nil {
+	if err := s.attachCachedVM(ctx, e); err != nil {
 		return err
 	}
 	s.share = share.At(dir)
@@ -55,15 +58,23 @@ func (s *Sandbox) takeCachedVM(ctx context.Context, driver hypervisor.Driver, cf
 	return crash.NotePids(s.StateDir, e.Pids)
 }
 
-// attachCachedVM moves a claimed VM's processes into the pod's host
-// cgroup and its tap into the pod's network namespace.
-func (s *Sandbox) attachCachedVM(e cache.Entry) error {
-	if s.cgroup != nil {
-		for _, pid := range e.Pids {
-			if err := s.cgroup.Add(pid); err != nil {
-				return fmt.Errorf("move cached VM %s into the pod's host cgroup: %w", e.ID, err)
-			}
+// attachCachedVM moves a claimed VM's VMM out of the pool's idle CPU
+// priority into the pod's host cgroup, starts the agent connection (the
+// agent answers over virtio-serial, which needs no tap), then moves the
+// helpers and the tap into the pod's network namespace.
+func (s *Sandbox) attachCachedVM(ctx context.Context, e cache.Entry) (err error) {
+	if err := s.moveCachedVM(e, e.Pids[:1]); err != nil {
+		return err
+	}
+	s.early = connectEarly(ctx, s.vm)
+	defer func() {
+		if err != nil {
+			s.early.drop()
+			s.early = nil
 		}
+	}()
+	if err := s.moveCachedVM(e, e.Pids[1:]); err != nil {
+		return err
 	}
 	if s.net == nil {
 		return nil
@@ -79,4 +90,72 @@ func (s *Sandbox) attachCachedVM(e cache.Entry) error {
 	}
 	s.net = nw
 	return nil
+}
+
+// moveCachedVM moves processes pids of claimed VM e out of the pool's cgroup,
+// where they ran at idle CPU priority, into the pod's host cgroup, or the
+// root cgroup for a pod without one.
+func (s *Sandbox) moveCachedVM(e cache.Entry, pids []int) error {
+	cg := s.cgroup
+	if cg == nil {
+		root, err := hostcgroup.Root()
+		if err != nil {
+			return fmt.Errorf("move cached VM %s out of the pool's cgroup: %w", e.ID, err)
+		}
+		cg = root
+	}
+	for _, pid := range pids {
+		if err := cg.Add(pid); err != nil {
+			return fmt.Errorf("move cached VM %s into host cgroup %s: %w", e.ID, cg.Path(), err)
+		}
+	}
+	return nil
+}
+
+// earlyAgentWait bounds the connection a claim starts: the cached VM's
+// agent answered its daemon already. If it fails, initGuest connects as
+// for a booted VM, within runtime.agent_timeout.
+const earlyAgentWait = 10 * time.Second
+
+// earlyAgent is an agent connection being made while a claimed VM is
+// attached to its pod. It is this sandbox's own: made after the claim's
+// rename, through the claimed directory's socket and with its secret, as
+// the connection after the attachment was.
+type earlyAgent struct {
+	done   chan struct{}
+	client *agentclient.Client
+	err    error
+}
+
+func connectEarly(ctx context.Context, vm hypervisor.VM) *earlyAgent {
+	a := &earlyAgent{done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		a.client, a.err = agentclient.Connect(ctx, vm.DialAgent, earlyAgentWait, vm.Done())
+	}()
+	return a
+}
+
+// drop closes the connection once made: the sandbox failed before using it.
+func (a *earlyAgent) drop() {
+	go func() {
+		<-a.done
+		if a.client != nil {
+			a.client.Close()
+		}
+	}()
+}
+
+// connectAgent connects to the VM's agent, or takes the connection a
+// claim started (logged and made again if it failed).
+func (s *Sandbox) connectAgent(ctx context.Context, timeout time.Duration) (*agentclient.Client, error) {
+	if a := s.early; a != nil {
+		s.early = nil
+		<-a.done
+		if a.err == nil {
+			return a.client, nil
+		}
+		log.G(ctx).WithError(a.err).WithField("sandbox", s.ID).Warn("agent connection during the cached VM's adoption failed: connecting again")
+	}
+	return agentclient.Connect(ctx, s.vm.DialAgent, timeout, s.vm.Done())
 }

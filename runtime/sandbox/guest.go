@@ -9,7 +9,6 @@ import (
 
 	"github.com/podvm/podvm/agent/api"
 	"github.com/podvm/podvm/agent/api/contract"
-	"github.com/podvm/podvm/runtime/agentclient"
 	"github.com/podvm/podvm/runtime/portforward"
 )
 
@@ -17,7 +16,7 @@ import (
 // and the agent's channel, and sets the sandbox up in the guest: its
 // hostname, shared filesystem, pod cgroup and pids limit, then its network.
 func (s *Sandbox) initGuest(ctx context.Context, o Options, pidsLimit *int64) error {
-	agent, err := agentclient.Connect(ctx, s.vm.DialAgent, time.Duration(o.Config.Runtime.AgentTimeout), s.vm.Done())
+	agent, err := s.connectAgent(ctx, time.Duration(o.Config.Runtime.AgentTimeout))
 	if err != nil {
 		return fmt.Errorf("sandbox %s: %w%s", o.ID, err, s.vmFailureDetail())
 	}

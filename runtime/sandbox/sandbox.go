@@ -69,6 +69,7 @@ type Sandbox struct {
 
 	share   share.Share
 	vm      hypervisor.VM
+	early   *earlyAgent // a cached VM's agent connection, made during its adoption (cache.go)
 	net     *network.Network
 	forward *portforward.Forwarder // nil until set up (startPortForward)
 	cgroup  *hostcgroup.Cgroup

@@ -56,12 +56,21 @@ type Keeper struct {
 	// keeper released (found under Claimed at the start), so that this
 	// keeper stops it too once its sandbox is gone; nil: not watched.
 	Inherit func(Entry) (VM, error)
-	Poll    time.Duration
-	Log     *log.Entry
+	// Quiet is how long a refill waits after the last claim it saw: pods
+	// are starting then, and a boot would take their CPU. 0: no wait.
+	Quiet time.Duration
+	// QuietMax bounds that wait, counted from when the pool fell short,
+	// so that a steady stream of pods still gets VMs; 0 is
+	// defaultQuietMax.
+	QuietMax time.Duration
+	Poll     time.Duration
+	Log      *log.Entry
 
-	vms      map[string]kept
-	claimed  map[string]VM
-	nextBoot time.Time // after a failed boot, the next one waits until then
+	vms        map[string]kept
+	claimed    map[string]VM
+	nextBoot   time.Time // after a failed boot, the next one waits until then
+	lastClaim  time.Time
+	shortSince time.Time // when the pool fell short of Size; zero when full
 }
 
 type kept struct {
@@ -71,6 +80,10 @@ type kept struct {
 
 // pollEvery is how often a keeper looks at its VMs when Poll is 0.
 const pollEvery = 200 * time.Millisecond
+
+// defaultQuietMax is the longest a refill waits for a quiet moment when
+// Keeper.QuietMax is 0.
+const defaultQuietMax = 10 * time.Second
 
 // bootRetry is how long a keeper waits after a failed boot: a boot that
 // fails (a missing guest image, no memory) would fail again at once.
@@ -104,14 +117,16 @@ func (k *Keeper) Run(ctx context.Context) error {
 	}
 }
 
-// tend forgets claimed VMs, retires dead and old ones and boots until the
-// pool holds Size VMs.
+// tend forgets claimed VMs, retires dead and old ones and boots one VM if
+// the pool holds fewer than Size and may refill now (one per call, so
+// that a claim during a refill is seen before the next boot).
 func (k *Keeper) tend(ctx context.Context) {
 	now := time.Now()
 	for id, v := range k.vms {
 		if _, err := os.Stat(k.Pool.VMDir(id)); errors.Is(err, fs.ErrNotExist) {
 			delete(k.vms, id)
 			k.release(id, v.vm)
+			k.lastClaim = now
 			k.Log.WithField("vm", id).Info("cached VM claimed by a pod")
 			continue
 		}
@@ -130,13 +145,29 @@ func (k *Keeper) tend(ctx context.Context) {
 		}
 	}
 	k.watchClaimed(ctx)
-	for len(k.vms) < k.Size && ctx.Err() == nil && now.After(k.nextBoot) {
+	if k.mayRefill(now) && ctx.Err() == nil && now.After(k.nextBoot) {
 		if err := k.bootOne(ctx); err != nil {
 			k.nextBoot = time.Now().Add(bootRetry)
 			k.Log.WithError(err).Warnf("boot a cached VM (tried again in %s)", bootRetry)
-			return
 		}
 	}
+}
+
+// mayRefill says whether the pool is short and may boot now: Quiet after
+// the last claim, or once it has been short for QuietMax.
+func (k *Keeper) mayRefill(now time.Time) bool {
+	if len(k.vms) >= k.Size {
+		k.shortSince = time.Time{}
+		return false
+	}
+	if k.shortSince.IsZero() {
+		k.shortSince = now
+	}
+	bound := k.QuietMax
+	if bound == 0 {
+		bound = defaultQuietMax
+	}
+	return now.Sub(k.lastClaim) >= k.Quiet || now.Sub(k.shortSince) >= bound
 }
 
 // release lets a claimed VM go, and watches it if Claimed is set.

@@ -41,6 +41,16 @@ const (
 	ConsoleLog  = "console.log"
 )
 
+// The daemon's refill waits RefillQuiet after the last claim, at most
+// RefillQuietMax after its pool fell short (docs/factory.md section 9):
+// pods start in bursts, and a boot in the burst takes their CPU. Under
+// TCG ten pods still create their containers 8 s after their claims; a
+// 2 s quiet put the refill inside that.
+const (
+	RefillQuiet    = 10 * time.Second
+	RefillQuietMax = 30 * time.Second
+)
+
 // PoolDir is the pool of the runtime whose state_dir is stateDir: beside
 // the sandboxes' state directories, so that a claim's rename stays on one
 // filesystem.
@@ -89,6 +99,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.cgroup, err = hostcgroup.Create(Cgroup); err != nil {
 		return fmt.Errorf("VM cache: %w", err)
 	}
+	// The pool's ready VMs take only the CPU the node's pods leave; a
+	// claim moves a VM out, into its pod's cgroup, before the shim talks
+	// to it.
+	cpu, err := d.cgroup.SetIdle()
+	if err != nil {
+		d.Log.WithError(err).Warn("VM cache: its VMs run at normal CPU priority")
+	}
 	base := d.vmConfig("", "", "", nil)
 	if d.key, err = Key(d.Driver.Name(), base); err != nil {
 		return err
@@ -102,8 +119,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	k := &Keeper{
 		Pool: Pool{Dir: PoolDir(d.Config.Runtime.StateDir)}, Size: f.CacheSize, MaxAge: time.Duration(f.CacheMaxAge),
 		Boot: d.boot, Leftover: killLeftover, Remove: share.UnmountAndRemove, Claimed: ClaimedGlob(d.Config.Runtime.StateDir), Inherit: inherit, Log: d.Log,
+		Quiet: RefillQuiet, QuietMax: RefillQuietMax,
 	}
-	d.Log.WithFields(log.Fields{"pool": k.Pool.Dir, "size": k.Size, "key": d.key,
+	d.Log.WithFields(log.Fields{"pool": k.Pool.Dir, "size": k.Size, "key": d.key, "cpu_priority": cpu,
 		"vcpus": base.VCPUs, "memory_mib": base.MemoryMiB}).Info("VM cache serving")
 	err = k.Run(ctx)
 	removeEmptyPool(k.Pool.Dir)
@@ -126,9 +144,6 @@ func (d *Daemon) vmConfig(id, dir, sharedDir string, nic []hypervisor.NetDevice)
 		Transport:   contract.Transport(strings.TrimPrefix(h.AgentTransport, "auto")),
 		Accelerator: hypervisor.Accelerator(strings.TrimPrefix(h.Accelerator, "auto")),
 		Debug:       h.Debug, Net: nic,
-	}
-	if d.cgroup != nil {
-		cfg.Cgroup = d.cgroup
 	}
 	return cfg
 }
@@ -175,10 +190,30 @@ func (d *Daemon) boot(ctx context.Context, id, dir string) (_ Entry, _ VM, err e
 	if err := d.waitAgent(ctx, vm); err != nil {
 		return Entry{}, nil, err
 	}
+	if err := d.idle(vm.Pids()); err != nil {
+		return Entry{}, nil, err
+	}
 	console, _ := filepath.Rel(dir, info.ConsolePath)
 	return Entry{Key: d.key, VCPUs: info.VCPUs, MemoryMiB: info.MemoryMiB, Pids: vm.Pids(), Keeper: os.Getpid(),
 		Driver: info.Driver, Accelerator: string(info.Accelerator), AgentSocket: AgentSocket, Console: console,
 		MAC: mac, Tap: tapName, HoldNS: d.nsPath}, c, nil
+}
+
+// idle moves a booted VM's processes into the pool's cgroup, at idle CPU
+// priority. A VM boots in the daemon's cgroup, at its priority: starved,
+// a boot took 7 s and its QEMU's monitor stopped answering
+// (docs/factory.md section 9); the refill's wait for a quiet moment keeps
+// boots out of pods' bursts instead.
+func (d *Daemon) idle(pids []int) error {
+	if d.cgroup == nil {
+		return nil
+	}
+	for _, pid := range pids {
+		if err := d.cgroup.Add(pid); err != nil {
+			return fmt.Errorf("VM cache: %w", err)
+		}
+	}
+	return nil
 }
 
 // waitAgent dials the agent until it admits the host, has it warm the
