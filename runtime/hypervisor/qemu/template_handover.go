@@ -45,11 +45,12 @@ const (
 // handover calls Handover with fresh entropy on a connection that proves
 // the template's secret, and keeps that connection for the first
 // DialAgent.
-func (v *VM) handover(ctx context.Context) error {
+func (v *VM) handover(ctx context.Context, marks *restoreMarks) error {
 	conn, err := v.dialAgentReady(ctx)
 	if err != nil {
 		return err
 	}
+	marks.dialed = time.Now()
 	sc, ok := conn.(*serialConn)
 	if !ok {
 		conn.Close()
@@ -64,6 +65,7 @@ func (v *VM) handover(ctx context.Context) error {
 		sc.Close()
 		return err
 	}
+	marks.handover = time.Now()
 	sc.Conn = &streamShift{Conn: sc.Conn, delta: handoverStreams}
 	v.mu.Lock()
 	v.handedOver = sc
