@@ -24,11 +24,16 @@ import (
 
 // Mapping is one region of a process's address space, as smaps lists it.
 type Mapping struct {
-	Perms  string // "rw-s", "rwxp", ...
-	Path   string // file, "[heap]", "" for anonymous memory
-	SizeKB uint64
-	RssKB  uint64
-	PssKB  uint64
+	Start, End uint64 // addresses
+	Perms      string // "rw-s", "rwxp", ...
+	Inode      uint64 // of the file mapped, 0 for anonymous memory
+	Path       string // file, "[heap]", "" for anonymous memory
+	SizeKB     uint64
+	RssKB      uint64
+	PssKB      uint64
+	// AnonKB is what the process has of its own in the mapping: for a
+	// private file mapping, the pages it wrote (copied on write).
+	AnonKB uint64
 }
 
 // Anonymous tells whether the mapping has no file behind it.
@@ -44,6 +49,10 @@ func ParseSmaps(r io.Reader) ([]Mapping, error) {
 		if isHeader(line) {
 			f := strings.Fields(line)
 			m := Mapping{Perms: f[1]}
+			lo, hi, _ := strings.Cut(f[0], "-")
+			m.Start, _ = strconv.ParseUint(lo, 16, 64)
+			m.End, _ = strconv.ParseUint(hi, 16, 64)
+			m.Inode, _ = strconv.ParseUint(f[4], 10, 64)
 			if len(f) >= 6 {
 				// The path may hold spaces ("... (deleted)"): it is all
 				// that follows the inode.
@@ -64,6 +73,8 @@ func ParseSmaps(r io.Reader) ([]Mapping, error) {
 			dst = &out[len(out)-1].RssKB
 		case "Pss":
 			dst = &out[len(out)-1].PssKB
+		case "Anonymous":
+			dst = &out[len(out)-1].AnonKB
 		default:
 			continue
 		}
@@ -106,6 +117,9 @@ type Breakdown struct {
 	// the same memory mapped by virtiofsd to serve the guest's requests),
 	// and mappings of files under the guest RAM directories (a VM template
 	// clone's RAM file, mapped private: its untouched pages are shared).
+	// For a clone of a held template, Read charges its share of the
+	// holder's memfd instead of the mapping's PSS (templateCharge), and
+	// PssKB with it.
 	GuestRAMKB uint64
 	// JITKB: anonymous writable and executable memory, which in QEMU is
 	// the TCG translation cache (its size is -accel tcg,tb-size).
@@ -129,8 +143,8 @@ const GuestRAMPrefix = "/memfd:"
 
 // TemplateRAMPrefix starts the path of a VM template's RAM as a clone maps
 // it: the template holder's sealed memfd, mapped private (package hold).
-// Its PSS is the clone's guest RAM: the template's pages it shares, split
-// between the clones, and the pages it wrote, its own.
+// The clone's guest RAM is the pages it wrote, its own, and a share of the
+// memfd (templateCharge).
 const TemplateRAMPrefix = GuestRAMPrefix + hold.MemfdName
 
 // Classify adds up mappings; images are absolute paths of files whose
@@ -183,7 +197,14 @@ func Read(pid int, images []string, guestRAMDirs ...string) (Breakdown, error) {
 	if err != nil {
 		return Breakdown{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	return Classify(maps, images, guestRAMDirs...), nil
+	b := Classify(maps, images, guestRAMDirs...)
+	charge, pss, err := templateCharge(pid, maps)
+	if err != nil {
+		return Breakdown{}, fmt.Errorf("process %d: VM template RAM: %w", pid, err)
+	}
+	b.GuestRAMKB = b.GuestRAMKB - pss + charge
+	b.PssKB = b.PssKB - pss + charge
+	return b, nil
 }
 
 // MemfdAllocatedKB is how much of process pid's largest open memfd (but
