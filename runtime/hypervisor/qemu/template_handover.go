@@ -50,7 +50,7 @@ func (v *VM) handover(ctx context.Context, marks *restoreMarks) error {
 	if err != nil {
 		return err
 	}
-	marks.dialed = time.Now()
+	marks.mark("agent")
 	sc, ok := conn.(*serialConn)
 	if !ok {
 		conn.Close()
@@ -65,7 +65,7 @@ func (v *VM) handover(ctx context.Context, marks *restoreMarks) error {
 		sc.Close()
 		return err
 	}
-	marks.handover = time.Now()
+	marks.mark("handover")
 	sc.Conn = &streamShift{Conn: sc.Conn, delta: handoverStreams}
 	v.mu.Lock()
 	v.handedOver = sc

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/log"
@@ -26,7 +29,12 @@ var skipHandover = false
 // the VM over (Handover, template_handover.go) so that it admits only
 // the holder of own, its own secret.
 func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
-	marks := restoreMarks{spawned: v.Info().StartedAt, qmp: time.Now()}
+	var pid int
+	if pids := v.Pids(); len(pids) > 0 {
+		pid = pids[0]
+	}
+	marks := newRestoreMarks(v.Info().StartedAt, pid)
+	marks.mark("qmp")
 	if err := ignoreSharedRAM(ctx, qmp); err != nil {
 		return v.Machine.Failure(err)
 	}
@@ -34,15 +42,15 @@ func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
 	if err := qmp.Execute(ctx, "migrate-incoming", map[string]any{"uri": uri}, nil); err != nil {
 		return v.Machine.Failure(fmt.Errorf("restore VM template %s: %w", v.tpl.dir, err))
 	}
-	marks.incoming = time.Now()
+	marks.mark("load")
 	if err := v.resume(ctx, qmp); err != nil {
 		return err
 	}
-	marks.running = time.Now()
+	marks.mark("running")
 	if skipHandover {
 		return nil
 	}
-	if err := v.handover(ctx, &marks); err != nil {
+	if err := v.handover(ctx, marks); err != nil {
 		return v.Machine.Failure(fmt.Errorf("hand over the clone of VM template %s: %w", v.tpl.dir, err))
 	}
 	v.mu.Lock()
@@ -84,29 +92,60 @@ func (v *VM) resume(ctx context.Context, qmp *qmpClient) error {
 	return nil
 }
 
-// restoreMarks are when a clone's start passed each step (host clock),
-// logged at debug level to show where a clone's start goes
-// (docs/factory.md section 7).
+// restoreMarks are when a clone's start passed each step (host clock)
+// and how much CPU its QEMU had used by then, logged at debug level to
+// show where a clone's start goes and whether QEMU was busy or waiting
+// (docs/factory.md section 7). The first mark is QEMU's spawn.
 type restoreMarks struct {
-	spawned  time.Time // QEMU spawned (Info.StartedAt)
-	qmp      time.Time // QMP answered
-	incoming time.Time // migrate-incoming returned: device state loaded
-	running  time.Time // QMP reports the guest running
-	dialed   time.Time // the agent admitted the host (template's secret)
-	handover time.Time // Handover answered: reseeded, re-keyed
+	pid   int
+	steps []restoreStep
 }
 
-func (m restoreMarks) log(ctx context.Context, id string) {
-	ms := func(from, to time.Time) float64 { return float64(to.Sub(from).Microseconds()) / 1000 }
-	log.G(ctx).WithFields(log.Fields{
-		"sandbox":            id,
-		"spawn_to_qmp_ms":    ms(m.spawned, m.qmp),
-		"qmp_to_loaded_ms":   ms(m.qmp, m.incoming),
-		"loaded_to_run_ms":   ms(m.incoming, m.running),
-		"run_to_agent_ms":    ms(m.running, m.dialed),
-		"agent_to_handed_ms": ms(m.dialed, m.handover),
-		"spawn_to_handed_ms": ms(m.spawned, m.handover),
-	}).Debug("clone restored")
+type restoreStep struct {
+	name string
+	at   time.Time
+	cpu  time.Duration
+}
+
+func newRestoreMarks(spawned time.Time, pid int) *restoreMarks {
+	return &restoreMarks{pid: pid, steps: []restoreStep{{name: "spawn", at: spawned}}}
+}
+
+// mark ends step name (from the previous mark to now).
+func (m *restoreMarks) mark(name string) {
+	m.steps = append(m.steps, restoreStep{name: name, at: time.Now(), cpu: cpuTime(m.pid)})
+}
+
+func (m *restoreMarks) log(ctx context.Context, id string) {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	f := log.Fields{"sandbox": id}
+	for i := 1; i < len(m.steps); i++ {
+		s, prev := m.steps[i], m.steps[i-1]
+		f[s.name+"_ms"] = ms(s.at.Sub(prev.at))
+		f[s.name+"_qemu_cpu_ms"] = ms(s.cpu - prev.cpu)
+	}
+	last := m.steps[len(m.steps)-1]
+	f["total_ms"], f["total_qemu_cpu_ms"] = ms(last.at.Sub(m.steps[0].at)), ms(last.cpu)
+	log.G(ctx).WithFields(f).Debug("clone restored")
+}
+
+// cpuTime is the CPU time process pid's threads have used (0 if it
+// cannot be read): schedstat's run time, in nanoseconds.
+func cpuTime(pid int) time.Duration {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum time.Duration
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				sum += time.Duration(ns)
+			}
+		}
+	}
+	return sum
 }
 
 // dialAgentReady dials the agent until it admits the host, the VM dies or
