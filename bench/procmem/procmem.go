@@ -24,11 +24,16 @@ import (
 
 // Mapping is one region of a process's address space, as smaps lists it.
 type Mapping struct {
-	Perms  string // "rw-s", "rwxp", ...
-	Path   string // file, "[heap]", "" for anonymous memory
-	SizeKB uint64
-	RssKB  uint64
-	PssKB  uint64
+	Start, End uint64 // addresses
+	Perms      string // "rw-s", "rwxp", ...
+	Inode      uint64 // of the file mapped, 0 for anonymous memory
+	Path       string // file, "[heap]", "" for anonymous memory
+	SizeKB     uint64
+	RssKB      uint64
+	PssKB      uint64
+	// AnonKB is what the process has of its own in the mapping: for a
+	// private file mapping, the pages it wrote (copied on write).
+	AnonKB uint64
 }
 
 // Anonymous tells whether the mapping has no file behind it.
@@ -44,6 +49,10 @@ func ParseSmaps(r io.Reader) ([]Mapping, error) {
 		if isHeader(line) {
 			f := strings.Fields(line)
 			m := Mapping{Perms: f[1]}
+			lo, hi, _ := strings.Cut(f[0], "-")
+			m.Start, _ = strconv.ParseUint(lo, 16, 64)
+			m.End, _ = strconv.ParseUint(hi, 16, 64)
+			m.Inode, _ = strconv.ParseUint(f[4], 10, 64)
 			if len(f) >= 6 {
 				// The path may hold spaces ("... (deleted)"): it is all
 				// that follows the inode.
@@ -64,6 +73,8 @@ func ParseSmaps(r io.Reader) ([]Mapping, error) {
 			dst = &out[len(out)-1].RssKB
 		case "Pss":
 			dst = &out[len(out)-1].PssKB
+		case "Anonymous":
+			dst = &out[len(out)-1].AnonKB
 		default:
 			continue
 		}
@@ -106,6 +117,9 @@ type Breakdown struct {
 	// the same memory mapped by virtiofsd to serve the guest's requests),
 	// and mappings of files under the guest RAM directories (a VM template
 	// clone's RAM file, mapped private: its untouched pages are shared).
+	// For a clone of a held template, Read charges its share of the
+	// holder's memfd instead of the mapping's PSS (templateCharge), and
+	// PssKB with it.
 	GuestRAMKB uint64
 	// JITKB: anonymous writable and executable memory, which in QEMU is
 	// the TCG translation cache (its size is -accel tcg,tb-size).
@@ -129,8 +143,8 @@ const GuestRAMPrefix = "/memfd:"
 
 // TemplateRAMPrefix starts the path of a VM template's RAM as a clone maps
 // it: the template holder's sealed memfd, mapped private (package hold).
-// Its PSS is the clone's guest RAM: the template's pages it shares, split
-// between the clones, and the pages it wrote, its own.
+// The clone's guest RAM is the pages it wrote, its own, and a share of the
+// memfd (templateCharge).
 const TemplateRAMPrefix = GuestRAMPrefix + hold.MemfdName
 
 // Classify adds up mappings; images are absolute paths of files whose
@@ -183,7 +197,14 @@ func Read(pid int, images []string, guestRAMDirs ...string) (Breakdown, error) {
 	if err != nil {
 		return Breakdown{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	return Classify(maps, images, guestRAMDirs...), nil
+	b := Classify(maps, images, guestRAMDirs...)
+	charge, pss, err := templateCharge(pid, maps)
+	if err != nil {
+		return Breakdown{}, fmt.Errorf("process %d: VM template RAM: %w", pid, err)
+	}
+	b.GuestRAMKB = b.GuestRAMKB - pss + charge
+	b.PssKB = b.PssKB - pss + charge
+	return b, nil
 }
 
 // MemfdAllocatedKB is how much of process pid's largest open memfd (but
@@ -216,4 +237,77 @@ func MemfdAllocatedKB(pid int) (kb uint64, ok bool, err error) {
 		}
 	}
 	return kb, ok, nil
+}
+
+// A VM template's RAM is its holder's sealed memfd (package hold), which
+// the holder keeps open but never maps. PSS splits a page among the
+// processes that map it, so the clones' PSS covers only the pages some
+// clone maps: the rest of the holder's memory was counted by nobody
+// (52 of 68 MiB at 25 clones, docs/benchmarks.md). A clone is therefore
+// charged what it wrote (its copied-on-write pages) plus an equal share of
+// the memfd's allocated pages among the processes that map it: over all
+// the clones, the holder's memory is counted once.
+
+// templateCharge is the guest RAM charge, in KiB, of pid's mappings of
+// held templates, and the PSS of those mappings, which it replaces.
+func templateCharge(pid int, maps []Mapping) (charge, pss uint64, err error) {
+	seen := map[uint64]bool{}
+	for _, m := range maps {
+		if !strings.HasPrefix(m.Path, TemplateRAMPrefix) {
+			continue
+		}
+		pss += m.PssKB
+		charge += m.AnonKB
+		if seen[m.Inode] {
+			continue
+		}
+		seen[m.Inode] = true
+		var st syscall.Stat_t
+		name := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End)
+		if err := syscall.Stat(name, &st); err != nil {
+			return 0, 0, fmt.Errorf("stat %s: %w", name, err)
+		}
+		mappers := templateMappers(m.Inode)
+		if mappers == 0 {
+			return 0, 0, fmt.Errorf("no process maps the template memfd (inode %d) that process %d maps", m.Inode, pid)
+		}
+		charge += uint64(st.Blocks) * 512 / 1024 / uint64(mappers)
+	}
+	return charge, pss, nil
+}
+
+// templateMappers counts the processes that map the held template memfd
+// whose inode is ino.
+func templateMappers(ino uint64) int {
+	files, _ := filepath.Glob("/proc/[0-9]*/maps")
+	n := 0
+	for _, p := range files {
+		if mapsInode(p, ino) {
+			n++
+		}
+	}
+	return n
+}
+
+// mapsInode says whether the maps file at path maps the template memfd
+// whose inode is ino.
+func mapsInode(path string, ino uint64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false // the process is gone, or a kernel thread
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, TemplateRAMPrefix) {
+			continue
+		}
+		if f := strings.Fields(line); len(f) >= 6 {
+			if n, err := strconv.ParseUint(f[4], 10, 64); err == nil && n == ino {
+				return true
+			}
+		}
+	}
+	return false
 }

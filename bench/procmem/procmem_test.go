@@ -22,6 +22,7 @@ Pss:                4596 kB
 Size:             786432 kB
 Rss:              200000 kB
 Pss:              160438 kB
+Anonymous:             0 kB
 7fd5cc000000-7fd5cffff000 rwxp 00000000 00:00 0 
 Size:              65532 kB
 Rss:               65532 kB
@@ -34,6 +35,7 @@ Pss:                8432 kB
 Size:              17236 kB
 Rss:               11988 kB
 Pss:               11988 kB
+Anonymous:           120 kB
 7fd5d7000000-7fd5d7001000 ---p 00000000 00:00 0 
 Size:                  4 kB
 Rss:                   0 kB
@@ -48,9 +50,13 @@ func TestParseSmaps(t *testing.T) {
 	if len(maps) != 7 {
 		t.Fatalf("%d mappings, want 7: %+v", len(maps), maps)
 	}
-	want := Mapping{Perms: "rw-s", Path: "/memfd:memory-backend-memfd (deleted)", SizeKB: 786432, RssKB: 200000, PssKB: 160438}
+	want := Mapping{Start: 0x7fd59bfff000, End: 0x7fd5cbfff000, Perms: "rw-s", Inode: 4678,
+		Path: "/memfd:memory-backend-memfd (deleted)", SizeKB: 786432, RssKB: 200000, PssKB: 160438}
 	if maps[2] != want {
 		t.Errorf("memfd mapping %+v, want %+v", maps[2], want)
+	}
+	if maps[5].AnonKB != 120 || maps[5].Inode != 9986052 {
+		t.Errorf("vmlinux mapping %+v: want 120 KiB anonymous, inode 9986052", maps[5])
 	}
 	if !maps[3].Anonymous() || maps[3].Perms != "rwxp" || maps[1].Path != "[heap]" {
 		t.Errorf("anonymous/heap mappings parsed as %+v %+v", maps[3], maps[1])

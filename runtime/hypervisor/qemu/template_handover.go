@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -45,29 +46,58 @@ const (
 // handover calls Handover with fresh entropy on a connection that proves
 // the template's secret, and keeps that connection for the first
 // DialAgent.
-func (v *VM) handover(ctx context.Context) error {
+func (v *VM) handover(ctx context.Context, marks *restoreMarks) error {
 	conn, err := v.dialAgentReady(ctx)
 	if err != nil {
 		return err
 	}
+	marks.mark("agent")
 	sc, ok := conn.(*serialConn)
 	if !ok {
 		conn.Close()
 		return fmt.Errorf("a clone's agent channel is virtio-serial, got %T", conn)
 	}
-	entropy := make([]byte, handoverEntropy)
-	if _, err := rand.Read(entropy); err != nil {
+	if err := freshHandover(ctx, sc); err != nil {
 		sc.Close()
 		return err
 	}
-	if err := rawHandover(ctx, sc.Conn, entropy); err != nil {
-		sc.Close()
-		return err
-	}
+	marks.mark("handover")
 	sc.Conn = &streamShift{Conn: sc.Conn, delta: handoverStreams}
 	v.mu.Lock()
 	v.handedOver = sc
 	v.mu.Unlock()
+	return nil
+}
+
+// freshHandover is one Handover with fresh entropy on sc.
+func freshHandover(ctx context.Context, sc *serialConn) error {
+	entropy := make([]byte, handoverEntropy)
+	if _, err := rand.Read(entropy); err != nil {
+		return err
+	}
+	return rawHandover(ctx, sc.Conn, entropy)
+}
+
+// warmAgent makes the template's agent serve one request before the
+// save, so that the lazy set-up of its first request (ttrpc's and
+// protobuf's, message types built on first use) is in the template's RAM
+// and no clone repeats it under TCG (docs/factory.md section 7, "Where a
+// clone's start goes"). The request is a Handover without entropy, which
+// the agent refuses before it changes anything: a real one would be
+// refused too (the template's secret cannot change), and GuestDetails
+// would make the boot id every clone would share. Any answer will do.
+func warmAgent(ctx context.Context, conn net.Conn) error {
+	sc, ok := conn.(*serialConn)
+	if !ok {
+		return fmt.Errorf("a template's agent channel is virtio-serial, got %T", conn)
+	}
+	err := rawHandover(ctx, sc.Conn, nil)
+	if err == nil {
+		return errors.New("warm the agent before the save: it took a Handover without entropy")
+	}
+	if _, answered := grpcstatus.FromError(err); !answered {
+		return fmt.Errorf("warm the agent before the save: %w", err)
+	}
 	return nil
 }
 

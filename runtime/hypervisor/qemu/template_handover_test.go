@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"testing"
@@ -101,5 +102,59 @@ func TestFrameCursorSplitHeaders(t *testing.T) {
 	var back frameCursor
 	if got := back.feed(want, ^uint32(1)); !bytes.Equal(got, in) {
 		t.Fatalf("shift back: got %x\nwant %x", got, in)
+	}
+}
+
+// refusingAgent refuses a Handover with too little entropy, as the real
+// agent does before it changes anything.
+type refusingAgent struct{ handoverAgent }
+
+func (a *refusingAgent) Handover(ctx context.Context, req *api.HandoverRequest) (*api.Empty, error) {
+	if len(req.Entropy) < 32 {
+		return nil, errors.New("reseed: too little entropy")
+	}
+	return a.handoverAgent.Handover(ctx, req)
+}
+
+// TestWarmAgent: warmAgent takes the agent's refusal as the answer it
+// wants, and fails when the agent takes the request or does not answer.
+func TestWarmAgent(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		agent api.AgentServiceService
+		hang  bool
+		ok    bool
+	}{
+		{"refused", &refusingAgent{}, false, true},
+		{"accepted", &handoverAgent{}, false, false},
+		{"no answer", &refusingAgent{}, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "s")
+			l, err := net.Listen("unix", sock)
+			must(t, err)
+			if tc.hang {
+				go func() {
+					if c, err := l.Accept(); err == nil {
+						c.Close()
+					}
+				}()
+			} else {
+				srv, err := ttrpc.NewServer()
+				must(t, err)
+				api.RegisterAgentServiceService(srv, tc.agent)
+				go srv.Serve(context.Background(), l)
+				t.Cleanup(func() { srv.Close() })
+			}
+			conn, err := net.Dial("unix", sock)
+			must(t, err)
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = warmAgent(ctx, &serialConn{Conn: conn})
+			if (err == nil) != tc.ok {
+				t.Fatalf("warmAgent = %v, want ok %v", err, tc.ok)
+			}
+		})
 	}
 }

@@ -5,8 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/containerd/log"
 
 	"github.com/podvm/podvm/agent/api/contract"
 )
@@ -24,6 +29,12 @@ var skipHandover = false
 // the VM over (Handover, template_handover.go) so that it admits only
 // the holder of own, its own secret.
 func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
+	var pid int
+	if pids := v.Pids(); len(pids) > 0 {
+		pid = pids[0]
+	}
+	marks := newRestoreMarks(v.Info().StartedAt, pid)
+	marks.mark("qmp")
 	if err := ignoreSharedRAM(ctx, qmp); err != nil {
 		return v.Machine.Failure(err)
 	}
@@ -31,6 +42,27 @@ func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
 	if err := qmp.Execute(ctx, "migrate-incoming", map[string]any{"uri": uri}, nil); err != nil {
 		return v.Machine.Failure(fmt.Errorf("restore VM template %s: %w", v.tpl.dir, err))
 	}
+	marks.mark("load")
+	if err := v.resume(ctx, qmp); err != nil {
+		return err
+	}
+	marks.mark("running")
+	if skipHandover {
+		return nil
+	}
+	if err := v.handover(ctx, marks); err != nil {
+		return v.Machine.Failure(fmt.Errorf("hand over the clone of VM template %s: %w", v.tpl.dir, err))
+	}
+	v.mu.Lock()
+	v.launch.Secret = own
+	v.mu.Unlock()
+	marks.log(ctx, v.cfg.ID)
+	return nil
+}
+
+// resume waits until the restored guest runs, resuming it if it was
+// restored paused.
+func (v *VM) resume(ctx context.Context, qmp *qmpClient) error {
 	for {
 		st, err := qmp.QueryStatus(ctx)
 		if err != nil {
@@ -57,16 +89,63 @@ func (v *VM) restore(ctx context.Context, qmp *qmpClient, own []byte) error {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-	if skipHandover {
-		return nil
-	}
-	if err := v.handover(ctx); err != nil {
-		return v.Machine.Failure(fmt.Errorf("hand over the clone of VM template %s: %w", v.tpl.dir, err))
-	}
-	v.mu.Lock()
-	v.launch.Secret = own
-	v.mu.Unlock()
 	return nil
+}
+
+// restoreMarks are when a clone's start passed each step (host clock)
+// and how much CPU its QEMU had used by then, logged at debug level to
+// show where a clone's start goes and whether QEMU was busy or waiting
+// (docs/factory.md section 7). The first mark is QEMU's spawn.
+type restoreMarks struct {
+	pid   int
+	steps []restoreStep
+}
+
+type restoreStep struct {
+	name string
+	at   time.Time
+	cpu  time.Duration
+}
+
+func newRestoreMarks(spawned time.Time, pid int) *restoreMarks {
+	return &restoreMarks{pid: pid, steps: []restoreStep{{name: "spawn", at: spawned}}}
+}
+
+// mark ends step name (from the previous mark to now).
+func (m *restoreMarks) mark(name string) {
+	m.steps = append(m.steps, restoreStep{name: name, at: time.Now(), cpu: cpuTime(m.pid)})
+}
+
+func (m *restoreMarks) log(ctx context.Context, id string) {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	f := log.Fields{"sandbox": id}
+	for i := 1; i < len(m.steps); i++ {
+		s, prev := m.steps[i], m.steps[i-1]
+		f[s.name+"_ms"] = ms(s.at.Sub(prev.at))
+		f[s.name+"_qemu_cpu_ms"] = ms(s.cpu - prev.cpu)
+	}
+	last := m.steps[len(m.steps)-1]
+	f["total_ms"], f["total_qemu_cpu_ms"] = ms(last.at.Sub(m.steps[0].at)), ms(last.cpu)
+	log.G(ctx).WithFields(f).Debug("clone restored")
+}
+
+// cpuTime is the CPU time process pid's threads have used (0 if it
+// cannot be read): schedstat's run time, in nanoseconds.
+func cpuTime(pid int) time.Duration {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum time.Duration
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				sum += time.Duration(ns)
+			}
+		}
+	}
+	return sum
 }
 
 // dialAgentReady dials the agent until it admits the host, the VM dies or

@@ -22,10 +22,11 @@ const migrateTimeout = 30 * time.Second
 
 // SaveTemplate boots a VM from cfg with its RAM in dir's file, waits until
 // its agent admits the host, saves the device state next to it and stops
-// the VM. The agent is asked nothing: GuestDetails would make the guest's
-// boot_id, which every clone would then share. dir must not exist; on
-// failure nothing of it is left. cfg's share and NICs are replaced: a
-// template has an empty share of its own and one NIC without a host side.
+// the VM. The agent is asked only a Handover it refuses (warmAgent):
+// GuestDetails would make the guest's boot_id, which every clone would
+// then share. dir must not exist; on failure nothing of it is left. cfg's
+// share and NICs are replaced: a template has an empty share of its own
+// and one NIC without a host side.
 func (d *Driver) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir string) (err error) {
 	if cfg, err = templateLaunch(cfg); err != nil {
 		return fmt.Errorf("qemu: save VM template: %w", err)
@@ -60,7 +61,11 @@ func (d *Driver) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir st
 	if err != nil {
 		return err
 	}
+	err = warmAgent(ctx, conn)
 	conn.Close()
+	if err != nil {
+		return err
+	}
 	// The agent must have seen the hang-up, so that every clone starts
 	// waiting for a host rather than inside this session.
 	time.Sleep(serialHangupGrace)
