@@ -57,8 +57,20 @@ type fault struct {
 }
 
 // victimCommand ignores SIGTERM, so that StopContainer waits its timeout
-// (stopping), and keeps running otherwise.
-var victimCommand = []string{"sh", "-c", `trap "" TERM; while :; do sleep 1; done`}
+// (stopping), and keeps running otherwise. It says victimReady once the
+// trap is set: StartContainer returns when the runtime released the
+// container, before its shell ran a line, so a stop sent at once can
+// land before the trap (exit 143 instead of a wait).
+var victimCommand = []string{"sh", "-c", `trap "" TERM; echo ` + victimReady + `; while :; do sleep 1; done`}
+
+const victimReady = "victim-ignores-sigterm"
+
+// waitVictimReady waits until the victim container ctr has set its trap.
+func (h *criHarness) waitVictimReady(ctr string) {
+	h.waitFor("the victim ignores SIGTERM", 20*time.Second, func() bool {
+		return strings.Contains(h.c.Crictl(h.ctx, "logs", ctr).Stdout, victimReady)
+	})
+}
 
 // runFault hits a fresh pod of one harness at each point in turn, as a
 // subtest each; a subtest's pod is the same pod config run again after the
@@ -95,6 +107,7 @@ func runFault(t *testing.T, f fault, points ...point) {
 					return strings.Contains(sh.c.Crictl(sh.ctx, "exec", ctr, "ps", "-o", "args").Stdout, "sleep 999")
 				})
 			case stopping:
+				sh.waitVictimReady(ctr)
 				pending = sh.background("stop", "-t", "60", ctr)
 				// The stop has sent SIGTERM, which the victim ignores, and
 				// waits for its exit.

@@ -84,6 +84,7 @@ func TestFaultContainerProcessKilledIntegration(t *testing.T) {
 	t.Run(string(stopping), func(t *testing.T) {
 		sh := h.sub(t)
 		ctr := sh.startContainer(pod, podCfg, sh.containerConfig("stop-target", nil, victimCommand...))
+		sh.waitVictimReady(ctr)
 		pending := sh.background("stop", "-t", "60", ctr)
 		sh.waitFor("the container is being stopped", 20*time.Second, func() bool { return sh.logHas("StopContainer for", ctr) })
 		time.Sleep(500 * time.Millisecond)
