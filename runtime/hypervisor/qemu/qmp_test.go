@@ -202,5 +202,5 @@ func TestQMPEventBeforeGreeting(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	c.conn.Close()
+	c.Close()
 }
