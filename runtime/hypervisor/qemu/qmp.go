@@ -116,6 +116,9 @@ func (c *qmpClient) Execute(ctx context.Context, cmd string, args, result any) e
 func (c *qmpClient) do(ctx context.Context, cmd string, f func(*qmpConn) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := ctx.Err(); err != nil { // not sent: the connection stays in step
+		return fmt.Errorf("qmp %s: %w", cmd, err)
+	}
 	q, err := c.connection(ctx)
 	if err != nil {
 		return fmt.Errorf("qmp %s: %w", cmd, err)

@@ -13,17 +13,17 @@ import (
 	"time"
 )
 
-// Actions a recoveryQMP handler can return besides reply lines.
+// Actions a serveQMP handler can return besides reply lines.
 const (
 	qmpClose = "CLOSE" // close the connection
 	qmpStall = "STALL" // stop reading this connection (QEMU's main loop behind)
 )
 
-// recoveryQMP serves any number of QMP clients on a unix socket, one
+// serveQMP serves any number of QMP clients on a unix socket, one
 // goroutine each, and counts the connections. handle gets the connection's
 // number (1 for the first), each command and its id, and returns the lines
 // to send back, or qmpClose or qmpStall.
-func recoveryQMP(t *testing.T, handle func(conn int, cmd string, id any) []string) (string, *atomic.Int32) {
+func serveQMP(t *testing.T, handle func(conn int, cmd string, id any) []string) (string, *atomic.Int32) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "qmp.sock")
 	ln, err := net.Listen("unix", path)
@@ -39,13 +39,13 @@ func recoveryQMP(t *testing.T, handle func(conn int, cmd string, id any) []strin
 			if err != nil {
 				return
 			}
-			go serveQMPConn(c, int(conns.Add(1)), done, handle)
+			go serveQMPConn(t, c, int(conns.Add(1)), done, handle)
 		}
 	}()
 	return path, &conns
 }
 
-func serveQMPConn(c net.Conn, n int, done <-chan struct{}, handle func(conn int, cmd string, id any) []string) {
+func serveQMPConn(t *testing.T, c net.Conn, n int, done <-chan struct{}, handle func(conn int, cmd string, id any) []string) {
 	defer c.Close()
 	c.Write([]byte(`{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}}, "capabilities": ["oob"]}}` + "\n"))
 	sc := bufio.NewScanner(c)
@@ -55,6 +55,7 @@ func serveQMPConn(c net.Conn, n int, done <-chan struct{}, handle func(conn int,
 			ID      any    `json:"id"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			t.Errorf("bad request %q", sc.Text())
 			return
 		}
 		lines := []string{reply(req.ID, "{}")}
@@ -134,7 +135,7 @@ func TestQMPRecoversAfterIOFailure(t *testing.T) {
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			path, conns := recoveryQMP(t, tc.handle)
+			path, conns := serveQMP(t, tc.handle)
 			c, err := dialQMP(context.Background(), path)
 			if err != nil {
 				t.Fatal(err)
@@ -162,7 +163,7 @@ func TestQMPRecoversAfterIOFailure(t *testing.T) {
 // A closed client stays closed: a command after Close fails at once and
 // does not dial QEMU again (its VM is being destroyed).
 func TestQMPClosedDoesNotRedial(t *testing.T) {
-	path, conns := recoveryQMP(t, func(conn int, cmd string, id any) []string {
+	path, conns := serveQMP(t, func(conn int, cmd string, id any) []string {
 		return []string{reply(id, "{}")}
 	})
 	c, err := dialQMP(context.Background(), path)
@@ -187,7 +188,7 @@ func TestQMPClosedDoesNotRedial(t *testing.T) {
 // Close interrupts a command blocked on a stalled QEMU, and that command's
 // failure does not dial again.
 func TestQMPCloseInterruptsCommand(t *testing.T) {
-	path, conns := recoveryQMP(t, func(conn int, cmd string, id any) []string {
+	path, conns := serveQMP(t, func(conn int, cmd string, id any) []string {
 		return []string{qmpStall}
 	})
 	c, err := dialQMP(context.Background(), path)
