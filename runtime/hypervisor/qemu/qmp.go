@@ -35,7 +35,8 @@ type qmpClient struct {
 	lost   error // the failure that dropped the last connection, for the log
 }
 
-// qmpConn is one connection to the monitor, past negotiation.
+// qmpConn is one connection to the monitor, past negotiation. Its ids
+// count from 1: a stale reply never crosses to a new connection.
 type qmpConn struct {
 	conn   net.Conn
 	dec    *json.Decoder
