@@ -12,46 +12,12 @@ import (
 	"time"
 )
 
-// fakeQMP serves one QMP client on a unix socket. handle gets each command
-// and returns the lines to send back (events and/or the reply).
+// fakeQMP serves QMP clients on a unix socket. handle gets each command
+// and returns the lines to send back (events and/or the reply), or
+// qmpClose.
 func fakeQMP(t *testing.T, handle func(cmd string, id any) []string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "qmp.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.Write([]byte(`{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}}, "capabilities": ["oob"]}}` + "\n"))
-		sc := bufio.NewScanner(c)
-		for sc.Scan() {
-			var req struct {
-				Execute string `json:"execute"`
-				ID      any    `json:"id"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-				t.Errorf("bad request %q", sc.Text())
-				return
-			}
-			if req.Execute == "qmp_capabilities" {
-				b, _ := json.Marshal(map[string]any{"return": map[string]any{}, "id": req.ID})
-				c.Write(append(b, '\n'))
-				continue
-			}
-			for _, line := range handle(req.Execute, req.ID) {
-				if line == "CLOSE" {
-					return
-				}
-				c.Write([]byte(line + "\n"))
-			}
-		}
-	}()
+	path, _ := serveQMP(t, func(_ int, cmd string, id any) []string { return handle(cmd, id) })
 	return path
 }
 
@@ -202,5 +168,5 @@ func TestQMPEventBeforeGreeting(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	c.conn.Close()
+	c.Close()
 }
