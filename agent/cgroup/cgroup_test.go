@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -195,5 +196,31 @@ func TestCreatePod(t *testing.T) {
 	}
 	if err := CreatePod(root, "/pod", -1); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("CreatePod with a negative limit = %v", err)
+	}
+}
+
+// TestKillRefusesOwnCgroup: a cgroup that holds the agent is never a
+// container's, and Kill must not send it SIGKILL. The cgroup here is a
+// directory that looks like one and lists only this test's pid, so
+// without the guard Kill kills this test binary (and nothing else).
+func TestKillRefusesOwnCgroup(t *testing.T) {
+	for _, v2 := range []bool{false, true} {
+		root := t.TempDir()
+		dir := filepath.Join(root, "podvm", "ctr")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := Cgroup{V2: v2, Root: root, Path: "/podvm/ctr"}.Kill()
+		if err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("v2=%v: Kill of a cgroup holding the agent: %v, want a refusal", v2, err)
+		}
+		if v2 {
+			if _, err := os.Stat(filepath.Join(dir, "cgroup.kill")); err == nil {
+				t.Errorf("v2: cgroup.kill was written")
+			}
+		}
 	}
 }
