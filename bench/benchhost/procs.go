@@ -3,9 +3,15 @@ package benchhost
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/podvm/podvm/bench/procmem"
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // errNoProcess is returned when a pod's process is not found.
@@ -35,26 +41,68 @@ func (h *Host) Processes(p *Pod) (PodProcesses, error) {
 	if out.Shim == 0 {
 		return out, fmt.Errorf("shim of pod %s (%s): %w", p.Name, p.ID, errNoProcess)
 	}
+	names := make(map[int]string, len(procs))
+	for _, pr := range procs {
+		names[pr.Pid] = pr.Name
+	}
 	for _, pid := range procmem.Descendants(procs, out.Shim) {
-		name := ""
-		for _, pr := range procs {
-			if pr.Pid == pid {
-				name = pr.Name
-			}
-		}
-		switch {
-		case IsPodvm(p.Handler) && strings.HasPrefix(name, "qemu-system"):
-			out.VMM = append(out.VMM, pid)
-		case IsPodvm(p.Handler) && name == "virtiofsd":
-			out.Virtiofsd = append(out.Virtiofsd, pid)
-		default:
+		if !out.addVMProcess(p, pid, names[pid]) {
 			out.Containers = append(out.Containers, pid)
+		}
+	}
+	if IsPodvm(p.Handler) && len(out.VMM) == 0 {
+		// A cached VM's QEMU and virtiofsd are the factory daemon's
+		// children, not the shim's; the shim moved them into the pod's
+		// host cgroup when it adopted the VM.
+		for _, pid := range cgroupTreePids(p.Cgroup) {
+			out.addVMProcess(p, pid, names[pid])
 		}
 	}
 	if IsPodvm(p.Handler) && len(out.VMM) == 0 {
 		return out, fmt.Errorf("QEMU of pod %s (%s): %w", p.Name, p.ID, errNoProcess)
 	}
 	return out, nil
+}
+
+// addVMProcess files pid as pod p's VMM or virtiofsd by its name, once,
+// and says whether it was one.
+func (out *PodProcesses) addVMProcess(p *Pod, pid int, name string) bool {
+	var list *[]int
+	switch {
+	case IsPodvm(p.Handler) && strings.HasPrefix(name, "qemu-system"):
+		list = &out.VMM
+	case IsPodvm(p.Handler) && name == "virtiofsd":
+		list = &out.Virtiofsd
+	default:
+		return false
+	}
+	if !slices.Contains(*list, pid) {
+		*list = append(*list, pid)
+	}
+	return true
+}
+
+// cgroupTreePids lists the processes of host cgroup path and of its
+// descendants, in the first hierarchy that has it.
+func cgroupTreePids(path string) []int {
+	dirs := hostbed.CgroupDirs(path)
+	if len(dirs) == 0 {
+		return nil
+	}
+	var pids []int
+	_ = filepath.WalkDir(dirs[0], func(dir string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	return pids
 }
 
 // CgroupChargeMiB is the memory charged to pod p's host cgroup.
