@@ -172,37 +172,26 @@ func Run(ctx context.Context, o Options) (*report.Report, error) {
 // WriteReport writes report.md and junit.xml into dir, and origin.json
 // (each factory class's pod VMs per spec) when there are any.
 func WriteReport(rep *report.Report, dir string) error {
-	md, err := os.Create(filepath.Join(dir, "report.md"))
+	if err := writeFile(dir, "report.md", rep.WriteMarkdown); err != nil {
+		return err
+	}
+	if err := writeFile(dir, "junit.xml", rep.WriteJUnit); err != nil || !rep.HasOrigins() {
+		return err
+	}
+	return writeFile(dir, "origin.json", rep.WriteOriginJSON)
+}
+
+// writeFile creates dir/name and fills it with write.
+func writeFile(dir, name string, write func(io.Writer) error) error {
+	f, err := os.Create(filepath.Join(dir, name))
 	if err != nil {
 		return err
 	}
-	if err := rep.WriteMarkdown(md); err != nil {
-		md.Close()
+	if err := write(f); err != nil {
+		f.Close()
 		return err
 	}
-	if err := md.Close(); err != nil {
-		return err
-	}
-	ju, err := os.Create(filepath.Join(dir, "junit.xml"))
-	if err != nil {
-		return err
-	}
-	if err := rep.WriteJUnit(ju); err != nil {
-		ju.Close()
-		return err
-	}
-	if err := ju.Close(); err != nil || !rep.HasOrigins() {
-		return err
-	}
-	js, err := os.Create(filepath.Join(dir, "origin.json"))
-	if err != nil {
-		return err
-	}
-	if err := rep.WriteOriginJSON(js); err != nil {
-		js.Close()
-		return err
-	}
-	return js.Close()
+	return f.Close()
 }
 
 func summary(r report.Run) string {
