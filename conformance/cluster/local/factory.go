@@ -73,8 +73,7 @@ func (p *Provider) daemonCacheConfig() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", o.podvmCacheConfig(), err)
 	}
-	path := filepath.Join(p.l.dir, "podvm-factory.toml")
-	return path, os.WriteFile(path, []byte(text), 0o644)
+	return p.l.factoryConfig(), os.WriteFile(p.l.factoryConfig(), []byte(text), 0o644)
 }
 
 var cacheSizeLine = regexp.MustCompile(`(?m)^cache_size = \d+$`)
