@@ -169,28 +169,29 @@ func Run(ctx context.Context, o Options) (*report.Report, error) {
 	return rep, nil
 }
 
-// WriteReport writes report.md and junit.xml into dir.
+// WriteReport writes report.md and junit.xml into dir, and origin.json
+// (each factory class's pod VMs per spec) when there are any.
 func WriteReport(rep *report.Report, dir string) error {
-	md, err := os.Create(filepath.Join(dir, "report.md"))
+	if err := writeFile(dir, "report.md", rep.WriteMarkdown); err != nil {
+		return err
+	}
+	if err := writeFile(dir, "junit.xml", rep.WriteJUnit); err != nil || !rep.HasOrigins() {
+		return err
+	}
+	return writeFile(dir, "origin.json", rep.WriteOriginJSON)
+}
+
+// writeFile creates dir/name and fills it with write.
+func writeFile(dir, name string, write func(io.Writer) error) error {
+	f, err := os.Create(filepath.Join(dir, name))
 	if err != nil {
 		return err
 	}
-	if err := rep.WriteMarkdown(md); err != nil {
-		md.Close()
+	if err := write(f); err != nil {
+		f.Close()
 		return err
 	}
-	if err := md.Close(); err != nil {
-		return err
-	}
-	ju, err := os.Create(filepath.Join(dir, "junit.xml"))
-	if err != nil {
-		return err
-	}
-	if err := rep.WriteJUnit(ju); err != nil {
-		ju.Close()
-		return err
-	}
-	return ju.Close()
+	return f.Close()
 }
 
 func summary(r report.Run) string {
@@ -206,41 +207,6 @@ func summary(r report.Run) string {
 		s += "; check: " + r.Checked.Detail
 	}
 	return s
-}
-
-// runSpecs runs the spec suite with one runtime class.
-func runSpecs(ctx context.Context, o Options, class string) report.Run {
-	name := class
-	if name == "" {
-		name = "default"
-	}
-	dir := filepath.Join(o.OutDir, "specs", name)
-	run := report.Run{Suite: "isolation specs (spec/)", RuntimeClass: name, Baseline: slices.Contains(o.Baselines, class), Log: filepath.Join(dir, "specs.log")}
-	junit := filepath.Join(dir, "junit.xml")
-	args := []string{"--kubeconfig", o.Cluster.Kubeconfig, "--runtime-class", class,
-		"--ginkgo.junit-report", junit, "--ginkgo.no-color", "--ginkgo.v", "--ginkgo.timeout", "1h"}
-	if o.SpecLabelFilter != "" {
-		args = append(args, "--ginkgo.label-filter", o.SpecLabelFilter)
-	}
-	args = append(args, o.SpecArgs...)
-	cacheClass := slices.Contains(o.Cluster.CacheClasses, class) && o.Cluster.ShimLog != ""
-	offset := logOffset(o.Cluster.ShimLog)
-	start := time.Now()
-	err := runLogged(ctx, dir, run.Log, nil, o.SpecBinary, args...)
-	run.Duration = time.Since(start)
-	run.Cases, run.Err = readCases(junit, err, run.Log)
-	if cacheClass {
-		run.Origin = &report.Check{Detail: "cannot read the shims' log " + o.Cluster.ShimLog}
-		if text, err := logSince(o.Cluster.ShimLog, offset); err == nil {
-			run.Origin = cacheOrigin(text)
-		}
-	}
-	if o.SpecLabelFilter != "" {
-		// Specs outside the filter are not results: an isolation spec
-		// left out must not count as "skipped where a failure is expected".
-		run.Cases = withoutUnselected(run.Cases)
-	}
-	return run
 }
 
 // runE2E runs the upstream e2e specs once: they test the RuntimeClass API

@@ -69,6 +69,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred(), "--vmm-process-regex")
 	cluster, err = kube.Connect(*kubeconfig)
 	Expect(err).NotTo(HaveOccurred())
+	cluster.UsedPod = noteUsedPod
 	ns, err = cluster.CreateNamespace(ctx, *nsPrefix)
 	Expect(err).NotTo(HaveOccurred())
 	// Registered at once, so the namespace goes also when a spec fails or the run is interrupted.
@@ -78,6 +79,29 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	fmt.Fprintf(GinkgoWriter, "runtime class under test %q, baseline %q, namespace %s, image %s\n",
 		*runtimeClass, *baselineClass, ns, *image)
 }, NodeTimeout(2*time.Minute))
+
+// UsedPodEntry names the report entries that say which pods a spec used ("namespace/name", once
+// per spec and pod; never printed, always in the JSON report): the conformance harness reads
+// them to tell on which pod VMs each spec ran (conformance/specorigin.go).
+const UsedPodEntry = "podvm-used-pod"
+
+var (
+	usedMu sync.Mutex
+	used   = map[string]bool{}
+)
+
+// noteUsedPod records that the running spec used a pod (kube.Cluster.UsedPod).
+func noteUsedPod(ns, name string) {
+	pod := ns + "/" + name
+	key := CurrentSpecReport().FullText() + "\x00" + pod
+	usedMu.Lock()
+	seen := used[key]
+	used[key] = true
+	usedMu.Unlock()
+	if !seen {
+		AddReportEntry(UsedPodEntry, pod, ReportEntryVisibilityNever)
+	}
+}
 
 // probeFor returns the node probe on node, starting it on first use. Probes live in the run's
 // namespace and go with it.

@@ -54,6 +54,7 @@ func (o *clusterOptions) addFlags(cmd *cobra.Command) {
 	f.IntVar(&l.EtcdPort, "etcd-port", l.EtcdPort, "etcd client port on 127.0.0.1 (peer port is the next one)")
 	f.StringVar(&l.OverheadMemory, "podvm-overhead-memory", l.OverheadMemory, "RuntimeClass podvm overhead.podFixed memory")
 	f.StringVar(&l.OverheadCPU, "podvm-overhead-cpu", l.OverheadCPU, "RuntimeClass podvm overhead.podFixed cpu")
+	f.IntVar(&l.CachePool, "cache-pool", l.CachePool, "VM cache pool of class podvm-cache on this cluster (-1: config-cache.toml's cache_size)")
 	enumVarP(f, &o.provider, "provider", "", o.provider, []string{"local", "kind"}, "local: host processes; kind: Docker nodes, needs hardware KVM")
 	f.StringVar(&o.kind.Name, "kind-name", o.kind.Name, "kind cluster name")
 	f.StringVar(&o.kind.NodeImage, "kind-node-image", "", "kindest/node image (default: kind's own)")

@@ -91,6 +91,7 @@ func (o *conformanceOptions) addFlags(cmd *cobra.Command) {
 	// The local cluster's own settings.
 	f.StringVar(&o.local.Dir, "cluster-dir", o.local.Dir, "state directory of the local cluster")
 	f.StringVar(&o.local.PodvmPrefix, "prefix", o.local.PodvmPrefix, "where podvm is installed for the local cluster")
+	f.IntVar(&o.local.CachePool, "cache-pool", o.local.CachePool, "VM cache pool of class podvm-cache on the local cluster (-1: config-cache.toml's cache_size)")
 	aliasFlag(f, "podvm-prefix", "prefix")
 	f.StringVar(&o.local.Testbin, "testbin", o.local.Testbin, "podvm's testbin program (the pause image)")
 	f.StringVar(&o.local.FakeVMRunc, "fakevm-runc", o.local.FakeVMRunc, "the fake-VM baseline's runc wrapper (runc-fakevm handler)")

@@ -31,6 +31,15 @@ type Cluster struct {
 	// VMs. Empty when the harness cannot read the node's logs.
 	CacheClasses []string
 	ShimLog      string
+	// TemplateClasses are the runtime classes whose pod VMs must be clones
+	// of a VM template (factory.mode = "template"), checked the same way.
+	TemplateClasses []string
+	// FactoryReady, when set, waits until the VM factory of a class can
+	// serve a spec run (for a cache class: its pool full) and returns nil
+	// at once for a class without one. The harness calls it before a
+	// factory class's spec run and before re-running specs whose pods
+	// found no VM ready.
+	FactoryReady func(ctx context.Context, class string) error
 }
 
 // Provider creates, inspects and removes one kind of cluster.

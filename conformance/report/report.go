@@ -31,6 +31,11 @@ type Run struct {
 	// pass cannot come from pods that silently booted their own VMs. Its
 	// failure is a failure of the run; the cases are judged as usual.
 	Origin *Check
+	// SpecOrigins, on a factory class, are each spec's pod VMs and where
+	// they came from; a spec whose pod VMs do not let its result stand for
+	// the class (every one booted where the factory should have served
+	// it) is a failure of the run.
+	SpecOrigins []SpecOrigin
 }
 
 // Check is a verdict a suite reaches itself.
@@ -102,6 +107,7 @@ func (rep *Report) Unexpected() []Unexpected {
 		if r.Origin != nil && !r.Origin.OK {
 			out = append(out, Unexpected{Run: r.label(), Case: "(pod VMs' origin)", Got: Failed, Want: Passed, Message: r.Origin.Detail})
 		}
+		out = append(out, originUnexpected(r)...)
 		if r.Checked != nil && !r.Checked.OK {
 			out = append(out, Unexpected{Run: r.label(), Case: "(suite check)", Got: Failed, Want: Passed, Message: r.Checked.Detail})
 		}
@@ -250,6 +256,7 @@ func writeSuite(b *strings.Builder, suite string, runs []Run) {
 		}
 		writeCheck(b, r.label()+" check", r.Checked)
 		writeCheck(b, r.label()+" pod VMs' origin", r.Origin)
+		writeSpecOrigins(b, r)
 	}
 	if runs[0].Checked != nil {
 		// Large upstream suites: counts per class, the full list is in the log.
@@ -393,6 +400,9 @@ func (rep *Report) WriteJUnit(w io.Writer) error {
 			if !ck.c.OK {
 				c.Failure = &junitOutFailure{Message: ck.c.Detail}
 			}
+			add(c)
+		}
+		for _, c := range originJUnitCases(r) {
 			add(c)
 		}
 		for _, c := range r.Cases {

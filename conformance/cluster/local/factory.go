@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,12 +47,111 @@ func (o Options) cacheConfig() (*config.Config, error) {
 	return eff.Config, nil
 }
 
+// DefaultCachePool is the local cluster's VM cache pool: the podvm-cache
+// class's spec run (make conformance) takes 11 VMs of the cache's size
+// (13 pod VMs, 2 of them bigger: they boot by design), several within
+// seconds, and the daemon refills only after 10 s without a claim
+// (runtime/factory/cache RefillQuiet). A pool of all of them, full when the
+// class starts, serves each spec whatever the order; one more is margin.
+const DefaultCachePool = 12
+
+// daemonCacheConfig is the configuration the VM cache's daemon runs with:
+// config-cache.toml, or with CachePool 0 or more, a copy of it in the cluster's
+// directory whose only change is factory.cache_size. The shims keep
+// config-cache.toml: the pool's key is the guest image and VMM settings,
+// which the copy does not change.
+func (p *Provider) daemonCacheConfig() (string, error) {
+	o := p.opts
+	if o.CachePool < 0 {
+		return o.podvmCacheConfig(), nil
+	}
+	b, err := os.ReadFile(o.podvmCacheConfig())
+	if err != nil {
+		return "", fmt.Errorf("podvm config of class %s: %w", CacheClass, err)
+	}
+	text, err := withCacheSize(string(b), o.CachePool)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", o.podvmCacheConfig(), err)
+	}
+	return p.l.factoryConfig(), os.WriteFile(p.l.factoryConfig(), []byte(text), 0o644)
+}
+
+var cacheSizeLine = regexp.MustCompile(`(?m)^cache_size = \d+$`)
+
+// withCacheSize is a configuration's text with its factory.cache_size
+// line set to size (comments and everything else kept), checked by the
+// parser.
+func withCacheSize(text string, size int) (string, error) {
+	if n := len(cacheSizeLine.FindAllString(text, -1)); n != 1 {
+		return "", fmt.Errorf("%d lines \"cache_size = N\" to change, want 1", n)
+	}
+	out := cacheSizeLine.ReplaceAllString(text, "cache_size = "+strconv.Itoa(size))
+	c, err := config.Parse([]byte(out), "the VM cache daemon's config")
+	if err != nil {
+		return "", err
+	}
+	if c.Factory.CacheSize != size {
+		return "", fmt.Errorf("factory.cache_size is %d after the change, want %d", c.Factory.CacheSize, size)
+	}
+	return out, nil
+}
+
+// poolSize is the size of the pool the daemon keeps.
+func (p *Provider) poolSize() (int, error) {
+	if p.opts.CachePool >= 0 {
+		return p.opts.CachePool, nil
+	}
+	cfg, err := p.opts.cacheConfig()
+	if err != nil {
+		return 0, err
+	}
+	return cfg.Factory.CacheSize, nil
+}
+
+// FactoryReady waits until the pool of class podvm-cache is full (the
+// harness calls it before the class's spec run); nil at once for another
+// class.
+func (p *Provider) FactoryReady(ctx context.Context, class string) error {
+	if class != CacheClass || p.opts.WithoutPodvmHandler {
+		return nil
+	}
+	cfg, err := p.opts.cacheConfig()
+	if err != nil {
+		return err
+	}
+	size, err := p.poolSize()
+	if err != nil {
+		return err
+	}
+	return p.waitPoolFull(ctx, cache.Pool{Dir: cache.PoolDir(cfg.Runtime.StateDir)}, size)
+}
+
+// waitPoolFull waits until pool holds size ready VMs, or fails with the
+// daemon's log when it dies or does not get there in time.
+func (p *Provider) waitPoolFull(ctx context.Context, pool cache.Pool, size int) error {
+	return waitFor(ctx, p.l, factoryComponent, factoryFillTimeout, func() error {
+		ready, booting, err := pool.Ready()
+		if err == nil && len(ready) < size {
+			err = fmt.Errorf("%d of %d VMs ready, %d booting", len(ready), size, booting)
+		}
+		return err
+	})
+}
+
 // cacheClasses are the cluster's classes whose pod VMs come from the cache.
 func cacheClasses(o Options) []string {
 	if o.WithoutPodvmHandler {
 		return nil
 	}
 	return []string{CacheClass}
+}
+
+// templateClasses are the cluster's classes whose pod VMs are clones.
+func templateClasses(o Options) []string {
+	if o.WithoutPodvmHandler {
+		return nil
+	}
+	return []string{TemplateClass}
 }
 
 // running are the components Up starts: the VM cache's daemon only with
@@ -86,18 +187,20 @@ func (p *Provider) startFactory(ctx context.Context, s *state, step stepf) error
 	if err := p.saveState(*s); err != nil {
 		return err
 	}
-	pool := cache.Pool{Dir: cache.PoolDir(cfg.Runtime.StateDir)}
-	step("VM cache for class %s: podvm factory serve, %d VMs in %s", CacheClass, cfg.Factory.CacheSize, pool.Dir)
-	if err := startFactoryDaemon(ctx, l, []string{filepath.Join(o.PodvmPrefix, "bin", "podvm"), "factory", "serve", "--config", o.podvmCacheConfig()}); err != nil {
+	daemonConfig, err := p.daemonCacheConfig()
+	if err != nil {
 		return err
 	}
-	return waitFor(ctx, l, factoryComponent, factoryFillTimeout, func() error {
-		ready, booting, err := pool.Ready()
-		if err == nil && len(ready) < cfg.Factory.CacheSize {
-			err = fmt.Errorf("%d of %d VMs ready, %d booting", len(ready), cfg.Factory.CacheSize, booting)
-		}
+	size, err := p.poolSize()
+	if err != nil {
 		return err
-	})
+	}
+	pool := cache.Pool{Dir: cache.PoolDir(cfg.Runtime.StateDir)}
+	step("VM cache for class %s: podvm factory serve, %d VMs in %s", CacheClass, size, pool.Dir)
+	if err := startFactoryDaemon(ctx, l, []string{filepath.Join(o.PodvmPrefix, "bin", "podvm"), "factory", "serve", "--config", daemonConfig}); err != nil {
+		return err
+	}
+	return p.waitPoolFull(ctx, pool, size)
 }
 
 // cleanFactory ends what the stopped daemon left: VMs of its pool (after a

@@ -42,6 +42,7 @@ func (l layout) runtimeClasses() string      { return filepath.Join(l.dir, "runt
 func (l layout) stateFile() string           { return filepath.Join(l.dir, "cluster.json") }
 func (l layout) registryAddrFile() string    { return filepath.Join(l.dir, "run", "registry.addr") }
 func (l layout) emptyResolvConf() string     { return filepath.Join(l.dir, "resolv.conf") }
+func (l layout) factoryConfig() string       { return filepath.Join(l.dir, "podvm-factory.toml") }
 func (l layout) criEndpoint() string         { return "unix://" + l.containerdSocket() }
 func (l layout) apiServerURL(s state) string { return fmt.Sprintf("https://%s", s.apiServerAddr()) }
 

@@ -85,6 +85,11 @@ type Options struct {
 	// podvm deploy finds it (PodvmPrefix and FakeVMRunc are then not
 	// needed).
 	WithoutPodvmHandler bool
+	// CachePool is the VM cache daemon's pool size on this cluster
+	// (DefaultCachePool: what the podvm-cache class's spec run takes; 0
+	// keeps the pool empty, which shows the origin checks failing); below
+	// 0 it is config-cache.toml's factory.cache_size.
+	CachePool int
 	// RuntimeClass podvm's overhead.podFixed.
 	OverheadMemory string
 	OverheadCPU    string
@@ -120,6 +125,7 @@ func DefaultOptions() Options {
 		EtcdPort:       2379,
 		KubeletPort:    10250,
 		PodPidsLimit:   1024,
+		CachePool:      DefaultCachePool,
 		OverheadMemory: "512Mi",
 		OverheadCPU:    "250m",
 	}
@@ -163,12 +169,14 @@ var components = []string{"registry", "etcd", "containerd", factoryComponent, "k
 // Cluster describes the cluster this provider runs (whether or not it is up).
 func (p *Provider) Cluster() *cluster.Cluster {
 	return &cluster.Cluster{
-		Kubeconfig:     p.l.kubeconfig("admin"),
-		RuntimeClasses: cluster.Handlers(runtimeClasses(p.opts)),
-		CRIEndpoint:    p.l.criEndpoint(),
-		LogDir:         filepath.Join(p.opts.Dir, "logs"),
-		CacheClasses:   cacheClasses(p.opts),
-		ShimLog:        p.l.log("containerd"),
+		Kubeconfig:      p.l.kubeconfig("admin"),
+		RuntimeClasses:  cluster.Handlers(runtimeClasses(p.opts)),
+		CRIEndpoint:     p.l.criEndpoint(),
+		LogDir:          filepath.Join(p.opts.Dir, "logs"),
+		CacheClasses:    cacheClasses(p.opts),
+		TemplateClasses: templateClasses(p.opts),
+		ShimLog:         p.l.log("containerd"),
+		FactoryReady:    p.FactoryReady,
 	}
 }
 

@@ -30,6 +30,7 @@ func testOptions(t *testing.T) Options {
 	o.CgroupRoot = "/podvm-itest"
 	o.APIServerPort, o.EtcdPort, o.KubeletPort = 16443, 12379, 11250
 	o.PodvmPrefix = os.Getenv("PODVM_PREFIX")
+	o.CachePool = -1 // config-cache.toml's: one cache pod here
 	return o
 }
 

@@ -15,6 +15,18 @@ import (
 type Cluster struct {
 	Config *rest.Config
 	Client kubernetes.Interface
+	// UsedPod, when set, hears of every pod a spec creates, waits for, runs a command in or
+	// reads the log of (not of deletions: a pod deleted in a shared cleanup was not used by
+	// the spec that runs it). The suite records them, so that the conformance harness can
+	// tell on which pods, and so on which pod VMs, each spec ran.
+	UsedPod func(ns, name string)
+}
+
+// used tells UsedPod of a pod.
+func (c *Cluster) used(ns, name string) {
+	if c.UsedPod != nil {
+		c.UsedPod(ns, name)
+	}
 }
 
 // Connect reads a kubeconfig file and builds a clientset from it.

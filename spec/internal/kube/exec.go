@@ -26,6 +26,7 @@ type ExecResult struct {
 // is not an error: its code is in the result. An error means the command could not be run or
 // its streams broke.
 func (c *Cluster) Exec(ctx context.Context, ns, pod, container string, cmd []string, stdin io.Reader) (ExecResult, error) {
+	c.used(ns, pod)
 	req := c.Client.CoreV1().RESTClient().Post().
 		Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{

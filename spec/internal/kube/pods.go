@@ -23,6 +23,7 @@ const pollInterval = 500 * time.Millisecond
 
 // CreatePod creates a pod and returns it as the API server stored it.
 func (c *Cluster) CreatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	c.used(pod.Namespace, pod.Name)
 	got, err := c.Client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("create pod %s/%s: %w", pod.Namespace, pod.Name, err)
@@ -42,6 +43,7 @@ type PodCondition func(*corev1.Pod) (bool, error)
 // WaitForPod polls a pod until cond holds, cond fails, or timeout passes. On failure the error
 // carries the pod's status and events, which is what a reader needs to see why.
 func (c *Cluster) WaitForPod(ctx context.Context, ns, name string, timeout time.Duration, what string, cond PodCondition) (*corev1.Pod, error) {
+	c.used(ns, name)
 	var last *corev1.Pod
 	var condErr error
 	err := wait.PollUntilContextTimeout(ctx, pollInterval, timeout, true, func(ctx context.Context) (bool, error) {
@@ -144,6 +146,7 @@ func (c *Cluster) WaitPodGone(ctx context.Context, ns, name string, timeout time
 
 // Logs returns a container's log; previous selects the log of its last terminated instance.
 func (c *Cluster) Logs(ctx context.Context, ns, pod, container string, previous bool) (string, error) {
+	c.used(ns, pod)
 	raw, err := c.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, Previous: previous}).DoRaw(ctx)
 	if err != nil {
 		return "", fmt.Errorf("logs of %s/%s[%s]: %w", ns, pod, container, err)
@@ -154,6 +157,7 @@ func (c *Cluster) Logs(ctx context.Context, ns, pod, container string, previous 
 // FollowLogs streams a container's log until the container ends or ctx is done, and returns
 // everything read. Start it before stopping a container to keep what it says on its way out.
 func (c *Cluster) FollowLogs(ctx context.Context, ns, pod, container string) (string, error) {
+	c.used(ns, pod)
 	stream, err := c.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, Follow: true}).Stream(ctx)
 	if err != nil {
 		return "", fmt.Errorf("follow logs of %s/%s[%s]: %w", ns, pod, container, err)
