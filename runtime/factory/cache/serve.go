@@ -107,7 +107,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.Log.WithError(err).Warn("VM cache: its VMs run at normal CPU priority")
 	}
 	base := d.vmConfig("", "", "", nil)
-	if d.key, err = Key(d.Driver.Name(), base); err != nil {
+	if d.key, err = Key(d.Driver.Name(), base, d.Config.Hypervisor.GuestOCIRuntime); err != nil {
 		return err
 	}
 	// A VM this daemon boots may come to run a pod, which must not die
