@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/podvm/podvm/internal/hostbed"
 )
 
 // userHZ is the unit of /proc's CPU times: USER_HZ, 100 on every Linux
@@ -66,7 +69,7 @@ func Take(threads func(name string) bool) (*Snapshot, error) {
 		if threads != nil && threads(p.Name) {
 			p.Threads = readThreads(d)
 		}
-		p.Args, p.Cgroup = readArgs(d), readCgroup(d)
+		p.Args, p.Cgroup = readArgs(d), readCgroup(p.Pid)
 		s.Procs = append(s.Procs, p)
 	}
 	return s, nil
@@ -243,24 +246,14 @@ func readArgs(dir string) []string {
 	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 }
 
-// readCgroup is the process's cgroup in the cpu hierarchy (cgroup v1), or
-// its unified one.
-func readCgroup(dir string) string {
-	b, _ := os.ReadFile(filepath.Join(dir, "cgroup"))
-	unified := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[0] == "0" && parts[1] == "" {
-			unified = parts[2]
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			if c == "cpu" {
-				return parts[2]
-			}
+// readCgroup is process pid's cgroup in the cpu hierarchy (cgroup v1),
+// or its unified one.
+func readCgroup(pid int) string {
+	cgs, _ := hostbed.ProcCgroups(pid)
+	for controllers, path := range cgs {
+		if slices.Contains(strings.Split(controllers, ","), "cpu") {
+			return path
 		}
 	}
-	return unified
+	return cgs[""]
 }

@@ -11,14 +11,8 @@ import (
 // TestKeySeparatesWhatAVMIsBootedFor: a VM fits a pod only if it was
 // booted (and its runtime warmed) for that pod's configuration.
 func TestKeySeparatesWhatAVMIsBootedFor(t *testing.T) {
-	dir := t.TempDir()
-	kernel, initrd := filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initramfs.cpio")
-	for _, f := range []string{kernel, initrd} {
-		if err := os.WriteFile(f, []byte(f), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	base := hypervisor.Config{KernelPath: kernel, InitrdPath: initrd, SharedFS: "virtiofs", Transport: "serial", Accelerator: "tcg"}
+	base := hypervisor.Config{KernelPath: imageFile(t, "vmlinux"), InitrdPath: imageFile(t, "initramfs.cpio"),
+		SharedFS: "virtiofs", Transport: "serial", Accelerator: "tcg"}
 	key := func(driver string, cfg hypervisor.Config, runtime string) string {
 		t.Helper()
 		k, err := Key(driver, cfg, runtime)
@@ -61,4 +55,13 @@ func TestKeySeparatesWhatAVMIsBootedFor(t *testing.T) {
 			}
 		})
 	}
+}
+
+// imageFile is a guest image file named name, for Key to identify.
+func imageFile(t *testing.T, name string) string {
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(name), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
