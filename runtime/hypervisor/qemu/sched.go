@@ -21,7 +21,7 @@ import (
 // vCPUs less often. SCHED_BATCH keeps a woken QEMU thread from preempting
 // a running one; host processes that are not QEMU keep the default slice
 // and their earlier deadlines, so they still run first.
-const vmmSlice = 100 * time.Millisecond
+const vmmSlice = 20 * time.Millisecond
 
 // setBatchSlice gives every thread of process pid SCHED_BATCH and
 // vmmSlice. Threads started later inherit the policy; a kernel without
