@@ -68,6 +68,8 @@ type PodTimes struct {
 	Output time.Duration
 	// Total is from RunPodSandbox's call to the end of the last step.
 	Total time.Duration
+	// Started is RunPodSandbox's call.
+	Started time.Time
 }
 
 // outputPoll is how often a pod's CRI log is looked at: the resolution of
@@ -98,6 +100,7 @@ func (h *Host) StartPodImage(ctx context.Context, handler, name, image string, c
 		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: p.Cgroup},
 	}
 	start := time.Now()
+	t.Started = start
 	rp, err := h.cri.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: p.sandboxed, RuntimeHandler: handler})
 	t.RunPodSandbox = time.Since(start)
 	if err != nil {

@@ -112,6 +112,7 @@ func (w *markdown) startup(st *result.Startup) {
 			p("| %s | %d | %s | %.2fx | %s | %s | %d |\n", withAccel(s.Runtime, s.Accelerator), s.Pods, ms(s.WallMs),
 				s.WallRatioToRunc, ms(s.ToFirstOutput.Median), ms(s.ToFirstOutput.P90), len(s.Failures))
 		}
+		w.startupCPU(st)
 	}
 	p("\n![startup](startup.png)\n\n")
 }

@@ -21,6 +21,8 @@ func full() *Results {
 		VirtiofsdPSS: 7, VirtiofsdGuestRAMPSS: 8, ContainersPSS: 9, GuestRAMTouched: 10, Total: 11,
 		HostOverhead: 12, HostOverheadExclTCG: 13, CgroupCharge: 14}
 	vms := &PodVMStarts{FactoryMode: "template", VMMSpawnToAgentReady: s, Cloned: 2, Fallbacks: 1, FirstFallback: "f"}
+	cpu := &CPUUse{Pods: 2, WindowMs: 1, Components: []CPUComponent{{Name: "vm_vcpus", Seconds: 2, PerPodSeconds: 1}}}
+	steps := []StartStep{{From: "a", To: "b", Duration: s}}
 	return &Results{
 		Schema: Schema, StartedAt: time.Unix(1, 0).UTC(), FinishedAt: time.Unix(2, 0).UTC(),
 		Host: Host{Kernel: "6.18", CPUs: 2, MemoryMiB: 1024, CPUModel: "cpu", Accelerator: "tcg", AcceleratorReason: "why",
@@ -34,9 +36,9 @@ func full() *Results {
 		},
 		Startup: &Startup{
 			Serial: []HandlerStartup{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Runs: 3, ToFirstOutput: s, RunPodSandbox: s,
-				CreateContainer: s, StartContainer: s, Output: s, MedianRatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}, VMs: vms}},
+				CreateContainer: s, StartContainer: s, Output: s, MedianRatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}, VMs: vms, CPU: cpu, Steps: steps}},
 			Parallel: []HandlerParallel{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Pods: 3, WallMs: 1, ToFirstOutput: s,
-				WallRatioToRunc: 2, MedianRatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}, VMs: vms}},
+				WallRatioToRunc: 2, MedianRatioToRunc: 2, SamplesMs: []float64{1}, Failures: []string{"f"}, VMs: vms, CPU: cpu, Steps: steps}},
 		},
 		Density: &Density{Handlers: []HandlerDensity{{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Requested: 3, Reached: 2,
 			Failure: "f", StartMs: s, StartSamples: []float64{1},

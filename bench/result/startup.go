@@ -29,6 +29,10 @@ type HandlerStartup struct {
 	Failures          []string      `json:"failures"`
 	// VMs are the pods' VM starts (podvm handlers only).
 	VMs *PodVMStarts `json:"vms,omitempty"`
+	// CPU is where the host's CPU time went while the pods started.
+	CPU *CPUUse `json:"cpu,omitempty"`
+	// Steps are the pods' starts step by step.
+	Steps []StartStep `json:"steps,omitempty"`
 }
 
 // HandlerParallel is one handler's pods started all at once.
@@ -48,6 +52,10 @@ type HandlerParallel struct {
 	Failures          []string  `json:"failures"`
 	// VMs are the pods' VM starts (podvm handlers only).
 	VMs *PodVMStarts `json:"vms,omitempty"`
+	// CPU is where the host's CPU time went while the pods started.
+	CPU *CPUUse `json:"cpu,omitempty"`
+	// Steps are the pods' starts step by step.
+	Steps []StartStep `json:"steps,omitempty"`
 }
 
 // PodVMStarts are a podvm handler's VM starts in a set of pods, from the

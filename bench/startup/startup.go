@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/bench/benchhost"
+	"github.com/podvm/podvm/bench/cpuuse"
 	"github.com/podvm/podvm/bench/result"
 	"github.com/podvm/podvm/bench/stats"
 )
@@ -42,18 +43,18 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 	cmd := []string{"echo", outputText}
 	// Warm-up, not recorded: one pod per handler.
 	for _, handler := range h.Handlers {
-		if _, _, _, err := startAndRemove(ctx, h, handler, "warmup-"+handler, cmd); err != nil {
+		if _, _, _, err := startAndRemove(ctx, h, handler, "warmup-"+handler, cmd, nil); err != nil {
 			return nil, fmt.Errorf("warm-up pod (%s): %w", handler, err)
 		}
 	}
 	serial := map[string]*serialRuns{}
 	for _, handler := range h.Handlers {
-		serial[handler] = &serialRuns{}
+		serial[handler] = &serialRuns{cpu: newCPUWindows(h)}
 	}
 	for i := 1; i <= o.SerialRuns; i++ {
 		for k := range h.Handlers {
 			handler := h.Handlers[(k+i)%len(h.Handlers)]
-			id, app, t, err := startAndRemove(ctx, h, handler, fmt.Sprintf("serial-%s-%d", handler, i), cmd)
+			id, app, t, err := startAndRemove(ctx, h, handler, fmt.Sprintf("serial-%s-%d", handler, i), cmd, serial[handler].cpu)
 			serial[handler].add(id, app, t, err)
 			if err != nil {
 				fmt.Fprintf(o.Progress, "    serial %s %d: %v\n", handler, i, err)
@@ -63,18 +64,23 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 	for _, handler := range h.Handlers {
 		r := serial[handler].result(handler)
 		r.VMs = vmStarts(h, handler, serial[handler].ids, serial[handler].apps)
+		r.CPU, r.Steps = serial[handler].cpu.result(), hostSteps(serial[handler].pods, h)
 		out.Serial = append(out.Serial, r)
 		fmt.Fprintf(o.Progress, "    serial, %s: median %.0f ms, p90 %.0f ms (%d pods, %d failed)\n",
 			handler, r.ToFirstOutput.Median, r.ToFirstOutput.P90, r.ToFirstOutput.N, len(r.Failures))
 		printCreates(o.Progress, r.VMs)
+		printCPU(o.Progress, r.CPU)
 	}
 	if o.Parallel > 0 {
 		for _, handler := range h.Handlers {
-			p, ids, apps := parallel(ctx, h, handler, o.Parallel, cmd)
+			p, pods := parallel(ctx, h, handler, o.Parallel, cmd)
+			ids, apps := podIDs(pods)
 			p.VMs = vmStarts(h, handler, ids, apps)
+			p.Steps = hostSteps(pods, h)
 			out.Parallel = append(out.Parallel, p)
 			fmt.Fprintf(o.Progress, "    %d at once, %s: all out in %.0f ms, each median %.0f ms p90 %.0f ms (%d failed)\n",
 				o.Parallel, handler, p.WallMs, p.ToFirstOutput.Median, p.ToFirstOutput.P90, len(p.Failures))
+			printCPU(o.Progress, p.CPU)
 		}
 	}
 	setRatios(out)
@@ -83,11 +89,19 @@ func Run(ctx context.Context, h *benchhost.Host, o Options) (*result.Startup, er
 }
 
 // startAndRemove starts a pod, waits for its output, and removes it (the
-// removal is not timed).
-func startAndRemove(ctx context.Context, h *benchhost.Host, handler, name string, cmd []string) (id, app string, _ benchhost.PodTimes, _ error) {
+// removal is not timed); cpu, if set, gets the host's CPU time of the
+// start.
+func startAndRemove(ctx context.Context, h *benchhost.Host, handler, name string, cmd []string, cpu *cpuWindows) (id, app string, _ benchhost.PodTimes, _ error) {
 	sctx, cancel := context.WithTimeout(ctx, podTimeout)
 	defer cancel()
+	var before *cpuuse.Snapshot
+	if cpu != nil {
+		before = cpu.begin()
+	}
 	p, t, err := h.StartPod(sctx, handler, name, cmd, outputText)
+	if cpu != nil && err == nil {
+		cpu.end(before, 1)
+	}
 	if p != nil {
 		id, app = p.ID, p.ContainerID
 	}
@@ -102,6 +116,8 @@ type serialRuns struct {
 	total, runp, create, start, output []float64
 	failures                           []string
 	ids, apps                          []string
+	pods                               []started // those that started
+	cpu                                *cpuWindows
 }
 
 func (s *serialRuns) add(id, app string, t benchhost.PodTimes, err error) {
@@ -115,6 +131,7 @@ func (s *serialRuns) add(id, app string, t benchhost.PodTimes, err error) {
 		s.failures = append(s.failures, err.Error())
 		return
 	}
+	s.pods = append(s.pods, started{id: id, app: app, t: t})
 	s.total = append(s.total, result.Ms(t.Total))
 	s.runp = append(s.runp, result.Ms(t.RunPodSandbox))
 	s.create = append(s.create, result.Ms(t.CreateContainer))
@@ -132,8 +149,8 @@ func (s *serialRuns) result(handler string) result.HandlerStartup {
 }
 
 // parallel starts n pods of handler at once and removes them after; it
-// returns their sandbox and app container ids too.
-func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd []string) (result.HandlerParallel, []string, []string) {
+// returns the pods too, with their times.
+func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd []string) (result.HandlerParallel, []started) {
 	out := result.HandlerParallel{Handler: handler, Runtime: benchhost.RuntimeName(handler), Pods: n}
 	pctx, cancel := context.WithTimeout(ctx, podTimeout)
 	defer cancel()
@@ -141,7 +158,10 @@ func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd
 		mu   sync.Mutex
 		wg   sync.WaitGroup
 		pods []*benchhost.Pod
+		all  []started
 	)
+	cpu := newCPUWindows(h)
+	before := cpu.begin()
 	start := time.Now()
 	var last time.Time
 	for i := 1; i <= n; i++ {
@@ -154,6 +174,7 @@ func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd
 			defer mu.Unlock()
 			if p != nil {
 				pods = append(pods, p)
+				all = append(all, started{id: p.ID, app: p.ContainerID, t: t, failed: err != nil})
 			}
 			if err != nil {
 				out.Failures = append(out.Failures, err.Error())
@@ -168,21 +189,29 @@ func parallel(ctx context.Context, h *benchhost.Host, handler string, n int, cmd
 	wg.Wait()
 	if len(out.Failures) == 0 {
 		out.WallMs = result.Ms(last.Sub(start))
+		cpu.end(before, n)
+		out.CPU = cpu.result()
 	}
 	out.ToFirstOutput = stats.Summarize(out.SamplesMs)
 	// Removed one after another: the removal is not measured, and a
 	// host full of exiting VMs would only slow the next batch.
-	var ids, apps []string
 	for _, p := range pods {
-		ids = append(ids, p.ID)
-		if p.ContainerID != "" {
-			apps = append(apps, p.ContainerID)
-		}
 		if err := h.RemovePod(context.WithoutCancel(ctx), p); err != nil {
 			out.Failures = append(out.Failures, err.Error())
 		}
 	}
-	return out, ids, apps
+	return out, all
+}
+
+// podIDs are the pods' sandbox and app container ids.
+func podIDs(pods []started) (ids, apps []string) {
+	for _, p := range pods {
+		ids = append(ids, p.id)
+		if p.app != "" {
+			apps = append(apps, p.app)
+		}
+	}
+	return ids, apps
 }
 
 // printCreates prints the guest's create + start of a podvm handler's

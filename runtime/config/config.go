@@ -49,6 +49,12 @@ type Factory struct {
 	CacheSize int `toml:"cache_size"`
 	// CacheMaxAge retires a cached VM older than this (0: never).
 	CacheMaxAge Duration `toml:"cache_max_age"`
+	// CacheRefillQuiet is how long the cache's refill waits after the
+	// last claim before it boots (pods start in bursts, and a boot in a
+	// burst takes the pods' CPU); CacheRefillQuietMax bounds that wait,
+	// from when the pool fell short (docs/factory.md section 9).
+	CacheRefillQuiet    Duration `toml:"cache_refill_quiet"`
+	CacheRefillQuietMax Duration `toml:"cache_refill_quiet_max"`
 }
 
 // Hypervisor selects and sizes the VMM.
@@ -283,6 +289,12 @@ func (c *Config) validateFactory() []error {
 	}
 	if f.CacheMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("factory.cache_max_age = %s: must not be negative", time.Duration(f.CacheMaxAge)))
+	}
+	if f.CacheRefillQuiet < 0 {
+		errs = append(errs, fmt.Errorf("factory.cache_refill_quiet = %s: must not be negative", time.Duration(f.CacheRefillQuiet)))
+	}
+	if f.CacheRefillQuietMax <= 0 {
+		errs = append(errs, fmt.Errorf("factory.cache_refill_quiet_max = %s: must be positive", time.Duration(f.CacheRefillQuietMax)))
 	}
 	switch f.Mode {
 	case FactoryNone:

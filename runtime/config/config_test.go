@@ -102,6 +102,16 @@ func TestParse(t *testing.T) {
 		}},
 		{name: "factory cache keys out of range", input: "[factory]\ncache_size = -1\ncache_max_age = \"-1s\"\n",
 			wantErr: []string{"factory.cache_size = -1: must be from 0 to 64", "factory.cache_max_age = -1s: must not be negative"}},
+		{name: "factory cache refill quiet", input: "[factory]\ncache_refill_quiet = \"1s\"\ncache_refill_quiet_max = \"5s\"\n", check: func(t *testing.T, c *Config) {
+			if c.Factory.CacheRefillQuiet != Duration(time.Second) || c.Factory.CacheRefillQuietMax != Duration(5*time.Second) {
+				t.Errorf("refill quiet %v, bound %v", c.Factory.CacheRefillQuiet, c.Factory.CacheRefillQuietMax)
+			}
+			if d := Default().Factory; d.CacheRefillQuiet != Duration(10*time.Second) || d.CacheRefillQuietMax != Duration(30*time.Second) {
+				t.Errorf("default refill quiet %v, bound %v", d.CacheRefillQuiet, d.CacheRefillQuietMax)
+			}
+		}},
+		{name: "factory cache refill quiet out of range", input: "[factory]\ncache_refill_quiet = \"-1s\"\ncache_refill_quiet_max = \"0s\"\n",
+			wantErr: []string{"factory.cache_refill_quiet = -1s: must not be negative", "factory.cache_refill_quiet_max = 0s: must be positive"}},
 		{name: "factory unknown mode", input: "[factory]\nmode = \"fork\"\n",
 			wantErr: []string{`factory.mode = "fork"`}},
 		{name: "factory template needs qemu, 9p, serial and an absolute dir", input: "[hypervisor]\ndriver = \"cloud-hypervisor\"\nagent_transport = \"vsock\"\n[factory]\nmode = \"template\"\ntemplate_dir = \"t\"\n",

@@ -61,7 +61,8 @@ func accelerator(v string) hypervisor.Accelerator {
 // and guest image (clone.go); with "cache" it is first taken from the VMs
 // booted ahead (cache.go). A failure there is logged and the VM boots as
 // it does without a factory, unless a cached VM was already claimed.
-func (s *Sandbox) bootVM(ctx context.Context, driver hypervisor.Driver, f config.Factory, cfg hypervisor.Config) error {
+func (s *Sandbox) bootVM(ctx context.Context, driver hypervisor.Driver, c *config.Config, cfg hypervisor.Config) error {
+	f := c.Factory
 	switch f.Mode {
 	case config.FactoryTemplate:
 		err := s.cloneVM(ctx, driver, f, cfg)
@@ -70,7 +71,7 @@ func (s *Sandbox) bootVM(ctx context.Context, driver hypervisor.Driver, f config
 		}
 		log.G(ctx).WithError(err).WithField("sandbox", s.ID).Warn("pod VM not cloned from a VM template: booting it")
 	case config.FactoryCache:
-		err := s.takeCachedVM(ctx, driver, cfg)
+		err := s.takeCachedVM(ctx, driver, cfg, c.Hypervisor.GuestOCIRuntime)
 		if err == nil || s.vm != nil {
 			return err
 		}

@@ -26,11 +26,11 @@ import (
 // is in the pod's cgroup and runs while the rest moves. Before the claim
 // an error leaves the sandbox as it was (the caller boots a VM); after it
 // s.vm is set and the error is the sandbox's (Destroy stops the VM).
-func (s *Sandbox) takeCachedVM(ctx context.Context, driver hypervisor.Driver, cfg hypervisor.Config) error {
+func (s *Sandbox) takeCachedVM(ctx context.Context, driver hypervisor.Driver, cfg hypervisor.Config, guestOCIRuntime string) error {
 	if s.net != nil && len(cfg.Net) != 1 {
 		return fmt.Errorf("the pod has %d network interfaces; a cached VM has one NIC", len(cfg.Net))
 	}
-	key, err := cache.Key(driver.Name(), cfg)
+	key, err := cache.Key(driver.Name(), cfg, guestOCIRuntime)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func Create(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.bootVM(ctx, o.Driver, o.Config.Factory, s.vmConfig(o)); err != nil {
+	if err := s.bootVM(ctx, o.Driver, o.Config, s.vmConfig(o)); err != nil {
 		return nil, err
 	}
 	if err := s.initGuest(ctx, o, pidsLimit); err != nil {

@@ -11,17 +11,20 @@ import (
 )
 
 // keyFormat changes when what Key covers changes, so that VMs booted by
-// an older daemon never fit.
-const keyFormat = 1
+// an older daemon never fit (2: the guest's OCI runtime).
+const keyFormat = 2
 
 // Key names what a VM of cfg is booted from, less anything of a pod (id,
 // dirs, NICs, cgroup, size): the driver, the guest image (path, size,
 // mtime: a rebuilt image gets a new key), the kernel parameters, the
-// shared filesystem, the agent transport, the accelerator and debug. The
-// daemon and the shims compute it from the same configuration; the
-// driver's own settings ([hypervisor.qemu]) are not in it, so both must
-// read the same file (docs/factory.md, section 8).
-func Key(driver string, cfg hypervisor.Config) (string, error) {
+// shared filesystem, the agent transport, the accelerator and debug, and
+// the guest OCI runtime the daemon warmed in it (guestOCIRuntime, as
+// configured: hypervisor.guest_oci_runtime), so that a pool warmed for
+// crun never serves a pod configured for runc. The daemon and the shims
+// compute it from the same configuration; the driver's own settings
+// ([hypervisor.qemu]) are not in it, so both must read the same file
+// (docs/factory.md, section 8).
+func Key(driver string, cfg hypervisor.Config, guestOCIRuntime string) (string, error) {
 	kernel, err := identify(cfg.KernelPath)
 	if err != nil {
 		return "", err
@@ -31,7 +34,7 @@ func Key(driver string, cfg hypervisor.Config) (string, error) {
 		return "", err
 	}
 	b, err := json.Marshal([]any{keyFormat, driver, kernel, initrd, cfg.KernelParams, cfg.SharedFS,
-		cfg.AllowGuestSetID, cfg.Transport, cfg.Accelerator, cfg.Debug})
+		cfg.AllowGuestSetID, cfg.Transport, cfg.Accelerator, cfg.Debug, guestOCIRuntime})
 	if err != nil {
 		return "", err
 	}

@@ -41,16 +41,6 @@ const (
 	ConsoleLog  = "console.log"
 )
 
-// The daemon's refill waits RefillQuiet after the last claim, at most
-// RefillQuietMax after its pool fell short (docs/factory.md section 9):
-// pods start in bursts, and a boot in the burst takes their CPU. Under
-// TCG ten pods still create their containers 8 s after their claims; a
-// 2 s quiet put the refill inside that.
-const (
-	RefillQuiet    = 10 * time.Second
-	RefillQuietMax = 30 * time.Second
-)
-
 // PoolDir is the pool of the runtime whose state_dir is stateDir: beside
 // the sandboxes' state directories, so that a claim's rename stays on one
 // filesystem.
@@ -107,7 +97,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.Log.WithError(err).Warn("VM cache: its VMs run at normal CPU priority")
 	}
 	base := d.vmConfig("", "", "", nil)
-	if d.key, err = Key(d.Driver.Name(), base); err != nil {
+	if d.key, err = Key(d.Driver.Name(), base, d.Config.Hypervisor.GuestOCIRuntime); err != nil {
 		return err
 	}
 	// A VM this daemon boots may come to run a pod, which must not die
@@ -119,7 +109,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	k := &Keeper{
 		Pool: Pool{Dir: PoolDir(d.Config.Runtime.StateDir)}, Size: f.CacheSize, MaxAge: time.Duration(f.CacheMaxAge),
 		Boot: d.boot, Leftover: killLeftover, Remove: share.UnmountAndRemove, Claimed: ClaimedGlob(d.Config.Runtime.StateDir), Inherit: inherit, Log: d.Log,
-		Quiet: RefillQuiet, QuietMax: RefillQuietMax,
+		// Pods start in bursts, and a boot in one takes their CPU
+		// (factory.cache_refill_quiet, docs/factory.md section 9).
+		Quiet: time.Duration(f.CacheRefillQuiet), QuietMax: time.Duration(f.CacheRefillQuietMax),
 	}
 	d.Log.WithFields(log.Fields{"pool": k.Pool.Dir, "size": k.Size, "key": d.key, "cpu_priority": cpu,
 		"vcpus": base.VCPUs, "memory_mib": base.MemoryMiB}).Info("VM cache serving")

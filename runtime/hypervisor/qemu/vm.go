@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/podvm/podvm/agent/api/contract"
@@ -137,6 +138,13 @@ func (v *VM) boot(ctx context.Context) error {
 	v.mu.Lock()
 	v.qmp = qmp
 	v.mu.Unlock()
+	// QMP answers from the main loop, which starts after machine init
+	// created the vCPU threads: all are there now.
+	if pids := v.Machine.Pids(); len(pids) > 0 {
+		if err := setBatchSlice(pids[0]); err != nil {
+			log.G(ctx).WithError(err).WithField("sandbox", v.cfg.ID).Warn("qemu: its threads keep the default CPU slice")
+		}
+	}
 	if v.tpl.restoring() {
 		return v.restore(ctx, qmp, own)
 	}
