@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// vmmSlice is the CPU time slice QEMU's threads ask the host scheduler for
+// vmmSlice is the CPU time slice a TCG QEMU's threads ask the host scheduler for
 // (EEVDF's per-task slice, sched_attr.sched_runtime, Linux 6.12 and later;
 // the default is 0.75 ms x (1 + log2 CPUs)). Under TCG a vCPU thread runs
 // translated guest code out of caches of its own (translation blocks,

@@ -139,8 +139,10 @@ func (v *VM) boot(ctx context.Context) error {
 	v.qmp = qmp
 	v.mu.Unlock()
 	// QMP answers from the main loop, which starts after machine init
-	// created the vCPU threads: all are there now.
-	if pids := v.Machine.Pids(); len(pids) > 0 {
+	// created the vCPU threads: all are there now. Only TCG's vCPUs are
+	// CPU-bound; a KVM vCPU sleeps in the host when its guest idles, and
+	// SCHED_BATCH would only delay its wake-ups.
+	if pids := v.Machine.Pids(); len(pids) > 0 && l.Accel == hypervisor.AccelTCG {
 		if err := setBatchSlice(pids[0]); err != nil {
 			log.G(ctx).WithError(err).WithField("sandbox", v.cfg.ID).Warn("qemu: its threads keep the default CPU slice")
 		}
