@@ -47,15 +47,25 @@ type Config struct {
 	// (sealCrun), kept on a ramfs at SealDir.
 	SealRuntime bool
 	SealDir     string
+	// NativeSandbox: a CRI pod's sandbox (pause) container whose spec the
+	// agent covers is created by the agent itself, not the OCI runtime
+	// (native.go, docs/agent.md "The native sandbox").
+	NativeSandbox bool
+	// CgroupRoot is where cgroup v2 is mounted; "" is cgroup.Mountpoint.
+	CgroupRoot string
+	// Self is the agent's binary, which the native pause re-executes; ""
+	// is /proc/self/exe.
+	Self string
 }
 
 // GuestConfig is the layout inside the pod VM.
 var GuestConfig = Config{
-	Runc:      "/usr/bin/runc",
-	Crun:      "/usr/bin/crun",
-	StateDir:  "/run/podvm/runc",
-	BundleDir: "/run/podvm/containers",
-	SealDir:   "/run/podvm/sealed",
+	Runc:          "/usr/bin/runc",
+	Crun:          "/usr/bin/crun",
+	StateDir:      "/run/podvm/runc",
+	BundleDir:     "/run/podvm/containers",
+	SealDir:       "/run/podvm/sealed",
+	NativeSandbox: true,
 }
 
 // CreateRequest is what CreateContainer asks for.
@@ -143,8 +153,19 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	// The runtime must not be killed half-way because the caller hung up.
 	ctx = context.WithoutCancel(ctx)
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
+	spec, err := guestSpec(r.ID, r.Spec, r.Terminal)
+	if err != nil {
+		return nil, err
+	}
+	reason := nativeReason(m.cfg, spec, r.Stdio)
+	if reason == "" {
+		return m.createNative(ctx, r, spec, marks)
+	}
+	if spec.Annotations[annotationContainerType] == "sandbox" {
+		log.G(ctx).Debugf("sandbox container %s goes through %s: %s", r.ID, rt.name, reason)
+	}
 	c := newContainer(m, r.ID, bundle, rt)
-	spec, err := writeBundle(bundle, r.ID, r.Spec, bundleOptions{
+	err = writeSpec(bundle, r.ID, spec, bundleOptions{
 		terminal: r.Terminal, ownsNetwork: m.cfg.OwnsNetwork, specVersion: rt.specVersion, personality: rt.personality, cpu: &c.cpu,
 	})
 	if err != nil {
