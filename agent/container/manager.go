@@ -193,15 +193,21 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
 	}
 	c.init = newProcess(c, "", pid, s)
-	if c.cgroup.Known() {
-		base, err := m.oom.Add(r.ID, c.cgroup)
-		if err != nil {
-			log.G(ctx).WithError(err).Warnf("container %s: OOM kills in cgroup %s cannot be counted", r.ID, c.cgroup)
-		}
-		c.init.oomBase = base
-	}
+	m.watchOOM(ctx, c)
 	c.marks = append(marks, MarkNow(contract.MarkCreateEnd))
 	return c, nil
+}
+
+// watchOOM counts the OOM kills of the container's cgroup from now on.
+func (m *Manager) watchOOM(ctx context.Context, c *Container) {
+	if !c.cgroup.Known() {
+		return
+	}
+	base, err := m.oom.Add(c.id, c.cgroup)
+	if err != nil {
+		log.G(ctx).WithError(err).Warnf("container %s: OOM kills in cgroup %s cannot be counted", c.id, c.cgroup)
+	}
+	c.init.oomBase = base
 }
 
 // locateCgroup finds the container's cgroup from its init, or else from

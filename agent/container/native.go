@@ -15,7 +15,6 @@ import (
 
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -161,11 +160,7 @@ func (m *Manager) createNative(ctx context.Context, r CreateRequest, spec *specs
 	}
 	p.Close()
 	c.init = newProcess(c, "", pid, s)
-	base, err := m.oom.Add(r.ID, c.cgroup)
-	if err != nil {
-		log.G(ctx).WithError(err).Warnf("container %s: OOM kills in cgroup %s cannot be counted", r.ID, c.cgroup)
-	}
-	c.init.oomBase = base
+	m.watchOOM(ctx, c)
 	c.marks = append(marks, MarkNow(contract.MarkCreateEnd))
 	return c, nil
 }
