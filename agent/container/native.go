@@ -3,8 +3,10 @@ package container
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,7 +144,7 @@ func (m *Manager) createNative(ctx context.Context, r CreateRequest, spec *specs
 	}
 	defer func() {
 		if retErr != nil {
-			_ = cg.Delete()
+			deleteCgroup(cg)
 		}
 	}()
 	marks = append(marks, MarkNow(contract.MarkBundleWritten))
@@ -267,6 +269,17 @@ func (n *nativePause) destroy(c *Container) error {
 		return fmt.Errorf("delete container %s: remove cgroup %s: %w", c.id, c.cgroup, err)
 	}
 	return nil
+}
+
+// deleteCgroup removes the cgroup of a pause that failed, once the kernel
+// has taken the killed process out of it, for up to a second.
+func deleteCgroup(cg *cgroup2.Manager) {
+	for range 100 {
+		if err := cg.Delete(); err == nil || errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // update applies resources to the pause's cgroup.

@@ -171,8 +171,13 @@ func createPause(t *testing.T, m *Manager, id string) (*Container, *specs.Spec) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = m.Remove(context.Background(), id)
-		_ = os.Remove(filepath.Join(m.cfg.cgroupRoot(), filepath.Dir(spec.Linux.CgroupsPath)))
+		if err := m.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		// Fails while the pause's cgroup is left, or a process in it.
+		if err := os.Remove(filepath.Join(m.cfg.cgroupRoot(), filepath.Dir(spec.Linux.CgroupsPath))); err != nil {
+			t.Errorf("pod cgroup left: %v", err)
+		}
 	})
 	if c.runtimeName != NativeRuntime {
 		t.Fatalf("runtime %q, want %q", c.runtimeName, NativeRuntime)
@@ -344,4 +349,28 @@ func mustReadlink(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestNativePauseSetupFails: a pause whose setup fails is reported with its
+// reason and leaves no process, cgroup or container.
+func TestNativePauseSetupFails(t *testing.T) {
+	m, cgroupRoot := nativeManager(t)
+	root := t.TempDir()
+	spec := sandboxSpec(root, fmt.Sprintf("/podvm-test-%d/bad", os.Getpid()))
+	spec.Linux.Sysctl["kernel.msgmax"] = "not a number"
+	t.Cleanup(func() { _ = os.Remove(filepath.Join(cgroupRoot, filepath.Dir(spec.Linux.CgroupsPath))) })
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Create(context.Background(), CreateRequest{ID: "bad", Spec: raw})
+	if err == nil || !strings.Contains(err.Error(), "sysctl kernel.msgmax") {
+		t.Fatalf("Create = %v, want the pause's sysctl failure", err)
+	}
+	if _, err := os.Stat(filepath.Join(cgroupRoot, spec.Linux.CgroupsPath)); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s left after the failed create (%v)", spec.Linux.CgroupsPath, err)
+	}
+	if _, err := m.Get("bad"); !errdefs.IsNotFound(err) {
+		t.Errorf("Get after the failed create = %v, want NotFound", err)
+	}
 }
