@@ -57,8 +57,6 @@ func nativeReason(cfg Config, spec *specs.Spec, st Stdio) string {
 		return "it has hooks"
 	case spec.Linux.Seccomp != nil:
 		return "it has a seccomp profile"
-	case len(spec.Process.Rlimits) > 0:
-		return "it has rlimits"
 	case spec.Process.ApparmorProfile != "" || spec.Process.SelinuxLabel != "":
 		return "it has an LSM label"
 	case len(spec.Linux.UIDMappings) > 0 || len(spec.Linux.GIDMappings) > 0:
@@ -74,6 +72,11 @@ func nativeReason(cfg Config, spec *specs.Spec, st Stdio) string {
 		}
 		if ns.Path != "" {
 			return fmt.Sprintf("it joins the %s namespace %s", ns.Type, ns.Path)
+		}
+	}
+	for _, r := range spec.Process.Rlimits {
+		if _, ok := pause.Resources[r.Type]; !ok {
+			return fmt.Sprintf("rlimit %s is unknown", r.Type)
 		}
 	}
 	for key := range spec.Linux.Sysctl {
@@ -226,11 +229,15 @@ func startPause(cfg Config, spec *specs.Spec, cgroupDir string) (int, error) {
 
 // pauseConfig is what the pause process sets up itself.
 func pauseConfig(spec *specs.Spec) pause.Config {
-	return pause.Config{
+	c := pause.Config{
 		Hostname: spec.Hostname, Domainname: spec.Domainname, Sysctls: spec.Linux.Sysctl, Root: spec.Root.Path,
 		UID: spec.Process.User.UID, GID: spec.Process.User.GID, AdditionalGids: spec.Process.User.AdditionalGids,
 		OOMScoreAdj: spec.Process.OOMScoreAdj,
 	}
+	for _, r := range spec.Process.Rlimits {
+		c.Rlimits = append(c.Rlimits, pause.Rlimit{Resource: pause.Resources[r.Type], Soft: r.Soft, Hard: r.Hard})
+	}
+	return c
 }
 
 // signal signals the pause; with all, every process of its cgroup.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -37,7 +38,9 @@ func sandboxSpec(root, cgroupsPath string) *specs.Spec {
 		Hostname:    "pod-host",
 		Annotations: map[string]string{annotationContainerType: "sandbox"},
 		Process: &specs.Process{Args: []string{"/pause"}, Cwd: "/", User: specs.User{UID: 65535, GID: 65535},
-			NoNewPrivileges: true, OOMScoreAdj: intp(500)},
+			NoNewPrivileges: true, OOMScoreAdj: intp(500),
+			// containerd's default spec has this one.
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}}},
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace}},
@@ -81,8 +84,11 @@ func TestNativeReason(t *testing.T) {
 		{name: "terminal", cfg: on, stdio: Stdio{Terminal: true}, want: "stdio"},
 		{name: "seccomp", cfg: on, change: func(s *specs.Spec) { s.Linux.Seccomp = warmSeccomp() }, want: "seccomp"},
 		{name: "rlimits", cfg: on, change: func(s *specs.Spec) {
-			s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 10, Soft: 10}}
-		}, want: "rlimits"},
+			s.Process.Rlimits = append(s.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_CORE"})
+		}},
+		{name: "unknown rlimit", cfg: on, change: func(s *specs.Spec) {
+			s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NEW", Hard: 10, Soft: 10}}
+		}, want: "RLIMIT_NEW"},
 		{name: "hooks", cfg: on, change: func(s *specs.Spec) { s.Hooks = &specs.Hooks{} }, want: "hooks"},
 		{name: "apparmor", cfg: on, change: func(s *specs.Spec) { s.Process.ApparmorProfile = "p" }, want: "LSM"},
 		{name: "user namespace pod", cfg: on, change: func(s *specs.Spec) {
@@ -218,6 +224,9 @@ func TestNativePauseSetup(t *testing.T) {
 	}
 	if got := readFile(t, fmt.Sprintf("/proc/%d/oom_score_adj", pid)); got != "500\n" {
 		t.Errorf("oom_score_adj %q, want 500", got)
+	}
+	if limits := readFile(t, fmt.Sprintf("/proc/%d/limits", pid)); !regexp.MustCompile(`Max open files +1024 +1024 `).MatchString(limits) {
+		t.Errorf("the pause's limits lack RLIMIT_NOFILE 1024:\n%s", limits)
 	}
 	if got := readFile(t, fmt.Sprintf("/proc/%d/cmdline", pid)); got != pause.Arg0+"\x00" {
 		t.Errorf("cmdline %q, want %q", got, pause.Arg0)

@@ -54,6 +54,25 @@ type Config struct {
 	GID            uint32   `json:"gid"`
 	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
 	OOMScoreAdj    *int     `json:"oomScoreAdj,omitempty"`
+	// Rlimits are set on the pause (containerd's default spec has
+	// RLIMIT_NOFILE 1024): a process joining its namespaces does not
+	// inherit them, but the pause itself runs with them as under runc.
+	Rlimits []Rlimit `json:"rlimits,omitempty"`
+}
+
+// Rlimit is one resource limit, by its resource number (Resources).
+type Rlimit struct {
+	Resource   int    `json:"resource"`
+	Soft, Hard uint64 `json:",omitempty"`
+}
+
+// Resources are the OCI spec's rlimit names and their numbers.
+var Resources = map[string]int{
+	"RLIMIT_AS": unix.RLIMIT_AS, "RLIMIT_CORE": unix.RLIMIT_CORE, "RLIMIT_CPU": unix.RLIMIT_CPU,
+	"RLIMIT_DATA": unix.RLIMIT_DATA, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_LOCKS": 10,
+	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
+	"RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15, "RLIMIT_SIGPENDING": 11, "RLIMIT_STACK": unix.RLIMIT_STACK,
 }
 
 // Invoked reports whether this process is a pause process the agent started.
@@ -117,6 +136,11 @@ func setUp(configFile *os.File) error {
 	if cfg.OOMScoreAdj != nil {
 		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprint(*cfg.OOMScoreAdj)), 0); err != nil {
 			return fmt.Errorf("set oom_score_adj: %w", err)
+		}
+	}
+	for _, r := range cfg.Rlimits {
+		if err := unix.Setrlimit(r.Resource, &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
+			return fmt.Errorf("set rlimit %d to %d/%d: %w", r.Resource, r.Soft, r.Hard, err)
 		}
 	}
 	if err := pivot(cfg.Root); err != nil {
