@@ -79,7 +79,11 @@ func nativeReason(cfg Config, spec *specs.Spec, st Stdio) string {
 			return fmt.Sprintf("rlimit %s is unknown", r.Type)
 		}
 	}
+	guestNet := cfg.OwnsNetwork && !hasNamespace(spec, specs.NetworkNamespace)
 	for key := range spec.Linux.Sysctl {
+		if guestNet && strings.HasPrefix(key, "net.") {
+			continue // the guest's own: applyNetSysctls
+		}
 		if !nativeSysctl(spec, key) {
 			return fmt.Sprintf("sysctl %s is not in a namespace of its own", key)
 		}
@@ -92,8 +96,8 @@ func nativeReason(cfg Config, spec *specs.Spec, st Stdio) string {
 
 // nativeSysctl says whether the native pause can set key: one of the ipc
 // namespace's in a new ipc namespace, or the uts namespace's in a new uts
-// namespace, as runc allows them. (net.* ones are the guest's own,
-// applyNetSysctls.)
+// namespace, as runc allows them. (net.* ones of a pod are the guest's
+// own, applyNetSysctls: containerd's CRI adds two to every sandbox.)
 func nativeSysctl(spec *specs.Spec, key string) bool {
 	ipc := strings.HasPrefix(key, "fs.mqueue.") || slices.Contains([]string{"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni",
 		"kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}, key)

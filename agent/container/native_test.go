@@ -63,6 +63,8 @@ func TestNativeReason(t *testing.T) {
 		cgroupRoot = mountCgroup2(t)
 	}
 	on := Config{NativeSandbox: true, CgroupRoot: cgroupRoot}
+	guest := on
+	guest.OwnsNetwork = true
 	for _, tc := range []struct {
 		name   string
 		cfg    Config
@@ -76,7 +78,12 @@ func TestNativeReason(t *testing.T) {
 		}},
 		{name: "uts sysctl", cfg: on, change: func(s *specs.Spec) { s.Linux.Sysctl["kernel.domainname"] = "x" }},
 		{name: "mqueue sysctl", cfg: on, change: func(s *specs.Spec) { s.Linux.Sysctl["fs.mqueue.msg_max"] = "20" }},
-		{name: "net sysctl (the guest's own)", cfg: on, change: func(s *specs.Spec) { s.Linux.Sysctl["net.ipv4.ip_forward"] = "1" }, want: "net.ipv4.ip_forward"},
+		// containerd's CRI adds these two to every sandbox spec.
+		{name: "net sysctls, the guest's own", cfg: guest, change: func(s *specs.Spec) {
+			s.Linux.Sysctl["net.ipv4.ip_unprivileged_port_start"] = "0"
+			s.Linux.Sysctl["net.ipv4.ping_group_range"] = "0 2147483647"
+		}},
+		{name: "net sysctl off the guest", cfg: on, change: func(s *specs.Spec) { s.Linux.Sysctl["net.ipv4.ip_forward"] = "1" }, want: "net.ipv4.ip_forward"},
 		{name: "switched off", cfg: Config{CgroupRoot: cgroupRoot}, want: "off"},
 		{name: "app container", cfg: on, change: func(s *specs.Spec) { s.Annotations[annotationContainerType] = "container" }, want: "not a CRI sandbox"},
 		{name: "not CRI", cfg: on, change: func(s *specs.Spec) { s.Annotations = nil }, want: "not a CRI sandbox"},
