@@ -39,7 +39,7 @@ func sandboxSpec(root, cgroupsPath string) *specs.Spec {
 		Annotations: map[string]string{annotationContainerType: "sandbox"},
 		Process: &specs.Process{Args: []string{"/pause"}, Cwd: "/", User: specs.User{UID: 65535, GID: 65535},
 			NoNewPrivileges: true, OOMScoreAdj: intp(500),
-			// containerd's default spec has this one.
+			// containerd's CRI gives a sandbox none; another client may.
 			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}}},
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace},

@@ -54,9 +54,9 @@ type Config struct {
 	GID            uint32   `json:"gid"`
 	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
 	OOMScoreAdj    *int     `json:"oomScoreAdj,omitempty"`
-	// Rlimits are set on the pause (containerd's default spec has
-	// RLIMIT_NOFILE 1024): a process joining its namespaces does not
-	// inherit them, but the pause itself runs with them as under runc.
+	// Rlimits are set on the pause itself, as runc would (containerd's
+	// CRI gives a sandbox none; a process joining its namespaces does not
+	// inherit them).
 	Rlimits []Rlimit `json:"rlimits,omitempty"`
 }
 
