@@ -60,12 +60,11 @@ type Config struct {
 
 // GuestConfig is the layout inside the pod VM.
 var GuestConfig = Config{
-	Runc:          "/usr/bin/runc",
-	Crun:          "/usr/bin/crun",
-	StateDir:      "/run/podvm/runc",
-	BundleDir:     "/run/podvm/containers",
-	SealDir:       "/run/podvm/sealed",
-	NativeSandbox: true,
+	Runc:      "/usr/bin/runc",
+	Crun:      "/usr/bin/crun",
+	StateDir:  "/run/podvm/runc",
+	BundleDir: "/run/podvm/containers",
+	SealDir:   "/run/podvm/sealed",
 }
 
 // CreateRequest is what CreateContainer asks for.
