@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,8 +27,6 @@ const pauseView = `grep -E '^(Uid|CapEff|Seccomp):' /proc/1/status; cat /proc/1/
 // runtime's has the RuntimeDefault filter.
 func TestCRINativeSandboxIntegration(t *testing.T) {
 	env := requireEnv(t)
-	tools := requireCRI(t)
-	dir := t.TempDir()
 	base, err := os.ReadFile(env.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
@@ -38,15 +35,11 @@ func TestCRINativeSandboxIntegration(t *testing.T) {
 	if !strings.Contains(cfg, "podvm_native_sandbox=1") {
 		t.Fatal("could not add podvm_native_sandbox=1 to the install's kernel_params")
 	}
-	nativeCfg := filepath.Join(dir, "config-native.toml")
+	nativeCfg := filepath.Join(t.TempDir(), "config-native.toml")
 	if err := os.WriteFile(nativeCfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := startCRI(t, env, tools, hostbed.PodvmHandler("podvm-native", env.ShimBinary, nativeCfg))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	t.Cleanup(cancel)
-	h := &criHarness{t: t, c: c, dir: dir, ctx: ctx}
-	h.crictl("pull", criBusybox)
+	h := startCRIHarness(t, hostbed.PodvmHandler("podvm-native", env.ShimBinary, nativeCfg))
 	const runtimeCaps = "CapEff:\t00000000a80425fb"
 	for _, tc := range []struct {
 		name, handler string
