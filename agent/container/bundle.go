@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/podvm/podvm/agent/cgroup"
+	"github.com/podvm/podvm/agent/pause"
 )
 
 // validID says whether id is what runc accepts as a container ID, with a
@@ -62,6 +63,14 @@ func writeBundle(dir, id string, raw []byte, o bundleOptions) (*specs.Spec, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := writeSpec(dir, id, spec, o); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// writeSpec is writeBundle for a spec guestSpec decoded.
+func writeSpec(dir, id string, spec *specs.Spec, o bundleOptions) error {
 	if o.specVersion != "" {
 		spec.Version = o.specVersion
 	}
@@ -73,24 +82,24 @@ func writeBundle(dir, id string, raw []byte, o bundleOptions) (*specs.Spec, erro
 	}
 	if o.ownsNetwork && !hasNamespace(spec, specs.NetworkNamespace) {
 		if err := applyNetSysctls(id, spec, "/proc/sys"); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := checkRoot(dir, id, spec.Root.Path); err != nil {
-		return nil, err
+		return err
 	}
 	data, err := json.Marshal(spec)
 	if err != nil {
-		return nil, fmt.Errorf("encode spec of container %s: %w", id, err)
+		return fmt.Errorf("encode spec of container %s: %w", id, err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create bundle of container %s: %w", id, err)
+		return fmt.Errorf("create bundle of container %s: %w", id, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("write spec of container %s: %w", id, err)
+		return fmt.Errorf("write spec of container %s: %w", id, err)
 	}
-	return spec, nil
+	return nil
 }
 
 // guestSpec decodes the spec and sets what the agent owns:
@@ -161,14 +170,16 @@ func hasNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
 // sysctls belong to it; runc would refuse them there ("not allowed in host
 // network namespace"), as it should on a real host.
 func applyNetSysctls(id string, spec *specs.Spec, procSys string) error {
+	net := make(map[string]string)
 	for key, value := range spec.Linux.Sysctl {
-		if !strings.HasPrefix(key, "net.") {
-			continue
+		if strings.HasPrefix(key, "net.") {
+			net[key] = value
 		}
-		p := filepath.Join(procSys, strings.ReplaceAll(key, ".", "/"))
-		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
-			return fmt.Errorf("container %s: sysctl %s=%q: %w", id, key, value, err)
-		}
+	}
+	if err := pause.WriteSysctls(procSys, net); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	for key := range net {
 		delete(spec.Linux.Sysctl, key)
 	}
 	return nil

@@ -42,6 +42,9 @@ type Container struct {
 	// poststartHooks: the spec has hooks for start to run (release.go).
 	poststartHooks bool
 	marks          []Mark // create's and start's steps; guarded by mu after create
+	// native is set when the agent created the container itself, not the
+	// OCI runtime (native.go): then runc is not used.
+	native *nativePause
 
 	// mu serialises the lifecycle calls, so that none acts on a container
 	// another is removing: start, update and remove hold it alone, exec
@@ -164,9 +167,13 @@ func (c *Container) remove(ctx context.Context, force bool) error {
 	if c.started && !c.init.exited() && !force {
 		return fmt.Errorf("container %s is running; signal it and wait for it before removing: %w", c.id, errdefs.ErrFailedPrecondition)
 	}
-	// --force also kills an init that is still there: a created one, or
-	// a running one on DestroySandbox.
-	if err := c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil {
+	if c.native != nil {
+		if err := c.native.destroy(c); err != nil {
+			return err
+		}
+	} else if err := c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil {
+		// --force also kills an init that is still there: a created
+		// one, or a running one on DestroySandbox.
 		return runcError(fmt.Errorf("delete container %s: %w", c.id, err), c.logPath())
 	}
 	// runc killed everything; wait for the exits, so that no waiter of

@@ -52,6 +52,8 @@ func (c *Container) Exec(ctx context.Context, r ExecRequest) error {
 		return fmt.Errorf("container %s: %w", c.id, errdefs.ErrNotFound)
 	case c.init.exited():
 		return fmt.Errorf("exec %s in container %s: the container is stopped: %w", r.ID, c.id, errdefs.ErrFailedPrecondition)
+	case c.native != nil:
+		return fmt.Errorf("exec %s in container %s: %w", r.ID, c.id, errNativeExec)
 	}
 	if !c.reserveExec(r.ID) {
 		return fmt.Errorf("exec %s in container %s: %w", r.ID, c.id, errdefs.ErrAlreadyExists)

@@ -47,6 +47,15 @@ type Config struct {
 	// (sealCrun), kept on a ramfs at SealDir.
 	SealRuntime bool
 	SealDir     string
+	// NativeSandbox: a CRI pod's sandbox (pause) container whose spec the
+	// agent covers is created by the agent itself, not the OCI runtime
+	// (native.go, docs/agent.md "The native sandbox").
+	NativeSandbox bool
+	// CgroupRoot is where cgroup v2 is mounted; "" is cgroup.Mountpoint.
+	CgroupRoot string
+	// Self is the agent's binary, which the native pause re-executes; ""
+	// is /proc/self/exe.
+	Self string
 }
 
 // GuestConfig is the layout inside the pod VM.
@@ -143,8 +152,19 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 	// The runtime must not be killed half-way because the caller hung up.
 	ctx = context.WithoutCancel(ctx)
 	bundle := filepath.Join(m.cfg.BundleDir, r.ID)
+	spec, err := guestSpec(r.ID, r.Spec, r.Terminal)
+	if err != nil {
+		return nil, err
+	}
+	reason := nativeReason(m.cfg, spec, r.Stdio)
+	if reason == "" {
+		return m.createNative(ctx, r, spec, marks)
+	}
+	if spec.Annotations[annotationContainerType] == "sandbox" {
+		log.G(ctx).Debugf("sandbox container %s goes through %s: %s", r.ID, rt.name, reason)
+	}
 	c := newContainer(m, r.ID, bundle, rt)
-	spec, err := writeBundle(bundle, r.ID, r.Spec, bundleOptions{
+	err = writeSpec(bundle, r.ID, spec, bundleOptions{
 		terminal: r.Terminal, ownsNetwork: m.cfg.OwnsNetwork, specVersion: rt.specVersion, personality: rt.personality, cpu: &c.cpu,
 	})
 	if err != nil {
@@ -172,15 +192,21 @@ func (m *Manager) create(ctx context.Context, r CreateRequest, rt ociRuntime) (_
 		return nil, runcError(fmt.Errorf("create container %s: %w", r.ID, err), c.logPath())
 	}
 	c.init = newProcess(c, "", pid, s)
-	if c.cgroup.Known() {
-		base, err := m.oom.Add(r.ID, c.cgroup)
-		if err != nil {
-			log.G(ctx).WithError(err).Warnf("container %s: OOM kills in cgroup %s cannot be counted", r.ID, c.cgroup)
-		}
-		c.init.oomBase = base
-	}
+	m.watchOOM(ctx, c)
 	c.marks = append(marks, MarkNow(contract.MarkCreateEnd))
 	return c, nil
+}
+
+// watchOOM counts the OOM kills of the container's cgroup from now on.
+func (m *Manager) watchOOM(ctx context.Context, c *Container) {
+	if !c.cgroup.Known() {
+		return
+	}
+	base, err := m.oom.Add(c.id, c.cgroup)
+	if err != nil {
+		log.G(ctx).WithError(err).Warnf("container %s: OOM kills in cgroup %s cannot be counted", c.id, c.cgroup)
+	}
+	c.init.oomBase = base
 }
 
 // locateCgroup finds the container's cgroup from its init, or else from

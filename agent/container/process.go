@@ -128,6 +128,9 @@ func (p *Process) Signal(ctx context.Context, sig syscall.Signal, all bool) erro
 		}
 		return nil
 	}
+	if c.native != nil {
+		return c.native.signal(c, sig, all)
+	}
 	if all && sig != syscall.SIGKILL {
 		if err := p.signalOthers(ctx, sig); err != nil {
 			return err

@@ -39,6 +39,9 @@ const execFifoName = "exec.fifo"
 // does not reach the fifo), so that the runtime reports or handles
 // those cases as it always did.
 func (c *Container) release(ctx context.Context) error {
+	if c.native != nil {
+		return nil // the pause runs from its create on
+	}
 	if !c.poststartHooks {
 		fifo := filepath.Join(c.runc.Root, c.id, execFifoName)
 		var released bool

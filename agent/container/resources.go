@@ -58,6 +58,12 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 	case c.init.exited():
 		return fmt.Errorf("update container %s: the container is stopped: %w", c.id, errdefs.ErrFailedPrecondition)
 	}
+	if c.native != nil {
+		if err := c.native.update(&r); err != nil {
+			return fmt.Errorf("update container %s: %w", c.id, err)
+		}
+		return nil
+	}
 	ctx = context.WithoutCancel(ctx)
 	err := c.cpu.update(ctx, func() error { return c.runc.Update(ctx, c.id, &r) })
 	if err != nil {

@@ -26,11 +26,16 @@ import (
 	"github.com/podvm/podvm/agent/container"
 	"github.com/podvm/podvm/agent/guestinit"
 	"github.com/podvm/podvm/agent/network"
+	"github.com/podvm/podvm/agent/pause"
 	"github.com/podvm/podvm/agent/reaper"
 	agentsecret "github.com/podvm/podvm/agent/secret"
 	"github.com/podvm/podvm/agent/server"
 	"github.com/podvm/podvm/agent/transport"
 )
+
+// nativeSandboxParam is the kernel parameter (an environment variable of
+// PID 1) that turns the native sandbox on (docs/agent.md).
+const nativeSandboxParam = "podvm_native_sandbox"
 
 type options struct {
 	listen     string
@@ -47,6 +52,10 @@ type options struct {
 // kernel command line works.
 func parseFlags(args []string) (options, []error) {
 	o := options{cfg: container.GuestConfig, logLevel: os.Getenv(contract.LogLevelParam)}
+	// podvm_native_sandbox=1 on the kernel command line (hypervisor.kernel_params)
+	// has the agent create a CRI pod's sandbox container itself. Off by
+	// default: it measured slower (docs/benchmarks.md, "the native pause").
+	o.cfg.NativeSandbox = os.Getenv(nativeSandboxParam) == "1"
 	if o.logLevel == "" {
 		o.logLevel = "info"
 	}
@@ -68,6 +77,9 @@ func parseFlags(args []string) (options, []error) {
 }
 
 func main() {
+	if pause.Invoked() {
+		pause.Main() // a pod's native sandbox process, not the agent
+	}
 	started := guestinit.BootTime()
 	ctx := context.Background()
 	pid1 := guestinit.IsPID1()

@@ -27,11 +27,12 @@ type criHarness struct {
 	ctx context.Context
 }
 
-func startCRIHarness(t *testing.T) *criHarness {
+// startCRIHarness starts it with the podvm handler and any extra ones.
+func startCRIHarness(t *testing.T, extra ...hostbed.Handler) *criHarness {
 	env := requireEnv(t)
 	tools := requireCRI(t)
 	dir := t.TempDir()
-	c := startCRI(t, env, tools)
+	c := startCRI(t, env, tools, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	h := &criHarness{t: t, c: c, dir: dir, ctx: ctx}

@@ -31,6 +31,7 @@ import (
 	"github.com/podvm/podvm/agent/container"
 	"github.com/podvm/podvm/agent/guestinit"
 	"github.com/podvm/podvm/agent/network"
+	"github.com/podvm/podvm/agent/pause"
 	"github.com/podvm/podvm/agent/reaper"
 	agentsecret "github.com/podvm/podvm/agent/secret"
 	"github.com/podvm/podvm/agent/server"
@@ -45,6 +46,9 @@ const (
 )
 
 func main() {
+	if pause.Invoked() {
+		pause.Main() // a pod's native sandbox process (docs/agent.md)
+	}
 	started := guestinit.BootTime()
 	ctx := context.Background()
 	guestinit.Setup(ctx)
