@@ -198,10 +198,10 @@ func (c Cgroup) Procs() ([]int, error) {
 // Kill sends SIGKILL to every process in the cgroup: at once through
 // cgroup.kill where the kernel has it (v2, 5.14+), else one by one, which
 // can miss a process forked meanwhile. It refuses a cgroup the agent
-// itself is in: a container's cgroup never holds the agent, so one that
-// does was located wrong, and killing it would kill the agent's
-// neighbours (on a host test, the test runner and its session: seen
-// under make test, docs/agent.md "Warming the runtime").
+// itself is in, as Locate does: a container's cgroup never holds the
+// agent, and killing one that does would kill the agent's neighbours (on
+// a host test, the test runner's session: docs/agent.md, "The kill that
+// reached the test runner").
 func (c Cgroup) Kill() error {
 	if pids, err := c.Procs(); err == nil && slices.Contains(pids, os.Getpid()) {
 		return fmt.Errorf("kill cgroup %s: the agent (pid %d) is in it, so it is not a container's: refused", c, os.Getpid())

@@ -209,19 +209,17 @@ func (m *Manager) watchOOM(ctx context.Context, c *Container) {
 	c.init.oomBase = base
 }
 
-// locateCgroup finds the container's cgroup from its init, or else from
-// the spec's path. Without it the container runs, but has no stats, no OOM
-// events and no cleanup of its leftover processes.
+// locateCgroup finds the container's cgroup from the spec's path, and from
+// its init only for a relative path (cgroup.Locate). Without it the
+// container runs, but has no stats, no OOM events and no cleanup of its
+// leftover processes.
 func locateCgroup(id string, pid int, specPath string) cgroup.Cgroup {
-	cg, err := cgroup.OfPid(pid)
-	if err == nil {
-		return cg
+	cg, err := cgroup.Locate(specPath, pid)
+	if err != nil {
+		log.L.WithError(err).Warnf("container %s: cgroup unknown", id)
+		return cgroup.Cgroup{}
 	}
-	if cg, err2 := cgroup.FromPath(specPath); err2 == nil {
-		return cg
-	}
-	log.L.WithError(err).Warnf("container %s: cgroup unknown", id)
-	return cgroup.Cgroup{}
+	return cg
 }
 
 // NextOOM blocks until a container's cgroup records an OOM kill, or ctx
