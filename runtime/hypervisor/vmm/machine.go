@@ -198,7 +198,8 @@ func (m *Machine) StartVMM(spec childproc.Spec, guestGone <-chan string) (*child
 // creates the socket early in its start-up; polling begins at 1 ms and
 // backs off to 16 ms, and stops at once if the VMM dies. An error other
 // than a socket not there yet fails with failed as its prefix; the end of
-// ctx with waiting.
+// ctx with waiting, also when ctx ends during a try (the try's own error is
+// then the consequence, not the cause, and is kept as the last try).
 func (m *Machine) WaitReady(ctx context.Context, try func(context.Context) error, failed, waiting string) error {
 	m.mu.Lock()
 	proc := m.vmm
@@ -211,6 +212,9 @@ func (m *Machine) WaitReady(ctx context.Context, try func(context.Context) error
 		}
 		if proc.Exited() {
 			return m.Failure(fmt.Errorf("%s exited during start", m.spec.Driver))
+		}
+		if ctx.Err() != nil {
+			return m.Failure(fmt.Errorf("%s: %w (last try: %v)", waiting, ctx.Err(), err))
 		}
 		if !notListening(err) {
 			return m.Failure(fmt.Errorf("%s: %w", failed, err))

@@ -3,6 +3,7 @@ package vmm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,6 +160,23 @@ func TestWaitReady(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "qmp: garbage") {
 		t.Errorf("VMM answering garbage: %v", err)
+	}
+
+	// ctx ends while a try is under way (a dial or a call cut short by
+	// ctx's deadline): that is still the wait's end, not the VMM's answer.
+	m = testMachine(t, Spec{})
+	err = m.Start(context.Background(), 200*time.Millisecond, func(ctx context.Context) error {
+		if _, err := m.startScript("exec sleep 100", nil); err != nil {
+			return err
+		}
+		cutShort := func(ctx context.Context) error {
+			<-ctx.Done()
+			return fmt.Errorf("GET vmm.ping: no answer: %w", ctx.Err())
+		}
+		return m.WaitReady(ctx, cutShort, "qmp", "waiting for qmp")
+	})
+	if err == nil || !strings.Contains(err.Error(), "waiting for qmp: context deadline exceeded (last try: GET vmm.ping") {
+		t.Errorf("ctx ended during a try: %v", err)
 	}
 }
 
