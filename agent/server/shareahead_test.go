@@ -10,20 +10,19 @@ import (
 // TestSameShare: the share mounted ahead serves only a sandbox that asks
 // for the same one, defaults filled in.
 func TestSameShare(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		asked *api.SharedFilesystem
-		want  bool
-	}{
-		{"as the shim asks", &api.SharedFilesystem{Type: contract.SharedFSVirtiofs, Tag: contract.SharedFSTag, MountPoint: contract.GuestSharedDir}, true},
-		{"defaults", &api.SharedFilesystem{}, true},
-		{"9p", &api.SharedFilesystem{Type: contract.SharedFS9p}, false},
-		{"another tag", &api.SharedFilesystem{Tag: "other"}, false},
-		{"another mount point", &api.SharedFilesystem{MountPoint: "/mnt"}, false},
-		{"no share", nil, false},
-	} {
-		if got := sameShare(tc.asked, shareAhead); got != tc.want {
-			t.Errorf("%s: sameShare(%v) = %v, want %v", tc.name, tc.asked, got, tc.want)
+	asShim := &api.SharedFilesystem{Type: contract.SharedFSVirtiofs, Tag: contract.SharedFSTag, MountPoint: contract.GuestSharedDir}
+	same := map[string]*api.SharedFilesystem{"as the shim asks": asShim, "defaults": {}}
+	other := map[string]*api.SharedFilesystem{
+		"9p": {Type: contract.SharedFS9p}, "another tag": {Tag: "other"}, "another mount point": {MountPoint: "/mnt"}, "no share": nil,
+	}
+	for name, fs := range same {
+		if !sameShare(fs, shareAhead) {
+			t.Errorf("%s: %v is not taken for the share mounted ahead", name, fs)
+		}
+	}
+	for name, fs := range other {
+		if sameShare(fs, shareAhead) {
+			t.Errorf("%s: %v is taken for the share mounted ahead", name, fs)
 		}
 	}
 }
