@@ -16,16 +16,14 @@ import (
 	"github.com/podvm/podvm/agent/cgroup"
 )
 
-// WarmRuntime runs throwaway containers with the runtime asked for
-// (container.Manager.WarmRuntime), then mounts the VM's share ahead of its
-// pod (mountShareAhead). It waits for a CreateSandbox in flight.
+// WarmRuntime runs a throwaway container with the runtime asked for
+// (container.Manager.WarmRuntime). It waits for a CreateSandbox in flight.
 func (s *Service) WarmRuntime(ctx context.Context, req *api.WarmRuntimeRequest) (*api.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.cfg.Containers.WarmRuntime(ctx, req.OciRuntime); err != nil {
 		return nil, err
 	}
-	s.mountShareAhead(ctx)
 	return &api.Empty{}, nil
 }
 
@@ -39,9 +37,6 @@ const ninePOptions = "trans=virtio,version=9p2000.L,cache=mmap,msize=512000"
 type sandbox struct {
 	id         string
 	mountPoint string // "" when no share is mounted
-	// ahead: mountPoint was mounted before any CreateSandbox
-	// (mountShareAhead), and no CreateSandbox has taken it yet.
-	ahead bool
 }
 
 // CreateSandbox sets the hostname and mounts the shared filesystem. Calling
@@ -68,9 +63,6 @@ func (s *Service) CreateSandbox(ctx context.Context, req *api.CreateSandboxReque
 		} else {
 			log.G(ctx).Debugf("not PID 1: leaving the hostname, not setting %q", req.Hostname)
 		}
-	}
-	if err := s.keepShareAhead(ctx, req.SharedFs); err != nil {
-		return nil, fmt.Errorf("create sandbox %s: unmount the share mounted ahead: %w", req.SandboxId, err)
 	}
 	if fs := req.SharedFs; fs != nil && s.sandbox.mountPoint == "" {
 		if err := checkShare(fs); err != nil {
