@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -13,121 +14,183 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// WarmID is the throwaway container WarmRuntime creates and removes.
-const WarmID = "podvm-warm-runtime"
+// WarmID is the first throwaway container WarmRuntime runs and removes,
+// the pod's sandbox (pause) container's stand-in; WarmAppID, the second,
+// joins its namespaces as an app container joins the pause's.
+const (
+	WarmID    = "podvm-warm-runtime"
+	WarmAppID = WarmID + "-app"
+)
 
-// warmProgram is the file the throwaway container would run: it is never
-// started, but the runtime looks its program up at create.
-const warmProgram = "/warm"
+// warmExecID is the app stand-in's exec process.
+const warmExecID = "warm-exec"
 
-// WarmRuntime chooses the OCI runtime name (as SetRuntime) and creates and
-// removes a throwaway container with it, through the same code a pod's
-// container takes (bundle, runtime create with namespaces, cgroup, devices,
-// seccomp and mounts, OOM watch, delete), so that the VM's first real
-// create does not run all of that code, the runtime's and the guest
-// kernel's, for the first time (docs/agent.md, "Warming the runtime").
-// It leaves nothing: no bundle, runtime state, cgroup or process.
+// warmWait bounds each of the warm-up's waits for a process's exit.
+const warmWait = 30 * time.Second
+
+// WarmRuntime chooses the OCI runtime name (as SetRuntime) and takes two
+// throwaway containers through the steps a CRI pod's take, with the same
+// code: bundle, runtime create (namespaces, the second joining the
+// first's, cgroup, devices, seccomp, mounts), OOM watch, start (the exec
+// fifo), an exec, kills, the waits for the exits, deletes. So a claimed
+// VM's first containers do not run any of that code, the runtime's and the
+// guest kernel's, for the first time (docs/agent.md, "Warming the
+// runtime"). Their program is the agent's own binary (WarmMain). It leaves
+// nothing: no bundle, runtime state, cgroup or process, also when a step
+// fails.
 func (m *Manager) WarmRuntime(ctx context.Context, name string) error {
 	if err := m.SetRuntime(name); err != nil {
 		return err
 	}
-	spec, err := json.Marshal(warmContainerSpec())
+	self, err := m.cfg.selfBinary()
 	if err != nil {
-		return fmt.Errorf("warm the OCI runtime: %w", err)
+		return fmt.Errorf("warm the OCI runtime: the agent's binary: %w", err)
 	}
-	if _, err := m.Get(WarmID); err == nil {
-		return fmt.Errorf("warm the OCI runtime: an earlier warm-up's container is still there: %w", errdefs.ErrFailedPrecondition)
+	for _, id := range []string{WarmID, WarmAppID} {
+		if _, err := m.Get(id); err == nil {
+			return fmt.Errorf("warm the OCI runtime: an earlier warm-up's container %s is still there: %w", id, errdefs.ErrFailedPrecondition)
+		}
 	}
-	// Until the runtime has the container, the bundle is only ours; after,
-	// Remove (or DestroySandbox, if Remove fails) removes it.
-	bundle := filepath.Join(m.cfg.BundleDir, WarmID)
-	if err := makeWarmRootfs(filepath.Join(bundle, "rootfs")); err != nil {
-		_ = os.RemoveAll(bundle)
-		return fmt.Errorf("warm the OCI runtime: %w", err)
+	steps := warmSteps{begin: time.Now(), fields: log.Fields{}}
+	pause, err := m.warmStart(ctx, WarmID, "pause", warmContainerSpec(self, nil), &steps)
+	if err != nil {
+		return fmt.Errorf("warm the OCI runtime %s: %w", m.Runtime(), err)
 	}
-	begin := time.Now()
-	if _, err := m.Create(ctx, CreateRequest{ID: WarmID, Spec: spec}); err != nil {
-		_ = os.RemoveAll(bundle)
-		return fmt.Errorf("warm the OCI runtime: %w", err)
+	err = m.warmApp(ctx, self, pause, &steps)
+	if err == nil {
+		err = warmKill(ctx, pause)
 	}
-	created := time.Now()
+	if err != nil {
+		m.discard(ctx, pause)
+		return fmt.Errorf("warm the OCI runtime %s: %w", m.Runtime(), err)
+	}
 	if err := m.Remove(ctx, WarmID); err != nil {
-		return fmt.Errorf("warm the OCI runtime: %w", err)
+		return fmt.Errorf("warm the OCI runtime %s: %w", m.Runtime(), err)
 	}
-	log.G(ctx).WithField("create", created.Sub(begin).Round(time.Millisecond)).WithField("remove", time.Since(created).Round(time.Millisecond)).
-		Infof("warmed the OCI runtime %s", m.Runtime())
+	steps.mark("pause_kill_remove")
+	log.G(ctx).WithFields(steps.fields).Infof("warmed the OCI runtime %s", m.Runtime())
 	return nil
 }
 
-// makeWarmRootfs makes the throwaway container's root: the mount points
-// and an empty executable file as its program.
-func makeWarmRootfs(root string) error {
-	for _, d := range []string{"proc", "dev", "sys", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			return err
-		}
+// warmApp runs the app stand-in in pause's namespaces: create, start, an
+// exec waited for, a kill waited for, remove.
+func (m *Manager) warmApp(ctx context.Context, self string, pause *Container, steps *warmSteps) error {
+	app, err := m.warmStart(ctx, WarmAppID, "app", warmContainerSpec(self, pause), steps)
+	if err != nil {
+		return err
 	}
-	return os.WriteFile(filepath.Join(root, warmProgram), nil, 0o755)
+	err = warmExec(ctx, app)
+	steps.mark("app_exec")
+	if err == nil {
+		err = warmKill(ctx, app)
+	}
+	if err != nil {
+		m.discard(ctx, app)
+		return err
+	}
+	if err := m.Remove(ctx, WarmAppID); err != nil {
+		return err
+	}
+	steps.mark("app_kill_remove")
+	return nil
 }
 
-// warmContainerSpec is a container like the ones containerd's CRI plugin
-// asks for: its namespaces (the pod's network, which is the VM's),
-// capabilities, mounts, masked and read-only paths, device rules (the
-// device cgroup's BPF program), a CPU weight and a seccomp filter.
-func warmContainerSpec() *specs.Spec {
-	caps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-		"CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
-	shares := uint64(2)
-	return &specs.Spec{
-		Version:  specs.Version,
-		Root:     &specs.Root{Path: "rootfs"},
-		Hostname: "warm",
-		Process: &specs.Process{
-			Args: []string{warmProgram}, Env: []string{"PATH=/"}, Cwd: "/", NoNewPrivileges: true,
-			Capabilities: &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
-		},
-		Mounts: []specs.Mount{
-			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
-			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
-			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
-			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
-		},
-		Linux: &specs.Linux{
-			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
-				{Type: specs.MountNamespace}, {Type: specs.CgroupNamespace},
-			},
-			Resources: &specs.LinuxResources{
-				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"},
-					{Allow: true, Type: "c", Major: int64p(1), Minor: int64p(3), Access: "rwm"},
-					{Allow: true, Type: "c", Major: int64p(136), Access: "rwm"}},
-				CPU: &specs.LinuxCPU{Shares: &shares},
-			},
-			MaskedPaths:   []string{"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/scsi", "/sys/firmware"},
-			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
-			Seccomp:       warmSeccomp(),
-		},
+// warmStart makes id's bundle and root, creates the container and starts
+// it, timing the steps under label. A failure leaves nothing of it.
+func (m *Manager) warmStart(ctx context.Context, id, label string, spec *specs.Spec, steps *warmSteps) (*Container, error) {
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
 	}
+	// Until the runtime has the container, the bundle is only ours; after,
+	// Remove (or discard, or DestroySandbox) removes it.
+	bundle := filepath.Join(m.cfg.BundleDir, id)
+	if err := makeWarmRootfs(filepath.Join(bundle, "rootfs")); err != nil {
+		_ = os.RemoveAll(bundle)
+		return nil, err
+	}
+	c, err := m.Create(ctx, CreateRequest{ID: id, Spec: raw})
+	if err != nil {
+		_ = os.RemoveAll(bundle)
+		return nil, err
+	}
+	steps.mark(label + "_create")
+	if err := c.Start(ctx); err != nil {
+		m.discard(ctx, c)
+		return nil, err
+	}
+	steps.mark(label + "_start")
+	return c, nil
 }
 
-func int64p(v int64) *int64 { return &v }
-
-// warmSeccomp is a filter of the shape of containerd's default profile
-// (errno by default, an allow list), shorter.
-func warmSeccomp() *specs.LinuxSeccomp {
-	return &specs.LinuxSeccomp{
-		DefaultAction: specs.ActErrno, Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
-		Syscalls: []specs.LinuxSyscall{{Action: specs.ActAllow, Names: []string{
-			"accept4", "access", "arch_prctl", "bind", "brk", "capget", "capset", "chdir", "clock_gettime", "clone", "clone3",
-			"close", "connect", "dup2", "dup3", "epoll_create1", "epoll_ctl", "epoll_pwait", "execve", "exit", "exit_group",
-			"fchdir", "fcntl", "fstat", "futex", "getcwd", "getdents64", "getpid", "getppid", "getuid", "ioctl", "kill",
-			"lseek", "mmap", "mprotect", "munmap", "nanosleep", "newfstatat", "openat", "pipe2", "poll", "prctl", "pread64",
-			"read", "readlink", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sched_yield", "set_robust_list",
-			"set_tid_address", "setgid", "setgroups", "setuid", "sigaltstack", "socket", "stat", "statx", "uname", "wait4", "write",
-		}}},
+// warmExec runs an exec in c and waits for it to exit 0.
+func warmExec(ctx context.Context, c *Container) error {
+	proc, err := json.Marshal(warmProcess(warmExitArg))
+	if err != nil {
+		return err
 	}
+	if err := c.Exec(ctx, ExecRequest{ID: warmExecID, Process: proc}); err != nil {
+		return err
+	}
+	return waitWarm(ctx, c, warmExecID, 0)
+}
+
+// warmKill kills c's init, which must still be running (its program
+// lived under the container's seccomp filter), and waits for its exit.
+func warmKill(ctx context.Context, c *Container) error {
+	init, err := c.Process("")
+	if err != nil {
+		return err
+	}
+	if err := init.Signal(ctx, syscall.SIGKILL, false); err != nil {
+		return fmt.Errorf("kill the init of %s: %w", c.id, err)
+	}
+	return waitWarm(ctx, c, "", 128+int(syscall.SIGKILL))
+}
+
+// waitWarm waits for c's process execID to exit with status want.
+func waitWarm(ctx context.Context, c *Container, execID string, want int) error {
+	p, err := c.Process(execID)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, warmWait)
+	defer cancel()
+	exit, err := p.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("wait for %s: %w", p.name(), err)
+	}
+	if exit.Status != want {
+		return fmt.Errorf("%s exited %d, want %d", p.name(), exit.Status, want)
+	}
+	return nil
+}
+
+// discard kills and removes a warm-up container whose lifecycle failed.
+func (m *Manager) discard(ctx context.Context, c *Container) {
+	if err := c.remove(context.WithoutCancel(ctx), true); err != nil && !errdefs.IsNotFound(err) {
+		log.G(ctx).WithError(err).Warnf("remove the warm-up container %s", c.id)
+	}
+	m.forget(c)
+}
+
+// warmSteps times the warm-up's steps for its log line.
+type warmSteps struct {
+	begin  time.Time
+	fields log.Fields
+}
+
+func (s *warmSteps) mark(step string) {
+	now := time.Now()
+	s.fields[step] = now.Sub(s.begin).Round(time.Millisecond)
+	s.begin = now
+}
+
+// selfBinary is the agent's binary as a path the OCI runtime can bind:
+// /proc/self/exe would be the runtime's own.
+func (cfg Config) selfBinary() (string, error) {
+	if cfg.Self != "" {
+		return cfg.Self, nil
+	}
+	return os.Executable()
 }

@@ -42,6 +42,13 @@ func startAgent(t *testing.T, runcPath string) *agent {
 // startAgentWith is startAgent with a hook to change the service's config.
 func startAgentWith(t *testing.T, runcPath string, configure func(*Config)) *agent {
 	t.Helper()
+	return startAgentConfig(t, runcPath, nil, configure)
+}
+
+// startAgentConfig is startAgentWith with a hook to change the container
+// manager's config too.
+func startAgentConfig(t *testing.T, runcPath string, containers func(*container.Config), configure func(*Config)) *agent {
+	t.Helper()
 	if err := reaper.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +57,9 @@ func startAgentWith(t *testing.T, runcPath string, configure func(*Config)) *age
 		Runc:      runcPath,
 		StateDir:  filepath.Join(dir, "runc"),
 		BundleDir: filepath.Join(dir, "containers"),
+	}
+	if containers != nil {
+		containers(&cfg)
 	}
 	// PODVM_TEST_CRUN=/usr/bin/crun runs the tests with crun instead.
 	crun := os.Getenv("PODVM_TEST_CRUN")

@@ -80,6 +80,9 @@ func main() {
 	if pause.Invoked() {
 		pause.Main() // a pod's native sandbox process, not the agent
 	}
+	if container.WarmInvoked() {
+		container.WarmMain() // the warm-up container's program, not the agent
+	}
 	started := guestinit.BootTime()
 	ctx := context.Background()
 	pid1 := guestinit.IsPID1()
