@@ -49,7 +49,7 @@ const hostPollInterval = 50 * time.Millisecond
 // check only bounds the wait should a signal ever be lost. Each check
 // wakes the guest's vCPU, and a VM waits here for as long as it sits in
 // a factory's pool: at the fixed 50 ms that was 20 wake-ups a second in
-// every pool VM (docs/agent.md, "Idle").
+// every pool VM (docs/agent.md, "Waiting for a host").
 const hostPollMax = time.Second
 
 // hostArrivals delivers SIGIO, which the guest kernel's virtio-console
