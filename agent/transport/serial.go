@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/log"
@@ -42,6 +43,14 @@ const sysVirtioPorts = "/sys/class/virtio-ports"
 // hostPollInterval is how often a hung-up port is checked for a new host
 // when no SIGIO says so first (see hostArrivals).
 const hostPollInterval = 50 * time.Millisecond
+
+// hostPollMax is where the check's period stops doubling while SIGIO
+// watches the port: the signal then brings the host at once, and the
+// check only bounds the wait should a signal ever be lost. Each check
+// wakes the guest's vCPU, and a VM waits here for as long as it sits in
+// a factory's pool: at the fixed 50 ms that was 20 wake-ups a second in
+// every pool VM (docs/agent.md, "Waiting for a host").
+const hostPollMax = time.Second
 
 // hostArrivals delivers SIGIO, which the guest kernel's virtio-console
 // driver sends to a port's owner when the host opens or closes its end
@@ -142,8 +151,12 @@ type SerialListener struct {
 
 	// hostArrived, if set, wakes waitHost early (SIGIO, see hostArrivals).
 	hostArrived <-chan os.Signal
-	// pollEvery is waitHost's fallback check period (hostPollInterval).
-	pollEvery time.Duration
+	// pollEvery is waitHost's fallback check period (hostPollInterval),
+	// and pollMax what it doubles up to while SIGIO watches the port
+	// (hostPollMax).
+	pollEvery, pollMax time.Duration
+	// checks counts waitHost's checks of the port, for tests.
+	checks atomic.Int64
 	// sessions counts the sessions begun (Accept runs one at a time).
 	sessions int
 	// auth, if set, admits only a host that holds the VM's secret, after
@@ -161,6 +174,7 @@ func NewSerialListener(path string, open func() (*os.File, error)) *SerialListen
 		free:      make(chan struct{}, 1),
 		closed:    make(chan struct{}),
 		pollEvery: hostPollInterval,
+		pollMax:   hostPollMax,
 	}
 	l.free <- struct{}{}
 	return l
@@ -218,16 +232,19 @@ func (l *SerialListener) Accept() (net.Conn, error) {
 // return EOF at once, which ttrpc would take for a closed conn, so poll()
 // cannot wait for the host: POLLHUP makes it return at once. The host's
 // arrival raises SIGIO on a port in O_ASYNC mode; the periodic check stays
-// as the fallback (a signal can be coalesced, or O_ASYNC refused).
+// as the fallback (a signal can be coalesced, or O_ASYNC refused), every
+// pollEvery without SIGIO and backing off to pollMax with it.
 func (l *SerialListener) waitHost(f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
+	signalled := false
 	if l.hostArrived != nil {
 		if err := setAsync(f, true); err != nil {
-			log.L.WithError(err).Warnf("serial port %s: no SIGIO on host arrival; polling every %s", l.path, hostPollInterval)
+			log.L.WithError(err).Warnf("serial port %s: no SIGIO on host arrival; polling every %s", l.path, l.pollEvery)
 		} else {
+			signalled = true
 			defer func() {
 				if err := setAsync(f, false); err != nil {
 					log.L.WithError(err).Warnf("serial port %s: clear O_ASYNC", l.path)
@@ -235,7 +252,8 @@ func (l *SerialListener) waitHost(f *os.File) error {
 			}()
 		}
 	}
-	for {
+	for wait := l.pollEvery; ; {
+		l.checks.Add(1)
 		var (
 			hup  bool
 			perr error
@@ -267,7 +285,10 @@ func (l *SerialListener) waitHost(f *os.File) error {
 		case <-l.closed:
 			return net.ErrClosed
 		case <-l.hostArrived: // nil: never
-		case <-time.After(l.pollEvery):
+		case <-time.After(wait):
+		}
+		if signalled {
+			wait = min(2*wait, max(l.pollMax, l.pollEvery))
 		}
 	}
 }

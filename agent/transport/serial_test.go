@@ -425,3 +425,68 @@ func TestSetAsync(t *testing.T) {
 		t.Fatalf("O_ASYNC still set (flags %#x, %v)", fl, err)
 	}
 }
+
+// countChecks runs waitHost on a hung-up pty for d and returns how many
+// times it checked the port.
+func countChecks(t *testing.T, l *SerialListener, d time.Duration) int64 {
+	t.Helper()
+	master, _ := openPTY(t)
+	done := make(chan error, 1)
+	go func() { done <- l.waitHost(master) }()
+	time.Sleep(d)
+	l.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("waitHost after Close = %v, want net.ErrClosed", err)
+	}
+	return l.checks.Load()
+}
+
+// TestSerialWaitHostBacksOff: while SIGIO watches the port, the periodic
+// check (each one wakes an idle guest's vCPU) doubles its period up to
+// pollMax; without SIGIO it keeps pollEvery, its only way to see a host.
+func TestSerialWaitHostBacksOff(t *testing.T) {
+	const every, most, window = 10 * time.Millisecond, 80 * time.Millisecond, time.Second
+
+	l := NewSerialListener("pty", nil)
+	l.hostArrived, l.pollEvery, l.pollMax = make(chan os.Signal, 1), every, most
+	// 10, 20, 40 then every 80 ms: about 15 checks in a second.
+	if n := countChecks(t, l, window); n > 25 {
+		t.Errorf("%d checks in %s with SIGIO armed, want the period to double to %s", n, window, most)
+	}
+
+	fixed := NewSerialListener("pty", nil)
+	fixed.pollEvery, fixed.pollMax = every, most
+	// About 100 at a fixed 10 ms; a loaded machine may fall well short.
+	if n := countChecks(t, fixed, window); n < 30 {
+		t.Errorf("%d checks in %s without SIGIO, want one every %s", n, window, every)
+	}
+}
+
+// TestSerialWaitHostFindsHostWithoutSignal: a host whose arrival raises no
+// signal is still found by the backed-off check, within pollMax.
+func TestSerialWaitHostFindsHostWithoutSignal(t *testing.T) {
+	master, slavePath := openPTY(t)
+	l := NewSerialListener("pty", nil)
+	l.hostArrived, l.pollEvery, l.pollMax = make(chan os.Signal, 1), 10*time.Millisecond, 100*time.Millisecond
+	defer l.Close()
+	done := make(chan error, 1)
+	go func() { done <- l.waitHost(master) }()
+	time.Sleep(500 * time.Millisecond) // long enough to reach pollMax
+	host, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	arrived := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(arrived); d > time.Second {
+			t.Errorf("host found after %s, want within about pollMax (100ms)", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waitHost did not find the host without a signal")
+	}
+}

@@ -108,7 +108,8 @@ func climb(ctx context.Context, h *benchhost.Host, handler string, o Options) (r
 		if err != nil {
 			return d, err
 		}
-		pt.IdleCPUMillicoresPerPod = 1000 * (cpu1 - cpu0) / t1.Sub(t0).Seconds() / float64(len(pods))
+		by := cpu1.Sub(cpu0).Scale(1000 / t1.Sub(t0).Seconds() / float64(len(pods)))
+		pt.IdleCPUMillicoresPerPod, pt.IdleCPUByPart = by.Total(), &by
 		d.Points = append(d.Points, pt)
 		progress(o.Progress, handler, pt)
 	}
@@ -118,19 +119,35 @@ func climb(ctx context.Context, h *benchhost.Host, handler string, o Options) (r
 	return d, nil
 }
 
-// podsCPUSeconds is the CPU time every pod's host processes have used.
-func podsCPUSeconds(h *benchhost.Host, pods []*benchhost.Pod) float64 {
-	total := 0.0
+// podsCPUSeconds is the CPU time every pod's host processes have used, by
+// process (result.IdleCPU's parts, in seconds).
+func podsCPUSeconds(h *benchhost.Host, pods []*benchhost.Pod) result.IdleCPU {
+	var total result.IdleCPU
+	sum := func(pids []int) float64 {
+		s := 0.0
+		for _, pid := range pids {
+			if c, err := procmem.CPUSeconds(pid); err == nil {
+				s += c
+			}
+		}
+		return s
+	}
 	for _, p := range pods {
 		procs, err := h.Processes(p)
 		if err != nil {
 			continue
 		}
-		for _, pid := range append(append(append([]int{procs.Shim}, procs.VMM...), procs.Virtiofsd...), procs.Containers...) {
-			if s, err := procmem.CPUSeconds(pid); err == nil {
-				total += s
+		vmm, vcpu := sum(procs.VMM), 0.0
+		for _, pid := range procs.VMM {
+			if c, err := procmem.ThreadCPUSeconds(pid, procmem.IsVCPUThread); err == nil {
+				vcpu += c
 			}
 		}
+		total.Shim += sum([]int{procs.Shim})
+		total.VMMVCPU += vcpu
+		total.VMMOther += max(vmm-vcpu, 0)
+		total.Virtiofsd += sum(procs.Virtiofsd)
+		total.Containers += sum(procs.Containers)
 	}
 	return total
 }
@@ -141,6 +158,10 @@ func progress(w io.Writer, handler string, pt result.DensityPoint) {
 		handler, pt.Pods, m.ShimPSS, m.VMMPSS, m.VMMGuestRAMPSS, m.VMMTCGCachePSS, m.VirtiofsdPSS, m.ContainersPSS, m.GuestRAMTouched, m.HostOverhead)
 	if pt.IdleCPUMillicoresPerPod > 0 {
 		fmt.Fprintf(w, "    %s, %d idle pods: %.0f millicores of host CPU per pod\n", handler, pt.Pods, pt.IdleCPUMillicoresPerPod)
+		if c := pt.IdleCPUByPart; c != nil {
+			fmt.Fprintf(w, "    %s: shim %.1f, VMM vCPU %.1f, VMM rest %.1f, virtiofsd %.1f, containers %.1f\n",
+				handler, c.Shim, c.VMMVCPU, c.VMMOther, c.Virtiofsd, c.Containers)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // smapsSample is an abridged smaps of QEMU running a pod VM under TCG.
@@ -198,5 +199,32 @@ func TestParseCPUSeconds(t *testing.T) {
 	}
 	if s, err := CPUSeconds(os.Getpid()); err != nil || s < 0 {
 		t.Errorf("CPUSeconds(self) = %v, %v", s, err)
+	}
+}
+
+func TestThreadCPUSeconds(t *testing.T) {
+	// Burn a little CPU so that the process has some to split.
+	for end := time.Now().Add(30 * time.Millisecond); time.Now().Before(end); {
+	}
+	all, err := ThreadCPUSeconds(os.Getpid(), func(string) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := CPUSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Live threads only: never more than the process (every thread, the
+	// ended ones too), read a moment later.
+	if all < 0 || all > whole+0.02 {
+		t.Errorf("threads %v s, process %v s", all, whole)
+	}
+	if none, err := ThreadCPUSeconds(os.Getpid(), func(string) bool { return false }); err != nil || none != 0 {
+		t.Errorf("no thread matched: %v s, %v; want 0", none, err)
+	}
+	for name, want := range map[string]bool{"CPU 0/TCG": true, "CPU 1/KVM": true, "qemu-system-x86": false, "IO mon_iothread": false} {
+		if got := IsVCPUThread(name); got != want {
+			t.Errorf("IsVCPUThread(%q) = %v", name, got)
+		}
 	}
 }

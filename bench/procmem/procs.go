@@ -116,3 +116,34 @@ func CPUSeconds(pid int) (float64, error) {
 	}
 	return ParseCPUSeconds(string(b))
 }
+
+// ThreadCPUSeconds is the CPU time of process pid's live threads whose
+// name (comm) match says yes to: QEMU names its vCPU threads "CPU n/TCG"
+// or "CPU n/KVM" (-name ...,debug-threads=on).
+func ThreadCPUSeconds(pid int, match func(name string) bool) (float64, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/[0-9]*/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	total := 0.0
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		stat := string(b)
+		open, end := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
+		if open < 0 || end < open || !match(stat[open+1:end]) {
+			continue
+		}
+		s, err := ParseCPUSeconds(stat)
+		if err != nil {
+			return 0, err
+		}
+		total += s
+	}
+	return total, nil
+}
+
+// IsVCPUThread says whether a QEMU thread name is a vCPU's.
+func IsVCPUThread(name string) bool { return strings.HasPrefix(name, "CPU ") }

@@ -55,7 +55,8 @@ func sample() *result.Results {
 			{Handler: "runc", Runtime: "runc", Requested: 25, Reached: 25, StartSamples: []float64{100, 110},
 				Points: []result.DensityPoint{{Pods: 25, PerPod: result.PodMemory{ShimPSS: 8, ContainersPSS: 3, Total: 11, HostOverhead: 8}, ShimPSS: sum(8)}}},
 			{Handler: "podvm", Runtime: "podvm", Accelerator: "tcg", Requested: 25, Reached: 25, StartMs: sum(1700, 1800), StartSamples: []float64{1700, 1800},
-				Points: []result.DensityPoint{{Pods: 1, PerPod: pm, ShimPSS: sum(17)}, {Pods: 25, PerPod: pm, ShimPSS: sum(9, 9.4), HostOverhead: sum(113)}}},
+				Points: []result.DensityPoint{{Pods: 1, PerPod: pm, ShimPSS: sum(17)}, {Pods: 25, PerPod: pm, ShimPSS: sum(9, 9.4), HostOverhead: sum(113),
+					IdleCPUMillicoresPerPod: 22, IdleCPUByPart: &result.IdleCPU{Shim: 0.5, VMMVCPU: 15, VMMOther: 6, Virtiofsd: 0.25, Containers: 0.25}}}},
 		}},
 		Exec: &result.Exec{Runs: 2, Command: []string{"true"}, Handlers: []result.HandlerExec{
 			{HandlerTimes: result.HandlerTimes{Handler: "runc", Runtime: "runc", Time: sum(40, 50), MedianRatioToRunc: 1, SamplesMs: []float64{40, 50}},
@@ -153,6 +154,9 @@ func TestSummary(t *testing.T) {
 		"| Kata shim PSS per pod | about 18 MB | 9.0 MiB (25 pods) |",
 		"0.39 s (QEMU 0.71 s)", "600 Mi (512 Mi VM + ~88 Mi host)", "81-280 ms", "(TCG)",
 		"![density](density.png)",
+		// The idle CPU by process, podvm only (runc's point has no split).
+		"| runtime | shim | VMM vCPU | VMM rest | virtiofsd | containers |",
+		"| podvm (TCG) | 0.5 | 15.0 | 6.0 | 0.2 | 0.2 |",
 		// Exec and probes, podvm beside runc with its accelerator.
 		"| podvm (TCG) | 2 | 250 ms | 258 ms | 260 ms | 5.56x | 5.30x | 0 |",
 		"| runc | idle | 2 | 0.8 ms | 0.9 ms | 0.9 ms | 0.0 ms | 0.0 ms | 0.2 ms |",

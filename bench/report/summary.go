@@ -139,7 +139,25 @@ func (w *markdown) density(d *result.Density) {
 			p("\n%s stopped at %d pods: %s\n", hd.Runtime, hd.Reached, hd.Failure)
 		}
 	}
+	w.idleCPU(d)
 	p("\n![density](density.png)\n\n")
+}
+
+// idleCPU splits the idle pods' host CPU by process, the VMM into its
+// vCPU threads and the rest.
+func (w *markdown) idleCPU(d *result.Density) {
+	header := false
+	for _, hd := range d.Handlers {
+		if len(hd.Points) == 0 || hd.Points[len(hd.Points)-1].IdleCPUByPart == nil {
+			continue
+		}
+		if !header {
+			w.p("\nIdle CPU by process, millicores per pod:\n\n| runtime | shim | VMM vCPU | VMM rest | virtiofsd | containers |\n| --- | --- | --- | --- | --- | --- |\n")
+			header = true
+		}
+		c := hd.Points[len(hd.Points)-1].IdleCPUByPart
+		w.p("| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", withAccel(hd.Runtime, hd.Accelerator), c.Shim, c.VMMVCPU, c.VMMOther, c.Virtiofsd, c.Containers)
+	}
 }
 
 func (w *markdown) anchors(r *result.Results) {

@@ -45,6 +45,38 @@ type DensityPoint struct {
 	// VMM, virtiofsd, containers) used while idle, per pod, over the settle
 	// time before the last point; 0 at the other points.
 	IdleCPUMillicoresPerPod float64 `json:"idle_cpu_millicores_per_pod"`
+	// IdleCPUByPart splits IdleCPUMillicoresPerPod by process (nil with
+	// it at 0).
+	IdleCPUByPart *IdleCPU `json:"idle_cpu_millicores_per_pod_by_part,omitempty"`
+}
+
+// IdleCPU is the host CPU of idle pods by process, in millicores per pod.
+// The VMM is split into its vCPU threads (the guest's own work, and under
+// TCG its emulation) and the rest: QEMU's main loop, which runs the
+// emulated devices and timers, and its other threads.
+type IdleCPU struct {
+	Shim       float64 `json:"shim"`
+	VMMVCPU    float64 `json:"vmm_vcpu"`
+	VMMOther   float64 `json:"vmm_other"`
+	Virtiofsd  float64 `json:"virtiofsd"`
+	Containers float64 `json:"containers"`
+}
+
+// Total is the sum of the parts.
+func (c IdleCPU) Total() float64 {
+	return c.Shim + c.VMMVCPU + c.VMMOther + c.Virtiofsd + c.Containers
+}
+
+// Scale multiplies every part by f.
+func (c IdleCPU) Scale(f float64) IdleCPU {
+	return IdleCPU{Shim: c.Shim * f, VMMVCPU: c.VMMVCPU * f, VMMOther: c.VMMOther * f,
+		Virtiofsd: c.Virtiofsd * f, Containers: c.Containers * f}
+}
+
+// Sub is c less o, part by part.
+func (c IdleCPU) Sub(o IdleCPU) IdleCPU {
+	return IdleCPU{Shim: c.Shim - o.Shim, VMMVCPU: c.VMMVCPU - o.VMMVCPU, VMMOther: c.VMMOther - o.VMMOther,
+		Virtiofsd: c.Virtiofsd - o.Virtiofsd, Containers: c.Containers - o.Containers}
 }
 
 // PodMemory is the host memory of one pod, in MiB of PSS unless named
