@@ -91,23 +91,28 @@ func (l *lockedBuffer) String() string {
 func TestWatchSlowCall(t *testing.T) {
 	oldDelay, oldOut := slowCallReport, slowCallOut
 	defer func() { slowCallReport, slowCallOut = oldDelay, oldOut }()
-	slowCallReport = 20 * time.Millisecond
+	// The answered-in-time case gets a report delay a loaded machine's
+	// preemption between the watch and its stop does not reach, and is
+	// checked after that delay has passed, so a stop that failed to
+	// disarm the report still shows.
 	tests := []struct {
 		method   string
+		delay    time.Duration
 		run      time.Duration
 		reported bool
 	}{
-		{"/podvm.agent.v1.AgentService/CreateContainer", 300 * time.Millisecond, true},
-		{"/podvm.agent.v1.AgentService/CreateContainer", 0, false},                  // answered in time
-		{"/podvm.agent.v1.AgentService/WaitProcess", 300 * time.Millisecond, false}, // waits by design
+		{"/podvm.agent.v1.AgentService/CreateContainer", 20 * time.Millisecond, 300 * time.Millisecond, true},
+		{"/podvm.agent.v1.AgentService/CreateContainer", 300 * time.Millisecond, 0, false},                 // answered in time
+		{"/podvm.agent.v1.AgentService/WaitProcess", 20 * time.Millisecond, 300 * time.Millisecond, false}, // waits by design
 	}
 	for _, tt := range tests {
 		var out lockedBuffer
 		slowCallOut = &out
+		slowCallReport = tt.delay
 		stop := watchSlowCall(tt.method)
 		time.Sleep(tt.run)
 		stop()
-		time.Sleep(50 * time.Millisecond) // a report armed too late would show now
+		time.Sleep(tt.delay + 50*time.Millisecond) // a report armed too late, or not disarmed, would show now
 		if got := strings.Contains(out.String(), "without answering"); got != tt.reported {
 			t.Errorf("%s running %s: reported = %v, want %v", tt.method, tt.run, got, tt.reported)
 		}

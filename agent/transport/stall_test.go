@@ -74,7 +74,14 @@ func TestStallWatch(t *testing.T) {
 		w.report, w.check, w.out = 50*time.Millisecond, 10*time.Millisecond, &out
 		w.read(tt.read)
 		w.start("port", func() (bool, error) { return tt.readable, nil })
+		// A report due at 50 ms may come later on a loaded machine: wait
+		// for it up to 5 s; with none expected, 200 ms of quiet (four
+		// report periods) stands for none.
 		time.Sleep(200 * time.Millisecond)
+		for end := time.Now().Add(5 * time.Second); tt.want != "" && out.String() == "" && time.Now().Before(end); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(60 * time.Millisecond) // a second report, which must not come, would show by now
 		w.close()
 		got := out.String()
 		if tt.want == "" && got != "" || tt.want != "" && !strings.Contains(got, tt.want) {
