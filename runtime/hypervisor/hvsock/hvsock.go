@@ -91,18 +91,27 @@ func New(path string, port uint32) Dialer {
 // is booting, or its agent starting), until ctx ends or abort is closed
 // (the VM died). An answer that is not OK ends the retries at once. The
 // error of a failed Dial says how many attempts were made and the last
-// attempt's error.
+// attempt's error; when ctx ends during an attempt, that attempt's error is
+// the consequence, and the one before it, with ctx's, says why.
 func (h Dialer) Dial(ctx context.Context, abort <-chan struct{}) (net.Conn, error) {
 	start := time.Now()
 	delay := h.MinBackoff
+	var last error
 	for attempt := 1; ; attempt++ {
 		c, err := h.DialOnce(ctx)
 		if err == nil {
 			return c, nil
 		}
-		if !retryable(err) || ctx.Err() != nil {
+		if end := ended(ctx); end != nil {
+			if last == nil {
+				last = err
+			}
+			return nil, h.giveUp(attempt, start, fmt.Errorf("%w (then: %w)", last, end))
+		}
+		if !retryable(err) {
 			return nil, h.giveUp(attempt, start, err)
 		}
+		last = err
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -115,6 +124,18 @@ func (h Dialer) Dial(ctx context.Context, abort <-chan struct{}) (net.Conn, erro
 		}
 		delay = min(2*delay, h.MaxBackoff)
 	}
+}
+
+// ended is ctx's error, or DeadlineExceeded once its deadline has passed:
+// a connection deadline set from ctx's may fire before ctx's own timer.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 func (h Dialer) giveUp(attempts int, start time.Time, err error) error {
