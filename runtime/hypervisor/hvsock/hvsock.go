@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/internal/ctxend"
 )
 
 // Hybrid vsock (Firecracker's design, which Cloud Hypervisor and
@@ -102,7 +103,7 @@ func (h Dialer) Dial(ctx context.Context, abort <-chan struct{}) (net.Conn, erro
 		if err == nil {
 			return c, nil
 		}
-		if end := ended(ctx); end != nil {
+		if end := ctxend.Err(ctx); end != nil {
 			if last == nil {
 				last = err
 			}
@@ -124,18 +125,6 @@ func (h Dialer) Dial(ctx context.Context, abort <-chan struct{}) (net.Conn, erro
 		}
 		delay = min(2*delay, h.MaxBackoff)
 	}
-}
-
-// ended is ctx's error, or DeadlineExceeded once its deadline has passed:
-// a connection deadline set from ctx's may fire before ctx's own timer.
-func ended(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-		return context.DeadlineExceeded
-	}
-	return nil
 }
 
 func (h Dialer) giveUp(attempts int, start time.Time, err error) error {

@@ -27,6 +27,7 @@ import (
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/internal/caplog"
 	"github.com/podvm/podvm/runtime/internal/childproc"
+	"github.com/podvm/podvm/runtime/internal/ctxend"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
 
@@ -213,7 +214,7 @@ func (m *Machine) WaitReady(ctx context.Context, try func(context.Context) error
 		if proc.Exited() {
 			return m.Failure(fmt.Errorf("%s exited during start", m.spec.Driver))
 		}
-		if end := ended(ctx); end != nil {
+		if end := ctxend.Err(ctx); end != nil {
 			return m.Failure(fmt.Errorf("%s: %w (last try: %v)", waiting, end, err))
 		}
 		if !notListening(err) {
@@ -231,18 +232,6 @@ func (m *Machine) WaitReady(ctx context.Context, try func(context.Context) error
 		}
 		delay = min(2*delay, 16*time.Millisecond)
 	}
-}
-
-// ended is ctx's error, or DeadlineExceeded once its deadline has passed:
-// a try's connection deadline, set from ctx's, may fire before ctx's timer.
-func ended(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-		return context.DeadlineExceeded
-	}
-	return nil
 }
 
 // Stop stops the VMM (Spec.Shutdown, then SIGKILL) and virtiofsd and
