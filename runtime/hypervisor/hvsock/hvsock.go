@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/podvm/podvm/agent/api/contract"
+	"github.com/podvm/podvm/runtime/internal/ctxend"
 )
 
 // Hybrid vsock (Firecracker's design, which Cloud Hypervisor and
@@ -91,18 +92,27 @@ func New(path string, port uint32) Dialer {
 // is booting, or its agent starting), until ctx ends or abort is closed
 // (the VM died). An answer that is not OK ends the retries at once. The
 // error of a failed Dial says how many attempts were made and the last
-// attempt's error.
+// attempt's error; when ctx ends during an attempt, that attempt's error is
+// the consequence, and the one before it, with ctx's, says why.
 func (h Dialer) Dial(ctx context.Context, abort <-chan struct{}) (net.Conn, error) {
 	start := time.Now()
 	delay := h.MinBackoff
+	var last error
 	for attempt := 1; ; attempt++ {
 		c, err := h.DialOnce(ctx)
 		if err == nil {
 			return c, nil
 		}
-		if !retryable(err) || ctx.Err() != nil {
+		if end := ctxend.Err(ctx); end != nil {
+			if last == nil {
+				last = err
+			}
+			return nil, h.giveUp(attempt, start, fmt.Errorf("%w (then: %w)", last, end))
+		}
+		if !retryable(err) {
 			return nil, h.giveUp(attempt, start, err)
 		}
+		last = err
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():

@@ -114,6 +114,13 @@ var (
 	replyAndClose = func(s string) func(int, string, net.Conn) {
 		return func(_ int, _ string, c net.Conn) { io.WriteString(c, s) }
 	}
+	// refuseThenSilent: the guest is not listening, then its vsock
+	// driver goes quiet while it comes up.
+	refuseThenSilent = func(n int, line string, c net.Conn) {
+		if n > 1 {
+			silent(n, line, c)
+		}
+	}
 )
 
 func testVsock(path string, port uint32) Dialer {
@@ -187,6 +194,14 @@ func TestHybridVsockHandshake(t *testing.T) {
 	}
 }
 
+// lateCtx reports a deadline earlier than the one its timer ends it at.
+type lateCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c lateCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
 func wantHandshakeError(sub string) func(t *testing.T, err error) {
 	return func(t *testing.T, err error) {
 		t.Helper()
@@ -251,25 +266,39 @@ func TestHybridVsockGivesUp(t *testing.T) {
 		name    string
 		behave  func(int, string, net.Conn)
 		ctx     time.Duration
+		lateBy  time.Duration // ctx's timer fires this long after its deadline
 		abortIn time.Duration
 		want    []string
 		is      []error
 		maxN    int32
 		maxTook time.Duration
 	}{
-		{"guest never listens", refuse, 300 * time.Millisecond, 0,
+		{"guest never listens", refuse, 300 * time.Millisecond, 0, 0,
 			[]string{"attempt(s) in", "nothing listens on the guest port"},
 			[]error{ErrGuestNotListening, context.DeadlineExceeded}, 100, 2 * time.Second},
-		{"garbage ends the retries", reply("NOPE\n"), 5 * time.Second, 0,
+		{"garbage ends the retries", reply("NOPE\n"), 5 * time.Second, 0, 0,
 			[]string{"1 attempt(s)", `unexpected reply "NOPE"`}, nil, 1, time.Second},
-		{"the VM dies", refuse, 5 * time.Second, 100 * time.Millisecond,
+		{"the VM dies", refuse, 5 * time.Second, 0, 100 * time.Millisecond,
 			[]string{"the VM exited while dialing"}, []error{ErrGuestNotListening}, 100, time.Second},
+		// The second attempt's handshake would end after ctx: ctx cuts
+		// it short, and the refusal before it is what the caller learns.
+		{"ctx ends during an attempt", refuseThenSilent, 300 * time.Millisecond, 0, 0,
+			[]string{"2 attempt(s) in", "nothing listens on the guest port", "(then: context deadline exceeded)"},
+			[]error{ErrGuestNotListening, context.DeadlineExceeded}, 2, 2 * time.Second},
+		// The same when the connection's deadline, set from ctx's, ends
+		// the attempt before ctx's timer has fired (a loaded machine).
+		{"ctx's deadline passes during an attempt, its timer late", refuseThenSilent, 3 * time.Second, 2700 * time.Millisecond, 0,
+			[]string{"2 attempt(s) in", "nothing listens on the guest port", "(then: context deadline exceeded)"},
+			[]error{ErrGuestNotListening, context.DeadlineExceeded}, 2, 2 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newVsockPeer(t, tt.behave)
 			ctx, cancel := context.WithTimeout(context.Background(), tt.ctx)
 			defer cancel()
+			if tt.lateBy > 0 {
+				ctx = lateCtx{ctx, time.Now().Add(tt.ctx - tt.lateBy)}
+			}
 			abort := make(chan struct{})
 			if tt.abortIn > 0 {
 				time.AfterFunc(tt.abortIn, func() { close(abort) })

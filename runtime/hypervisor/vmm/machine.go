@@ -27,6 +27,7 @@ import (
 	"github.com/podvm/podvm/runtime/hypervisor"
 	"github.com/podvm/podvm/runtime/internal/caplog"
 	"github.com/podvm/podvm/runtime/internal/childproc"
+	"github.com/podvm/podvm/runtime/internal/ctxend"
 	"github.com/podvm/podvm/runtime/virtiofsd"
 )
 
@@ -213,8 +214,8 @@ func (m *Machine) WaitReady(ctx context.Context, try func(context.Context) error
 		if proc.Exited() {
 			return m.Failure(fmt.Errorf("%s exited during start", m.spec.Driver))
 		}
-		if ctx.Err() != nil {
-			return m.Failure(fmt.Errorf("%s: %w (last try: %v)", waiting, ctx.Err(), err))
+		if end := ctxend.Err(ctx); end != nil {
+			return m.Failure(fmt.Errorf("%s: %w (last try: %v)", waiting, end, err))
 		}
 		if !notListening(err) {
 			return m.Failure(fmt.Errorf("%s: %w", failed, err))

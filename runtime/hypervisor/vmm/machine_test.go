@@ -178,7 +178,33 @@ func TestWaitReady(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "waiting for qmp: context deadline exceeded (last try: GET vmm.ping") {
 		t.Errorf("ctx ended during a try: %v", err)
 	}
+
+	// The same when the try's connection deadline, set from ctx's, fired
+	// and ctx's own timer has not yet (a loaded machine): ctx's deadline
+	// has passed, which is the end of the wait.
+	m = testMachine(t, Spec{})
+	err = m.Start(context.Background(), 5*time.Second, func(ctx context.Context) error {
+		if _, err := m.startScript("exec sleep 100", nil); err != nil {
+			return err
+		}
+		late := lateCtx{ctx, time.Now()}
+		timedOut := func(context.Context) error {
+			return fmt.Errorf("read greeting: %w", os.ErrDeadlineExceeded)
+		}
+		return m.WaitReady(late, timedOut, "qmp", "waiting for qmp")
+	})
+	if err == nil || !strings.Contains(err.Error(), "waiting for qmp: context deadline exceeded (last try: read greeting: i/o timeout)") {
+		t.Errorf("ctx's deadline passed during a try, its timer late: %v", err)
+	}
 }
+
+// lateCtx reports a deadline earlier than the one its timer ends it at.
+type lateCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c lateCtx) Deadline() (time.Time, bool) { return c.deadline, true }
 
 // An unasked exit is the VM's death, with the exit status, the note for
 // status 0 and the console's last lines.

@@ -51,12 +51,21 @@ func TestKillReportsSignal(t *testing.T) {
 
 func TestTerminateKillsAfterGrace(t *testing.T) {
 	// The shell ignores SIGTERM, so only the SIGKILL after the grace ends it.
-	p, err := Start(Spec{Name: "stubborn", Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; sleep 100 & wait"},
-		LogPath: filepath.Join(t.TempDir(), "s.log")})
+	log := filepath.Join(t.TempDir(), "s.log")
+	p, err := Start(Spec{Name: "stubborn", Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; echo trap-$((6*7)); sleep 100 & wait"},
+		LogPath: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // let the trap be installed
+	// The marker is computed, so the command line the log starts with does not hold it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(log); strings.Contains(string(b), "trap-42") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the shell never installed its trap")
+		}
+	}
 	start := time.Now()
 	p.Terminate(context.Background(), 200*time.Millisecond)
 	if d := time.Since(start); d < 150*time.Millisecond || d > 5*time.Second {
