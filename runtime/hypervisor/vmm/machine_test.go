@@ -128,73 +128,52 @@ func TestFailedStartStopsEverything(t *testing.T) {
 // WaitReady stops at once when the VMM dies, and on ctx's end.
 func TestWaitReady(t *testing.T) {
 	notThere := func(context.Context) error { return syscall.ENOENT }
-	m := testMachine(t, Spec{})
-	err := m.Start(context.Background(), 5*time.Second, func(ctx context.Context) error {
-		if _, err := m.startScript("echo bad flag; exit 2", nil); err != nil {
-			return err
-		}
-		return m.WaitReady(ctx, notThere, "qmp", "waiting for qmp")
-	})
-	if err == nil || !strings.Contains(err.Error(), "fakevmm exited during start: fakevmm for sandbox t1 exited unexpectedly: exit status 2") ||
-		!strings.Contains(err.Error(), "bad flag") {
-		t.Errorf("VMM died during WaitReady: %v", err)
+	tests := []struct {
+		name    string
+		script  string
+		timeout time.Duration
+		try     func(context.Context) error
+		// late hands WaitReady a ctx whose deadline has passed while its
+		// own timer has not fired yet (a loaded machine).
+		late bool
+		want []string
+	}{
+		{"VMM died during WaitReady", "echo bad flag; exit 2", 5 * time.Second, notThere, false,
+			[]string{"fakevmm exited during start: fakevmm for sandbox t1 exited unexpectedly: exit status 2", "bad flag"}},
+		{"VMM never ready", "exec sleep 100", 200 * time.Millisecond, notThere, false,
+			[]string{"waiting for qmp: context deadline exceeded"}},
+		{"VMM answering garbage", "exec sleep 100", 5 * time.Second,
+			func(context.Context) error { return errors.New("garbage") }, false, []string{"qmp: garbage"}},
+		// ctx ends while a try is under way (a dial or a call cut short by
+		// ctx's deadline): that is still the wait's end, not the VMM's answer.
+		{"ctx ended during a try", "exec sleep 100", 200 * time.Millisecond,
+			func(ctx context.Context) error {
+				<-ctx.Done()
+				return fmt.Errorf("GET vmm.ping: no answer: %w", ctx.Err())
+			}, false, []string{"waiting for qmp: context deadline exceeded (last try: GET vmm.ping"}},
+		// The same when the try's connection deadline, set from ctx's, fired
+		// and ctx's own timer has not yet: ctx's deadline has passed, which
+		// is the end of the wait.
+		{"ctx's deadline passed during a try, its timer late", "exec sleep 100", 5 * time.Second,
+			func(context.Context) error { return fmt.Errorf("read greeting: %w", os.ErrDeadlineExceeded) }, true,
+			[]string{"waiting for qmp: context deadline exceeded (last try: read greeting: i/o timeout)"}},
 	}
-
-	m = testMachine(t, Spec{})
-	err = m.Start(context.Background(), 200*time.Millisecond, func(ctx context.Context) error {
-		if _, err := m.startScript("exec sleep 100", nil); err != nil {
-			return err
+	for _, tt := range tests {
+		m := testMachine(t, Spec{})
+		err := m.Start(context.Background(), tt.timeout, func(ctx context.Context) error {
+			if _, err := m.startScript(tt.script, nil); err != nil {
+				return err
+			}
+			if tt.late {
+				ctx = lateCtx{ctx, time.Now()}
+			}
+			return m.WaitReady(ctx, tt.try, "qmp", "waiting for qmp")
+		})
+		for _, w := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v, want it to contain %q", tt.name, err, w)
+			}
 		}
-		return m.WaitReady(ctx, notThere, "qmp", "waiting for qmp")
-	})
-	if err == nil || !strings.Contains(err.Error(), "waiting for qmp: context deadline exceeded") {
-		t.Errorf("VMM never ready: %v", err)
-	}
-
-	m = testMachine(t, Spec{})
-	err = m.Start(context.Background(), 5*time.Second, func(ctx context.Context) error {
-		if _, err := m.startScript("exec sleep 100", nil); err != nil {
-			return err
-		}
-		return m.WaitReady(ctx, func(context.Context) error { return errors.New("garbage") }, "qmp", "waiting for qmp")
-	})
-	if err == nil || !strings.Contains(err.Error(), "qmp: garbage") {
-		t.Errorf("VMM answering garbage: %v", err)
-	}
-
-	// ctx ends while a try is under way (a dial or a call cut short by
-	// ctx's deadline): that is still the wait's end, not the VMM's answer.
-	m = testMachine(t, Spec{})
-	err = m.Start(context.Background(), 200*time.Millisecond, func(ctx context.Context) error {
-		if _, err := m.startScript("exec sleep 100", nil); err != nil {
-			return err
-		}
-		cutShort := func(ctx context.Context) error {
-			<-ctx.Done()
-			return fmt.Errorf("GET vmm.ping: no answer: %w", ctx.Err())
-		}
-		return m.WaitReady(ctx, cutShort, "qmp", "waiting for qmp")
-	})
-	if err == nil || !strings.Contains(err.Error(), "waiting for qmp: context deadline exceeded (last try: GET vmm.ping") {
-		t.Errorf("ctx ended during a try: %v", err)
-	}
-
-	// The same when the try's connection deadline, set from ctx's, fired
-	// and ctx's own timer has not yet (a loaded machine): ctx's deadline
-	// has passed, which is the end of the wait.
-	m = testMachine(t, Spec{})
-	err = m.Start(context.Background(), 5*time.Second, func(ctx context.Context) error {
-		if _, err := m.startScript("exec sleep 100", nil); err != nil {
-			return err
-		}
-		late := lateCtx{ctx, time.Now()}
-		timedOut := func(context.Context) error {
-			return fmt.Errorf("read greeting: %w", os.ErrDeadlineExceeded)
-		}
-		return m.WaitReady(late, timedOut, "qmp", "waiting for qmp")
-	})
-	if err == nil || !strings.Contains(err.Error(), "waiting for qmp: context deadline exceeded (last try: read greeting: i/o timeout)") {
-		t.Errorf("ctx's deadline passed during a try, its timer late: %v", err)
 	}
 }
 
